@@ -1,0 +1,50 @@
+"""fastopt: fused, in-place optimizer kernels for NumPy training loops.
+
+Quick use::
+
+    import fastopt
+    fp = fastopt.FlatParams({"W": (784, 10), "b": (10,)})
+    opt = fastopt.Adam(fp, lr=1e-3)
+    ...                      # write gradients into fp.grads["W"], fp.grads["b"]
+    opt.step()               # one fused kernel call for the whole model
+
+See ``fastopt.kernels`` (compiled) and ``fastopt.reference`` (NumPy) for the
+update rules.
+"""
+
+__version__ = "0.1.0"
+
+from . import kernels, reference
+from ._dispatch import ext as _ext
+from ._threads import get_num_threads, num_threads, set_num_threads
+from .flat import FlatParams
+from .optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
+
+
+def isa():
+    """The instruction-set level of the kernels in use ('baseline', 'avx2' or 'avx512')."""
+    return _ext.level
+
+
+def info():
+    """Build and runtime facts, as a dict (what ``fastopt info`` prints)."""
+    from . import _cpu, _dispatch
+
+    level, openmp, cflags = _ext._optim.build_info()
+    return {
+        "version": __version__,
+        "isa": level,
+        "isa_supported": list(_dispatch.supported_levels()),
+        "isa_built": list(_dispatch.built_levels()),
+        "openmp": openmp,
+        "threads": get_num_threads(),
+        "parallel_threshold": _ext._optim.parallel_threshold(),
+        "cflags": cflags,
+    }
+
+
+__all__ = [
+    "FlatParams", "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
+    "kernels", "reference", "set_num_threads", "get_num_threads", "num_threads",
+    "isa", "info", "__version__",
+]

@@ -1,0 +1,1 @@
+"""Compiled kernels for one instruction-set level (built by setup.py)."""

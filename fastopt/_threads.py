@@ -1,0 +1,52 @@
+"""How many threads the kernels use.
+
+By default fastopt follows the OpenMP runtime (``omp_get_max_threads()``): all
+cores, or ``OMP_NUM_THREADS`` when it is set, and whatever
+``threadpoolctl.threadpool_limits(..., user_api="openmp")`` imposes, the way
+scikit-learn's OpenMP code does.  :func:`set_num_threads` overrides that.
+"""
+
+import operator
+
+from ._dispatch import ext
+
+_explicit = None
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in every kernel (``None``: back to the OpenMP default)."""
+    global _explicit
+    if n is None:
+        _explicit = None
+        return
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int >= 1 or None, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _explicit = n
+
+
+def get_num_threads():
+    """Threads a large kernel call will use (small arrays run on one thread)."""
+    if _explicit is not None:
+        return _explicit
+    return ext._optim.omp_max_threads()
+
+
+class num_threads:
+    """Context manager: ``with fastopt.num_threads(1): ...`` restores the previous setting."""
+
+    def __init__(self, n):
+        self._n = n
+        self._saved = None
+
+    def __enter__(self):
+        self._saved = _explicit
+        set_num_threads(self._n)
+        return self
+
+    def __exit__(self, *exc):
+        set_num_threads(self._saved)
+        return False

@@ -1,0 +1,46 @@
+"""The ``fastopt`` command line: ``fastopt info`` (and the subcommands registered below)."""
+
+import argparse
+import sys
+
+
+def _cmd_info(args):
+    import fastopt
+
+    info = fastopt.info()
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        if isinstance(v, list):
+            v = ", ".join(v)
+        elif isinstance(v, bool):
+            v = "on" if v else "off"
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="version, instruction set, OpenMP, threads, compile flags")
+    p.set_defaults(func=_cmd_info)
+
+
+# Each entry adds one subcommand to the parser (set_defaults(func=...) runs it).
+SUBCOMMANDS = [_add_info]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="fastopt",
+                                     description="Fused optimizer kernels for NumPy training loops.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Optimizer classes: hyperparameters and state, one fused kernel call per buffer.
+
+Each optimizer takes either a :class:`fastopt.FlatParams` (``step()`` reads its
+``grad`` buffer and updates the whole model in one kernel call) or a list of
+float32 arrays (``step(grads)`` takes the matching list of gradients, one
+kernel call per array).  ``impl="reference"`` runs the NumPy reference
+(:mod:`fastopt.reference`) instead of the compiled kernels, for comparison.
+"""
+
+import numpy as np
+
+from . import _check
+from . import kernels as _kernels
+from . import reference as _reference
+from .flat import FlatParams
+
+__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
+
+_IMPLS = {"fused": _kernels, "reference": _reference}
+
+
+class Optimizer:
+    """Base class. Subclasses set ``_state_names`` and ``_hyper_names`` and implement ``_update``."""
+
+    _state_names = ()
+    _hyper_names = ()
+
+    def __init__(self, params, lr, *, impl="fused"):
+        if impl not in _IMPLS:
+            raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
+        self.impl = impl
+        self._k = _IMPLS[impl]
+        if isinstance(params, FlatParams):
+            self.flat = params
+            self._params = [params.data]
+            self._grads = [params.grad]
+        else:
+            if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
+                raise TypeError("params must be a FlatParams or a list of float32 arrays, "
+                                f"got {type(params).__name__}")
+            self.flat = None
+            self._params = list(params)
+            self._grads = None
+            for i, p in enumerate(self._params):
+                _check.array(f"params[{i}]", p, writable=True)
+            _check.disjoint(**{f"params[{i}]": p for i, p in enumerate(self._params)})
+        self.lr = lr
+        self._step = 0
+        self.state = {name: [np.zeros_like(p) for p in self._params]
+                      for name in self._state_names}
+
+    # ------------------------------------------------------------ hyperparameters
+    @property
+    def lr(self):
+        """Learning rate (settable)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _check.at_least("lr", value, 0.0)
+
+    @property
+    def step_count(self):
+        """Number of steps taken."""
+        return self._step
+
+    def hyper(self):
+        """The hyperparameters, as a dict of plain Python values."""
+        return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper_names}}
+
+    # ------------------------------------------------------------ stepping
+    def _resolve_grads(self, grads):
+        if self.flat is not None:
+            if grads is not None:
+                raise TypeError("this optimizer reads the FlatParams' grad buffer: call step() "
+                                "with no argument")
+            return self._grads
+        if grads is None:
+            raise TypeError("step(grads) needs the list of gradients matching params")
+        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list of float32 arrays, got {type(grads).__name__}")
+        if len(grads) != len(self._params):
+            raise ValueError(f"grads has {len(grads)} arrays, expected {len(self._params)} "
+                             "like params")
+        # Check every gradient before updating any parameter: a rejected call changes nothing.
+        for i, (p, g) in enumerate(zip(self._params, grads)):
+            _check.array(f"grads[{i}]", g, writable=False, like=p, like_name=f"params[{i}]")
+            bufs = {f"params[{i}]": p, f"grads[{i}]": g}
+            bufs.update({f"{n}[{i}]": self.state[n][i] for n in self._state_names})
+            _check.disjoint(**bufs)
+        return grads
+
+    def step(self, grads=None):
+        """Update every parameter in place from its gradient."""
+        grads = self._resolve_grads(grads)
+        t = self._step + 1
+        for i, (p, g) in enumerate(zip(self._params, grads)):
+            self._update(i, p, g, t)
+        self._step = t
+
+    def _update(self, i, p, g, t):
+        raise NotImplementedError
+
+    def zero_grad(self):
+        """Zero the FlatParams' grad buffer (with a list of arrays the gradients are yours)."""
+        if self.flat is None:
+            raise TypeError("zero_grad() needs an optimizer built on a FlatParams; with a list "
+                            "of arrays, the gradient arrays belong to the caller")
+        self.flat.grad.fill(0.0)
+
+    # ------------------------------------------------------------ state
+    def state_dict(self):
+        """A snapshot (copies) of the step count, hyperparameters and state buffers."""
+        return {"type": type(self).__name__, "step": self._step, "hyper": self.hyper(),
+                "state": {n: [a.copy() for a in bufs] for n, bufs in self.state.items()}}
+
+    def load_state_dict(self, state_dict):
+        """Restore a :meth:`state_dict` in place; continuing gives the same bits as never stopping."""
+        if not isinstance(state_dict, dict) or not {"type", "step", "hyper", "state"} <= set(state_dict):
+            raise ValueError("state_dict must be a dict from Optimizer.state_dict()")
+        if state_dict["type"] != type(self).__name__:
+            raise ValueError(f"state_dict is for {state_dict['type']}, not {type(self).__name__}")
+        step = _check.integer("step", state_dict["step"], 0)
+        saved = state_dict["state"]
+        if set(saved) != set(self.state):
+            raise ValueError(f"state_dict has state {sorted(saved)}, expected {sorted(self.state)}")
+        for name, bufs in self.state.items():
+            if len(saved[name]) != len(bufs):
+                raise ValueError(f"state {name!r} has {len(saved[name])} buffers, expected {len(bufs)}")
+            for i, (dst, src) in enumerate(zip(bufs, saved[name])):
+                src = np.asarray(src)
+                if src.shape != dst.shape or src.dtype != dst.dtype:
+                    raise ValueError(f"state {name}[{i}] has shape {src.shape} and dtype {src.dtype}, "
+                                     f"expected {dst.shape} and {dst.dtype}")
+        hyper = dict(state_dict["hyper"])
+        self._set_hyper(hyper)
+        for name, bufs in self.state.items():
+            for dst, src in zip(bufs, saved[name]):
+                np.copyto(dst, src)
+        self._step = step
+
+    def _set_hyper(self, hyper):
+        unknown = set(hyper) - {"lr", *self._hyper_names}
+        if unknown:
+            raise ValueError(f"state_dict has unknown hyperparameters {sorted(unknown)}")
+        # Re-run the constructor's checks on a copy before changing anything.
+        self._validate_hyper({**self.hyper(), **hyper})
+        self.lr = hyper.get("lr", self.lr)
+        for k in self._hyper_names:
+            if k in hyper:
+                setattr(self, k, hyper[k])
+
+    def _validate_hyper(self, hyper):
+        pass
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
+        target = "FlatParams" if self.flat is not None else f"{len(self._params)} arrays"
+        return f"{type(self).__name__}({target}, {args}, impl={self.impl!r})"
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with optional momentum, as ``torch.optim.SGD``.
+
+    See :func:`fastopt.kernels.sgd_step` for the update rule. With
+    ``dampening=0`` (the default) it matches ``torch.optim.SGD`` step for step;
+    :class:`Momentum` is the seed's exponentially weighted variant.
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> fp = fastopt.FlatParams({"w": (2,)})
+    >>> opt = fastopt.SGD(fp, lr=0.1, momentum=0.9)
+    >>> fp.grads["w"][...] = [1.0, -1.0]
+    >>> opt.step()
+    >>> fp.params["w"]
+    array([-0.1,  0.1], dtype=float32)
+    """
+
+    _hyper_names = ("momentum", "dampening", "nesterov", "weight_decay")
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0, *, impl="fused"):
+        self._validate_hyper(dict(momentum=momentum, dampening=dampening, nesterov=nesterov,
+                                  weight_decay=weight_decay))
+        self.momentum, self.dampening = float(momentum), float(dampening)
+        self.nesterov, self.weight_decay = bool(nesterov), float(weight_decay)
+        self._state_names = ("momentum_buf",) if self.momentum != 0 else ()
+        super().__init__(params, lr, impl=impl)
+
+    def _validate_hyper(self, h):
+        m = _check.unit_interval("momentum", h["momentum"])
+        d = _check.unit_interval("dampening", h["dampening"], closed_right=True)
+        n = _check.flag("nesterov", h["nesterov"])
+        _check.at_least("weight_decay", h["weight_decay"], 0.0)
+        if n and (m == 0 or d != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
+        if hasattr(self, "state") and (m != 0) != ("momentum_buf" in self.state):
+            raise ValueError("momentum cannot change between zero and non-zero after construction")
+
+    def _update(self, i, p, g, t):
+        buf = self.state["momentum_buf"][i] if self.momentum != 0 else None
+        self._k.sgd_step(p, g, buf, lr=self._lr, momentum=self.momentum,
+                         dampening=self.dampening, nesterov=self.nesterov,
+                         weight_decay=self.weight_decay)
+
+
+class Momentum(SGD):
+    r"""The seed's gradient descent with momentum (an exponentially weighted average).
+
+    .. math::  v \leftarrow \beta v + (1-\beta)\,dW, \qquad w \leftarrow w - \alpha v
+
+    Same as ``SGD(params, lr, momentum=beta, dampening=beta)``. Compared with
+    PyTorch-style momentum (``dampening=0``), the step is ``(1-β)`` times
+    smaller for the same ``lr``: multiply ``lr`` by ``1/(1-β)`` to compare.
+    """
+
+    def __init__(self, params, lr, beta=0.9, *, impl="fused"):
+        beta = _check.unit_interval("beta", beta)
+        if beta == 0:
+            raise ValueError("beta must be in (0, 1) for momentum; use SGD for plain descent")
+        super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop, with ε inside the square root as in the seed (``eps_inside_sqrt=True``).
+
+    See :func:`fastopt.kernels.rmsprop_step`. ``eps_inside_sqrt=False`` and
+    ``alpha=0.99`` give ``torch.optim.RMSprop``'s rule and default.
+    """
+
+    _state_names = ("square_avg",)
+    _hyper_names = ("alpha", "eps", "eps_inside_sqrt", "weight_decay")
+
+    def __init__(self, params, lr, alpha=0.9, eps=1e-8, eps_inside_sqrt=True, weight_decay=0.0,
+                 *, impl="fused"):
+        self._validate_hyper(dict(alpha=alpha, eps=eps, eps_inside_sqrt=eps_inside_sqrt,
+                                  weight_decay=weight_decay))
+        self.alpha, self.eps = float(alpha), float(eps)
+        self.eps_inside_sqrt, self.weight_decay = bool(eps_inside_sqrt), float(weight_decay)
+        super().__init__(params, lr, impl=impl)
+
+    def _validate_hyper(self, h):
+        _check.unit_interval("alpha", h["alpha"])
+        _check.positive("eps", h["eps"])
+        _check.flag("eps_inside_sqrt", h["eps_inside_sqrt"])
+        _check.at_least("weight_decay", h["weight_decay"], 0.0)
+
+    def _update(self, i, p, g, t):
+        self._k.rmsprop_step(p, g, self.state["square_avg"][i], lr=self._lr, alpha=self.alpha,
+                             eps=self.eps, eps_inside_sqrt=self.eps_inside_sqrt,
+                             weight_decay=self.weight_decay)
+
+
+class Adam(Optimizer):
+    r"""Adam (the seed's, with bias correction), L2 weight decay as ``torch.optim.Adam``.
+
+    See :func:`fastopt.kernels.adam_step`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> fp = fastopt.FlatParams({"w": (3,)})
+    >>> opt = fastopt.Adam(fp, lr=0.01)
+    >>> fp.grads["w"][...] = [0.5, -2.0, 0.0]
+    >>> opt.step()                     # the first step moves by lr·sign(g)
+    >>> np.round(fp.params["w"], 6)
+    array([-0.01,  0.01,  0.  ], dtype=float32)
+    """
+
+    _state_names = ("exp_avg", "exp_avg_sq")
+    _hyper_names = ("betas", "eps", "weight_decay")
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 *, impl="fused"):
+        self._validate_hyper(dict(betas=betas, eps=eps, weight_decay=weight_decay))
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps, self.weight_decay = float(eps), float(weight_decay)
+        super().__init__(params, lr, impl=impl)
+
+    def _validate_hyper(self, h):
+        betas = h["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        _check.unit_interval("betas[0]", betas[0])
+        _check.unit_interval("betas[1]", betas[1])
+        _check.positive("eps", h["eps"])
+        _check.at_least("weight_decay", h["weight_decay"], 0.0)
+
+    def _set_hyper(self, hyper):
+        if "betas" in hyper:
+            hyper["betas"] = tuple(float(b) for b in hyper["betas"])
+        super()._set_hyper(hyper)
+
+    def _update(self, i, p, g, t):
+        self._k.adam_step(p, g, self.state["exp_avg"][i], self.state["exp_avg_sq"][i], step=t,
+                          lr=self._lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+                          weight_decay=self.weight_decay,
+                          decoupled_weight_decay=self._decoupled)
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay, as ``torch.optim.AdamW``.
+
+    Each step first shrinks the parameters, :math:`\theta \leftarrow (1 -
+    \eta\lambda)\theta`, then takes the Adam step on the raw gradient.
+    """
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 *, impl="fused"):
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, impl=impl)

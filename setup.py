@@ -1,0 +1,173 @@
+"""Build fastopt's Cython kernels.
+
+Every ``src/<name>.pyx`` (except ``_cpu.pyx``) is compiled once per
+instruction-set level into ``fastopt/_ext/<level>/<name>``; ``fastopt._dispatch``
+picks the best level the running CPU supports at import time.  ``src/_cpu.pyx``
+(CPU feature detection) is compiled once, for the baseline.
+
+Environment variables (all optional):
+
+``FASTOPT_REQUIRE_OPENMP=1``
+    Fail the build if the compiler cannot build OpenMP code (default: warn
+    and build single-threaded kernels).
+``FASTOPT_MARCH_NATIVE=1``
+    Add ``-march=native`` to the baseline build.  Off by default: a wheel
+    built with it crashes with an illegal instruction on an older CPU.
+``FASTOPT_ISA_LEVELS=baseline,avx2``
+    Restrict which levels are built (default: every level this platform has).
+"""
+
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import textwrap
+import warnings
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).parent.resolve()
+
+BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c11"]
+
+# Instruction-set levels (x86-64 psABI micro-architecture levels).
+X86_LEVELS = {
+    "baseline": [],
+    "avx2": ["-march=x86-64-v3"],
+    "avx512": ["-march=x86-64-v4", "-mprefer-vector-width=512"],
+}
+
+
+def _is_x86_64():
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _truthy(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _levels():
+    levels = dict(X86_LEVELS) if _is_x86_64() else {"baseline": []}
+    wanted = os.environ.get("FASTOPT_ISA_LEVELS")
+    if wanted:
+        names = [w.strip() for w in wanted.split(",") if w.strip()]
+        unknown = [w for w in names if w not in levels]
+        if unknown:
+            raise SystemExit(f"FASTOPT_ISA_LEVELS: unknown or unavailable level(s) {unknown}; "
+                             f"this platform has {list(levels)}")
+        names = ["baseline"] + [w for w in names if w != "baseline"]
+        levels = {k: levels[k] for k in names}
+    if _truthy("FASTOPT_MARCH_NATIVE"):
+        levels["baseline"] = levels["baseline"] + ["-march=native"]
+    return levels
+
+
+OPENMP_TEST = textwrap.dedent("""
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d %d\\n", n, omp_get_max_threads());
+        return 0;
+    }
+""")
+
+
+def _openmp_flags(compiler):
+    """Return (compile_args, link_args) for OpenMP, or None if it does not work."""
+    if compiler.compiler_type == "msvc":
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    tmp = tempfile.mkdtemp(prefix="fastopt-omp-")
+    try:
+        src = os.path.join(tmp, "omp_test.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_TEST)
+        for cflags, lflags in candidates:
+            try:
+                objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                compiler.link_executable(objs, "omp_test", output_dir=tmp, extra_postargs=lflags)
+                return cflags, lflags
+            except Exception:  # noqa: BLE001 - any failure means "no OpenMP with these flags"
+                continue
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    """Detect OpenMP once, then add the right flags to every extension."""
+
+    def build_extensions(self):
+        omp = _openmp_flags(self.compiler)
+        if omp is None:
+            msg = ("fastopt: the C compiler cannot build OpenMP code; "
+                   "building single-threaded kernels.")
+            if _truthy("FASTOPT_REQUIRE_OPENMP"):
+                raise SystemExit(msg + " (FASTOPT_REQUIRE_OPENMP is set: failing.)")
+            warnings.warn(msg)
+            print("WARNING: " + msg, file=sys.stderr)
+        msvc = self.compiler.compiler_type == "msvc"
+        for ext in self.extensions:
+            level = getattr(ext, "fastopt_level", "baseline")
+            cflags = ["/O2", "/fp:fast"] if msvc else BASE_FLAGS + ext.fastopt_isa_flags
+            lflags = []
+            if omp is not None:
+                cflags = cflags + omp[0]
+                lflags = omp[1]
+            shown = " ".join(cflags)
+            ext.extra_compile_args = cflags
+            ext.extra_link_args = lflags
+            ext.define_macros = list(ext.define_macros or []) + [
+                ("FASTOPT_ISA", f'"{level}"'),
+                ("FASTOPT_CFLAGS", f'"{shown}"'),
+            ]
+        super().build_extensions()
+
+
+def _extensions():
+    from Cython.Build import cythonize
+
+    directives = {
+        "language_level": 3,
+        "boundscheck": False,
+        "wraparound": False,
+        "cdivision": True,
+        "initializedcheck": False,
+        "nonecheck": False,
+        "embedsignature": True,
+    }
+    sources = sorted(p for p in (HERE / "src").glob("*.pyx") if p.stem != "_cpu")
+    exts = []
+    for level, isa_flags in _levels().items():
+        level_exts = []
+        for pyx in sources:
+            ext = Extension(f"fastopt._ext.{level}.{pyx.stem}", [str(pyx.relative_to(HERE))])
+            ext.fastopt_level = level
+            ext.fastopt_isa_flags = isa_flags
+            level_exts.append(ext)
+        # A separate build_dir per level: the generated C embeds the module name.
+        exts += cythonize(level_exts, compiler_directives=directives,
+                          build_dir=f"build/cython/{level}", quiet=True)
+    cpu = Extension("fastopt._cpu", ["src/_cpu.pyx"])
+    cpu.fastopt_level = "baseline"
+    cpu.fastopt_isa_flags = []
+    exts += cythonize([cpu], compiler_directives=directives, build_dir="build/cython/cpu",
+                      quiet=True)
+    # cythonize returns fresh Extension objects: copy our attributes across.
+    for ext in exts:
+        level = ext.name.split(".")[-2] if ext.name.startswith("fastopt._ext.") else "baseline"
+        ext.fastopt_level = level
+        ext.fastopt_isa_flags = _levels()[level]
+    return exts
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

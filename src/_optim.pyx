@@ -1,0 +1,296 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Fused, in-place optimizer kernels over flat float32 buffers.
+
+These functions trust their arguments: ``fastopt.kernels`` checks dtype,
+shape, layout, aliasing and hyperparameters before calling them.
+
+Parallel layout: the buffer is cut into fixed blocks of ``BLOCK`` elements;
+threads take whole blocks.  Every element is therefore computed by the same
+code whatever the thread count, so results are bit-identical for 1 or N
+threads.  Reductions keep one double partial sum per block and add the
+partials in block order.
+"""
+
+from cython.parallel cimport prange
+from libc.math cimport sqrtf, sqrt
+from libc.stdlib cimport malloc, free
+
+include "_openmp.pxi"
+
+cdef enum:
+    BLOCK = 16384            # elements per block (64 KiB of float32)
+    PARALLEL_MIN = 65536     # below this many elements, one thread
+
+# ---------------------------------------------------------------- helpers
+
+cdef inline Py_ssize_t _nblocks(Py_ssize_t n) noexcept nogil:
+    return (n + BLOCK - 1) // BLOCK
+
+
+cdef inline int _nthreads(Py_ssize_t n, int n_threads) noexcept nogil:
+    """Threads worth starting for n elements (one below PARALLEL_MIN)."""
+    cdef Py_ssize_t nb = _nblocks(n)
+    if n < PARALLEL_MIN or n_threads < 2:
+        return 1
+    if nb < n_threads:
+        return <int>nb
+    return n_threads
+
+
+cdef inline Py_ssize_t _blen(Py_ssize_t b, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t rest = n - b * BLOCK
+    return BLOCK if rest > BLOCK else rest
+
+
+def parallel_threshold():
+    """Number of elements from which the kernels use more than one thread."""
+    return PARALLEL_MIN
+
+
+def block_size():
+    """Elements per parallel block."""
+    return BLOCK
+
+# ---------------------------------------------------------------- SGD
+
+
+cdef void _sgd_block(float* p,                 # IN/OUT
+                     const float* g,           # IN
+                     float* buf,               # IN/OUT (unused if not has_mom)
+                     Py_ssize_t n, float lr, float momentum, float one_minus_damp,
+                     float wd, bint has_wd, bint has_mom, bint nesterov) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef float gi, bi
+    if not has_mom:
+        for i in range(n):
+            gi = g[i]
+            if has_wd:
+                gi = gi + wd * p[i]
+            p[i] = p[i] - lr * gi
+    elif nesterov:
+        for i in range(n):
+            gi = g[i]
+            if has_wd:
+                gi = gi + wd * p[i]
+            bi = momentum * buf[i] + one_minus_damp * gi
+            buf[i] = bi
+            p[i] = p[i] - lr * (gi + momentum * bi)
+    else:
+        for i in range(n):
+            gi = g[i]
+            if has_wd:
+                gi = gi + wd * p[i]
+            bi = momentum * buf[i] + one_minus_damp * gi
+            buf[i] = bi
+            p[i] = p[i] - lr * bi
+
+
+def sgd_step(float[::1] param, const float[::1] grad, float[::1] momentum_buf,
+             float lr, float momentum, float dampening, bint nesterov, float weight_decay,
+             int n_threads):
+    """SGD (with momentum) in place.  momentum_buf is ignored when momentum == 0
+    (pass param's memory is not allowed; pass any float32 array, e.g. param[:0])."""
+    cdef Py_ssize_t n = param.shape[0]
+    cdef Py_ssize_t nb = _nblocks(n), b, off
+    cdef int nt = _nthreads(n, n_threads)
+    cdef bint has_mom = momentum != 0.0
+    cdef bint has_wd = weight_decay != 0.0
+    cdef float omd = 1.0 - dampening
+    cdef float* bufp = NULL
+    if n == 0:
+        return
+    if has_mom:
+        bufp = &momentum_buf[0]
+    with nogil:
+        if nt == 1:
+            for b in range(nb):
+                off = b * BLOCK
+                _sgd_block(&param[off], &grad[off], bufp + off if has_mom else NULL,
+                           _blen(b, n), lr, momentum, omd, weight_decay, has_wd, has_mom, nesterov)
+        else:
+            for b in prange(nb, schedule="static", num_threads=nt):
+                off = b * BLOCK
+                _sgd_block(&param[off], &grad[off], bufp + off if has_mom else NULL,
+                           _blen(b, n), lr, momentum, omd, weight_decay, has_wd, has_mom, nesterov)
+
+# ---------------------------------------------------------------- RMSprop
+
+
+cdef void _rmsprop_block(float* p,             # IN/OUT
+                         const float* g,       # IN
+                         float* s,             # IN/OUT
+                         Py_ssize_t n, float lr, float alpha, float one_minus_alpha, float eps,
+                         float wd, bint has_wd, bint eps_inside) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef float gi, si
+    if eps_inside:
+        for i in range(n):
+            gi = g[i]
+            if has_wd:
+                gi = gi + wd * p[i]
+            si = alpha * s[i] + one_minus_alpha * (gi * gi)
+            s[i] = si
+            p[i] = p[i] - lr * gi / sqrtf(si + eps)
+    else:
+        for i in range(n):
+            gi = g[i]
+            if has_wd:
+                gi = gi + wd * p[i]
+            si = alpha * s[i] + one_minus_alpha * (gi * gi)
+            s[i] = si
+            p[i] = p[i] - lr * gi / (sqrtf(si) + eps)
+
+
+def rmsprop_step(float[::1] param, const float[::1] grad, float[::1] square_avg,
+                 float lr, float alpha, float eps, bint eps_inside_sqrt, float weight_decay,
+                 int n_threads):
+    """RMSprop in place."""
+    cdef Py_ssize_t n = param.shape[0]
+    cdef Py_ssize_t nb = _nblocks(n), b, off
+    cdef int nt = _nthreads(n, n_threads)
+    cdef bint has_wd = weight_decay != 0.0
+    cdef float oma = 1.0 - alpha
+    if n == 0:
+        return
+    with nogil:
+        if nt == 1:
+            for b in range(nb):
+                off = b * BLOCK
+                _rmsprop_block(&param[off], &grad[off], &square_avg[off], _blen(b, n),
+                               lr, alpha, oma, eps, weight_decay, has_wd, eps_inside_sqrt)
+        else:
+            for b in prange(nb, schedule="static", num_threads=nt):
+                off = b * BLOCK
+                _rmsprop_block(&param[off], &grad[off], &square_avg[off], _blen(b, n),
+                               lr, alpha, oma, eps, weight_decay, has_wd, eps_inside_sqrt)
+
+# ---------------------------------------------------------------- Adam / AdamW
+
+
+cdef void _adam_block(float* p,                # IN/OUT
+                      const float* g,          # IN
+                      float* m,                # IN/OUT
+                      float* v,                # IN/OUT
+                      Py_ssize_t n, float lr_bc1, float inv_bc2,
+                      float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
+                      float eps, float wd, bint has_wd, float decay, bint decoupled) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef float gi, pi, mi, vi
+    for i in range(n):
+        gi = g[i]
+        pi = p[i]
+        if decoupled:
+            pi = pi * decay
+        elif has_wd:
+            gi = gi + wd * pi
+        mi = beta1 * m[i] + one_minus_beta1 * gi
+        vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - lr_bc1 * mi / (sqrtf(vi * inv_bc2) + eps)
+
+
+def adam_step(float[::1] param, const float[::1] grad, float[::1] exp_avg, float[::1] exp_avg_sq,
+              double lr, double beta1, double beta2, double eps, double weight_decay,
+              bint decoupled_weight_decay, long long step, int n_threads):
+    """Adam / AdamW in place (step counts from 1)."""
+    cdef Py_ssize_t n = param.shape[0]
+    cdef Py_ssize_t nb = _nblocks(n), b, off
+    cdef int nt = _nthreads(n, n_threads)
+    cdef double bc1 = 1.0 - beta1 ** step
+    cdef double bc2 = 1.0 - beta2 ** step
+    cdef float lr_bc1 = <float>(lr / bc1)
+    cdef float inv_bc2 = <float>(1.0 / bc2)
+    cdef float fb1 = <float>beta1, fb2 = <float>beta2
+    cdef float omb1 = <float>(1.0 - beta1), omb2 = <float>(1.0 - beta2)
+    cdef float feps = <float>eps, fwd = <float>weight_decay
+    cdef float decay = <float>(1.0 - lr * weight_decay)
+    cdef bint has_wd = weight_decay != 0.0
+    if n == 0:
+        return
+    with nogil:
+        if nt == 1:
+            for b in range(nb):
+                off = b * BLOCK
+                _adam_block(&param[off], &grad[off], &exp_avg[off], &exp_avg_sq[off], _blen(b, n),
+                            lr_bc1, inv_bc2, fb1, omb1, fb2, omb2, feps, fwd, has_wd, decay,
+                            decoupled_weight_decay)
+        else:
+            for b in prange(nb, schedule="static", num_threads=nt):
+                off = b * BLOCK
+                _adam_block(&param[off], &grad[off], &exp_avg[off], &exp_avg_sq[off], _blen(b, n),
+                            lr_bc1, inv_bc2, fb1, omb1, fb2, omb2, feps, fwd, has_wd, decay,
+                            decoupled_weight_decay)
+
+# ---------------------------------------------------------------- norms
+
+
+cdef double _sumsq_block(const float* g, Py_ssize_t n) noexcept nogil:
+    # Four independent double accumulators: vectorizable, and fixed order.
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
+    cdef double x0, x1, x2, x3
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        x0 = g[i]
+        x1 = g[i + 1]
+        x2 = g[i + 2]
+        x3 = g[i + 3]
+        a0 += x0 * x0
+        a1 += x1 * x1
+        a2 += x2 * x2
+        a3 += x3 * x3
+        i += 4
+    while i < n:
+        x0 = g[i]
+        a0 += x0 * x0
+        i += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+def sum_of_squares(const float[::1] grad, int n_threads):
+    """Sum of grad**2 accumulated in double; same bits for any thread count."""
+    cdef Py_ssize_t n = grad.shape[0]
+    cdef Py_ssize_t nb = _nblocks(n), b
+    cdef int nt = _nthreads(n, n_threads)
+    cdef double total = 0.0
+    cdef double* partial
+    if n == 0:
+        return 0.0
+    partial = <double*>malloc(nb * sizeof(double))
+    if partial == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            if nt == 1:
+                for b in range(nb):
+                    partial[b] = _sumsq_block(&grad[b * BLOCK], _blen(b, n))
+            else:
+                for b in prange(nb, schedule="static", num_threads=nt):
+                    partial[b] = _sumsq_block(&grad[b * BLOCK], _blen(b, n))
+            for b in range(nb):
+                total = total + partial[b]
+    finally:
+        free(partial)
+    return total
+
+
+cdef void _scale_block(float* g, Py_ssize_t n, float c) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        g[i] = g[i] * c
+
+
+def scale(float[::1] grad, float factor, int n_threads):
+    """grad *= factor, in place."""
+    cdef Py_ssize_t n = grad.shape[0]
+    cdef Py_ssize_t nb = _nblocks(n), b
+    cdef int nt = _nthreads(n, n_threads)
+    if n == 0:
+        return
+    with nogil:
+        if nt == 1:
+            for b in range(nb):
+                _scale_block(&grad[b * BLOCK], _blen(b, n), factor)
+        else:
+            for b in prange(nb, schedule="static", num_threads=nt):
+                _scale_block(&grad[b * BLOCK], _blen(b, n), factor)
