@@ -1,0 +1,25 @@
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import _dispatch
+
+
+@pytest.fixture(params=_dispatch.supported_levels())
+def isa(request):
+    """Run the test once per instruction-set level this CPU supports (and was built)."""
+    previous = _dispatch.ext.level
+    _dispatch.set_isa(request.param)
+    yield request.param
+    _dispatch.set_isa(previous)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    yield
+    fastopt.set_num_threads(None)
