@@ -1,0 +1,195 @@
+"""Bad input: a clear TypeError/ValueError naming the argument, and every buffer unchanged."""
+
+import numpy as np
+import pytest
+
+from fastopt import kernels as K
+from fastopt import reference as R
+
+N = 10
+
+
+def fresh():
+    rng = np.random.default_rng(0)
+    return {name: rng.standard_normal(N).astype(np.float32)
+            for name in ("param", "grad", "state1", "state2")}
+
+
+def run(mod, kernel, b, **override):
+    """Call ``kernel`` with buffers b (and overrides for arguments)."""
+    args = dict(b)
+    args.update({k: v for k, v in override.items() if k in args})
+    hyper = {k: v for k, v in override.items() if k not in args}
+    if kernel == "sgd":
+        h = dict(lr=0.1, momentum=0.9)
+        h.update(hyper)
+        mod.sgd_step(args["param"], args["grad"], args["state1"], **h)
+    elif kernel == "rmsprop":
+        h = dict(lr=0.1)
+        h.update(hyper)
+        mod.rmsprop_step(args["param"], args["grad"], args["state1"], **h)
+    elif kernel == "adam":
+        h = dict(lr=0.1, step=1)
+        h.update(hyper)
+        mod.adam_step(args["param"], args["grad"], args["state1"], args["state2"], **h)
+    elif kernel == "clip":
+        h = dict(max_norm=1.0)
+        h.update(hyper)
+        mod.clip_grad_norm_(args["grad"], **h)
+    elif kernel == "norm":
+        mod.global_norm(args["grad"])
+
+
+def _buffer_cases():
+    f32 = lambda: np.zeros(N, np.float32)  # noqa: E731
+    cases = []
+    for kernel in ("sgd", "rmsprop", "adam"):
+        bufs = ["param", "grad", "state1"] + (["state2"] if kernel == "adam" else [])
+        for arg in bufs:
+            cases += [
+                (kernel, {arg: np.zeros(N, np.float64)}, TypeError, "dtype float64, expected float32"),
+                (kernel, {arg: np.zeros(N, np.int32)}, TypeError, "expected float32"),
+                (kernel, {arg: [0.0] * N}, TypeError, "numpy.ndarray"),
+                (kernel, {arg: np.zeros(2 * N, np.float32)[::2]}, ValueError, "C-contiguous"),
+            ]
+            if arg != "param":
+                cases.append((kernel, {arg: np.zeros(N + 1, np.float32)}, ValueError,
+                              "shape (11,), expected (10,) like param"))
+                cases.append((kernel, {arg: np.zeros((2, 5), np.float32)}, ValueError,
+                              "shape (2, 5), expected (10,)"))
+            if arg != "grad":
+                ro = f32()
+                ro.flags.writeable = False
+                cases.append((kernel, {arg: ro}, ValueError, "read-only"))
+    return cases
+
+
+BUFFER_CASES = _buffer_cases()
+
+
+def _expected_name(kernel, arg):
+    return {"state1": {"sgd": "momentum_buf", "rmsprop": "square_avg", "adam": "exp_avg"},
+            "state2": {"adam": "exp_avg_sq"}}.get(arg, {}).get(kernel, arg)
+
+
+@pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
+@pytest.mark.parametrize("kernel,override,exc,msg", BUFFER_CASES,
+                         ids=[f"{c[0]}-{next(iter(c[1]))}-{c[3][:20]}" for c in BUFFER_CASES])
+def test_bad_buffer_is_rejected_and_nothing_changes(mod, kernel, override, exc, msg):
+    b = fresh()
+    before = {k: v.copy() for k, v in b.items()}
+    bad = next(iter(override.values()))
+    bad_before = np.array(bad, copy=True)
+    with pytest.raises(exc) as err:
+        run(mod, kernel, b, **override)
+    text = str(err.value)
+    assert msg in text
+    assert _expected_name(kernel, next(iter(override))) in text
+    for k in b:
+        np.testing.assert_array_equal(b[k], before[k], err_msg=k)
+    np.testing.assert_array_equal(np.asarray(bad), bad_before)
+
+
+HYPER_CASES = [
+    ("sgd", dict(lr=-0.1), ValueError, "lr must be >= 0"),
+    ("sgd", dict(lr=float("nan")), ValueError, "lr must be finite"),
+    ("sgd", dict(lr=float("inf")), ValueError, "lr must be finite"),
+    ("sgd", dict(lr="0.1"), TypeError, "lr must be a real number"),
+    ("sgd", dict(lr=None), TypeError, "lr must be a real number"),
+    ("sgd", dict(momentum=1.0), ValueError, "momentum must be in [0, 1)"),
+    ("sgd", dict(momentum=-0.1), ValueError, "momentum must be in [0, 1)"),
+    ("sgd", dict(dampening=1.5), ValueError, "dampening must be in [0, 1]"),
+    ("sgd", dict(weight_decay=-1.0), ValueError, "weight_decay must be >= 0"),
+    ("sgd", dict(nesterov=True, dampening=0.5), ValueError, "nesterov"),
+    ("sgd", dict(nesterov="yes"), TypeError, "nesterov must be True or False"),
+    ("sgd", dict(state1=None), ValueError, "momentum_buf is None"),
+    ("rmsprop", dict(alpha=1.0), ValueError, "alpha must be in [0, 1)"),
+    ("rmsprop", dict(eps=0.0), ValueError, "eps must be > 0"),
+    ("rmsprop", dict(eps=-1e-8), ValueError, "eps must be > 0"),
+    ("rmsprop", dict(lr=-1.0), ValueError, "lr must be >= 0"),
+    ("adam", dict(beta1=1.0), ValueError, "beta1 must be in [0, 1)"),
+    ("adam", dict(beta1=-0.5), ValueError, "beta1 must be in [0, 1)"),
+    ("adam", dict(beta2=1.0), ValueError, "beta2 must be in [0, 1)"),
+    ("adam", dict(beta2=float("nan")), ValueError, "beta2 must be finite"),
+    ("adam", dict(eps=0.0), ValueError, "eps must be > 0"),
+    ("adam", dict(step=0), ValueError, "step must be >= 1"),
+    ("adam", dict(step=1.5), TypeError, "step must be an int"),
+    ("adam", dict(weight_decay=float("-inf")), ValueError, "weight_decay must be finite"),
+    ("adam", dict(decoupled_weight_decay=1), TypeError, "decoupled_weight_decay must be True"),
+    ("clip", dict(max_norm=0.0), ValueError, "max_norm must be > 0"),
+    ("clip", dict(max_norm=-1.0), ValueError, "max_norm must be > 0"),
+    ("clip", dict(max_norm=float("nan")), ValueError, "max_norm must be finite"),
+]
+
+
+@pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
+@pytest.mark.parametrize("kernel,override,exc,msg", HYPER_CASES,
+                         ids=[f"{c[0]}-{c[3][:25]}" for c in HYPER_CASES])
+def test_bad_hyperparameter_is_rejected_and_nothing_changes(mod, kernel, override, exc, msg):
+    b = fresh()
+    before = {k: v.copy() for k, v in b.items()}
+    with pytest.raises(exc) as err:
+        run(mod, kernel, b, **override)
+    assert msg in str(err.value)
+    for k in b:
+        np.testing.assert_array_equal(b[k], before[k], err_msg=k)
+
+
+ALIAS_CASES = [
+    ("sgd", ("param", "grad")),
+    ("sgd", ("param", "state1")),
+    ("sgd", ("grad", "state1")),
+    ("rmsprop", ("param", "state1")),
+    ("rmsprop", ("param", "grad")),
+    ("adam", ("param", "state1")),
+    ("adam", ("param", "state2")),
+    ("adam", ("state1", "state2")),
+    ("adam", ("param", "grad")),
+    ("adam", ("grad", "state2")),
+]
+
+
+@pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
+@pytest.mark.parametrize("kernel,pair", ALIAS_CASES, ids=[f"{k}-{a}-{b}" for k, (a, b) in ALIAS_CASES])
+@pytest.mark.parametrize("how", ["same", "overlap"])
+def test_buffers_sharing_memory_are_rejected(mod, kernel, pair, how):
+    b = fresh()
+    big = np.arange(2 * N, dtype=np.float32)
+    a_name, b_name = pair
+    if how == "same":
+        b[a_name] = big[:N]
+        b[b_name] = big[:N]
+    else:  # partial overlap
+        b[a_name] = big[:N]
+        b[b_name] = big[N // 2:N // 2 + N]
+    before = {k: v.copy() for k, v in b.items()}
+    with pytest.raises(ValueError, match="share memory"):
+        run(mod, kernel, b)
+    for k in b:
+        np.testing.assert_array_equal(b[k], before[k], err_msg=k)
+    np.testing.assert_array_equal(big, np.arange(2 * N, dtype=np.float32))
+
+
+def test_momentum_buf_may_be_none_without_momentum():
+    p = np.ones(3, np.float32)
+    g = np.ones(3, np.float32)
+    K.sgd_step(p, g, None, lr=0.5)
+    np.testing.assert_array_equal(p, 0.5)
+
+
+def test_read_only_grad_is_accepted():
+    p = np.ones(3, np.float32)
+    g = np.ones(3, np.float32)
+    g.flags.writeable = False
+    m, v = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    K.adam_step(p, g, m, v, step=1, lr=0.5)
+    np.testing.assert_allclose(p, 0.5, rtol=1e-6)
+    assert K.global_norm(g) == pytest.approx(3 ** 0.5)
+
+
+def test_clip_rejects_read_only_grad():
+    g = np.full(3, 10.0, np.float32)
+    g.flags.writeable = False
+    with pytest.raises(ValueError, match="grad is read-only"):
+        K.clip_grad_norm_(g, 1.0)
+    np.testing.assert_array_equal(g, 10.0)
