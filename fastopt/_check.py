@@ -29,20 +29,30 @@ def array(name, a, *, writable, like=None, like_name="param"):
 
 
 def disjoint(**named):
-    """No two of the named arrays may share memory."""
-    items = [(k, v) for k, v in named.items() if v is not None]
-    for i in range(len(items)):
-        ni, ai = items[i]
-        if ai.size == 0:
+    """No two of the named arrays (None is skipped) may share memory."""
+    arrays = list(named.values())
+    n = len(arrays)
+    for i in range(n):
+        ai = arrays[i]
+        if ai is None:
             continue
-        for j in range(i + 1, len(items)):
-            nj, aj = items[j]
-            if aj.size and np.may_share_memory(ai, aj):
-                raise ValueError(f"{ni} and {nj} share memory; each buffer must be its own array")
+        for j in range(i + 1, n):
+            aj = arrays[j]
+            if aj is not None and _may_share(ai, aj):
+                names = list(named)
+                raise ValueError(f"{names[i]} and {names[j]} share memory; "
+                                 "each buffer must be its own array")
+
+
+_may_share = np.may_share_memory
 
 
 def real(name, x):
     """A finite real number, as a Python float."""
+    if type(x) is float:  # fast path for the common case
+        if math.isfinite(x):
+            return x
+        raise ValueError(f"{name} must be finite, got {x}")
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
     x = float(x)
