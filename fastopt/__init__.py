@@ -34,7 +34,7 @@ def info():
     return {
         "version": __version__,
         "isa": level,
-        "isa_supported": list(_dispatch.supported_levels()),
+        "isa_cpu": list(_cpu.supported_levels()),
         "isa_built": list(_dispatch.built_levels()),
         "openmp": openmp,
         "threads": get_num_threads(),
