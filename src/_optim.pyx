@@ -86,16 +86,19 @@ cdef void _sgd_block(float* p,                 # IN/OUT
 
 
 def sgd_step(float[::1] param, const float[::1] grad, float[::1] momentum_buf,
-             float lr, float momentum, float dampening, bint nesterov, float weight_decay,
+             double lr, double momentum, double dampening, bint nesterov, double weight_decay,
              int n_threads):
     """SGD (with momentum) in place.  momentum_buf is ignored when momentum == 0
     (pass param's memory is not allowed; pass any float32 array, e.g. param[:0])."""
     cdef Py_ssize_t n = param.shape[0]
     cdef Py_ssize_t nb = _nblocks(n), b, off
     cdef int nt = _nthreads(n, n_threads)
+    # Branches are decided on the double values (as the reference does), the
+    # arithmetic is float32.
     cdef bint has_mom = momentum != 0.0
     cdef bint has_wd = weight_decay != 0.0
-    cdef float omd = 1.0 - dampening
+    cdef float flr = <float>lr, fmom = <float>momentum, fwd = <float>weight_decay
+    cdef float omd = <float>(1.0 - dampening)
     cdef float* bufp = NULL
     if n == 0:
         return
@@ -106,12 +109,12 @@ def sgd_step(float[::1] param, const float[::1] grad, float[::1] momentum_buf,
             for b in range(nb):
                 off = b * BLOCK
                 _sgd_block(&param[off], &grad[off], bufp + off if has_mom else NULL,
-                           _blen(b, n), lr, momentum, omd, weight_decay, has_wd, has_mom, nesterov)
+                           _blen(b, n), flr, fmom, omd, fwd, has_wd, has_mom, nesterov)
         else:
             for b in prange(nb, schedule="static", num_threads=nt):
                 off = b * BLOCK
                 _sgd_block(&param[off], &grad[off], bufp + off if has_mom else NULL,
-                           _blen(b, n), lr, momentum, omd, weight_decay, has_wd, has_mom, nesterov)
+                           _blen(b, n), flr, fmom, omd, fwd, has_wd, has_mom, nesterov)
 
 # ---------------------------------------------------------------- RMSprop
 
@@ -142,14 +145,15 @@ cdef void _rmsprop_block(float* p,             # IN/OUT
 
 
 def rmsprop_step(float[::1] param, const float[::1] grad, float[::1] square_avg,
-                 float lr, float alpha, float eps, bint eps_inside_sqrt, float weight_decay,
+                 double lr, double alpha, double eps, bint eps_inside_sqrt, double weight_decay,
                  int n_threads):
     """RMSprop in place."""
     cdef Py_ssize_t n = param.shape[0]
     cdef Py_ssize_t nb = _nblocks(n), b, off
     cdef int nt = _nthreads(n, n_threads)
     cdef bint has_wd = weight_decay != 0.0
-    cdef float oma = 1.0 - alpha
+    cdef float flr = <float>lr, falpha = <float>alpha, feps = <float>eps, fwd = <float>weight_decay
+    cdef float oma = <float>(1.0 - alpha)
     if n == 0:
         return
     with nogil:
@@ -157,12 +161,12 @@ def rmsprop_step(float[::1] param, const float[::1] grad, float[::1] square_avg,
             for b in range(nb):
                 off = b * BLOCK
                 _rmsprop_block(&param[off], &grad[off], &square_avg[off], _blen(b, n),
-                               lr, alpha, oma, eps, weight_decay, has_wd, eps_inside_sqrt)
+                               flr, falpha, oma, feps, fwd, has_wd, eps_inside_sqrt)
         else:
             for b in prange(nb, schedule="static", num_threads=nt):
                 off = b * BLOCK
                 _rmsprop_block(&param[off], &grad[off], &square_avg[off], _blen(b, n),
-                               lr, alpha, oma, eps, weight_decay, has_wd, eps_inside_sqrt)
+                               flr, falpha, oma, feps, fwd, has_wd, eps_inside_sqrt)
 
 # ---------------------------------------------------------------- Adam / AdamW
 
