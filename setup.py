@@ -31,7 +31,7 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent.resolve()
 
-BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c11"]
+BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-std=c11"]
 
 # Instruction-set levels (x86-64 psABI micro-architecture levels).
 X86_LEVELS = {

@@ -18,6 +18,7 @@ from . import kernels, reference
 from ._dispatch import ext as _ext
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .flat import FlatParams
+from .layers import BatchNorm
 from .optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
 
 
@@ -44,7 +45,7 @@ def info():
 
 
 __all__ = [
-    "FlatParams", "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
+    "FlatParams", "BatchNorm", "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
     "kernels", "reference", "set_num_threads", "get_num_threads", "num_threads",
     "isa", "info", "__version__",
 ]

@@ -145,3 +145,91 @@ def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_d
             unit_interval("beta2", beta2), positive("eps", eps),
             at_least("weight_decay", weight_decay, 0.0),
             flag("decoupled_weight_decay", decoupled_weight_decay))
+
+
+# ------------------------------------------------------- batch normalization
+
+
+def _channels(name, a, C, *, writable):
+    array(name, a, writable=writable)
+    if a.shape != (C,):
+        raise ValueError(f"{name} has shape {a.shape}, expected ({C},): one value per channel "
+                         f"(C = {C})")
+    return a
+
+
+def _bn_x(x, training):
+    array("x", x, writable=False)
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 dimensions (N, C, *spatial), got shape {x.shape}")
+    N, C = x.shape[0], x.shape[1]
+    if N == 0:
+        raise ValueError(f"x has N == 0 samples (shape {x.shape}); batch norm needs a batch")
+    if C == 0:
+        raise ValueError(f"x has C == 0 channels (shape {x.shape})")
+    n = x.size // C
+    if n == 0:
+        raise ValueError(f"x has no values per channel (shape {x.shape})")
+    if training and n == 1:
+        raise ValueError(f"expected more than 1 value per channel when training, got input of "
+                         f"shape {x.shape}")
+    return N, C, n
+
+
+def _outs(out, names, likes, others):
+    """Normalize ``out`` (None, one array, or a tuple with one entry per output) to a list."""
+    if out is None:
+        outs = [None] * len(names)
+    elif isinstance(out, np.ndarray):
+        outs = [out] + [None] * (len(names) - 1)
+    elif isinstance(out, tuple) and len(out) == len(names):
+        outs = list(out)
+    else:
+        raise TypeError(f"out must be None, an array for {names[0]}, or a tuple of "
+                        f"{len(names)} arrays or None ({', '.join(names)})")
+    for name, o, like in zip(names, outs, likes):
+        if o is not None:
+            array(f"out ({name})", o, writable=True)
+            if o.shape != like:
+                raise ValueError(f"out ({name}) has shape {o.shape}, expected {like}")
+    named_outs = {f"out ({n})": o for n, o in zip(names, outs) if o is not None}
+    disjoint(**named_outs)
+    for on, o in named_outs.items():
+        for other, a in others.items():
+            if a is not None and _may_share(o, a):
+                raise ValueError(f"{on} and {other} share memory; each buffer must be its own array")
+    return outs
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, out):
+    training = flag("training", training)
+    N, C, n = _bn_x(x, training)
+    _channels("gamma", gamma, C, writable=False)
+    _channels("beta", beta, C, writable=False)
+    if training:
+        if (running_mean is None) != (running_var is None):
+            raise ValueError("running_mean and running_var must both be arrays or both be None")
+    elif running_mean is None or running_var is None:
+        raise ValueError("inference (training=False) needs running_mean and running_var")
+    if running_mean is not None:
+        _channels("running_mean", running_mean, C, writable=training)
+        _channels("running_var", running_var, C, writable=training)
+    momentum = unit_interval("momentum", momentum, closed_right=True)
+    eps = positive("eps", eps)
+    outs = _outs(out, ("y", "mean", "invstd"), (x.shape, (C,), (C,)),
+                 dict(x=x, gamma=gamma, beta=beta, running_mean=running_mean,
+                      running_var=running_var))
+    disjoint(running_mean=running_mean, running_var=running_var, x=x, gamma=gamma, beta=beta)
+    return training, N, C, n, momentum, eps, outs
+
+
+def batchnorm_backward(dy, x, gamma, mean, invstd, training, out):
+    training = flag("training", training)
+    N, C, n = _bn_x(x, False)
+    array("dy", dy, writable=False, like=x, like_name="x")
+    _channels("gamma", gamma, C, writable=False)
+    _channels("mean", mean, C, writable=False)
+    _channels("invstd", invstd, C, writable=False)
+    outs = _outs(out, ("dx", "dgamma", "dbeta"), (x.shape, (C,), (C,)),
+                 dict(dy=dy, x=x, gamma=gamma, mean=mean, invstd=invstd))
+    return training, N, C, n, outs

@@ -12,6 +12,8 @@ hyperparameter raise ``TypeError``/``ValueError`` naming the argument, and
 change nothing.  The kernels release the GIL.
 """
 
+import numpy as np
+
 from . import _check
 from ._dispatch import ext
 from ._threads import get_num_threads
@@ -160,3 +162,124 @@ def clip_grad_norm_(grad, max_norm):
     if norm > max_norm:
         ext._optim.scale(flat, max_norm / (norm + 1e-6), get_num_threads())
     return norm
+
+
+# ------------------------------------------------------------------ batch normalization
+
+__all__ += ["batchnorm_forward", "batchnorm_backward"]
+
+_F32 = np.float32
+
+
+def _as3d(a, N, C):
+    return a.reshape(N, C, a.size // (N * C))
+
+
+def _f32_out(o, value):
+    """value (float64, shape (C,)) as float32, written into o when given."""
+    if o is None:
+        return value.astype(_F32)
+    np.copyto(o, value, casting="same_kind")
+    return o
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training=True, momentum=0.1,
+                      eps=1e-5, out=None):
+    r"""Batch-normalization forward pass, fused: returns ``(y, mean, invstd)``.
+
+    ``x`` is C-contiguous float32 of shape (N, C) or (N, C, \*spatial);
+    statistics are per channel over every other axis (n = N·∏spatial values).
+
+    .. math::
+
+        \mu = \frac1n \sum x, \quad \sigma^2 = \frac1n \sum (x-\mu)^2, \quad
+        y = \gamma\,\frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta
+
+    Training updates, in place, ``running_mean ← (1−m)·running_mean + m·μ``
+    and ``running_var ← (1−m)·running_var + m·σ²·n/(n−1)`` (PyTorch's
+    convention: unbiased running variance); with ``training=False`` the
+    running statistics normalize ``x`` (the seed's "at test time") and
+    nothing is updated.  Statistics are accumulated in double with a
+    per-channel shift (x far from zero is safe) over fixed blocks: the same
+    bits for any thread count.  x is read twice and y written once.
+
+    Parameters
+    ----------
+    x : ndarray of float32, (N, C, ...)
+    gamma, beta : ndarray of float32, (C,)
+    running_mean, running_var : ndarray of float32, (C,), or None (training only: no update)
+    training : bool
+    momentum : float in [0, 1]
+    eps : float > 0 (PyTorch's 1e-5 by default; the seed suggests 1e-8)
+    out : ndarray for y, or a tuple (y, mean, invstd) of arrays or None
+
+    Returns
+    -------
+    y : ndarray of float32, x's shape
+    mean, invstd : ndarray of float32, (C,)
+        The batch statistics (training) or those from the running buffers
+        (inference), for :func:`batchnorm_backward`.
+    """
+    training, N, C, n, momentum, eps, outs = _check.batchnorm_forward(
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, out)
+    nt = get_num_threads()
+    x3 = _as3d(x, N, C)
+    if training:
+        mean64 = np.empty(C)
+        var64 = np.empty(C)
+        ext._batchnorm.channel_stats(x3, mean64, var64, nt)
+    else:
+        mean64 = running_mean.astype(np.float64)
+        var64 = running_var.astype(np.float64)
+    mean = _f32_out(outs[1], mean64)
+    invstd = _f32_out(outs[2], 1.0 / np.sqrt(var64 + eps))
+    y = outs[0] if outs[0] is not None else np.empty_like(x)
+    ext._batchnorm.affine(x3, _as3d(y, N, C), mean, gamma * invstd, beta, nt)
+    if training and running_mean is not None:
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean64
+        running_var[...] = (1 - momentum) * running_var + momentum * var64 * (n / (n - 1))
+    return y, mean, invstd
+
+
+def batchnorm_backward(dy, x, gamma, mean, invstd, *, training=True, out=None):
+    r"""Batch-normalization backward pass, fused: returns ``(dx, dgamma, dbeta)``.
+
+    .. math::
+
+        d\beta = \sum dy, \quad d\gamma = \sum dy\,\hat x, \quad
+        dx = \frac{\gamma\,\mathrm{invstd}}{n}\,(n\,dy - d\beta - \hat x\,d\gamma)
+
+    with :math:`\hat x = (x-\mu)\,\mathrm{invstd}` recomputed from x, ``mean``
+    and ``invstd`` (as returned by :func:`batchnorm_forward`).  One fused pass
+    computes both sums (in double), one pass writes dx. With
+    ``training=False`` (the statistics were constants),
+    :math:`dx = dy\,\gamma\,\mathrm{invstd}`.
+
+    Parameters
+    ----------
+    dy, x : ndarray of float32, same shape (N, C, ...)
+    gamma, mean, invstd : ndarray of float32, (C,)
+    training : bool
+    out : ndarray for dx, or a tuple (dx, dgamma, dbeta) of arrays or None
+        (e.g. views into a FlatParams' grad buffer).
+    """
+    training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out)
+    nt = get_num_threads()
+    x3, dy3 = _as3d(x, N, C), _as3d(dy, N, C)
+    sum_dy = np.empty(C)
+    sum_dy_xmu = np.empty(C)
+    mean64 = mean.astype(np.float64)
+    ext._batchnorm.backward_sums(dy3, x3, mean64, sum_dy, sum_dy_xmu, nt)
+    invstd64 = invstd.astype(np.float64)
+    dbeta64 = sum_dy
+    dgamma64 = sum_dy_xmu * invstd64
+    k1 = gamma * invstd64
+    if training:
+        k2 = k1 * dbeta64 / n
+        k3 = k1 * invstd64 * dgamma64 / n
+    else:
+        k2 = k3 = np.zeros(C)
+    dx = outs[0] if outs[0] is not None else np.empty_like(x)
+    ext._batchnorm.grad_input(dy3, x3, _as3d(dx, N, C), mean, k1.astype(_F32), k2.astype(_F32),
+                              k3.astype(_F32), nt)
+    return dx, _f32_out(outs[1], dgamma64), _f32_out(outs[2], dbeta64)

@@ -75,3 +75,66 @@ def clip_grad_norm_(grad, max_norm):
     if norm > max_norm:
         grad *= np.float32(max_norm / (norm + 1e-6))
     return norm
+
+
+# ------------------------------------------------------------------ batch normalization
+
+__all__ += ["batchnorm_forward", "batchnorm_backward"]
+
+
+def _bn_axes(x):
+    """Axes to reduce over and the shape that broadcasts a (C,) vector against x."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    return axes, shape
+
+
+def _store(o, value):
+    if o is None:
+        return value.astype(np.float32)
+    o[...] = value
+    return o
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training=True, momentum=0.1,
+                      eps=1e-5, out=None):
+    """Batch-norm forward (NumPy reference of :func:`fastopt.kernels.batchnorm_forward`)."""
+    training, N, C, n, momentum, eps, outs = _check.batchnorm_forward(
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, out)
+    axes, shape = _bn_axes(x)
+    if training:
+        mu = x.mean(axis=axes, dtype=np.float64)
+        var = x.var(axis=axes, dtype=np.float64)          # biased: divides by n
+    else:
+        mu = running_mean.astype(np.float64)
+        var = running_var.astype(np.float64)
+    mean = _store(outs[1], mu)
+    invstd = _store(outs[2], 1.0 / np.sqrt(var + eps))
+    x_hat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    y = gamma.reshape(shape) * x_hat + beta.reshape(shape)
+    if outs[0] is not None:
+        outs[0][...] = y
+        y = outs[0]
+    if training and running_mean is not None:
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mu
+        running_var[...] = (1 - momentum) * running_var + momentum * var * n / (n - 1)
+    return y, mean, invstd
+
+
+def batchnorm_backward(dy, x, gamma, mean, invstd, *, training=True, out=None):
+    """Batch-norm backward (NumPy reference of :func:`fastopt.kernels.batchnorm_backward`)."""
+    training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out)
+    axes, shape = _bn_axes(x)
+    x_hat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    dbeta = dy.sum(axis=axes, dtype=np.float64)
+    dgamma = (dy * x_hat).sum(axis=axes, dtype=np.float64)
+    g = (gamma * invstd).reshape(shape)
+    if training:
+        dx = g / n * (n * dy - dbeta.astype(np.float32).reshape(shape)
+                      - x_hat * dgamma.astype(np.float32).reshape(shape))
+    else:
+        dx = dy * g
+    if outs[0] is not None:
+        outs[0][...] = dx
+        dx = outs[0]
+    return dx, _store(outs[1], dgamma), _store(outs[2], dbeta)

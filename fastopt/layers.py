@@ -1,0 +1,145 @@
+"""Layers built on the fused kernels."""
+
+import numpy as np
+
+from . import _check
+from . import kernels as _kernels
+from . import reference as _reference
+from .flat import FlatParams
+
+__all__ = ["BatchNorm"]
+
+_IMPLS = {"fused": _kernels, "reference": _reference}
+
+
+class BatchNorm:
+    r"""Batch normalization over the channel axis 1 of (N, C) or (N, C, \*spatial) inputs.
+
+    .. math::  y = \gamma\,\frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta
+
+    ``gamma`` (ones) and ``beta`` (zeros) are learned; they replace the bias
+    of the layer before (the seed: "β replaces b").  Training normalizes with
+    the batch statistics and keeps exponentially weighted running statistics
+    (PyTorch's convention: ``momentum=0.1`` is the weight of the new batch,
+    the running variance is unbiased); ``forward(x, training=False)`` uses the
+    running statistics (the seed's "at test time").
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    eps : float, default 1e-5
+        Added to the variance (PyTorch's default; the seed suggests 1e-8).
+    momentum : float in [0, 1], default 0.1
+    params : FlatParams, optional
+        Holds ``f"{name}.gamma"`` and ``f"{name}.beta"`` of shape (C,) (see
+        :meth:`shapes`).  The layer sets them to 1 and 0 and writes their
+        gradients into ``params.grads``, so one optimizer call updates the
+        whole model.  Without it the layer owns its arrays.
+    name : str, default "bn"
+    impl : "fused" or "reference"
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> fp = fastopt.FlatParams({"W": (4, 3), **fastopt.BatchNorm.shapes(3, name="bn1")})
+    >>> bn = fastopt.BatchNorm(3, params=fp, name="bn1")
+    >>> x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    >>> y = bn.forward(x)
+    >>> np.allclose(y.mean(axis=0), 0, atol=1e-6), np.allclose(y.std(axis=0), 1, atol=1e-3)
+    (True, True)
+    >>> dx = bn.backward(np.ones_like(y))      # fills fp.grads["bn1.gamma"], fp.grads["bn1.beta"]
+    >>> fp.grads["bn1.beta"]
+    array([8., 8., 8.], dtype=float32)
+    """
+
+    def __init__(self, num_features, *, eps=1e-5, momentum=0.1, params=None, name="bn",
+                 impl="fused"):
+        C = _check.integer("num_features", num_features, 1)
+        self.num_features = C
+        self.eps = _check.positive("eps", eps)
+        self.momentum = _check.unit_interval("momentum", momentum, closed_right=True)
+        self.name = name
+        self.impl = impl
+        if params is not None:
+            if not isinstance(params, FlatParams):
+                raise TypeError(f"params must be a FlatParams, got {type(params).__name__}")
+            for key in (f"{name}.gamma", f"{name}.beta"):
+                if key not in params:
+                    raise ValueError(f"params has no {key!r}; build it with "
+                                     f"BatchNorm.shapes({C}, name={name!r})")
+                if params.params[key].shape != (C,):
+                    raise ValueError(f"params[{key!r}] has shape {params.params[key].shape}, "
+                                     f"expected ({C},)")
+            self.gamma = params.params[f"{name}.gamma"]
+            self.beta = params.params[f"{name}.beta"]
+            self.dgamma = params.grads[f"{name}.gamma"]
+            self.dbeta = params.grads[f"{name}.beta"]
+        else:
+            self.gamma = np.empty(C, np.float32)
+            self.beta = np.empty(C, np.float32)
+            self.dgamma = np.zeros(C, np.float32)
+            self.dbeta = np.zeros(C, np.float32)
+        self.gamma[...] = 1.0
+        self.beta[...] = 0.0
+        self.running_mean = np.zeros(C, np.float32)
+        self.running_var = np.ones(C, np.float32)
+        self._cache = None
+
+    @staticmethod
+    def shapes(num_features, name="bn"):
+        """The FlatParams entries the layer needs: ``{name.gamma: (C,), name.beta: (C,)}``."""
+        return {f"{name}.gamma": (int(num_features),), f"{name}.beta": (int(num_features),)}
+
+    @property
+    def impl(self):
+        """"fused" (compiled kernels) or "reference" (NumPy)."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, value):
+        if value not in _IMPLS:
+            raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {value!r}")
+        self._impl = value
+        self._k = _IMPLS[value]
+
+    def forward(self, x, training=True, out=None):
+        """Normalize x; in training also update the running statistics. Returns y."""
+        y, mean, invstd = self._k.batchnorm_forward(
+            x, self.gamma, self.beta, self.running_mean, self.running_var, training=training,
+            momentum=self.momentum, eps=self.eps, out=out)
+        self._cache = (x, mean, invstd, bool(training))
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy, out=None):
+        """Gradient with respect to the last forward's input; overwrites dgamma and dbeta."""
+        if self._cache is None:
+            raise RuntimeError("backward() called before forward()")
+        x, mean, invstd, training = self._cache
+        dx, _, _ = self._k.batchnorm_backward(dy, x, self.gamma, mean, invstd, training=training,
+                                              out=(out, self.dgamma, self.dbeta))
+        return dx
+
+    def state_dict(self):
+        """Copies of the running statistics and of gamma and beta."""
+        return {"running_mean": self.running_mean.copy(), "running_var": self.running_var.copy(),
+                "gamma": self.gamma.copy(), "beta": self.beta.copy()}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` in place (shapes are checked before anything changes)."""
+        keys = ("running_mean", "running_var", "gamma", "beta")
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise ValueError(f"state is missing {missing}")
+        for k in keys:
+            if np.shape(state[k]) != (self.num_features,):
+                raise ValueError(f"state[{k!r}] has shape {np.shape(state[k])}, "
+                                 f"expected ({self.num_features},)")
+        for k in keys:
+            getattr(self, k)[...] = state[k]
+
+    def __repr__(self):
+        return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"name={self.name!r}, impl={self.impl!r})")

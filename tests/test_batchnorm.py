@@ -1,0 +1,333 @@
+"""Fused batch norm against its NumPy reference, finite differences, numerics and bad input."""
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import kernels as K
+from fastopt import reference as R
+from fastopt._dispatch import ext
+
+RTOL = ATOL = 1e-5
+
+SHAPES = [(2, 1), (2, 3), (7, 5), (300, 17), (4096, 64), (2, 1, 3, 3), (3, 1, 5, 4),
+          (5, 3, 7, 9), (2, 4, 40, 40), (1, 2, 3), (3, 2, 600), (4, 3, 20000)]
+
+
+def _inputs(shape, seed=0, loc=0.5, scale=2.0):
+    rng = np.random.default_rng(seed)
+    C = shape[1]
+    x = (rng.standard_normal(shape) * scale + loc).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, C).astype(np.float32)
+    beta = rng.standard_normal(C).astype(np.float32)
+    return x, dy, gamma, beta
+
+
+def _run(mod, x, dy, gamma, beta, training=True, steps=2):
+    C = x.shape[1]
+    rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+    for _ in range(steps):
+        y, mean, invstd = mod.batchnorm_forward(x, gamma, beta, rm, rv, training=training,
+                                                momentum=0.1, eps=1e-5)
+    dx, dgamma, dbeta = mod.batchnorm_backward(dy, x, gamma, mean, invstd, training=training)
+    return dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta, rm=rm, rv=rv)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_kernel_matches_reference(isa, shape, training):
+    x, dy, gamma, beta = _inputs(shape)
+    a = _run(K, x, dy, gamma, beta, training)
+    b = _run(R, x, dy, gamma, beta, training)
+    for key in a:
+        assert a[key].dtype == np.float32 and a[key].shape == b[key].shape, key
+        np.testing.assert_allclose(a[key], b[key], rtol=RTOL, atol=ATOL, err_msg=key)
+    if training:
+        # the running statistics really moved, by the PyTorch rule
+        axes = (0,) + tuple(range(2, x.ndim))
+        n = x.size // x.shape[1]
+        mu = x.astype(np.float64).mean(axis=axes)
+        var = x.astype(np.float64).var(axis=axes)
+        rm, rv = 0.0, 1.0
+        for _ in range(2):
+            rm = 0.9 * rm + 0.1 * mu
+            rv = 0.9 * rv + 0.1 * var * n / (n - 1)
+        np.testing.assert_allclose(a["rm"], rm, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a["rv"], rv, rtol=1e-5, atol=1e-6)
+
+
+def test_normalized_output_has_zero_mean_unit_variance():
+    x, _, _, _ = _inputs((64, 8, 5, 5), loc=3.0, scale=4.0)
+    C = 8
+    y, mean, invstd = K.batchnorm_forward(x, np.ones(C, np.float32), np.zeros(C, np.float32),
+                                          None, None)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-4)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3), dtype=np.float64), rtol=1e-5)
+
+
+def test_inference_uses_running_statistics_and_changes_nothing():
+    x, dy, gamma, beta = _inputs((10, 4, 3))
+    rm = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
+    rv = np.array([1.0, 4.0, 0.25, 9.0], np.float32)
+    rm0, rv0 = rm.copy(), rv.copy()
+    y, mean, invstd = K.batchnorm_forward(x, gamma, beta, rm, rv, training=False)
+    expected = (gamma[:, None] * (x - rm[:, None]) / np.sqrt(rv[:, None] + 1e-5)
+                + beta[:, None])
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(rm, rm0)
+    np.testing.assert_array_equal(rv, rv0)
+    dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, mean, invstd, training=False)
+    np.testing.assert_allclose(dx, dy * (gamma / np.sqrt(rv + 1e-5))[:, None], rtol=1e-5)
+    # inference also works with read-only running buffers
+    rm.flags.writeable = False
+    rv.flags.writeable = False
+    y2, _, _ = K.batchnorm_forward(x, gamma, beta, rm, rv, training=False)
+    np.testing.assert_array_equal(y, y2)
+
+
+def _loss(x, gamma, beta, w):
+    """float64 batch norm (training) and a fixed linear loss sum(w * y)."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    mu = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True)
+    y = gamma.reshape(shape) * (x - mu) / np.sqrt(var + 1e-5) + beta.reshape(shape)
+    return float(np.sum(w * y))
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 2, 3, 2), (2, 1)], ids=str)
+def test_backward_matches_finite_differences(shape):
+    x, dy, gamma, beta = _inputs(shape, seed=3)
+    _, mean, invstd = K.batchnorm_forward(x, gamma, beta, None, None)
+    dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, mean, invstd)
+    x64, g64, b64, w = (a.astype(np.float64) for a in (x, gamma, beta, dy))
+    h = 1e-6
+
+    def numgrad(arr, f):
+        out = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + h
+            up = f()
+            arr[i] = old - h
+            down = f()
+            arr[i] = old
+            out[i] = (up - down) / (2 * h)
+        return out
+
+    f = lambda: _loss(x64, g64, b64, w)  # noqa: E731
+    np.testing.assert_allclose(dx, numgrad(x64, f), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(dgamma, numgrad(g64, f), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dbeta, numgrad(b64, f), rtol=1e-4, atol=1e-4)
+
+
+def test_variance_of_data_far_from_zero():
+    # x = 10000 + 0.01 N(0, 1): a float32 E[x^2] - E[x]^2 is wrong by orders of magnitude.
+    n = 1_000_000
+    rng = np.random.default_rng(0)
+    x = (10000 + 0.01 * rng.standard_normal((n, 2))).astype(np.float32)
+    exact = x.astype(np.float64).var(axis=0)
+    naive = (x * x).mean(axis=0, dtype=np.float32) - x.mean(axis=0, dtype=np.float32) ** 2
+    assert np.all(np.abs(naive - exact) / exact > 1.0)  # the naive formula fails
+    var = np.empty(2)
+    mean = np.empty(2)
+    ext._batchnorm.channel_stats(x.reshape(n, 2, 1), mean, var, fastopt.get_num_threads())
+    np.testing.assert_allclose(var, exact, rtol=1e-3)
+    _, m, invstd = K.batchnorm_forward(x, np.ones(2, np.float32), np.zeros(2, np.float32),
+                                       None, None, eps=1e-12)
+    np.testing.assert_allclose(1 / invstd.astype(np.float64) ** 2, exact, rtol=1e-3)
+    # the same in NCHW layout (plane mode)
+    x4 = (10000 + 0.01 * rng.standard_normal((4, 1, 500, 500))).astype(np.float32)
+    exact4 = x4.astype(np.float64).var()
+    _, _, invstd4 = K.batchnorm_forward(x4, np.ones(1, np.float32), np.zeros(1, np.float32),
+                                        None, None, eps=1e-12)
+    assert abs(1 / float(invstd4[0]) ** 2 - exact4) / exact4 < 1e-3
+
+
+@pytest.mark.parametrize("shape", [(4096, 64), (64, 3, 40, 40), (2, 2, 70000), (300, 7, 50)],
+                         ids=str)
+def test_one_and_two_threads_give_identical_bits(isa, shape):
+    x, dy, gamma, beta = _inputs(shape, seed=5, loc=3.0)
+    assert ext._batchnorm.layout(shape[0], shape[1], x.size // (shape[0] * shape[1]), 2)[2] == 2
+    results = []
+    for threads in (1, 2):
+        with fastopt.num_threads(threads):
+            results.append(_run(K, x, dy, gamma, beta))
+    for key in results[0]:
+        np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
+
+
+def test_out_buffers_are_used():
+    x, dy, gamma, beta = _inputs((16, 4, 3))
+    y = np.empty_like(x)
+    mean, invstd = np.empty(4, np.float32), np.empty(4, np.float32)
+    r = K.batchnorm_forward(x, gamma, beta, None, None, out=(y, mean, invstd))
+    assert r[0] is y and r[1] is mean and r[2] is invstd
+    dx = np.empty_like(x)
+    dg, db = np.empty(4, np.float32), np.empty(4, np.float32)
+    r2 = K.batchnorm_backward(dy, x, gamma, mean, invstd, out=(dx, dg, db))
+    assert r2[0] is dx and r2[1] is dg and r2[2] is db
+    ref = R.batchnorm_backward(dy, x, gamma, mean, invstd)
+    np.testing.assert_allclose(dx, ref[0], rtol=1e-5, atol=1e-5)
+    y2, _, _ = K.batchnorm_forward(x, gamma, beta, None, None, out=np.empty_like(x))
+    np.testing.assert_array_equal(y, y2)
+
+
+# ------------------------------------------------------------------ bad input
+
+def _good():
+    x, dy, gamma, beta = _inputs((8, 3, 2))
+    return dict(x=x, gamma=gamma, beta=beta, running_mean=np.zeros(3, np.float32),
+                running_var=np.ones(3, np.float32))
+
+
+FORWARD_BAD = [
+    (dict(x=np.zeros((1, 3), np.float32)), ValueError, "expected more than 1 value per channel"),
+    (dict(x=np.zeros((1, 3, 1, 1), np.float32)), ValueError, "more than 1 value per channel"),
+    (dict(x=np.zeros((0, 3), np.float32)), ValueError, "N == 0"),
+    (dict(x=np.zeros(3, np.float32)), ValueError, "at least 2 dimensions"),
+    (dict(x=np.zeros((8, 3, 2), np.float64)), TypeError, "x has dtype float64"),
+    (dict(x=np.zeros((8, 3, 4), np.float32)[:, :, ::2]), ValueError, "x must be C-contiguous"),
+    (dict(gamma=np.ones(4, np.float32)), ValueError, "gamma has shape (4,), expected (3,)"),
+    (dict(beta=np.ones(2, np.float32)), ValueError, "beta has shape (2,), expected (3,)"),
+    (dict(gamma=np.ones(3)), TypeError, "gamma has dtype float64"),
+    (dict(running_mean=np.zeros(4, np.float32)), ValueError, "running_mean has shape (4,)"),
+    (dict(running_var=np.zeros(2, np.float32)), ValueError, "running_var has shape (2,)"),
+    (dict(running_var=np.zeros(3, np.int64)), TypeError, "running_var has dtype int64"),
+    (dict(eps=0.0), ValueError, "eps must be > 0"),
+    (dict(eps=-1e-5), ValueError, "eps must be > 0"),
+    (dict(momentum=1.5), ValueError, "momentum must be in [0, 1]"),
+    (dict(momentum=-0.1), ValueError, "momentum must be in [0, 1]"),
+    (dict(out=np.empty((8, 3), np.float32)), ValueError, "out (y) has shape (8, 3)"),
+    (dict(out="y"), TypeError, "out must be None"),
+]
+
+
+@pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
+@pytest.mark.parametrize("override,exc,msg", FORWARD_BAD, ids=[c[2][:30] for c in FORWARD_BAD])
+def test_forward_bad_input(mod, override, exc, msg):
+    args = _good()
+    override = dict(override)
+    hyper = {k: override.pop(k) for k in list(override) if k in ("eps", "momentum", "out")}
+    args.update(override)
+    rm, rv = args["running_mean"].copy(), args["running_var"].copy()
+    x = args["x"].copy()
+    with pytest.raises(exc) as err:
+        mod.batchnorm_forward(**args, **hyper)
+    assert msg in str(err.value)
+    np.testing.assert_array_equal(args["running_mean"], rm)
+    np.testing.assert_array_equal(args["running_var"], rv)
+    np.testing.assert_array_equal(args["x"], x)
+
+
+def test_forward_rejects_read_only_running_stats_in_training_and_aliasing():
+    args = _good()
+    args["running_var"].flags.writeable = False
+    rm = args["running_mean"].copy()
+    with pytest.raises(ValueError, match="running_var is read-only"):
+        K.batchnorm_forward(**args)
+    np.testing.assert_array_equal(args["running_mean"], rm)
+    args = _good()
+    buf = np.zeros(3, np.float32)
+    args["running_mean"] = args["running_var"] = buf
+    with pytest.raises(ValueError, match="share memory"):
+        K.batchnorm_forward(**args)
+    assert not buf.any()
+    args = _good()
+    with pytest.raises(ValueError, match=r"out \(y\) and x share memory"):
+        K.batchnorm_forward(**args, out=args["x"])
+
+
+BACKWARD_BAD = [
+    (dict(dy=np.zeros((8, 3, 3), np.float32)), ValueError, "dy has shape (8, 3, 3), expected (8, 3, 2) like x"),
+    (dict(dy=np.zeros((8, 3, 2), np.float64)), TypeError, "dy has dtype float64"),
+    (dict(mean=np.zeros(2, np.float32)), ValueError, "mean has shape (2,)"),
+    (dict(invstd=np.zeros(4, np.float32)), ValueError, "invstd has shape (4,)"),
+    (dict(gamma=np.zeros((3, 1), np.float32)), ValueError, "gamma has shape (3, 1)"),
+    (dict(x=np.zeros((0, 3), np.float32), dy=np.zeros((0, 3), np.float32)), ValueError, "N == 0"),
+    (dict(x=np.zeros(3, np.float32), dy=np.zeros(3, np.float32)), ValueError, "at least 2 dim"),
+]
+
+
+@pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
+@pytest.mark.parametrize("override,exc,msg", BACKWARD_BAD, ids=[c[2][:30] for c in BACKWARD_BAD])
+def test_backward_bad_input(mod, override, exc, msg):
+    x, dy, gamma, _ = _inputs((8, 3, 2))
+    args = dict(dy=dy, x=x, gamma=gamma, mean=np.zeros(3, np.float32),
+                invstd=np.ones(3, np.float32))
+    args.update(override)
+    before = {k: v.copy() for k, v in args.items()}
+    with pytest.raises(exc) as err:
+        mod.batchnorm_backward(**args)
+    assert msg in str(err.value)
+    for k in args:
+        np.testing.assert_array_equal(args[k], before[k])
+
+
+def test_backward_out_must_not_alias_inputs():
+    x, dy, gamma, _ = _inputs((8, 3, 2))
+    mean, invstd = np.zeros(3, np.float32), np.ones(3, np.float32)
+    dy0 = dy.copy()
+    with pytest.raises(ValueError, match=r"out \(dx\) and dy share memory"):
+        K.batchnorm_backward(dy, x, gamma, mean, invstd, out=dy)
+    np.testing.assert_array_equal(dy, dy0)
+
+
+# ------------------------------------------------------------------ the layer
+
+def test_layer_in_flatparams_trains_with_one_optimizer_call():
+    rng = np.random.default_rng(0)
+    fp = fastopt.FlatParams({"W": (5, 4), **fastopt.BatchNorm.shapes(4, name="bn1")})
+    fp.params["W"][...] = rng.standard_normal((5, 4)) * 0.5
+    bn = fastopt.BatchNorm(4, params=fp, name="bn1")
+    np.testing.assert_array_equal(fp.params["bn1.gamma"], 1.0)
+    np.testing.assert_array_equal(fp.params["bn1.beta"], 0.0)
+    opt = fastopt.Adam(fp, lr=0.05)
+    X = rng.standard_normal((64, 5)).astype(np.float32)
+    target = (X @ rng.standard_normal((5, 4)) * 3 + 1).astype(np.float32)  # learnable
+    losses = []
+    for _ in range(200):
+        z = X @ fp.params["W"]
+        y = bn.forward(z)
+        losses.append(float(((y - target) ** 2).mean()))
+        dy = (2 * (y - target) / y.size).astype(np.float32)
+        dz = bn.backward(dy)
+        np.matmul(X.T, dz, out=fp.grads["W"])
+        opt.step()
+    assert losses[-1] < 0.1 * losses[0]
+    assert not np.allclose(fp.params["bn1.beta"], 0)  # beta was learned through the flat buffer
+    # the gradient landed in the flat grad buffer
+    assert np.shares_memory(bn.dbeta, fp.grad)
+
+
+def test_layer_fused_and_reference_agree_and_state_dict_round_trip():
+    x, dy, _, _ = _inputs((32, 6, 4, 4))
+    a = fastopt.BatchNorm(6)
+    b = fastopt.BatchNorm(6, impl="reference")
+    for _ in range(3):
+        ya, yb = a.forward(x), b.forward(x)
+    np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.backward(dy), b.backward(dy), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.dgamma, b.dgamma, rtol=1e-5, atol=1e-5)
+    c = fastopt.BatchNorm(6)
+    c.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(c.forward(x, training=False), a.forward(x, training=False))
+    np.testing.assert_array_equal(c.running_var, a.running_var)
+    with pytest.raises(ValueError, match="expected \\(6,\\)"):
+        c.load_state_dict({**a.state_dict(), "gamma": np.ones(5, np.float32)})
+
+
+def test_layer_errors():
+    with pytest.raises(RuntimeError, match="before forward"):
+        fastopt.BatchNorm(3).backward(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="no 'bn.gamma'"):
+        fastopt.BatchNorm(3, params=fastopt.FlatParams({"W": (2,)}))
+    with pytest.raises(ValueError, match="num_features must be >= 1"):
+        fastopt.BatchNorm(0)
+    bn = fastopt.BatchNorm(3)
+    rm = bn.running_mean.copy()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn.forward(np.zeros((1, 3), np.float32))
+    np.testing.assert_array_equal(bn.running_mean, rm)
