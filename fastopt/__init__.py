@@ -14,11 +14,13 @@ update rules.
 
 __version__ = "0.1.0"
 
-from . import kernels, reference
+from . import data, init, kernels, reference, schedules, tuning
 from ._dispatch import ext as _ext
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .flat import FlatParams
+from .checkpoint import load_checkpoint, save_checkpoint
 from .layers import BatchNorm
+from .preprocessing import Standardizer
 from .optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
 
 
@@ -46,6 +48,7 @@ def info():
 
 __all__ = [
     "FlatParams", "BatchNorm", "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
-    "kernels", "reference", "set_num_threads", "get_num_threads", "num_threads",
+    "Standardizer", "save_checkpoint", "load_checkpoint",
+    "kernels", "reference", "init", "data", "schedules", "tuning", "set_num_threads", "get_num_threads", "num_threads",
     "isa", "info", "__version__",
 ]

@@ -44,6 +44,7 @@ class Optimizer:
             for i, p in enumerate(self._params):
                 _check.array(f"params[{i}]", p, writable=True)
             _check.disjoint(**{f"params[{i}]": p for i, p in enumerate(self._params)})
+        self._epoch = 1
         self.lr = lr
         self._step = 0
         self.state = {name: [np.zeros_like(p) for p in self._params]
@@ -52,12 +53,34 @@ class Optimizer:
     # ------------------------------------------------------------ hyperparameters
     @property
     def lr(self):
-        """Learning rate (settable)."""
+        """The learning rate in use (settable: a number, or a schedule ``f(epoch) -> lr``)."""
         return self._lr
 
     @lr.setter
     def lr(self, value):
-        self._lr = _check.at_least("lr", value, 0.0)
+        if callable(value):
+            lr = _check.at_least("lr", value(self._epoch), 0.0)
+            self._schedule, self._lr = value, lr
+        else:
+            self._lr = _check.at_least("lr", value, 0.0)
+            self._schedule = None
+
+    @property
+    def schedule(self):
+        """The learning-rate schedule (see :mod:`fastopt.schedules`), or None for a fixed lr."""
+        return self._schedule
+
+    @property
+    def epoch(self):
+        """The epoch number the schedule was last evaluated at (starts at 1)."""
+        return self._epoch
+
+    def set_epoch(self, epoch):
+        """Start epoch ``epoch`` (from 1): with a schedule, ``lr`` becomes ``schedule(epoch)``."""
+        epoch = _check.integer("epoch", epoch, 0)
+        if self._schedule is not None:
+            self._lr = _check.at_least("lr", self._schedule(epoch), 0.0)
+        self._epoch = epoch
 
     @property
     def step_count(self):
@@ -111,7 +134,8 @@ class Optimizer:
     # ------------------------------------------------------------ state
     def state_dict(self):
         """A snapshot (copies) of the step count, hyperparameters and state buffers."""
-        return {"type": type(self).__name__, "step": self._step, "hyper": self.hyper(),
+        return {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
+                "hyper": self.hyper(),
                 "state": {n: [a.copy() for a in bufs] for n, bufs in self.state.items()}}
 
     def load_state_dict(self, state_dict):
@@ -121,6 +145,7 @@ class Optimizer:
         if state_dict["type"] != type(self).__name__:
             raise ValueError(f"state_dict is for {state_dict['type']}, not {type(self).__name__}")
         step = _check.integer("step", state_dict["step"], 0)
+        epoch = _check.integer("epoch", state_dict.get("epoch", 1), 0)
         saved = state_dict["state"]
         if set(saved) != set(self.state):
             raise ValueError(f"state_dict has state {sorted(saved)}, expected {sorted(self.state)}")
@@ -138,6 +163,7 @@ class Optimizer:
             for dst, src in zip(bufs, saved[name]):
                 np.copyto(dst, src)
         self._step = step
+        self.set_epoch(epoch)  # with a schedule, lr follows the restored epoch
 
     def _set_hyper(self, hyper):
         unknown = set(hyper) - {"lr", *self._hyper_names}
@@ -145,7 +171,10 @@ class Optimizer:
             raise ValueError(f"state_dict has unknown hyperparameters {sorted(unknown)}")
         # Re-run the constructor's checks on a copy before changing anything.
         self._validate_hyper({**self.hyper(), **hyper})
-        self.lr = hyper.get("lr", self.lr)
+        if self._schedule is None:
+            self.lr = hyper.get("lr", self.lr)
+        else:
+            _check.at_least("lr", hyper.get("lr", self.lr), 0.0)
         for k in self._hyper_names:
             if k in hyper:
                 setattr(self, k, hyper[k])
@@ -154,7 +183,10 @@ class Optimizer:
         pass
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
+        hyper = self.hyper()
+        if self._schedule is not None:
+            hyper["lr"] = self._schedule
+        args = ", ".join(f"{k}={v!r}" for k, v in hyper.items())
         target = "FlatParams" if self.flat is not None else f"{len(self._params)} arrays"
         return f"{type(self).__name__}({target}, {args}, impl={self.impl!r})"
 

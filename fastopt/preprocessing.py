@@ -1,0 +1,122 @@
+r"""Input normalization: centre each feature and divide by its standard deviation.
+
+.. math::
+
+    \mu_j = \frac1m \sum_i x_{ij}, \qquad
+    \sigma_j^2 = \frac1m \sum_i (x_{ij} - \mu_j)^2, \qquad
+    x_{ij} \leftarrow \frac{x_{ij} - \mu_j}{\sigma_j}
+
+The seed writes :math:`x / \sigma^2`, which does not give unit variance (it
+gives variance :math:`1/\sigma^2`); fastopt divides by :math:`\sigma`, as
+scikit-learn's ``StandardScaler`` does.  (The seed's σ² is also written as
+the mean of :math:`x^2` after centring, which is the variance used here.)
+"""
+
+import numpy as np
+
+from ._dispatch import ext
+from ._threads import get_num_threads
+
+__all__ = ["Standardizer", "NotFittedError"]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The Standardizer was used before ``fit``."""
+
+
+class Standardizer:
+    """Per-feature standardization of a (n_samples, n_features) array, in float32.
+
+    The statistics come from one fused, deterministic pass over X
+    (accumulated in double, with a per-feature shift, so data far from zero
+    is safe); ``transform`` is one fused pass and may work in place.
+    Zero-variance features are centred but left unscaled (divided by 1).
+
+    Attributes
+    ----------
+    mean_ : ndarray of float64, (n_features,)
+    std_ : ndarray of float64, (n_features,)   the biased standard deviation (ddof = 0)
+    scale_ : ndarray of float64, (n_features,) what transform divides by: std_, or 1 where std_ == 0
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> X = np.array([[1., 10.], [3., 10.], [5., 10.]], dtype=np.float32)
+    >>> s = fastopt.Standardizer().fit(X)
+    >>> s.mean_, s.scale_
+    (array([ 3., 10.]), array([1.63299316, 1.        ]))
+    >>> s.transform(X)[:, 0]
+    array([-1.2247449,  0.       ,  1.2247449], dtype=float32)
+    """
+
+    def _prepare(self, X, what):
+        if not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"{what} expects a 2-D array (n_samples, n_features), "
+                             f"got shape {X.shape}")
+        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+            raise TypeError(f"X has dtype {X.dtype}, expected a real numeric dtype")
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    def fit(self, X):
+        """Compute the per-feature mean and standard deviation of X. Returns self."""
+        X = self._prepare(X, "fit")
+        n, f = X.shape
+        if n == 0:
+            raise ValueError("fit needs at least one sample, got 0")
+        if f == 0:
+            raise ValueError("fit needs at least one feature, got 0")
+        mean = np.empty(f)
+        var = np.empty(f)
+        ext._batchnorm.channel_stats(X.reshape(n, f, 1), mean, var, get_num_threads())
+        bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(var)))
+        if bad.size:
+            raise ValueError(f"X has NaN or infinity in feature {int(bad[0])}"
+                             + (f" (and {bad.size - 1} more)" if bad.size > 1 else ""))
+        self.mean_ = mean
+        self.std_ = np.sqrt(var)
+        self.scale_ = np.where(self.std_ > 0, self.std_, 1.0)
+        self.n_features_in_ = f
+        self.n_samples_seen_ = n
+        return self
+
+    def _check_fitted(self, X, what):
+        if not hasattr(self, "mean_"):
+            raise NotFittedError(f"this Standardizer is not fitted yet: call fit(X) before {what}")
+        X = self._prepare(X, what)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but the Standardizer was fitted "
+                             f"with {self.n_features_in_}")
+        return X
+
+    def _apply(self, X, out, mu, scale, shift, what):
+        X = self._check_fitted(X, what)
+        if out is None:
+            out = np.empty_like(X)
+        elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == X.shape
+                  and out.flags.c_contiguous and out.flags.writeable):
+            raise ValueError(f"out must be a writable C-contiguous float32 array of shape {X.shape}")
+        n, f = X.shape
+        if n:
+            ext._batchnorm.affine(X.reshape(n, f, 1), out.reshape(n, f, 1),
+                                  mu.astype(np.float32), scale.astype(np.float32),
+                                  shift.astype(np.float32), get_num_threads())
+        return out
+
+    def transform(self, X, *, out=None):
+        """(X - mean_) / scale_ as float32; ``out=X`` works in place (X float32 C-contiguous)."""
+        f = getattr(self, "n_features_in_", 0)
+        return self._apply(X, out, getattr(self, "mean_", None), 1.0 / getattr(self, "scale_", 1.0),
+                           np.zeros(f), "transform")
+
+    def fit_transform(self, X, *, out=None):
+        """``fit(X)`` then ``transform(X)``."""
+        return self.fit(X).transform(X, out=out)
+
+    def inverse_transform(self, X, *, out=None):
+        """X · scale_ + mean_: undo :meth:`transform`."""
+        f = getattr(self, "n_features_in_", 0)
+        return self._apply(X, out, np.zeros(f), getattr(self, "scale_", None),
+                           getattr(self, "mean_", None), "inverse_transform")
