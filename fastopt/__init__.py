@@ -15,6 +15,7 @@ update rules.
 __version__ = "0.1.0"
 
 from . import data, init, kernels, reference, schedules, tuning
+from ._blas import share_blas_threads
 from ._dispatch import ext as _ext
 from ._threads import get_num_threads, num_threads, set_num_threads
 from .flat import FlatParams
@@ -31,7 +32,9 @@ def isa():
 
 def info():
     """Build and runtime facts, as a dict (what ``fastopt info`` prints)."""
-    from . import _cpu, _dispatch
+    import os
+
+    from . import _blas, _cpu, _dispatch
 
     level, openmp, cflags = _ext._optim.build_info()
     return {
@@ -43,12 +46,15 @@ def info():
         "threads": get_num_threads(),
         "parallel_threshold": _ext._optim.parallel_threshold(),
         "cflags": cflags,
+        "blas_shared": [os.path.basename(p) for p in _blas.shared_libraries()],
     }
 
+
+share_blas_threads()
 
 __all__ = [
     "FlatParams", "BatchNorm", "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
     "Standardizer", "save_checkpoint", "load_checkpoint",
     "kernels", "reference", "init", "data", "schedules", "tuning", "set_num_threads", "get_num_threads", "num_threads",
-    "isa", "info", "__version__",
+    "isa", "info", "share_blas_threads", "__version__",
 ]

@@ -7,10 +7,23 @@ scikit-learn's OpenMP code does.  :func:`set_num_threads` overrides that.
 """
 
 import operator
+import os
 
 from ._dispatch import ext
 
 _explicit = None
+_forked = False
+
+
+def _after_fork_in_child():
+    # GNU libgomp cannot start a parallel region in a child forked after the
+    # parent used one (it hangs): kernels in a forked child run on one thread.
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def set_num_threads(n):
@@ -29,7 +42,13 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Threads a large kernel call will use (small arrays run on one thread)."""
+    """Threads a large kernel call will use (small arrays run on one thread).
+
+    Always 1 in a process forked after fastopt was imported (GNU OpenMP does
+    not survive a fork).
+    """
+    if _forked:
+        return 1
     if _explicit is not None:
         return _explicit
     return ext._optim.omp_max_threads()

@@ -23,8 +23,20 @@ def _add_info(sub):
     p.set_defaults(func=_cmd_info)
 
 
+def _add_train(sub):
+    from ._cli_train import add_train
+
+    add_train(sub)
+
+
+def _add_tune(sub):
+    from ._cli_train import add_tune
+
+    add_tune(sub)
+
+
 # Each entry adds one subcommand to the parser (set_defaults(func=...) runs it).
-SUBCOMMANDS = [_add_info]
+SUBCOMMANDS = [_add_info, _add_train, _add_tune]
 
 
 def build_parser():

@@ -1,0 +1,352 @@
+"""``fastopt train`` and ``fastopt tune``: the seed's whole method on the UCI digits."""
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
+DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_size=64, seed=0,
+                hidden=256, beta=0.9)
+
+
+class UsageError(Exception):
+    """A problem with the command's arguments or files: printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------ argument types
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+def _beta(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return v
+
+
+# ------------------------------------------------------------------ the task
+
+def prepare_data(seed, test_fraction=0.2):
+    """Digits split into train/test (stratified by a seeded shuffle), standardized on train."""
+    from .models import load_digits
+    from .preprocessing import Standardizer
+
+    X, y = load_digits()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    n_test = int(round(len(y) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    scaler = Standardizer()
+    t = time.perf_counter()
+    Xtr = scaler.fit_transform(X[train])
+    Xte = scaler.transform(X[test])
+    kernel_time = time.perf_counter() - t
+    return Xtr, y[train], Xte, y[test], kernel_time
+
+
+def make_optimizer(name, params, lr, *, beta=0.9, impl="fused"):
+    import fastopt
+
+    if name == "adam":
+        return fastopt.Adam(params, lr=lr, betas=(beta, 0.999), impl=impl)
+    if name == "adamw":
+        return fastopt.AdamW(params, lr=lr, betas=(beta, 0.999), impl=impl)
+    if name == "sgd":
+        return fastopt.SGD(params, lr=lr, momentum=beta, impl=impl)
+    if name == "momentum":
+        return fastopt.Momentum(params, lr=lr, beta=beta, impl=impl)
+    if name == "rmsprop":
+        return fastopt.RMSprop(params, lr=lr, alpha=beta, impl=impl)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+class Run:
+    """One training run: model, optimizer, data, RNG; ``epoch()`` trains one epoch."""
+
+    def __init__(self, *, optimizer, lr, schedule, epochs, batch_size, seed, hidden=256, beta=0.9,
+                 impl="fused", data=None):
+        from . import schedules
+        from .models import MLP
+
+        self.Xtr, self.ytr, self.Xte, self.yte, self.prep_time = data or prepare_data(seed)
+        self.model = MLP((64, hidden, hidden, 10), rng=seed, impl=impl)
+        sched = schedules.by_name(schedule, lr, epochs)
+        self.opt = make_optimizer(optimizer, self.model.params, sched, beta=beta, impl=impl)
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed + 1)
+        self.epochs_done = 0
+        self.history = []
+
+    def train_epoch(self, progress=None):
+        from .data import minibatches
+
+        epoch = self.epochs_done + 1
+        self.opt.set_epoch(epoch)
+        model, opt = self.model, self.opt
+        model.kernel_time = 0.0
+        opt_time = 0.0
+        losses, accs, sizes = [], [], []
+        n_batches = math.ceil(len(self.ytr) / self.batch_size)
+        t0 = time.perf_counter()
+        for b, (Xb, yb) in enumerate(minibatches(self.Xtr, self.ytr, batch_size=self.batch_size,
+                                                 rng=self.rng)):
+            if len(yb) < 2:  # batch norm needs 2 samples per channel when training
+                continue
+            loss, acc = model.loss_and_grad(Xb, yb)
+            t = time.perf_counter()
+            opt.step()
+            opt_time += time.perf_counter() - t
+            losses.append(loss)
+            accs.append(acc)
+            sizes.append(len(yb))
+            if progress is not None:
+                progress(epoch, b + 1, n_batches)
+        elapsed = time.perf_counter() - t0
+        test_loss, test_acc = model.evaluate(self.Xte, self.yte)
+        self.epochs_done = epoch
+        rec = dict(epoch=epoch, lr=opt.lr, loss=float(np.average(losses, weights=sizes)),
+                   acc=float(np.average(accs, weights=sizes)), test_loss=test_loss,
+                   test_acc=test_acc, time=elapsed, kernel_time=model.kernel_time + opt_time)
+        self.history.append(rec)
+        return rec
+
+    # -------------------------------------------------------------- checkpoints
+    def save(self, path):
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(path, self.model.params, self.opt, epoch=self.epochs_done,
+                        rng_state=self.rng.bit_generator.state, history=self.history,
+                        **{k.replace(".", "__"): v for k, v in self.model.state_dict().items()})
+
+    def resume(self, path):
+        from .checkpoint import CheckpointError, load_checkpoint
+
+        # load into scratch copies first so a bad file changes nothing
+        extras = load_checkpoint(path, self.model.params, self.opt)
+        try:
+            self.model.load_state_dict({k.replace("__", "."): v for k, v in extras.items()
+                                        if "__running_" in k})
+            self.rng.bit_generator.state = extras["rng_state"]
+            self.epochs_done = int(extras["epoch"])
+            self.history = list(extras.get("history", []))
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path!r} was not written by fastopt train: {e}") from None
+        self.opt.set_epoch(self.epochs_done)
+
+
+def _progress_bar(stream):
+    width = 30
+
+    def show(epoch, done, total):
+        if not stream.isatty() and done != total:
+            return
+        filled = int(width * done / total)
+        stream.write(f"\repoch {epoch:3d} [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{done}/{total}")
+        if done == total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def _cmd_train(args):
+    import fastopt
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install matplotlib "
+                             "(or pip install 'fastopt[plot]')") from None
+    run = Run(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, epochs=args.epochs,
+              batch_size=args.batch_size, seed=args.seed, hidden=args.hidden, beta=args.beta,
+              impl=args.impl)
+    if args.resume:
+        try:
+            run.resume(args.resume)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+        print(f"resumed from {args.resume} after epoch {run.epochs_done}")
+    print(f"fastopt {fastopt.__version__} train: UCI digits, {len(run.ytr)} train / "
+          f"{len(run.yte)} held-out samples; MLP 64-{args.hidden}-{args.hidden}-10 with BatchNorm+ReLU "
+          f"({run.model.params.size:,} parameters in one FlatParams)")
+    print(f"optimizer {args.optimizer} (impl={args.impl}, isa={fastopt.isa()}, "
+          f"threads={fastopt.get_num_threads()}), lr {args.lr:g} with {args.schedule} schedule, "
+          f"batch size {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
+    bar = _progress_bar(sys.stderr) if not args.quiet else None
+    for _ in range(run.epochs_done, args.epochs):
+        r = run.train_epoch(bar)
+        share = r["kernel_time"] / r["time"] if r["time"] > 0 else 0.0
+        print(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  loss {r['loss']:.4f}  acc {r['acc']:.4f}  "
+              f"test loss {r['test_loss']:.4f}  test acc {r['test_acc']:.4f}  "
+              f"time {r['time'] * 1e3:6.1f} ms  kernels {share:5.1%}", flush=True)
+        if args.save:
+            run.save(args.save)
+    hist = run.history
+    if hist:
+        times = [h["time"] for h in hist]
+        kt = [h["kernel_time"] for h in hist]
+        print(f"held-out accuracy: {hist[-1]['test_acc']:.4f}")
+        print(f"time per epoch: {np.mean(times) * 1e3:.1f} ms (median {np.median(times) * 1e3:.1f} ms), "
+              f"of which fastopt kernels ({args.impl}): {np.mean(kt) * 1e3:.1f} ms "
+              f"= {sum(kt) / sum(times):.1%}")
+    if args.save:
+        print(f"saved checkpoint to {args.save}")
+    if args.plot:
+        _plot(hist, args.plot)
+        print(f"saved plot to {args.plot}")
+    return 0
+
+
+def _plot(hist, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in hist]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [h["loss"] for h in hist], label="train")
+    a.plot(ep, [h["test_loss"] for h in hist], label="held-out")
+    a.set_xlabel("epoch")
+    a.set_ylabel("cross-entropy")
+    a.legend()
+    b.plot(ep, [h["acc"] for h in hist], label="train")
+    b.plot(ep, [h["test_acc"] for h in hist], label="held-out")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _cmd_tune(args):
+    from . import tuning
+    from .models import load_digits  # noqa: F401
+
+    # Tune on a validation split of the training data: the held-out test set stays unseen.
+    Xtr, ytr, _, _, _ = prepare_data(args.seed)
+    n_val = len(ytr) // 5
+    data = (Xtr[n_val:], ytr[n_val:], Xtr[:n_val], ytr[:n_val], 0.0)
+    space = {
+        "lr": tuning.log_uniform(1e-4, 1e-1),                 # tier 1
+        "beta": tuning.one_minus_log_uniform(0.8, 0.99),      # tier 2
+        "hidden": tuning.integers(32, 512),                   # tier 2
+        "batch_size": tuning.powers_of_two(32, 512),          # tier 2
+    }
+
+    def objective(p):
+        run = Run(optimizer=args.optimizer, lr=p["lr"], schedule="cosine", epochs=args.epochs,
+                  batch_size=p["batch_size"], seed=args.seed, hidden=p["hidden"],
+                  beta=p["beta"], data=data)
+        t = time.perf_counter()
+        for _ in range(args.epochs):
+            rec = run.train_epoch()
+        p["_time"] = time.perf_counter() - t
+        return rec["test_acc"] if math.isfinite(rec["loss"]) else float("nan")
+
+    print(f"fastopt tune: random search, {args.trials} trials x {args.epochs} epochs, "
+          f"optimizer {args.optimizer}, scored by validation accuracy "
+          f"({len(data[1])} train / {len(data[3])} validation samples)")
+    trials = tuning.random_search(objective, space, n_trials=args.trials, rng=args.seed)
+    print(f"{'rank':>4}  {'val acc':>7}  {'lr':>9}  {'beta':>6}  {'hidden':>6}  {'batch':>5}  "
+          f"{'time':>7}")
+    for rank, t in enumerate(trials, 1):
+        p = t.params
+        print(f"{rank:>4}  {t.score:7.4f}  {p['lr']:9.2e}  {p['beta']:6.4f}  {p['hidden']:>6}  "
+              f"{p['batch_size']:>5}  {p['_time']:6.2f}s")
+    best = trials[0].params
+    print(f"best: fastopt train --optimizer {args.optimizer} --lr {best['lr']:.3g} "
+          f"--beta {best['beta']:.4g} --hidden {best['hidden']} --batch-size {best['batch_size']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"rank": i + 1, "score": t.score, **t.params} for i, t in enumerate(trials)],
+                      f, indent=1)
+    return 0
+
+
+def add_train(sub):
+    p = sub.add_parser("train", help="train an MLP on the UCI digits with fastopt's kernels",
+                       description="Train a 64-H-H-10 MLP (BatchNorm + ReLU, He init, softmax "
+                                   "cross-entropy) on the UCI handwritten digits shipped with "
+                                   "fastopt, with input standardization, mini-batches, an "
+                                   "optimizer and a learning-rate schedule.")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
+    p.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="initial learning rate")
+    p.add_argument("--schedule", choices=("constant", "inverse_time", "exponential",
+                                          "inverse_sqrt", "step", "cosine"),
+                   default=DEFAULTS["schedule"])
+    p.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"])
+    p.add_argument("--hidden", type=_positive_int, default=DEFAULTS["hidden"],
+                   help="hidden units per layer")
+    p.add_argument("--beta", type=_beta, default=DEFAULTS["beta"],
+                   help="momentum β / Adam β1 / RMSprop α")
+    p.add_argument("--seed", type=_nonneg_int, default=DEFAULTS["seed"])
+    p.add_argument("--impl", choices=("fused", "reference"), default="fused",
+                   help="fastopt's compiled kernels or the NumPy reference")
+    p.add_argument("--plot", metavar="PNG", help="save loss and accuracy curves (needs matplotlib)")
+    p.add_argument("--save", metavar="NPZ", help="write a checkpoint after every epoch")
+    p.add_argument("--resume", metavar="NPZ", help="continue from a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_guarded(_cmd_train))
+
+
+def add_tune(sub):
+    p = sub.add_parser("tune", help="random-search the learning rate, β, hidden units, batch size",
+                       description="Random search (not a grid) over the seed's most important "
+                                   "hyperparameters, each trial a short training run scored on a "
+                                   "validation split; prints a ranked table.")
+    p.add_argument("--trials", type=_positive_int, default=10)
+    p.add_argument("--epochs", type=_positive_int, default=5, help="epochs per trial")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
+    p.add_argument("--seed", type=_nonneg_int, default=DEFAULTS["seed"])
+    p.add_argument("--json", metavar="PATH", help="also write the trials as JSON")
+    p.set_defaults(func=_run_guarded(_cmd_tune))
+
+
+def _run_guarded(fn):
+    def run(args):
+        try:
+            return fn(args)
+        except UsageError as e:
+            print(f"fastopt {args.command}: error: {e}", file=sys.stderr)
+            return 2
+    return run

@@ -1,0 +1,167 @@
+"""A small multilayer perceptron in NumPy, with all its parameters in one FlatParams.
+
+Hidden layers are ``Linear (no bias) -> BatchNorm -> ReLU`` (batch norm's β
+replaces the bias, as the seed says); the output layer is ``Linear`` with a
+bias, followed by softmax cross-entropy.  Weights are stored ``(n_in, n_out)``
+and applied as ``x @ W``; hidden weights use He initialization, the output
+layer Xavier's.  Gradients are written into the FlatParams' grad buffer in
+place, so an optimizer updates the whole model with one fused call.
+"""
+
+import numpy as np
+
+from . import init
+from ._rng import as_generator
+from .flat import FlatParams
+from .layers import BatchNorm
+
+__all__ = ["MLP", "softmax_cross_entropy", "load_digits"]
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy of softmax(logits) against integer labels, and its gradient."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    logp = z - np.log(s)
+    n = logits.shape[0]
+    loss = -float(logp[np.arange(n), labels].mean())
+    grad = e / s
+    grad[np.arange(n), labels] -= 1.0
+    grad /= n
+    return loss, grad.astype(np.float32, copy=False)
+
+
+class MLP:
+    """``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` classifier; see the module docstring.
+
+    Parameters
+    ----------
+    sizes : sequence of int, e.g. (64, 256, 256, 10)
+    rng : numpy.random.Generator, int seed or None (initialization)
+    impl : "fused" or "reference" (the batch-norm implementation)
+
+    Attributes
+    ----------
+    params : FlatParams  ``W1, bn1.gamma, bn1.beta, ..., W{L}, b{L}``
+    bns : list of BatchNorm
+    kernel_time : float  seconds spent in fastopt's batch-norm calls (accumulated)
+    """
+
+    def __init__(self, sizes=(64, 256, 256, 10), *, rng=None, impl="fused"):
+        sizes = tuple(int(s) for s in sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must have at least 2 positive entries, got {sizes}")
+        self.sizes = sizes
+        L = len(sizes) - 1
+        shapes = {}
+        for i in range(1, L):
+            shapes[f"W{i}"] = (sizes[i - 1], sizes[i])
+            shapes.update(BatchNorm.shapes(sizes[i], name=f"bn{i}"))
+        shapes[f"W{L}"] = (sizes[L - 1], sizes[L])
+        shapes[f"b{L}"] = (sizes[L],)
+        self.params = fp = FlatParams(shapes)
+        gen = as_generator(rng)
+        for i in range(1, L):
+            init.he(shapes[f"W{i}"], rng=gen, out=fp.params[f"W{i}"])
+        init.xavier(shapes[f"W{L}"], rng=gen, out=fp.params[f"W{L}"])
+        self.bns = [BatchNorm(sizes[i], params=fp, name=f"bn{i}", impl=impl) for i in range(1, L)]
+        self.kernel_time = 0.0
+        self._acts = None
+
+    @property
+    def impl(self):
+        return self.bns[0].impl if self.bns else "fused"
+
+    @impl.setter
+    def impl(self, value):
+        for bn in self.bns:
+            bn.impl = value
+
+    def forward(self, X, training=True):
+        """Logits for X (float32, (n, sizes[0]))."""
+        import time
+
+        fp = self.params.params
+        L = len(self.sizes) - 1
+        a = X
+        acts = [a]
+        for i in range(1, L):
+            z = a @ fp[f"W{i}"]
+            t = time.perf_counter()
+            h = self.bns[i - 1].forward(z, training=training)
+            self.kernel_time += time.perf_counter() - t
+            a = np.maximum(h, 0, out=h)  # ReLU in place; h > 0 marks where it passes
+            acts.append(a)
+        logits = a @ fp[f"W{L}"] + fp[f"b{L}"]
+        self._acts = acts
+        return logits
+
+    def backward(self, dlogits):
+        """Write every parameter's gradient into ``params.grad`` (in place)."""
+        import time
+
+        fp, g = self.params.params, self.params.grads
+        L = len(self.sizes) - 1
+        acts = self._acts
+        np.matmul(acts[L - 1].T, dlogits, out=g[f"W{L}"])
+        np.sum(dlogits, axis=0, out=g[f"b{L}"])
+        da = dlogits @ fp[f"W{L}"].T
+        for i in range(L - 1, 0, -1):
+            da *= acts[i] > 0  # ReLU
+            t = time.perf_counter()
+            dz = self.bns[i - 1].backward(da)
+            self.kernel_time += time.perf_counter() - t
+            np.matmul(acts[i - 1].T, dz, out=g[f"W{i}"])
+            if i > 1:
+                da = dz @ fp[f"W{i}"].T
+
+    def loss_and_grad(self, X, y):
+        """Forward, loss, backward: returns (loss, accuracy) on the batch; fills params.grad."""
+        logits = self.forward(X, training=True)
+        loss, dlogits = softmax_cross_entropy(logits, y)
+        self.backward(dlogits)
+        return loss, float((logits.argmax(axis=1) == y).mean())
+
+    def predict(self, X):
+        """Class predictions (inference mode: batch norm uses its running statistics)."""
+        return self.forward(X, training=False).argmax(axis=1)
+
+    def evaluate(self, X, y):
+        """(loss, accuracy) in inference mode."""
+        logits = self.forward(X, training=False)
+        loss, _ = softmax_cross_entropy(logits, y)
+        return loss, float((logits.argmax(axis=1) == y).mean())
+
+    def state_dict(self):
+        """The batch-norm running statistics (the parameters live in ``params``)."""
+        out = {}
+        for bn in self.bns:
+            out[f"{bn.name}.running_mean"] = bn.running_mean.copy()
+            out[f"{bn.name}.running_var"] = bn.running_var.copy()
+        return out
+
+    def load_state_dict(self, state):
+        for bn in self.bns:
+            for k in ("running_mean", "running_var"):
+                v = np.asarray(state[f"{bn.name}.{k}"])
+                if v.shape != getattr(bn, k).shape:
+                    raise ValueError(f"{bn.name}.{k} has shape {v.shape}, "
+                                     f"expected {getattr(bn, k).shape}")
+        for bn in self.bns:
+            bn.running_mean[...] = state[f"{bn.name}.running_mean"]
+            bn.running_var[...] = state[f"{bn.name}.running_var"]
+
+
+def load_digits():
+    """The UCI handwritten digits shipped with fastopt: X (1797, 64) float32 in 0..16, y (1797,) int64.
+
+    A copy of the test set of the UCI "Optical Recognition of Handwritten
+    Digits" data (Alpaydin & Kaynak, 1998; CC BY 4.0), as distributed with
+    scikit-learn; see ``fastopt/_data/DIGITS_LICENSE.txt``.
+    """
+    from importlib import resources
+
+    with resources.files("fastopt").joinpath("_data/digits.npz").open("rb") as f:
+        with np.load(f) as z:
+            return z["X"].astype(np.float32), z["y"].astype(np.int64)
