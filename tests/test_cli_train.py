@@ -1,0 +1,120 @@
+"""`fastopt train` and `fastopt tune`, run as a user would, in a subprocess."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "fastopt.cli", *args], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def _accuracy(out):
+    return float(re.search(r"^held-out accuracy: ([0-9.]+)$", out, re.M).group(1))
+
+
+def test_train_two_epochs_prints_progress_and_results():
+    out = run("train", "--epochs", "2").stdout
+    lines = [l for l in out.splitlines() if re.match(r"epoch +\d+ ", l)]
+    assert len(lines) == 2
+    for l in lines:
+        assert re.search(r"loss [0-9.]+ +acc [0-9.]+ +test loss [0-9.]+ +test acc [0-9.]+", l)
+        assert re.search(r"kernels +[0-9.]+%", l)
+    assert _accuracy(out) > 0.85
+    assert re.search(r"^time per epoch: [0-9.]+ ms .*fastopt kernels \(fused\): [0-9.]+ ms = [0-9.]+%$",
+                     out, re.M)
+
+
+def test_train_defaults_reach_095():
+    out = run("train", "--quiet").stdout
+    assert "20 epochs" in out
+    assert _accuracy(out) >= 0.95
+
+
+def test_train_reference_impl_runs():
+    out = run("train", "--epochs", "2", "--impl", "reference", "--quiet").stdout
+    assert "impl=reference" in out and "fastopt kernels (reference)" in out
+    assert _accuracy(out) > 0.85
+
+
+def test_save_and_resume_give_the_same_bits(tmp_path):
+    # (a schedule that does not depend on --epochs: cosine and step stretch to the total)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    sched = ["--schedule", "exponential", "--quiet"]
+    run("train", "--epochs", "4", "--save", str(a), *sched)
+    run("train", "--epochs", "2", "--save", str(b), *sched)
+    out = run("train", "--epochs", "4", "--resume", str(b), "--save", str(b), *sched).stdout
+    assert "resumed from" in out and "after epoch 2" in out
+    assert len(re.findall(r"^epoch +\d+ ", out, re.M)) == 2
+    with np.load(a) as za, np.load(b) as zb:
+        np.testing.assert_array_equal(za["params/data"], zb["params/data"])
+        for k in za.files:
+            if k.startswith("optimizer/state") or "running" in k:
+                np.testing.assert_array_equal(za[k], zb[k])
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["train", "--epochs", "0"], "positive integer"),
+    (["train", "--epochs", "two"], "positive integer"),
+    (["train", "--lr", "-1"], "positive finite number"),
+    (["train", "--lr", "nan"], "positive finite number"),
+    (["train", "--optimizer", "lbfgs"], "invalid choice"),
+    (["train", "--schedule", "linear"], "invalid choice"),
+    (["train", "--beta", "1.5"], "[0, 1)"),
+    (["train", "--batch-size", "0"], "positive integer"),
+    (["tune", "--trials", "0"], "positive integer"),
+    (["train", "--bogus"], "unrecognized arguments"),
+])
+def test_bad_arguments_exit_2_with_usage(args, msg):
+    p = run(*args, check=False)
+    assert p.returncode == 2
+    assert "usage: fastopt" in p.stderr and msg in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_missing_or_corrupt_checkpoint(tmp_path):
+    p = run("train", "--epochs", "1", "--resume", str(tmp_path / "none.npz"), check=False)
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    p = run("train", "--epochs", "1", "--resume", str(bad), "--save", str(bad), check=False)
+    assert p.returncode == 2 and "corrupt" in p.stderr and "Traceback" not in p.stderr
+    assert bad.read_bytes() == b"garbage"
+
+
+def test_plot(tmp_path):
+    png = tmp_path / "curves.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        p = run("train", "--epochs", "1", "--plot", str(png), check=False)
+        assert p.returncode == 2 and "needs matplotlib" in p.stderr
+        assert not png.exists()
+    else:
+        out = run("train", "--epochs", "2", "--plot", str(png), "--quiet").stdout
+        assert "saved plot" in out and png.stat().st_size > 1000
+
+
+def test_tune_two_trials_prints_a_ranked_table(tmp_path):
+    out = run("tune", "--trials", "2", "--epochs", "1", "--json", str(tmp_path / "t.json")).stdout
+    rows = re.findall(r"^ +(\d) +([0-9.]+) +([0-9.e+-]+) +([0-9.]+) +(\d+) +(\d+) +[0-9.]+s$",
+                      out, re.M)
+    assert [r[0] for r in rows] == ["1", "2"]
+    scores = [float(r[1]) for r in rows]
+    assert scores[0] >= scores[1] and 0 <= scores[1] <= 1
+    for r in rows:
+        assert 1e-4 <= float(r[2]) <= 1e-1 and 32 <= int(r[4]) <= 512
+        assert int(r[5]) in (32, 64, 128, 256, 512)
+    assert "validation" in out and "best: fastopt train" in out
+    import json
+    assert len(json.loads((tmp_path / "t.json").read_text())) == 2

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt.preprocessing import NotFittedError
+
+
+def _np_standard_scaler(X):
+    """scikit-learn's StandardScaler, in float64 NumPy."""
+    X64 = X.astype(np.float64)
+    mean = X64.mean(axis=0)
+    std = X64.std(axis=0)
+    scale = np.where(std > 0, std, 1.0)
+    return mean, std, scale, (X64 - mean) / scale
+
+
+def _data(n=1000, f=7, seed=0):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, f)) * rng.uniform(0.1, 50, f) + rng.uniform(-100, 100, f))
+    if f > 3:
+        X[:, 3] = 42.0  # zero variance
+    return X.astype(np.float32)
+
+
+def test_matches_standard_scaler_formula():
+    X = _data()
+    s = fastopt.Standardizer().fit(X)
+    mean, std, scale, Z = _np_standard_scaler(X)
+    np.testing.assert_allclose(s.mean_, mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(s.std_, std, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(s.scale_, scale, rtol=1e-6)
+    Zk = s.transform(X)
+    assert Zk.dtype == np.float32
+    np.testing.assert_allclose(Zk, Z, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(Zk[:, [0, 1, 2, 4, 5, 6]].std(axis=0), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(Zk[:, 3], 0.0)  # centred, left unscaled
+    np.testing.assert_allclose(s.inverse_transform(Zk), X, rtol=1e-5, atol=1e-4)
+
+
+def test_matches_scikit_learn_when_installed():
+    sklearn = pytest.importorskip("sklearn.preprocessing")
+    X = _data(seed=3)
+    ref = sklearn.StandardScaler().fit(X.astype(np.float64))
+    s = fastopt.Standardizer().fit(X)
+    np.testing.assert_allclose(s.mean_, ref.mean_, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(s.scale_, ref.scale_, rtol=1e-6)
+    np.testing.assert_allclose(s.transform(X), ref.transform(X.astype(np.float64)), atol=1e-6)
+
+
+def test_divides_by_sigma_not_sigma_squared():
+    # The seed's x / sigma^2 would give variance 1/sigma^2 = 1/16 here.
+    X = (np.random.default_rng(0).standard_normal((5000, 1)) * 4 + 1).astype(np.float32)
+    Z = fastopt.Standardizer().fit_transform(X)
+    assert Z.var() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_data_far_from_zero_is_accurate():
+    X = (1e4 + 0.01 * np.random.default_rng(1).standard_normal((200_000, 2))).astype(np.float32)
+    s = fastopt.Standardizer().fit(X)
+    np.testing.assert_allclose(s.std_, X.astype(np.float64).std(axis=0), rtol=1e-4)
+
+
+def test_transform_in_place_and_determinism_across_threads():
+    X = _data(n=300_000, f=4)
+    with fastopt.num_threads(1):
+        s1 = fastopt.Standardizer().fit(X)
+    with fastopt.num_threads(2):
+        s2 = fastopt.Standardizer().fit(X)
+    np.testing.assert_array_equal(s1.mean_, s2.mean_)
+    np.testing.assert_array_equal(s1.std_, s2.std_)
+    expected = s1.transform(X)
+    out = s1.transform(X, out=X)
+    assert out is X
+    np.testing.assert_array_equal(X, expected)
+
+
+def test_errors():
+    s = fastopt.Standardizer()
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        s.transform(np.zeros((2, 2)))
+    with pytest.raises(NotFittedError):
+        s.inverse_transform(np.zeros((2, 2)))
+    X = _data(n=20, f=3)
+    X[5, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity in feature 2"):
+        s.fit(X)
+    assert not hasattr(s, "mean_")  # nothing was fitted
+    X[5, 2] = 0
+    X[1, 0] = np.inf
+    with pytest.raises(ValueError, match="feature 0"):
+        s.fit(X)
+    s.fit(_data(n=20, f=3))
+    with pytest.raises(ValueError, match="X has 4 features, but the Standardizer was fitted with 3"):
+        s.transform(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="2-D"):
+        s.fit(np.zeros(5))
+    with pytest.raises(ValueError, match="at least one sample"):
+        s.fit(np.zeros((0, 3)))
+    with pytest.raises(TypeError, match="dtype"):
+        s.fit(np.array([["a", "b"]]))
