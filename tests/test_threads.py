@@ -1,0 +1,105 @@
+"""Threads: the OpenMP default, threadpoolctl, the shared BLAS pool, fork, forced ISA."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import _blas, _dispatch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _py(code, **env):
+    e = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=e, timeout=120)
+
+
+def test_set_and_get_num_threads():
+    default = fastopt.get_num_threads()
+    assert default >= 1
+    fastopt.set_num_threads(1)
+    assert fastopt.get_num_threads() == 1
+    with fastopt.num_threads(3):
+        assert fastopt.get_num_threads() == 3
+    assert fastopt.get_num_threads() == 1
+    fastopt.set_num_threads(None)
+    assert fastopt.get_num_threads() == default
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        fastopt.set_num_threads(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        fastopt.set_num_threads(1.5)
+
+
+def test_threadpoolctl_limits_fastopt_like_scikit_learn():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    default = fastopt.get_num_threads()
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert fastopt.get_num_threads() == 1
+    assert fastopt.get_num_threads() == default
+
+
+def test_omp_num_threads_is_honoured():
+    p = _py("import fastopt; print(fastopt.get_num_threads())", OMP_NUM_THREADS="1")
+    assert p.stdout.strip() == "1", p.stderr
+
+
+@pytest.mark.skipif(not _blas.shared_libraries(), reason="no OpenBLAS with the threads callback")
+def test_blas_results_are_unchanged_on_the_shared_pool():
+    rng = np.random.default_rng(0)
+    for n in (64, 300, 700):
+        A = rng.standard_normal((n, n)).astype(np.float32)
+        B = rng.standard_normal((n, n)).astype(np.float32)
+        ref = A.astype(np.float64) @ B.astype(np.float64)
+        np.testing.assert_allclose(A @ B, ref, rtol=1e-3, atol=1e-3 * np.sqrt(n))
+        D = rng.standard_normal((n, n))
+        np.testing.assert_allclose(np.linalg.solve(D, D @ np.ones(n)), 1.0, rtol=1e-6)
+
+
+@pytest.mark.skipif(not _blas.shared_libraries(), reason="no OpenBLAS with the threads callback")
+def test_native_blas_threads_opt_out():
+    p = _py("import fastopt; print(fastopt.info()['blas_shared'])", FASTOPT_BLAS_THREADS="native")
+    assert p.stdout.strip() == "[]", p.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_kernels_and_blas_work_in_a_forked_child():
+    # GNU libgomp hangs in a child forked after the parent ran a parallel region;
+    # fastopt runs the child's kernels (and BLAS jobs) without it.
+    code = """
+import os, numpy as np, fastopt
+p = np.ones(1 << 20, np.float32); g = p.copy(); m = np.zeros_like(p); v = m.copy()
+fastopt.kernels.adam_step(p, g, m, v, step=1, lr=0.1)
+A = np.ones((400, 400), np.float32); A @ A
+pid = os.fork()
+if pid == 0:
+    fastopt.kernels.adam_step(p, g, m, v, step=2, lr=0.1)
+    ok = (A @ A)[0, 0] == 400 and fastopt.get_num_threads() == 1
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+    p = _py(code)
+    assert p.stdout.strip() == "child 0", p.stderr
+
+
+def test_forced_isa_levels():
+    for level in _dispatch.supported_levels():
+        p = _py("import fastopt; print(fastopt.isa())", FASTOPT_ISA=level)
+        assert p.stdout.strip() == level, p.stderr
+    p = _py("import fastopt", FASTOPT_ISA="sse9")
+    assert p.returncode != 0 and "must be one of baseline, avx2, avx512" in p.stderr
+    unsupported = [lv for lv in _dispatch.LEVELS if lv not in _dispatch.supported_levels()]
+    for level in unsupported:
+        p = _py("import fastopt", FASTOPT_ISA=level)
+        assert p.returncode != 0
+        assert "does not support" in p.stderr or "not built" in p.stderr
+
+
+def test_best_level_is_the_default():
+    assert fastopt.isa() == _dispatch.supported_levels()[0] or os.environ.get("FASTOPT_ISA")
