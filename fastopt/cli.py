@@ -35,8 +35,14 @@ def _add_tune(sub):
     add_tune(sub)
 
 
+def _add_bench(sub):
+    from .bench import add_bench
+
+    add_bench(sub)
+
+
 # Each entry adds one subcommand to the parser (set_defaults(func=...) runs it).
-SUBCOMMANDS = [_add_info, _add_train, _add_tune]
+SUBCOMMANDS = [_add_info, _add_train, _add_tune, _add_bench]
 
 
 def build_parser():

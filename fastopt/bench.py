@@ -1,0 +1,365 @@
+"""``fastopt bench``: every kernel against the memory roofline, NumPy and PyTorch, in one run.
+
+Each row times one operation (median of ``reps`` repetitions after a warm-up)
+and reports:
+
+* the effective bandwidth: the bytes the operation must move (each buffer read
+  or written once per pass) divided by its time;
+* the fraction of the in-process roofline: the time of a pass compiled with
+  the same flags that reads and writes the same buffers with no real
+  arithmetic (``fastopt._ext.*._roofline``), divided by the kernel's time;
+* the speed-up over the NumPy reference (``fastopt.reference``) and, when
+  PyTorch is installed, over PyTorch on the same data
+  (``torch.optim.SGD/Adam/AdamW(fused=True)``, ``torch.optim.RMSprop``,
+  ``torch.nn.functional.batch_norm`` forward + backward), with as many torch
+  threads as fastopt threads.
+
+Absolute times on a shared machine mean little; the ratios come from the same
+run and the same buffers.
+"""
+
+import json
+import math
+import platform
+import time
+
+import numpy as np
+
+from . import kernels as K
+from . import reference as R
+from ._dispatch import ext
+from ._threads import get_num_threads
+
+SIZES = {"64K": 1 << 16, "1M": 1 << 20, "16M": 1 << 24}
+BN_SHAPES = [(256, 1024), (4096, 1024), (64, 64, 56, 56)]
+QUICK_SIZES = {"64K": 1 << 16, "1M": 1 << 20}
+QUICK_BN_SHAPES = [(256, 1024), (16, 16, 28, 28)]
+
+
+def _median_time(fn, reps, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(get_num_threads())
+    return torch
+
+
+# ------------------------------------------------------------------ optimizers
+
+_OPT_SPECS = {
+    # name: (number of state buffers, bytes per element moved, roofline in/out buffers)
+    "sgd-momentum": (1, 5 * 4),
+    "rmsprop": (1, 5 * 4),
+    "adam": (2, 7 * 4),
+    "adamw": (2, 7 * 4),
+}
+
+
+def _opt_call(mod, name, p, g, s):
+    if name == "sgd-momentum":
+        return lambda: mod.sgd_step(p, g, s[0], lr=1e-3, momentum=0.9)
+    if name == "rmsprop":
+        return lambda: mod.rmsprop_step(p, g, s[0], lr=1e-3, eps_inside_sqrt=False, alpha=0.99)
+    decoupled = name == "adamw"
+    return lambda: mod.adam_step(p, g, s[0], s[1], step=10, lr=1e-3,
+                                 weight_decay=1e-2 if decoupled else 0.0,
+                                 decoupled_weight_decay=decoupled)
+
+
+def _torch_opt(torch, name, p, g):
+    tp = torch.nn.Parameter(torch.from_numpy(p.copy()))
+    tp.grad = torch.from_numpy(g.copy())
+    if name == "sgd-momentum":
+        opt = torch.optim.SGD([tp], lr=1e-3, momentum=0.9, fused=True)
+    elif name == "rmsprop":
+        opt = torch.optim.RMSprop([tp], lr=1e-3, alpha=0.99)
+    elif name == "adam":
+        opt = torch.optim.Adam([tp], lr=1e-3, fused=True)
+    else:
+        opt = torch.optim.AdamW([tp], lr=1e-3, weight_decay=1e-2, fused=True)
+    return opt.step
+
+
+def bench_optimizer(name, n, reps, torch=None):
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    nstate, bpe = _OPT_SPECS[name]
+    s = [np.abs(rng.standard_normal(n)).astype(np.float32) * 1e-3 for _ in range(nstate)]
+    nt = get_num_threads()
+    t = _median_time(_opt_call(K, name, p, g, s), reps)
+    ref_reps = reps if n < (1 << 23) else max(3, reps // 2)
+    tr = _median_time(_opt_call(R, name, p, g, [x.copy() for x in s]), ref_reps, warmup=1)
+    troof = _median_time(lambda: ext._roofline.update([p] + s, g, nt), reps)
+    row = dict(group="optimizer", name=name, size=n, time=t, bytes=bpe * n, roofline_time=troof,
+               reference_time=tr)
+    if torch is not None:
+        row["torch_time"] = _median_time(_torch_opt(torch, name, p, g), reps)
+    return row
+
+
+# ------------------------------------------------------------------ batch norm
+
+def bench_batchnorm(shape, reps, torch=None):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    C = shape[1]
+    gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
+    rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    nt = get_num_threads()
+
+    def fwd_bwd(mod):
+        def f():
+            _, mean, invstd = mod.batchnorm_forward(x, gamma, beta, rm, rv, out=y)
+            mod.batchnorm_backward(dy, x, gamma, mean, invstd, out=(dx, None, None))
+        return f
+
+    xf, dyf, yf, dxf = (a.reshape(-1) for a in (x, dy, y, dx))
+
+    def roofline():  # stats (read x), normalize (x -> y), sums (read x, dy), dx (x, dy -> dx)
+        ext._roofline.reduce(xf, None, nt)
+        ext._roofline.map(xf, None, yf, nt)
+        ext._roofline.reduce(xf, dyf, nt)
+        ext._roofline.map(xf, dyf, dxf, nt)
+
+    row = dict(group="batchnorm", name="batchnorm fwd+bwd", size=shape,
+               time=_median_time(fwd_bwd(K), reps), bytes=8 * 4 * x.size,
+               roofline_time=_median_time(roofline, reps),
+               reference_time=_median_time(fwd_bwd(R), max(3, reps // 2), warmup=1))
+    if torch is not None:
+        tx = torch.from_numpy(x.copy()).requires_grad_()
+        tg = torch.ones(C, requires_grad=True)
+        tb = torch.zeros(C, requires_grad=True)
+        trm, trv = torch.zeros(C), torch.ones(C)
+        tdy = torch.from_numpy(dy)
+
+        def tf():
+            out = torch.nn.functional.batch_norm(tx, trm, trv, tg, tb, training=True,
+                                                 momentum=0.1, eps=1e-5)
+            torch.autograd.grad(out, (tx, tg, tb), tdy)
+
+        row["torch_time"] = _median_time(tf, reps)
+    return row
+
+
+# ------------------------------------------------------------------ whole steps
+
+def bench_train_step(reps, batch_size=256):
+    """One step (forward, backward, Adam) of the demo MLP on a batch of digits."""
+    from ._cli_train import prepare_data
+    from .models import MLP
+    from .optim import Adam
+
+    Xtr, ytr, _, _, _ = prepare_data(0)
+    Xb, yb = np.ascontiguousarray(Xtr[:batch_size]), ytr[:batch_size]
+    times = {}
+    for impl in ("fused", "reference"):
+        model = MLP((64, 256, 256, 10), rng=0, impl=impl)
+        opt = Adam(model.params, lr=1e-3, impl=impl)
+
+        def step():
+            model.loss_and_grad(Xb, yb)
+            opt.step()
+
+        times[impl] = _median_time(step, reps)
+    return dict(group="train", name=f"MLP train step (batch {batch_size})",
+                size=model.params.size, time=times["fused"], reference_time=times["reference"])
+
+
+def model_shapes(blocks=20, d=208):
+    """~160 tensors of transformer-like sizes (~10M elements)."""
+    shapes = {}
+    for b in range(blocks):
+        shapes.update({f"{b}.qkv": (d, 3 * d), f"{b}.out": (d, d), f"{b}.ff1": (d, 4 * d),
+                       f"{b}.ff2": (4 * d, d), f"{b}.ff1.b": (4 * d,), f"{b}.ff2.b": (d,),
+                       f"{b}.ln.g": (d,), f"{b}.ln.b": (d,)})
+    return shapes
+
+
+def bench_model(reps, torch=None):
+    from .flat import FlatParams
+    from .optim import Adam
+
+    shapes = model_shapes()
+    fp = FlatParams(shapes)
+    rng = np.random.default_rng(0)
+    fp.data[...] = rng.standard_normal(fp.size).astype(np.float32)
+    fp.grad[...] = rng.standard_normal(fp.size).astype(np.float32)
+    opt = Adam(fp, lr=1e-3)
+    ref = Adam(FlatParams.from_arrays(fp.params), lr=1e-3, impl="reference")
+    ref.flat.grad[...] = fp.grad
+    nt = get_num_threads()
+    state = opt.state["exp_avg"] + opt.state["exp_avg_sq"]
+    row = dict(group="model", name=f"Adam, {len(shapes)} tensors", size=fp.size,
+               time=_median_time(opt.step, reps), bytes=7 * 4 * fp.size,
+               roofline_time=_median_time(
+                   lambda: ext._roofline.update([fp.data] + state, fp.grad, nt), reps),
+               reference_time=_median_time(ref.step, max(3, reps // 2), warmup=1))
+    if torch is not None:
+        params = []
+        for k in fp:
+            t = torch.nn.Parameter(torch.from_numpy(fp.params[k].copy()))
+            t.grad = torch.from_numpy(fp.grads[k].copy())
+            params.append(t)
+        topt = torch.optim.Adam(params, lr=1e-3, fused=True)
+        row["torch_time"] = _median_time(topt.step, reps)
+    return row
+
+
+# ------------------------------------------------------------------ driver and output
+
+def run(*, quick=False, reps=None, use_torch=True, include_train=True, progress=None):
+    """Run the whole suite; returns a dict with ``meta`` and ``rows``."""
+    torch = _torch() if use_torch else None
+    reps = reps or (3 if quick else 7)
+    sizes = QUICK_SIZES if quick else SIZES
+    shapes = QUICK_BN_SHAPES if quick else BN_SHAPES
+    rows = []
+    jobs = [(bench_optimizer, (name, n, reps, torch)) for name in _OPT_SPECS for n in sizes.values()]
+    jobs += [(bench_batchnorm, (s, reps, torch)) for s in shapes]
+    if include_train:
+        jobs.append((bench_train_step, (reps,)))
+    jobs.append((bench_model, (reps, torch)))
+    for i, (fn, args) in enumerate(jobs):
+        if progress:
+            progress(i, len(jobs))
+        rows.append(fn(*args))
+    import fastopt
+
+    meta = dict(version=fastopt.__version__, isa=ext.level, threads=get_num_threads(),
+                machine=platform.machine(), processor=platform.processor(), reps=reps,
+                numpy=np.__version__, torch=None if torch is None else torch.__version__,
+                blas_shared=bool(fastopt.info()["blas_shared"]))
+    return {"meta": meta, "rows": rows}
+
+
+def _size_label(size):
+    if isinstance(size, tuple):
+        return "x".join(map(str, size))
+    for label, n in SIZES.items():
+        if n == size:
+            return label
+    return f"{size / 1e6:.1f}M" if size >= 1e6 else f"{size / 1e3:.0f}K"
+
+
+def _ratio(x):
+    return "—" if x is None or not math.isfinite(x) else f"{x:.1f}x"
+
+
+def format_table(result):
+    m = result["meta"]
+    torch_note = f"torch {m['torch']}" if m["torch"] else "torch not installed: no torch column"
+    lines = [f"fastopt {m['version']} bench: isa {m['isa']}, {m['threads']} threads, {torch_note}, "
+             f"median of {m['reps']}",
+             f"{'kernel':<22} {'size':>13} {'fastopt':>11} {'GB/s':>7} {'roofline':>9} "
+             f"{'vs NumPy':>9} {'vs torch':>9}"]
+    for r in result["rows"]:
+        gbs = r["bytes"] / r["time"] / 1e9 if "bytes" in r else None
+        roof = r["roofline_time"] / r["time"] if "roofline_time" in r else None
+        lines.append(
+            f"{r['name']:<22} {_size_label(r['size']):>13} {r['time'] * 1e3:8.3f} ms "
+            f"{'—' if gbs is None else f'{gbs:7.1f}':>7} "
+            f"{'—' if roof is None else f'{roof:9.2f}':>9} "
+            f"{_ratio(r['reference_time'] / r['time']):>9} "
+            f"{_ratio(r['torch_time'] / r['time'] if 'torch_time' in r else None):>9}")
+    lines.append("GB/s: bytes the operation must move / time. roofline: time of a pass moving the "
+                 "same bytes with no arithmetic / kernel time. vs X: X's time / fastopt's time.")
+    return "\n".join(lines)
+
+
+def plot(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in _OPT_SPECS:
+        rows = [r for r in result["rows"] if r["name"] == name]
+        ns = [r["size"] for r in rows]
+        ax.plot(ns, [r["bytes"] / r["time"] / 1e9 for r in rows], "o-", label=f"{name} (fastopt)")
+        if name == "adam":
+            ax.plot(ns, [r["bytes"] / r["roofline_time"] / 1e9 for r in rows], "k--",
+                    label="roofline (adam traffic)")
+            ax.plot(ns, [r["bytes"] / r["reference_time"] / 1e9 for r in rows], "s:",
+                    label="adam (NumPy reference)")
+            if all("torch_time" in r for r in rows):
+                ax.plot(ns, [r["bytes"] / r["torch_time"] / 1e9 for r in rows], "^-.",
+                        label="adam (torch fused)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("elements")
+    ax.set_ylabel("effective GB/s")
+    ax.set_title(f"fastopt {result['meta']['version']}, isa {result['meta']['isa']}, "
+                 f"{result['meta']['threads']} threads")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _cmd_bench(args):
+    import sys
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("fastopt bench: error: --plot needs matplotlib: pip install matplotlib",
+                  file=sys.stderr)
+            return 2
+
+    def progress(i, n):
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\rbenchmark {i + 1}/{n}")
+            sys.stderr.flush()
+
+    result = run(quick=args.quick, reps=args.reps, use_torch=not args.no_torch,
+                 include_train=not args.no_train, progress=progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + " " * 20 + "\r")
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=list)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def add_bench(sub):
+    import argparse
+
+    def reps_type(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= 5, got {text!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+        return v
+
+    p = sub.add_parser("bench", help="time every kernel against the roofline, NumPy and PyTorch",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
+    p.add_argument("--reps", type=reps_type, help="repetitions per measurement (default 7)")
+    p.add_argument("--json", metavar="PATH", help="also write the raw numbers as JSON")
+    p.add_argument("--plot", metavar="PNG", help="GB/s against size (needs matplotlib)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    p.add_argument("--no-train", action="store_true", help="skip the MLP training step")
+    p.set_defaults(func=_cmd_bench)
