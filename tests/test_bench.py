@@ -1,0 +1,42 @@
+"""`fastopt bench --quick` runs and its table and JSON hold what they claim (no timing asserts)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_quick_table_and_json(tmp_path):
+    out_json = tmp_path / "b.json"
+    p = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--quick", "--json",
+                        str(out_json)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("fastopt ") and "bench: isa" in lines[0]
+    assert lines[1].split()[:3] == ["kernel", "size", "fastopt"]
+    names = [l.split()[0] for l in lines[2:] if re.search(r" ms ", l)]
+    for name in ("sgd-momentum", "rmsprop", "adam", "adamw", "batchnorm", "MLP", "Adam,"):
+        assert name in names
+    result = json.loads(out_json.read_text())
+    rows = result["rows"]
+    assert result["meta"]["reps"] == 3 and len(rows) == len(names)
+    torch_installed = result["meta"]["torch"] is not None
+    for r in rows:
+        assert r["time"] > 0 and r["reference_time"] > 0
+        if r["group"] in ("optimizer", "batchnorm", "model"):
+            assert r["bytes"] > 0 and r["roofline_time"] > 0
+            assert ("torch_time" in r) == torch_installed
+    if not torch_installed:
+        assert "torch not installed" in lines[0]
+    adam = [r for r in rows if r["name"] == "adam"]
+    assert [r["size"] for r in adam] == [1 << 16, 1 << 20]
+    assert all(r["bytes"] == 28 * r["size"] for r in adam)
+
+
+def test_bench_bad_arguments():
+    p = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--reps", "x"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and "usage: fastopt bench" in p.stderr
