@@ -331,3 +331,25 @@ def test_layer_errors():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bn.forward(np.zeros((1, 3), np.float32))
     np.testing.assert_array_equal(bn.running_mean, rm)
+
+
+@pytest.mark.parametrize("shape", [(32, 7), (4, 3, 5, 6)], ids=str)
+def test_matches_pytorch(shape):
+    torch = pytest.importorskip("torch")
+    x, dy, gamma, beta = _inputs(shape, seed=11)
+    C = shape[1]
+    rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+    y, mean, invstd = K.batchnorm_forward(x, gamma, beta, rm, rv, momentum=0.1, eps=1e-5)
+    dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, mean, invstd)
+    tx = torch.from_numpy(x.copy()).requires_grad_()
+    tg = torch.from_numpy(gamma.copy()).requires_grad_()
+    tb = torch.from_numpy(beta.copy()).requires_grad_()
+    trm, trv = torch.zeros(C), torch.ones(C)
+    ty = torch.nn.functional.batch_norm(tx, trm, trv, tg, tb, training=True, momentum=0.1, eps=1e-5)
+    gx, gg, gb = torch.autograd.grad(ty, (tx, tg, tb), torch.from_numpy(dy))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rm, trm.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv, trv.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, gx.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dgamma, gg.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dbeta, gb.numpy(), rtol=1e-5, atol=1e-5)
