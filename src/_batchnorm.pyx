@@ -25,7 +25,8 @@ include "_openmp.pxi"
 cdef enum:
     CHUNK = 16384          # plane-mode unit size (elements)
     PLANE_MIN = 512        # S from which plane mode is used
-    ROW_ELEMS = 32768      # row-mode target elements per unit
+    ROW_ELEMS = 262144     # row-mode target elements per unit
+    MIN_UNITS = 8          # row mode: at least this many units when N allows
     PARALLEL_MIN = 65536   # below this many elements, one thread
 
 
@@ -50,7 +51,12 @@ cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads) noe
         L.nunits = N * C * L.nch
     else:
         L.nch = 1
+        # Units of about ROW_ELEMS values (few units: small partial arrays), but at
+        # least MIN_UNITS of them when N allows (so every core gets work).  Depends
+        # on the shape only, never on the thread count.
         L.R = ROW_ELEMS // (C * S) if C * S < ROW_ELEMS else 1
+        if L.R > (N + MIN_UNITS - 1) // MIN_UNITS:
+            L.R = (N + MIN_UNITS - 1) // MIN_UNITS
         if L.R < 1:
             L.R = 1
         L.nunits = (N + L.R - 1) // L.R
@@ -89,19 +95,23 @@ cdef extern from *:
         *s1 = p;
         *s2 = q;
     }
-    /* Row mode, S == 1: add rows [0, rows) of width C into p1, p2 (two rows at a time). */
+    /* Row mode, S == 1: add rows [0, rows) of width C into p1, p2 (four rows at a time). */
     static void fo_row_sums(const float* x, const float* dy, Py_ssize_t rows, Py_ssize_t C,
                             const double* k, double* p1, double* p2) {
         Py_ssize_t r = 0, c;
         if (dy == NULL) {
-            for (; r + 2 <= rows; r += 2) {
+            for (; r + 4 <= rows; r += 4) {
                 const float* a = x + r * C;
                 const float* b = a + C;
+                const float* e = b + C;
+                const float* f = e + C;
                 #pragma omp simd
                 for (c = 0; c < C; c++) {
-                    double d0 = (double)a[c] - k[c], d1 = (double)b[c] - k[c];
-                    p1[c] += d0 + d1;
-                    p2[c] += d0 * d0 + d1 * d1;
+                    double kc = k[c];
+                    double d0 = (double)a[c] - kc, d1 = (double)b[c] - kc;
+                    double d2 = (double)e[c] - kc, d3 = (double)f[c] - kc;
+                    p1[c] += (d0 + d1) + (d2 + d3);
+                    p2[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
                 }
             }
             for (; r < rows; r++) {
@@ -114,16 +124,22 @@ cdef extern from *:
                 }
             }
         } else {
-            for (; r + 2 <= rows; r += 2) {
+            for (; r + 4 <= rows; r += 4) {
                 const float* a = x + r * C;
                 const float* b = a + C;
+                const float* e = b + C;
+                const float* f = e + C;
                 const float* ga = dy + r * C;
                 const float* gb = ga + C;
+                const float* ge = gb + C;
+                const float* gf = ge + C;
                 #pragma omp simd
                 for (c = 0; c < C; c++) {
-                    double g0 = ga[c], g1 = gb[c];
-                    p1[c] += g0 + g1;
-                    p2[c] += g0 * ((double)a[c] - k[c]) + g1 * ((double)b[c] - k[c]);
+                    double kc = k[c];
+                    double g0 = ga[c], g1 = gb[c], g2 = ge[c], g3 = gf[c];
+                    p1[c] += (g0 + g1) + (g2 + g3);
+                    p2[c] += (g0 * ((double)a[c] - kc) + g1 * ((double)b[c] - kc))
+                           + (g2 * ((double)e[c] - kc) + g3 * ((double)f[c] - kc));
                 }
             }
             for (; r < rows; r++) {
