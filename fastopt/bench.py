@@ -47,6 +47,14 @@ def _median_time(fn, reps, warmup=2):
     return float(np.median(times))
 
 
+def _torch_time(fn, reps):
+    """Time a PyTorch callable, then let its OpenMP workers (a separate runtime) go idle so
+    their spinning does not slow the next fastopt measurement."""
+    t = _median_time(fn, reps)
+    time.sleep(0.1)
+    return t
+
+
 def _torch():
     try:
         import torch
@@ -106,7 +114,7 @@ def bench_optimizer(name, n, reps, torch=None):
     row = dict(group="optimizer", name=name, size=n, time=t, bytes=bpe * n, roofline_time=troof,
                reference_time=tr)
     if torch is not None:
-        row["torch_time"] = _median_time(_torch_opt(torch, name, p, g), reps)
+        row["torch_time"] = _torch_time(_torch_opt(torch, name, p, g), reps)
     return row
 
 
@@ -152,7 +160,7 @@ def bench_batchnorm(shape, reps, torch=None):
                                                  momentum=0.1, eps=1e-5)
             torch.autograd.grad(out, (tx, tg, tb), tdy)
 
-        row["torch_time"] = _median_time(tf, reps)
+        row["torch_time"] = _torch_time(tf, reps)
     return row
 
 
@@ -216,8 +224,39 @@ def bench_model(reps, torch=None):
             t.grad = torch.from_numpy(fp.grads[k].copy())
             params.append(t)
         topt = torch.optim.Adam(params, lr=1e-3, fused=True)
-        row["torch_time"] = _median_time(topt.step, reps)
+        row["torch_time"] = _torch_time(topt.step, reps)
     return row
+
+
+# ------------------------------------------------------------------ sharing the cores with BLAS
+
+def bench_sharing(what, reps, loops=20):
+    """A fastopt kernel then a 256x256 NumPy matmul, ``loops`` times, against the parts apart."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((256, 256)).astype(np.float32)
+    out = np.empty_like(A)
+    if isinstance(what, int):
+        p = rng.standard_normal(what).astype(np.float32)
+        g, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+        kernel = lambda: K.adam_step(p, g, m, v, step=2, lr=1e-3)  # noqa: E731
+        name, size = "adam + matmul", what
+    else:
+        x = rng.standard_normal(what).astype(np.float32)
+        C = what[1]
+        gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
+        y = np.empty_like(x)
+
+        def kernel():
+            _, mu, s = K.batchnorm_forward(x, gamma, beta, None, None, out=y)
+            K.batchnorm_backward(x, x, gamma, mu, s, out=(y, None, None))
+
+        name, size = "batchnorm + matmul", what
+    matmul = lambda: np.matmul(A, A, out=out)  # noqa: E731
+    tk = _median_time(lambda: [kernel() for _ in range(loops)], reps)
+    tm = _median_time(lambda: [matmul() for _ in range(loops)], reps)
+    ta = _median_time(lambda: [(kernel(), matmul()) for _ in range(loops)], reps)
+    return dict(group="sharing", name=name, size=size, kernel_time=tk / loops,
+                matmul_time=tm / loops, alternating_time=ta / loops, ratio=ta / (tk + tm))
 
 
 # ------------------------------------------------------------------ driver and output
@@ -234,6 +273,8 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, progress=
     if include_train:
         jobs.append((bench_train_step, (reps,)))
     jobs.append((bench_model, (reps, torch)))
+    for what in list(sizes.values()) + [shapes[-1]]:
+        jobs.append((bench_sharing, (what, reps)))
     for i, (fn, args) in enumerate(jobs):
         if progress:
             progress(i, len(jobs))
@@ -268,6 +309,8 @@ def format_table(result):
              f"{'kernel':<22} {'size':>13} {'fastopt':>11} {'GB/s':>7} {'roofline':>9} "
              f"{'vs NumPy':>9} {'vs torch':>9}"]
     for r in result["rows"]:
+        if r["group"] == "sharing":
+            continue
         gbs = r["bytes"] / r["time"] / 1e9 if "bytes" in r else None
         roof = r["roofline_time"] / r["time"] if "roofline_time" in r else None
         lines.append(
@@ -278,6 +321,16 @@ def format_table(result):
             f"{_ratio(r['torch_time'] / r['time'] if 'torch_time' in r else None):>9}")
     lines.append("GB/s: bytes the operation must move / time. roofline: time of a pass moving the "
                  "same bytes with no arithmetic / kernel time. vs X: X's time / fastopt's time.")
+    sharing = [r for r in result["rows"] if r["group"] == "sharing"]
+    if sharing:
+        lines += ["", f"Sharing the cores with NumPy's BLAS (BLAS jobs on fastopt's threads: "
+                      f"{'yes' if m['blas_shared'] else 'no'}), per iteration:",
+                  f"{'loop':<22} {'size':>13} {'kernel':>11} {'matmul':>11} {'alternating':>12} "
+                  f"{'/ apart':>8}"]
+        for r in sharing:
+            lines.append(f"{r['name']:<22} {_size_label(r['size']):>13} "
+                         f"{r['kernel_time'] * 1e3:8.3f} ms {r['matmul_time'] * 1e3:8.3f} ms "
+                         f"{r['alternating_time'] * 1e3:9.3f} ms {r['ratio']:8.2f}")
     return "\n".join(lines)
 
 

@@ -1,6 +1,8 @@
 """`fastopt bench --quick` runs and its table and JSON hold what they claim (no timing asserts)."""
 
 import json
+
+import pytest
 import re
 import subprocess
 import sys
@@ -17,12 +19,21 @@ def test_bench_quick_table_and_json(tmp_path):
     lines = p.stdout.splitlines()
     assert lines[0].startswith("fastopt ") and "bench: isa" in lines[0]
     assert lines[1].split()[:3] == ["kernel", "size", "fastopt"]
-    names = [l.split()[0] for l in lines[2:] if re.search(r" ms ", l)]
+    table = lines[2:lines.index("")] if "" in lines else lines[2:]
+    names = [l.split()[0] for l in table if re.search(r" ms ", l)]
     for name in ("sgd-momentum", "rmsprop", "adam", "adamw", "batchnorm", "MLP", "Adam,"):
         assert name in names
     result = json.loads(out_json.read_text())
     rows = result["rows"]
-    assert result["meta"]["reps"] == 3 and len(rows) == len(names)
+    assert result["meta"]["reps"] == 3
+    sharing = [r for r in rows if r["group"] == "sharing"]
+    rows = [r for r in rows if r["group"] != "sharing"]
+    assert len(rows) == len(names)
+    assert [r["name"] for r in sharing] == ["adam + matmul"] * 2 + ["batchnorm + matmul"]
+    for r in sharing:
+        total = r["kernel_time"] + r["matmul_time"]
+        assert r["ratio"] == pytest.approx(r["alternating_time"] / total)
+    assert "Sharing the cores" in p.stdout
     torch_installed = result["meta"]["torch"] is not None
     for r in rows:
         assert r["time"] > 0 and r["reference_time"] > 0
