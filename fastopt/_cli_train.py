@@ -1,12 +1,13 @@
 """``fastopt train`` and ``fastopt tune``: the seed's whole method on the UCI digits."""
 
-import argparse
 import json
 import math
 import sys
 import time
 
 import numpy as np
+
+from .cli import nonneg_int, positive_float, positive_int, unit_float
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
 DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_size=64, seed=0,
@@ -15,48 +16,6 @@ DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_s
 
 class UsageError(Exception):
     """A problem with the command's arguments or files: printed as one line, exit status 2."""
-
-
-# ------------------------------------------------------------------ argument types
-
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return v
-
-
-def _beta(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return v
 
 
 # ------------------------------------------------------------------ the task
@@ -309,17 +268,17 @@ def add_train(sub):
                                    "fastopt, with input standardization, mini-batches, an "
                                    "optimizer and a learning-rate schedule.")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
-    p.add_argument("--lr", type=_positive_float, default=DEFAULTS["lr"], help="initial learning rate")
+    p.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"], help="initial learning rate")
     p.add_argument("--schedule", choices=("constant", "inverse_time", "exponential",
                                           "inverse_sqrt", "step", "cosine"),
                    default=DEFAULTS["schedule"])
-    p.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"])
-    p.add_argument("--hidden", type=_positive_int, default=DEFAULTS["hidden"],
+    p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"])
+    p.add_argument("--hidden", type=positive_int, default=DEFAULTS["hidden"],
                    help="hidden units per layer")
-    p.add_argument("--beta", type=_beta, default=DEFAULTS["beta"],
+    p.add_argument("--beta", type=unit_float, default=DEFAULTS["beta"],
                    help="momentum β / Adam β1 / RMSprop α")
-    p.add_argument("--seed", type=_nonneg_int, default=DEFAULTS["seed"])
+    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"])
     p.add_argument("--impl", choices=("fused", "reference"), default="fused",
                    help="fastopt's compiled kernels or the NumPy reference")
     p.add_argument("--plot", metavar="PNG", help="save loss and accuracy curves (needs matplotlib)")
@@ -334,10 +293,10 @@ def add_tune(sub):
                        description="Random search (not a grid) over the seed's most important "
                                    "hyperparameters, each trial a short training run scored on a "
                                    "validation split; prints a ranked table.")
-    p.add_argument("--trials", type=_positive_int, default=10)
-    p.add_argument("--epochs", type=_positive_int, default=5, help="epochs per trial")
+    p.add_argument("--trials", type=positive_int, default=10)
+    p.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
-    p.add_argument("--seed", type=_nonneg_int, default=DEFAULTS["seed"])
+    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"])
     p.add_argument("--json", metavar="PATH", help="also write the trials as JSON")
     p.set_defaults(func=_run_guarded(_cmd_tune))
 

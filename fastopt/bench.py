@@ -396,21 +396,12 @@ def _cmd_bench(args):
 
 
 def add_bench(sub):
-    import argparse
-
-    def reps_type(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= 5, got {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-        return v
+    from .cli import positive_int
 
     p = sub.add_parser("bench", help="time every kernel against the roofline, NumPy and PyTorch",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
-    p.add_argument("--reps", type=reps_type, help="repetitions per measurement (default 7)")
+    p.add_argument("--reps", type=positive_int, help="repetitions per measurement (default 7)")
     p.add_argument("--json", metavar="PATH", help="also write the raw numbers as JSON")
     p.add_argument("--plot", metavar="PNG", help="GB/s against size (needs matplotlib)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")

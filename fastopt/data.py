@@ -13,10 +13,9 @@ Examples
 256
 """
 
-import operator
-
 import numpy as np
 
+from . import _check
 from ._rng import as_generator
 
 __all__ = ["minibatches", "suggest_batch_size", "SMALL_DATASET"]
@@ -25,16 +24,7 @@ __all__ = ["minibatches", "suggest_batch_size", "SMALL_DATASET"]
 SMALL_DATASET = 4096
 
 
-def _int(name, x, lo):
-    if isinstance(x, bool):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        x = operator.index(x)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}") from None
-    if x < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {x}")
-    return x
+_int = _check.integer
 
 
 def minibatches(X, y=None, *, batch_size, shuffle=True, rng=None, drop_last=False):

@@ -26,18 +26,14 @@ Examples
 """
 
 import math
-import numbers
-import operator
+
+from . import _check
 
 __all__ = ["Schedule", "constant", "inverse_time", "exponential", "inverse_sqrt", "step", "cosine"]
 
 
 def _real(name, x, lo=None, hi=None, lo_open=False, hi_open=False):
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    x = float(x)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {x}")
+    x = _check.real(name, x)
     if lo is not None and (x < lo or (lo_open and x == lo)):
         raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {x}")
     if hi is not None and (x > hi or (hi_open and x == hi)):
@@ -45,16 +41,7 @@ def _real(name, x, lo=None, hi=None, lo_open=False, hi_open=False):
     return x
 
 
-def _int(name, x, lo):
-    if isinstance(x, bool):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        x = operator.index(x)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}") from None
-    if x < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {x}")
-    return x
+_int = _check.integer
 
 
 class Schedule:

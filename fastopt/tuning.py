@@ -16,32 +16,20 @@ Examples
 """
 
 import math
-import numbers
-import operator
 from dataclasses import dataclass, field
 
+from . import _check
 from ._rng import as_generator
 
 __all__ = ["Sampler", "log_uniform", "one_minus_log_uniform", "uniform", "integers",
            "powers_of_two", "choice", "Trial", "random_search", "default_space", "TIERS"]
 
 
-def _real(name, x):
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    x = float(x)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {x}")
-    return x
+_real = _check.real
 
 
 def _int(name, x):
-    if isinstance(x, bool):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        return operator.index(x)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}") from None
+    return _check.integer(name, x, -(2**63))
 
 
 class Sampler:

@@ -68,6 +68,21 @@ cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads) noe
     return L
 
 
+cdef inline Py_ssize_t _plane_unit(Layout* L, Py_ssize_t u, Py_ssize_t* c,
+                                   Py_ssize_t* length) noexcept nogil:
+    """Plane mode: offset in x of unit u (numbered (n, c, chunk)); sets its channel and length."""
+    cdef Py_ssize_t k = u % L.nch, n = u // (L.nch * L.C), start = k * CHUNK
+    c[0] = (u // L.nch) % L.C
+    length[0] = L.S - start if L.S - start < CHUNK else CHUNK
+    return (n * L.C + c[0]) * L.S + start
+
+
+cdef inline void _row_range(Layout* L, Py_ssize_t u, Py_ssize_t* r0, Py_ssize_t* r1) noexcept nogil:
+    """Row mode: the rows [r0, r1) of unit u."""
+    r0[0] = u * L.R
+    r1[0] = r0[0] + L.R if r0[0] + L.R < L.N else L.N
+
+
 def layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads):
     """(mode, units, threads) the kernels use for x of shape (N, C, S) (for tests and docs)."""
     cdef Layout L = _layout(N, C, S, n_threads)
@@ -167,20 +182,13 @@ cdef void _unit_sums(const float* x, const float* dy, Layout* L, Py_ssize_t u,
 
     Without dy: sums of d = x - shift[c] and d*d.  With dy: sums of dy and dy*d.
     """
-    cdef Py_ssize_t N = L.N, C = L.C, S = L.S
-    cdef Py_ssize_t n, c, k, start, length, r, r0, r1, off
+    cdef Py_ssize_t C = L.C, S = L.S
+    cdef Py_ssize_t c, length, r, r0, r1, off
     cdef double a, b
     cdef double* p1
     cdef double* p2
     if L.plane:
-        k = u % L.nch
-        c = (u // L.nch) % C
-        n = u // (L.nch * C)
-        start = k * CHUNK
-        length = S - start
-        if length > CHUNK:
-            length = CHUNK
-        off = (n * C + c) * S + start
+        off = _plane_unit(L, u, &c, &length)
         fo_plane_sums(x + off, dy + off if dy != NULL else NULL, length, shift[c], &s1[u], &s2[u])
         return
     p1 = s1 + u * C
@@ -188,10 +196,7 @@ cdef void _unit_sums(const float* x, const float* dy, Layout* L, Py_ssize_t u,
     for c in range(C):
         p1[c] = 0.0
         p2[c] = 0.0
-    r0 = u * L.R
-    r1 = r0 + L.R
-    if r1 > N:
-        r1 = N
+    _row_range(L, u, &r0, &r1)
     if S == 1:
         fo_row_sums(x + r0 * C, dy + r0 * C if dy != NULL else NULL, r1 - r0, C, shift, p1, p2)
         return
@@ -290,28 +295,18 @@ def backward_sums(const float[:, :, ::1] dy,           # IN (N, C, S)
 cdef void _unit_affine(const float* x, float* y, Layout* L, Py_ssize_t u, const float* mu,
                        const float* scale, const float* shift) noexcept nogil:
     """y = (x - mu[c]) * scale[c] + shift[c] over unit u."""
-    cdef Py_ssize_t C = L.C, S = L.S, N = L.N
-    cdef Py_ssize_t n, c, k, start, length, r, r0, r1, s, off
+    cdef Py_ssize_t C = L.C, S = L.S
+    cdef Py_ssize_t c, length, r, r0, r1, s, off
     cdef float m, a, b
     if L.plane:
-        k = u % L.nch
-        c = (u // L.nch) % C
-        n = u // (L.nch * C)
-        start = k * CHUNK
-        length = S - start
-        if length > CHUNK:
-            length = CHUNK
-        off = (n * C + c) * S + start
+        off = _plane_unit(L, u, &c, &length)
         m = mu[c]
         a = scale[c]
         b = shift[c]
         for s in range(length):
             y[off + s] = (x[off + s] - m) * a + b
         return
-    r0 = u * L.R
-    r1 = r0 + L.R
-    if r1 > N:
-        r1 = N
+    _row_range(L, u, &r0, &r1)
     for r in range(r0, r1):
         if S == 1:
             off = r * C
@@ -350,18 +345,11 @@ def affine(const float[:, :, ::1] x,                  # IN (N, C, S)
 cdef void _unit_dx(const float* dy, const float* x, float* dx, Layout* L, Py_ssize_t u,
                    const float* mu, const float* k1, const float* k2, const float* k3) noexcept nogil:
     """dx = k1[c] * dy - k2[c] - k3[c] * (x - mu[c]) over unit u."""
-    cdef Py_ssize_t C = L.C, S = L.S, N = L.N
-    cdef Py_ssize_t n, c, k, start, length, r, r0, r1, s, off
+    cdef Py_ssize_t C = L.C, S = L.S
+    cdef Py_ssize_t c, length, r, r0, r1, s, off
     cdef float m, a, b, e
     if L.plane:
-        k = u % L.nch
-        c = (u // L.nch) % C
-        n = u // (L.nch * C)
-        start = k * CHUNK
-        length = S - start
-        if length > CHUNK:
-            length = CHUNK
-        off = (n * C + c) * S + start
+        off = _plane_unit(L, u, &c, &length)
         m = mu[c]
         a = k1[c]
         b = k2[c]
@@ -369,10 +357,7 @@ cdef void _unit_dx(const float* dy, const float* x, float* dx, Layout* L, Py_ssi
         for s in range(length):
             dx[off + s] = a * dy[off + s] - b - e * (x[off + s] - m)
         return
-    r0 = u * L.R
-    r1 = r0 + L.R
-    if r1 > N:
-        r1 = N
+    _row_range(L, u, &r0, &r1)
     for r in range(r0, r1):
         if S == 1:
             off = r * C
