@@ -78,6 +78,11 @@ def share_blas_threads():
                 address = ctypes.cast(fn, ctypes.c_void_p).value
                 _cpu.set_blas_callback(address, True)
                 _installed[path] = address
+                # OpenBLAS's own workers, started when the library loaded, would go on
+                # spinning for up to ~0.1 s; they get no more work, so stop them now.
+                shutdown = getattr(lib, "blas_thread_shutdown_", None)
+                if shutdown is not None:
+                    shutdown()
                 break
     return list(_installed)
 

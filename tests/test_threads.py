@@ -103,3 +103,17 @@ def test_forced_isa_levels():
 
 def test_best_level_is_the_default():
     assert fastopt.isa() == _dispatch.supported_levels()[0] or os.environ.get("FASTOPT_ISA")
+
+
+@pytest.mark.skipif(not _blas.shared_libraries(), reason="no OpenBLAS with the threads callback")
+def test_restore_and_share_again_keep_blas_correct():
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((500, 500))
+    ref = A @ A
+    try:
+        _blas.restore_blas_threads()
+        assert _blas.shared_libraries() == []
+        np.testing.assert_allclose(A @ A, ref, rtol=1e-12, atol=1e-10)
+    finally:
+        assert _blas.share_blas_threads()
+    np.testing.assert_allclose(A @ A, ref, rtol=1e-12, atol=1e-10)
