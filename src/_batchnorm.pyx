@@ -28,6 +28,7 @@ cdef enum:
     ROW_ELEMS = 262144     # row-mode target elements per unit
     MIN_UNITS = 8          # row mode: at least this many units when N allows
     PARALLEL_MIN = 65536   # below this many elements, one thread
+    STREAM_MIN = 4194304   # from this many elements (16 MB), outputs bypass the cache
 
 
 cdef struct Layout:
@@ -37,6 +38,7 @@ cdef struct Layout:
     Py_ssize_t R            # rows per unit (row mode)
     Py_ssize_t nunits
     int nt
+    bint stream             # write outputs with non-temporal stores (large outputs)
 
 
 cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads) noexcept nogil:
@@ -60,6 +62,7 @@ cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads) noe
         if L.R < 1:
             L.R = 1
         L.nunits = (N + L.R - 1) // L.R
+    L.stream = N * C * S >= STREAM_MIN
     L.nt = n_threads
     if N * C * S < PARALLEL_MIN or n_threads < 2 or L.nunits < 2:
         L.nt = 1
@@ -292,6 +295,102 @@ def backward_sums(const float[:, :, ::1] dy,           # IN (N, C, S)
 
 # ------------------------------------------------------------------ elementwise passes
 
+# Plane-mode elementwise passes.  A large output (y, dx) will not stay in cache,
+# so it is written with non-temporal stores: no read-for-ownership of the
+# destination, a third less memory traffic.  The arithmetic is the same in the
+# vector and the scalar code (explicit multiply, then add).
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #if defined(__SSE2__)
+    #include <immintrin.h>
+    #endif
+    static void fo_affine_run(const float* x, float* y, Py_ssize_t n, float m, float a,
+                              float b, int stream) {
+        Py_ssize_t i = 0;
+    #if defined(__AVX512F__)
+        if (stream) {
+            __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+            for (; i < n && ((uintptr_t)(y + i) & 63); i++) y[i] = (x[i] - m) * a + b;
+            for (; i + 16 <= n; i += 16)
+                _mm512_stream_ps(y + i, _mm512_add_ps(_mm512_mul_ps(
+                    _mm512_sub_ps(_mm512_loadu_ps(x + i), vm), va), vb));
+            _mm_sfence();
+        }
+    #elif defined(__AVX__)
+        if (stream) {
+            __m256 vm = _mm256_set1_ps(m), va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+            for (; i < n && ((uintptr_t)(y + i) & 31); i++) y[i] = (x[i] - m) * a + b;
+            for (; i + 8 <= n; i += 8)
+                _mm256_stream_ps(y + i, _mm256_add_ps(_mm256_mul_ps(
+                    _mm256_sub_ps(_mm256_loadu_ps(x + i), vm), va), vb));
+            _mm_sfence();
+        }
+    #elif defined(__SSE2__)
+        if (stream) {
+            __m128 vm = _mm_set1_ps(m), va = _mm_set1_ps(a), vb = _mm_set1_ps(b);
+            for (; i < n && ((uintptr_t)(y + i) & 15); i++) y[i] = (x[i] - m) * a + b;
+            for (; i + 4 <= n; i += 4)
+                _mm_stream_ps(y + i, _mm_add_ps(_mm_mul_ps(
+                    _mm_sub_ps(_mm_loadu_ps(x + i), vm), va), vb));
+            _mm_sfence();
+        }
+    #endif
+        for (; i < n; i++) y[i] = (x[i] - m) * a + b;
+    }
+
+    static void fo_dx_run(const float* dy, const float* x, float* dx, Py_ssize_t n, float m,
+                          float a, float b, float e, int stream) {
+        Py_ssize_t i = 0;
+    #if defined(__AVX512F__)
+        if (stream) {
+            __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b),
+                   ve = _mm512_set1_ps(e);
+            for (; i < n && ((uintptr_t)(dx + i) & 63); i++)
+                dx[i] = a * dy[i] - b - e * (x[i] - m);
+            for (; i + 16 <= n; i += 16) {
+                __m512 t = _mm512_sub_ps(_mm512_mul_ps(va, _mm512_loadu_ps(dy + i)), vb);
+                __m512 u = _mm512_mul_ps(ve, _mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+                _mm512_stream_ps(dx + i, _mm512_sub_ps(t, u));
+            }
+            _mm_sfence();
+        }
+    #elif defined(__AVX__)
+        if (stream) {
+            __m256 vm = _mm256_set1_ps(m), va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b),
+                   ve = _mm256_set1_ps(e);
+            for (; i < n && ((uintptr_t)(dx + i) & 31); i++)
+                dx[i] = a * dy[i] - b - e * (x[i] - m);
+            for (; i + 8 <= n; i += 8) {
+                __m256 t = _mm256_sub_ps(_mm256_mul_ps(va, _mm256_loadu_ps(dy + i)), vb);
+                __m256 u = _mm256_mul_ps(ve, _mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+                _mm256_stream_ps(dx + i, _mm256_sub_ps(t, u));
+            }
+            _mm_sfence();
+        }
+    #elif defined(__SSE2__)
+        if (stream) {
+            __m128 vm = _mm_set1_ps(m), va = _mm_set1_ps(a), vb = _mm_set1_ps(b),
+                   ve = _mm_set1_ps(e);
+            for (; i < n && ((uintptr_t)(dx + i) & 15); i++)
+                dx[i] = a * dy[i] - b - e * (x[i] - m);
+            for (; i + 4 <= n; i += 4) {
+                __m128 t = _mm_sub_ps(_mm_mul_ps(va, _mm_loadu_ps(dy + i)), vb);
+                __m128 u = _mm_mul_ps(ve, _mm_sub_ps(_mm_loadu_ps(x + i), vm));
+                _mm_stream_ps(dx + i, _mm_sub_ps(t, u));
+            }
+            _mm_sfence();
+        }
+    #endif
+        for (; i < n; i++) dx[i] = a * dy[i] - b - e * (x[i] - m);
+    }
+    """
+    void fo_affine_run(const float* x, float* y, Py_ssize_t n, float m, float a, float b,
+                       int stream) noexcept nogil
+    void fo_dx_run(const float* dy, const float* x, float* dx, Py_ssize_t n, float m, float a,
+                   float b, float e, int stream) noexcept nogil
+
+
 cdef void _unit_affine(const float* x, float* y, Layout* L, Py_ssize_t u, const float* mu,
                        const float* scale, const float* shift) noexcept nogil:
     """y = (x - mu[c]) * scale[c] + shift[c] over unit u."""
@@ -300,11 +399,7 @@ cdef void _unit_affine(const float* x, float* y, Layout* L, Py_ssize_t u, const 
     cdef float m, a, b
     if L.plane:
         off = _plane_unit(L, u, &c, &length)
-        m = mu[c]
-        a = scale[c]
-        b = shift[c]
-        for s in range(length):
-            y[off + s] = (x[off + s] - m) * a + b
+        fo_affine_run(x + off, y + off, length, mu[c], scale[c], shift[c], L.stream)
         return
     _row_range(L, u, &r0, &r1)
     for r in range(r0, r1):
@@ -350,12 +445,7 @@ cdef void _unit_dx(const float* dy, const float* x, float* dx, Layout* L, Py_ssi
     cdef float m, a, b, e
     if L.plane:
         off = _plane_unit(L, u, &c, &length)
-        m = mu[c]
-        a = k1[c]
-        b = k2[c]
-        e = k3[c]
-        for s in range(length):
-            dx[off + s] = a * dy[off + s] - b - e * (x[off + s] - m)
+        fo_dx_run(dy + off, x + off, dx + off, length, mu[c], k1[c], k2[c], k3[c], L.stream)
         return
     _row_range(L, u, &r0, &r1)
     for r in range(r0, r1):
