@@ -49,7 +49,6 @@ def supported_levels():
 
 cdef extern from *:
     """
-    #include <pthread.h>
     #include <stddef.h>
     typedef void (*fo_dojob_t)(int thread_num, void *jobdata, int dojob_data);
     typedef void (*fo_callback_t)(int sync, fo_dojob_t dojob, int numjobs, size_t elsize,
@@ -57,9 +56,16 @@ cdef extern from *:
     typedef void (*fo_setter_t)(fo_callback_t callback);
 
     static volatile int fo_forked = 0;
+    #if defined(__unix__) || defined(__APPLE__)
+    #include <pthread.h>
+    #define FO_HAVE_PTHREADS 1
     static void fo_mark_child(void) { fo_forked = 1; }
+    #else
+    #define FO_HAVE_PTHREADS 0
+    #endif
     static int fo_atfork_registered = 0;
 
+    #if FO_HAVE_PTHREADS
     typedef struct { fo_dojob_t dojob; int i; void *data; int dojob_data; } fo_job_t;
     static void *fo_job_main(void *arg) {
         fo_job_t *j = (fo_job_t *)arg;
@@ -84,6 +90,7 @@ cdef extern from *:
         dojob(0, jobdata, dojob_data);
         for (i = 1; i < numjobs; i++) if (started[i]) pthread_join(tids[i], NULL);
     }
+    #endif
 
     static void fo_blas_callback(int sync, fo_dojob_t dojob, int numjobs, size_t elsize,
                                  void *jobdata, int dojob_data) {
@@ -102,13 +109,19 @@ cdef extern from *:
             return;
         }
     #endif
+    #if FO_HAVE_PTHREADS
         fo_run_pthreads(dojob, numjobs, elsize, jobdata, dojob_data);
+    #else
+        { int i; for (i = 0; i < numjobs; i++) dojob(i, (char *)jobdata + (size_t)i * elsize, dojob_data); }
+    #endif
     }
 
     static void fo_install(size_t setter_address, int on) {
         fo_setter_t setter = (fo_setter_t)setter_address;
         if (!fo_atfork_registered) {
+    #if FO_HAVE_PTHREADS
             pthread_atfork(NULL, NULL, fo_mark_child);
+    #endif
             fo_atfork_registered = 1;
         }
         setter(on ? fo_blas_callback : (fo_callback_t)0);
