@@ -113,7 +113,7 @@ class BuildExt(build_ext):
                    "building single-threaded kernels.")
             if _truthy("FASTOPT_REQUIRE_OPENMP"):
                 raise SystemExit(msg + " (FASTOPT_REQUIRE_OPENMP is set: failing.)")
-            warnings.warn(msg)
+            warnings.warn(msg, stacklevel=2)
             print("WARNING: " + msg, file=sys.stderr)
         msvc = self.compiler.compiler_type == "msvc"
         for ext in self.extensions:

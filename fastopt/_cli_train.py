@@ -115,7 +115,7 @@ class Run:
     def resume(self, path):
         from .checkpoint import CheckpointError, load_checkpoint
 
-        # load into scratch copies first so a bad file changes nothing
+        # load_checkpoint checks the whole file before it changes params or optimizer
         extras = load_checkpoint(path, self.model.params, self.opt)
         try:
             self.model.load_state_dict({k.replace("__", "."): v for k, v in extras.items()
@@ -218,7 +218,6 @@ def _plot(hist, path):
 
 def _cmd_tune(args):
     from . import tuning
-    from .models import load_digits  # noqa: F401
 
     # Tune on a validation split of the training data: the held-out test set stays unseen.
     Xtr, ytr, _, _, _ = prepare_data(args.seed)

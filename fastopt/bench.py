@@ -179,7 +179,7 @@ def bench_train_step(reps, batch_size=256):
         model = MLP((64, 256, 256, 10), rng=0, impl=impl)
         opt = Adam(model.params, lr=1e-3, impl=impl)
 
-        def step():
+        def step(model=model, opt=opt):
             model.loss_and_grad(Xb, yb)
             opt.step()
 

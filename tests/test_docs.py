@@ -4,10 +4,8 @@ import doctest
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-import fastopt
 
 ROOT = Path(__file__).resolve().parents[1]
 
