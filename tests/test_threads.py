@@ -117,3 +117,47 @@ def test_restore_and_share_again_keep_blas_correct():
     finally:
         assert _blas.share_blas_threads()
     np.testing.assert_allclose(A @ A, ref, rtol=1e-12, atol=1e-10)
+
+
+def _max_gap_while(fn):
+    """Largest pause of a Python loop in this thread while ``fn`` runs in another one."""
+    import threading
+    import time
+
+    done = threading.Event()
+
+    def work():
+        fn()
+        done.set()
+
+    t = threading.Thread(target=work)
+    last = time.perf_counter()
+    gap = 0.0
+    t.start()
+    while not done.is_set():
+        now = time.perf_counter()
+        gap = max(gap, now - last)
+        last = now
+    t.join()
+    return gap
+
+
+def test_kernels_release_the_gil():
+    n = 1 << 25  # about 30 ms per single-threaded Adam step
+    p = np.ones(n, np.float32)
+    g, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    x = p.reshape(1 << 15, 1 << 10)
+    gamma, beta = np.ones(1 << 10, np.float32), np.zeros(1 << 10, np.float32)
+    out = np.empty_like(x)
+    with fastopt.num_threads(1):  # leave the second core to this thread
+        t0 = __import__("time").perf_counter()
+        fastopt.kernels.adam_step(p, g, m, v, step=1, lr=0.1)
+        one_call = __import__("time").perf_counter() - t0
+        gaps = [
+            _max_gap_while(lambda: [fastopt.kernels.adam_step(p, g, m, v, step=2, lr=0.1)
+                                    for _ in range(3)]),
+            _max_gap_while(lambda: [fastopt.kernels.batchnorm_forward(x, gamma, beta, None, None,
+                                                                      out=out) for _ in range(3)]),
+        ]
+    # Holding the GIL would stall this loop for a whole kernel call.
+    assert max(gaps) < one_call / 2, (gaps, one_call)
