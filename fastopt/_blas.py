@@ -78,11 +78,10 @@ def share_blas_threads():
                 address = ctypes.cast(fn, ctypes.c_void_p).value
                 _cpu.set_blas_callback(address, True)
                 _installed[path] = address
-                # OpenBLAS's own workers, started when the library loaded, would go on
-                # spinning for up to ~0.1 s; they get no more work, so stop them now.
-                shutdown = getattr(lib, "blas_thread_shutdown_", None)
-                if shutdown is not None:
-                    shutdown()
+                # OpenBLAS's own workers, started when NumPy loaded it, get no more work:
+                # they spin out their timeout (~0.1-0.3 s after the import) and then sleep
+                # for good.  Stopping them is worse: OpenBLAS starts new ones at its next
+                # call, and those spin while the program runs (measured).
                 break
     return list(_installed)
 
