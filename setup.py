@@ -1,9 +1,10 @@
 """Build fastopt's Cython kernels.
 
-Every ``src/<name>.pyx`` (except ``_cpu.pyx``) is compiled once per
-instruction-set level into ``fastopt/_ext/<level>/<name>``; ``fastopt._dispatch``
-picks the best level the running CPU supports at import time.  ``src/_cpu.pyx``
-(CPU feature detection) is compiled once, for the baseline.
+Every kernel module ``src/<name>.pyx`` is compiled once per instruction-set
+level into ``fastopt/_ext/<level>/<name>``; ``fastopt._dispatch`` picks the best
+level the running CPU supports at import time.  The runtime modules
+(``src/_cpu.pyx``: CPU feature detection; ``src/_threadpool.pyx``: the thread
+pool) are compiled once, for the baseline.
 
 Environment variables (all optional):
 
@@ -133,6 +134,10 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+# Compiled once, for the baseline: CPU probing and the process's one thread pool.
+RUNTIME_MODULES = ("_cpu", "_threadpool")
+
+
 def _extensions():
     from Cython.Build import cythonize
 
@@ -145,22 +150,22 @@ def _extensions():
         "nonecheck": False,
         "embedsignature": True,
     }
-    sources = sorted(p for p in (HERE / "src").glob("*.pyx") if p.stem != "_cpu")
+    sources = sorted(p for p in (HERE / "src").glob("*.pyx") if p.stem not in RUNTIME_MODULES)
     exts = []
     for level, isa_flags in _levels().items():
         level_exts = []
         for pyx in sources:
-            ext = Extension(f"fastopt._ext.{level}.{pyx.stem}", [str(pyx.relative_to(HERE))])
+            ext = Extension(f"fastopt._ext.{level}.{pyx.stem}", [str(pyx.relative_to(HERE))],
+                            include_dirs=["src"])
             ext.fastopt_level = level
             ext.fastopt_isa_flags = isa_flags
             level_exts.append(ext)
         # A separate build_dir per level: the generated C embeds the module name.
         exts += cythonize(level_exts, compiler_directives=directives,
                           build_dir=f"build/cython/{level}", quiet=True)
-    cpu = Extension("fastopt._cpu", ["src/_cpu.pyx"])
-    cpu.fastopt_level = "baseline"
-    cpu.fastopt_isa_flags = []
-    exts += cythonize([cpu], compiler_directives=directives, build_dir="build/cython/cpu",
+    runtime = [Extension(f"fastopt.{name}", [f"src/{name}.pyx"], include_dirs=["src"])
+               for name in RUNTIME_MODULES]
+    exts += cythonize(runtime, compiler_directives=directives, build_dir="build/cython/runtime",
                       quiet=True)
     # cythonize returns fresh Extension objects: copy our attributes across.
     for ext in exts:

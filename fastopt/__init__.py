@@ -15,9 +15,11 @@ update rules.
 __version__ = "0.1.0"
 
 from . import data, init, kernels, reference, schedules, tuning
-from ._blas import share_blas_threads
+from . import _blas
+from ._blas import restore_blas_threads, share_blas_threads
 from ._dispatch import ext as _ext
-from ._threads import get_num_threads, num_threads, set_num_threads
+from . import _threads
+from ._threads import default_num_threads, get_num_threads, num_threads, set_num_threads
 from .flat import FlatParams
 from .checkpoint import load_checkpoint, save_checkpoint
 from .layers import BatchNorm
@@ -34,7 +36,7 @@ def info():
     """Build and runtime facts, as a dict (what ``fastopt info`` prints)."""
     import os
 
-    from . import _blas, _cpu, _dispatch
+    from . import _cpu, _dispatch, _threadpool
 
     level, openmp, cflags = _ext._optim.build_info()
     return {
@@ -46,15 +48,18 @@ def info():
         "threads": get_num_threads(),
         "parallel_threshold": _ext._optim.parallel_threshold(),
         "cflags": cflags,
+        "threads_default": default_num_threads(),
+        "cpus_available": _threads.available_cpus(),
+        "pool": _threadpool.stats(),
         "blas_shared": [os.path.basename(p) for p in _blas.shared_libraries()],
     }
 
 
-share_blas_threads()
+_blas._init_from_env()
 
 __all__ = [
     "FlatParams", "BatchNorm", "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
     "Standardizer", "save_checkpoint", "load_checkpoint",
     "kernels", "reference", "init", "data", "schedules", "tuning", "set_num_threads", "get_num_threads", "num_threads",
-    "isa", "info", "share_blas_threads", "__version__",
+    "default_num_threads", "isa", "info", "share_blas_threads", "restore_blas_threads", "__version__",
 ]

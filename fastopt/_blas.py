@@ -1,32 +1,30 @@
-"""Share one thread pool between NumPy's OpenBLAS and fastopt's kernels.
+"""Optionally run NumPy's OpenBLAS jobs on fastopt's thread pool (off by default).
 
-Why: NumPy's wheels bundle OpenBLAS built with its own pthreads pool.  After
-every multithreaded call its workers busy-wait (about 2**28 cycles, ~0.1 s)
-for more work; after every parallel region fastopt's OpenMP workers spin too.
-A training step alternates matrix products (OpenBLAS) with optimizer and
-batch-norm kernels (OpenMP): each runtime's spinning threads then sit on the
-cores the other needs, and the loop ran up to 55x slower than its parts.
+By default fastopt leaves every BLAS library alone: after ``import fastopt``
+NumPy, SciPy and PyTorch compute with their own threads exactly as before.
 
-What fastopt does: OpenBLAS (>= 0.3.27) lets a program hand its parallel jobs
-to a function of its own instead of OpenBLAS's pool
-(``openblas_set_threads_callback_function``).  At import fastopt installs one
-that runs the jobs on the same OpenMP team as its kernels, so the process has
-a single pool: no oversubscription, BLAS stays multithreaded, and neither
-side has to stop spinning (which would make each call pay a thread wake-up).
-OpenBLAS still decides how many threads a product uses, so
-``threadpoolctl.threadpool_limits(..., user_api="blas")`` and
-``OPENBLAS_NUM_THREADS`` keep working.
+Opt in with ``FASTOPT_BLAS_THREADS=shared`` (before importing fastopt) or
+:func:`share_blas_threads`.  OpenBLAS (>= 0.3.27) then hands its parallel jobs
+to fastopt's pool (``openblas_set_threads_callback_function``), so the process
+has one set of worker threads instead of two sets that spin on the same cores.
+Callers are serialized: OpenBLAS's callback path keeps one work buffer per job
+position, shared by all callers, which its own pool serializes (without the
+lock two Python threads multiplying at once got wrong products).
 
-Set ``FASTOPT_BLAS_THREADS=native`` before importing fastopt to leave OpenBLAS
-alone.  OpenBLAS copies loaded after fastopt (e.g. SciPy's) are covered by
-calling :func:`fastopt.share_blas_threads` again.
+Why it is not the default: the callback path bypasses OpenBLAS's own
+bookkeeping for the positions it uses, and OpenBLAS's threaded LU
+(``getrf``, behind ``np.linalg.solve``/``inv``/``det`` on large matrices) still
+queues jobs on OpenBLAS's own workers, which use the same per-position buffers.
+A large LU in one thread at the same moment as a product in another would
+share them.  fastopt's own pool already removes the slowdown the sharing was
+for (see the README, "Threads"), so nobody has to take that risk.
 """
 
 import ctypes
 import os
 import sys
 
-from . import _cpu
+from . import _threadpool
 
 # Setter names in the scipy-openblas builds of NumPy (ILP64) and SciPy (LP64), and plain OpenBLAS.
 _SETTERS = (
@@ -56,14 +54,13 @@ def _loaded_openblas_paths():
 
 
 def share_blas_threads():
-    """Run every loaded OpenBLAS's parallel jobs on fastopt's OpenMP threads.
+    """Run every loaded OpenBLAS's parallel jobs on fastopt's thread pool (opt-in).
 
-    Returns the list of library paths handled.  Does nothing when
-    ``FASTOPT_BLAS_THREADS=native`` or without OpenMP.
+    Returns the list of library paths handled (empty off Linux, or when no
+    loaded OpenBLAS has the threads callback).  Call it again after loading
+    another OpenBLAS copy (e.g. SciPy's); undo with :func:`restore_blas_threads`.
     """
-    if os.environ.get("FASTOPT_BLAS_THREADS", "").strip().lower() == "native":
-        return []
-    if not sys.platform.startswith("linux") or not _cpu.build_info()[1]:
+    if not sys.platform.startswith("linux"):
         return []
     for path in _loaded_openblas_paths():
         if path in _installed:
@@ -76,12 +73,8 @@ def share_blas_threads():
             fn = getattr(lib, name, None)
             if fn is not None:
                 address = ctypes.cast(fn, ctypes.c_void_p).value
-                _cpu.set_blas_callback(address, True)
+                _threadpool.set_blas_callback(address, True)
                 _installed[path] = address
-                # OpenBLAS's own workers, started when NumPy loaded it, get no more work:
-                # they spin out their timeout (~0.1-0.3 s after the import) and then sleep
-                # for good.  Stopping them is worse: OpenBLAS starts new ones at its next
-                # call, and those spin while the program runs (measured).
                 break
     return list(_installed)
 
@@ -89,10 +82,20 @@ def share_blas_threads():
 def restore_blas_threads():
     """Give every handled OpenBLAS its own thread pool back."""
     for path, address in list(_installed.items()):
-        _cpu.set_blas_callback(address, False)
+        _threadpool.set_blas_callback(address, False)
         del _installed[path]
 
 
 def shared_libraries():
     """The OpenBLAS libraries whose jobs currently run on fastopt's threads."""
     return list(_installed)
+
+
+def _init_from_env():
+    mode = os.environ.get("FASTOPT_BLAS_THREADS", "").strip().lower()
+    if mode in ("", "native"):
+        return
+    if mode != "shared":
+        raise ImportError(f"fastopt: FASTOPT_BLAS_THREADS must be 'native' (the default) or "
+                          f"'shared', got {mode!r}")
+    share_blas_threads()

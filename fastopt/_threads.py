@@ -1,71 +1,123 @@
 """How many threads the kernels use.
 
-By default fastopt follows the OpenMP runtime (``omp_get_max_threads()``): all
-cores, or ``OMP_NUM_THREADS`` when it is set, and whatever
-``threadpoolctl.threadpool_limits(..., user_api="openmp")`` imposes, the way
-scikit-learn's OpenMP code does.  :func:`set_num_threads` overrides that.
+The kernels run on fastopt's own thread pool (``src/fo_threadpool.h``).  The
+default thread count is the smallest of
+
+* the OpenMP setting (``omp_get_max_threads()``): ``OMP_NUM_THREADS`` and
+  ``threadpoolctl.threadpool_limits(..., user_api="openmp")`` are honoured, as
+  in scikit-learn;
+* the CPUs this process may run on (its affinity mask, ``taskset``);
+* the CPU quota of its cgroup (a container limited to 2 CPUs on a 64-core
+  host gets 2 threads), as loky and scikit-learn compute it.
+
+:func:`set_num_threads` overrides the default for the whole process;
+``with num_threads(n):`` overrides it for the calling thread (or asyncio task)
+only, so two threads using it at once do not disturb each other.
 """
 
+import contextvars
+import math
 import operator
 import os
 
 from ._dispatch import ext
 
 _explicit = None
-_forked = False
+_local = contextvars.ContextVar("fastopt_num_threads", default=None)
+
+#: Upper bound for an explicit thread count (the pool's own limit, plus the caller).
+MAX_THREADS = 1024
+
+
+def _cgroup_cpu_quota():
+    """CPUs allowed by the cgroup's CPU quota (v2 ``cpu.max``, v1 ``cfs_quota_us``), or None."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        if quota > 0 and period > 0:
+            return max(1, math.ceil(quota / period))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def available_cpus():
+    """CPUs this process may use: its affinity mask and its cgroup CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(n, quota) if quota else n)
+
+
+_cpus = available_cpus()
 
 
 def _after_fork_in_child():
-    # GNU libgomp cannot start a parallel region in a child forked after the
-    # parent used one (it hangs): kernels in a forked child run on one thread.
-    global _forked
-    _forked = True
+    global _cpus
+    _cpus = available_cpus()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def set_num_threads(n):
-    """Use ``n`` threads in every kernel (``None``: back to the OpenMP default)."""
-    global _explicit
-    if n is None:
-        _explicit = None
-        return
+def _count(n):
+    if isinstance(n, bool):
+        raise TypeError("n must be an int >= 1 or None, got bool")
     try:
         n = operator.index(n)
     except TypeError:
         raise TypeError(f"n must be an int >= 1 or None, got {type(n).__name__}") from None
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _explicit = n
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n must be >= 1 and <= {MAX_THREADS}, got {n}")
+    return n
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in every kernel, in every thread (``None``: back to the default)."""
+    global _explicit
+    _explicit = None if n is None else _count(n)
+
+
+def default_num_threads():
+    """The thread count used when nothing was set (see the module docstring)."""
+    return max(1, min(ext._optim.omp_max_threads(), _cpus))
 
 
 def get_num_threads():
-    """Threads a large kernel call will use (small arrays run on one thread).
-
-    Always 1 in a process forked after fastopt was imported (GNU OpenMP does
-    not survive a fork).
-    """
-    if _forked:
-        return 1
+    """Threads a large kernel call from this thread will use (small arrays run on one)."""
+    n = _local.get()
+    if n is not None:
+        return n
     if _explicit is not None:
         return _explicit
-    return ext._optim.omp_max_threads()
+    return default_num_threads()
 
 
 class num_threads:
-    """Context manager: ``with fastopt.num_threads(1): ...`` restores the previous setting."""
+    """``with fastopt.num_threads(n): ...``: ``n`` threads for kernel calls made by this
+    thread (or asyncio task) inside the block; other threads are not affected."""
 
     def __init__(self, n):
-        self._n = n
-        self._saved = None
+        self._n = None if n is None else _count(n)
+        self._token = None
 
     def __enter__(self):
-        self._saved = _explicit
-        set_num_threads(self._n)
+        self._token = _local.set(self._n)
         return self
 
     def __exit__(self, *exc):
-        set_num_threads(self._saved)
+        _local.reset(self._token)
         return False

@@ -16,11 +16,11 @@ and d*d with a per-channel shift k = x[0, c, 0] (in double), so data far from
 zero (x = 1e4 + 0.01 N(0, 1)) keeps its variance.
 """
 
-from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset
 
 include "_openmp.pxi"
+include "_parallel.pxi"
 
 cdef enum:
     CHUNK = 16384          # plane-mode unit size (elements)
@@ -211,6 +211,20 @@ cdef void _unit_sums(const float* x, const float* dy, Layout* L, Py_ssize_t u,
             p2[c] += b
 
 
+cdef struct SumsArgs:
+    const float* x
+    const float* dy
+    Layout* L
+    const double* shift
+    double* s1
+    double* s2
+
+
+cdef void _sums_task(void* ctx, Py_ssize_t u) noexcept nogil:
+    cdef SumsArgs* a = <SumsArgs*>ctx
+    _unit_sums(a.x, a.dy, a.L, u, a.shift, a.s1, a.s2)
+
+
 cdef int _reduce(const float* x, const float* dy, Layout* L, const double* shift,
                  double* out1, double* out2) noexcept nogil:
     """Per-channel sums (see _unit_sums) combined in unit order. Returns -1 on allocation failure."""
@@ -224,12 +238,14 @@ cdef int _reduce(const float* x, const float* dy, Layout* L, const double* shift
         free(s1)
         free(s2)
         return -1
-    if L.nt == 1:
-        for u in range(L.nunits):
-            _unit_sums(x, dy, L, u, shift, s1, s2)
-    else:
-        for u in prange(L.nunits, schedule="static", num_threads=L.nt):
-            _unit_sums(x, dy, L, u, shift, s1, s2)
+    cdef SumsArgs a
+    a.x = x
+    a.dy = dy
+    a.L = L
+    a.shift = shift
+    a.s1 = s1
+    a.s2 = s2
+    fo_parallel(_sums_task, &a, L.nunits, L.nt)
     for c in range(C):
         out1[c] = 0.0
         out2[c] = 0.0
@@ -417,6 +433,20 @@ cdef void _unit_affine(const float* x, float* y, Layout* L, Py_ssize_t u, const 
                     y[off + s] = (x[off + s] - m) * a + b
 
 
+cdef struct AffineArgs:
+    const float* x
+    float* y
+    Layout* L
+    const float* mu
+    const float* scale
+    const float* shift
+
+
+cdef void _affine_task(void* ctx, Py_ssize_t u) noexcept nogil:
+    cdef AffineArgs* a = <AffineArgs*>ctx
+    _unit_affine(a.x, a.y, a.L, u, a.mu, a.scale, a.shift)
+
+
 def affine(const float[:, :, ::1] x,                  # IN (N, C, S)
            float[:, :, ::1] y,                        # OUT (N, C, S)
            const float[::1] mu,                       # IN (C,)
@@ -428,13 +458,15 @@ def affine(const float[:, :, ::1] x,                  # IN (N, C, S)
     cdef Layout L = _layout(N, C, S, n_threads)
     if N * C * S == 0:
         return
+    cdef AffineArgs a
+    a.x = &x[0, 0, 0]
+    a.y = &y[0, 0, 0]
+    a.L = &L
+    a.mu = &mu[0]
+    a.scale = &scale[0]
+    a.shift = &shift[0]
     with nogil:
-        if L.nt == 1:
-            for u in range(L.nunits):
-                _unit_affine(&x[0, 0, 0], &y[0, 0, 0], &L, u, &mu[0], &scale[0], &shift[0])
-        else:
-            for u in prange(L.nunits, schedule="static", num_threads=L.nt):
-                _unit_affine(&x[0, 0, 0], &y[0, 0, 0], &L, u, &mu[0], &scale[0], &shift[0])
+        fo_parallel(_affine_task, &a, L.nunits, L.nt)
 
 
 cdef void _unit_dx(const float* dy, const float* x, float* dx, Layout* L, Py_ssize_t u,
@@ -464,6 +496,22 @@ cdef void _unit_dx(const float* dy, const float* x, float* dx, Layout* L, Py_ssi
                     dx[off + s] = a * dy[off + s] - b - e * (x[off + s] - m)
 
 
+cdef struct DxArgs:
+    const float* dy
+    const float* x
+    float* dx
+    Layout* L
+    const float* mu
+    const float* k1
+    const float* k2
+    const float* k3
+
+
+cdef void _dx_task(void* ctx, Py_ssize_t u) noexcept nogil:
+    cdef DxArgs* a = <DxArgs*>ctx
+    _unit_dx(a.dy, a.x, a.dx, a.L, u, a.mu, a.k1, a.k2, a.k3)
+
+
 def grad_input(const float[:, :, ::1] dy,              # IN (N, C, S)
                const float[:, :, ::1] x,               # IN (N, C, S)
                float[:, :, ::1] dx,                    # OUT (N, C, S)
@@ -477,12 +525,14 @@ def grad_input(const float[:, :, ::1] dy,              # IN (N, C, S)
     cdef Layout L = _layout(N, C, S, n_threads)
     if N * C * S == 0:
         return
+    cdef DxArgs a
+    a.dy = &dy[0, 0, 0]
+    a.x = &x[0, 0, 0]
+    a.dx = &dx[0, 0, 0]
+    a.L = &L
+    a.mu = &mu[0]
+    a.k1 = &k1[0]
+    a.k2 = &k2[0]
+    a.k3 = &k3[0]
     with nogil:
-        if L.nt == 1:
-            for u in range(L.nunits):
-                _unit_dx(&dy[0, 0, 0], &x[0, 0, 0], &dx[0, 0, 0], &L, u, &mu[0], &k1[0], &k2[0],
-                         &k3[0])
-        else:
-            for u in prange(L.nunits, schedule="static", num_threads=L.nt):
-                _unit_dx(&dy[0, 0, 0], &x[0, 0, 0], &dx[0, 0, 0], &L, u, &mu[0], &k1[0], &k2[0],
-                         &k3[0])
+        fo_parallel(_dx_task, &a, L.nunits, L.nt)

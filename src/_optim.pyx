@@ -5,17 +5,17 @@ These functions trust their arguments: ``fastopt.kernels`` checks dtype,
 shape, layout, aliasing and hyperparameters before calling them.
 
 Parallel layout: the buffer is cut into fixed blocks of ``BLOCK`` elements;
-threads take whole blocks.  Every element is therefore computed by the same
+threads of fastopt's pool take whole blocks (``_parallel.pxi``).  Every element is therefore computed by the same
 code whatever the thread count, so results are bit-identical for 1 or N
 threads.  Reductions keep one double partial sum per block and add the
 partials in block order.
 """
 
-from cython.parallel cimport prange
 from libc.math cimport sqrtf, sqrt
 from libc.stdlib cimport malloc, free
 
 include "_openmp.pxi"
+include "_parallel.pxi"
 
 cdef enum:
     BLOCK = 16384            # elements per block (64 KiB of float32)
@@ -85,13 +85,29 @@ cdef void _sgd_block(float* p,                 # IN/OUT
             p[i] = p[i] - lr * bi
 
 
+cdef struct SgdArgs:
+    float* p
+    const float* g
+    float* buf
+    Py_ssize_t n
+    float lr, momentum, one_minus_damp, wd
+    bint has_wd, has_mom, nesterov
+
+
+cdef void _sgd_task(void* ctx, Py_ssize_t b) noexcept nogil:
+    cdef SgdArgs* a = <SgdArgs*>ctx
+    cdef Py_ssize_t off = b * BLOCK
+    _sgd_block(a.p + off, a.g + off, a.buf + off if a.has_mom else NULL, _blen(b, a.n),
+               a.lr, a.momentum, a.one_minus_damp, a.wd, a.has_wd, a.has_mom, a.nesterov)
+
+
 def sgd_step(float[::1] param, const float[::1] grad, float[::1] momentum_buf,
              double lr, double momentum, double dampening, bint nesterov, double weight_decay,
              int n_threads):
     """SGD (with momentum) in place.  momentum_buf is ignored when momentum == 0
     (pass param's memory is not allowed; pass any float32 array, e.g. param[:0])."""
     cdef Py_ssize_t n = param.shape[0]
-    cdef Py_ssize_t nb = _nblocks(n), b, off
+    cdef Py_ssize_t nb = _nblocks(n)
     cdef int nt = _nthreads(n, n_threads)
     # Branches are decided on the double values (as the reference does), the
     # arithmetic is float32.
@@ -104,17 +120,20 @@ def sgd_step(float[::1] param, const float[::1] grad, float[::1] momentum_buf,
         return
     if has_mom:
         bufp = &momentum_buf[0]
+    cdef SgdArgs a
+    a.p = &param[0]
+    a.g = &grad[0]
+    a.buf = bufp
+    a.n = n
+    a.lr = flr
+    a.momentum = fmom
+    a.one_minus_damp = omd
+    a.wd = fwd
+    a.has_wd = has_wd
+    a.has_mom = has_mom
+    a.nesterov = nesterov
     with nogil:
-        if nt == 1:
-            for b in range(nb):
-                off = b * BLOCK
-                _sgd_block(&param[off], &grad[off], bufp + off if has_mom else NULL,
-                           _blen(b, n), flr, fmom, omd, fwd, has_wd, has_mom, nesterov)
-        else:
-            for b in prange(nb, schedule="static", num_threads=nt):
-                off = b * BLOCK
-                _sgd_block(&param[off], &grad[off], bufp + off if has_mom else NULL,
-                           _blen(b, n), flr, fmom, omd, fwd, has_wd, has_mom, nesterov)
+        fo_parallel(_sgd_task, &a, nb, nt)
 
 # ---------------------------------------------------------------- RMSprop
 
@@ -144,29 +163,48 @@ cdef void _rmsprop_block(float* p,             # IN/OUT
             p[i] = p[i] - lr * gi / (sqrtf(si) + eps)
 
 
+cdef struct RmspropArgs:
+    float* p
+    const float* g
+    float* s
+    Py_ssize_t n
+    float lr, alpha, one_minus_alpha, eps, wd
+    bint has_wd, eps_inside
+
+
+cdef void _rmsprop_task(void* ctx, Py_ssize_t b) noexcept nogil:
+    cdef RmspropArgs* a = <RmspropArgs*>ctx
+    cdef Py_ssize_t off = b * BLOCK
+    _rmsprop_block(a.p + off, a.g + off, a.s + off, _blen(b, a.n), a.lr, a.alpha,
+                   a.one_minus_alpha, a.eps, a.wd, a.has_wd, a.eps_inside)
+
+
 def rmsprop_step(float[::1] param, const float[::1] grad, float[::1] square_avg,
                  double lr, double alpha, double eps, bint eps_inside_sqrt, double weight_decay,
                  int n_threads):
     """RMSprop in place."""
     cdef Py_ssize_t n = param.shape[0]
-    cdef Py_ssize_t nb = _nblocks(n), b, off
+    cdef Py_ssize_t nb = _nblocks(n)
     cdef int nt = _nthreads(n, n_threads)
     cdef bint has_wd = weight_decay != 0.0
     cdef float flr = <float>lr, falpha = <float>alpha, feps = <float>eps, fwd = <float>weight_decay
     cdef float oma = <float>(1.0 - alpha)
     if n == 0:
         return
+    cdef RmspropArgs a
+    a.p = &param[0]
+    a.g = &grad[0]
+    a.s = &square_avg[0]
+    a.n = n
+    a.lr = flr
+    a.alpha = falpha
+    a.one_minus_alpha = oma
+    a.eps = feps
+    a.wd = fwd
+    a.has_wd = has_wd
+    a.eps_inside = eps_inside_sqrt
     with nogil:
-        if nt == 1:
-            for b in range(nb):
-                off = b * BLOCK
-                _rmsprop_block(&param[off], &grad[off], &square_avg[off], _blen(b, n),
-                               flr, falpha, oma, feps, fwd, has_wd, eps_inside_sqrt)
-        else:
-            for b in prange(nb, schedule="static", num_threads=nt):
-                off = b * BLOCK
-                _rmsprop_block(&param[off], &grad[off], &square_avg[off], _blen(b, n),
-                               flr, falpha, oma, feps, fwd, has_wd, eps_inside_sqrt)
+        fo_parallel(_rmsprop_task, &a, nb, nt)
 
 # ---------------------------------------------------------------- Adam / AdamW
 
@@ -194,12 +232,30 @@ cdef void _adam_block(float* p,                # IN/OUT
         p[i] = pi - lr_bc1 * mi / (sqrtf(vi * inv_bc2) + eps)
 
 
+cdef struct AdamArgs:
+    float* p
+    const float* g
+    float* m
+    float* v
+    Py_ssize_t n
+    float lr_bc1, inv_bc2, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, wd, decay
+    bint has_wd, decoupled
+
+
+cdef void _adam_task(void* ctx, Py_ssize_t b) noexcept nogil:
+    cdef AdamArgs* a = <AdamArgs*>ctx
+    cdef Py_ssize_t off = b * BLOCK
+    _adam_block(a.p + off, a.g + off, a.m + off, a.v + off, _blen(b, a.n), a.lr_bc1, a.inv_bc2,
+                a.beta1, a.one_minus_beta1, a.beta2, a.one_minus_beta2, a.eps, a.wd, a.has_wd,
+                a.decay, a.decoupled)
+
+
 def adam_step(float[::1] param, const float[::1] grad, float[::1] exp_avg, float[::1] exp_avg_sq,
               double lr, double beta1, double beta2, double eps, double weight_decay,
               bint decoupled_weight_decay, long long step, int n_threads):
     """Adam / AdamW in place (step counts from 1)."""
     cdef Py_ssize_t n = param.shape[0]
-    cdef Py_ssize_t nb = _nblocks(n), b, off
+    cdef Py_ssize_t nb = _nblocks(n)
     cdef int nt = _nthreads(n, n_threads)
     cdef double bc1 = 1.0 - beta1 ** step
     cdef double bc2 = 1.0 - beta2 ** step
@@ -212,19 +268,25 @@ def adam_step(float[::1] param, const float[::1] grad, float[::1] exp_avg, float
     cdef bint has_wd = weight_decay != 0.0
     if n == 0:
         return
+    cdef AdamArgs a
+    a.p = &param[0]
+    a.g = &grad[0]
+    a.m = &exp_avg[0]
+    a.v = &exp_avg_sq[0]
+    a.n = n
+    a.lr_bc1 = lr_bc1
+    a.inv_bc2 = inv_bc2
+    a.beta1 = fb1
+    a.one_minus_beta1 = omb1
+    a.beta2 = fb2
+    a.one_minus_beta2 = omb2
+    a.eps = feps
+    a.wd = fwd
+    a.has_wd = has_wd
+    a.decay = decay
+    a.decoupled = decoupled_weight_decay
     with nogil:
-        if nt == 1:
-            for b in range(nb):
-                off = b * BLOCK
-                _adam_block(&param[off], &grad[off], &exp_avg[off], &exp_avg_sq[off], _blen(b, n),
-                            lr_bc1, inv_bc2, fb1, omb1, fb2, omb2, feps, fwd, has_wd, decay,
-                            decoupled_weight_decay)
-        else:
-            for b in prange(nb, schedule="static", num_threads=nt):
-                off = b * BLOCK
-                _adam_block(&param[off], &grad[off], &exp_avg[off], &exp_avg_sq[off], _blen(b, n),
-                            lr_bc1, inv_bc2, fb1, omb1, fb2, omb2, feps, fwd, has_wd, decay,
-                            decoupled_weight_decay)
+        fo_parallel(_adam_task, &a, nb, nt)
 
 # ---------------------------------------------------------------- norms
 
@@ -251,6 +313,17 @@ cdef double _sumsq_block(const float* g, Py_ssize_t n) noexcept nogil:
     return (a0 + a1) + (a2 + a3)
 
 
+cdef struct SumsqArgs:
+    const float* g
+    Py_ssize_t n
+    double* partial
+
+
+cdef void _sumsq_task(void* ctx, Py_ssize_t b) noexcept nogil:
+    cdef SumsqArgs* a = <SumsqArgs*>ctx
+    a.partial[b] = _sumsq_block(a.g + b * BLOCK, _blen(b, a.n))
+
+
 def sum_of_squares(const float[::1] grad, int n_threads):
     """Sum of grad**2 accumulated in double; same bits for any thread count."""
     cdef Py_ssize_t n = grad.shape[0]
@@ -263,14 +336,13 @@ def sum_of_squares(const float[::1] grad, int n_threads):
     partial = <double*>malloc(nb * sizeof(double))
     if partial == NULL:
         raise MemoryError()
+    cdef SumsqArgs a
+    a.g = &grad[0]
+    a.n = n
+    a.partial = partial
     try:
         with nogil:
-            if nt == 1:
-                for b in range(nb):
-                    partial[b] = _sumsq_block(&grad[b * BLOCK], _blen(b, n))
-            else:
-                for b in prange(nb, schedule="static", num_threads=nt):
-                    partial[b] = _sumsq_block(&grad[b * BLOCK], _blen(b, n))
+            fo_parallel(_sumsq_task, &a, nb, nt)
             for b in range(nb):
                 total = total + partial[b]
     finally:
@@ -284,6 +356,17 @@ cdef void _scale_block(float* g, Py_ssize_t n, float c) noexcept nogil:
         g[i] = g[i] * c
 
 
+cdef struct ScaleArgs:
+    float* g
+    Py_ssize_t n
+    float c
+
+
+cdef void _scale_task(void* ctx, Py_ssize_t b) noexcept nogil:
+    cdef ScaleArgs* a = <ScaleArgs*>ctx
+    _scale_block(a.g + b * BLOCK, _blen(b, a.n), a.c)
+
+
 def scale(float[::1] grad, float factor, int n_threads):
     """grad *= factor, in place."""
     cdef Py_ssize_t n = grad.shape[0]
@@ -291,10 +374,9 @@ def scale(float[::1] grad, float factor, int n_threads):
     cdef int nt = _nthreads(n, n_threads)
     if n == 0:
         return
+    cdef ScaleArgs a
+    a.g = &grad[0]
+    a.n = n
+    a.c = factor
     with nogil:
-        if nt == 1:
-            for b in range(nb):
-                _scale_block(&grad[b * BLOCK], _blen(b, n), factor)
-        else:
-            for b in prange(nb, schedule="static", num_threads=nt):
-                _scale_block(&grad[b * BLOCK], _blen(b, n), factor)
+        fo_parallel(_scale_task, &a, nb, nt)

@@ -7,9 +7,11 @@ per element.  Its time is what moving those bytes costs on this machine right
 now; ``fastopt bench`` reports kernel time against it.
 """
 
-from cython.parallel cimport prange
 
 include "_openmp.pxi"
+include "_parallel.pxi"
+
+from libc.stdlib cimport malloc, free
 
 cdef enum:
     BLOCK = 16384
@@ -36,6 +38,22 @@ cdef void _upd_block(float* a, float* b, float* c, const float* g, int k, Py_ssi
             a[i] = a[i] + g[i]
 
 
+cdef struct UpdArgs:
+    float* a
+    float* b
+    float* c
+    const float* g
+    int k
+    Py_ssize_t n
+
+
+cdef void _upd_task(void* ctx, Py_ssize_t blk) noexcept nogil:
+    cdef UpdArgs* u = <UpdArgs*>ctx
+    cdef Py_ssize_t off = blk * BLOCK
+    cdef Py_ssize_t ln = u.n - off if u.n - off < BLOCK else BLOCK
+    _upd_block(u.a + off, u.b + off, u.c + off, u.g + off, u.k, ln)
+
+
 def update(list inout, const float[::1] g, int n_threads):
     """In-place pass: each of 1-3 buffers in ``inout`` is read and written, ``g`` is read."""
     cdef int k = len(inout)
@@ -46,17 +64,15 @@ def update(list inout, const float[::1] g, int n_threads):
     cdef int nt = _nt(n, n_threads)
     if n == 0:
         return
+    cdef UpdArgs u
+    u.a = &a[0]
+    u.b = &b[0]
+    u.c = &c[0]
+    u.g = &g[0]
+    u.k = k
+    u.n = n
     with nogil:
-        if nt == 1:
-            for blk in range(nb):
-                off = blk * BLOCK
-                ln = n - off if n - off < BLOCK else BLOCK
-                _upd_block(&a[off], &b[off], &c[off], &g[off], k, ln)
-        else:
-            for blk in prange(nb, schedule="static", num_threads=nt):
-                off = blk * BLOCK
-                ln = n - off if n - off < BLOCK else BLOCK
-                _upd_block(&a[off], &b[off], &c[off], &g[off], k, ln)
+        fo_parallel(_upd_task, &u, nb, nt)
 
 
 cdef void _map_block(const float* x, const float* y, float* out, Py_ssize_t n) noexcept nogil:
@@ -69,6 +85,20 @@ cdef void _map_block(const float* x, const float* y, float* out, Py_ssize_t n) n
             out[i] = x[i] + y[i]
 
 
+cdef struct MapArgs:
+    const float* x
+    const float* y
+    float* out
+    Py_ssize_t n
+
+
+cdef void _map_task(void* ctx, Py_ssize_t blk) noexcept nogil:
+    cdef MapArgs* m = <MapArgs*>ctx
+    cdef Py_ssize_t off = blk * BLOCK
+    cdef Py_ssize_t ln = m.n - off if m.n - off < BLOCK else BLOCK
+    _map_block(m.x + off, m.y + off if m.y != NULL else NULL, m.out + off, ln)
+
+
 def map(const float[::1] x, const float[::1] y, float[::1] out, int n_threads):
     """out = x (+ y): read one or two buffers (y may be None), write a third."""
     cdef Py_ssize_t n = x.shape[0], nb = (x.shape[0] + BLOCK - 1) // BLOCK, blk, off, ln
@@ -78,17 +108,13 @@ def map(const float[::1] x, const float[::1] y, float[::1] out, int n_threads):
         return
     if y is not None:
         yp = &y[0]
+    cdef MapArgs m
+    m.x = &x[0]
+    m.y = yp
+    m.out = &out[0]
+    m.n = n
     with nogil:
-        if nt == 1:
-            for blk in range(nb):
-                off = blk * BLOCK
-                ln = n - off if n - off < BLOCK else BLOCK
-                _map_block(&x[off], yp + off if yp != NULL else NULL, &out[off], ln)
-        else:
-            for blk in prange(nb, schedule="static", num_threads=nt):
-                off = blk * BLOCK
-                ln = n - off if n - off < BLOCK else BLOCK
-                _map_block(&x[off], yp + off if yp != NULL else NULL, &out[off], ln)
+        fo_parallel(_map_task, &m, nb, nt)
 
 
 cdef extern from *:
@@ -109,6 +135,20 @@ cdef extern from *:
     double fo_sum2(const float* x, const float* y, Py_ssize_t n) noexcept nogil
 
 
+cdef struct RedArgs:
+    const float* x
+    const float* y
+    Py_ssize_t n
+    double* partial
+
+
+cdef void _red_task(void* ctx, Py_ssize_t blk) noexcept nogil:
+    cdef RedArgs* r = <RedArgs*>ctx
+    cdef Py_ssize_t off = blk * BLOCK
+    cdef Py_ssize_t ln = r.n - off if r.n - off < BLOCK else BLOCK
+    r.partial[blk] = fo_sum2(r.x + off, r.y + off if r.y != NULL else NULL, ln)
+
+
 def reduce(const float[::1] x, const float[::1] y, int n_threads):
     """Read one or two buffers (y may be None) into a sum."""
     cdef Py_ssize_t n = x.shape[0], nb = (x.shape[0] + BLOCK - 1) // BLOCK, blk, off, ln
@@ -119,15 +159,17 @@ def reduce(const float[::1] x, const float[::1] y, int n_threads):
         return 0.0
     if y is not None:
         yp = &y[0]
+    cdef RedArgs r
+    cdef double* partial = <double*>malloc(nb * sizeof(double))
+    if partial == NULL:
+        raise MemoryError()
+    r.x = &x[0]
+    r.y = yp
+    r.n = n
+    r.partial = partial
     with nogil:
-        if nt == 1:
-            for blk in range(nb):
-                off = blk * BLOCK
-                ln = n - off if n - off < BLOCK else BLOCK
-                total += fo_sum2(&x[off], yp + off if yp != NULL else NULL, ln)
-        else:
-            for blk in prange(nb, schedule="static", num_threads=nt):
-                off = blk * BLOCK
-                ln = n - off if n - off < BLOCK else BLOCK
-                total += fo_sum2(&x[off], yp + off if yp != NULL else NULL, ln)
+        fo_parallel(_red_task, &r, nb, nt)
+        for blk in range(nb):
+            total += partial[blk]
+    free(partial)
     return total

@@ -49,8 +49,25 @@ def test_omp_num_threads_is_honoured():
     assert p.stdout.strip() == "1", p.stderr
 
 
-@pytest.mark.skipif(not _blas.shared_libraries(), reason="no OpenBLAS with the threads callback")
-def test_blas_results_are_unchanged_on_the_shared_pool():
+@pytest.fixture
+def shared_blas():
+    """BLAS sharing switched on (it is opt-in) for one test, then off again."""
+    if not _blas.share_blas_threads():
+        pytest.skip("no OpenBLAS with the threads callback")
+    try:
+        yield
+    finally:
+        _blas.restore_blas_threads()
+
+
+def test_blas_is_left_alone_by_default():
+    p = _py("import fastopt; print(fastopt.info()['blas_shared'])")
+    assert p.stdout.strip() == "[]", p.stderr
+    p = _py("import fastopt", FASTOPT_BLAS_THREADS="everything")
+    assert p.returncode != 0 and "must be 'native' (the default) or 'shared'" in p.stderr
+
+
+def test_blas_results_are_unchanged_on_the_shared_pool(shared_blas):
     rng = np.random.default_rng(0)
     for n in (64, 300, 700):
         A = rng.standard_normal((n, n)).astype(np.float32)
@@ -61,30 +78,39 @@ def test_blas_results_are_unchanged_on_the_shared_pool():
         np.testing.assert_allclose(np.linalg.solve(D, D @ np.ones(n)), 1.0, rtol=1e-6)
 
 
-@pytest.mark.skipif(not _blas.shared_libraries(), reason="no OpenBLAS with the threads callback")
-def test_native_blas_threads_opt_out():
+def test_blas_sharing_opt_in_by_environment():
+    p = _py("import fastopt; print(len(fastopt.info()['blas_shared']) > 0)", FASTOPT_BLAS_THREADS="shared")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(bool(_blas._loaded_openblas_paths())), p.stderr
     p = _py("import fastopt; print(fastopt.info()['blas_shared'])", FASTOPT_BLAS_THREADS="native")
     assert p.stdout.strip() == "[]", p.stderr
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
-def test_kernels_and_blas_work_in_a_forked_child():
-    # GNU libgomp hangs in a child forked after the parent ran a parallel region;
-    # fastopt runs the child's kernels (and BLAS jobs) without it.
+@pytest.mark.parametrize("blas", ["native", "shared"])
+def test_kernels_and_blas_work_in_a_forked_child(blas):
+    # The pool's workers do not exist in a forked child: an atfork handler resets it and the
+    # child starts its own workers (GNU libgomp, used before, hung there).
     code = """
 import os, numpy as np, fastopt
-p = np.ones(1 << 20, np.float32); g = p.copy(); m = np.zeros_like(p); v = m.copy()
+rng = np.random.default_rng(0)
+p = rng.standard_normal(1 << 20).astype(np.float32); g = p.copy(); m = np.zeros_like(p); v = m.copy()
 fastopt.kernels.adam_step(p, g, m, v, step=1, lr=0.1)
 A = np.ones((400, 400), np.float32); A @ A
+expect = [x.copy() for x in (p, m, v)]
+fastopt.kernels.adam_step(*expect[:1], g, *expect[1:], step=2, lr=0.1)
 pid = os.fork()
 if pid == 0:
     fastopt.kernels.adam_step(p, g, m, v, step=2, lr=0.1)
-    ok = (A @ A)[0, 0] == 400 and fastopt.get_num_threads() == 1
+    stats = fastopt._threadpool.stats()
+    ok = ((A @ A)[0, 0] == 400 and fastopt.get_num_threads() == fastopt.default_num_threads()
+          and all(np.array_equal(a, b) for a, b in zip((p, m, v), expect))
+          and stats["forks"] == 1 and (stats["jobs"] > 0 or fastopt.get_num_threads() == 1))
     os._exit(0 if ok else 3)
 _, status = os.waitpid(pid, 0)
 print("child", os.waitstatus_to_exitcode(status))
 """
-    p = _py(code)
+    p = _py(code, FASTOPT_BLAS_THREADS=blas)
     assert p.stdout.strip() == "child 0", p.stderr
 
 
@@ -105,8 +131,7 @@ def test_best_level_is_the_default():
     assert fastopt.isa() == _dispatch.supported_levels()[0] or os.environ.get("FASTOPT_ISA")
 
 
-@pytest.mark.skipif(not _blas.shared_libraries(), reason="no OpenBLAS with the threads callback")
-def test_restore_and_share_again_keep_blas_correct():
+def test_restore_and_share_again_keep_blas_correct(shared_blas):
     rng = np.random.default_rng(2)
     A = rng.standard_normal((500, 500))
     ref = A @ A

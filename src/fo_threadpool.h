@@ -1,0 +1,343 @@
+/* fastopt's thread pool: the one place where kernel threads are started, woken and joined.
+ *
+ * Why not OpenMP regions: a parallel region ends at a barrier that waits for every thread
+ * of the team.  When other processes share the cores, one descheduled worker holds every
+ * call up for a scheduler time slice (Adam at 1M elements went from 0.33 to 8-11 ms per
+ * step with two processes on two cores).  GNU libgomp also hangs in a child forked after
+ * the parent used it, and its wait policy is fixed when it loads.
+ *
+ * How this pool works:
+ *  - A call is a list of `ntasks` independent tasks (fixed blocks of a kernel).  The
+ *    calling thread (the master) and the workers claim tasks one at a time from a shared
+ *    ticket; the master returns once every claimed task is done.  A worker that wakes
+ *    late finds no task left and goes back to waiting: nobody waits for a descheduled
+ *    thread except for the one block it holds.  Which thread computes a block never
+ *    changes its result, so results are the same bits for any thread count.
+ *  - Waiting workers spin for a short while (yielding the core to anyone else who wants
+ *    it), then sleep on a condition variable.
+ *  - One master at a time: a caller that finds the pool busy (another Python thread is
+ *    in a kernel) runs its tasks itself, so concurrent callers never oversubscribe.
+ *  - Fork: a pthread_atfork handler resets the pool in the child (its workers do not
+ *    exist there); the child starts fresh workers at its next parallel call.
+ *
+ * Ticket: 64 bits, the job generation in the high half and the next task in the low half.
+ * A worker claims task i of job g by compare-and-swap from (g, i) to (g, i + 1), so it can
+ * never take a task of a later job.  Before writing a new job's fields the master closes
+ * the ticket ((g, CLOSED)), so a stale worker's claim fails.
+ */
+#ifndef FO_THREADPOOL_H
+#define FO_THREADPOOL_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdatomic.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+
+typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
+
+#define FO_CLOSED 0xFFFFFFFFu
+#define FO_MAX_WORKERS 1023
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define FO_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define FO_RELAX() __asm__ __volatile__("yield")
+#else
+#define FO_RELAX() ((void)0)
+#endif
+
+typedef struct {
+    /* the current job */
+    _Atomic uint64_t ticket;
+    _Atomic(fo_task_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic int64_t ntasks;
+    _Atomic int64_t done;
+    _Atomic int want;            /* workers 1..want take part in the job */
+    _Atomic int once;            /* gang mode: each thread runs at most one task */
+    _Atomic uint32_t gen;        /* last published job: what workers wait on */
+    uint32_t next_gen;           /* the master's counter (under `master`) */
+    /* sleeping */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;         /* workers sleep here */
+    pthread_cond_t finished;     /* the master sleeps here */
+    _Atomic int sleeping;        /* workers asleep (or about to be) */
+    _Atomic int master_sleeping;
+    /* workers */
+    pthread_mutex_t master;      /* held by the thread running a job */
+    int nworkers;                /* started, under `master` */
+    _Atomic long spin_ns;        /* how long an idle thread spins before sleeping */
+    _Atomic uint64_t forks;      /* times this pool was reset in a forked child */
+    _Atomic uint64_t jobs;       /* parallel jobs run (for tests) */
+    _Atomic uint64_t serial_busy;/* calls run serially because the pool was busy */
+} fo_pool_t;
+
+static fo_pool_t fo_pool;
+static int fo_pool_ready = 0;
+
+static inline long fo_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Spin (politely) until *word != old or spin_ns elapse.  Returns the last value read. */
+static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old) {
+    long limit = atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+    long start = 0;
+    uint32_t v;
+    int i = 0;
+    while ((v = atomic_load_explicit(word, memory_order_acquire)) == old) {
+        if (++i < 64) { FO_RELAX(); continue; }
+        if (start == 0) start = fo_now_ns();
+        else if (fo_now_ns() - start >= limit) break;
+        sched_yield();   /* give the core to any runnable thread (ours or another process's) */
+    }
+    return v;
+}
+
+/* Claim and run tasks of job g until none is left. */
+static void fo_claim(uint32_t g, int once) {
+    for (;;) {
+        uint64_t t = atomic_load(&fo_pool.ticket);
+        uint32_t i = (uint32_t)t;
+        int64_t n, d;
+        if ((uint32_t)(t >> 32) != g || i == FO_CLOSED) return;
+        n = atomic_load(&fo_pool.ntasks);
+        if ((int64_t)i >= n) return;
+        if (!atomic_compare_exchange_weak(&fo_pool.ticket, &t, t + 1)) continue;
+        /* Task i of job g is ours: the job cannot end before we finish it, so its fields hold. */
+        atomic_load(&fo_pool.fn)(atomic_load(&fo_pool.ctx), (Py_ssize_t)i);
+        d = atomic_fetch_add(&fo_pool.done, 1) + 1;
+        if (d == n && atomic_load(&fo_pool.master_sleeping)) {
+            pthread_mutex_lock(&fo_pool.lock);
+            pthread_cond_signal(&fo_pool.finished);
+            pthread_mutex_unlock(&fo_pool.lock);
+        }
+        if (once) return;
+    }
+}
+
+typedef struct { int id; uint32_t seen; } fo_worker_arg_t;
+
+static void *fo_worker_main(void *arg) {
+    /* `seen`: the last job published before this worker was started, so the job the
+     * master is about to publish is not missed. */
+    int id = ((fo_worker_arg_t *)arg)->id;
+    uint32_t seen = ((fo_worker_arg_t *)arg)->seen;
+    free(arg);
+    for (;;) {
+        uint32_t g = fo_spin_while_equal(&fo_pool.gen, seen);
+        if (g == seen) {
+            pthread_mutex_lock(&fo_pool.lock);
+            atomic_fetch_add(&fo_pool.sleeping, 1);
+            while ((g = atomic_load(&fo_pool.gen)) == seen)
+                pthread_cond_wait(&fo_pool.wake, &fo_pool.lock);
+            atomic_fetch_sub(&fo_pool.sleeping, 1);
+            pthread_mutex_unlock(&fo_pool.lock);
+        }
+        seen = g;
+        if (id <= atomic_load(&fo_pool.want)) fo_claim(g, atomic_load(&fo_pool.once));
+    }
+    return NULL;
+}
+
+/* Start workers until there are `n` (under `master`).  Returns how many there are. */
+static int fo_ensure_workers(int n) {
+    if (n > FO_MAX_WORKERS) n = FO_MAX_WORKERS;
+    while (fo_pool.nworkers < n) {
+        pthread_t tid;
+        pthread_attr_t attr;
+        int rc;
+        fo_worker_arg_t *arg = (fo_worker_arg_t *)malloc(sizeof *arg);
+        if (arg == NULL) break;
+        arg->id = fo_pool.nworkers + 1;
+        arg->seen = atomic_load(&fo_pool.gen);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&tid, &attr, fo_worker_main, arg);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) { free(arg); break; }
+        fo_pool.nworkers++;
+    }
+    return fo_pool.nworkers;
+}
+
+static void fo_reset(void) {
+    /* Also the child-after-fork handler: only the forking thread exists. */
+    pthread_mutex_init(&fo_pool.lock, NULL);
+    pthread_mutex_init(&fo_pool.master, NULL);
+    pthread_cond_init(&fo_pool.wake, NULL);
+    pthread_cond_init(&fo_pool.finished, NULL);
+    atomic_store(&fo_pool.ticket, (uint64_t)FO_CLOSED);
+    atomic_store(&fo_pool.gen, 0);
+    atomic_store(&fo_pool.sleeping, 0);
+    atomic_store(&fo_pool.master_sleeping, 0);
+    atomic_store(&fo_pool.want, 0);
+    atomic_store(&fo_pool.done, 0);
+    atomic_store(&fo_pool.ntasks, 0);
+    fo_pool.next_gen = 0;
+    fo_pool.nworkers = 0;
+}
+
+static void fo_atfork_prepare(void) { pthread_mutex_lock(&fo_pool.master); }
+static void fo_atfork_parent(void) { pthread_mutex_unlock(&fo_pool.master); }
+static void fo_atfork_child(void) {
+    fo_reset();
+    atomic_fetch_add(&fo_pool.forks, 1);
+}
+
+static void fo_pool_init(long spin_ns) {
+    if (fo_pool_ready) return;
+    memset(&fo_pool, 0, sizeof fo_pool);
+    fo_reset();
+    atomic_store(&fo_pool.spin_ns, spin_ns);
+    pthread_atfork(fo_atfork_prepare, fo_atfork_parent, fo_atfork_child);
+    fo_pool_ready = 1;
+}
+
+/* Run fn(ctx, 0..ntasks-1) on up to nthreads threads (the caller included) and return when
+ * all are done.  once=1 (gang mode, for jobs that wait on each other): every task gets a
+ * thread of its own, all running at once; needs nthreads >= ntasks.  Returns 0, or -1 when
+ * gang mode cannot get enough threads (nothing was run). */
+static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads, int once) {
+    uint32_t g;
+    int workers;
+    long start;
+    int i;
+    if (ntasks <= 0) return 0;
+    if (!once && (nthreads <= 1 || ntasks == 1 || ntasks >= (Py_ssize_t)FO_CLOSED)) goto serial;
+    if (once) {
+        pthread_mutex_lock(&fo_pool.master);
+    } else if (pthread_mutex_trylock(&fo_pool.master) != 0) {
+        atomic_fetch_add_explicit(&fo_pool.serial_busy, 1, memory_order_relaxed);
+        goto serial;
+    }
+    workers = fo_ensure_workers(nthreads - 1);
+    if (once && workers + 1 < ntasks) {
+        pthread_mutex_unlock(&fo_pool.master);
+        return -1;
+    }
+    if (workers > nthreads - 1) workers = nthreads - 1;
+    if (workers < 1) {
+        pthread_mutex_unlock(&fo_pool.master);
+        goto serial;
+    }
+    g = ++fo_pool.next_gen;
+    if (g == 0) g = ++fo_pool.next_gen;      /* 0 is "no job yet" */
+    atomic_store(&fo_pool.ticket, ((uint64_t)g << 32) | FO_CLOSED);
+    atomic_store(&fo_pool.fn, fn);
+    atomic_store(&fo_pool.ctx, ctx);
+    atomic_store(&fo_pool.ntasks, (int64_t)ntasks);
+    atomic_store(&fo_pool.done, 0);
+    atomic_store(&fo_pool.want, workers);
+    atomic_store(&fo_pool.once, once);
+    atomic_store(&fo_pool.ticket, (uint64_t)g << 32);
+    atomic_store(&fo_pool.gen, g);
+    if (atomic_load(&fo_pool.sleeping) > 0) {
+        pthread_mutex_lock(&fo_pool.lock);
+        pthread_cond_broadcast(&fo_pool.wake);
+        pthread_mutex_unlock(&fo_pool.lock);
+    }
+    atomic_fetch_add_explicit(&fo_pool.jobs, 1, memory_order_relaxed);
+    fo_claim(g, once);
+    /* Wait for the tasks other threads hold: spin, then yield, then sleep. */
+    start = 0;
+    i = 0;
+    while (atomic_load(&fo_pool.done) < (int64_t)ntasks) {
+        if (++i < 256) { FO_RELAX(); continue; }
+        if (start == 0) start = fo_now_ns();
+        if (fo_now_ns() - start < atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed)) {
+            sched_yield();
+            continue;
+        }
+        pthread_mutex_lock(&fo_pool.lock);
+        atomic_store(&fo_pool.master_sleeping, 1);
+        while (atomic_load(&fo_pool.done) < (int64_t)ntasks)
+            pthread_cond_wait(&fo_pool.finished, &fo_pool.lock);
+        atomic_store(&fo_pool.master_sleeping, 0);
+        pthread_mutex_unlock(&fo_pool.lock);
+    }
+    pthread_mutex_unlock(&fo_pool.master);
+    return 0;
+serial:
+    for (Py_ssize_t t = 0; t < ntasks; t++) fn(ctx, t);
+    return 0;
+}
+
+static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+    fo_run_job(fn, ctx, ntasks, nthreads, 0);
+}
+
+/* ------------------------------------------------------------------ OpenBLAS jobs (opt-in)
+ *
+ * OpenBLAS (>= 0.3.27) can hand its parallel jobs to a caller's function
+ * (openblas_set_threads_callback_function).  Its jobs may wait on each other (threaded
+ * GEMM), so all of them must run at once: gang mode, one pool thread per job.  Callers
+ * are serialized by the pool's master lock: OpenBLAS's callback path keeps one work buffer
+ * per job position (blas_thread_buffer[position]) shared by every caller, which its own
+ * pool serializes and a callback must too (two Python threads multiplying at once got
+ * wrong products without it).
+ */
+typedef void (*fo_dojob_t)(int thread_num, void *jobdata, int dojob_data);
+typedef void (*fo_blas_cb_t)(int sync, fo_dojob_t dojob, int numjobs, size_t elsize,
+                             void *jobdata, int dojob_data);
+typedef void (*fo_blas_setter_t)(fo_blas_cb_t callback);
+
+typedef struct { fo_dojob_t dojob; char *data; size_t elsize; int dojob_data; } fo_blas_job_t;
+
+static void fo_blas_task(void *ctx, Py_ssize_t i) {
+    fo_blas_job_t *j = (fo_blas_job_t *)ctx;
+    j->dojob((int)i, j->data + (size_t)i * j->elsize, j->dojob_data);
+}
+
+typedef struct { fo_blas_job_t *job; int i; } fo_blas_arg_t;
+
+static void *fo_blas_thread_main(void *arg) {
+    fo_blas_arg_t *a = (fo_blas_arg_t *)arg;
+    fo_blas_task(a->job, a->i);
+    return NULL;
+}
+
+static void fo_blas_callback(int sync, fo_dojob_t dojob, int numjobs, size_t elsize,
+                             void *jobdata, int dojob_data) {
+    fo_blas_job_t job;
+    pthread_t *tids;
+    fo_blas_arg_t *args;
+    int *started;
+    int i;
+    (void)sync;
+    if (numjobs <= 0) return;
+    job.dojob = dojob; job.data = (char *)jobdata; job.elsize = elsize; job.dojob_data = dojob_data;
+    if (numjobs == 1) { fo_blas_task(&job, 0); return; }
+    if (fo_run_job(fo_blas_task, &job, numjobs, numjobs, 1) == 0) return;
+    /* The pool could not start enough workers: one new thread per job, callers serialized. */
+    tids = (pthread_t *)malloc(sizeof(pthread_t) * (size_t)numjobs);
+    args = (fo_blas_arg_t *)malloc(sizeof(fo_blas_arg_t) * (size_t)numjobs);
+    started = (int *)calloc((size_t)numjobs, sizeof(int));
+    pthread_mutex_lock(&fo_pool.master);
+    for (i = 1; i < numjobs; i++) {
+        if (!tids || !args || !started) break;
+        args[i].job = &job; args[i].i = i;
+        started[i] = pthread_create(&tids[i], NULL, fo_blas_thread_main, &args[i]) == 0;
+    }
+    fo_blas_task(&job, 0);
+    for (i = 1; i < numjobs; i++) {
+        if (started && started[i]) pthread_join(tids[i], NULL);
+        else fo_blas_task(&job, i);   /* no thread could be had: best effort */
+    }
+    pthread_mutex_unlock(&fo_pool.master);
+    free(tids); free(args); free(started);
+}
+
+static void fo_blas_install(size_t setter_address, int on) {
+    fo_blas_setter_t setter = (fo_blas_setter_t)setter_address;
+    setter(on ? fo_blas_callback : (fo_blas_cb_t)0);
+}
+
+#endif
