@@ -259,9 +259,115 @@ def bench_sharing(what, reps, loops=20):
                 matmul_time=tm / loops, alternating_time=ta / loops, ratio=ta / (tk + tm))
 
 
+# ------------------------------------------------------------------ under load
+
+LOAD_CASES = ("adam 1M", "batchnorm 4096x1024", "MLP train step", "torch fused Adam 1M")
+
+
+def _load_step(case, threads):
+    """The step function one process of :func:`bench_under_load` times."""
+    rng = np.random.default_rng(0)
+    if case == "adam 1M":
+        p = rng.standard_normal(1 << 20).astype(np.float32)
+        g, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+        return lambda: K.adam_step(p, g, m, v, step=2, lr=1e-3)
+    if case == "batchnorm 4096x1024":
+        x = rng.standard_normal((4096, 1024)).astype(np.float32)
+        gamma, beta = np.ones(1024, np.float32), np.zeros(1024, np.float32)
+        y = np.empty_like(x)
+
+        def bn():
+            _, mu, s = K.batchnorm_forward(x, gamma, beta, None, None, out=y)
+            K.batchnorm_backward(x, x, gamma, mu, s, out=(y, None, None))
+        return bn
+    if case == "MLP train step":
+        from ._cli_train import prepare_data
+        from .models import MLP
+        from .optim import Adam
+
+        Xtr, ytr, _, _, _ = prepare_data(0)
+        Xb, yb = np.ascontiguousarray(Xtr[:256]), ytr[:256]
+        model = MLP((64, 256, 256, 10), rng=0)
+        opt = Adam(model.params, lr=1e-3)
+
+        def step():
+            model.loss_and_grad(Xb, yb)
+            opt.step()
+        return step
+    if case == "torch fused Adam 1M":
+        import torch
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        p = rng.standard_normal(1 << 20).astype(np.float32)
+        return _torch_opt(torch, "adam", p, p.copy())
+    raise ValueError(f"case must be one of {LOAD_CASES}, got {case!r}")
+
+
+def _load_worker(case, threads, seconds):
+    """One process of bench_under_load: warm up, say 'ready', wait for 'go', time steps."""
+    import sys
+
+    if threads is not None:
+        from ._threads import set_num_threads
+
+        set_num_threads(threads)
+    step = _load_step(case, threads)
+    for _ in range(3):
+        step()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 5:
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    print(json.dumps(float(np.median(times))), flush=True)
+
+
+def _side_by_side(case, threads, seconds, nproc=2):
+    """Median step time of each of ``nproc`` processes running ``case`` at the same time."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if threads is not None:  # the BLAS of "one thread each" is single-threaded too
+        env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    code = f"from fastopt.bench import _load_worker; _load_worker({case!r}, {threads!r}, {seconds!r})"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(nproc)]
+    try:
+        for p in procs:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"bench worker for {case!r} failed to start")
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        return [json.loads(p.communicate(timeout=120 + 10 * seconds)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def bench_under_load(case, seconds=1.0, torch=None):
+    """Two processes side by side on the same cores: default threads against one thread each
+    (what joblib n_jobs=2, a multiprocessing pool or two MPI ranks on a node do)."""
+    if case.startswith("torch") and torch is None:
+        return None
+    alone = _side_by_side(case, None, seconds, nproc=1)[0]
+    default = max(_side_by_side(case, None, seconds))
+    single = max(_side_by_side(case, 1, seconds))
+    return dict(group="load", name=case, size=None, time=default, alone_time=alone,
+                single_time=single, ratio=default / single)
+
+
 # ------------------------------------------------------------------ driver and output
 
-def run(*, quick=False, reps=None, use_torch=True, include_train=True, progress=None):
+def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_load=True,
+        progress=None):
     """Run the whole suite; returns a dict with ``meta`` and ``rows``."""
     torch = _torch() if use_torch else None
     reps = reps or (3 if quick else 7)
@@ -275,10 +381,15 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, progress=
     jobs.append((bench_model, (reps, torch)))
     for what in list(sizes.values()) + [shapes[-1]]:
         jobs.append((bench_sharing, (what, reps)))
+    if include_load:
+        jobs += [(bench_under_load, (case, 0.5 if quick else 1.0, torch)) for case in LOAD_CASES
+                 if include_train or case != "MLP train step"]
     for i, (fn, args) in enumerate(jobs):
         if progress:
             progress(i, len(jobs))
-        rows.append(fn(*args))
+        row = fn(*args)
+        if row is not None:
+            rows.append(row)
     import fastopt
 
     meta = dict(version=fastopt.__version__, isa=ext.level, threads=get_num_threads(),
@@ -309,7 +420,7 @@ def format_table(result):
              f"{'kernel':<22} {'size':>13} {'fastopt':>11} {'GB/s':>7} {'roofline':>9} "
              f"{'vs NumPy':>9} {'vs torch':>9}"]
     for r in result["rows"]:
-        if r["group"] == "sharing":
+        if r["group"] in ("sharing", "load"):
             continue
         gbs = r["bytes"] / r["time"] / 1e9 if "bytes" in r else None
         roof = r["roofline_time"] / r["time"] if "roofline_time" in r else None
@@ -331,6 +442,16 @@ def format_table(result):
             lines.append(f"{r['name']:<22} {_size_label(r['size']):>13} "
                          f"{r['kernel_time'] * 1e3:8.3f} ms {r['matmul_time'] * 1e3:8.3f} ms "
                          f"{r['alternating_time'] * 1e3:9.3f} ms {r['ratio']:8.2f}")
+    load = [r for r in result["rows"] if r["group"] == "load"]
+    if load:
+        lines += ["", "Under load: two processes side by side on the same cores, median step time "
+                      "of the slower one:",
+                  f"{'step':<22} {'alone':>11} {'2 x default':>12} {'2 x 1 thread':>13} "
+                  f"{'default / 1 thread':>19}"]
+        for r in load:
+            lines.append(f"{r['name']:<22} {r['alone_time'] * 1e3:8.3f} ms "
+                         f"{r['time'] * 1e3:9.3f} ms {r['single_time'] * 1e3:10.3f} ms "
+                         f"{r['ratio']:19.2f}")
     return "\n".join(lines)
 
 
@@ -381,7 +502,8 @@ def _cmd_bench(args):
             sys.stderr.flush()
 
     result = run(quick=args.quick, reps=args.reps, use_torch=not args.no_torch,
-                 include_train=not args.no_train, progress=progress)
+                 include_train=not args.no_train, include_load=not args.no_load,
+                 progress=progress)
     if sys.stderr.isatty():
         sys.stderr.write("\r" + " " * 20 + "\r")
     print(format_table(result))
@@ -406,4 +528,6 @@ def add_bench(sub):
     p.add_argument("--plot", metavar="PNG", help="GB/s against size (needs matplotlib)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
     p.add_argument("--no-train", action="store_true", help="skip the MLP training step")
+    p.add_argument("--no-load", action="store_true",
+                   help="skip the under-load table (two processes side by side)")
     p.set_defaults(func=_cmd_bench)

@@ -33,6 +33,8 @@ def _cmd_info(args):
     for k, v in info.items():
         if isinstance(v, list):
             v = ", ".join(v)
+        elif isinstance(v, dict):
+            v = ", ".join(f"{name}={x}" for name, x in v.items())
         elif isinstance(v, bool):
             v = "on" if v else "off"
         print(f"{k:<{width}}  {v}")

@@ -28,16 +28,30 @@
 #ifndef FO_THREADPOOL_H
 #define FO_THREADPOOL_H
 
-#include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
+
+typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
+
+#if !(defined(__unix__) || defined(__APPLE__)) || defined(__STDC_NO_ATOMICS__)
+/* No pthreads or no C11 atomics (e.g. MSVC): the kernels run on the calling thread. */
+typedef struct { int nworkers; long spin_ns; unsigned long long forks, jobs, serial_busy; } fo_pool_t;
+static fo_pool_t fo_pool;
+static void fo_pool_init(long spin_ns) { fo_pool.spin_ns = spin_ns; }
+static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+    Py_ssize_t t;
+    (void)nthreads;
+    for (t = 0; t < ntasks; t++) fn(ctx, t);
+}
+static void fo_blas_install(size_t setter_address, int on) { (void)setter_address; (void)on; }
+#else
+
 #include <stdlib.h>
 #include <string.h>
 #include <stdatomic.h>
 #include <pthread.h>
 #include <sched.h>
 #include <time.h>
-
-typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
 
 #define FO_CLOSED 0xFFFFFFFFu
 #define FO_MAX_WORKERS 1023
@@ -49,6 +63,7 @@ typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
 #define FO_RELAX() __asm__ __volatile__("yield")
 #else
 #define FO_RELAX() ((void)0)
+#endif /* pthreads */
 #endif
 
 typedef struct {
@@ -340,4 +355,5 @@ static void fo_blas_install(size_t setter_address, int on) {
     setter(on ? fo_blas_callback : (fo_blas_cb_t)0);
 }
 
+#endif /* pthreads */
 #endif

@@ -27,7 +27,8 @@ def test_bench_quick_table_and_json(tmp_path):
     rows = result["rows"]
     assert result["meta"]["reps"] == 3
     sharing = [r for r in rows if r["group"] == "sharing"]
-    rows = [r for r in rows if r["group"] != "sharing"]
+    load = [r for r in rows if r["group"] == "load"]
+    rows = [r for r in rows if r["group"] not in ("sharing", "load")]
     assert len(rows) == len(names)
     assert [r["name"] for r in sharing] == ["adam + matmul"] * 2 + ["batchnorm + matmul"]
     for r in sharing:
@@ -42,6 +43,12 @@ def test_bench_quick_table_and_json(tmp_path):
             assert ("torch_time" in r) == torch_installed
     if not torch_installed:
         assert "torch not installed" in lines[0]
+    expected_load = ["adam 1M", "batchnorm 4096x1024", "MLP train step"]
+    assert [r["name"] for r in load] == expected_load + ["torch fused Adam 1M"] * torch_installed
+    assert "Under load: two processes side by side" in p.stdout
+    for r in load:
+        assert r["alone_time"] > 0 and r["single_time"] > 0
+        assert r["ratio"] == pytest.approx(r["time"] / r["single_time"])
     adam = [r for r in rows if r["name"] == "adam"]
     assert [r["size"] for r in adam] == [1 << 16, 1 << 20]
     assert all(r["bytes"] == 28 * r["size"] for r in adam)
