@@ -72,6 +72,11 @@ def kernel_jobs(K=None, n=1 << 20, seed=1):
             Job("global_norm 1M", lambda: K.global_norm(g))]
 
 
+def stage(message):
+    """Progress on stderr: a hang report shows the last stage reached."""
+    print(f"[stage] {message}", file=sys.stderr, flush=True)
+
+
 def alone(jobs):
     """Each job's result, computed once with nothing else running."""
     return {job.name: job.run() for job in jobs}
@@ -160,6 +165,7 @@ def concurrent(matmul_threads, kernel_threads, reps):
     failures = Failures()
     mm, kk = matmul_jobs(), kernel_jobs()
     expected = expected_alone(mm + kk, failures)
+    stage("results computed alone")
     workers = [mm[i * len(mm) // matmul_threads:] + mm[:i * len(mm) // matmul_threads]
                for i in range(matmul_threads)] + [kk] * kernel_threads
     run_threads(workers, expected, failures, reps)
@@ -167,20 +173,26 @@ def concurrent(matmul_threads, kernel_threads, reps):
 
 
 def openmp_setting(set_max_active_levels_zero=False):
-    """Threaded products before ``import fastopt`` and after, under the OpenMP environment the
-    parent chose (or with ``omp_set_max_active_levels(0)`` called at run time); then large
-    kernels against fastopt.reference."""
+    """Threaded products before ``import fastopt`` and after, alone and from two Python threads
+    at once, under the OpenMP environment the parent chose (or with
+    ``omp_set_max_active_levels(0)`` called at run time); then large kernels against
+    fastopt.reference."""
     failures = Failures()
     mm = matmul_jobs(THREADED_SIZES)
     before = alone(mm)
+    stage("products computed before the import")
     import fastopt
     from fastopt import reference
 
+    stage("imported fastopt")
     if set_max_active_levels_zero:
         import ctypes
         ctypes.CDLL("libgomp.so.1").omp_set_max_active_levels(0)
     for job in mm:
         failures.check("after import", job, job.run(), before[job.name])
+    stage("products after the import done")
+    run_threads([mm, mm[::-1]], before, failures, reps=2)
+    stage("products from two threads done")
     for job, ref in zip(kernel_jobs(fastopt.kernels), kernel_jobs(reference), strict=True):
         job.rtol = 1e-5  # against the NumPy reference: close, not the same bits
         failures.check("kernel vs reference", job, job.run(), ref.run())
@@ -200,6 +212,7 @@ def start_method(method):
     failures = Failures()
     jobs = {job.name: job for job in matmul_jobs(THREADED_SIZES) + kernel_jobs()}
     expected = child_work()
+    stage("parent ran its products and kernels")
     with multiprocessing.get_context(method).Pool(2) as pool:
         results = pool.map(child_work, range(2))
     for i, result in enumerate(results):
@@ -217,6 +230,7 @@ def fork_before_import():
     noop = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda data: None)
     gomp.GOMP_parallel.argtypes = [type(noop), ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     gomp.GOMP_parallel(noop, None, 2, 0)  # a team of 2 threads, as any OpenMP library would
+    stage("parent ran a libgomp parallel region")
 
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -226,8 +240,13 @@ def fork_before_import():
         try:
             import fastopt  # noqa: F401
 
+            stage("forked child imported fastopt")
+            results = {}
+            for job in matmul_jobs(THREADED_SIZES) + kernel_jobs():
+                stage(f"forked child runs {job.name}")
+                results[job.name] = job.run()
             with os.fdopen(write_end, "wb") as f:
-                pickle.dump(child_work(), f)
+                pickle.dump(results, f)
             status = 0
         except BaseException:  # noqa: BLE001 - the parent reports it
             traceback.print_exc()
@@ -284,6 +303,7 @@ def with_torch(reps):
     t_mm, t_adam = tt[:-1], tt[-1:]
     mm, kk = matmul_jobs(SIZES[1:]), kernel_jobs()
     expected = expected_alone(tt + mm + kk, failures)
+    stage("results computed alone")
     run_threads([t_mm, mm, kk + t_adam, mm[::-1]], expected, failures, reps)
     failures.exit()
 

@@ -39,24 +39,23 @@ def run_child(call, **env):
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "tests")] + ([os.environ["PYTHONPATH"]] if "PYTHONPATH" in os.environ else []))
     code = f"import stress_child\nstress_child.{call}"
+    what = f"{call} with " + (" ".join(f"{k}={v}" for k, v in env.items()) or "no setting")
     # Own session, so a hang can be killed with its forked children and pool workers
     # (subprocess.run would kill only the child, then wait for pipes they still hold).
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=full_env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
+    hung = False
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
-        hung = False
     except subprocess.TimeoutExpired:
+        hung = True
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        hung = True
     if hung:
-        pytest.fail(f"hang: {call} with {env} still running after {TIMEOUT} s\n{out}{err}",
-                    pytrace=False)
+        pytest.fail(f"hang: {what} still running after {TIMEOUT} s\n{out}{err}", pytrace=False)
     if proc.returncode != 0:
-        pytest.fail(f"{call} with {env} exited with {proc.returncode}:\n{out}{err}",
-                    pytrace=False)
+        pytest.fail(f"{what} exited with {proc.returncode}:\n{out}{err}", pytrace=False)
 
 
 # ---------------------------------------------------------------------------- 1. threads
@@ -66,7 +65,7 @@ def run_child(call, **env):
                          ids=["2-matmul-threads", "4-matmul-threads",
                               "2-matmul+2-kernel-threads"])
 def test_concurrent_matmuls_and_kernels(matmul_threads, kernel_threads, blas):
-    run_child(f"concurrent({matmul_threads}, {kernel_threads}, reps=3)", **BLAS[blas])
+    run_child(f"concurrent({matmul_threads}, {kernel_threads}, reps=2)", **BLAS[blas])
 
 
 # ---------------------------------------------------------------------------- 2. OpenMP settings
@@ -109,7 +108,7 @@ def test_fork_after_libgomp_before_import(blas):
 @blas_modes
 def test_torch_in_the_same_process(blas):
     pytest.importorskip("torch")
-    run_child("with_torch(reps=3)", **BLAS[blas])
+    run_child("with_torch(reps=2)", **BLAS[blas])
 
 
 # ---------------------------------------------------------------------------- 5. num_threads
