@@ -31,9 +31,9 @@ class Job:
 
 
 def matmul_jobs(sizes=SIZES, seed=0):
-    """NumPy products, float32 and float64. The same sizes on the same threads run the same
-    OpenBLAS code, so a product computed twice gives the same bits: rtol 1e-5 / 1e-12 only
-    leaves room for nothing but a wrong product to fail."""
+    """NumPy products, float32 and float64. The same product on the same number of threads
+    runs the same OpenBLAS code and gives the same bits (measured on this code base);
+    rtol 1e-5 / 1e-12 of the largest value only forgives rounding, never a wrong block."""
     rng = np.random.default_rng(seed)
     jobs = []
     for dtype in (np.float32, np.float64):
