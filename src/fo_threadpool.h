@@ -63,7 +63,6 @@ static void fo_blas_install(size_t setter_address, int on) { (void)setter_addres
 #define FO_RELAX() __asm__ __volatile__("yield")
 #else
 #define FO_RELAX() ((void)0)
-#endif /* pthreads */
 #endif
 
 typedef struct {
