@@ -1,10 +1,13 @@
 """Build fastopt's Cython kernels.
 
-Every kernel module ``src/<name>.pyx`` is compiled once per instruction-set
-level into ``fastopt/_ext/<level>/<name>``; ``fastopt._dispatch`` picks the best
+Every kernel module ``src/kernels/<name>.pyx`` is compiled once per
+instruction-set level (the table in ``fastopt/runtime/levels.py``) into
+``fastopt/_ext/<level>/<name>``; ``fastopt.runtime.dispatch`` picks the best
 level the running CPU supports at import time.  The runtime modules
-(``src/_cpu.pyx``: CPU feature detection; ``src/_threadpool.pyx``: the thread
-pool) are compiled once, for the baseline.
+``src/runtime/<name>.pyx`` (``_cpu``: CPU feature detection; ``_threadpool``:
+the thread pool) are compiled once, for the baseline, into ``fastopt/<name>``.
+``src/common/`` holds what they share (the OpenMP shim, the parallel loop, the
+pool's C code).  Cython directives are set here only.
 
 Environment variables (all optional):
 
@@ -20,6 +23,7 @@ Environment variables (all optional):
 
 import os
 import platform
+import runpy
 import shutil
 import sys
 import tempfile
@@ -34,12 +38,8 @@ HERE = Path(__file__).parent.resolve()
 
 BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-std=c11"]
 
-# Instruction-set levels (x86-64 psABI micro-architecture levels).
-X86_LEVELS = {
-    "baseline": [],
-    "avx2": ["-march=x86-64-v3"],
-    "avx512": ["-march=x86-64-v4", "-mprefer-vector-width=512"],
-}
+# The one table of instruction-set levels, read by path: the package is not built yet.
+LEVELS = runpy.run_path(str(HERE / "fastopt" / "runtime" / "levels.py"))["LEVELS"]
 
 
 def _is_x86_64():
@@ -51,7 +51,7 @@ def _truthy(name):
 
 
 def _levels():
-    levels = dict(X86_LEVELS) if _is_x86_64() else {"baseline": []}
+    levels = {lv.name: list(lv.flags) for lv in LEVELS if _is_x86_64() or not lv.x86_only}
     wanted = os.environ.get("FASTOPT_ISA_LEVELS")
     if wanted:
         names = [w.strip() for w in wanted.split(",") if w.strip()]
@@ -134,8 +134,8 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-# Compiled once, for the baseline: CPU probing and the process's one thread pool.
-RUNTIME_MODULES = ("_cpu", "_threadpool")
+SRC = HERE / "src"
+INCLUDE = ["src/common"]
 
 
 def _extensions():
@@ -150,23 +150,24 @@ def _extensions():
         "nonecheck": False,
         "embedsignature": True,
     }
-    sources = sorted(p for p in (HERE / "src").glob("*.pyx") if p.stem not in RUNTIME_MODULES)
+    sources = sorted((SRC / "kernels").glob("*.pyx"))
     exts = []
     for level, isa_flags in _levels().items():
         level_exts = []
         for pyx in sources:
             ext = Extension(f"fastopt._ext.{level}.{pyx.stem}", [str(pyx.relative_to(HERE))],
-                            include_dirs=["src"])
+                            include_dirs=INCLUDE)
             ext.fastopt_level = level
             ext.fastopt_isa_flags = isa_flags
             level_exts.append(ext)
         # A separate build_dir per level: the generated C embeds the module name.
         exts += cythonize(level_exts, compiler_directives=directives,
-                          build_dir=f"build/cython/{level}", quiet=True)
-    runtime = [Extension(f"fastopt.{name}", [f"src/{name}.pyx"], include_dirs=["src"])
-               for name in RUNTIME_MODULES]
+                          build_dir=f"build/cython/{level}", include_path=INCLUDE, quiet=True)
+    # Compiled once, for the baseline: CPU probing and the process's one thread pool.
+    runtime = [Extension(f"fastopt.{pyx.stem}", [str(pyx.relative_to(HERE))], include_dirs=INCLUDE)
+               for pyx in sorted((SRC / "runtime").glob("*.pyx"))]
     exts += cythonize(runtime, compiler_directives=directives, build_dir="build/cython/runtime",
-                      quiet=True)
+                      include_path=INCLUDE, quiet=True)
     # cythonize returns fresh Extension objects: copy our attributes across.
     for ext in exts:
         level = ext.name.split(".")[-2] if ext.name.startswith("fastopt._ext.") else "baseline"

@@ -14,29 +14,47 @@ update rules.
 
 __version__ = "0.1.0"
 
-from . import data, init, kernels, reference, schedules, tuning
-from . import _blas
-from ._blas import restore_blas_threads, share_blas_threads
-from ._dispatch import ext as _ext
-from . import _threads
-from ._threads import default_num_threads, get_num_threads, num_threads, set_num_threads
-from .flat import FlatParams
-from .checkpoint import load_checkpoint, save_checkpoint
-from .layers import BatchNorm
-from .preprocessing import Standardizer
+import sys as _sys
+
+from .runtime import blas as _blas, dispatch as _dispatch, threads as _threads
+from .runtime.blas import restore_blas_threads, share_blas_threads
+from .runtime.dispatch import ext as _ext
+from .runtime.threads import default_num_threads, get_num_threads, num_threads, set_num_threads
+from . import kernels, reference
+from .nn import init
+from .nn.flat import FlatParams
+from .nn.layers import BatchNorm
 from .optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
+from . import data
+from .data.preprocessing import Standardizer
+from .train import schedules, tuning
+from .train.checkpoint import load_checkpoint, save_checkpoint
+
+# The modules' paths before the layout in folders (fastopt.flat, fastopt.init, ...): the same
+# module objects, so ``import fastopt.init`` and ``from fastopt.checkpoint import ...`` work.
+for _old, _module in {
+    "_dispatch": _dispatch, "_threads": _threads, "_blas": _blas, "_check": kernels._check,
+    "init": init, "flat": _sys.modules[__name__ + ".nn.flat"],
+    "layers": _sys.modules[__name__ + ".nn.layers"],
+    "preprocessing": _sys.modules[__name__ + ".data.preprocessing"],
+    "schedules": schedules, "tuning": tuning,
+    "checkpoint": _sys.modules[__name__ + ".train.checkpoint"],
+}.items():
+    _sys.modules.setdefault(f"{__name__}.{_old}", _module)
+    globals().setdefault(_old, _module)
+del _old, _module
 
 
-def isa():
+def isa() -> str:
     """The instruction-set level of the kernels in use ('baseline', 'avx2' or 'avx512')."""
     return _ext.level
 
 
-def info():
+def info() -> dict:
     """Build and runtime facts, as a dict (what ``fastopt info`` prints)."""
     import os
 
-    from . import _cpu, _dispatch, _threadpool
+    from . import _cpu, _threadpool
 
     level, openmp, cflags = _ext._optim.build_info()
     return {

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import _dispatch
+from fastopt.runtime import dispatch as _dispatch
 
 
 @pytest.fixture(params=_dispatch.supported_levels())

@@ -6,7 +6,7 @@ import pytest
 import fastopt
 from fastopt import kernels as K
 from fastopt import reference as R
-from fastopt._dispatch import ext
+from fastopt.runtime.dispatch import ext
 
 RTOL = ATOL = 1e-5
 

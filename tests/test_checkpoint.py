@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt.checkpoint import CheckpointError
+from fastopt.train.checkpoint import CheckpointError
 
 
 def _model():

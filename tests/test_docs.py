@@ -25,10 +25,11 @@ def test_readme_examples_run_and_learn(capsys):
             assert float(out[-1]) >= 0.98, f"block {i}"
 
 
-@pytest.mark.parametrize("module", ["fastopt.kernels", "fastopt.flat", "fastopt.optim",
-                                    "fastopt.layers", "fastopt.init", "fastopt.schedules",
-                                    "fastopt.data", "fastopt.tuning", "fastopt.preprocessing",
-                                    "fastopt.checkpoint"])
+@pytest.mark.parametrize("module", ["fastopt.kernels", "fastopt.nn.flat", "fastopt.optim.optimizers",
+                                    "fastopt.nn.layers", "fastopt.nn.init",
+                                    "fastopt.train.schedules", "fastopt.data.minibatch",
+                                    "fastopt.train.tuning", "fastopt.data.preprocessing",
+                                    "fastopt.train.checkpoint"])
 def test_docstring_examples(module):
     import importlib
 

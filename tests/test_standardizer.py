@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt.preprocessing import NotFittedError
+from fastopt.data.preprocessing import NotFittedError
 
 
 def _np_standard_scaler(X):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from fastopt import _blas, _dispatch
+from fastopt.runtime import blas as _blas, dispatch as _dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,1 +1,1 @@
-"""Compiled kernel modules, one sub-package per instruction-set level; see fastopt._dispatch."""
+"""Compiled kernel modules, one sub-package per instruction-set level; see fastopt.runtime.dispatch."""

@@ -25,10 +25,11 @@ import time
 
 import numpy as np
 
-from . import kernels as K
-from . import reference as R
-from ._dispatch import ext
-from ._threads import get_num_threads
+from .. import kernels as K
+from .. import reference as R
+from ..runtime.dispatch import ext
+from ..optim.registry import SPECS
+from ..runtime.threads import get_num_threads
 
 SIZES = {"64K": 1 << 16, "1M": 1 << 20, "16M": 1 << 24}
 BN_SHAPES = [(256, 1024), (4096, 1024), (64, 64, 56, 56)]
@@ -66,55 +67,27 @@ def _torch():
 
 # ------------------------------------------------------------------ optimizers
 
-_OPT_SPECS = {
-    # name: (number of state buffers, bytes per element moved, roofline in/out buffers)
-    "sgd-momentum": (1, 5 * 4),
-    "rmsprop": (1, 5 * 4),
-    "adam": (2, 7 * 4),
-    "adamw": (2, 7 * 4),
-}
-
-
-def _opt_call(mod, name, p, g, s):
-    if name == "sgd-momentum":
-        return lambda: mod.sgd_step(p, g, s[0], lr=1e-3, momentum=0.9)
-    if name == "rmsprop":
-        return lambda: mod.rmsprop_step(p, g, s[0], lr=1e-3, eps_inside_sqrt=False, alpha=0.99)
-    decoupled = name == "adamw"
-    return lambda: mod.adam_step(p, g, s[0], s[1], step=10, lr=1e-3,
-                                 weight_decay=1e-2 if decoupled else 0.0,
-                                 decoupled_weight_decay=decoupled)
-
-
-def _torch_opt(torch, name, p, g):
-    tp = torch.nn.Parameter(torch.from_numpy(p.copy()))
-    tp.grad = torch.from_numpy(g.copy())
-    if name == "sgd-momentum":
-        opt = torch.optim.SGD([tp], lr=1e-3, momentum=0.9, fused=True)
-    elif name == "rmsprop":
-        opt = torch.optim.RMSprop([tp], lr=1e-3, alpha=0.99)
-    elif name == "adam":
-        opt = torch.optim.Adam([tp], lr=1e-3, fused=True)
-    else:
-        opt = torch.optim.AdamW([tp], lr=1e-3, weight_decay=1e-2, fused=True)
-    return opt.step
+#: The optimizers benchmarked: those with a PyTorch twin to compare against, by row name.
+OPTIMIZERS = {spec.bench_name: spec for spec in SPECS.values() if spec.torch is not None}
 
 
 def bench_optimizer(name, n, reps, torch=None):
     rng = np.random.default_rng(0)
     p = rng.standard_normal(n).astype(np.float32)
     g = rng.standard_normal(n).astype(np.float32)
-    nstate, bpe = _OPT_SPECS[name]
-    s = [np.abs(rng.standard_normal(n)).astype(np.float32) * 1e-3 for _ in range(nstate)]
+    spec = OPTIMIZERS[name]
+    bpe = spec.bytes_per_element
+    s = [np.abs(rng.standard_normal(n)).astype(np.float32) * 1e-3 for _ in spec.state]
     nt = get_num_threads()
-    t = _median_time(_opt_call(K, name, p, g, s), reps)
+    t = _median_time(lambda: spec.call(K, p, g, s, step=10), reps)
     ref_reps = reps if n < (1 << 23) else max(3, reps // 2)
-    tr = _median_time(_opt_call(R, name, p, g, [x.copy() for x in s]), ref_reps, warmup=1)
+    s_ref = [x.copy() for x in s]
+    tr = _median_time(lambda: spec.call(R, p, g, s_ref, step=10), ref_reps, warmup=1)
     troof = _median_time(lambda: ext._roofline.update([p] + s, g, nt), reps)
     row = dict(group="optimizer", name=name, size=n, time=t, bytes=bpe * n, roofline_time=troof,
                reference_time=tr)
     if torch is not None:
-        row["torch_time"] = _torch_time(_torch_opt(torch, name, p, g), reps)
+        row["torch_time"] = _torch_time(spec.torch_step(torch, p, g), reps)
     return row
 
 
@@ -168,9 +141,9 @@ def bench_batchnorm(shape, reps, torch=None):
 
 def bench_train_step(reps, batch_size=256):
     """One step (forward, backward, Adam) of the demo MLP on a batch of digits."""
-    from ._cli_train import prepare_data
-    from .models import MLP
-    from .optim import Adam
+    from ..data.datasets import prepare_data
+    from ..nn.models import MLP
+    from ..optim import Adam
 
     Xtr, ytr, _, _, _ = prepare_data(0)
     Xb, yb = np.ascontiguousarray(Xtr[:batch_size]), ytr[:batch_size]
@@ -199,8 +172,8 @@ def model_shapes(blocks=20, d=208):
 
 
 def bench_model(reps, torch=None):
-    from .flat import FlatParams
-    from .optim import Adam
+    from ..nn.flat import FlatParams
+    from ..optim import Adam
 
     shapes = model_shapes()
     fp = FlatParams(shapes)
@@ -281,9 +254,9 @@ def _load_step(case, threads):
             K.batchnorm_backward(x, x, gamma, mu, s, out=(y, None, None))
         return bn
     if case == "MLP train step":
-        from ._cli_train import prepare_data
-        from .models import MLP
-        from .optim import Adam
+        from ..data.datasets import prepare_data
+        from ..nn.models import MLP
+        from ..optim import Adam
 
         Xtr, ytr, _, _, _ = prepare_data(0)
         Xb, yb = np.ascontiguousarray(Xtr[:256]), ytr[:256]
@@ -300,7 +273,7 @@ def _load_step(case, threads):
         if threads is not None:
             torch.set_num_threads(threads)
         p = rng.standard_normal(1 << 20).astype(np.float32)
-        return _torch_opt(torch, "adam", p, p.copy())
+        return SPECS["adam"].torch_step(torch, p, p.copy())
     raise ValueError(f"case must be one of {LOAD_CASES}, got {case!r}")
 
 
@@ -309,7 +282,7 @@ def _load_worker(case, threads, seconds):
     import sys
 
     if threads is not None:
-        from ._threads import set_num_threads
+        from ..runtime.threads import set_num_threads
 
         set_num_threads(threads)
     step = _load_step(case, threads)
@@ -335,7 +308,7 @@ def _side_by_side(case, threads, seconds, nproc=2):
     env = dict(os.environ)
     if threads is not None:  # the BLAS of "one thread each" is single-threaded too
         env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    code = f"from fastopt.bench import _load_worker; _load_worker({case!r}, {threads!r}, {seconds!r})"
+    code = f"from fastopt.benchmark.suite import _load_worker; _load_worker({case!r}, {threads!r}, {seconds!r})"
     procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=env) for _ in range(nproc)]
     try:
@@ -374,7 +347,7 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_l
     sizes = QUICK_SIZES if quick else SIZES
     shapes = QUICK_BN_SHAPES if quick else BN_SHAPES
     rows = []
-    jobs = [(bench_optimizer, (name, n, reps, torch)) for name in _OPT_SPECS for n in sizes.values()]
+    jobs = [(bench_optimizer, (name, n, reps, torch)) for name in OPTIMIZERS for n in sizes.values()]
     jobs += [(bench_batchnorm, (s, reps, torch)) for s in shapes]
     if include_train:
         jobs.append((bench_train_step, (reps,)))
@@ -462,7 +435,7 @@ def plot(result, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in _OPT_SPECS:
+    for name in OPTIMIZERS:
         rows = [r for r in result["rows"] if r["name"] == name]
         ns = [r["size"] for r in rows]
         ax.plot(ns, [r["bytes"] / r["time"] / 1e9 for r in rows], "o-", label=f"{name} (fastopt)")
@@ -483,51 +456,3 @@ def plot(result, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def _cmd_bench(args):
-    import sys
-
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("fastopt bench: error: --plot needs matplotlib: pip install matplotlib",
-                  file=sys.stderr)
-            return 2
-
-    def progress(i, n):
-        if sys.stderr.isatty():
-            sys.stderr.write(f"\rbenchmark {i + 1}/{n}")
-            sys.stderr.flush()
-
-    result = run(quick=args.quick, reps=args.reps, use_torch=not args.no_torch,
-                 include_train=not args.no_train, include_load=not args.no_load,
-                 progress=progress)
-    if sys.stderr.isatty():
-        sys.stderr.write("\r" + " " * 20 + "\r")
-    print(format_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1, default=list)
-        print(f"wrote {args.json}")
-    if args.plot:
-        plot(result, args.plot)
-        print(f"wrote {args.plot}")
-    return 0
-
-
-def add_bench(sub):
-    from .cli import positive_int
-
-    p = sub.add_parser("bench", help="time every kernel against the roofline, NumPy and PyTorch",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
-    p.add_argument("--reps", type=positive_int, help="repetitions per measurement (default 7)")
-    p.add_argument("--json", metavar="PATH", help="also write the raw numbers as JSON")
-    p.add_argument("--plot", metavar="PNG", help="GB/s against size (needs matplotlib)")
-    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
-    p.add_argument("--no-train", action="store_true", help="skip the MLP training step")
-    p.add_argument("--no-load", action="store_true",
-                   help="skip the under-load table (two processes side by side)")
-    p.set_defaults(func=_cmd_bench)

@@ -1,28 +1,23 @@
-"""The ``fastopt`` command line: ``fastopt info`` (and the subcommands registered below)."""
+"""The ``fastopt`` command line: ``fastopt info``, ``train``, ``tune`` and ``bench``.
+
+The CLI is the top layer, a leaf: nothing in the library imports it.  Each subcommand lives
+in its own module, imported only when that subcommand runs (``fastopt info`` loads neither
+the training code nor the benchmark).
+"""
 
 import argparse
-import math
+import importlib
 import sys
 
-
-def arg_type(convert, ok, expected):
-    """An argparse ``type=``: convert, check, or a usage error naming what was expected."""
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-    parse.__name__ = expected
-    return parse
-
-
-positive_int = arg_type(int, lambda v: v >= 1, "a positive integer")
-nonneg_int = arg_type(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = arg_type(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
-unit_float = arg_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+#: subcommand -> (module, function adding its parser, one-line help for ``fastopt --help``)
+SUBCOMMANDS = {
+    "info": ("fastopt.cli", "add_info", "version, instruction set, OpenMP, threads, compile flags"),
+    "train": ("fastopt.cli.train", "add_train", "train an MLP on the UCI digits with fastopt's kernels"),
+    "tune": ("fastopt.cli.train", "add_tune",
+             "random-search the learning rate, β, hidden units, batch size"),
+    "bench": ("fastopt.cli.bench", "add_bench",
+              "time every kernel against the roofline, NumPy and PyTorch"),
+}
 
 
 def _cmd_info(args):
@@ -41,47 +36,30 @@ def _cmd_info(args):
     return 0
 
 
-def _add_info(sub):
-    p = sub.add_parser("info", help="version, instruction set, OpenMP, threads, compile flags")
+def add_info(sub):
+    """Add ``fastopt info`` to the subparsers ``sub``."""
+    p = sub.add_parser("info", help=SUBCOMMANDS["info"][2])
     p.set_defaults(func=_cmd_info)
 
 
-def _add_train(sub):
-    from ._cli_train import add_train
+def build_parser(command=None):
+    """The parser; with ``command``, only that subcommand's module is imported."""
+    from fastopt import __version__
 
-    add_train(sub)
-
-
-def _add_tune(sub):
-    from ._cli_train import add_tune
-
-    add_tune(sub)
-
-
-def _add_bench(sub):
-    from .bench import add_bench
-
-    add_bench(sub)
-
-
-# Each entry adds one subcommand to the parser (set_defaults(func=...) runs it).
-SUBCOMMANDS = [_add_info, _add_train, _add_tune, _add_bench]
-
-
-def build_parser():
     parser = argparse.ArgumentParser(prog="fastopt",
                                      description="Fused optimizer kernels for NumPy training loops.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in SUBCOMMANDS:
-        add(sub)
+    for name, (module, add, _) in SUBCOMMANDS.items():
+        if command is None or name == command:
+            getattr(importlib.import_module(module), add)(sub)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Run the ``fastopt`` command (``argv``: the arguments, default ``sys.argv[1:]``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in SUBCOMMANDS else None).parse_args(argv)
     return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,6 @@
 """``fastopt train`` and ``fastopt tune``: the seed's whole method on the UCI digits."""
 
+import argparse
 import json
 import math
 import sys
@@ -7,9 +8,11 @@ import time
 
 import numpy as np
 
-from .cli import nonneg_int, positive_float, positive_int, unit_float
+from ..data.datasets import prepare_data
+from ..optim.registry import SPECS
+from .types import nonneg_int, positive_float, positive_int, unit_float
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
+OPTIMIZERS = tuple(SPECS)
 DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_size=64, seed=0,
                 hidden=256, beta=0.9)
 
@@ -20,38 +23,9 @@ class UsageError(Exception):
 
 # ------------------------------------------------------------------ the task
 
-def prepare_data(seed, test_fraction=0.2):
-    """Digits split into train/test (stratified by a seeded shuffle), standardized on train."""
-    from .models import load_digits
-    from .preprocessing import Standardizer
-
-    X, y = load_digits()
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(y))
-    n_test = int(round(len(y) * test_fraction))
-    test, train = order[:n_test], order[n_test:]
-    scaler = Standardizer()
-    t = time.perf_counter()
-    Xtr = scaler.fit_transform(X[train])
-    Xte = scaler.transform(X[test])
-    kernel_time = time.perf_counter() - t
-    return Xtr, y[train], Xte, y[test], kernel_time
-
-
 def make_optimizer(name, params, lr, *, beta=0.9, impl="fused"):
-    import fastopt
-
-    if name == "adam":
-        return fastopt.Adam(params, lr=lr, betas=(beta, 0.999), impl=impl)
-    if name == "adamw":
-        return fastopt.AdamW(params, lr=lr, betas=(beta, 0.999), impl=impl)
-    if name == "sgd":
-        return fastopt.SGD(params, lr=lr, momentum=beta, impl=impl)
-    if name == "momentum":
-        return fastopt.Momentum(params, lr=lr, beta=beta, impl=impl)
-    if name == "rmsprop":
-        return fastopt.RMSprop(params, lr=lr, alpha=beta, impl=impl)
-    raise ValueError(f"unknown optimizer {name!r}")
+    """The optimizer ``name`` (see fastopt.optim.SPECS), with ``--beta`` as its momentum/β1/α."""
+    return SPECS[name].make(params, lr, beta=beta, impl=impl)
 
 
 class Run:
@@ -59,8 +33,8 @@ class Run:
 
     def __init__(self, *, optimizer, lr, schedule, epochs, batch_size, seed, hidden=256, beta=0.9,
                  impl="fused", data=None):
-        from . import schedules
-        from .models import MLP
+        from ..nn.models import MLP
+        from ..train import schedules
 
         self.Xtr, self.ytr, self.Xte, self.yte, self.prep_time = data or prepare_data(seed)
         self.model = MLP((64, hidden, hidden, 10), rng=seed, impl=impl)
@@ -72,7 +46,7 @@ class Run:
         self.history = []
 
     def train_epoch(self, progress=None):
-        from .data import minibatches
+        from ..data import minibatches
 
         epoch = self.epochs_done + 1
         self.opt.set_epoch(epoch)
@@ -106,14 +80,14 @@ class Run:
 
     # -------------------------------------------------------------- checkpoints
     def save(self, path):
-        from .checkpoint import save_checkpoint
+        from ..train.checkpoint import save_checkpoint
 
         save_checkpoint(path, self.model.params, self.opt, epoch=self.epochs_done,
                         rng_state=self.rng.bit_generator.state, history=self.history,
                         **{k.replace(".", "__"): v for k, v in self.model.state_dict().items()})
 
     def resume(self, path):
-        from .checkpoint import CheckpointError, load_checkpoint
+        from ..train.checkpoint import CheckpointError, load_checkpoint
 
         # load_checkpoint checks the whole file before it changes params or optimizer
         extras = load_checkpoint(path, self.model.params, self.opt)
@@ -217,7 +191,7 @@ def _plot(hist, path):
 
 
 def _cmd_tune(args):
-    from . import tuning
+    from ..train import tuning
 
     # Tune on a validation split of the training data: the held-out test set stays unseen.
     Xtr, ytr, _, _, _ = prepare_data(args.seed)
@@ -265,19 +239,23 @@ def add_train(sub):
                        description="Train a 64-H-H-10 MLP (BatchNorm + ReLU, He init, softmax "
                                    "cross-entropy) on the UCI handwritten digits shipped with "
                                    "fastopt, with input standardization, mini-batches, an "
-                                   "optimizer and a learning-rate schedule.")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
+                                   "optimizer and a learning-rate schedule.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"],
+                   help="the optimizer (fastopt.optim.SPECS)")
     p.add_argument("--lr", type=positive_float, default=DEFAULTS["lr"], help="initial learning rate")
     p.add_argument("--schedule", choices=("constant", "inverse_time", "exponential",
                                           "inverse_sqrt", "step", "cosine"),
-                   default=DEFAULTS["schedule"])
-    p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"])
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"])
+                   default=DEFAULTS["schedule"], help="learning-rate schedule over the epochs")
+    p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"], help="epochs to train")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"],
+                   help="samples per mini-batch")
     p.add_argument("--hidden", type=positive_int, default=DEFAULTS["hidden"],
                    help="hidden units per layer")
     p.add_argument("--beta", type=unit_float, default=DEFAULTS["beta"],
                    help="momentum β / Adam β1 / RMSprop α")
-    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"])
+    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
+                   help="seed of the split, the initialization and the shuffling")
     p.add_argument("--impl", choices=("fused", "reference"), default="fused",
                    help="fastopt's compiled kernels or the NumPy reference")
     p.add_argument("--plot", metavar="PNG", help="save loss and accuracy curves (needs matplotlib)")
@@ -291,11 +269,14 @@ def add_tune(sub):
     p = sub.add_parser("tune", help="random-search the learning rate, β, hidden units, batch size",
                        description="Random search (not a grid) over the seed's most important "
                                    "hyperparameters, each trial a short training run scored on a "
-                                   "validation split; prints a ranked table.")
-    p.add_argument("--trials", type=positive_int, default=10)
+                                   "validation split; prints a ranked table.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--trials", type=positive_int, default=10, help="training runs to try")
     p.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
-    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"])
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"],
+                   help="the optimizer every trial uses")
+    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
+                   help="seed of the split and of the search")
     p.add_argument("--json", metavar="PATH", help="also write the trials as JSON")
     p.set_defaults(func=_run_guarded(_cmd_tune))
 

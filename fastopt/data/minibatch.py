@@ -15,8 +15,8 @@ Examples
 
 import numpy as np
 
-from . import _check
-from ._rng import as_generator
+from ..kernels import _check
+from ..runtime.rng import as_generator
 
 __all__ = ["minibatches", "suggest_batch_size", "SMALL_DATASET"]
 

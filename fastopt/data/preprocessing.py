@@ -14,8 +14,8 @@ the mean of :math:`x^2` after centring, which is the variance used here.)
 
 import numpy as np
 
-from ._dispatch import ext
-from ._threads import get_num_threads
+from ..runtime.dispatch import ext
+from ..runtime.threads import get_num_threads
 
 __all__ = ["Standardizer", "NotFittedError"]
 

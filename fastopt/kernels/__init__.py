@@ -15,8 +15,8 @@ change nothing.  The kernels release the GIL.
 import numpy as np
 
 from . import _check
-from ._dispatch import ext
-from ._threads import get_num_threads
+from ..runtime.dispatch import ext
+from ..runtime.threads import get_num_threads
 
 __all__ = ["sgd_step", "rmsprop_step", "adam_step", "global_norm", "clip_grad_norm_"]
 

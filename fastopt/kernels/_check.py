@@ -104,6 +104,12 @@ def flag(name, x):
 # ------------------------------------------------------- one check per kernel
 
 
+def nesterov_rule(nesterov, momentum, dampening):
+    """Nesterov momentum needs momentum > 0 and no dampening (the kernels and SGD check this)."""
+    if nesterov and (momentum == 0 or dampening != 0):
+        raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
+
+
 def sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay):
     array("param", param, writable=True)
     array("grad", grad, writable=False, like=param)
@@ -112,8 +118,7 @@ def sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_dec
     dampening = unit_interval("dampening", dampening, closed_right=True)
     nesterov = flag("nesterov", nesterov)
     weight_decay = at_least("weight_decay", weight_decay, 0.0)
-    if nesterov and (momentum == 0 or dampening != 0):
-        raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
+    nesterov_rule(nesterov, momentum, dampening)
     if momentum != 0:
         if momentum_buf is None:
             raise ValueError("momentum_buf is None, but momentum > 0 needs a float32 buffer "

@@ -27,7 +27,7 @@ import operator
 
 import numpy as np
 
-from ._rng import as_generator
+from ..runtime.rng import as_generator
 
 __all__ = ["xavier", "he"]
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from . import _check
-from . import kernels as _kernels
-from . import reference as _reference
+from ..kernels import _check
+from .. import kernels as _kernels
+from .. import reference as _reference
 from .flat import FlatParams
 
 __all__ = ["BatchNorm"]

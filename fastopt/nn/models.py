@@ -11,11 +11,11 @@ place, so an optimizer updates the whole model with one fused call.
 import numpy as np
 
 from . import init
-from ._rng import as_generator
+from ..runtime.rng import as_generator
 from .flat import FlatParams
 from .layers import BatchNorm
 
-__all__ = ["MLP", "softmax_cross_entropy", "load_digits"]
+__all__ = ["MLP", "softmax_cross_entropy"]
 
 
 def softmax_cross_entropy(logits, labels):
@@ -152,16 +152,3 @@ class MLP:
             bn.running_mean[...] = state[f"{bn.name}.running_mean"]
             bn.running_var[...] = state[f"{bn.name}.running_var"]
 
-
-def load_digits():
-    """The UCI handwritten digits shipped with fastopt: X (1797, 64) float32 in 0..16, y (1797,) int64.
-
-    A copy of the test set of the UCI "Optical Recognition of Handwritten
-    Digits" data (Alpaydin & Kaynak, 1998; CC BY 4.0), as distributed with
-    scikit-learn; see ``fastopt/_data/DIGITS_LICENSE.txt``.
-    """
-    from importlib import resources
-
-    with resources.files("fastopt").joinpath("_data/digits.npz").open("rb") as f:
-        with np.load(f) as z:
-            return z["X"].astype(np.float32), z["y"].astype(np.int64)

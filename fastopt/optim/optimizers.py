@@ -9,10 +9,11 @@ kernel call per array).  ``impl="reference"`` runs the NumPy reference
 
 import numpy as np
 
-from . import _check
-from . import kernels as _kernels
-from . import reference as _reference
-from .flat import FlatParams
+from ..kernels import _check
+from .. import kernels as _kernels
+from .. import reference as _reference
+from ..nn.flat import FlatParams
+from .registry import SPECS
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 
@@ -217,7 +218,7 @@ class SGD(Optimizer):
                                   weight_decay=weight_decay))
         self.momentum, self.dampening = float(momentum), float(dampening)
         self.nesterov, self.weight_decay = bool(nesterov), float(weight_decay)
-        self._state_names = ("momentum_buf",) if self.momentum != 0 else ()
+        self._state_names = SPECS["sgd"].state if self.momentum != 0 else ()
         super().__init__(params, lr, impl=impl)
 
     def _validate_hyper(self, h):
@@ -225,8 +226,7 @@ class SGD(Optimizer):
         d = _check.unit_interval("dampening", h["dampening"], closed_right=True)
         n = _check.flag("nesterov", h["nesterov"])
         _check.at_least("weight_decay", h["weight_decay"], 0.0)
-        if n and (m == 0 or d != 0):
-            raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
+        _check.nesterov_rule(n, m, d)
         if hasattr(self, "state") and (m != 0) != ("momentum_buf" in self.state):
             raise ValueError("momentum cannot change between zero and non-zero after construction")
 
@@ -261,7 +261,7 @@ class RMSprop(Optimizer):
     ``alpha=0.99`` give ``torch.optim.RMSprop``'s rule and default.
     """
 
-    _state_names = ("square_avg",)
+    _state_names = SPECS["rmsprop"].state
     _hyper_names = ("alpha", "eps", "eps_inside_sqrt", "weight_decay")
 
     def __init__(self, params, lr, alpha=0.9, eps=1e-8, eps_inside_sqrt=True, weight_decay=0.0,
@@ -300,7 +300,7 @@ class Adam(Optimizer):
     array([-0.01,  0.01,  0.  ], dtype=float32)
     """
 
-    _state_names = ("exp_avg", "exp_avg_sq")
+    _state_names = SPECS["adam"].state
     _hyper_names = ("betas", "eps", "weight_decay")
     _decoupled = False
 

@@ -10,7 +10,7 @@ remove).  See :mod:`fastopt.kernels` for the maths in the docstrings.
 
 import numpy as np
 
-from . import _check
+from ..kernels import _check
 
 __all__ = ["sgd_step", "rmsprop_step", "adam_step", "global_norm", "clip_grad_norm_"]
 

@@ -24,7 +24,7 @@ import ctypes
 import os
 import sys
 
-from . import _threadpool
+from .. import _threadpool
 
 # Setter names in the scipy-openblas builds of NumPy (ILP64) and SciPy (LP64), and plain OpenBLAS.
 _SETTERS = (

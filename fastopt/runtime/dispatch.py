@@ -1,6 +1,6 @@
 """Pick, at import, the compiled kernels for the best instruction set this CPU runs.
 
-``setup.py`` builds every kernel module once per level into
+``setup.py`` builds every kernel module once per level (``levels.LEVELS``) into
 ``fastopt/_ext/<level>/``.  At import, fastopt loads the best level that this
 CPU supports and that was built, unless the environment variable
 ``FASTOPT_ISA`` (``baseline``, ``avx2`` or ``avx512``) forces one; forcing a
@@ -16,9 +16,8 @@ import os
 import pkgutil
 import types
 
-from . import _cpu
-
-LEVELS = ("baseline", "avx2", "avx512")
+from .. import _cpu
+from .levels import NAMES as LEVELS
 
 #: The kernel modules of the active level, as attributes (``ext._optim``).
 ext = types.SimpleNamespace(level=None)

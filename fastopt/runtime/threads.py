@@ -20,7 +20,7 @@ import math
 import operator
 import os
 
-from ._dispatch import ext
+from .dispatch import ext
 
 _explicit = None
 _local = contextvars.ContextVar("fastopt_num_threads", default=None)

@@ -27,8 +27,8 @@ import zipfile
 
 import numpy as np
 
-from .flat import FlatParams
-from .optim import Optimizer
+from ..nn.flat import FlatParams
+from ..optim import Optimizer
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
 
@@ -141,9 +141,7 @@ def load_checkpoint(path, params, optimizer):
     if meta["type"] != type(optimizer).__name__:
         raise CheckpointError(f"checkpoint {path!r} holds a {meta['type']} optimizer, "
                               f"not {type(optimizer).__name__}")
-    hyper = meta["hyper"]
-    if "betas" in hyper:
-        hyper["betas"] = tuple(hyper["betas"])
+    hyper = meta["hyper"]  # (JSON gives betas as a list: Adam.load_state_dict makes it a tuple)
     sd = {"type": meta["type"], "step": meta["step"], "epoch": meta["epoch"], "hyper": hyper,
           "state": state}
     try:

@@ -27,7 +27,7 @@ Examples
 
 import math
 
-from . import _check
+from ..kernels import _check
 
 __all__ = ["Schedule", "constant", "inverse_time", "exponential", "inverse_sqrt", "step", "cosine"]
 

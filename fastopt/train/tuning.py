@@ -18,8 +18,8 @@ Examples
 import math
 from dataclasses import dataclass, field
 
-from . import _check
-from ._rng import as_generator
+from ..kernels import _check
+from ..runtime.rng import as_generator
 
 __all__ = ["Sampler", "log_uniform", "one_minus_log_uniform", "uniform", "integers",
            "powers_of_two", "choice", "Trial", "random_search", "default_space", "TIERS"]

@@ -1,4 +1,3 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Fused batch-normalization kernels over x viewed as (N, C, S), S = prod(spatial).
 
 Statistics are per channel c, over the N*S values x[:, c, :].  The work is cut

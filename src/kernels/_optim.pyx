@@ -1,4 +1,3 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Fused, in-place optimizer kernels over flat float32 buffers.
 
 These functions trust their arguments: ``fastopt.kernels`` checks dtype,

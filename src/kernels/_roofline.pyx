@@ -1,4 +1,3 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The in-process roofline: the kernels' memory traffic with no real arithmetic.
 
 Each function moves the bytes of one kernel pass (same fixed blocks, same

@@ -1,0 +1,55 @@
+"""``fastopt bench``: the command around :func:`fastopt.benchmark.run`."""
+
+import argparse
+import json
+import sys
+
+from .types import positive_int
+
+
+def _cmd_bench(args):
+    from ..benchmark import format_table, plot, run
+
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("fastopt bench: error: --plot needs matplotlib: pip install matplotlib",
+                  file=sys.stderr)
+            return 2
+
+    def progress(i, n):
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\rbenchmark {i + 1}/{n}")
+            sys.stderr.flush()
+
+    result = run(quick=args.quick, reps=args.reps, use_torch=not args.no_torch,
+                 include_train=not args.no_train, include_load=not args.no_load,
+                 progress=progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + " " * 20 + "\r")
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=list)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def add_bench(sub):
+    """Add ``fastopt bench`` to the subparsers ``sub``."""
+    p = sub.add_parser("bench", help="time every kernel against the roofline, NumPy and PyTorch",
+                       description="Every kernel against the memory roofline, NumPy and PyTorch, in one run.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions")
+    p.add_argument("--reps", type=positive_int, help="repetitions per measurement (None: 3 with --quick, else 7)")
+    p.add_argument("--json", metavar="PATH", help="also write the raw numbers as JSON")
+    p.add_argument("--plot", metavar="PNG", help="GB/s against size (needs matplotlib)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    p.add_argument("--no-train", action="store_true", help="skip the MLP training step")
+    p.add_argument("--no-load", action="store_true",
+                   help="skip the under-load table (two processes side by side)")
+    p.set_defaults(func=_cmd_bench)

@@ -1,0 +1,12 @@
+"""The optimizer layer: optimizer classes, and the one registry of optimizers they share.
+
+``fastopt.optim.SPECS`` (see :mod:`fastopt.optim.registry`) lists every optimizer once: its
+state buffers, kernel and reference functions, PyTorch twin and memory traffic.  The
+optimizer classes (:mod:`fastopt.optim.optimizers`), the benchmark, ``fastopt train`` and the
+tests derive their lists from it.
+"""
+
+from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
+from .registry import SPECS, OptimizerSpec
+
+__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "SPECS", "OptimizerSpec"]

@@ -1,0 +1,117 @@
+"""The one registry of optimizers.
+
+Every optimizer fastopt has is one :class:`OptimizerSpec` in :data:`SPECS`.  The optimizer
+classes take their state buffer names from it, ``fastopt train`` its ``--optimizer`` choices
+and how ``--beta`` maps to each, the benchmark its rows (bytes moved, the PyTorch twin), and
+the tests their kernel-against-reference list.  Adding an optimizer means adding a kernel
+pair (``fastopt.kernels`` / ``fastopt.reference``), a class, and one entry here.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import kernels, reference
+
+__all__ = ["OptimizerSpec", "SPECS"]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One optimizer: its names, buffers, functions and cost.
+
+    Parameters
+    ----------
+    name : str
+        The name in ``fastopt train --optimizer`` and in the benchmark.
+    optimizer : str
+        The class in :mod:`fastopt.optim`.
+    kernel : str
+        The function in both :mod:`fastopt.kernels` and :mod:`fastopt.reference`.
+    state : tuple of str
+        The state buffers, in the kernel's argument order after ``param, grad``: C-contiguous
+        float32 arrays like ``param``, zeros at the start.
+    bytes_per_element : int
+        Bytes one step must move per parameter (each float32 buffer read or written once).
+    example : dict
+        Keyword arguments of a typical kernel call; with them the kernel does what ``torch``
+        does (the benchmark and the parity tests use both).
+    torch : (str, dict) or None
+        The ``torch.optim`` class and its arguments that take the same step, or None.
+    beta : str
+        The constructor argument ``fastopt train --beta`` sets.
+    label : str
+        The benchmark's row name, when it differs from ``name``.
+    """
+
+    name: str
+    optimizer: str
+    kernel: str
+    state: tuple[str, ...]
+    bytes_per_element: int
+    example: dict[str, Any] = field(default_factory=dict)
+    torch: tuple[str, dict[str, Any]] | None = None
+    beta: str = "beta"
+    label: str = ""
+
+    @property
+    def bench_name(self) -> str:
+        return self.label or self.name
+
+    @property
+    def kernel_fn(self) -> Callable[..., Any]:
+        """The compiled kernel (through its checking wrapper in :mod:`fastopt.kernels`)."""
+        return getattr(kernels, self.kernel)
+
+    @property
+    def reference_fn(self) -> Callable[..., Any]:
+        """The NumPy twin in :mod:`fastopt.reference`."""
+        return getattr(reference, self.kernel)
+
+    @property
+    def optimizer_class(self) -> type:
+        from . import optimizers
+
+        return getattr(optimizers, self.optimizer)
+
+    def call(self, impl, param, grad, state, *, step: int = 1, **overrides) -> None:
+        """One kernel step with :attr:`example`'s arguments (``impl``: ``fastopt.kernels`` or
+        ``fastopt.reference``); ``overrides`` replace some of them."""
+        kwargs = {**self.example, **overrides}
+        if self.kernel == "adam_step":
+            kwargs.setdefault("step", step)
+        if self.kernel == "sgd_step" and not self.state:
+            state = [None]
+        getattr(impl, self.kernel)(param, grad, *state, **kwargs)
+
+    def make(self, params, lr, *, beta: float = 0.9, impl: str = "fused"):
+        """The optimizer on ``params`` with learning rate ``lr`` and ``beta`` as :attr:`beta`."""
+        value = (beta, 0.999) if self.beta == "betas" else beta
+        return self.optimizer_class(params, lr=lr, **{self.beta: value}, impl=impl)
+
+    def torch_step(self, torch, param, grad) -> Callable[[], Any]:
+        """A PyTorch optimizer's ``step`` on copies of ``param`` and ``grad``."""
+        cls, kwargs = self.torch
+        tp = torch.nn.Parameter(torch.from_numpy(param.copy()))
+        tp.grad = torch.from_numpy(grad.copy())
+        return getattr(torch.optim, cls)([tp], **kwargs).step
+
+
+_F32 = 4
+
+#: Every optimizer, by name.
+SPECS: dict[str, OptimizerSpec] = {s.name: s for s in (
+    OptimizerSpec("sgd", "SGD", "sgd_step", ("momentum_buf",), 5 * _F32,
+                  example=dict(lr=1e-3, momentum=0.9),
+                  torch=("SGD", dict(lr=1e-3, momentum=0.9, fused=True)), beta="momentum",
+                  label="sgd-momentum"),
+    OptimizerSpec("momentum", "Momentum", "sgd_step", ("momentum_buf",), 5 * _F32,
+                  example=dict(lr=1e-3, momentum=0.9, dampening=0.9), beta="beta"),
+    OptimizerSpec("rmsprop", "RMSprop", "rmsprop_step", ("square_avg",), 5 * _F32,
+                  example=dict(lr=1e-3, alpha=0.99, eps_inside_sqrt=False),
+                  torch=("RMSprop", dict(lr=1e-3, alpha=0.99)), beta="alpha"),
+    OptimizerSpec("adam", "Adam", "adam_step", ("exp_avg", "exp_avg_sq"), 7 * _F32,
+                  example=dict(lr=1e-3), torch=("Adam", dict(lr=1e-3, fused=True)), beta="betas"),
+    OptimizerSpec("adamw", "AdamW", "adam_step", ("exp_avg", "exp_avg_sq"), 7 * _F32,
+                  example=dict(lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
+                  torch=("AdamW", dict(lr=1e-3, weight_decay=1e-2, fused=True)), beta="betas"),
+)}
