@@ -32,6 +32,13 @@ class Standardizer:
     is safe); ``transform`` is one fused pass and may work in place.
     Zero-variance features are centred but left unscaled (divided by 1).
 
+    Parameters
+    ----------
+    (none)
+        ``fit(X)`` takes X as a C-contiguous float32 array of shape (n_samples,
+        n_features) (other arrays are converted); ``transform(X, out=None)`` writes
+        float32 into ``out`` (may be X itself: in place).
+
     Attributes
     ----------
     mean_ : ndarray of float64, (n_features,)

@@ -25,8 +25,9 @@ def _flat(a):
     return a if a.ndim == 1 else a.reshape(-1)
 
 
-def sgd_step(param, grad, momentum_buf, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-             weight_decay=0.0):
+def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
+             momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+             weight_decay: float = 0.0) -> None:
     r"""One SGD step (optionally with momentum, Nesterov, weight decay), in place.
 
     .. math::
@@ -71,8 +72,9 @@ def sgd_step(param, grad, momentum_buf, *, lr, momentum=0.0, dampening=0.0, nest
                         lr, momentum, dampening, nesterov, weight_decay, get_num_threads())
 
 
-def rmsprop_step(param, grad, square_avg, *, lr, alpha=0.9, eps=1e-8, eps_inside_sqrt=True,
-                 weight_decay=0.0):
+def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *, lr: float,
+                 alpha: float = 0.9, eps: float = 1e-8, eps_inside_sqrt: bool = True,
+                 weight_decay: float = 0.0) -> None:
     r"""One RMSprop step, in place.
 
     .. math::
@@ -104,8 +106,9 @@ def rmsprop_step(param, grad, square_avg, *, lr, alpha=0.9, eps=1e-8, eps_inside
                             eps_inside_sqrt, weight_decay, get_num_threads())
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, decoupled_weight_decay=False):
+def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray, *,
+              step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, decoupled_weight_decay: bool = False) -> None:
     r"""One Adam (or AdamW) step, in place; ``step`` counts from 1.
 
     .. math::
@@ -138,7 +141,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.
                          lr, beta1, beta2, eps, weight_decay, decoupled, step, get_num_threads())
 
 
-def global_norm(grad):
+def global_norm(grad: np.ndarray) -> float:
     r"""The Euclidean norm :math:`\sqrt{\sum g_i^2}` of a float32 buffer, as a Python float.
 
     Accumulated in double over fixed blocks added in order: the same bits for
@@ -148,7 +151,7 @@ def global_norm(grad):
     return ext._optim.sum_of_squares(_flat(grad), get_num_threads()) ** 0.5
 
 
-def clip_grad_norm_(grad, max_norm):
+def clip_grad_norm_(grad: np.ndarray, max_norm: float) -> float:
     r"""Scale ``grad`` in place so its norm is at most ``max_norm``; return the norm before.
 
     When :math:`\|g\| > \text{max\_norm}`, :math:`g \leftarrow g \cdot
@@ -183,8 +186,10 @@ def _f32_out(o, value):
     return o
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training=True, momentum=0.1,
-                      eps=1e-5, out=None):
+def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                      running_mean: np.ndarray | None, running_var: np.ndarray | None, *,
+                      training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+                      out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Batch-normalization forward pass, fused: returns ``(y, mean, invstd)``.
 
     ``x`` is C-contiguous float32 of shape (N, C) or (N, C, \*spatial);
@@ -241,7 +246,9 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training=Tru
     return y, mean, invstd
 
 
-def batchnorm_backward(dy, x, gamma, mean, invstd, *, training=True, out=None):
+def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: np.ndarray,
+                       invstd: np.ndarray, *, training: bool = True,
+                       out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Batch-normalization backward pass, fused: returns ``(dx, dgamma, dbeta)``.
 
     .. math::

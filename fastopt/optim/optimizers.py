@@ -21,7 +21,25 @@ _IMPLS = {"fused": _kernels, "reference": _reference}
 
 
 class Optimizer:
-    """Base class. Subclasses set ``_state_names`` and ``_hyper_names`` and implement ``_update``."""
+    """Base class. Subclasses set ``_state_names`` and ``_hyper_names`` and implement ``_update``.
+
+    Parameters
+    ----------
+    params : FlatParams or list of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
+        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
+        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    lr : float >= 0 or callable
+        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+    impl : {"fused", "reference"}, default "fused"
+        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
+
+    Attributes
+    ----------
+    state : dict of str to list of ndarray
+        The state buffers (float32, like each parameter, zeros at the start), named as in
+        :data:`fastopt.optim.SPECS`.
+    """
 
     _state_names = ()
     _hyper_names = ()
@@ -199,6 +217,23 @@ class SGD(Optimizer):
     ``dampening=0`` (the default) it matches ``torch.optim.SGD`` step for step;
     :class:`Momentum` is the seed's exponentially weighted variant.
 
+    Parameters
+    ----------
+    params : FlatParams or list of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
+        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
+        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    lr : float >= 0 or callable
+        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+    momentum : float in [0, 1), default 0.0
+    dampening : float in [0, 1], default 0.0
+    nesterov : bool, default False
+        Needs ``momentum > 0`` and ``dampening == 0``.
+    weight_decay : float >= 0, default 0.0
+        L2 penalty added to the gradient.
+    impl : {"fused", "reference"}, default "fused"
+        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
+
     Examples
     --------
     >>> import numpy as np, fastopt
@@ -245,6 +280,18 @@ class Momentum(SGD):
     Same as ``SGD(params, lr, momentum=beta, dampening=beta)``. Compared with
     PyTorch-style momentum (``dampening=0``), the step is ``(1-β)`` times
     smaller for the same ``lr``: multiply ``lr`` by ``1/(1-β)`` to compare.
+
+    Parameters
+    ----------
+    params : FlatParams or list of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
+        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
+        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    lr : float >= 0 or callable
+        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+    beta : float in (0, 1), default 0.9
+    impl : {"fused", "reference"}, default "fused"
+        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
     """
 
     def __init__(self, params, lr, beta=0.9, *, impl="fused"):
@@ -259,6 +306,23 @@ class RMSprop(Optimizer):
 
     See :func:`fastopt.kernels.rmsprop_step`. ``eps_inside_sqrt=False`` and
     ``alpha=0.99`` give ``torch.optim.RMSprop``'s rule and default.
+
+    Parameters
+    ----------
+    params : FlatParams or list of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
+        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
+        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    lr : float >= 0 or callable
+        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+    alpha : float in [0, 1), default 0.9
+        The seed's β: the weight of the old mean square.
+    eps : float > 0, default 1e-8
+    eps_inside_sqrt : bool, default True
+        The seed's ``g / sqrt(s + eps)``; False: PyTorch's ``g / (sqrt(s) + eps)``.
+    weight_decay : float >= 0, default 0.0
+    impl : {"fused", "reference"}, default "fused"
+        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
     """
 
     _state_names = SPECS["rmsprop"].state
@@ -288,6 +352,21 @@ class Adam(Optimizer):
     r"""Adam (the seed's, with bias correction), L2 weight decay as ``torch.optim.Adam``.
 
     See :func:`fastopt.kernels.adam_step`.
+
+    Parameters
+    ----------
+    params : FlatParams or list of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
+        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
+        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    lr : float >= 0 or callable
+        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+    betas : (float, float), each in [0, 1), default (0.9, 0.999)
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0.0
+        L2 penalty added to the gradient (as ``torch.optim.Adam``).
+    impl : {"fused", "reference"}, default "fused"
+        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
 
     Examples
     --------
@@ -337,6 +416,21 @@ class AdamW(Adam):
 
     Each step first shrinks the parameters, :math:`\theta \leftarrow (1 -
     \eta\lambda)\theta`, then takes the Adam step on the raw gradient.
+
+    Parameters
+    ----------
+    params : FlatParams or list of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
+        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
+        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    lr : float >= 0 or callable
+        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+    betas : (float, float), each in [0, 1), default (0.9, 0.999)
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 1e-2
+        Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
+    impl : {"fused", "reference"}, default "fused"
+        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
     """
 
     _decoupled = True

@@ -15,8 +15,9 @@ from ..kernels import _check
 __all__ = ["sgd_step", "rmsprop_step", "adam_step", "global_norm", "clip_grad_norm_"]
 
 
-def sgd_step(param, grad, momentum_buf, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-             weight_decay=0.0):
+def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
+             momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+             weight_decay: float = 0.0) -> None:
     """SGD with momentum, in place (NumPy reference of :func:`fastopt.kernels.sgd_step`)."""
     lr, momentum, dampening, nesterov, weight_decay = _check.sgd(
         param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay)
@@ -29,8 +30,9 @@ def sgd_step(param, grad, momentum_buf, *, lr, momentum=0.0, dampening=0.0, nest
     param -= lr * d
 
 
-def rmsprop_step(param, grad, square_avg, *, lr, alpha=0.9, eps=1e-8, eps_inside_sqrt=True,
-                 weight_decay=0.0):
+def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *, lr: float,
+                 alpha: float = 0.9, eps: float = 1e-8, eps_inside_sqrt: bool = True,
+                 weight_decay: float = 0.0) -> None:
     """RMSprop, in place (NumPy reference of :func:`fastopt.kernels.rmsprop_step`)."""
     lr, alpha, eps, eps_inside_sqrt, weight_decay = _check.rmsprop(
         param, grad, square_avg, lr, alpha, eps, eps_inside_sqrt, weight_decay)
@@ -42,8 +44,9 @@ def rmsprop_step(param, grad, square_avg, *, lr, alpha=0.9, eps=1e-8, eps_inside
         param -= lr * g / (np.sqrt(square_avg) + eps)
 
 
-def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, decoupled_weight_decay=False):
+def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray, *,
+              step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, decoupled_weight_decay: bool = False) -> None:
     """Adam / AdamW, in place (NumPy reference of :func:`fastopt.kernels.adam_step`)."""
     step, lr, beta1, beta2, eps, weight_decay, decoupled = _check.adam(
         param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
@@ -60,14 +63,14 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.
     param -= lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
-def global_norm(grad):
+def global_norm(grad: np.ndarray) -> float:
     """Euclidean norm of ``grad``, accumulated in float64."""
     _check.array("grad", grad, writable=False)
     g = grad.astype(np.float64)
     return float(np.sqrt(np.sum(g * g)))
 
 
-def clip_grad_norm_(grad, max_norm):
+def clip_grad_norm_(grad: np.ndarray, max_norm: float) -> float:
     """Scale ``grad`` in place to norm <= max_norm; return the norm before clipping."""
     _check.array("grad", grad, writable=True)
     max_norm = _check.positive("max_norm", max_norm)
@@ -96,8 +99,10 @@ def _store(o, value):
     return o
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training=True, momentum=0.1,
-                      eps=1e-5, out=None):
+def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                      running_mean: np.ndarray | None, running_var: np.ndarray | None, *,
+                      training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+                      out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch-norm forward (NumPy reference of :func:`fastopt.kernels.batchnorm_forward`)."""
     training, N, C, n, momentum, eps, outs = _check.batchnorm_forward(
         x, gamma, beta, running_mean, running_var, training, momentum, eps, out)
@@ -121,7 +126,9 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training=Tru
     return y, mean, invstd
 
 
-def batchnorm_backward(dy, x, gamma, mean, invstd, *, training=True, out=None):
+def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: np.ndarray,
+                       invstd: np.ndarray, *, training: bool = True,
+                       out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch-norm backward (NumPy reference of :func:`fastopt.kernels.batchnorm_backward`)."""
     training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out)
     axes, shape = _bn_axes(x)
