@@ -21,3 +21,29 @@ cdef extern from *:
     void fo_parallel(fo_task_fn fn, void* ctx, Py_ssize_t ntasks, int nthreads) noexcept nogil
 
 fo_run = <fo_run_fn>PyCapsule_GetPointer(_pool_runner, b"fastopt._threadpool.run")
+
+
+# The fixed blocks a flat buffer is cut into (shared by every kernel module, so the roofline
+# moves its bytes in the same blocks as the kernels), and the size from which a call uses
+# more than one thread.
+cdef enum:
+    BLOCK = 16384            # elements per block (64 KiB of float32)
+    PARALLEL_MIN = 65536     # below this many elements, one thread
+
+cdef inline Py_ssize_t _nblocks(Py_ssize_t n) noexcept nogil:
+    return (n + BLOCK - 1) // BLOCK
+
+
+cdef inline int _nthreads(Py_ssize_t n, int n_threads) noexcept nogil:
+    """Threads worth starting for n elements (one below PARALLEL_MIN)."""
+    cdef Py_ssize_t nb = _nblocks(n)
+    if n < PARALLEL_MIN or n_threads < 2:
+        return 1
+    if nb < n_threads:
+        return <int>nb
+    return n_threads
+
+
+cdef inline Py_ssize_t _blen(Py_ssize_t b, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t rest = n - b * BLOCK
+    return BLOCK if rest > BLOCK else rest

@@ -26,7 +26,6 @@ cdef enum:
     PLANE_MIN = 512        # S from which plane mode is used
     ROW_ELEMS = 262144     # row-mode target elements per unit
     MIN_UNITS = 8          # row mode: at least this many units when N allows
-    PARALLEL_MIN = 65536   # below this many elements, one thread
     STREAM_MIN = 4194304   # from this many elements (16 MB), outputs bypass the cache
 
 

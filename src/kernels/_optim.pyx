@@ -16,31 +16,6 @@ from libc.stdlib cimport malloc, free
 include "_openmp.pxi"
 include "_parallel.pxi"
 
-cdef enum:
-    BLOCK = 16384            # elements per block (64 KiB of float32)
-    PARALLEL_MIN = 65536     # below this many elements, one thread
-
-# ---------------------------------------------------------------- helpers
-
-cdef inline Py_ssize_t _nblocks(Py_ssize_t n) noexcept nogil:
-    return (n + BLOCK - 1) // BLOCK
-
-
-cdef inline int _nthreads(Py_ssize_t n, int n_threads) noexcept nogil:
-    """Threads worth starting for n elements (one below PARALLEL_MIN)."""
-    cdef Py_ssize_t nb = _nblocks(n)
-    if n < PARALLEL_MIN or n_threads < 2:
-        return 1
-    if nb < n_threads:
-        return <int>nb
-    return n_threads
-
-
-cdef inline Py_ssize_t _blen(Py_ssize_t b, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t rest = n - b * BLOCK
-    return BLOCK if rest > BLOCK else rest
-
-
 def parallel_threshold():
     """Number of elements from which the kernels use more than one thread."""
     return PARALLEL_MIN

@@ -12,15 +12,6 @@ include "_parallel.pxi"
 
 from libc.stdlib cimport malloc, free
 
-cdef enum:
-    BLOCK = 16384
-    PARALLEL_MIN = 65536
-
-
-cdef inline int _nt(Py_ssize_t n, int n_threads) noexcept nogil:
-    return 1 if (n < PARALLEL_MIN or n_threads < 2) else n_threads
-
-
 cdef void _upd_block(float* a, float* b, float* c, const float* g, int k, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     if k == 3:
@@ -60,7 +51,7 @@ def update(list inout, const float[::1] g, int n_threads):
     cdef float[::1] b = inout[1] if k > 1 else inout[0]
     cdef float[::1] c = inout[2] if k > 2 else inout[0]
     cdef Py_ssize_t n = g.shape[0], nb = (g.shape[0] + BLOCK - 1) // BLOCK, blk, off, ln
-    cdef int nt = _nt(n, n_threads)
+    cdef int nt = _nthreads(n, n_threads)
     if n == 0:
         return
     cdef UpdArgs u
@@ -101,7 +92,7 @@ cdef void _map_task(void* ctx, Py_ssize_t blk) noexcept nogil:
 def map(const float[::1] x, const float[::1] y, float[::1] out, int n_threads):
     """out = x (+ y): read one or two buffers (y may be None), write a third."""
     cdef Py_ssize_t n = x.shape[0], nb = (x.shape[0] + BLOCK - 1) // BLOCK, blk, off, ln
-    cdef int nt = _nt(n, n_threads)
+    cdef int nt = _nthreads(n, n_threads)
     cdef const float* yp = NULL
     if n == 0:
         return
@@ -151,7 +142,7 @@ cdef void _red_task(void* ctx, Py_ssize_t blk) noexcept nogil:
 def reduce(const float[::1] x, const float[::1] y, int n_threads):
     """Read one or two buffers (y may be None) into a sum."""
     cdef Py_ssize_t n = x.shape[0], nb = (x.shape[0] + BLOCK - 1) // BLOCK, blk, off, ln
-    cdef int nt = _nt(n, n_threads)
+    cdef int nt = _nthreads(n, n_threads)
     cdef const float* yp = NULL
     cdef double total = 0.0
     if n == 0:
