@@ -23,6 +23,9 @@ def test_bench_quick_table_and_json(tmp_path):
     names = [l.split()[0] for l in table if re.search(r" ms ", l)]
     for name in ("sgd-momentum", "rmsprop", "adam", "adamw", "batchnorm", "MLP", "Adam,"):
         assert name in names
+    from fastopt.benchmark import OPTIMIZERS  # every registered optimizer with a torch twin
+
+    assert set(OPTIMIZERS) <= set(names)
     result = json.loads(out_json.read_text())
     rows = result["rows"]
     assert result["meta"]["reps"] == 3

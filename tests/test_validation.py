@@ -5,8 +5,12 @@ import pytest
 
 from fastopt import kernels as K
 from fastopt import reference as R
+from fastopt.optim import SPECS
 
 N = 10
+
+# Kernel (short name) -> its state buffers, from the one registry of optimizers.
+STATES = {spec.kernel.removesuffix("_step"): spec.state for spec in SPECS.values()}
 
 
 def fresh():
@@ -43,8 +47,8 @@ def run(mod, kernel, b, **override):
 def _buffer_cases():
     f32 = lambda: np.zeros(N, np.float32)  # noqa: E731
     cases = []
-    for kernel in ("sgd", "rmsprop", "adam"):
-        bufs = ["param", "grad", "state1"] + (["state2"] if kernel == "adam" else [])
+    for kernel, state in STATES.items():
+        bufs = ["param", "grad"] + [f"state{i + 1}" for i in range(len(state))]
         for arg in bufs:
             cases += [
                 (kernel, {arg: np.zeros(N, np.float64)}, TypeError, "dtype float64, expected float32"),
@@ -68,8 +72,9 @@ BUFFER_CASES = _buffer_cases()
 
 
 def _expected_name(kernel, arg):
-    return {"state1": {"sgd": "momentum_buf", "rmsprop": "square_avg", "adam": "exp_avg"},
-            "state2": {"adam": "exp_avg_sq"}}.get(arg, {}).get(kernel, arg)
+    if arg.startswith("state") and kernel in STATES:
+        return STATES[kernel][int(arg[len("state"):]) - 1]
+    return arg
 
 
 @pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
