@@ -67,7 +67,7 @@ class Standardizer:
             raise TypeError(f"X has dtype {X.dtype}, expected a real numeric dtype")
         return np.ascontiguousarray(X, dtype=np.float32)
 
-    def fit(self, X):
+    def fit(self, X: np.ndarray) -> "Standardizer":
         """Compute the per-feature mean and standard deviation of X. Returns self."""
         X = self._prepare(X, "fit")
         n, f = X.shape
@@ -112,17 +112,18 @@ class Standardizer:
                                   shift.astype(np.float32), get_num_threads())
         return out
 
-    def transform(self, X, *, out=None):
+    def transform(self, X: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
         """(X - mean_) / scale_ as float32; ``out=X`` works in place (X float32 C-contiguous)."""
         f = getattr(self, "n_features_in_", 0)
         return self._apply(X, out, getattr(self, "mean_", None), 1.0 / getattr(self, "scale_", 1.0),
                            np.zeros(f), "transform")
 
-    def fit_transform(self, X, *, out=None):
+    def fit_transform(self, X: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
         """``fit(X)`` then ``transform(X)``."""
         return self.fit(X).transform(X, out=out)
 
-    def inverse_transform(self, X, *, out=None):
+    def inverse_transform(self, X: np.ndarray, *,
+                          out: np.ndarray | None = None) -> np.ndarray:
         """X · scale_ + mean_: undo :meth:`transform`."""
         f = getattr(self, "n_features_in_", 0)
         return self._apply(X, out, np.zeros(f), getattr(self, "scale_", None),

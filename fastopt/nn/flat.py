@@ -54,7 +54,7 @@ class FlatParams:
     array([0., 0., 0., 0., 0., 0., 1., 1.], dtype=float32)
     """
 
-    def __init__(self, shapes):
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         if not isinstance(shapes, Mapping):
             raise TypeError(f"shapes must be a dict of name -> shape tuple, "
                             f"got {type(shapes).__name__}")

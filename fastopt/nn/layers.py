@@ -54,8 +54,9 @@ class BatchNorm:
     array([8., 8., 8.], dtype=float32)
     """
 
-    def __init__(self, num_features, *, eps=1e-5, momentum=0.1, params=None, name="bn",
-                 impl="fused"):
+    def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1,
+                 params: FlatParams | None = None, name: str = "bn",
+                 impl: str = "fused") -> None:
         C = _check.integer("num_features", num_features, 1)
         self.num_features = C
         self.eps = _check.positive("eps", eps)
@@ -104,7 +105,8 @@ class BatchNorm:
         self._impl = value
         self._k = _IMPLS[value]
 
-    def forward(self, x, training=True, out=None):
+    def forward(self, x: np.ndarray, training: bool = True,
+                out: np.ndarray | None = None) -> np.ndarray:
         """Normalize x; in training also update the running statistics. Returns y."""
         y, mean, invstd = self._k.batchnorm_forward(
             x, self.gamma, self.beta, self.running_mean, self.running_var, training=training,
@@ -114,7 +116,7 @@ class BatchNorm:
 
     __call__ = forward
 
-    def backward(self, dy, out=None):
+    def backward(self, dy: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Gradient with respect to the last forward's input; overwrites dgamma and dbeta."""
         if self._cache is None:
             raise RuntimeError("backward() called before forward()")

@@ -7,6 +7,9 @@ kernel call per array).  ``impl="reference"`` runs the NumPy reference
 (:mod:`fastopt.reference`) instead of the compiled kernels, for comparison.
 """
 
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
 import numpy as np
 
 from ..kernels import _check
@@ -18,6 +21,10 @@ from .registry import SPECS
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 
 _IMPLS = {"fused": _kernels, "reference": _reference}
+
+Params = FlatParams | Sequence[np.ndarray]
+LR = float | Callable[[int], float]
+Impl = Literal["fused", "reference"]
 
 
 class Optimizer:
@@ -44,7 +51,7 @@ class Optimizer:
     _state_names = ()
     _hyper_names = ()
 
-    def __init__(self, params, lr, *, impl="fused"):
+    def __init__(self, params: Params, lr: LR, *, impl: Impl = "fused") -> None:
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
         self.impl = impl
@@ -94,7 +101,7 @@ class Optimizer:
         """The epoch number the schedule was last evaluated at (starts at 1)."""
         return self._epoch
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` (from 1): with a schedule, ``lr`` becomes ``schedule(epoch)``."""
         epoch = _check.integer("epoch", epoch, 0)
         if self._schedule is not None:
@@ -102,11 +109,11 @@ class Optimizer:
         self._epoch = epoch
 
     @property
-    def step_count(self):
+    def step_count(self) -> int:
         """Number of steps taken."""
         return self._step
 
-    def hyper(self):
+    def hyper(self) -> dict[str, Any]:
         """The hyperparameters, as a dict of plain Python values."""
         return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper_names}}
 
@@ -132,7 +139,7 @@ class Optimizer:
             _check.disjoint(**bufs)
         return grads
 
-    def step(self, grads=None):
+    def step(self, grads: Sequence[np.ndarray] | None = None) -> None:
         """Update every parameter in place from its gradient."""
         grads = self._resolve_grads(grads)
         t = self._step + 1
@@ -143,7 +150,7 @@ class Optimizer:
     def _update(self, i, p, g, t):
         raise NotImplementedError
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Zero the FlatParams' grad buffer (with a list of arrays the gradients are yours)."""
         if self.flat is None:
             raise TypeError("zero_grad() needs an optimizer built on a FlatParams; with a list "
@@ -151,13 +158,13 @@ class Optimizer:
         self.flat.grad.fill(0.0)
 
     # ------------------------------------------------------------ state
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """A snapshot (copies) of the step count, hyperparameters and state buffers."""
         return {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
                 "hyper": self.hyper(),
                 "state": {n: [a.copy() for a in bufs] for n, bufs in self.state.items()}}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` in place; continuing gives the same bits as never stopping."""
         if not isinstance(state_dict, dict) or not {"type", "step", "hyper", "state"} <= set(state_dict):
             raise ValueError("state_dict must be a dict from Optimizer.state_dict()")
@@ -247,8 +254,9 @@ class SGD(Optimizer):
 
     _hyper_names = ("momentum", "dampening", "nesterov", "weight_decay")
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, *, impl="fused"):
+    def __init__(self, params: Params, lr: LR, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0, *,
+                 impl: Impl = "fused") -> None:
         self._validate_hyper(dict(momentum=momentum, dampening=dampening, nesterov=nesterov,
                                   weight_decay=weight_decay))
         self.momentum, self.dampening = float(momentum), float(dampening)
@@ -294,7 +302,7 @@ class Momentum(SGD):
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
     """
 
-    def __init__(self, params, lr, beta=0.9, *, impl="fused"):
+    def __init__(self, params: Params, lr: LR, beta: float = 0.9, *, impl: Impl = "fused") -> None:
         beta = _check.unit_interval("beta", beta)
         if beta == 0:
             raise ValueError("beta must be in (0, 1) for momentum; use SGD for plain descent")
@@ -328,8 +336,9 @@ class RMSprop(Optimizer):
     _state_names = SPECS["rmsprop"].state
     _hyper_names = ("alpha", "eps", "eps_inside_sqrt", "weight_decay")
 
-    def __init__(self, params, lr, alpha=0.9, eps=1e-8, eps_inside_sqrt=True, weight_decay=0.0,
-                 *, impl="fused"):
+    def __init__(self, params: Params, lr: LR, alpha: float = 0.9, eps: float = 1e-8,
+                 eps_inside_sqrt: bool = True, weight_decay: float = 0.0, *,
+                 impl: Impl = "fused") -> None:
         self._validate_hyper(dict(alpha=alpha, eps=eps, eps_inside_sqrt=eps_inside_sqrt,
                                   weight_decay=weight_decay))
         self.alpha, self.eps = float(alpha), float(eps)
@@ -383,8 +392,8 @@ class Adam(Optimizer):
     _hyper_names = ("betas", "eps", "weight_decay")
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 *, impl="fused"):
+    def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused") -> None:
         self._validate_hyper(dict(betas=betas, eps=eps, weight_decay=weight_decay))
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps, self.weight_decay = float(eps), float(weight_decay)
@@ -435,6 +444,6 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 *, impl="fused"):
+    def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused") -> None:
         super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, impl=impl)
