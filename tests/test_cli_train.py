@@ -71,7 +71,7 @@ def test_save_and_resume_give_the_same_bits(tmp_path):
     (["train", "--optimizer", "lbfgs"], "invalid choice"),
     (["train", "--schedule", "linear"], "invalid choice"),
     (["train", "--beta", "1.5"], "[0, 1)"),
-    (["train", "--batch-size", "0"], "positive integer"),
+    (["train", "--batch-size", "0"], "an integer >= 2"),
     (["tune", "--trials", "0"], "positive integer"),
     (["train", "--bogus"], "unrecognized arguments"),
 ])
