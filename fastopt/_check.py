@@ -233,7 +233,7 @@ def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_d
     weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=True)
     decoupled = flag("decoupled_weight_decay", decoupled_weight_decay)
     if decoupled:
-        _no_overflow("1 - lr * weight_decay", 1 - lr * weight_decay)  # the decay factor
+        _no_overflow("the decay factor 1 - lr * weight_decay", 1 - lr * weight_decay)
     return step, lr, beta1, beta2, eps, weight_decay, decoupled
 
 
