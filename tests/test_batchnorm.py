@@ -233,7 +233,9 @@ def test_wide_input_allocates_a_small_fraction_of_x():
     p = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, check=True,
                        cwd=ROOT)
     grown, x_bytes = map(int, p.stdout.split())
-    assert grown < x_bytes / 8, f"peak memory grew by {grown / 2**20:.1f} MiB"
+    # The partial sums are at most x/16 (test above: the count the kernel allocates); the
+    # process's peak also holds the outputs and the allocator's overhead (more under ASan).
+    assert grown < x_bytes / 4, f"peak memory grew by {grown / 2**20:.1f} MiB"
 
 
 # ------------------------------------------------------------------ bad input
