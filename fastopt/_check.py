@@ -124,7 +124,7 @@ def real(name, x):
 
 def _no_overflow(name, x):
     if abs(x) >= _F32_INF:
-        raise ValueError(f"{name} = {x} overflows float32 (the kernels compute in float32; "
+        raise ValueError(f"{name} = {x:.8g} overflows float32 (the kernels compute in float32; "
                          "the largest float32 is 3.4028235e+38)")
     return x
 
@@ -232,6 +232,8 @@ def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_d
     eps = positive("eps", eps, float32=True)
     weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=True)
     decoupled = flag("decoupled_weight_decay", decoupled_weight_decay)
+    # the per-step constants the update is computed with
+    _no_overflow("lr / (1 - beta1**step)", lr / (1 - beta1**step))
     if decoupled:
         _no_overflow("the decay factor 1 - lr * weight_decay", 1 - lr * weight_decay)
     return step, lr, beta1, beta2, eps, weight_decay, decoupled

@@ -8,6 +8,8 @@ array and may allocate a temporary; that is exactly the cost the kernels
 remove).  See :mod:`fastopt.kernels` for the maths in the docstrings.
 """
 
+import math
+
 import numpy as np
 
 from . import _check
@@ -55,9 +57,14 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.
         g = grad + weight_decay * param if weight_decay != 0 else grad
     exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
     exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g**2
-    m_hat = exp_avg / (1 - beta1**step)
-    v_hat = exp_avg_sq / (1 - beta2**step)
-    param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    # lr * m_hat / (sqrt(v_hat) + eps) with m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t),
+    # as Kingma & Ba's efficient form (and PyTorch) order it: the corrections scale sqrt(v) and
+    # m / denom, so no intermediate overflows (m_hat, v_hat alone could) and subnormal moments
+    # keep their bits.
+    c1 = lr / (1 - beta1**step)
+    c2 = 1 / math.sqrt(1 - beta2**step)
+    denom = np.sqrt(exp_avg_sq) * c2 + eps
+    param -= exp_avg / denom * c1
 
 
 def global_norm(grad):

@@ -175,12 +175,12 @@ cdef void _adam_block(float* p,                # IN/OUT
                       const float* g,          # IN
                       float* m,                # IN/OUT
                       float* v,                # IN/OUT
-                      Py_ssize_t n, float lr, float bc1, float bc2,
+                      Py_ssize_t n, float c1, float c2,
                       float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
                       float eps, float wd, bint has_wd, float decay, bint decoupled) noexcept nogil:
-    # The reference's float32 operations, in its order: the bias corrections divide the
-    # moments (no constant folded into lr, which hid overflow and rounded subnormal moments
-    # differently), so every element is the same bits as fastopt.reference.adam_step.
+    # The reference's float32 operations in its order (same bits): the bias corrections
+    # c1 = lr / (1 - beta1^t), c2 = 1 / sqrt(1 - beta2^t) scale sqrt(v) and m / denom, where
+    # nothing overflows for the moments Adam produces and subnormal moments keep their bits.
     cdef Py_ssize_t i
     cdef float gi, pi, mi, vi
     for i in range(n):
@@ -194,7 +194,7 @@ cdef void _adam_block(float* p,                # IN/OUT
         vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        p[i] = pi - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps)
+        p[i] = pi - mi / (sqrtf(vi) * c2 + eps) * c1
 
 
 def adam_step(float[::1] param, const float[::1] grad, float[::1] exp_avg, float[::1] exp_avg_sq,
@@ -204,9 +204,8 @@ def adam_step(float[::1] param, const float[::1] grad, float[::1] exp_avg, float
     cdef Py_ssize_t n = param.shape[0]
     cdef Py_ssize_t nb = _nblocks(n), b, off
     cdef int nt = _nthreads(n, n_threads)
-    cdef float flr = <float>lr
-    cdef float bc1 = <float>(1.0 - beta1 ** step)
-    cdef float bc2 = <float>(1.0 - beta2 ** step)
+    cdef float c1 = <float>(lr / (1.0 - beta1 ** step))
+    cdef float c2 = <float>(1.0 / sqrt(1.0 - beta2 ** step))
     cdef float fb1 = <float>beta1, fb2 = <float>beta2
     cdef float omb1 = <float>(1.0 - beta1), omb2 = <float>(1.0 - beta2)
     cdef float feps = <float>eps, fwd = <float>weight_decay
@@ -219,13 +218,13 @@ def adam_step(float[::1] param, const float[::1] grad, float[::1] exp_avg, float
             for b in range(nb):
                 off = b * BLOCK
                 _adam_block(&param[off], &grad[off], &exp_avg[off], &exp_avg_sq[off], _blen(b, n),
-                            flr, bc1, bc2, fb1, omb1, fb2, omb2, feps, fwd, has_wd, decay,
+                            c1, c2, fb1, omb1, fb2, omb2, feps, fwd, has_wd, decay,
                             decoupled_weight_decay)
         else:
             for b in prange(nb, schedule="static", num_threads=nt):
                 off = b * BLOCK
                 _adam_block(&param[off], &grad[off], &exp_avg[off], &exp_avg_sq[off], _blen(b, n),
-                            flr, bc1, bc2, fb1, omb1, fb2, omb2, feps, fwd, has_wd, decay,
+                            c1, c2, fb1, omb1, fb2, omb2, feps, fwd, has_wd, decay,
                             decoupled_weight_decay)
 
 # ---------------------------------------------------------------- norms

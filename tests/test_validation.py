@@ -151,8 +151,9 @@ HYPER_CASES = [
     ("rmsprop", dict(alpha=1 - 1e-9), ValueError, "is 1.0 in float32"),
     ("sgd", dict(momentum=1 - 1e-9), ValueError, "is 1.0 in float32"),
     ("adam", dict(lr=1e30, weight_decay=1e30, decoupled_weight_decay=True), ValueError,
-     "the decay factor 1 - lr * weight_decay = -1.0000000000000001e+60 overflows float32"),
+     "the decay factor 1 - lr * weight_decay = -1e+60 overflows float32"),
     # integers beyond the kernel's C type (step is a long long), booleans as counts
+    ("adam", dict(lr=1e38, beta1=0.9), ValueError, "lr / (1 - beta1**step) = 1e+39 overflows"),
     ("adam", dict(step=2**63), ValueError, "step must be <= 9223372036854775807"),
     ("adam", dict(step=True), TypeError, "step must be an int, got bool"),
     ("adam", dict(step=np.True_), TypeError, "step must be an int, got bool"),
