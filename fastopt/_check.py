@@ -1,7 +1,10 @@
-"""Argument checks shared by ``fastopt.kernels`` and ``fastopt.reference``.
+"""Argument checks shared by ``fastopt.kernels`` and ``fastopt.reference`` (and the classes).
 
 Every check runs before any buffer is touched, so a rejected call changes
-nothing.  Errors name the argument and say what was expected.
+nothing.  Errors name the argument and say what was expected.  What passes
+also works in the kernels: arrays are plain, C-contiguous, aligned float32
+ndarrays; hyperparameters keep their meaning in float32 (``float32=True``);
+integers fit the C type the kernel takes (``integer(..., hi)``).
 """
 
 import bisect

@@ -7,9 +7,14 @@ arrays of one shape (any shape: they are treated as flat) and are updated in
 place.  State buffers start at zero, as in the seed.
 
 Every argument is checked before any buffer is touched: a wrong dtype, shape,
-layout, a read-only output, buffers that share memory or an out-of-range
-hyperparameter raise ``TypeError``/``ValueError`` naming the argument, and
-change nothing.  The kernels release the GIL.
+layout or alignment, an ndarray subclass, a read-only output, buffers that
+share memory, a hyperparameter out of range or beyond what float32 holds, or
+an integer beyond the kernel's C type raise ``TypeError``/``ValueError``
+naming the argument, and change nothing.  The kernels release the GIL.
+
+The kernels do the reference's float32 operations in the same order, so NaN,
+infinities, subnormals and values near float32's limits give the same results
+(the optimizer steps the same bits).
 """
 
 import numpy as np
@@ -118,16 +123,28 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.
         \theta &\leftarrow \theta - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}
 
     This is the seed's Adam, and ``torch.optim.Adam``/``AdamW`` step for step.
+    In float32 the last line is computed in the order of Kingma & Ba's efficient
+    form, as PyTorch orders it,
+
+    .. math::
+
+        \theta \leftarrow \theta - \frac{m}{\sqrt{v}\,c_2 + \epsilon}\,c_1, \quad
+        c_1 = \frac{\eta}{1-\beta_1^t},\ c_2 = \frac{1}{\sqrt{1-\beta_2^t}}
+
+    (``c1``, ``c2`` computed in double and rounded once), so no intermediate
+    overflows for the moments Adam produces (forming :math:`m/(1-\beta_1^t)`
+    alone can) and subnormal moments keep their bits; the reference computes
+    the same float32 operations.
 
     Parameters
     ----------
     param : ndarray of float32, updated in place
     grad : ndarray of float32, read only
     exp_avg, exp_avg_sq : ndarray of float32, updated in place (zeros at the start)
-    step : int >= 1
-    lr : float >= 0
-    beta1, beta2 : float in [0, 1)
-    eps : float > 0
+    step : int, 1 <= step <= 2**63 - 1
+    lr : float >= 0 (with ``lr / (1 - beta1**step)`` within float32)
+    beta1, beta2 : float in [0, 1), below 1 in float32 too
+    eps : float > 0, not 0 in float32
     weight_decay : float >= 0
     decoupled_weight_decay : bool
     """
