@@ -232,8 +232,11 @@ def _read_npz(path):
     """{name: array} of every entry of the .npz at ``path`` (no pickles, sizes checked)."""
     file_size = os.path.getsize(path)
     with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if sum(info.compress_size for info in infos) > file_size:
+            raise CheckpointError("its entries overlap (more data than the file holds)")
         out = {}
-        for info in zf.infolist():
+        for info in infos:
             if not info.filename.endswith(".npy"):
                 raise CheckpointError(f"entry {info.filename!r} is not a .npy array")
             out[info.filename[:-len(".npy")]] = _read_entry(zf, info, file_size)
@@ -349,6 +352,10 @@ def load_checkpoint(path, params, optimizer, *, check=None):
         checkpoint, or does not fit ``params`` / ``optimizer``.  Nothing has
         changed then.
     """
+    if not isinstance(params, FlatParams):
+        raise TypeError(f"params must be a FlatParams, got {type(params).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastopt optimizer, got {type(optimizer).__name__}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")

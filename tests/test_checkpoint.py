@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,28 @@ def _corrupt_deflate(path):
         f.write(b"\xff")  # deflate block type 3 does not exist: zlib.error
 
 
+def _overlapping_entries(path):
+    # A stored zip whose directory lists params/data 50 more times, every time pointing at its one
+    # copy of the bytes: a small file that asks for 51 arrays' worth of memory.
+    out, central = io.BytesIO(), []
+    for key, value in _entries(path).items():
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, value)
+        data, name = buf.getvalue(), (key + ".npy").encode()
+        offset, crc = out.tell(), zlib.crc32(data)
+        out.write(struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(data),
+                              len(data), len(name), 0) + name + data)
+        record = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, len(data),
+                             len(data), len(name), 0, 0, 0, 0, 0, offset) + name
+        central += [record] * (51 if key == "params/data" else 1)
+    directory, start = b"".join(central), out.tell()
+    out.write(directory + struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(central), len(central),
+                                      len(directory), start, 0))
+    path.write_bytes(out.getvalue())
+    with zipfile.ZipFile(path) as z:
+        assert [i.filename for i in z.infolist()].count("params/data.npy") == 51
+
+
 DAMAGE = {
     # what each raised before instead of CheckpointError, and whether params had changed
     "corrupt json extra (JSONDecodeError, after loading)":
@@ -207,6 +230,7 @@ DAMAGE = {
         p, {**_entries(p), "params/layout": np.asarray('[["W", 20, 5]]')}),
     "step beyond the kernels' counter": lambda p: _edit_meta(p, step=2**63),
     "state count is not an int": lambda p: _edit_meta(p, state={"exp_avg": "1", "exp_avg_sq": 1}),
+    "entries overlapping in the file": _overlapping_entries,
 }
 
 
@@ -269,6 +293,14 @@ def test_check_callback_sees_the_extras_before_anything_changes(tmp_path):
     assert opt.step_count == 0
     assert fastopt.load_checkpoint(path, fp, opt, check=lambda e: None)["note"] == "hello"
     assert opt.step_count == 2
+
+
+def test_load_checks_its_arguments(tmp_path):
+    path, fp, opt = _saved(tmp_path)
+    with pytest.raises(TypeError, match="params must be a FlatParams"):
+        fastopt.load_checkpoint(path, fp.data, opt)
+    with pytest.raises(TypeError, match="optimizer must be a fastopt optimizer"):
+        fastopt.load_checkpoint(path, fp, {"lr": 0.1})
 
 
 def test_a_directory_is_not_a_checkpoint(tmp_path):
