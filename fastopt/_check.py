@@ -42,13 +42,14 @@ def array(name, a, *, writable, like=None, like_name="param"):
                         f"numpy.ndarray of float32 (use numpy.asarray)")
     if a.dtype != _F32:
         raise TypeError(f"{name} has dtype {a.dtype}, expected float32")
-    if not a.flags.c_contiguous:
+    flags = a.flags
+    if not flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
-    if not a.flags.aligned:
+    if not flags.aligned:
         raise ValueError(f"{name} is not aligned to 4 bytes, as float32 must be (pass a copy)")
     if like is not None and a.shape != like.shape:
         raise ValueError(f"{name} has shape {a.shape}, expected {like.shape} like {like_name}")
-    if writable and not a.flags.writeable:
+    if writable and not flags.writeable:
         raise ValueError(f"{name} is read-only, but it is updated in place")
     return a
 
@@ -87,12 +88,14 @@ class Extents:
     """
 
     def __init__(self, **named):
-        spans = sorted((*_extent(a), name) for name, a in named.items() if a.size)
-        for (_, hi, first), (lo, _, second) in zip(spans, spans[1:]):
-            if lo < hi:
+        spans = sorted((*_extent(a), i, name) for i, (name, a) in enumerate(named.items())
+                       if a.size)
+        for (_, hi, i, first), (lo, _, j, second) in zip(spans, spans[1:]):
+            if lo < hi:  # (named in the order they were given)
+                first, second = (first, second) if i < j else (second, first)
                 raise ValueError(f"{first} and {second} share memory; "
                                  "each buffer must be its own array")
-        self._starts = [lo for lo, _, _ in spans]
+        self._starts = [lo for lo, _, _, _ in spans]
         self._spans = spans
 
     def overlapping(self, a):
@@ -102,7 +105,7 @@ class Extents:
         lo, hi = _extent(a)
         i = bisect.bisect_left(self._starts, hi) - 1  # last span starting before a ends
         if i >= 0 and self._spans[i][1] > lo:
-            return self._spans[i][2]
+            return self._spans[i][3]
         return None
 
 
