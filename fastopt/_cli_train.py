@@ -163,7 +163,7 @@ class Run:
                         **{k.replace(".", "__"): v for k, v in self.model.state_dict().items()})
 
     def resume(self, path):
-        """Continue from a checkpoint of :meth:`save`: all of it is checked before anything changes."""
+        """Continue from a checkpoint of :meth:`save`; all is checked before anything changes."""
         from . import _check
         from .checkpoint import load_checkpoint
 

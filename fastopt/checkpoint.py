@@ -252,7 +252,8 @@ def _entry(files, key):
 def _json_entry(files, key, kind):
     a = _entry(files, key)
     if a.dtype.kind != "U" or a.ndim != 0:
-        raise CheckpointError(f"entry {key!r} must be a JSON string, got {a.dtype} of shape {a.shape}")
+        raise CheckpointError(f"entry {key!r} must be a JSON string, got {a.dtype} "
+                              f"of shape {a.shape}")
     try:
         value = json.loads(str(a))
     except ValueError as e:
@@ -310,7 +311,7 @@ def _extras(files):
 
 
 def _parse(path):
-    """Everything load_checkpoint needs from the file: (format, layout, data, meta, state, extras)."""
+    """What load_checkpoint needs from the file: (layout, data, meta, state, extras)."""
     files = _read_npz(path)
     fmt = _entry(files, "fastopt/format")
     if fmt.shape != () or fmt.dtype.kind not in "iu":

@@ -146,7 +146,8 @@ class BatchNorm:
         for k in keys:
             v = np.asarray(state[k])
             if v.shape != (self.num_features,):
-                raise ValueError(f"state[{k!r}] has shape {v.shape}, expected ({self.num_features},)")
+                raise ValueError(f"state[{k!r}] has shape {v.shape}, "
+                                 f"expected ({self.num_features},)")
             if v.dtype.kind not in "fiu":
                 raise TypeError(f"state[{k!r}] has dtype {v.dtype}, expected real numbers")
             with np.errstate(over="ignore"):

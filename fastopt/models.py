@@ -142,7 +142,7 @@ class MLP:
         return out
 
     def checked_state(self, state):
-        """:meth:`state_dict`-shaped ``state``, checked (see BatchNorm.checked_state); changes nothing.
+        """A :meth:`state_dict`-shaped ``state``, checked (BatchNorm.checked_state); changes nothing.
 
         Returns a list of (layer, {"running_mean": ..., "running_var": ...}).
         """
@@ -160,7 +160,7 @@ class MLP:
         return checked
 
     def load_state_dict(self, state):
-        """Restore the batch-norm running statistics; everything is checked before anything changes."""
+        """Restore the batch-norm running statistics (all checked before anything changes)."""
         for bn, values in self.checked_state(state):
             for k, v in values.items():
                 getattr(bn, k)[...] = v

@@ -189,8 +189,8 @@ class Optimizer:
         epoch = _check.integer("epoch", state_dict.get("epoch", 1), 0, _check.C_LLONG_MAX)
         saved = state_dict["state"]
         if not isinstance(saved, dict) or set(saved) != set(self.state):
-            raise ValueError(f"state_dict has state {sorted(saved) if isinstance(saved, dict) else saved!r}, "
-                             f"expected a dict of {sorted(self.state)}")
+            got = sorted(saved) if isinstance(saved, dict) else repr(saved)
+            raise ValueError(f"state_dict has state {got}, expected a dict of {sorted(self.state)}")
         for name, bufs in self.state.items():
             if not isinstance(saved[name], (list, tuple)) or len(saved[name]) != len(bufs):
                 raise ValueError(f"state {name!r} must be a list of {len(bufs)} arrays")

@@ -35,8 +35,8 @@ include "_openmp.pxi"
 cdef enum:
     CHUNK = 16384          # plane-mode unit size (elements)
     PLANE_MIN = 512        # S from which plane mode is used
-    ROW_ELEMS = 262144     # row/column-mode target elements per unit
-    MIN_UNITS = 8          # row/column mode: at least this many units when N (C) allows
+    ROW_ELEMS = 262144     # row-mode target elements per unit
+    MIN_UNITS = 8          # row mode: at least this many units when N (or C) allows
     PARTIAL_SHARE = 16     # row mode: partial sums at most 1/PARTIAL_SHARE of x's bytes
     RUN_MIN = 1024         # row mode, channel blocks: at least this many contiguous values
     PARALLEL_MIN = 65536   # below this many elements, one thread
@@ -125,7 +125,8 @@ cdef inline void _row_range(Layout* L, Py_ssize_t u, Py_ssize_t* r0, Py_ssize_t*
     r1[0] = r0[0] + L.R if r0[0] + L.R < L.N else L.N
 
 
-cdef inline void _channel_range(Layout* L, Py_ssize_t u, Py_ssize_t* c0, Py_ssize_t* c1) noexcept nogil:
+cdef inline void _channel_range(Layout* L, Py_ssize_t u, Py_ssize_t* c0,
+                                Py_ssize_t* c1) noexcept nogil:
     """Row mode: the channels [c0, c1) of unit u."""
     c0[0] = (u % L.ncb) * L.CB
     c1[0] = c0[0] + L.CB if c0[0] + L.CB < L.C else L.C
