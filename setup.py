@@ -24,6 +24,7 @@ Environment variables (all optional):
 import os
 import platform
 import runpy
+import shlex
 import shutil
 import sys
 import tempfile
@@ -79,8 +80,20 @@ OPENMP_TEST = textwrap.dedent("""
 """)
 
 
+def _env_flags():
+    """The user's CFLAGS and LDFLAGS, as distutils adds them when it links an extension."""
+    return shlex.split(os.environ.get("CFLAGS", "")) + shlex.split(os.environ.get("LDFLAGS", ""))
+
+
 def _openmp_flags(compiler):
-    """Return (compile_args, link_args) for OpenMP, or None if it does not work."""
+    """Return (compile_args, link_args) for OpenMP, or None if it does not work.
+
+    The test program is compiled as the extensions are (the compiler's
+    command includes CFLAGS) and linked with CFLAGS and LDFLAGS too, as the
+    extensions are (distutils links executables without them): flags such as
+    ``-fsanitize=address`` must reach both steps, or the probe fails to link and
+    the build silently loses OpenMP.
+    """
     if compiler.compiler_type == "msvc":
         candidates = [(["/openmp"], [])]
     elif sys.platform == "darwin":
@@ -95,7 +108,8 @@ def _openmp_flags(compiler):
         for cflags, lflags in candidates:
             try:
                 objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
-                compiler.link_executable(objs, "omp_test", output_dir=tmp, extra_postargs=lflags)
+                compiler.link_executable(objs, "omp_test", output_dir=tmp,
+                                         extra_postargs=lflags + _env_flags())
                 return cflags, lflags
             except Exception:  # noqa: BLE001 - any failure means "no OpenMP with these flags"
                 continue
@@ -176,4 +190,5 @@ def _extensions():
     return exts
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
+if __name__ == "__main__":  # (pip's build backend runs this file as __main__ too)
+    setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -1,18 +1,28 @@
 """Fused batch norm against its NumPy reference, finite differences, numerics and bad input."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import fastopt
 from fastopt import kernels as K
 from fastopt import reference as R
 from fastopt.runtime.dispatch import ext
 
+ROOT = Path(__file__).resolve().parents[1]
 RTOL = ATOL = 1e-5
 
 SHAPES = [(2, 1), (2, 3), (7, 5), (300, 17), (4096, 64), (2, 1, 3, 3), (3, 1, 5, 4),
           (5, 3, 7, 9), (2, 4, 40, 40), (1, 2, 3), (3, 2, 600), (4, 3, 20000),
-          (3, 5, 517, 547)]  # >= 4M values: outputs written with non-temporal stores
+          (3, 5, 517, 547),  # >= 4M values: outputs written with non-temporal stores
+          # tiles (row blocks x channel blocks, to bound the partial sums): one row block,
+          # several, and with spatial dimensions
+          (2, 70000), (256, 1024), (40, 3000, 3), (64, 5000, 2)]
 
 
 def _inputs(shape, seed=0, loc=0.5, scale=2.0):
@@ -148,7 +158,8 @@ def test_variance_of_data_far_from_zero():
 
 
 @pytest.mark.parametrize("shape", [(4096, 64), (64, 3, 40, 40), (2, 2, 70000), (300, 7, 50),
-                                   (3, 5, 517, 547)], ids=str)
+                                   (3, 5, 517, 547), (2, 70000), (256, 1024), (64, 5000, 2)],
+                         ids=str)
 def test_one_and_two_threads_give_identical_bits(isa, shape):
     x, dy, gamma, beta = _inputs(shape, seed=5, loc=3.0)
     assert ext._batchnorm.layout(shape[0], shape[1], x.size // (shape[0] * shape[1]), 2)[2] == 2
@@ -174,6 +185,57 @@ def test_out_buffers_are_used():
     np.testing.assert_allclose(dx, ref[0], rtol=1e-5, atol=1e-5)
     y2, _, _ = K.batchnorm_forward(x, gamma, beta, None, None, out=np.empty_like(x))
     np.testing.assert_array_equal(y, y2)
+
+
+@pytest.mark.parametrize("shape,mode", [((4096, 64), "row"), ((2, 70000), "tile"),
+                                        ((256, 1024), "tile"), ((64, 5000, 2), "tile"),
+                                        ((300, 7, 50), "row"), ((4, 3, 20000), "plane")],
+                         ids=str)
+def test_layout_modes(shape, mode):
+    N, C = shape[0], shape[1]
+    assert ext._batchnorm.layout(N, C, int(np.prod(shape[2:])), 2)[0] == mode
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(N=st.integers(1, 10**7), C=st.integers(1, 10**6), S=st.integers(1, 10**6),
+       threads=st.integers(1, 64))
+def test_partial_sums_are_at_most_a_sixteenth_of_x(N, C, S, threads):
+    # What a reduction allocates for its partial sums (the allocation uses the same count).
+    assume(N * C * S <= 2**40)
+    mode, units, nt, partial_bytes = ext._batchnorm.layout(N, C, S, threads)
+    assert partial_bytes <= 4 * N * C * S / 16, (mode, units)
+    assert 1 <= nt <= threads and units >= 1
+
+
+_PEAK = """
+import re
+import numpy as np
+from fastopt.runtime.dispatch import ext
+
+def peak():  # this process's peak resident memory (VmHWM: not inherited across exec)
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+N, C = 256, 65536                      # 64 MiB of float32
+small = np.ones((128, 1024, 1), np.float32)
+ext._batchnorm.channel_stats(small, np.empty(1024), np.empty(1024), 2)  # threads started
+x = np.ones((N, C, 1), np.float32)
+s1, s2 = np.empty(C), np.empty(C)
+before = peak()
+ext._batchnorm.channel_stats(x, s1, s2, 2)
+ext._batchnorm.backward_sums(x, x, s1, s1.copy(), s2, 2)
+print(peak() - before, x.nbytes)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_wide_input_allocates_a_small_fraction_of_x():
+    # Row blocks of four rows used to keep 2*C doubles each: as much as x (64 MiB) here.
+    p = subprocess.run([sys.executable, "-c", _PEAK], capture_output=True, text=True, check=True,
+                       cwd=ROOT)
+    grown, x_bytes = map(int, p.stdout.split())
+    # The partial sums are at most x/16 (test above: the count the kernel allocates); the
+    # process's peak also holds the outputs and the allocator's overhead (more under ASan).
+    assert grown < x_bytes / 4, f"peak memory grew by {grown / 2**20:.1f} MiB"
 
 
 # ------------------------------------------------------------------ bad input
@@ -318,6 +380,28 @@ def test_layer_fused_and_reference_agree_and_state_dict_round_trip():
     np.testing.assert_array_equal(c.running_var, a.running_var)
     with pytest.raises(ValueError, match="expected \\(6,\\)"):
         c.load_state_dict({**a.state_dict(), "gamma": np.ones(5, np.float32)})
+
+
+@pytest.mark.parametrize("key,value,exc,msg", [
+    ("running_mean", [0.0, np.nan, 0.0], ValueError, "running_mean'] is not finite at channel 1"),
+    ("running_mean", [0.0, 0.0, 1e39], ValueError, "running_mean'] is not finite at channel 2"),
+    ("running_var", [1.0, -0.5, 1.0], ValueError, "running_var'] must be finite and >= 0"),
+    ("running_var", [np.inf, 1.0, 1.0], ValueError, "running_var'] must be finite and >= 0"),
+    ("running_var", [1.0, 1.0, np.nan], ValueError, "at channel 2"),
+    ("gamma", ["a", "b", "c"], TypeError, "gamma'] has dtype <U1"),
+    ("beta", [1.0, 2.0], ValueError, r"beta'] has shape \(2,\), expected \(3,\)"),
+])
+def test_layer_load_state_dict_checks_everything_before_writing(key, value, exc, msg):
+    bn = fastopt.BatchNorm(3)
+    bn.forward(np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32))
+    before = bn.state_dict()
+    good = {k: v + 1 for k, v in before.items()}   # every other entry would change the layer
+    with pytest.raises(exc, match=msg):
+        bn.load_state_dict({**good, key: np.array(value)})
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    bn.load_state_dict(good)
+    np.testing.assert_array_equal(bn.running_var, before["running_var"] + 1)
 
 
 def test_layer_errors():

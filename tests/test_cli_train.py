@@ -1,5 +1,6 @@
 """`fastopt train` and `fastopt tune`, run as a user would, in a subprocess."""
 
+import os
 import re
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_save_and_resume_give_the_same_bits(tmp_path):
     (["train", "--optimizer", "lbfgs"], "invalid choice"),
     (["train", "--schedule", "linear"], "invalid choice"),
     (["train", "--beta", "1.5"], "[0, 1)"),
-    (["train", "--batch-size", "0"], "positive integer"),
+    (["train", "--batch-size", "0"], "an integer >= 2"),
     (["tune", "--trials", "0"], "positive integer"),
     (["train", "--bogus"], "unrecognized arguments"),
 ])
@@ -118,3 +119,78 @@ def test_tune_two_trials_prints_a_ranked_table(tmp_path):
     assert "validation" in out and "best: fastopt train" in out
     import json
     assert len(json.loads((tmp_path / "t.json").read_text())) == 2
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["train", "--batch-size", "1"], "--batch-size: expected an integer >= 2"),
+    (["train", "--optimizer", "momentum", "--beta", "0"], "--optimizer momentum needs --beta in (0, 1)"),
+    (["train", "--lr", "1e39"], "--lr = 1e+39 overflows float32"),
+    (["train", "--save", "{tmp}/missing/ckpt.npz"], "directory {tmp}/missing does not exist"),
+    (["train", "--save", "{tmp}"], "is a directory"),
+    (["train", "--hidden", "1000000000"], "cannot build the model and optimizer"),
+    (["tune", "--json", "{tmp}/missing/trials.json"], "directory {tmp}/missing does not exist"),
+    (["tune", "--json", "{tmp}"], "is a directory"),
+])
+def test_bad_combinations_exit_2_before_training(tmp_path, args, msg):
+    args = [a.format(tmp=tmp_path) for a in args]
+    p = run(*args, "--epochs", "1", check=False)
+    assert p.returncode == 2, p.stderr
+    assert "usage: fastopt" in p.stderr and msg.format(tmp=tmp_path) in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not re.search(r"^epoch +\d+ ", p.stdout, re.M) and "rank" not in p.stdout  # nothing ran
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes to read-only directories")
+def test_unwritable_save_directory_exits_2_before_training(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        p = run("train", "--epochs", "1", "--save", str(ro / "c.npz"), check=False)
+    finally:
+        ro.chmod(0o700)
+    assert p.returncode == 2 and "cannot create files" in p.stderr and "epoch" not in p.stdout
+
+
+def _saved_run(tmp_path):
+    from fastopt.cli.train import Run
+
+    path = tmp_path / "r.npz"
+    run_ = Run(optimizer="adam", lr=0.01, schedule="constant", epochs=1, batch_size=256, seed=0,
+               hidden=16)
+    run_.train_epoch()
+    run_.save(path)
+    fresh = Run(optimizer="adam", lr=0.01, schedule="constant", epochs=1, batch_size=256, seed=0,
+                hidden=16)
+    return path, fresh
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("bn1__running_var", np.full(16, -1.0, np.float32), "running_var'] must be finite and >= 0"),
+    ("bn2__running_mean", np.full(16, np.nan, np.float32), "running_mean'] is not finite"),
+    ("rng_state", "json:{\"bit_generator\": \"PCG64\", \"state\": 5}", "unusable extras"),
+    ("history", "json:[{\"epoch\": 1}]", "history must be a list of records"),
+    ("epoch", np.asarray(-1), "epoch must be >= 0"),
+])
+def test_resume_is_all_or_nothing(tmp_path, key, value, msg):
+    from fastopt.train.checkpoint import CheckpointError
+
+    path, fresh = _saved_run(tmp_path)
+    with np.load(path) as z:
+        entries = {k: z[k] for k in z.files}
+    entries[f"extra/{key}"] = np.asarray(value)
+    with open(path, "wb") as f:
+        np.savez(f, **entries)
+    params, rng = fresh.model.params.data.copy(), fresh.rng.bit_generator.state
+    bn = [(b.running_mean.copy(), b.running_var.copy()) for b in fresh.model.bns]
+    with pytest.raises(CheckpointError, match=re.escape(msg)):
+        fresh.resume(path)
+    np.testing.assert_array_equal(fresh.model.params.data, params)
+    assert fresh.opt.step_count == 0 and fresh.epochs_done == 0
+    assert fresh.rng.bit_generator.state == rng
+    for b, (m, v) in zip(fresh.model.bns, bn):
+        np.testing.assert_array_equal(b.running_mean, m)
+        np.testing.assert_array_equal(b.running_var, v)
+    p = run("train", "--hidden", "16", "--epochs", "2", "--resume", str(path), check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and msg in p.stderr

@@ -1,6 +1,7 @@
 """FlatParams and the optimizer classes."""
 
 import pickle
+import re
 import tracemalloc
 
 import numpy as np
@@ -10,6 +11,7 @@ import fastopt
 from fastopt import FlatParams
 
 SHAPES = {"W1": (64, 32), "b1": (32,), "W2": (32, 10), "b2": (10,), "scalar": ()}
+SUM = sum(int(np.prod(s)) for s in SHAPES.values())
 
 
 # ------------------------------------------------------------------ FlatParams
@@ -347,3 +349,146 @@ def test_matches_pytorch(name, kw, torch_name, torch_kw):
         opt.step()
         topt.step()
         np.testing.assert_allclose(fp.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ all or nothing
+
+def _matrix(a):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.asmatrix(a)
+
+
+def _list_opt():
+    params = [np.ones(3, np.float32), np.ones((1, 4), np.float32)]
+    return params, fastopt.Adam(params, lr=0.1)
+
+
+@pytest.mark.parametrize("case", ["matrix grad", "grad aliases another param",
+                                  "grad aliases another param's state", "param made read-only"])
+def test_list_step_checks_every_param_and_grad_before_updating_any(case):
+    params, opt = _list_opt()
+    grads = [np.ones(3, np.float32), np.ones((1, 4), np.float32)]
+    if case == "matrix grad":
+        grads[1] = _matrix(grads[1])
+        exc, msg = TypeError, r"grads\[1\] is a numpy.matrix"
+    elif case == "grad aliases another param":
+        grads = [params[1].reshape(-1)[:3], grads[1]]
+        exc, msg = ValueError, r"grads\[0\] and params\[1\] share memory"
+    elif case == "grad aliases another param's state":
+        grads[0] = opt.state["exp_avg_sq"][1].reshape(-1)[1:]
+        exc, msg = ValueError, r"grads\[0\] and exp_avg_sq\[1\] share memory"
+    else:
+        params[1].flags.writeable = False
+        exc, msg = ValueError, r"params\[1\] is read-only"
+    before = [p.copy() for p in params]
+    with pytest.raises(exc, match=msg):
+        opt.step(grads)
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p, b)
+    assert opt.step_count == 0
+    assert not any(s.any() for bufs in opt.state.values() for s in bufs)
+
+
+def test_list_mode_refuses_a_matrix_parameter():
+    with pytest.raises(TypeError, match=r"params\[1\] is a numpy.matrix"):
+        fastopt.SGD([np.ones(3, np.float32), _matrix(np.ones((2, 2), np.float32))], lr=0.1)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(lr=1e39), "lr = 1e+39 overflows float32"),
+    (dict(eps=1e-46), "eps = 1e-46 is 0 in float32"),
+    (dict(betas=(0.9, 0.99999999)), "betas[1] = 0.99999999 is 1.0 in float32"),
+])
+def test_constructor_refuses_what_float32_cannot_hold(kw, msg):
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        fastopt.Adam(_model(), **{"lr": 0.1, **kw})
+
+
+def _trained_adam(lr=0.01):
+    fp = _model()
+    opt = fastopt.Adam(fp, lr=lr)
+    fp.grad[...] = 1.0
+    opt.step()
+    return opt
+
+
+def _assert_same_state(opt, snapshot):
+    after = opt.state_dict()
+    assert after["hyper"] == snapshot["hyper"] and after["step"] == snapshot["step"]
+    assert after["epoch"] == snapshot["epoch"] and opt.lr == snapshot["hyper"]["lr"]
+    for n in snapshot["state"]:
+        np.testing.assert_array_equal(after["state"][n][0], snapshot["state"][n][0])
+
+
+def _failing_at_7(epoch):
+    if epoch >= 7:
+        raise ZeroDivisionError("no learning rate after epoch 6")
+    return 0.1
+
+
+@pytest.mark.parametrize("change,exc,msg", [
+    # the next step (2**63) would not fit the kernel's step counter
+    (dict(step=2**63 - 1), ValueError, "step must be <="),
+    (dict(step=2**63), ValueError, "step must be <="),
+    (dict(step=True), TypeError, "step must be an int"),
+    (dict(epoch=10**30), ValueError, "epoch must be <="),
+    (dict(hyper={"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-46, "weight_decay": 0.0}),
+     ValueError, "eps = 1e-46 is 0 in float32"),
+    (dict(hyper={"lr": 1e39}), ValueError, "lr = 1e\\+39 overflows"),
+    (dict(hyper={"betas": "ab"}), TypeError, "betas must be a pair"),
+    (dict(state={"exp_avg": [np.zeros(SUM, np.float32)]}), ValueError, "state_dict has state"),
+    (dict(state={"exp_avg": np.zeros((1, SUM), np.float32),
+                 "exp_avg_sq": np.zeros((1, SUM), np.float32)}), ValueError, "must be a list"),
+])
+def test_load_state_dict_is_all_or_nothing(change, exc, msg):
+    opt = _trained_adam()
+    snapshot = opt.state_dict()
+    bad = {**opt.state_dict(), **change}
+    bad["state"] = change.get("state", {n: [b + 1 for b in bufs]
+                                        for n, bufs in opt.state_dict()["state"].items()})
+    with pytest.raises(exc, match=msg):
+        opt.load_state_dict(bad)
+    _assert_same_state(opt, snapshot)
+
+
+@pytest.mark.parametrize("schedule,epoch,msg", [
+    (_failing_at_7, 7, "ZeroDivisionError: no learning rate after epoch 6"),
+    (fastopt.schedules.exponential(0.1), 10**30, "epoch must be <="),   # was OverflowError
+    (lambda e: float("nan") if e > 3 else 0.1, 5, "must be finite"),
+    (lambda e: 1e39 if e > 1 else 0.1, 2, "overflows float32"),
+])
+def test_load_state_dict_checks_the_schedule_at_the_restored_epoch(schedule, epoch, msg):
+    fp = _model()
+    opt = fastopt.SGD(fp, lr=schedule, momentum=0.9)
+    fp.grad[...] = 1.0
+    opt.step()
+    snapshot = opt.state_dict()
+    bad = opt.state_dict()
+    bad["epoch"] = epoch
+    bad["state"]["momentum_buf"][0] += 5
+    with pytest.raises(ValueError, match=msg):
+        opt.load_state_dict(bad)
+    _assert_same_state(opt, snapshot)
+    assert opt.epoch == 1
+
+
+def test_set_epoch_with_a_failing_schedule_changes_nothing():
+    opt = fastopt.SGD(_model(), lr=_failing_at_7)
+    opt.set_epoch(3)
+    with pytest.raises(ValueError, match="failed at epoch 7: ZeroDivisionError"):
+        opt.set_epoch(7)
+    assert opt.epoch == 3 and opt.lr == 0.1
+
+
+def test_long_exponential_decay_reaches_zero_without_error():
+    # lr0 * 0.95**2000 is below float32's smallest value: the step is 0, as with lr = 0.
+    fp = _model()
+    opt = fastopt.SGD(fp, lr=fastopt.schedules.exponential(0.01))
+    opt.set_epoch(2000)
+    fp.grad[...] = 1.0
+    before = fp.data.copy()
+    opt.step()
+    np.testing.assert_array_equal(fp.data, before)

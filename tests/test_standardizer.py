@@ -98,3 +98,36 @@ def test_errors():
         s.fit(np.zeros((0, 3)))
     with pytest.raises(TypeError, match="dtype"):
         s.fit(np.array([["a", "b"]]))
+
+
+def test_transform_refuses_out_that_overlaps_x_without_being_x():
+    # A view shifted by one row: the fused pass would read values it had already written.
+    buf = _data(n=101, f=3)
+    X, Y = buf[:100], buf[1:]
+    s = fastopt.Standardizer().fit(X)
+    before = buf.copy()
+    for method in (s.transform, s.inverse_transform):
+        with pytest.raises(ValueError, match="out overlaps X"):
+            method(X, out=Y)
+    np.testing.assert_array_equal(buf, before)
+    assert s.transform(X, out=X) is X   # exactly X: in place is fine
+
+
+def _unaligned(shape):
+    a = np.zeros(int(np.prod(shape)) * 4 + 1, np.uint8)[1:].view(np.float32).reshape(shape)
+    assert not a.flags.aligned
+    return a
+
+
+def test_unaligned_arrays():
+    X = _data(n=50, f=3)
+    s = fastopt.Standardizer().fit(X)
+    expected = s.transform(X)
+    Xu = _unaligned(X.shape)
+    Xu[...] = X
+    np.testing.assert_array_equal(s.transform(Xu), expected)       # X is copied, aligned
+    np.testing.assert_array_equal(fastopt.Standardizer().fit(Xu).mean_, s.mean_)
+    out = _unaligned(X.shape)
+    with pytest.raises(ValueError, match="out is not aligned"):
+        s.transform(X, out=out)
+    assert not out.any()

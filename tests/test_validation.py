@@ -1,5 +1,7 @@
 """Bad input: a clear TypeError/ValueError naming the argument, and every buffer unchanged."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,20 @@ def run(mod, kernel, b, **override):
         mod.global_norm(args["grad"])
 
 
+def matrix(n):
+    """A (1, n) float32 numpy.matrix (a subclass numpy discourages, which users still pass)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.asmatrix(np.zeros((1, n), np.float32))
+
+
+def unaligned(n):
+    """A C-contiguous float32 array whose address is not a multiple of 4."""
+    a = np.zeros(4 * n + 1, np.uint8)[1:].view(np.float32)
+    assert not a.flags.aligned and a.flags.c_contiguous
+    return a
+
+
 def _buffer_cases():
     f32 = lambda: np.zeros(N, np.float32)  # noqa: E731
     cases = []
@@ -55,6 +71,11 @@ def _buffer_cases():
                 (kernel, {arg: np.zeros(N, np.int32)}, TypeError, "expected float32"),
                 (kernel, {arg: [0.0] * N}, TypeError, "numpy.ndarray"),
                 (kernel, {arg: np.zeros(2 * N, np.float32)[::2]}, ValueError, "C-contiguous"),
+                # undefined behaviour in the kernels (UBSan flags the misaligned loads)
+                (kernel, {arg: unaligned(N)}, ValueError, "not aligned to 4 bytes"),
+                # a matrix stays 2-D when flattened and multiplies as a matrix in the reference
+                (kernel, {arg: matrix(N)}, TypeError,
+                 "numpy.matrix, expected a plain numpy.ndarray"),
             ]
             if arg != "param":
                 cases.append((kernel, {arg: np.zeros(N + 1, np.float32)}, ValueError,
@@ -124,6 +145,23 @@ HYPER_CASES = [
     ("clip", dict(max_norm=0.0), ValueError, "max_norm must be > 0"),
     ("clip", dict(max_norm=-1.0), ValueError, "max_norm must be > 0"),
     ("clip", dict(max_norm=float("nan")), ValueError, "max_norm must be finite"),
+    # values the kernels' float32 arithmetic cannot hold: accepted once, then NaN or inf
+    ("adam", dict(eps=1e-46), ValueError, "eps = 1e-46 is 0 in float32"),
+    ("rmsprop", dict(eps=1e-46), ValueError, "eps = 1e-46 is 0 in float32"),
+    ("adam", dict(lr=1e39), ValueError, "lr = 1e+39 overflows float32"),
+    ("sgd", dict(lr=1e39), ValueError, "lr = 1e+39 overflows float32"),
+    ("rmsprop", dict(lr=1e39), ValueError, "lr = 1e+39 overflows float32"),
+    ("sgd", dict(weight_decay=3.5e38), ValueError, "weight_decay = 3.5e+38 overflows float32"),
+    ("adam", dict(beta2=0.99999999), ValueError, "beta2 = 0.99999999 is 1.0 in float32"),
+    ("rmsprop", dict(alpha=1 - 1e-9), ValueError, "is 1.0 in float32"),
+    ("sgd", dict(momentum=1 - 1e-9), ValueError, "is 1.0 in float32"),
+    ("adam", dict(lr=1e30, weight_decay=1e30, decoupled_weight_decay=True), ValueError,
+     "the decay factor 1 - lr * weight_decay = -1e+60 overflows float32"),
+    # integers beyond the kernel's C type (step is a long long), booleans as counts
+    ("adam", dict(lr=1e38, beta1=0.9), ValueError, "lr / (1 - beta1**step) = 1e+39 overflows"),
+    ("adam", dict(step=2**63), ValueError, "step must be <= 9223372036854775807"),
+    ("adam", dict(step=True), TypeError, "step must be an int, got bool"),
+    ("adam", dict(step=np.True_), TypeError, "step must be an int, got bool"),
 ]
 
 
@@ -198,3 +236,46 @@ def test_clip_rejects_read_only_grad():
     with pytest.raises(ValueError, match="grad is read-only"):
         K.clip_grad_norm_(g, 1.0)
     np.testing.assert_array_equal(g, 10.0)
+
+
+def test_float32_edges_that_are_accepted():
+    # The largest step, the largest float32 below 1 as beta, the smallest positive float32 as eps,
+    # and an lr that is 0 in float32 (a decayed schedule: no update, as lr = 0) are all valid.
+    for mod in (K, R):
+        p, g = np.ones(3, np.float32), np.ones(3, np.float32)
+        m, v = np.zeros(3, np.float32), np.zeros(3, np.float32)
+        with np.errstate(all="ignore"):
+            mod.adam_step(p, g, m, v, step=2**63 - 1, lr=1e-46, beta1=0.99999994,
+                          beta2=0.99999994, eps=1.4e-45)
+        np.testing.assert_array_equal(p, 1.0)
+        assert (m > 0).all() and (v > 0).all()
+
+
+def test_integer_check_for_counts():
+    # The one check for an integer argument a kernel takes as a C type (e.g. a thread count).
+    from fastopt.kernels import _check
+
+    assert _check.integer("n", np.int64(3), 1, _check.C_INT_MAX) == 3
+    assert _check.integer("n", 2**31 - 1, 1, _check.C_INT_MAX) == 2**31 - 1
+    for bad, exc, msg in [(True, TypeError, "n must be an int, got bool"),
+                          (np.True_, TypeError, "n must be an int, got bool"),
+                          (2.0, TypeError, "n must be an int, got float"),
+                          (2**40, ValueError, "n must be <= 2147483647, got 1099511627776"),
+                          (0, ValueError, "n must be >= 1, got 0")]:
+        with pytest.raises(exc, match=msg):
+            _check.integer("n", bad, 1, _check.C_INT_MAX)
+
+
+def test_unaligned_batchnorm_input_is_rejected():
+    x = unaligned(8 * 3).reshape(8, 3)
+    x[...] = np.arange(24).reshape(8, 3)
+    C = 3
+    rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+    for mod in (K, R):
+        with pytest.raises(ValueError, match="x is not aligned"):
+            mod.batchnorm_forward(x, np.ones(C, np.float32), np.zeros(C, np.float32), rm, rv)
+        with pytest.raises(ValueError, match="gamma is not aligned"):
+            mod.batchnorm_forward(np.ones((8, 3), np.float32), unaligned(C), np.zeros(C, np.float32),
+                                  rm, rv)
+    np.testing.assert_array_equal(rm, 0.0)
+    np.testing.assert_array_equal(rv, 1.0)

@@ -3,22 +3,72 @@
 import argparse
 import json
 import math
+import os
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 from ..data.datasets import prepare_data
 from ..optim.registry import SPECS
-from .types import nonneg_int, positive_float, positive_int, unit_float
+from .types import arg_type, nonneg_int, positive_float, positive_int, unit_float
 
 OPTIMIZERS = tuple(SPECS)
 DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_size=64, seed=0,
                 hidden=256, beta=0.9)
 
 
+HISTORY_KEYS = ("epoch", "lr", "loss", "acc", "test_loss", "test_acc", "time", "kernel_time")
+
+
 class UsageError(Exception):
-    """A problem with the command's arguments or files: printed as one line, exit status 2."""
+    """A problem with the command's arguments or files: a usage message, exit status 2."""
+
+
+# Batch norm needs two samples per batch when training.
+batch_size_int = arg_type(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs 2 samples)")
+
+
+def check_output_path(option, path, *, replaced=False):
+    """Fail now, not after training, if ``path`` cannot be written.
+
+    ``replaced``: the file is written next to ``path`` and renamed over it
+    (checkpoints), so only the directory must be writable.
+    """
+    full = os.path.abspath(path)
+    directory = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise UsageError(f"{option} {path}: is a directory")
+    if not os.path.isdir(directory):
+        raise UsageError(f"{option} {path}: directory {directory} does not exist")
+    if replaced or not os.path.exists(full):
+        try:  # the one reliable test: create (and remove) a file there
+            fd, probe = tempfile.mkstemp(prefix=".fastopt-probe-", dir=directory)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise UsageError(f"{option} {path}: cannot create files in {directory} "
+                             f"({e.strerror})") from None
+    elif not os.access(full, os.W_OK):
+        raise UsageError(f"{option} {path}: the file is not writable")
+
+
+def check_train_args(args):
+    """Every combination ``fastopt train`` would fail on later, checked before it starts."""
+    from ..kernels import _check
+
+    if args.optimizer == "momentum" and args.beta == 0:
+        raise UsageError("--optimizer momentum needs --beta in (0, 1), got 0 "
+                         "(--optimizer sgd --beta 0 is plain gradient descent)")
+    try:
+        _check.at_least("--lr", args.lr, 0.0, float32=True)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.save:
+        check_output_path("--save", args.save, replaced=True)
+    if args.plot:
+        check_output_path("--plot", args.plot)
 
 
 # ------------------------------------------------------------------ the task
@@ -87,19 +137,34 @@ class Run:
                         **{k.replace(".", "__"): v for k, v in self.model.state_dict().items()})
 
     def resume(self, path):
-        from ..train.checkpoint import CheckpointError, load_checkpoint
+        """Continue from a checkpoint of :meth:`save`; all is checked before anything changes."""
+        from ..kernels import _check
+        from ..train.checkpoint import load_checkpoint
 
-        # load_checkpoint checks the whole file before it changes params or optimizer
-        extras = load_checkpoint(path, self.model.params, self.opt)
-        try:
-            self.model.load_state_dict({k.replace("__", "."): v for k, v in extras.items()
-                                        if "__running_" in k})
-            self.rng.bit_generator.state = extras["rng_state"]
-            self.epochs_done = int(extras["epoch"])
-            self.history = list(extras.get("history", []))
-        except (KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {path!r} was not written by fastopt train: {e}") from None
-        self.opt.set_epoch(self.epochs_done)
+        checked = {}
+
+        def check(extras):  # raises ValueError/TypeError/KeyError: load_checkpoint aborts
+            checked["bn"] = self.model.checked_state(
+                {k.replace("__", "."): v for k, v in extras.items() if "__running_" in k})
+            probe = type(self.rng.bit_generator)()
+            probe.state = extras["rng_state"]  # a bad state raises here, not on self.rng
+            checked["rng"] = probe.state
+            checked["epoch"] = _check.integer("epoch", extras["epoch"], 0, _check.C_LLONG_MAX)
+            history = extras.get("history", [])
+            if not (isinstance(history, list) and all(
+                    isinstance(h, dict) and all(isinstance(h.get(k), (int, float))
+                                                for k in HISTORY_KEYS) for h in history)):
+                raise ValueError(f"history must be a list of records with {HISTORY_KEYS}")
+            checked["history"] = history
+
+        # Parameters, optimizer (its epoch and lr included) and the checked extras, or nothing.
+        load_checkpoint(path, self.model.params, self.opt, check=check)
+        for bn, values in checked["bn"]:
+            for k, v in values.items():
+                getattr(bn, k)[...] = v
+        self.rng.bit_generator.state = checked["rng"]
+        self.epochs_done = checked["epoch"]
+        self.history = checked["history"]
 
 
 def _progress_bar(stream):
@@ -127,9 +192,13 @@ def _cmd_train(args):
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install matplotlib "
                              "(or pip install 'fastopt[plot]')") from None
-    run = Run(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, epochs=args.epochs,
-              batch_size=args.batch_size, seed=args.seed, hidden=args.hidden, beta=args.beta,
-              impl=args.impl)
+    check_train_args(args)
+    try:
+        run = Run(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
+                  epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                  hidden=args.hidden, beta=args.beta, impl=args.impl)
+    except (ValueError, MemoryError) as e:  # e.g. --hidden too large for this machine
+        raise UsageError(f"cannot build the model and optimizer: {type(e).__name__}: {e}") from None
     if args.resume:
         try:
             run.resume(args.resume)
@@ -193,6 +262,8 @@ def _plot(hist, path):
 def _cmd_tune(args):
     from ..train import tuning
 
+    if args.json:
+        check_output_path("--json", args.json)
     # Tune on a validation split of the training data: the held-out test set stays unseen.
     Xtr, ytr, _, _, _ = prepare_data(args.seed)
     n_val = len(ytr) // 5
@@ -248,7 +319,7 @@ def add_train(sub):
                                           "inverse_sqrt", "step", "cosine"),
                    default=DEFAULTS["schedule"], help="learning-rate schedule over the epochs")
     p.add_argument("--epochs", type=positive_int, default=DEFAULTS["epochs"], help="epochs to train")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"],
+    p.add_argument("--batch-size", type=batch_size_int, default=DEFAULTS["batch_size"],
                    help="samples per mini-batch")
     p.add_argument("--hidden", type=positive_int, default=DEFAULTS["hidden"],
                    help="hidden units per layer")
@@ -262,7 +333,7 @@ def add_train(sub):
     p.add_argument("--save", metavar="NPZ", help="write a checkpoint after every epoch")
     p.add_argument("--resume", metavar="NPZ", help="continue from a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_guarded(_cmd_train))
+    p.set_defaults(func=_run_guarded(_cmd_train, p))
 
 
 def add_tune(sub):
@@ -278,14 +349,14 @@ def add_tune(sub):
     p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
                    help="seed of the split and of the search")
     p.add_argument("--json", metavar="PATH", help="also write the trials as JSON")
-    p.set_defaults(func=_run_guarded(_cmd_tune))
+    p.set_defaults(func=_run_guarded(_cmd_tune, p))
 
 
-def _run_guarded(fn):
+def _run_guarded(fn, parser):
+    """Run a command; a UsageError prints the usage and the message and exits with status 2."""
     def run(args):
         try:
             return fn(args)
         except UsageError as e:
-            print(f"fastopt {args.command}: error: {e}", file=sys.stderr)
-            return 2
+            parser.error(str(e))  # (raises SystemExit(2), as for any argument argparse rejects)
     return run

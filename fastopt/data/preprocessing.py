@@ -14,6 +14,7 @@ the mean of :math:`x^2` after centring, which is the variance used here.)
 
 import numpy as np
 
+from ..kernels import _check
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
 
@@ -58,14 +59,14 @@ class Standardizer:
     """
 
     def _prepare(self, X, what):
-        if not isinstance(X, np.ndarray):
-            X = np.asarray(X)
+        X = np.asarray(X)  # (an ndarray subclass becomes a plain view)
         if X.ndim != 2:
             raise ValueError(f"{what} expects a 2-D array (n_samples, n_features), "
                              f"got shape {X.shape}")
         if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
             raise TypeError(f"X has dtype {X.dtype}, expected a real numeric dtype")
-        return np.ascontiguousarray(X, dtype=np.float32)
+        # float32, C-contiguous and aligned (the kernels' loads), copied only if it is not
+        return np.require(X, np.float32, ["C_CONTIGUOUS", "ALIGNED"])
 
     def fit(self, X: np.ndarray) -> "Standardizer":
         """Compute the per-feature mean and standard deviation of X. Returns self."""
@@ -102,9 +103,12 @@ class Standardizer:
         X = self._check_fitted(X, what)
         if out is None:
             out = np.empty_like(X)
-        elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == X.shape
-                  and out.flags.c_contiguous and out.flags.writeable):
-            raise ValueError(f"out must be a writable C-contiguous float32 array of shape {X.shape}")
+        else:
+            _check.array("out", out, writable=True, like=X, like_name="X")
+            same = (out.__array_interface__["data"][0] == X.__array_interface__["data"][0])
+            if np.may_share_memory(out, X) and not same:
+                raise ValueError("out overlaps X without being X: pass out=X to work in "
+                                 "place, or a separate array")
         n, f = X.shape
         if n:
             ext._batchnorm.affine(X.reshape(n, f, 1), out.reshape(n, f, 1),

@@ -7,9 +7,14 @@ arrays of one shape (any shape: they are treated as flat) and are updated in
 place.  State buffers start at zero, as in the seed.
 
 Every argument is checked before any buffer is touched: a wrong dtype, shape,
-layout, a read-only output, buffers that share memory or an out-of-range
-hyperparameter raise ``TypeError``/``ValueError`` naming the argument, and
-change nothing.  The kernels release the GIL.
+layout or alignment, an ndarray subclass, a read-only output, buffers that
+share memory, a hyperparameter out of range or beyond what float32 holds, or
+an integer beyond the kernel's C type raise ``TypeError``/``ValueError``
+naming the argument, and change nothing.  The kernels release the GIL.
+
+The kernels do the reference's float32 operations in the same order, so NaN,
+infinities, subnormals and values near float32's limits give the same results
+(the optimizer steps the same bits).
 """
 
 import numpy as np
@@ -121,16 +126,28 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
         \theta &\leftarrow \theta - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}
 
     This is the seed's Adam, and ``torch.optim.Adam``/``AdamW`` step for step.
+    In float32 the last line is computed in the order of Kingma & Ba's efficient
+    form, as PyTorch orders it,
+
+    .. math::
+
+        \theta \leftarrow \theta - \frac{m}{\sqrt{v}\,c_2 + \epsilon}\,c_1, \quad
+        c_1 = \frac{\eta}{1-\beta_1^t},\ c_2 = \frac{1}{\sqrt{1-\beta_2^t}}
+
+    (``c1``, ``c2`` computed in double and rounded once), so no intermediate
+    overflows for the moments Adam produces (forming :math:`m/(1-\beta_1^t)`
+    alone can) and subnormal moments keep their bits; the reference computes
+    the same float32 operations.
 
     Parameters
     ----------
     param : ndarray of float32, updated in place
     grad : ndarray of float32, read only
     exp_avg, exp_avg_sq : ndarray of float32, updated in place (zeros at the start)
-    step : int >= 1
-    lr : float >= 0
-    beta1, beta2 : float in [0, 1)
-    eps : float > 0
+    step : int, 1 <= step <= 2**63 - 1
+    lr : float >= 0 (with ``lr / (1 - beta1**step)`` within float32)
+    beta1, beta2 : float in [0, 1), below 1 in float32 too
+    eps : float > 0, not 0 in float32
     weight_decay : float >= 0
     decoupled_weight_decay : bool
     """
@@ -198,7 +215,8 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     .. math::
 
         \mu = \frac1n \sum x, \quad \sigma^2 = \frac1n \sum (x-\mu)^2, \quad
-        y = \gamma\,\frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta
+        y = (x - \mu)\,(\gamma\,\mathrm{invstd}) + \beta, \quad
+        \mathrm{invstd} = \frac{1}{\sqrt{\sigma^2 + \epsilon}}
 
     Training updates, in place, ``running_mean ← (1−m)·running_mean + m·μ``
     and ``running_var ← (1−m)·running_var + m·σ²·n/(n−1)`` (PyTorch's
@@ -206,7 +224,9 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     running statistics normalize ``x`` (the seed's "at test time") and
     nothing is updated.  Statistics are accumulated in double with a
     per-channel shift (x far from zero is safe) over fixed blocks: the same
-    bits for any thread count.  x is read twice and y written once.
+    bits for any thread count.  x is read twice and y written once.  The
+    statistics are computed in double; y in float32 as
+    ``(x - mean) * (gamma * invstd) + beta``, as in the reference.
 
     Parameters
     ----------
@@ -242,7 +262,7 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     ext._batchnorm.affine(x3, _as3d(y, N, C), mean, gamma * invstd, beta, nt)
     if training and running_mean is not None:
         running_mean[...] = (1 - momentum) * running_mean + momentum * mean64
-        running_var[...] = (1 - momentum) * running_var + momentum * var64 * (n / (n - 1))
+        running_var[...] = (1 - momentum) * running_var + momentum * var64 * n / (n - 1)
     return y, mean, invstd
 
 
@@ -258,9 +278,18 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
 
     with :math:`\hat x = (x-\mu)\,\mathrm{invstd}` recomputed from x, ``mean``
     and ``invstd`` (as returned by :func:`batchnorm_forward`).  One fused pass
-    computes both sums (in double), one pass writes dx. With
-    ``training=False`` (the statistics were constants),
-    :math:`dx = dy\,\gamma\,\mathrm{invstd}`.
+    computes both sums in double (:math:`d\gamma = \mathrm{invstd}\sum dy\,(x-\mu)`),
+    one pass writes, in float32,
+
+    .. math::
+
+        dx = k_1\,dy - k_2 - k_3\,(x - \mu), \quad k_1 = \gamma\,\mathrm{invstd},\
+        k_2 = k_1\,d\beta / n,\ k_3 = k_1\,\mathrm{invstd}\,d\gamma / n
+
+    (per-channel coefficients computed in double, rounded once to float32).
+    With ``training=False`` (the statistics were constants) :math:`dx = k_1\,dy`:
+    x does not enter, so an infinite or NaN x gives a finite dx.  The
+    reference computes the same way (see README, "Conventions").
 
     Parameters
     ----------
@@ -281,12 +310,13 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     dbeta64 = sum_dy
     dgamma64 = sum_dy_xmu * invstd64
     k1 = gamma * invstd64
+    dx = outs[0] if outs[0] is not None else np.empty_like(x)
     if training:
         k2 = k1 * dbeta64 / n
         k3 = k1 * invstd64 * dgamma64 / n
-    else:
-        k2 = k3 = np.zeros(C)
-    dx = outs[0] if outs[0] is not None else np.empty_like(x)
-    ext._batchnorm.grad_input(dy3, x3, _as3d(dx, N, C), mean, k1.astype(_F32), k2.astype(_F32),
-                              k3.astype(_F32), nt)
+        ext._batchnorm.grad_input(dy3, x3, _as3d(dx, N, C), mean, k1.astype(_F32),
+                                  k2.astype(_F32), k3.astype(_F32), nt)
+    else:  # dx = k1 * dy, written by the affine pass (dy - 0) * k1 + 0
+        zeros = np.zeros(C, _F32)
+        ext._batchnorm.affine(dy3, _as3d(dx, N, C), zeros, k1.astype(_F32), zeros, nt)
     return dx, _f32_out(outs[1], dgamma64), _f32_out(outs[2], dbeta64)

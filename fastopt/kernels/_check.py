@@ -1,9 +1,13 @@
-"""Argument checks shared by ``fastopt.kernels`` and ``fastopt.reference``.
+"""Argument checks shared by ``fastopt.kernels`` and ``fastopt.reference`` (and the classes).
 
 Every check runs before any buffer is touched, so a rejected call changes
-nothing.  Errors name the argument and say what was expected.
+nothing.  Errors name the argument and say what was expected.  What passes
+also works in the kernels: arrays are plain, C-contiguous, aligned float32
+ndarrays; hyperparameters keep their meaning in float32 (``float32=True``);
+integers fit the C type the kernel takes (``integer(..., hi)``).
 """
 
+import bisect
 import math
 import numbers
 import operator
@@ -12,18 +16,40 @@ import numpy as np
 
 _F32 = np.dtype(np.float32)
 
+#: Largest values of the C integer types the kernels take (``int`` thread
+#: counts, ``long long`` step counts).
+C_INT_MAX = 2**31 - 1
+C_LLONG_MAX = 2**63 - 1
+
+# float32 rounding (round to nearest even) of a double x: |x| >= _F32_INF rounds to
+# infinity, 0 < |x| <= _F32_ZERO rounds to zero, _F32_ONE <= x < 1 rounds to 1.
+_F32_INF = 2.0**128 * (1 - 2.0**-25)    # FLT_MAX plus half an ulp
+_F32_ZERO = 2.0**-150                   # half the smallest subnormal
+_F32_ONE = 1 - 2.0**-25                 # half an ulp below 1
+
 
 def array(name, a, *, writable, like=None, like_name="param"):
-    """A C-contiguous float32 ndarray (of ``like``'s shape, when given)."""
+    """A C-contiguous, aligned float32 ndarray (of ``like``'s shape, when given).
+
+    ndarray subclasses other than ``numpy.memmap`` are refused: they may
+    redefine arithmetic (``numpy.matrix``: ``*`` is a matrix product, and a
+    reshape stays 2-D), so the reference and the kernels would disagree.
+    """
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray of float32, got {type(a).__name__}")
+    if type(a) is not np.ndarray and not isinstance(a, np.memmap):
+        raise TypeError(f"{name} is a {type(a).__module__}.{type(a).__name__}, expected a plain "
+                        f"numpy.ndarray of float32 (use numpy.asarray)")
     if a.dtype != _F32:
         raise TypeError(f"{name} has dtype {a.dtype}, expected float32")
-    if not a.flags.c_contiguous:
+    flags = a.flags
+    if not flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
+    if not flags.aligned:
+        raise ValueError(f"{name} is not aligned to 4 bytes, as float32 must be (pass a copy)")
     if like is not None and a.shape != like.shape:
         raise ValueError(f"{name} has shape {a.shape}, expected {like.shape} like {like_name}")
-    if writable and not a.flags.writeable:
+    if writable and not flags.writeable:
         raise ValueError(f"{name} is read-only, but it is updated in place")
     return a
 
@@ -47,6 +73,42 @@ def disjoint(**named):
 _may_share = np.may_share_memory
 
 
+def _extent(a):
+    """(first byte, one past the last byte) of a C-contiguous array."""
+    lo = a.__array_interface__["data"][0]
+    return lo, lo + a.nbytes
+
+
+class Extents:
+    """The memory of named C-contiguous arrays that must not overlap, for fast lookups.
+
+    Building it checks that no two of the arrays share memory (as
+    :func:`disjoint`, in O(n log n)); :meth:`overlapping` then tells, in
+    O(log n), which of them an array shares memory with.
+    """
+
+    def __init__(self, **named):
+        spans = sorted((*_extent(a), i, name) for i, (name, a) in enumerate(named.items())
+                       if a.size)
+        for (_, hi, i, first), (lo, _, j, second) in zip(spans, spans[1:]):
+            if lo < hi:  # (named in the order they were given)
+                first, second = (first, second) if i < j else (second, first)
+                raise ValueError(f"{first} and {second} share memory; "
+                                 "each buffer must be its own array")
+        self._starts = [lo for lo, _, _, _ in spans]
+        self._spans = spans
+
+    def overlapping(self, a):
+        """The name of an array that shares memory with ``a`` (C-contiguous), or None."""
+        if not a.size:
+            return None
+        lo, hi = _extent(a)
+        i = bisect.bisect_left(self._starts, hi) - 1  # last span starting before a ends
+        if i >= 0 and self._spans[i][1] > lo:
+            return self._spans[i][3]
+        return None
+
+
 def real(name, x):
     """A finite real number, as a Python float."""
     if type(x) is float:  # fast path for the common case
@@ -61,30 +123,54 @@ def real(name, x):
     return x
 
 
-def at_least(name, x, lo):
+# With float32=True a check also holds for the float32 value the kernels compute with:
+# no value overflows to infinity, a value that must be > 0 does not round to 0, one
+# that must be < 1 does not round to 1.  (A value >= 0 may round to 0: a learning rate
+# that a schedule decays below 1.4e-45 simply stops the updates, as lr = 0 does.)
+
+def _no_overflow(name, x):
+    if abs(x) >= _F32_INF:
+        raise ValueError(f"{name} = {x:.8g} overflows float32 (the kernels compute in float32; "
+                         "the largest float32 is 3.4028235e+38)")
+    return x
+
+
+def at_least(name, x, lo, *, float32=False):
+    """A finite number >= lo (and finite in float32, with float32=True)."""
     x = real(name, x)
     if x < lo:
         raise ValueError(f"{name} must be >= {lo}, got {x}")
-    return x
+    return _no_overflow(name, x) if float32 else x
 
 
-def positive(name, x):
+def positive(name, x, *, float32=False):
+    """A finite number > 0 (and > 0 and finite in float32, with float32=True)."""
     x = real(name, x)
     if x <= 0:
         raise ValueError(f"{name} must be > 0, got {x}")
-    return x
+    if float32 and x <= _F32_ZERO:
+        raise ValueError(f"{name} = {x} is 0 in float32 (the kernels compute in float32; "
+                         "the smallest positive float32 is 1.4e-45)")
+    return _no_overflow(name, x) if float32 else x
 
 
-def unit_interval(name, x, *, closed_right=False):
-    """0 <= x < 1 (or <= 1 with closed_right)."""
+def unit_interval(name, x, *, closed_right=False, float32=False):
+    """0 <= x < 1 (or <= 1 with closed_right); with float32, x < 1 holds in float32 too."""
     x = real(name, x)
     if x < 0 or x > 1 or (x == 1 and not closed_right):
         raise ValueError(f"{name} must be in [0, {'1]' if closed_right else '1)'}, got {x}")
+    if float32 and not closed_right and x >= _F32_ONE:
+        raise ValueError(f"{name} = {x} is 1.0 in float32 (the kernels compute in float32); "
+                         "it must be at most 0.99999994")
     return x
 
 
-def integer(name, x, lo):
-    if isinstance(x, bool):
+def integer(name, x, lo, hi=None):
+    """An int (not a bool) in [lo, hi]: ``hi`` is the largest value the consumer's C type holds.
+
+    ``integer("n", n, 1, C_INT_MAX)`` is the check for a thread count.
+    """
+    if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool")
     try:
         x = operator.index(x)
@@ -92,6 +178,8 @@ def integer(name, x, lo):
         raise TypeError(f"{name} must be an int, got {type(x).__name__}") from None
     if x < lo:
         raise ValueError(f"{name} must be >= {lo}, got {x}")
+    if hi is not None and x > hi:
+        raise ValueError(f"{name} must be <= {hi}, got {x}")
     return x
 
 
@@ -110,14 +198,15 @@ def nesterov_rule(nesterov, momentum, dampening):
         raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
 
 
+# Hyperparameters that reach float32 arithmetic are checked with float32=True.
 def sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay):
     array("param", param, writable=True)
     array("grad", grad, writable=False, like=param)
-    lr = at_least("lr", lr, 0.0)
-    momentum = unit_interval("momentum", momentum)
-    dampening = unit_interval("dampening", dampening, closed_right=True)
+    lr = at_least("lr", lr, 0.0, float32=True)
+    momentum = unit_interval("momentum", momentum, float32=True)
+    dampening = unit_interval("dampening", dampening, closed_right=True, float32=True)
     nesterov = flag("nesterov", nesterov)
-    weight_decay = at_least("weight_decay", weight_decay, 0.0)
+    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=True)
     nesterov_rule(nesterov, momentum, dampening)
     if momentum != 0:
         if momentum_buf is None:
@@ -135,8 +224,9 @@ def rmsprop(param, grad, square_avg, lr, alpha, eps, eps_inside_sqrt, weight_dec
     array("grad", grad, writable=False, like=param)
     array("square_avg", square_avg, writable=True, like=param)
     disjoint(param=param, grad=grad, square_avg=square_avg)
-    return (at_least("lr", lr, 0.0), unit_interval("alpha", alpha), positive("eps", eps),
-            flag("eps_inside_sqrt", eps_inside_sqrt), at_least("weight_decay", weight_decay, 0.0))
+    return (at_least("lr", lr, 0.0, float32=True), unit_interval("alpha", alpha, float32=True),
+            positive("eps", eps, float32=True), flag("eps_inside_sqrt", eps_inside_sqrt),
+            at_least("weight_decay", weight_decay, 0.0, float32=True))
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
@@ -146,10 +236,18 @@ def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_d
     array("exp_avg", exp_avg, writable=True, like=param)
     array("exp_avg_sq", exp_avg_sq, writable=True, like=param)
     disjoint(param=param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
-    return (integer("step", step, 1), at_least("lr", lr, 0.0), unit_interval("beta1", beta1),
-            unit_interval("beta2", beta2), positive("eps", eps),
-            at_least("weight_decay", weight_decay, 0.0),
-            flag("decoupled_weight_decay", decoupled_weight_decay))
+    step = integer("step", step, 1, C_LLONG_MAX)
+    lr = at_least("lr", lr, 0.0, float32=True)
+    beta1 = unit_interval("beta1", beta1, float32=True)
+    beta2 = unit_interval("beta2", beta2, float32=True)
+    eps = positive("eps", eps, float32=True)
+    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=True)
+    decoupled = flag("decoupled_weight_decay", decoupled_weight_decay)
+    # the per-step constants the update is computed with
+    _no_overflow("lr / (1 - beta1**step)", lr / (1 - beta1**step))
+    if decoupled:
+        _no_overflow("the decay factor 1 - lr * weight_decay", 1 - lr * weight_decay)
+    return step, lr, beta1, beta2, eps, weight_decay, decoupled
 
 
 # ------------------------------------------------------- batch normalization

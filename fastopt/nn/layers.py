@@ -130,18 +130,48 @@ class BatchNorm:
         return {"running_mean": self.running_mean.copy(), "running_var": self.running_var.copy(),
                 "gamma": self.gamma.copy(), "beta": self.beta.copy()}
 
-    def load_state_dict(self, state):
-        """Restore :meth:`state_dict` in place (shapes are checked before anything changes)."""
-        keys = ("running_mean", "running_var", "gamma", "beta")
+    _STATE_KEYS = ("running_mean", "running_var", "gamma", "beta")
+
+    def checked_state(self, state, keys=_STATE_KEYS):
+        """``state[k]`` for each of ``keys`` as float32 arrays of shape (C,), all checked.
+
+        Raises ValueError/TypeError for a missing entry, a wrong shape, a
+        non-numeric value, a running mean that is not finite or a running
+        variance that is negative or not finite (the inference pass would
+        turn them into NaN).  Changes nothing.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
         missing = [k for k in keys if k not in state]
         if missing:
             raise ValueError(f"state is missing {missing}")
+        out = {}
         for k in keys:
-            if np.shape(state[k]) != (self.num_features,):
-                raise ValueError(f"state[{k!r}] has shape {np.shape(state[k])}, "
+            v = np.asarray(state[k])
+            if v.shape != (self.num_features,):
+                raise ValueError(f"state[{k!r}] has shape {v.shape}, "
                                  f"expected ({self.num_features},)")
-        for k in keys:
-            getattr(self, k)[...] = state[k]
+            if v.dtype.kind not in "fiu":
+                raise TypeError(f"state[{k!r}] has dtype {v.dtype}, expected real numbers")
+            with np.errstate(over="ignore"):
+                v = v.astype(np.float32)
+            if k == "running_mean" and not np.isfinite(v).all():
+                raise ValueError(f"state['running_mean'] is not finite at channel "
+                                 f"{int(np.flatnonzero(~np.isfinite(v))[0])}")
+            if k == "running_var" and not (np.isfinite(v) & (v >= 0)).all():
+                c = int(np.flatnonzero(~(np.isfinite(v) & (v >= 0)))[0])
+                raise ValueError(f"state['running_var'] must be finite and >= 0, got {v[c]} at "
+                                 f"channel {c}")
+            out[k] = v
+        return out
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` in place; everything is checked before anything changes.
+
+        See :meth:`checked_state` for what is refused.
+        """
+        for k, v in self.checked_state(state).items():
+            getattr(self, k)[...] = v
 
     def __repr__(self):
         return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "

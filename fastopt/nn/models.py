@@ -141,14 +141,27 @@ class MLP:
             out[f"{bn.name}.running_var"] = bn.running_var.copy()
         return out
 
+    def checked_state(self, state):
+        """A :meth:`state_dict`-shaped ``state``, checked (BatchNorm.checked_state); changes nothing.
+
+        Returns a list of (layer, {"running_mean": ..., "running_var": ...}).
+        """
+        keys = ("running_mean", "running_var")
+        checked = []
+        for bn in self.bns:
+            try:
+                per_layer = {k: state[f"{bn.name}.{k}"] for k in keys}
+            except KeyError as e:
+                raise ValueError(f"state has no {e.args[0]!r}") from None
+            try:
+                checked.append((bn, bn.checked_state(per_layer, keys)))
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{bn.name}: {e}") from None
+        return checked
+
     def load_state_dict(self, state):
-        for bn in self.bns:
-            for k in ("running_mean", "running_var"):
-                v = np.asarray(state[f"{bn.name}.{k}"])
-                if v.shape != getattr(bn, k).shape:
-                    raise ValueError(f"{bn.name}.{k} has shape {v.shape}, "
-                                     f"expected {getattr(bn, k).shape}")
-        for bn in self.bns:
-            bn.running_mean[...] = state[f"{bn.name}.running_mean"]
-            bn.running_var[...] = state[f"{bn.name}.running_var"]
+        """Restore the batch-norm running statistics (all checked before anything changes)."""
+        for bn, values in self.checked_state(state):
+            for k, v in values.items():
+                getattr(bn, k)[...] = v
 

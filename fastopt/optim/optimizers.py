@@ -27,6 +27,25 @@ LR = float | Callable[[int], float]
 Impl = Literal["fused", "reference"]
 
 
+def _scheduled_lr(schedule, epoch):
+    """``schedule(epoch)``, checked; any failure of the schedule is a ValueError."""
+    try:
+        lr = schedule(epoch)
+    except Exception as e:  # noqa: BLE001 - a user's schedule may raise anything
+        raise ValueError(f"the lr schedule {schedule!r} failed at epoch {epoch}: "
+                         f"{type(e).__name__}: {e}") from e
+    return _check.at_least(f"lr (schedule at epoch {epoch})", lr, 0.0, float32=True)
+
+
+def _plain(value):
+    """A checked hyperparameter as a plain Python bool, float or tuple of floats."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(float(v) for v in value)
+    return float(value)
+
+
 class Optimizer:
     """Base class. Subclasses set ``_state_names`` and ``_hyper_names`` and implement ``_update``.
 
@@ -69,12 +88,16 @@ class Optimizer:
             self._grads = None
             for i, p in enumerate(self._params):
                 _check.array(f"params[{i}]", p, writable=True)
-            _check.disjoint(**{f"params[{i}]": p for i, p in enumerate(self._params)})
+            _check.Extents(**{f"params[{i}]": p for i, p in enumerate(self._params)})
         self._epoch = 1
         self.lr = lr
         self._step = 0
         self.state = {name: [np.zeros_like(p) for p in self._params]
                       for name in self._state_names}
+        # Every buffer a gradient must not share memory with (list mode).
+        self._extents = None if self.flat is not None else _check.Extents(
+            **{f"params[{i}]": p for i, p in enumerate(self._params)},
+            **{f"{n}[{i}]": b for n, bufs in self.state.items() for i, b in enumerate(bufs)})
 
     # ------------------------------------------------------------ hyperparameters
     @property
@@ -85,10 +108,10 @@ class Optimizer:
     @lr.setter
     def lr(self, value):
         if callable(value):
-            lr = _check.at_least("lr", value(self._epoch), 0.0)
-            self._schedule, self._lr = value, lr
+            self._lr = _scheduled_lr(value, self._epoch)
+            self._schedule = value
         else:
-            self._lr = _check.at_least("lr", value, 0.0)
+            self._lr = _check.at_least("lr", value, 0.0, float32=True)
             self._schedule = None
 
     @property
@@ -102,10 +125,14 @@ class Optimizer:
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (from 1): with a schedule, ``lr`` becomes ``schedule(epoch)``."""
-        epoch = _check.integer("epoch", epoch, 0)
+        """Start epoch ``epoch`` (from 1): with a schedule, ``lr`` becomes ``schedule(epoch)``.
+
+        A schedule that raises, or returns a bad learning rate, raises
+        ValueError and changes nothing.
+        """
+        epoch = _check.integer("epoch", epoch, 0, _check.C_LLONG_MAX)
         if self._schedule is not None:
-            self._lr = _check.at_least("lr", self._schedule(epoch), 0.0)
+            self._lr = _scheduled_lr(self._schedule, epoch)
         self._epoch = epoch
 
     @property
@@ -131,16 +158,23 @@ class Optimizer:
         if len(grads) != len(self._params):
             raise ValueError(f"grads has {len(grads)} arrays, expected {len(self._params)} "
                              "like params")
-        # Check every gradient before updating any parameter: a rejected call changes nothing.
+        # Check every parameter and gradient before updating any: a rejected call changes
+        # nothing.  (A parameter may have been made read-only since construction.)
         for i, (p, g) in enumerate(zip(self._params, grads)):
+            _check.array(f"params[{i}]", p, writable=True)
             _check.array(f"grads[{i}]", g, writable=False, like=p, like_name=f"params[{i}]")
-            bufs = {f"params[{i}]": p, f"grads[{i}]": g}
-            bufs.update({f"{n}[{i}]": self.state[n][i] for n in self._state_names})
-            _check.disjoint(**bufs)
+            shared = self._extents.overlapping(g)
+            if shared is not None:
+                raise ValueError(f"grads[{i}] and {shared} share memory; "
+                                 "each buffer must be its own array")
         return grads
 
     def step(self, grads: Sequence[np.ndarray] | None = None) -> None:
-        """Update every parameter in place from its gradient."""
+        """Update every parameter in place from its gradient.
+
+        Everything is checked before the first parameter is updated: a rejected
+        call changes no parameter, no state and not ``step_count``.
+        """
         grads = self._resolve_grads(grads)
         t = self._step + 1
         for i, (p, g) in enumerate(zip(self._params, grads)):
@@ -165,45 +199,57 @@ class Optimizer:
                 "state": {n: [a.copy() for a in bufs] for n, bufs in self.state.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` in place; continuing gives the same bits as never stopping."""
+        """Restore a :meth:`state_dict` in place; continuing gives the same bits as never stopping.
+
+        All or nothing: the step count, epoch, hyperparameters, state buffers
+        and, with a schedule, the learning rate at the restored epoch are all
+        checked before anything changes; a bad state_dict raises ValueError or
+        TypeError and leaves the optimizer as it was.
+        """
         if not isinstance(state_dict, dict) or not {"type", "step", "hyper", "state"} <= set(state_dict):
             raise ValueError("state_dict must be a dict from Optimizer.state_dict()")
         if state_dict["type"] != type(self).__name__:
             raise ValueError(f"state_dict is for {state_dict['type']}, not {type(self).__name__}")
-        step = _check.integer("step", state_dict["step"], 0)
-        epoch = _check.integer("epoch", state_dict.get("epoch", 1), 0)
+        # The next step is step + 1, which must fit the kernels' step counter.
+        step = _check.integer("step", state_dict["step"], 0, _check.C_LLONG_MAX - 1)
+        epoch = _check.integer("epoch", state_dict.get("epoch", 1), 0, _check.C_LLONG_MAX)
         saved = state_dict["state"]
-        if set(saved) != set(self.state):
-            raise ValueError(f"state_dict has state {sorted(saved)}, expected {sorted(self.state)}")
+        if not isinstance(saved, dict) or set(saved) != set(self.state):
+            got = sorted(saved) if isinstance(saved, dict) else repr(saved)
+            raise ValueError(f"state_dict has state {got}, expected a dict of {sorted(self.state)}")
         for name, bufs in self.state.items():
-            if len(saved[name]) != len(bufs):
-                raise ValueError(f"state {name!r} has {len(saved[name])} buffers, expected {len(bufs)}")
+            if not isinstance(saved[name], (list, tuple)) or len(saved[name]) != len(bufs):
+                raise ValueError(f"state {name!r} must be a list of {len(bufs)} arrays")
             for i, (dst, src) in enumerate(zip(bufs, saved[name])):
                 src = np.asarray(src)
                 if src.shape != dst.shape or src.dtype != dst.dtype:
                     raise ValueError(f"state {name}[{i}] has shape {src.shape} and dtype {src.dtype}, "
                                      f"expected {dst.shape} and {dst.dtype}")
-        hyper = dict(state_dict["hyper"])
-        self._set_hyper(hyper)
+        hyper = state_dict["hyper"]
+        if not isinstance(hyper, dict):
+            raise ValueError(f"state_dict['hyper'] must be a dict, got {type(hyper).__name__}")
+        hyper, lr = self._checked_hyper(dict(hyper), epoch)
+        # Everything is checked: from here on nothing can fail.
+        for k, v in hyper.items():
+            setattr(self, k, v)
+        self._lr = lr
         for name, bufs in self.state.items():
             for dst, src in zip(bufs, saved[name]):
                 np.copyto(dst, src)
         self._step = step
-        self.set_epoch(epoch)  # with a schedule, lr follows the restored epoch
+        self._epoch = epoch
 
-    def _set_hyper(self, hyper):
+    def _checked_hyper(self, hyper, epoch):
+        """(hyperparameters to set, lr at ``epoch``) from a state_dict's ``hyper``, all checked."""
         unknown = set(hyper) - {"lr", *self._hyper_names}
         if unknown:
             raise ValueError(f"state_dict has unknown hyperparameters {sorted(unknown)}")
-        # Re-run the constructor's checks on a copy before changing anything.
+        lr = _check.at_least("lr", hyper.pop("lr", self._lr), 0.0, float32=True)
+        # Re-run the constructor's checks on the merged values before changing anything.
         self._validate_hyper({**self.hyper(), **hyper})
-        if self._schedule is None:
-            self.lr = hyper.get("lr", self.lr)
-        else:
-            _check.at_least("lr", hyper.get("lr", self.lr), 0.0)
-        for k in self._hyper_names:
-            if k in hyper:
-                setattr(self, k, hyper[k])
+        if self._schedule is not None:
+            lr = _scheduled_lr(self._schedule, epoch)  # with a schedule, lr follows the epoch
+        return {k: _plain(v) for k, v in hyper.items()}, lr
 
     def _validate_hyper(self, hyper):
         pass
@@ -265,10 +311,10 @@ class SGD(Optimizer):
         super().__init__(params, lr, impl=impl)
 
     def _validate_hyper(self, h):
-        m = _check.unit_interval("momentum", h["momentum"])
-        d = _check.unit_interval("dampening", h["dampening"], closed_right=True)
+        m = _check.unit_interval("momentum", h["momentum"], float32=True)
+        d = _check.unit_interval("dampening", h["dampening"], closed_right=True, float32=True)
         n = _check.flag("nesterov", h["nesterov"])
-        _check.at_least("weight_decay", h["weight_decay"], 0.0)
+        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=True)
         _check.nesterov_rule(n, m, d)
         if hasattr(self, "state") and (m != 0) != ("momentum_buf" in self.state):
             raise ValueError("momentum cannot change between zero and non-zero after construction")
@@ -346,10 +392,10 @@ class RMSprop(Optimizer):
         super().__init__(params, lr, impl=impl)
 
     def _validate_hyper(self, h):
-        _check.unit_interval("alpha", h["alpha"])
-        _check.positive("eps", h["eps"])
+        _check.unit_interval("alpha", h["alpha"], float32=True)
+        _check.positive("eps", h["eps"], float32=True)
         _check.flag("eps_inside_sqrt", h["eps_inside_sqrt"])
-        _check.at_least("weight_decay", h["weight_decay"], 0.0)
+        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=True)
 
     def _update(self, i, p, g, t):
         self._k.rmsprop_step(p, g, self.state["square_avg"][i], lr=self._lr, alpha=self.alpha,
@@ -403,15 +449,10 @@ class Adam(Optimizer):
         betas = h["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        _check.unit_interval("betas[0]", betas[0])
-        _check.unit_interval("betas[1]", betas[1])
-        _check.positive("eps", h["eps"])
-        _check.at_least("weight_decay", h["weight_decay"], 0.0)
-
-    def _set_hyper(self, hyper):
-        if "betas" in hyper:
-            hyper["betas"] = tuple(float(b) for b in hyper["betas"])
-        super()._set_hyper(hyper)
+        _check.unit_interval("betas[0]", betas[0], float32=True)
+        _check.unit_interval("betas[1]", betas[1], float32=True)
+        _check.positive("eps", h["eps"], float32=True)
+        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=True)
 
     def _update(self, i, p, g, t):
         self._k.adam_step(p, g, self.state["exp_avg"][i], self.state["exp_avg_sq"][i], step=t,

@@ -8,6 +8,8 @@ array and may allocate a temporary; that is exactly the cost the kernels
 remove).  See :mod:`fastopt.kernels` for the maths in the docstrings.
 """
 
+import math
+
 import numpy as np
 
 from ..kernels import _check
@@ -58,9 +60,14 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
         g = grad + weight_decay * param if weight_decay != 0 else grad
     exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
     exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g**2
-    m_hat = exp_avg / (1 - beta1**step)
-    v_hat = exp_avg_sq / (1 - beta2**step)
-    param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    # lr * m_hat / (sqrt(v_hat) + eps) with m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t),
+    # as Kingma & Ba's efficient form (and PyTorch) order it: the corrections scale sqrt(v) and
+    # m / denom, so no intermediate overflows (m_hat, v_hat alone could) and subnormal moments
+    # keep their bits.
+    c1 = lr / (1 - beta1**step)
+    c2 = 1 / math.sqrt(1 - beta2**step)
+    denom = np.sqrt(exp_avg_sq) * c2 + eps
+    param -= exp_avg / denom * c1
 
 
 def global_norm(grad: np.ndarray) -> float:
@@ -115,8 +122,9 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
         var = running_var.astype(np.float64)
     mean = _store(outs[1], mu)
     invstd = _store(outs[2], 1.0 / np.sqrt(var + eps))
-    x_hat = (x - mean.reshape(shape)) * invstd.reshape(shape)
-    y = gamma.reshape(shape) * x_hat + beta.reshape(shape)
+    # y = gamma (x - mu) invstd + beta, in float32, scaled by the per-channel gamma * invstd
+    # (as the kernel: (x - mu) * invstd alone could overflow where y does not)
+    y = (x - mean.reshape(shape)) * (gamma * invstd).reshape(shape) + beta.reshape(shape)
     if outs[0] is not None:
         outs[0][...] = y
         y = outs[0]
@@ -132,15 +140,25 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     """Batch-norm backward (NumPy reference of :func:`fastopt.kernels.batchnorm_backward`)."""
     training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out)
     axes, shape = _bn_axes(x)
-    x_hat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+
+    def per_channel(v):  # a (C,) vector as float32, broadcasting against x
+        return v.astype(np.float32).reshape(shape)
+
+    invstd64 = invstd.astype(np.float64)
+    # The sums in double: dbeta = sum dy, dgamma = sum dy * x_hat = invstd * sum dy (x - mu).
     dbeta = dy.sum(axis=axes, dtype=np.float64)
-    dgamma = (dy * x_hat).sum(axis=axes, dtype=np.float64)
-    g = (gamma * invstd).reshape(shape)
+    dgamma = (dy * (x.astype(np.float64) - mean.astype(np.float64).reshape(shape))).sum(
+        axis=axes) * invstd64
+    # dx = gamma invstd / n (n dy - dbeta - x_hat dgamma) = k1 dy - k2 - k3 (x - mu), with the
+    # coefficients in double, then float32 throughout (n dy or x_hat dgamma alone could
+    # overflow float32 where dx does not).
+    k1 = gamma * invstd64
     if training:
-        dx = g / n * (n * dy - dbeta.astype(np.float32).reshape(shape)
-                      - x_hat * dgamma.astype(np.float32).reshape(shape))
+        k2 = k1 * dbeta / n
+        k3 = k1 * invstd64 * dgamma / n
+        dx = per_channel(k1) * dy - per_channel(k2) - per_channel(k3) * (x - mean.reshape(shape))
     else:
-        dx = dy * g
+        dx = dy * per_channel(k1)  # the statistics were constants: x does not enter
     if outs[0] is not None:
         outs[0][...] = dx
         dx = outs[0]

@@ -20,6 +20,7 @@ share them.  fastopt's own pool already removes the slowdown the sharing was
 for (see the README, "Threads"), so nobody has to take that risk.
 """
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -89,6 +90,46 @@ def restore_blas_threads():
 def shared_libraries():
     """The OpenBLAS libraries whose jobs currently run on fastopt's threads."""
     return list(_installed)
+
+
+# (get, set) thread-count functions, same builds as above.
+_NUM_THREADS = (
+    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("openblas_get_num_threads", "openblas_set_num_threads"),
+)
+
+
+@contextlib.contextmanager
+def limited_blas_threads(n):
+    """Every loaded OpenBLAS runs on at most ``n`` threads inside the block (Linux).
+
+    For programs that own their process, such as ``fastopt train``; a library
+    should leave this to its user (``threadpoolctl.threadpool_limits`` does the
+    same for every BLAS and OpenMP runtime).
+    """
+    saved = []
+    for path in _loaded_openblas_paths() if sys.platform.startswith("linux") else []:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in _NUM_THREADS:
+            get, set_ = getattr(lib, get_name, None), getattr(lib, set_name, None)
+            if get is not None and set_ is not None:
+                get.restype = ctypes.c_int
+                old = get()
+                set_.argtypes = [ctypes.c_int]
+                if old > n:
+                    set_(n)
+                    saved.append((set_, old))
+                break
+    try:
+        yield
+    finally:
+        for set_, old in saved:
+            set_(old)
 
 
 def _init_from_env():

@@ -2,8 +2,19 @@
 
 The file is written to a temporary file in the same directory, flushed to
 disk, then renamed over the old one (``os.replace``), so a crash while
-writing never destroys the previous checkpoint.  Loading checks everything
-(format, layout, optimizer type, shapes) before it changes anything.
+writing never destroys the previous checkpoint.  The temporary file is named
+after the target, this host and the writer's process id
+(``.ckpt.npz.<host>.<pid>.<random>.fastopt-tmp``); a writer killed before the
+rename leaves it behind, and the next save to the same target removes it once
+its writer is gone (a dead process on this host) or it has not been written
+for a day.  Checkpoints are created with the permissions the umask allows, as
+any new file.
+
+Loading is all or nothing: the file's structure (with every array's size
+checked against the file's own size before anything is allocated), the
+layout, the optimizer type, state shapes, hyperparameters, the schedule at the
+restored epoch and the extras are all checked before params or the optimizer
+change; any problem is a :class:`CheckpointError` that says what is wrong.
 
 Examples
 --------
@@ -21,12 +32,18 @@ Examples
 """
 
 import json
+import math
 import os
-import tempfile
+import re
+import secrets
+import socket
+import stat
+import time
 import zipfile
 
 import numpy as np
 
+from ..kernels import _check
 from ..nn.flat import FlatParams
 from ..optim import Optimizer
 
@@ -34,10 +51,16 @@ __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 FORMAT = 1
 
+_TMP_SUFFIX = ".fastopt-tmp"
+_STALE_AFTER = 24 * 3600      # seconds without a write after which anyone's temporary file is stale
+_MAX_DEFLATE_RATIO = 1032     # deflate never expands data more than this
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is corrupt, or does not fit the model/optimizer it is loaded into."""
 
+
+# ------------------------------------------------------------------ saving
 
 def _extra_array(key, value):
     if isinstance(value, (str, bool, int, float, np.generic)) or isinstance(value, np.ndarray):
@@ -54,11 +77,76 @@ def _extra_array(key, value):
                     "strings, arrays, or JSON-serializable lists/dicts")
 
 
+def _host():
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _tmp_prefix(base):
+    # (the target's name is shortened so that the temporary name stays within NAME_MAX)
+    return f".{base[:100]}."
+
+
+def _tmp_pattern(base):
+    """Matches the temporary files of writers of ``base``: groups host and pid."""
+    return re.compile(re.escape(_tmp_prefix(base)) + r"([A-Za-z0-9-]+)\.(\d+)\.[0-9a-f]+"
+                      + re.escape(_TMP_SUFFIX) + r"\Z")
+
+
+def _process_exists(pid):
+    if os.name != "posix" or pid == os.getpid():
+        return True  # (elsewhere we cannot ask without side effects: age decides)
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # e.g. PermissionError: it exists, as another user
+        return True
+    return True
+
+
+def _remove_stale_temporaries(directory, base):
+    """Delete temporary files that killed writers of ``directory/base`` left behind."""
+    pattern, host, now = _tmp_pattern(base), _host(), time.time()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.match(name)
+        if m is None:
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            dead = m.group(1) == host and not _process_exists(int(m.group(2)))
+            if dead or now - st.st_mtime > _STALE_AFTER:
+                os.unlink(path)
+        except OSError:
+            pass  # gone already, or not ours to delete
+
+
+def _create_temporary(directory, base):
+    """A new, empty temporary file next to the target: (fd, path). The umask applies."""
+    prefix = os.path.join(directory, _tmp_prefix(base) + f"{_host()}.{os.getpid()}.")
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    while True:
+        path = prefix + secrets.token_hex(4) + _TMP_SUFFIX
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+
+
 def save_checkpoint(path, params, optimizer, **extra):
     """Write ``params`` (a FlatParams), ``optimizer``'s state and ``extra`` values to ``path``.
 
     Extras may be numbers, strings, arrays, or JSON-serializable lists and
-    dicts (e.g. the epoch, running statistics, an RNG state).
+    dicts (e.g. the epoch, running statistics, an RNG state).  The file is
+    replaced atomically; temporary files left by killed writers of the same
+    path are removed first.
     """
     if not isinstance(params, FlatParams):
         raise TypeError(f"params must be a FlatParams, got {type(params).__name__}")
@@ -80,8 +168,9 @@ def save_checkpoint(path, params, optimizer, **extra):
         arrays[f"extra/{key}"] = _extra_array(key, value)
 
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastopt-ckpt-", suffix=".tmp", dir=directory)
+    directory, base = os.path.split(os.path.abspath(path))
+    _remove_stale_temporaries(directory, base)
+    fd, tmp = _create_temporary(directory, base)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -96,57 +185,218 @@ def save_checkpoint(path, params, optimizer, **extra):
         raise
 
 
-def _decode_extra(arr):
-    if arr.dtype.kind == "U" and arr.ndim == 0:
-        s = str(arr)
-        return json.loads(s[5:]) if s.startswith("json:") else s
-    return arr.item() if arr.ndim == 0 else arr
+# ------------------------------------------------------------------ loading
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def load_checkpoint(path, params, optimizer):
+def _read_entry(zf, info, file_size):
+    """One array of the archive, its size checked before it is allocated."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        limit = info.compress_size
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        limit = info.compress_size * _MAX_DEFLATE_RATIO
+    else:
+        raise CheckpointError(f"entry {info.filename!r} uses an unsupported compression")
+    if info.compress_size > file_size or info.file_size > limit:
+        raise CheckpointError(f"entry {info.filename!r} declares {info.file_size} bytes, more "
+                              f"than a {file_size}-byte file can hold")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in _HEADER_READERS:
+            raise CheckpointError(f"entry {info.filename!r} is a .npy of version {version}, "
+                                  "expected 1.0 or 2.0")
+        shape, fortran_order, dtype = _HEADER_READERS[version](f)
+        if dtype.hasobject:
+            raise CheckpointError(f"entry {info.filename!r} holds Python objects")
+        if any(d < 0 for d in shape):
+            raise CheckpointError(f"entry {info.filename!r} has a negative dimension {shape}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        stored = info.file_size - f.tell()
+        if nbytes != stored:
+            raise CheckpointError(f"entry {info.filename!r} declares shape {shape} of {dtype} "
+                                  f"({nbytes} bytes) but holds {stored} bytes")
+        arr = np.empty(shape, dtype, order="F" if fortran_order else "C")
+        view = memoryview(arr.reshape(-1, order="A").view(np.uint8))
+        done = 0
+        while done < nbytes:
+            n = f.readinto(view[done:])
+            if not n:
+                raise CheckpointError(f"entry {info.filename!r} is truncated")
+            done += n
+        return arr
+
+
+def _read_npz(path):
+    """{name: array} of every entry of the .npz at ``path`` (no pickles, sizes checked)."""
+    file_size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if sum(info.compress_size for info in infos) > file_size:
+            raise CheckpointError("its entries overlap (more data than the file holds)")
+        out = {}
+        for info in infos:
+            if not info.filename.endswith(".npy"):
+                raise CheckpointError(f"entry {info.filename!r} is not a .npy array")
+            out[info.filename[:-len(".npy")]] = _read_entry(zf, info, file_size)
+        return out
+
+
+def _entry(files, key):
+    if key not in files:
+        raise CheckpointError(f"it has no {key!r} entry")
+    return files[key]
+
+
+def _json_entry(files, key, kind):
+    a = _entry(files, key)
+    if a.dtype.kind != "U" or a.ndim != 0:
+        raise CheckpointError(f"entry {key!r} must be a JSON string, got {a.dtype} "
+                              f"of shape {a.shape}")
+    try:
+        value = json.loads(str(a))
+    except ValueError as e:
+        raise CheckpointError(f"entry {key!r} is not valid JSON: {e}") from None
+    if not isinstance(value, kind):
+        raise CheckpointError(f"entry {key!r} must hold a JSON {kind.__name__}, "
+                              f"got {type(value).__name__}")
+    return value
+
+
+def _layout(files):
+    raw = _json_entry(files, "params/layout", list)
+    layout = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], list)
+                and all(type(d) is int and d >= 0 for d in item[1])):
+            raise CheckpointError(f"entry 'params/layout' has a bad item {item!r}; "
+                                  "expected [name, [non-negative ints]]")
+        layout.append((item[0], tuple(item[1])))
+    return layout
+
+
+def _meta(files):
+    meta = _json_entry(files, "optimizer/meta", dict)
+    for key, kind in (("type", str), ("hyper", dict), ("state", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"entry 'optimizer/meta' needs {key!r} as a JSON "
+                                  f"{kind.__name__}, got {meta.get(key)!r}")
+    for key in ("step", "epoch"):
+        if key not in meta:
+            raise CheckpointError(f"entry 'optimizer/meta' has no {key!r}")
+    for name, count in meta["state"].items():
+        # (bounded by the number of entries, so a bad count cannot make us loop for ever)
+        if type(count) is not int or not 0 <= count <= len(files):
+            raise CheckpointError(f"entry 'optimizer/meta' says state {name!r} has {count!r} "
+                                  "buffers")
+    return meta
+
+
+def _extras(files):
+    extras = {}
+    for k, a in files.items():
+        if not k.startswith("extra/"):
+            continue
+        key = k[len("extra/"):]
+        if a.dtype.kind == "U" and a.ndim == 0 and str(a).startswith("json:"):
+            try:
+                extras[key] = json.loads(str(a)[len("json:"):])
+            except ValueError as e:
+                raise CheckpointError(f"extra {key!r} is not valid JSON: {e}") from None
+        else:
+            extras[key] = a.item() if a.ndim == 0 else a
+    return extras
+
+
+def _parse(path):
+    """What load_checkpoint needs from the file: (layout, data, meta, state, extras)."""
+    files = _read_npz(path)
+    fmt = _entry(files, "fastopt/format")
+    if fmt.shape != () or fmt.dtype.kind not in "iu":
+        raise CheckpointError(f"entry 'fastopt/format' must be an integer, got {fmt.dtype} "
+                              f"of shape {fmt.shape}")
+    if int(fmt) != FORMAT:
+        raise CheckpointError(f"it has format {int(fmt)}, expected {FORMAT}")
+    layout = _layout(files)
+    data = _entry(files, "params/data")
+    meta = _meta(files)
+    state = {n: [_entry(files, f"optimizer/state/{n}/{i}") for i in range(count)]
+             for n, count in meta["state"].items()}
+    return layout, data, meta, state, _extras(files)
+
+
+def load_checkpoint(path, params, optimizer, *, check=None):
     """Restore ``params`` and ``optimizer`` in place from ``path``; return the extras (a dict).
 
-    Raises FileNotFoundError for a missing file and :class:`CheckpointError`
-    (a ValueError) for a corrupt one or one that does not fit ``params`` /
-    ``optimizer``; nothing is changed then.
+    All or nothing: the whole file is checked (and, with ``check``, the
+    extras) before ``params`` or ``optimizer`` change.
+
+    Parameters
+    ----------
+    path : str or path-like
+    params : FlatParams
+    optimizer : Optimizer
+    check : callable(extras), optional
+        Called with the decoded extras before anything changes; a
+        ValueError, TypeError or KeyError it raises aborts the load as a
+        CheckpointError.  (``fastopt train --resume`` checks its batch-norm
+        statistics and RNG state this way.)
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    CheckpointError (a ValueError)
+        Anything else: the file is unreadable, corrupt, not a fastopt
+        checkpoint, or does not fit ``params`` / ``optimizer``.  Nothing has
+        changed then.
     """
+    if not isinstance(params, FlatParams):
+        raise TypeError(f"params must be a FlatParams, got {type(params).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastopt optimizer, got {type(optimizer).__name__}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} is not a file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {path!r} is corrupt or not a fastopt checkpoint: {e}") from None
-    try:
-        if int(files["fastopt/format"]) != FORMAT:
-            raise CheckpointError(f"checkpoint {path!r} has format {int(files['fastopt/format'])}, "
-                                  f"expected {FORMAT}")
-        layout = [(k, tuple(s)) for k, s in json.loads(str(files["params/layout"]))]
-        meta = json.loads(str(files["optimizer/meta"]))
-        data = files["params/data"]
-        state = {n: [files[f"optimizer/state/{n}/{i}"] for i in range(count)]
-                 for n, count in meta["state"].items()}
-    except CheckpointError:
-        raise
-    except (KeyError, ValueError, TypeError) as e:
+        layout, data, meta, state, extras = _parse(path)
+    except CheckpointError as e:
         raise CheckpointError(f"checkpoint {path!r} is corrupt or not a fastopt checkpoint: "
-                              f"missing or bad entry {e}") from None
+                              f"{e}") from None
+    except MemoryError:
+        raise  # (sizes are checked against the file: this file is genuinely too large)
+    except Exception as e:  # noqa: BLE001 - whatever a damaged zip or .npy raises
+        raise CheckpointError(f"checkpoint {path!r} is corrupt or not a fastopt checkpoint: "
+                              f"{type(e).__name__}: {e}") from None
+
     if layout != list(params.shapes.items()):
         raise CheckpointError(f"checkpoint {path!r} holds parameters {dict(layout)}, "
                               f"but params has {params.shapes}")
     if data.shape != params.data.shape or data.dtype != params.data.dtype:
         raise CheckpointError(f"checkpoint {path!r}: params/data has shape {data.shape} "
                               f"and dtype {data.dtype}, expected {params.data.shape} float32")
+    try:
+        _check.array("params.data", params.data, writable=True)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot load checkpoint {path!r} into params: {e}") from None
     if meta["type"] != type(optimizer).__name__:
         raise CheckpointError(f"checkpoint {path!r} holds a {meta['type']} optimizer, "
                               f"not {type(optimizer).__name__}")
-    hyper = meta["hyper"]  # (JSON gives betas as a list: Adam.load_state_dict makes it a tuple)
-    sd = {"type": meta["type"], "step": meta["step"], "epoch": meta["epoch"], "hyper": hyper,
-          "state": state}
+    if check is not None:
+        try:
+            check(extras)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {path!r} has unusable extras: "
+                                  f"{type(e).__name__}: {e}") from None
+    sd = {"type": meta["type"], "step": meta["step"], "epoch": meta["epoch"],
+          "hyper": meta["hyper"], "state": state}
     try:
-        optimizer.load_state_dict(sd)  # checks shapes before changing anything
+        optimizer.load_state_dict(sd)  # checks everything before it changes anything
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path!r} does not fit this optimizer: {e}") from None
     np.copyto(params.data, data)
-    return {k[len("extra/"):]: _decode_extra(v) for k, v in files.items() if k.startswith("extra/")}
+    return extras

@@ -53,7 +53,7 @@ class Schedule:
         self._fn = fn
 
     def __call__(self, epoch):
-        return float(self._fn(_int("epoch", epoch, 0)))
+        return float(self._fn(_int("epoch", epoch, 0, _check.C_LLONG_MAX)))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

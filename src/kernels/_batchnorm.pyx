@@ -5,16 +5,26 @@ into fixed units that do not depend on the thread count:
 
 * plane mode (S >= PLANE_MIN): a unit is a chunk of at most CHUNK contiguous
   values of one plane x[n, c, :]; units are numbered (n, c, chunk);
-* row mode (smaller S, e.g. the (N, C) case): a unit is a block of R rows
-  x[r0:r0+R, :, :] and yields partials for every channel.
+* row mode (smaller S, e.g. the (N, C) case): a unit is a tile of R rows and
+  CB channels x[r0:r0+R, c0:c0+CB, :], numbered (row block, channel block), and
+  yields partials for its channels.  Usually CB = C (whole rows).  Each row
+  block keeps 2*C double partials, so when row blocks of about ROW_ELEMS values
+  would need more than 1/PARTIAL_SHARE of x's size for them (wide rows, or few
+  values per channel), R grows until they fit and the channels are cut into
+  blocks (runs of at least RUN_MIN contiguous values) to keep units small.
+  With a single row block, units write their channels' sums directly: no
+  partial arrays.
 
 Each unit writes double partial sums; partials are added in unit order, so
 the results are bit-identical for any thread count, and all cores work even
-when C is smaller than the thread count.  The statistics pass sums d = x - k
-and d*d with a per-channel shift k = x[0, c, 0] (in double), so data far from
-zero (x = 1e4 + 0.01 N(0, 1)) keeps its variance.
+when C is smaller than the thread count.  The partial sums take at most 1/16
+of x's size (plane mode 1/128).  The statistics pass sums
+d = x - k and d*d with a per-channel shift k = x[0, c, 0] (in double; 0 when
+x[0, c, 0] is not finite), so data far from zero (x = 1e4 + 0.01 N(0, 1))
+keeps its variance.
 """
 
+from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free, calloc
 from libc.string cimport memset
 
@@ -25,7 +35,9 @@ cdef enum:
     CHUNK = 16384          # plane-mode unit size (elements)
     PLANE_MIN = 512        # S from which plane mode is used
     ROW_ELEMS = 262144     # row-mode target elements per unit
-    MIN_UNITS = 8          # row mode: at least this many units when N allows
+    MIN_UNITS = 8          # row mode: at least this many units when N (or C) allows
+    PARTIAL_SHARE = 16     # row mode: partial sums at most 1/PARTIAL_SHARE of x's bytes
+    RUN_MIN = 1024         # row mode, channel blocks: at least this many contiguous values
     STREAM_MIN = 4194304   # from this many elements (16 MB), outputs bypass the cache
 
 
@@ -33,7 +45,8 @@ cdef struct Layout:
     Py_ssize_t N, C, S
     bint plane
     Py_ssize_t nch          # chunks per plane (plane mode)
-    Py_ssize_t R            # rows per unit (row mode)
+    Py_ssize_t R, CB        # rows and channels per unit (row mode)
+    Py_ssize_t nrb, ncb     # row blocks and channel blocks (row mode)
     Py_ssize_t nunits
     int nt
     bint stream             # write outputs with non-temporal stores (large outputs)
@@ -41,13 +54,16 @@ cdef struct Layout:
 
 cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads) noexcept nogil:
     cdef Layout L
+    cdef Py_ssize_t max_rb, nrb, want
     L.N = N
     L.C = C
     L.S = S
     L.plane = S >= PLANE_MIN
+    L.CB = C
     if L.plane:
         L.nch = (S + CHUNK - 1) // CHUNK
         L.R = 1
+        L.nrb = L.ncb = 1
         L.nunits = N * C * L.nch
     else:
         L.nch = 1
@@ -59,7 +75,30 @@ cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads) noe
             L.R = (N + MIN_UNITS - 1) // MIN_UNITS
         if L.R < 1:
             L.R = 1
-        L.nunits = (N + L.R - 1) // L.R
+        # Each row block keeps 2*C double partials (16*C bytes); x has 4*N*C*S bytes, so
+        # at most N*S / (4*PARTIAL_SHARE) row blocks keep them within 1/PARTIAL_SHARE of x.
+        max_rb = N * S // (4 * PARTIAL_SHARE)
+        if max_rb < 1:
+            max_rb = 1
+        if (N + L.R - 1) // L.R > max_rb:
+            L.R = (N + max_rb - 1) // max_rb
+            nrb = (N + L.R - 1) // L.R
+            # Taller row blocks: cut the channels so that units stay about ROW_ELEMS
+            # values, with runs of at least RUN_MIN, and MIN_UNITS units when C allows
+            # (and x is large enough to run on several threads).
+            L.CB = ROW_ELEMS // (L.R * S) if L.R * S < ROW_ELEMS else 1
+            if L.CB * S < RUN_MIN:
+                L.CB = (RUN_MIN + S - 1) // S
+            want = (MIN_UNITS + nrb - 1) // nrb
+            if N * C * S >= PARALLEL_MIN and L.CB > (C + want - 1) // want:
+                L.CB = (C + want - 1) // want
+            if L.CB > C:
+                L.CB = C
+            if L.CB < 1:
+                L.CB = 1
+        L.nrb = (N + L.R - 1) // L.R
+        L.ncb = (C + L.CB - 1) // L.CB
+        L.nunits = L.nrb * L.ncb
     L.stream = N * C * S >= STREAM_MIN
     L.nt = n_threads
     if N * C * S < PARALLEL_MIN or n_threads < 2 or L.nunits < 2:
@@ -80,14 +119,36 @@ cdef inline Py_ssize_t _plane_unit(Layout* L, Py_ssize_t u, Py_ssize_t* c,
 
 cdef inline void _row_range(Layout* L, Py_ssize_t u, Py_ssize_t* r0, Py_ssize_t* r1) noexcept nogil:
     """Row mode: the rows [r0, r1) of unit u."""
-    r0[0] = u * L.R
+    r0[0] = (u // L.ncb) * L.R
     r1[0] = r0[0] + L.R if r0[0] + L.R < L.N else L.N
 
 
+cdef inline void _channel_range(Layout* L, Py_ssize_t u, Py_ssize_t* c0,
+                                Py_ssize_t* c1) noexcept nogil:
+    """Row mode: the channels [c0, c1) of unit u."""
+    c0[0] = (u % L.ncb) * L.CB
+    c1[0] = c0[0] + L.CB if c0[0] + L.CB < L.C else L.C
+
+
+cdef inline Py_ssize_t _partial_count(Layout* L) noexcept nogil:
+    """Doubles in each of the two partial-sum arrays of a reduction (0: none allocated)."""
+    if L.plane:
+        return L.nunits
+    if L.nrb == 1:
+        return 0            # one row block: each unit writes its channels' sums directly
+    return L.nrb * L.C
+
+
 def layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads):
-    """(mode, units, threads) the kernels use for x of shape (N, C, S) (for tests and docs)."""
+    """(mode, units, threads, partial_bytes) for x of shape (N, C, S) (for tests and docs).
+
+    ``partial_bytes`` is what a reduction (statistics or backward sums)
+    allocates for its partial sums; mode is "plane", "row" (units of whole
+    rows) or "tile" (row mode with channel blocks).
+    """
     cdef Layout L = _layout(N, C, S, n_threads)
-    return ("plane" if L.plane else "row", L.nunits, L.nt)
+    mode = "plane" if L.plane else ("row" if L.ncb == 1 else "tile")
+    return (mode, L.nunits, L.nt, 2 * _partial_count(&L) * <Py_ssize_t>sizeof(double))
 
 
 # ------------------------------------------------------------------ reductions
@@ -111,16 +172,16 @@ cdef extern from *:
         *s1 = p;
         *s2 = q;
     }
-    /* Row mode, S == 1: add rows [0, rows) of width C into p1, p2 (four rows at a time). */
+    /* S == 1: add `rows` rows of C values, `stride` apart, into p1, p2 (four rows at a time). */
     static void fo_row_sums(const float* x, const float* dy, Py_ssize_t rows, Py_ssize_t C,
-                            const double* k, double* p1, double* p2) {
+                            Py_ssize_t stride, const double* k, double* p1, double* p2) {
         Py_ssize_t r = 0, c;
         if (dy == NULL) {
             for (; r + 4 <= rows; r += 4) {
-                const float* a = x + r * C;
-                const float* b = a + C;
-                const float* e = b + C;
-                const float* f = e + C;
+                const float* a = x + r * stride;
+                const float* b = a + stride;
+                const float* e = b + stride;
+                const float* f = e + stride;
                 #pragma omp simd
                 for (c = 0; c < C; c++) {
                     double kc = k[c];
@@ -131,7 +192,7 @@ cdef extern from *:
                 }
             }
             for (; r < rows; r++) {
-                const float* a = x + r * C;
+                const float* a = x + r * stride;
                 #pragma omp simd
                 for (c = 0; c < C; c++) {
                     double d0 = (double)a[c] - k[c];
@@ -141,14 +202,14 @@ cdef extern from *:
             }
         } else {
             for (; r + 4 <= rows; r += 4) {
-                const float* a = x + r * C;
-                const float* b = a + C;
-                const float* e = b + C;
-                const float* f = e + C;
-                const float* ga = dy + r * C;
-                const float* gb = ga + C;
-                const float* ge = gb + C;
-                const float* gf = ge + C;
+                const float* a = x + r * stride;
+                const float* b = a + stride;
+                const float* e = b + stride;
+                const float* f = e + stride;
+                const float* ga = dy + r * stride;
+                const float* gb = ga + stride;
+                const float* ge = gb + stride;
+                const float* gf = ge + stride;
                 #pragma omp simd
                 for (c = 0; c < C; c++) {
                     double kc = k[c];
@@ -159,8 +220,8 @@ cdef extern from *:
                 }
             }
             for (; r < rows; r++) {
-                const float* a = x + r * C;
-                const float* ga = dy + r * C;
+                const float* a = x + r * stride;
+                const float* ga = dy + r * stride;
                 #pragma omp simd
                 for (c = 0; c < C; c++) {
                     double g0 = ga[c];
@@ -174,17 +235,18 @@ cdef extern from *:
     void fo_plane_sums(const float* x, const float* dy, Py_ssize_t n, double k,
                        double* s1, double* s2) noexcept nogil
     void fo_row_sums(const float* x, const float* dy, Py_ssize_t rows, Py_ssize_t C,
-                     const double* k, double* p1, double* p2) noexcept nogil
+                     Py_ssize_t stride, const double* k, double* p1, double* p2) noexcept nogil
 
 
 cdef void _unit_sums(const float* x, const float* dy, Layout* L, Py_ssize_t u,
                      const double* shift, double* s1, double* s2) noexcept nogil:
-    """Partial sums of unit u: plane mode writes s1[u], s2[u]; row mode s1[u*C + c], s2[u*C + c].
+    """Sums of unit u: plane mode writes s1[u], s2[u]; row mode s1[rb*C + c], s2[rb*C + c]
+    for its row block rb and channels c (s1[c], s2[c] with a single row block).
 
     Without dy: sums of d = x - shift[c] and d*d.  With dy: sums of dy and dy*d.
     """
     cdef Py_ssize_t C = L.C, S = L.S
-    cdef Py_ssize_t c, length, r, r0, r1, off
+    cdef Py_ssize_t c, c0, c1, length, r, r0, r1, off
     cdef double a, b
     cdef double* p1
     cdef double* p2
@@ -192,17 +254,20 @@ cdef void _unit_sums(const float* x, const float* dy, Layout* L, Py_ssize_t u,
         off = _plane_unit(L, u, &c, &length)
         fo_plane_sums(x + off, dy + off if dy != NULL else NULL, length, shift[c], &s1[u], &s2[u])
         return
-    p1 = s1 + u * C
-    p2 = s2 + u * C
-    for c in range(C):
+    p1 = s1 + (u // L.ncb) * C
+    p2 = s2 + (u // L.ncb) * C
+    _row_range(L, u, &r0, &r1)
+    _channel_range(L, u, &c0, &c1)
+    for c in range(c0, c1):
         p1[c] = 0.0
         p2[c] = 0.0
-    _row_range(L, u, &r0, &r1)
     if S == 1:
-        fo_row_sums(x + r0 * C, dy + r0 * C if dy != NULL else NULL, r1 - r0, C, shift, p1, p2)
+        off = r0 * C + c0
+        fo_row_sums(x + off, dy + off if dy != NULL else NULL, r1 - r0, c1 - c0, C,
+                    shift + c0, p1 + c0, p2 + c0)
         return
     for r in range(r0, r1):
-        for c in range(C):
+        for c in range(c0, c1):
             off = (r * C + c) * S
             fo_plane_sums(x + off, dy + off if dy != NULL else NULL, S, shift[c], &a, &b)
             p1[c] += a
@@ -226,16 +291,17 @@ cdef void _sums_task(void* ctx, Py_ssize_t u) noexcept nogil:
 cdef int _reduce(const float* x, const float* dy, Layout* L, const double* shift,
                  double* out1, double* out2) noexcept nogil:
     """Per-channel sums (see _unit_sums) combined in unit order. Returns -1 on allocation failure."""
-    cdef Py_ssize_t C = L.C, u, c, width
-    cdef double* s1
-    cdef double* s2
-    width = 1 if L.plane else C
-    s1 = <double*>malloc(L.nunits * width * sizeof(double))
-    s2 = <double*>malloc(L.nunits * width * sizeof(double))
-    if s1 == NULL or s2 == NULL:
-        free(s1)
-        free(s2)
-        return -1
+    cdef Py_ssize_t C = L.C, u, c
+    cdef Py_ssize_t count = _partial_count(L)
+    cdef double* s1 = out1
+    cdef double* s2 = out2
+    if count != 0:
+        s1 = <double*>malloc(count * sizeof(double))
+        s2 = <double*>malloc(count * sizeof(double))
+        if s1 == NULL or s2 == NULL:
+            free(s1)
+            free(s2)
+            return -1
     cdef SumsArgs a
     a.x = x
     a.dy = dy
@@ -244,6 +310,8 @@ cdef int _reduce(const float* x, const float* dy, Layout* L, const double* shift
     a.s1 = s1
     a.s2 = s2
     fo_parallel(_sums_task, &a, L.nunits, L.nt)
+    if count == 0:
+        return 0            # one row block: the units wrote the complete sums
     for c in range(C):
         out1[c] = 0.0
         out2[c] = 0.0
@@ -254,7 +322,7 @@ cdef int _reduce(const float* x, const float* dy, Layout* L, const double* shift
             out1[c] += s1[u]
             out2[c] += s2[u]
     else:
-        for u in range(L.nunits):
+        for u in range(L.nrb):
             for c in range(C):
                 out1[c] += s1[u * C + c]
                 out2[c] += s2[u * C + c]
@@ -277,7 +345,8 @@ def channel_stats(const float[:, :, ::1] x,            # IN (N, C, S)
         raise MemoryError()
     with nogil:
         for c in range(C):
-            shift[c] = x[0, c, 0]
+            # (an infinite or NaN shift would turn x - shift into NaN where the sum is +-inf)
+            shift[c] = x[0, c, 0] if isfinite(x[0, c, 0]) else 0.0
         rc = _reduce(&x[0, 0, 0], NULL, &L, shift, &mean[0], &var[0])
         if rc == 0:
             for c in range(C):
@@ -409,20 +478,21 @@ cdef void _unit_affine(const float* x, float* y, Layout* L, Py_ssize_t u, const 
                        const float* scale, const float* shift) noexcept nogil:
     """y = (x - mu[c]) * scale[c] + shift[c] over unit u."""
     cdef Py_ssize_t C = L.C, S = L.S
-    cdef Py_ssize_t c, length, r, r0, r1, s, off
+    cdef Py_ssize_t c, c0, c1, length, r, r0, r1, s, off
     cdef float m, a, b
     if L.plane:
         off = _plane_unit(L, u, &c, &length)
         fo_affine_run(x + off, y + off, length, mu[c], scale[c], shift[c], L.stream)
         return
     _row_range(L, u, &r0, &r1)
+    _channel_range(L, u, &c0, &c1)
     for r in range(r0, r1):
         if S == 1:
             off = r * C
-            for c in range(C):
+            for c in range(c0, c1):
                 y[off + c] = (x[off + c] - mu[c]) * scale[c] + shift[c]
         else:
-            for c in range(C):
+            for c in range(c0, c1):
                 off = (r * C + c) * S
                 m = mu[c]
                 a = scale[c]
@@ -471,20 +541,21 @@ cdef void _unit_dx(const float* dy, const float* x, float* dx, Layout* L, Py_ssi
                    const float* mu, const float* k1, const float* k2, const float* k3) noexcept nogil:
     """dx = k1[c] * dy - k2[c] - k3[c] * (x - mu[c]) over unit u."""
     cdef Py_ssize_t C = L.C, S = L.S
-    cdef Py_ssize_t c, length, r, r0, r1, s, off
+    cdef Py_ssize_t c, c0, c1, length, r, r0, r1, s, off
     cdef float m, a, b, e
     if L.plane:
         off = _plane_unit(L, u, &c, &length)
         fo_dx_run(dy + off, x + off, dx + off, length, mu[c], k1[c], k2[c], k3[c], L.stream)
         return
     _row_range(L, u, &r0, &r1)
+    _channel_range(L, u, &c0, &c1)
     for r in range(r0, r1):
         if S == 1:
             off = r * C
-            for c in range(C):
+            for c in range(c0, c1):
                 dx[off + c] = k1[c] * dy[off + c] - k2[c] - k3[c] * (x[off + c] - mu[c])
         else:
-            for c in range(C):
+            for c in range(c0, c1):
                 off = (r * C + c) * S
                 m = mu[c]
                 a = k1[c]

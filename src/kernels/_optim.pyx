@@ -187,9 +187,12 @@ cdef void _adam_block(float* p,                # IN/OUT
                       const float* g,          # IN
                       float* m,                # IN/OUT
                       float* v,                # IN/OUT
-                      Py_ssize_t n, float lr_bc1, float inv_bc2,
+                      Py_ssize_t n, float c1, float c2,
                       float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
                       float eps, float wd, bint has_wd, float decay, bint decoupled) noexcept nogil:
+    # The reference's float32 operations in its order (same bits): the bias corrections
+    # c1 = lr / (1 - beta1^t), c2 = 1 / sqrt(1 - beta2^t) scale sqrt(v) and m / denom, where
+    # nothing overflows for the moments Adam produces and subnormal moments keep their bits.
     cdef Py_ssize_t i
     cdef float gi, pi, mi, vi
     for i in range(n):
@@ -203,7 +206,7 @@ cdef void _adam_block(float* p,                # IN/OUT
         vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
         m[i] = mi
         v[i] = vi
-        p[i] = pi - lr_bc1 * mi / (sqrtf(vi * inv_bc2) + eps)
+        p[i] = pi - mi / (sqrtf(vi) * c2 + eps) * c1
 
 
 cdef struct AdamArgs:
@@ -212,14 +215,14 @@ cdef struct AdamArgs:
     float* m
     float* v
     Py_ssize_t n
-    float lr_bc1, inv_bc2, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, wd, decay
+    float c1, c2, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, wd, decay
     bint has_wd, decoupled
 
 
 cdef void _adam_task(void* ctx, Py_ssize_t b) noexcept nogil:
     cdef AdamArgs* a = <AdamArgs*>ctx
     cdef Py_ssize_t off = b * BLOCK
-    _adam_block(a.p + off, a.g + off, a.m + off, a.v + off, _blen(b, a.n), a.lr_bc1, a.inv_bc2,
+    _adam_block(a.p + off, a.g + off, a.m + off, a.v + off, _blen(b, a.n), a.c1, a.c2,
                 a.beta1, a.one_minus_beta1, a.beta2, a.one_minus_beta2, a.eps, a.wd, a.has_wd,
                 a.decay, a.decoupled)
 
@@ -231,10 +234,8 @@ def adam_step(float[::1] param, const float[::1] grad, float[::1] exp_avg, float
     cdef Py_ssize_t n = param.shape[0]
     cdef Py_ssize_t nb = _nblocks(n)
     cdef int nt = _nthreads(n, n_threads)
-    cdef double bc1 = 1.0 - beta1 ** step
-    cdef double bc2 = 1.0 - beta2 ** step
-    cdef float lr_bc1 = <float>(lr / bc1)
-    cdef float inv_bc2 = <float>(1.0 / bc2)
+    cdef float c1 = <float>(lr / (1.0 - beta1 ** step))
+    cdef float c2 = <float>(1.0 / sqrt(1.0 - beta2 ** step))
     cdef float fb1 = <float>beta1, fb2 = <float>beta2
     cdef float omb1 = <float>(1.0 - beta1), omb2 = <float>(1.0 - beta2)
     cdef float feps = <float>eps, fwd = <float>weight_decay
@@ -248,8 +249,8 @@ def adam_step(float[::1] param, const float[::1] grad, float[::1] exp_avg, float
     a.m = &exp_avg[0]
     a.v = &exp_avg_sq[0]
     a.n = n
-    a.lr_bc1 = lr_bc1
-    a.inv_bc2 = inv_bc2
+    a.c1 = c1
+    a.c2 = c2
     a.beta1 = fb1
     a.one_minus_beta1 = omb1
     a.beta2 = fb2
