@@ -37,6 +37,8 @@ def test_bench_quick_table_and_json(tmp_path):
     for r in sharing:
         total = r["kernel_time"] + r["matmul_time"]
         assert r["ratio"] == pytest.approx(r["alternating_time"] / total)
+        if "ratio_shared" in r:
+            assert r["ratio_shared"] == pytest.approx(r["alternating_shared_time"] / total)
     assert "Sharing the cores" in p.stdout
     torch_installed = result["meta"]["torch"] is not None
     for r in rows:
@@ -46,7 +48,7 @@ def test_bench_quick_table_and_json(tmp_path):
             assert ("torch_time" in r) == torch_installed
     if not torch_installed:
         assert "torch not installed" in lines[0]
-    expected_load = ["adam 1M", "batchnorm 4096x1024", "MLP train step"]
+    expected_load = ["adam 1M", "batchnorm 4096x1024", "MLP train step", "MLP step, BLAS 1 thread"]
     assert [r["name"] for r in load] == expected_load + ["torch fused Adam 1M"] * torch_installed
     assert "Under load: two processes side by side" in p.stdout
     for r in load:

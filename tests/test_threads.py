@@ -208,3 +208,31 @@ def test_the_gil_check_sees_a_gil_holder():
     w = np.zeros(1 << 20, dtype=object)
     w[...] = 0.0
     assert not _ran_python_during_a_call(lambda k: np.subtract(w, 1.0, out=w), w, cap=20)
+
+
+def test_limited_blas_threads_sets_and_restores_openblas():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastopt.runtime.blas import limited_blas_threads
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library found by threadpoolctl")
+    A = np.random.default_rng(0).standard_normal((300, 300))
+    ref = A @ A
+    with limited_blas_threads(1):
+        assert blas_threads() == [1] * len(before)
+        np.testing.assert_allclose(A @ A, ref, rtol=1e-12, atol=1e-10)
+    assert blas_threads() == before
+
+
+def test_train_cli_blas_threads_option():
+    from fastopt.cli import build_parser
+
+    args = build_parser().parse_args(["train"])
+    assert args.blas_threads == 1
+    assert build_parser().parse_args(["tune", "--blas-threads", "2"]).blas_threads == 2
+    p = _py("from fastopt.cli import main; main(['train', '--blas-threads', '0'])")
+    assert p.returncode == 2 and "--blas-threads" in p.stderr

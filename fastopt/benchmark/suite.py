@@ -228,13 +228,26 @@ def bench_sharing(what, reps, loops=20):
     tk = _median_time(lambda: [kernel() for _ in range(loops)], reps)
     tm = _median_time(lambda: [matmul() for _ in range(loops)], reps)
     ta = _median_time(lambda: [(kernel(), matmul()) for _ in range(loops)], reps)
-    return dict(group="sharing", name=name, size=size, kernel_time=tk / loops,
-                matmul_time=tm / loops, alternating_time=ta / loops, ratio=ta / (tk + tm))
+    row = dict(group="sharing", name=name, size=size, kernel_time=tk / loops,
+               matmul_time=tm / loops, alternating_time=ta / loops, ratio=ta / (tk + tm))
+    # The same loop with NumPy's BLAS jobs on fastopt's pool (FASTOPT_BLAS_THREADS=shared).
+    from ..runtime import blas
+
+    was_shared = bool(blas.shared_libraries())
+    if was_shared or blas.share_blas_threads():
+        try:
+            ts = _median_time(lambda: [(kernel(), matmul()) for _ in range(loops)], reps)
+        finally:
+            if not was_shared:
+                blas.restore_blas_threads()
+        row.update(alternating_shared_time=ts / loops, ratio_shared=ts / (tk + tm))
+    return row
 
 
 # ------------------------------------------------------------------ under load
 
-LOAD_CASES = ("adam 1M", "batchnorm 4096x1024", "MLP train step", "torch fused Adam 1M")
+LOAD_CASES = ("adam 1M", "batchnorm 4096x1024", "MLP train step", "MLP step, BLAS 1 thread",
+              "torch fused Adam 1M")
 
 
 def _load_step(case, threads):
@@ -253,7 +266,7 @@ def _load_step(case, threads):
             _, mu, s = K.batchnorm_forward(x, gamma, beta, None, None, out=y)
             K.batchnorm_backward(x, x, gamma, mu, s, out=(y, None, None))
         return bn
-    if case == "MLP train step":
+    if case.startswith("MLP"):  # "MLP step, BLAS 1 thread": as fastopt train runs it
         from ..data.datasets import prepare_data
         from ..nn.models import MLP
         from ..optim import Adam
@@ -279,23 +292,28 @@ def _load_step(case, threads):
 
 def _load_worker(case, threads, seconds):
     """One process of bench_under_load: warm up, say 'ready', wait for 'go', time steps."""
+    import contextlib
     import sys
+
+    from ..runtime.blas import limited_blas_threads
 
     if threads is not None:
         from ..runtime.threads import set_num_threads
 
         set_num_threads(threads)
-    step = _load_step(case, threads)
-    for _ in range(3):
-        step()
-    print("ready", flush=True)
-    sys.stdin.readline()
-    times = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 5:
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
+    blas = limited_blas_threads(1) if "BLAS 1 thread" in case else contextlib.nullcontext()
+    with blas:
+        step = _load_step(case, threads)
+        for _ in range(3):
+            step()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        times = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end or len(times) < 5:
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
     print(json.dumps(float(np.median(times))), flush=True)
 
 
@@ -356,7 +374,7 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_l
         jobs.append((bench_sharing, (what, reps)))
     if include_load:
         jobs += [(bench_under_load, (case, 0.5 if quick else 1.0, torch)) for case in LOAD_CASES
-                 if include_train or case != "MLP train step"]
+                 if include_train or not case.startswith("MLP")]
     for i, (fn, args) in enumerate(jobs):
         if progress:
             progress(i, len(jobs))
@@ -407,22 +425,26 @@ def format_table(result):
                  "same bytes with no arithmetic / kernel time. vs X: X's time / fastopt's time.")
     sharing = [r for r in result["rows"] if r["group"] == "sharing"]
     if sharing:
-        lines += ["", f"Sharing the cores with NumPy's BLAS (BLAS jobs on fastopt's threads: "
-                      f"{'yes' if m['blas_shared'] else 'no'}), per iteration:",
+        lines += ["", f"Sharing the cores with NumPy's BLAS (by default BLAS jobs on fastopt's threads: "
+                      f"{'yes' if m['blas_shared'] else 'no'}), per iteration; 'shared': with "
+                      f"FASTOPT_BLAS_THREADS=shared:",
                   f"{'loop':<22} {'size':>13} {'kernel':>11} {'matmul':>11} {'alternating':>12} "
-                  f"{'/ apart':>8}"]
+                  f"{'/ apart':>8} {'shared':>12} {'/ apart':>8}"]
         for r in sharing:
+            shared = ("—", "—") if "ratio_shared" not in r else (
+                f"{r['alternating_shared_time'] * 1e3:9.3f} ms", f"{r['ratio_shared']:.2f}")
             lines.append(f"{r['name']:<22} {_size_label(r['size']):>13} "
                          f"{r['kernel_time'] * 1e3:8.3f} ms {r['matmul_time'] * 1e3:8.3f} ms "
-                         f"{r['alternating_time'] * 1e3:9.3f} ms {r['ratio']:8.2f}")
+                         f"{r['alternating_time'] * 1e3:9.3f} ms {r['ratio']:8.2f} "
+                         f"{shared[0]:>12} {shared[1]:>8}")
     load = [r for r in result["rows"] if r["group"] == "load"]
     if load:
         lines += ["", "Under load: two processes side by side on the same cores, median step time "
                       "of the slower one:",
-                  f"{'step':<22} {'alone':>11} {'2 x default':>12} {'2 x 1 thread':>13} "
+                  f"{'step':<24} {'alone':>11} {'2 x default':>12} {'2 x 1 thread':>13} "
                   f"{'default / 1 thread':>19}"]
         for r in load:
-            lines.append(f"{r['name']:<22} {r['alone_time'] * 1e3:8.3f} ms "
+            lines.append(f"{r['name']:<24} {r['alone_time'] * 1e3:8.3f} ms "
                          f"{r['time'] * 1e3:9.3f} ms {r['single_time'] * 1e3:10.3f} ms "
                          f"{r['ratio']:19.2f}")
     return "\n".join(lines)
