@@ -13,7 +13,8 @@ into fixed units that do not depend on the thread count:
   values per channel), R grows until they fit and the channels are cut into
   blocks (runs of at least RUN_MIN contiguous values) to keep units small.
   With a single row block, units write their channels' sums directly: no
-  partial arrays.
+  partial arrays.  (Tiles serve the reductions only; the elementwise passes,
+  which keep no partial sums, use whole rows.)
 
 Each unit writes double partial sums; partials are added in unit order, so
 the results are bit-identical for any thread count, and all cores work even
@@ -52,7 +53,9 @@ cdef struct Layout:
     bint stream             # write outputs with non-temporal stores (large outputs)
 
 
-cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads) noexcept nogil:
+cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads,
+                    bint reduction=True) noexcept nogil:
+    """The units for x of shape (N, C, S); ``reduction``: bound the partial sums (tiles if needed)."""
     cdef Layout L
     cdef Py_ssize_t max_rb, nrb, want
     L.N = N
@@ -80,7 +83,7 @@ cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads) noe
         max_rb = N * S // (4 * PARTIAL_SHARE)
         if max_rb < 1:
             max_rb = 1
-        if (N + L.R - 1) // L.R > max_rb:
+        if reduction and (N + L.R - 1) // L.R > max_rb:
             L.R = (N + max_rb - 1) // max_rb
             nrb = (N + L.R - 1) // L.R
             # Taller row blocks: cut the channels so that units stay about ROW_ELEMS
@@ -96,6 +99,8 @@ cdef Layout _layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads) noe
                 L.CB = C
             if L.CB < 1:
                 L.CB = 1
+            want = (C + L.CB - 1) // L.CB       # channel blocks of equal size
+            L.CB = (C + want - 1) // want
         L.nrb = (N + L.R - 1) // L.R
         L.ncb = (C + L.CB - 1) // L.CB
         L.nunits = L.nrb * L.ncb
@@ -139,16 +144,18 @@ cdef inline Py_ssize_t _partial_count(Layout* L) noexcept nogil:
     return L.nrb * L.C
 
 
-def layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads):
+def layout(Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, int n_threads, bint reduction=True):
     """(mode, units, threads, partial_bytes) for x of shape (N, C, S) (for tests and docs).
 
     ``partial_bytes`` is what a reduction (statistics or backward sums)
     allocates for its partial sums; mode is "plane", "row" (units of whole
-    rows) or "tile" (row mode with channel blocks).
+    rows) or "tile" (row mode with channel blocks).  ``reduction=False``: the
+    units of the elementwise passes, which keep no partial sums (never tiles).
     """
-    cdef Layout L = _layout(N, C, S, n_threads)
+    cdef Layout L = _layout(N, C, S, n_threads, reduction)
     mode = "plane" if L.plane else ("row" if L.ncb == 1 else "tile")
-    return (mode, L.nunits, L.nt, 2 * _partial_count(&L) * <Py_ssize_t>sizeof(double))
+    partial = 2 * _partial_count(&L) * <Py_ssize_t>sizeof(double) if reduction else 0
+    return (mode, L.nunits, L.nt, partial)
 
 
 # ------------------------------------------------------------------ reductions
@@ -523,7 +530,7 @@ def affine(const float[:, :, ::1] x,                  # IN (N, C, S)
            int n_threads):
     """y = (x - mu) * scale + shift per channel: the forward normalization pass."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], u
-    cdef Layout L = _layout(N, C, S, n_threads)
+    cdef Layout L = _layout(N, C, S, n_threads, False)  # (no partial sums: whole rows)
     if N * C * S == 0:
         return
     cdef AffineArgs a
@@ -591,7 +598,7 @@ def grad_input(const float[:, :, ::1] dy,              # IN (N, C, S)
                int n_threads):
     """dx = k1 * dy - k2 - k3 * (x - mu) per channel: the backward write pass."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], u
-    cdef Layout L = _layout(N, C, S, n_threads)
+    cdef Layout L = _layout(N, C, S, n_threads, False)  # (no partial sums: whole rows)
     if N * C * S == 0:
         return
     cdef DxArgs a
