@@ -9,6 +9,11 @@ the thread pool) are compiled once, for the baseline, into ``fastopt/<name>``.
 ``src/common/`` holds what they share (the OpenMP shim, the parallel loop, the
 pool's C code).  Cython directives are set here only.
 
+A kernel written once for several dtypes is a Tempita template
+``src/kernels/<name>.pyx.tp`` (the templating engine that ships with Cython, as
+scikit-learn's ``.pyx.tp`` files); it is rendered to ``<name>.pyx`` beside it
+(not committed) before Cython runs.
+
 Environment variables (all optional):
 
 ``FASTOPT_REQUIRE_OPENMP=1``
@@ -152,8 +157,23 @@ SRC = HERE / "src"
 INCLUDE = ["src/common"]
 
 
+def _render_templates(directory):
+    """Render every ``*.pyx.tp`` in ``directory`` to ``*.pyx`` when the template is newer."""
+    from Cython import Tempita
+
+    for tp in sorted(directory.glob("*.pyx.tp")):
+        out = tp.with_suffix("")  # _optim.pyx.tp -> _optim.pyx
+        if out.exists() and out.stat().st_mtime >= tp.stat().st_mtime:
+            continue
+        text = Tempita.sub(tp.read_text(), name=str(tp.relative_to(HERE)))
+        header = f"# Generated from {tp.name} by setup.py: edit the template, not this file.\n"
+        out.write_text(header + text)
+
+
 def _extensions():
     from Cython.Build import cythonize
+
+    _render_templates(SRC / "kernels")
 
     directives = {
         "language_level": 3,

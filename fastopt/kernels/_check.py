@@ -15,6 +15,10 @@ import operator
 import numpy as np
 
 _F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+#: The dtypes the kernels compute in.  Every buffer of one call has the same dtype.
+FLOATS = (_F32, _F64)
 
 #: Largest values of the C integer types the kernels take (``int`` thread
 #: counts, ``long long`` step counts).
@@ -28,30 +32,41 @@ _F32_ZERO = 2.0**-150                   # half the smallest subnormal
 _F32_ONE = 1 - 2.0**-25                 # half an ulp below 1
 
 
-def array(name, a, *, writable, like=None, like_name="param"):
-    """A C-contiguous, aligned float32 ndarray (of ``like``'s shape, when given).
+def array(name, a, *, writable, like=None, like_name="param", dtypes=FLOATS):
+    """A C-contiguous, aligned float32 or float64 ndarray (of ``like``'s shape and dtype, when given).
 
     ndarray subclasses other than ``numpy.memmap`` are refused: they may
     redefine arithmetic (``numpy.matrix``: ``*`` is a matrix product, and a
     reshape stays 2-D), so the reference and the kernels would disagree.
     """
     if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray of float32, got {type(a).__name__}")
+        raise TypeError(f"{name} must be a numpy.ndarray of {_names(dtypes)}, "
+                        f"got {type(a).__name__}")
     if type(a) is not np.ndarray and not isinstance(a, np.memmap):
         raise TypeError(f"{name} is a {type(a).__module__}.{type(a).__name__}, expected a plain "
-                        f"numpy.ndarray of float32 (use numpy.asarray)")
-    if a.dtype != _F32:
-        raise TypeError(f"{name} has dtype {a.dtype}, expected float32")
+                        f"numpy.ndarray (use numpy.asarray)")
+    if like is not None:
+        if a.dtype != like.dtype:
+            raise TypeError(f"{name} has dtype {a.dtype}, expected {like.dtype} like {like_name} "
+                            "(every buffer of one call has the same dtype)")
+    elif a.dtype not in dtypes:
+        raise TypeError(f"{name} has dtype {a.dtype}; supported dtypes are {_names(dtypes)} "
+                        f"(convert with {name}.astype(numpy.{dtypes[0]}))")
     flags = a.flags
     if not flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
     if not flags.aligned:
-        raise ValueError(f"{name} is not aligned to 4 bytes, as float32 must be (pass a copy)")
+        raise ValueError(f"{name} is not aligned to {a.dtype.itemsize} bytes, as {a.dtype} must be "
+                         "(pass a copy)")
     if like is not None and a.shape != like.shape:
         raise ValueError(f"{name} has shape {a.shape}, expected {like.shape} like {like_name}")
     if writable and not flags.writeable:
         raise ValueError(f"{name} is read-only, but it is updated in place")
     return a
+
+
+def _names(dtypes):
+    return " and ".join(str(d) for d in dtypes) if len(dtypes) < 3 else ", ".join(map(str, dtypes))
 
 
 def disjoint(**named):
@@ -198,20 +213,36 @@ def nesterov_rule(nesterov, momentum, dampening):
         raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
 
 
-# Hyperparameters that reach float32 arithmetic are checked with float32=True.
+# Hyperparameters that reach the kernels' arithmetic are checked in the buffers' dtype:
+# with float32 buffers, ``float32=True`` (they must keep their meaning in float32).
+def is_f32(a):
+    """Whether the kernels compute ``a``'s update in float32 (else float64)."""
+    return a.dtype == _F32
+
+
+def _finite_constant(name, x, f32):
+    """A per-step constant the kernels compute with, finite in their dtype."""
+    if f32:
+        return _no_overflow(name, x)
+    if not math.isfinite(x):
+        raise ValueError(f"{name} = {x} overflows float64")
+    return x
+
+
 def sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay):
     array("param", param, writable=True)
     array("grad", grad, writable=False, like=param)
-    lr = at_least("lr", lr, 0.0, float32=True)
-    momentum = unit_interval("momentum", momentum, float32=True)
-    dampening = unit_interval("dampening", dampening, closed_right=True, float32=True)
+    f32 = is_f32(param)
+    lr = at_least("lr", lr, 0.0, float32=f32)
+    momentum = unit_interval("momentum", momentum, float32=f32)
+    dampening = unit_interval("dampening", dampening, closed_right=True, float32=f32)
     nesterov = flag("nesterov", nesterov)
-    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=True)
+    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=f32)
     nesterov_rule(nesterov, momentum, dampening)
     if momentum != 0:
         if momentum_buf is None:
-            raise ValueError("momentum_buf is None, but momentum > 0 needs a float32 buffer "
-                             "like param (zeros at the start)")
+            raise ValueError(f"momentum_buf is None, but momentum > 0 needs a {param.dtype} "
+                             "buffer like param (zeros at the start)")
         array("momentum_buf", momentum_buf, writable=True, like=param)
     elif momentum_buf is not None:
         array("momentum_buf", momentum_buf, writable=False, like=param)
@@ -224,9 +255,10 @@ def rmsprop(param, grad, square_avg, lr, alpha, eps, eps_inside_sqrt, weight_dec
     array("grad", grad, writable=False, like=param)
     array("square_avg", square_avg, writable=True, like=param)
     disjoint(param=param, grad=grad, square_avg=square_avg)
-    return (at_least("lr", lr, 0.0, float32=True), unit_interval("alpha", alpha, float32=True),
-            positive("eps", eps, float32=True), flag("eps_inside_sqrt", eps_inside_sqrt),
-            at_least("weight_decay", weight_decay, 0.0, float32=True))
+    f32 = is_f32(param)
+    return (at_least("lr", lr, 0.0, float32=f32), unit_interval("alpha", alpha, float32=f32),
+            positive("eps", eps, float32=f32), flag("eps_inside_sqrt", eps_inside_sqrt),
+            at_least("weight_decay", weight_decay, 0.0, float32=f32))
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
@@ -237,17 +269,23 @@ def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_d
     array("exp_avg_sq", exp_avg_sq, writable=True, like=param)
     disjoint(param=param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
     step = integer("step", step, 1, C_LLONG_MAX)
-    lr = at_least("lr", lr, 0.0, float32=True)
-    beta1 = unit_interval("beta1", beta1, float32=True)
-    beta2 = unit_interval("beta2", beta2, float32=True)
-    eps = positive("eps", eps, float32=True)
-    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=True)
+    return (step, *adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step,
+                              is_f32(param)))
+
+
+def adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step, f32):
+    """Adam's hyperparameters, checked for buffers of float32 (``f32``) or float64."""
+    lr = at_least("lr", lr, 0.0, float32=f32)
+    beta1 = unit_interval("beta1", beta1, float32=f32)
+    beta2 = unit_interval("beta2", beta2, float32=f32)
+    eps = positive("eps", eps, float32=f32)
+    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=f32)
     decoupled = flag("decoupled_weight_decay", decoupled_weight_decay)
     # the per-step constants the update is computed with
-    _no_overflow("lr / (1 - beta1**step)", lr / (1 - beta1**step))
+    _finite_constant("lr / (1 - beta1**step)", lr / (1 - beta1**step), f32)
     if decoupled:
-        _no_overflow("the decay factor 1 - lr * weight_decay", 1 - lr * weight_decay)
-    return step, lr, beta1, beta2, eps, weight_decay, decoupled
+        _finite_constant("the decay factor 1 - lr * weight_decay", 1 - lr * weight_decay, f32)
+    return lr, beta1, beta2, eps, weight_decay, decoupled
 
 
 # ------------------------------------------------------- batch normalization
