@@ -157,6 +157,12 @@ SRC = HERE / "src"
 INCLUDE = ["src/common"]
 
 
+def _numpy_include():
+    import numpy  # a build requirement (pyproject.toml): the kernels read ndarray fields
+
+    return numpy.get_include()
+
+
 def _render_templates(directory):
     """Render every ``*.pyx.tp`` in ``directory`` to ``*.pyx`` when the template is newer."""
     from Cython import Tempita
@@ -190,7 +196,8 @@ def _extensions():
         level_exts = []
         for pyx in sources:
             ext = Extension(f"fastopt._ext.{level}.{pyx.stem}", [str(pyx.relative_to(HERE))],
-                            include_dirs=INCLUDE)
+                            include_dirs=INCLUDE + [_numpy_include()],
+                            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")])
             ext.fastopt_level = level
             ext.fastopt_isa_flags = isa_flags
             level_exts.append(ext)

@@ -66,9 +66,21 @@ def _buffer_cases():
     for kernel, state in STATES.items():
         bufs = ["param", "grad"] + [f"state{i + 1}" for i in range(len(state))]
         for arg in bufs:
+            if arg == "param":  # param sets the dtype of the call: the other buffers must follow
+                cases += [
+                    (kernel, {arg: np.zeros(N, np.float64)}, TypeError,
+                     "grad has dtype float32, expected float64 like param"),
+                    (kernel, {arg: np.zeros(N, np.int32)}, TypeError,
+                     "param has dtype int32; supported dtypes are float32 and float64"),
+                ]
+            else:
+                cases += [
+                    (kernel, {arg: np.zeros(N, np.float64)}, TypeError,
+                     "dtype float64, expected float32 like param"),
+                    (kernel, {arg: np.zeros(N, np.int32)}, TypeError,
+                     "dtype int32, expected float32 like param"),
+                ]
             cases += [
-                (kernel, {arg: np.zeros(N, np.float64)}, TypeError, "dtype float64, expected float32"),
-                (kernel, {arg: np.zeros(N, np.int32)}, TypeError, "expected float32"),
                 (kernel, {arg: [0.0] * N}, TypeError, "numpy.ndarray"),
                 (kernel, {arg: np.zeros(2 * N, np.float32)[::2]}, ValueError, "C-contiguous"),
                 # undefined behaviour in the kernels (UBSan flags the misaligned loads)

@@ -1,13 +1,17 @@
-"""Optimizer classes: hyperparameters and state, one fused kernel call per buffer.
+"""Optimizer classes: hyperparameters and state, one fused kernel call per step and dtype.
 
-Each optimizer takes either a :class:`fastopt.FlatParams` (``step()`` reads its
-``grad`` buffer and updates the whole model in one kernel call) or a list of
-float32 arrays (``step(grads)`` takes the matching list of gradients, one
-kernel call per array).  ``impl="reference"`` runs the NumPy reference
-(:mod:`fastopt.reference`) instead of the compiled kernels, for comparison.
+Each optimizer takes a :class:`fastopt.FlatParams` (``step()`` reads its ``grad``
+buffer), or a list, tuple or dict of float32/float64 arrays (``step(grads)`` takes the
+matching list or dict of gradients).  Arrays of one dtype are updated by one compiled
+call over a table of chunks built at construction (a "multi-tensor" kernel, as
+PyTorch's ``foreach``/``fused`` optimizers); arrays of both dtypes make two calls.  Every
+element is computed by the same code as the flat path, so a list of arrays and the same
+values in one FlatParams give the same bits, for any thread count.
+``impl="reference"`` runs the NumPy reference (:mod:`fastopt.reference`) instead, array
+by array, for comparison.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -16,25 +20,27 @@ from ..kernels import _check
 from .. import kernels as _kernels
 from .. import reference as _reference
 from ..nn.flat import FlatParams
+from ..runtime.dispatch import ext
+from ..runtime.threads import get_num_threads
 from .registry import SPECS
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 
 _IMPLS = {"fused": _kernels, "reference": _reference}
 
-Params = FlatParams | Sequence[np.ndarray]
+Params = FlatParams | Sequence[np.ndarray] | Mapping[str, np.ndarray]
 LR = float | Callable[[int], float]
 Impl = Literal["fused", "reference"]
 
 
-def _scheduled_lr(schedule, epoch):
+def _scheduled_lr(schedule, epoch, f32=True):
     """``schedule(epoch)``, checked; any failure of the schedule is a ValueError."""
     try:
         lr = schedule(epoch)
     except Exception as e:  # noqa: BLE001 - a user's schedule may raise anything
         raise ValueError(f"the lr schedule {schedule!r} failed at epoch {epoch}: "
                          f"{type(e).__name__}: {e}") from e
-    return _check.at_least(f"lr (schedule at epoch {epoch})", lr, 0.0, float32=True)
+    return _check.at_least(f"lr (schedule at epoch {epoch})", lr, 0.0, float32=f32)
 
 
 def _plain(value):
@@ -46,15 +52,28 @@ def _plain(value):
     return float(value)
 
 
+class _Group:
+    """The arrays of one dtype: their indices and the compiled call's MultiTensor."""
+
+    __slots__ = ("index", "f32", "mt")
+
+    def __init__(self, index, f32):
+        self.index = index
+        self.f32 = f32
+        self.mt = None
+
+
 class Optimizer:
-    """Base class. Subclasses set ``_state_names`` and ``_hyper_names`` and implement ``_update``.
+    """Base class.  Subclasses set ``_kernel`` (the :data:`SPECS` entry whose kernel they run),
+    ``_hyper_names``, and implement ``_validate_hyper`` and ``_kernel_kwargs``.
 
     Parameters
     ----------
-    params : FlatParams or list of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
-        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
-        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    params : FlatParams, or list, tuple or dict of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
+        C-contiguous float32 or float64 arrays, each writable and its own memory
+        (``step(grads)`` then takes the matching list, or dict with the same keys, of
+        C-contiguous gradients of the same dtypes and shapes).  Updated in place.
     lr : float >= 0 or callable
         The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
     impl : {"fused", "reference"}, default "fused"
@@ -62,42 +81,82 @@ class Optimizer:
 
     Attributes
     ----------
-    state : dict of str to list of ndarray
-        The state buffers (float32, like each parameter, zeros at the start), named as in
-        :data:`fastopt.optim.SPECS`.
+    state : dict of str to list (or dict) of ndarray
+        The state buffers (like each parameter, zeros at the start), named as in
+        :data:`fastopt.optim.SPECS`: a list in the order of ``params``, or a dict keyed
+        like ``params`` when it is a dict.
     """
 
-    _state_names = ()
+    _kernel = None
     _hyper_names = ()
 
-    def __init__(self, params: Params, lr: LR, *, impl: Impl = "fused") -> None:
+    def __init__(self, params: Params, lr: LR, *, impl: Impl = "fused", **hyper) -> None:
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
+        self._set_params(params)
+        self._validate_hyper(hyper)
+        for k, v in hyper.items():
+            setattr(self, k, _plain(v))
         self.impl = impl
-        self._k = _IMPLS[impl]
-        if isinstance(params, FlatParams):
-            self.flat = params
-            self._params = [params.data]
-            self._grads = [params.grad]
-        else:
-            if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
-                raise TypeError("params must be a FlatParams or a list of float32 arrays, "
-                                f"got {type(params).__name__}")
-            self.flat = None
-            self._params = list(params)
-            self._grads = None
-            for i, p in enumerate(self._params):
-                _check.array(f"params[{i}]", p, writable=True)
-            _check.Extents(**{f"params[{i}]": p for i, p in enumerate(self._params)})
         self._epoch = 1
         self.lr = lr
         self._step = 0
-        self.state = {name: [np.zeros_like(p) for p in self._params]
-                      for name in self._state_names}
-        # Every buffer a gradient must not share memory with (list mode).
-        self._extents = None if self.flat is not None else _check.Extents(
-            **{f"params[{i}]": p for i, p in enumerate(self._params)},
-            **{f"{n}[{i}]": b for n, bufs in self.state.items() for i, b in enumerate(bufs)})
+        self._states = {name: [np.zeros_like(p) for p in self._params]
+                        for name in self._state_names}
+        self._build()
+
+    # ------------------------------------------------------------ parameters
+    def _set_params(self, params):
+        self.flat = None
+        self._keys = None
+        if isinstance(params, FlatParams):
+            self.flat = params
+            arrays = [params.data]
+            names = ["params.data"]
+        elif isinstance(params, Mapping):
+            self._keys = list(params)
+            arrays = list(params.values())
+            names = [f"params[{k!r}]" for k in self._keys]
+        elif isinstance(params, (list, tuple)):
+            arrays = list(params)
+            names = [f"params[{i}]" for i in range(len(arrays))]
+        else:
+            raise TypeError("params must be a FlatParams, or a list, tuple or dict of float32 "
+                            f"or float64 arrays, got {type(params).__name__}")
+        for name, p in zip(names, arrays):
+            _check.array(name, p, writable=True)
+        _check.Extents(**dict(zip(names, arrays)))
+        self._params = arrays
+        self._names = names
+        f32 = [i for i, p in enumerate(arrays) if _check.is_f32(p)]
+        f64 = [i for i, p in enumerate(arrays) if not _check.is_f32(p)]
+        self._groups = [_Group(ix, is32) for ix, is32 in ((f32, True), (f64, False)) if ix]
+        # hyperparameters must keep their meaning in the narrowest dtype
+        self._f32 = bool(f32) or not arrays
+
+    def _build(self):
+        """The compiled calls' tables (one MultiTensor per dtype) and the aliasing guard."""
+        self._extents = _check.Extents(
+            **dict(zip(self._names, self._params)),
+            **{f"{n}[{i}]": b for n, bufs in self._states.items() for i, b in enumerate(bufs)})
+        everything = self._params + [b for bufs in self._states.values() for b in bufs]
+        for g in self._groups:
+            rows = [[self._params[i] for i in g.index], None]
+            rows += [[bufs[i] for i in g.index] for bufs in self._states.values()]
+            g.mt = ext._optim.MultiTensor(rows, everything)
+        if self.flat is not None:
+            self._groups[0].mt.set_grads([self.flat.grad])
+
+    @property
+    def _state_names(self):
+        return SPECS[self._kernel].state
+
+    @property
+    def state(self):
+        """The state buffers: name -> list of arrays (a dict keyed like ``params`` for a dict)."""
+        if self._keys is None:
+            return self._states
+        return {n: dict(zip(self._keys, bufs)) for n, bufs in self._states.items()}
 
     # ------------------------------------------------------------ hyperparameters
     @property
@@ -108,10 +167,10 @@ class Optimizer:
     @lr.setter
     def lr(self, value):
         if callable(value):
-            self._lr = _scheduled_lr(value, self._epoch)
+            self._lr = _scheduled_lr(value, self._epoch, self._f32)
             self._schedule = value
         else:
-            self._lr = _check.at_least("lr", value, 0.0, float32=True)
+            self._lr = _check.at_least("lr", value, 0.0, float32=self._f32)
             self._schedule = None
 
     @property
@@ -132,7 +191,7 @@ class Optimizer:
         """
         epoch = _check.integer("epoch", epoch, 0, _check.C_LLONG_MAX)
         if self._schedule is not None:
-            self._lr = _scheduled_lr(self._schedule, epoch)
+            self._lr = _scheduled_lr(self._schedule, epoch, self._f32)
         self._epoch = epoch
 
     @property
@@ -145,58 +204,107 @@ class Optimizer:
         return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper_names}}
 
     # ------------------------------------------------------------ stepping
-    def _resolve_grads(self, grads):
+    def _grad_list(self, grads):
+        """The gradients as a list in the order of params (not checked yet)."""
         if self.flat is not None:
             if grads is not None:
                 raise TypeError("this optimizer reads the FlatParams' grad buffer: call step() "
                                 "with no argument")
-            return self._grads
+            return [self.flat.grad]
         if grads is None:
-            raise TypeError("step(grads) needs the list of gradients matching params")
+            raise TypeError("step(grads) needs the gradients matching params")
+        if self._keys is not None:
+            if not isinstance(grads, Mapping):
+                raise TypeError(f"grads must be a dict with the keys of params, "
+                                f"got {type(grads).__name__}")
+            if len(grads) != len(self._keys) or any(k not in grads for k in self._keys):
+                missing = [k for k in self._keys if k not in grads]
+                extra = [k for k in grads if k not in self._keys]
+                raise ValueError(f"grads must have the keys of params: missing {missing}, "
+                                 f"unexpected {extra}")
+            return [grads[k] for k in self._keys]
         if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
-            raise TypeError(f"grads must be a list of float32 arrays, got {type(grads).__name__}")
+            raise TypeError(f"grads must be a list of arrays, got {type(grads).__name__}")
         if len(grads) != len(self._params):
             raise ValueError(f"grads has {len(grads)} arrays, expected {len(self._params)} "
                              "like params")
-        # Check every parameter and gradient before updating any: a rejected call changes
-        # nothing.  (A parameter may have been made read-only since construction.)
-        for i, (p, g) in enumerate(zip(self._params, grads)):
-            _check.array(f"params[{i}]", p, writable=True)
-            _check.array(f"grads[{i}]", g, writable=False, like=p, like_name=f"params[{i}]")
-            shared = self._extents.overlapping(g)
-            if shared is not None:
-                raise ValueError(f"grads[{i}] and {shared} share memory; "
-                                 "each buffer must be its own array")
         return grads
 
-    def step(self, grads: Sequence[np.ndarray] | None = None) -> None:
+    def _check_grads(self, grads):
+        """The full checks, with errors naming the array (the fast path found a problem)."""
+        gname = "params.grad" if self.flat is not None else "grads"
+        for i, (p, g, name) in enumerate(zip(self._params, grads, self._names)):
+            _check.array(name, p, writable=True)
+            gi = gname if self.flat is not None else name.replace("params", "grads", 1)
+            _check.array(gi, g, writable=False, like=p, like_name=name)
+            shared = self._extents.overlapping(g)
+            if shared is not None:
+                raise ValueError(f"{gi} and {shared} share memory; "
+                                 "each buffer must be its own array")
+
+    def _bind(self, grads):
+        """Check the gradients and point each group's table at them; changes nothing else."""
+        groups = self._groups
+        if len(groups) == 1:
+            bad = groups[0].mt.bind_grads(grads)
+            if bad < 0:
+                return
+        else:
+            bound = [g.mt.bind_grads([grads[i] for i in g.index]) for g in groups]
+            if all(b < 0 for b in bound):
+                return
+        self._check_grads(grads)   # raises, unless the fast checks were too strict (memmap)
+        for g in groups:
+            g.mt.set_grads([grads[i] for i in g.index])
+
+    def step(self, grads: Sequence[np.ndarray] | Mapping[str, np.ndarray] | None = None) -> None:
         """Update every parameter in place from its gradient.
 
         Everything is checked before the first parameter is updated: a rejected
         call changes no parameter, no state and not ``step_count``.
         """
-        grads = self._resolve_grads(grads)
+        grads = self._grad_list(grads)
         t = self._step + 1
-        for i, (p, g) in enumerate(zip(self._params, grads)):
-            self._update(i, p, g, t)
+        kwargs = self._kernel_kwargs(t)
+        if self.impl == "fused":
+            if self._groups:
+                self._bind(grads)
+            run = getattr(ext._optim, SPECS[self._kernel].kernel.replace("_step", "_multi"))
+            nt = get_num_threads()
+            for g in self._groups:
+                run(g.mt, **kwargs, n_threads=nt)
+        else:
+            self._check_grads(grads)
+            fn = getattr(_reference, SPECS[self._kernel].kernel)
+            bufs = list(self._states.values())
+            for i, (p, g) in enumerate(zip(self._params, grads)):
+                state = [b[i] for b in bufs] or [None]
+                fn(p, g, *state, **kwargs)
         self._step = t
 
-    def _update(self, i, p, g, t):
+    def _kernel_kwargs(self, t):
+        """The kernel's keyword arguments for step ``t`` (checked)."""
         raise NotImplementedError
 
     def zero_grad(self) -> None:
-        """Zero the FlatParams' grad buffer (with a list of arrays the gradients are yours)."""
+        """Zero the FlatParams' grad buffer (with arrays, the gradient arrays are yours)."""
         if self.flat is None:
-            raise TypeError("zero_grad() needs an optimizer built on a FlatParams; with a list "
-                            "of arrays, the gradient arrays belong to the caller")
+            raise TypeError("zero_grad() needs an optimizer built on a FlatParams; with "
+                            "arrays, the gradient arrays belong to the caller")
         self.flat.grad.fill(0.0)
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """A snapshot (copies) of the step count, hyperparameters and state buffers."""
+        """A snapshot (copies) of the step count, hyperparameters and state buffers.
+
+        ``state`` maps each buffer name to a list of arrays (in the order of ``params``),
+        or to a dict keyed like ``params`` when it is a dict.
+        """
+        state = {n: [a.copy() for a in bufs] for n, bufs in self._states.items()}
+        if self._keys is not None:
+            state = {n: dict(zip(self._keys, bufs)) for n, bufs in state.items()}
         return {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
-                "hyper": self.hyper(),
-                "state": {n: [a.copy() for a in bufs] for n, bufs in self.state.items()}}
+                "hyper": self.hyper(), "state": state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` in place; continuing gives the same bits as never stopping.
@@ -214,17 +322,26 @@ class Optimizer:
         step = _check.integer("step", state_dict["step"], 0, _check.C_LLONG_MAX - 1)
         epoch = _check.integer("epoch", state_dict.get("epoch", 1), 0, _check.C_LLONG_MAX)
         saved = state_dict["state"]
-        if not isinstance(saved, dict) or set(saved) != set(self.state):
+        if not isinstance(saved, dict) or set(saved) != set(self._states):
             got = sorted(saved) if isinstance(saved, dict) else repr(saved)
-            raise ValueError(f"state_dict has state {got}, expected a dict of {sorted(self.state)}")
-        for name, bufs in self.state.items():
-            if not isinstance(saved[name], (list, tuple)) or len(saved[name]) != len(bufs):
+            raise ValueError(f"state_dict has state {got}, expected a dict of "
+                             f"{sorted(self._states)}")
+        sources = {}
+        for name, bufs in self._states.items():
+            src = saved[name]
+            if self._keys is not None:
+                if not isinstance(src, Mapping) or set(src) != set(self._keys):
+                    raise ValueError(f"state {name!r} must be a dict with the keys of params "
+                                     f"{self._keys}")
+                src = [src[k] for k in self._keys]
+            elif not isinstance(src, (list, tuple)) or len(src) != len(bufs):
                 raise ValueError(f"state {name!r} must be a list of {len(bufs)} arrays")
-            for i, (dst, src) in enumerate(zip(bufs, saved[name])):
-                src = np.asarray(src)
-                if src.shape != dst.shape or src.dtype != dst.dtype:
-                    raise ValueError(f"state {name}[{i}] has shape {src.shape} and dtype {src.dtype}, "
+            for i, (dst, s) in enumerate(zip(bufs, src)):
+                s = np.asarray(s)
+                if s.shape != dst.shape or s.dtype != dst.dtype:
+                    raise ValueError(f"state {name}[{i}] has shape {s.shape} and dtype {s.dtype}, "
                                      f"expected {dst.shape} and {dst.dtype}")
+            sources[name] = src
         hyper = state_dict["hyper"]
         if not isinstance(hyper, dict):
             raise ValueError(f"state_dict['hyper'] must be a dict, got {type(hyper).__name__}")
@@ -233,8 +350,8 @@ class Optimizer:
         for k, v in hyper.items():
             setattr(self, k, v)
         self._lr = lr
-        for name, bufs in self.state.items():
-            for dst, src in zip(bufs, saved[name]):
+        for name, bufs in self._states.items():
+            for dst, src in zip(bufs, sources[name]):
                 np.copyto(dst, src)
         self._step = step
         self._epoch = epoch
@@ -244,22 +361,39 @@ class Optimizer:
         unknown = set(hyper) - {"lr", *self._hyper_names}
         if unknown:
             raise ValueError(f"state_dict has unknown hyperparameters {sorted(unknown)}")
-        lr = _check.at_least("lr", hyper.pop("lr", self._lr), 0.0, float32=True)
+        lr = _check.at_least("lr", hyper.pop("lr", self._lr), 0.0, float32=self._f32)
         # Re-run the constructor's checks on the merged values before changing anything.
-        self._validate_hyper({**self.hyper(), **hyper})
+        self._validate_hyper({**self.hyper(), **hyper}, loading=True)
         if self._schedule is not None:
-            lr = _scheduled_lr(self._schedule, epoch)  # with a schedule, lr follows the epoch
+            lr = _scheduled_lr(self._schedule, epoch, self._f32)  # with a schedule, lr follows the epoch
         return {k: _plain(v) for k, v in hyper.items()}, lr
 
-    def _validate_hyper(self, hyper):
+    def _validate_hyper(self, hyper, loading=False):
         pass
+
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in ("_groups", "_extents"):
+            state.pop(name, None)
+        state["_group_index"] = [(g.index, g.f32) for g in self._groups]
+        return state
+
+    def __setstate__(self, state):
+        groups = state.pop("_group_index")
+        self.__dict__.update(state)
+        self._groups = [_Group(ix, f32) for ix, f32 in groups]
+        self._build()
 
     def __repr__(self):
         hyper = self.hyper()
         if self._schedule is not None:
             hyper["lr"] = self._schedule
         args = ", ".join(f"{k}={v!r}" for k, v in hyper.items())
-        target = "FlatParams" if self.flat is not None else f"{len(self._params)} arrays"
+        if self.flat is not None:
+            target = "FlatParams"
+        else:
+            target = f"{len(self._params)} arrays" + (" (dict)" if self._keys is not None else "")
         return f"{type(self).__name__}({target}, {args}, impl={self.impl!r})"
 
 
@@ -272,10 +406,10 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : FlatParams or list of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
-        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
-        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    params : FlatParams, or list, tuple or dict of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
+        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
+        list or dict of gradients).  Updated in place.
     lr : float >= 0 or callable
         The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
     momentum : float in [0, 1), default 0.0
@@ -296,34 +430,42 @@ class SGD(Optimizer):
     >>> opt.step()
     >>> fp.params["w"]
     array([-0.1,  0.1], dtype=float32)
+
+    A dict of float64 arrays, as many NumPy models keep them:
+
+    >>> params = {"W": np.ones((2, 2)), "b": np.zeros(2)}
+    >>> opt = fastopt.SGD(params, lr=0.5)
+    >>> opt.step({"W": np.ones((2, 2)), "b": np.ones(2)})
+    >>> params["b"]
+    array([-0.5, -0.5])
     """
 
+    _kernel = "sgd"
     _hyper_names = ("momentum", "dampening", "nesterov", "weight_decay")
 
     def __init__(self, params: Params, lr: LR, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *,
                  impl: Impl = "fused") -> None:
-        self._validate_hyper(dict(momentum=momentum, dampening=dampening, nesterov=nesterov,
-                                  weight_decay=weight_decay))
-        self.momentum, self.dampening = float(momentum), float(dampening)
-        self.nesterov, self.weight_decay = bool(nesterov), float(weight_decay)
-        self._state_names = SPECS["sgd"].state if self.momentum != 0 else ()
-        super().__init__(params, lr, impl=impl)
+        super().__init__(params, lr, impl=impl, momentum=momentum, dampening=dampening,
+                         nesterov=nesterov, weight_decay=weight_decay)
 
-    def _validate_hyper(self, h):
-        m = _check.unit_interval("momentum", h["momentum"], float32=True)
-        d = _check.unit_interval("dampening", h["dampening"], closed_right=True, float32=True)
+    @property
+    def _state_names(self):
+        return SPECS["sgd"].state if self.momentum != 0 else ()
+
+    def _validate_hyper(self, h, loading=False):
+        f32 = self._f32
+        m = _check.unit_interval("momentum", h["momentum"], float32=f32)
+        d = _check.unit_interval("dampening", h["dampening"], closed_right=True, float32=f32)
         n = _check.flag("nesterov", h["nesterov"])
-        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=True)
+        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=f32)
         _check.nesterov_rule(n, m, d)
-        if hasattr(self, "state") and (m != 0) != ("momentum_buf" in self.state):
+        if loading and (m != 0) != (self.momentum != 0):
             raise ValueError("momentum cannot change between zero and non-zero after construction")
 
-    def _update(self, i, p, g, t):
-        buf = self.state["momentum_buf"][i] if self.momentum != 0 else None
-        self._k.sgd_step(p, g, buf, lr=self._lr, momentum=self.momentum,
-                         dampening=self.dampening, nesterov=self.nesterov,
-                         weight_decay=self.weight_decay)
+    def _kernel_kwargs(self, t):
+        return dict(lr=self._lr, momentum=self.momentum, dampening=self.dampening,
+                    nesterov=self.nesterov, weight_decay=self.weight_decay)
 
 
 class Momentum(SGD):
@@ -337,10 +479,10 @@ class Momentum(SGD):
 
     Parameters
     ----------
-    params : FlatParams or list of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
-        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
-        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    params : FlatParams, or list, tuple or dict of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
+        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
+        list or dict of gradients).  Updated in place.
     lr : float >= 0 or callable
         The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
     beta : float in (0, 1), default 0.9
@@ -363,10 +505,10 @@ class RMSprop(Optimizer):
 
     Parameters
     ----------
-    params : FlatParams or list of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
-        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
-        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    params : FlatParams, or list, tuple or dict of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
+        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
+        list or dict of gradients).  Updated in place.
     lr : float >= 0 or callable
         The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
     alpha : float in [0, 1), default 0.9
@@ -379,28 +521,25 @@ class RMSprop(Optimizer):
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
     """
 
-    _state_names = SPECS["rmsprop"].state
+    _kernel = "rmsprop"
     _hyper_names = ("alpha", "eps", "eps_inside_sqrt", "weight_decay")
 
     def __init__(self, params: Params, lr: LR, alpha: float = 0.9, eps: float = 1e-8,
                  eps_inside_sqrt: bool = True, weight_decay: float = 0.0, *,
                  impl: Impl = "fused") -> None:
-        self._validate_hyper(dict(alpha=alpha, eps=eps, eps_inside_sqrt=eps_inside_sqrt,
-                                  weight_decay=weight_decay))
-        self.alpha, self.eps = float(alpha), float(eps)
-        self.eps_inside_sqrt, self.weight_decay = bool(eps_inside_sqrt), float(weight_decay)
-        super().__init__(params, lr, impl=impl)
+        super().__init__(params, lr, impl=impl, alpha=alpha, eps=eps,
+                         eps_inside_sqrt=eps_inside_sqrt, weight_decay=weight_decay)
 
-    def _validate_hyper(self, h):
-        _check.unit_interval("alpha", h["alpha"], float32=True)
-        _check.positive("eps", h["eps"], float32=True)
+    def _validate_hyper(self, h, loading=False):
+        f32 = self._f32
+        _check.unit_interval("alpha", h["alpha"], float32=f32)
+        _check.positive("eps", h["eps"], float32=f32)
         _check.flag("eps_inside_sqrt", h["eps_inside_sqrt"])
-        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=True)
+        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=f32)
 
-    def _update(self, i, p, g, t):
-        self._k.rmsprop_step(p, g, self.state["square_avg"][i], lr=self._lr, alpha=self.alpha,
-                             eps=self.eps, eps_inside_sqrt=self.eps_inside_sqrt,
-                             weight_decay=self.weight_decay)
+    def _kernel_kwargs(self, t):
+        return dict(lr=self._lr, alpha=self.alpha, eps=self.eps,
+                    eps_inside_sqrt=self.eps_inside_sqrt, weight_decay=self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -410,10 +549,10 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : FlatParams or list of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
-        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
-        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    params : FlatParams, or list, tuple or dict of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
+        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
+        list or dict of gradients).  Updated in place.
     lr : float >= 0 or callable
         The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
     betas : (float, float), each in [0, 1), default (0.9, 0.999)
@@ -434,31 +573,30 @@ class Adam(Optimizer):
     array([-0.01,  0.01,  0.  ], dtype=float32)
     """
 
-    _state_names = SPECS["adam"].state
+    _kernel = "adam"
     _hyper_names = ("betas", "eps", "weight_decay")
     _decoupled = False
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused") -> None:
-        self._validate_hyper(dict(betas=betas, eps=eps, weight_decay=weight_decay))
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps, self.weight_decay = float(eps), float(weight_decay)
-        super().__init__(params, lr, impl=impl)
+        super().__init__(params, lr, impl=impl, betas=betas, eps=eps, weight_decay=weight_decay)
 
-    def _validate_hyper(self, h):
+    def _validate_hyper(self, h, loading=False):
+        f32 = self._f32
         betas = h["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        _check.unit_interval("betas[0]", betas[0], float32=True)
-        _check.unit_interval("betas[1]", betas[1], float32=True)
-        _check.positive("eps", h["eps"], float32=True)
-        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=True)
+        _check.unit_interval("betas[0]", betas[0], float32=f32)
+        _check.unit_interval("betas[1]", betas[1], float32=f32)
+        _check.positive("eps", h["eps"], float32=f32)
+        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=f32)
 
-    def _update(self, i, p, g, t):
-        self._k.adam_step(p, g, self.state["exp_avg"][i], self.state["exp_avg_sq"][i], step=t,
-                          lr=self._lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
-                          weight_decay=self.weight_decay,
-                          decoupled_weight_decay=self._decoupled)
+    def _kernel_kwargs(self, t):
+        b1, b2 = self.betas
+        lr, _, _, eps, wd, dec = _check.adam_hyper(self._lr, b1, b2, self.eps, self.weight_decay,
+                                                   self._decoupled, t, self._f32)
+        return dict(lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd,
+                    decoupled_weight_decay=dec, step=t)
 
 
 class AdamW(Adam):
@@ -469,10 +607,10 @@ class AdamW(Adam):
 
     Parameters
     ----------
-    params : FlatParams or list of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or a
-        list of C-contiguous float32 arrays, each writable and its own memory (``step(grads)``
-        then takes the matching list of C-contiguous float32 gradients).  Updated in place.
+    params : FlatParams, or list, tuple or dict of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
+        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
+        list or dict of gradients).  Updated in place.
     lr : float >= 0 or callable
         The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
     betas : (float, float), each in [0, 1), default (0.9, 0.999)
@@ -483,6 +621,7 @@ class AdamW(Adam):
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
     """
 
+    _kernel = "adamw"
     _decoupled = True
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
