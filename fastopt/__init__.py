@@ -24,7 +24,7 @@ from . import kernels, reference
 from .nn import init
 from .nn.flat import FlatParams
 from .nn.layers import BatchNorm
-from .optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
+from .optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop, functional
 from . import data
 from .data.preprocessing import Standardizer
 from .train import schedules, tuning
@@ -37,7 +37,7 @@ for _old, _module in {
     "init": init, "flat": _sys.modules[__name__ + ".nn.flat"],
     "layers": _sys.modules[__name__ + ".nn.layers"],
     "preprocessing": _sys.modules[__name__ + ".data.preprocessing"],
-    "schedules": schedules, "tuning": tuning,
+    "schedules": schedules, "tuning": tuning, "functional": functional,
     "checkpoint": _sys.modules[__name__ + ".train.checkpoint"],
 }.items():
     _sys.modules.setdefault(f"{__name__}.{_old}", _module)

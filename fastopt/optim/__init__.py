@@ -6,7 +6,8 @@ optimizer classes (:mod:`fastopt.optim.optimizers`), the benchmark, ``fastopt tr
 tests derive their lists from it.
 """
 
+from . import functional
 from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
 from .registry import SPECS, OptimizerSpec
 
-__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "SPECS", "OptimizerSpec"]
+__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "SPECS", "OptimizerSpec", "functional"]
