@@ -13,6 +13,9 @@ from fastopt.optim import SPECS
 SIZES = [0, 1, 7, 17, 4097, 1_000_003]
 RTOL, ATOL = 1e-5, 1e-6
 STEPS = 10
+DTYPES = [np.float32, np.float64]
+# kernel against reference: same operations in the same order, so close to the dtype's precision
+TOL = {np.float32: dict(rtol=RTOL, atol=ATOL), np.float64: dict(rtol=1e-12, atol=1e-14)}
 
 
 def _sgd_options():
@@ -49,15 +52,15 @@ def _case_id(case):
     return name + "-" + "-".join(f"{k}={v}" for k, v in opts.items())
 
 
-def make_buffers(name, n, rng, opts=None):
-    """param, grad sequence generator and zero state buffers for kernel ``name``."""
-    param = rng.standard_normal(n).astype(np.float32)
+def make_buffers(name, n, rng, opts=None, dtype=np.float32):
+    """param and zero state buffers for kernel ``name``."""
+    param = rng.standard_normal(n).astype(dtype)
     if name == "sgd":
-        state = [np.zeros(n, np.float32)] if (opts or {}).get("momentum", 0) else [None]
+        state = [np.zeros(n, dtype)] if (opts or {}).get("momentum", 0) else [None]
     elif name == "rmsprop":
-        state = [np.zeros(n, np.float32)]
+        state = [np.zeros(n, dtype)]
     else:
-        state = [np.zeros(n, np.float32), np.zeros(n, np.float32)]
+        state = [np.zeros(n, dtype), np.zeros(n, dtype)]
     return param, state
 
 
@@ -74,24 +77,27 @@ def _copy(state):
     return [None if s is None else s.copy() for s in state]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_kernel_matches_reference(isa, case, n, rng):
+def test_kernel_matches_reference(isa, case, n, dtype, rng):
     name, opts = case
-    p_k, s_k = make_buffers(name, n, rng, opts)
+    if dtype == np.float64:
+        n = min(n, 100_003)   # still several blocks and threads; keeps the grid quick
+    p_k, s_k = make_buffers(name, n, rng, opts, dtype)
     p_r, s_r = p_k.copy(), _copy(s_k)
     p0 = p_k.copy()
     for t in range(1, STEPS + 1):
-        grad = rng.standard_normal(n).astype(np.float32)
+        grad = rng.standard_normal(n).astype(dtype)
         grad_before = grad.copy()
         call(K, name, p_k, grad, s_k, t, opts)
         call(R, name, p_r, grad, s_r, t, opts)
         np.testing.assert_array_equal(grad, grad_before)  # grad is read only
-        np.testing.assert_allclose(p_k, p_r, rtol=RTOL, atol=ATOL, err_msg=f"param, step {t}")
+        assert p_k.dtype == dtype
+        np.testing.assert_allclose(p_k, p_r, **TOL[dtype], err_msg=f"param, step {t}")
         for i, (a, b) in enumerate(zip(s_k, s_r)):
             if a is not None:
-                np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL,
-                                           err_msg=f"state[{i}], step {t}")
+                np.testing.assert_allclose(a, b, **TOL[dtype], err_msg=f"state[{i}], step {t}")
     if n:
         assert not np.array_equal(p_k, p0)  # the parameters moved
 
@@ -142,9 +148,10 @@ def test_rmsprop_eps_placement(isa):
     np.testing.assert_allclose(p, -1e-4 / (1e-4 + 1e-4), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("n", [0, 1, 17, 4097, 1_000_003])
-def test_global_norm_and_clip(isa, n, rng):
-    g = (rng.standard_normal(n) * 3).astype(np.float32)
+def test_global_norm_and_clip(isa, n, dtype, rng):
+    g = (rng.standard_normal(n) * 3).astype(dtype)
     expected = float(np.sqrt(np.sum(g.astype(np.float64) ** 2)))
     assert K.global_norm(g) == pytest.approx(expected, rel=1e-12, abs=0)
     assert R.global_norm(g) == pytest.approx(expected, rel=1e-12, abs=0)
@@ -152,7 +159,8 @@ def test_global_norm_and_clip(isa, n, rng):
     max_norm = max(expected / 2, 1e-3)
     assert K.clip_grad_norm_(gk, max_norm) == pytest.approx(expected, rel=1e-12)
     assert R.clip_grad_norm_(gr, max_norm) == pytest.approx(expected, rel=1e-12)
-    np.testing.assert_allclose(gk, gr, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(gk, gr, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=0)
+    assert gk.dtype == dtype
     if n:
         assert K.global_norm(gk) == pytest.approx(max_norm, rel=1e-5)
     # Already within the limit: unchanged.
@@ -186,14 +194,15 @@ def test_nan_in_grad_propagates_like_reference(isa, name, rng):
     np.testing.assert_allclose(p_k, p_r, rtol=RTOL, atol=ATOL, equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", [c for c in CASES if c[1].get("weight_decay")], ids=_case_id)
-def test_one_and_two_threads_give_identical_bits(isa, case, rng):
+def test_one_and_two_threads_give_identical_bits(isa, case, dtype, rng):
     name, opts = case
     n = 1_000_003
     results = []
-    grads = [rng.standard_normal(n).astype(np.float32) for _ in range(3)]
+    grads = [rng.standard_normal(n).astype(dtype) for _ in range(3)]
     for threads in (1, 2):
-        p, s = make_buffers(name, n, np.random.default_rng(7), opts)
+        p, s = make_buffers(name, n, np.random.default_rng(7), opts, dtype)
         with fastopt.num_threads(threads):
             for t, g in enumerate(grads, 1):
                 call(K, name, p, g, s, t, opts)

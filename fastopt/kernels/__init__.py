@@ -1,19 +1,21 @@
-r"""Fused, in-place kernels (compiled, OpenMP) behind validating wrappers.
+r"""Fused, in-place kernels (compiled, multithreaded) behind validating wrappers.
 
 Each function here has a twin of the same name and signature in
 :mod:`fastopt.reference`, written in plain NumPy straight from the formulas;
-the tests hold the kernels to it.  Buffers are C-contiguous ``float32``
-arrays of one shape (any shape: they are treated as flat) and are updated in
-place.  State buffers start at zero, as in the seed.
+the tests hold the kernels to it.  Buffers are C-contiguous ``float32`` or
+``float64`` arrays of one shape and one dtype (any shape: they are treated as
+flat) and are updated in place; the arithmetic is in that dtype.  State
+buffers start at zero, as in the seed.  Over lists of arrays, see
+:mod:`fastopt.functional` and the optimizer classes (one compiled call for all).
 
 Every argument is checked before any buffer is touched: a wrong dtype, shape,
 layout or alignment, an ndarray subclass, a read-only output, buffers that
-share memory, a hyperparameter out of range or beyond what float32 holds, or
+share memory, a hyperparameter out of range or beyond what the dtype holds, or
 an integer beyond the kernel's C type raise ``TypeError``/``ValueError``
 naming the argument, and change nothing.  The kernels release the GIL.
 
-The kernels do the reference's float32 operations in the same order, so NaN,
-infinities, subnormals and values near float32's limits give the same results
+The kernels do the reference's operations in the same order and dtype, so NaN,
+infinities, subnormals and values near the dtype's limits give the same results
 (the optimizer steps the same bits).
 """
 
@@ -51,9 +53,9 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | Non
 
     Parameters
     ----------
-    param : ndarray of float32, updated in place
-    grad : ndarray of float32, read only
-    momentum_buf : ndarray of float32 or None, updated in place
+    param : ndarray of float32 or float64, updated in place
+    grad : ndarray like param, read only
+    momentum_buf : ndarray like param, or None, updated in place
         Zeros at the start. May be None when ``momentum == 0``.
     lr : float >= 0
     momentum : float in [0, 1)
@@ -96,9 +98,9 @@ def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *,
 
     Parameters
     ----------
-    param : ndarray of float32, updated in place
-    grad : ndarray of float32, read only
-    square_avg : ndarray of float32, updated in place (zeros at the start)
+    param : ndarray of float32 or float64, updated in place
+    grad : ndarray like param, read only
+    square_avg : ndarray like param, updated in place (zeros at the start)
     lr : float >= 0
     alpha : float in [0, 1)
     eps : float > 0
@@ -126,7 +128,7 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
         \theta &\leftarrow \theta - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}
 
     This is the seed's Adam, and ``torch.optim.Adam``/``AdamW`` step for step.
-    In float32 the last line is computed in the order of Kingma & Ba's efficient
+    In the buffers' dtype the last line is computed in the order of Kingma & Ba's efficient
     form, as PyTorch orders it,
 
     .. math::
@@ -137,17 +139,17 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
     (``c1``, ``c2`` computed in double and rounded once), so no intermediate
     overflows for the moments Adam produces (forming :math:`m/(1-\beta_1^t)`
     alone can) and subnormal moments keep their bits; the reference computes
-    the same float32 operations.
+    the same operations.
 
     Parameters
     ----------
-    param : ndarray of float32, updated in place
-    grad : ndarray of float32, read only
-    exp_avg, exp_avg_sq : ndarray of float32, updated in place (zeros at the start)
+    param : ndarray of float32 or float64, updated in place
+    grad : ndarray like param, read only
+    exp_avg, exp_avg_sq : ndarray like param, updated in place (zeros at the start)
     step : int, 1 <= step <= 2**63 - 1
-    lr : float >= 0 (with ``lr / (1 - beta1**step)`` within float32)
-    beta1, beta2 : float in [0, 1), below 1 in float32 too
-    eps : float > 0, not 0 in float32
+    lr : float >= 0 (with ``lr / (1 - beta1**step)`` finite in the buffers' dtype)
+    beta1, beta2 : float in [0, 1), below 1 in float32 too (for float32 buffers)
+    eps : float > 0, not 0 in float32 (for float32 buffers)
     weight_decay : float >= 0
     decoupled_weight_decay : bool
     """
@@ -159,7 +161,7 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
 
 
 def global_norm(grad: np.ndarray) -> float:
-    r"""The Euclidean norm :math:`\sqrt{\sum g_i^2}` of a float32 buffer, as a Python float.
+    r"""The Euclidean norm :math:`\sqrt{\sum g_i^2}` of a float32 or float64 buffer, as a Python float.
 
     Accumulated in double over fixed blocks added in order: the same bits for
     any thread count.

@@ -83,7 +83,7 @@ def clip_grad_norm_(grad: np.ndarray, max_norm: float) -> float:
     max_norm = _check.positive("max_norm", max_norm)
     norm = global_norm(grad)
     if norm > max_norm:
-        grad *= np.float32(max_norm / (norm + 1e-6))
+        grad *= grad.dtype.type(max_norm / (norm + 1e-6))  # the factor rounded to grad's dtype
     return norm
 
 
