@@ -156,7 +156,8 @@ class FlatParams:
         >>> import numpy as np, fastopt
         >>> fastopt.FlatParams.from_arrays({"W": np.ones((2, 2)), "b": np.zeros(2)}).dtype
         dtype('float64')
-        >>> fastopt.FlatParams.from_arrays({"W": np.ones((2, 2), np.float32), "b": np.zeros(2)}).dtype
+        >>> W32 = np.ones((2, 2), np.float32)
+        >>> fastopt.FlatParams.from_arrays({"W": W32, "b": np.zeros(2)}).dtype
         dtype('float32')
         """
         if not isinstance(arrays, Mapping):
