@@ -1,5 +1,6 @@
 """FlatParams: a whole model's parameters in one contiguous float32 or float64 buffer."""
 
+import copy
 import operator
 from collections.abc import Mapping
 
@@ -222,7 +223,10 @@ class FlatParams:
         self._link()
 
     def copy(self):
-        """A FlatParams with copies of ``data`` and ``grad`` and views of those copies."""
+        """A FlatParams with copies of ``data`` and ``grad`` and views of those copies.
+
+        The same as :func:`copy.copy` (other attributes, e.g. of a subclass, are shared).
+        """
         return self.__copy__()
 
     def __copy__(self):
@@ -234,8 +238,6 @@ class FlatParams:
         return new
 
     def __deepcopy__(self, memo):
-        import copy
-
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         state = {}
