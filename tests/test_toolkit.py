@@ -40,7 +40,9 @@ def test_init_is_reproducible_and_fills_out_in_place():
     (dict(shape=(5, 5), fan_in=0), ValueError, "fan_in must be >= 1"),
     (dict(shape=(5, -1)), ValueError, "non-negative"),
     (dict(shape=[5, 5]), TypeError, "tuple"),
-    (dict(shape=(5, 5), out=np.zeros((5, 5))), TypeError, "float32"),
+    (dict(shape=(5, 5), out=np.zeros((5, 5), np.int32)), TypeError, "float32 or float64"),
+    (dict(shape=(5, 5), dtype=np.float16), TypeError, "dtype must be float32 or float64"),
+    (dict(shape=(5, 5), out=np.zeros((5, 5)), dtype=np.float32), TypeError, "out has dtype"),
     (dict(shape=(5, 5), out=np.zeros((5, 4), np.float32)), ValueError, "out has shape"),
     (dict(shape=(5, 5), rng="seed"), TypeError, "rng must be"),
 ])

@@ -1,11 +1,17 @@
-"""FlatParams: a whole model's parameters in one contiguous float32 buffer."""
+"""FlatParams: a whole model's parameters in one contiguous float32 or float64 buffer."""
 
+import copy
 import operator
 from collections.abc import Mapping
 
 import numpy as np
 
+from ..kernels._check import FLOATS
+
 __all__ = ["FlatParams"]
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
 
 
 def _shape(name, shape):
@@ -28,8 +34,25 @@ def _shape(name, shape):
     return tuple(out)
 
 
+def _dtype(dtype):
+    """``dtype`` as a numpy.dtype, float32 or float64 (the dtypes the kernels compute in)."""
+    supported = " and ".join(str(d) for d in FLOATS)
+    try:
+        dt = None if dtype is None else np.dtype(dtype)
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or dt not in FLOATS:
+        got = repr(dtype) if dt is None else str(dt)
+        raise TypeError(f"dtype must be one of the supported dtypes {supported}, got {got}")
+    return dt
+
+
+def _size(shape):
+    return int(np.prod(shape, dtype=np.int64))
+
+
 class FlatParams:
-    """Named parameter arrays that are views into one contiguous float32 buffer.
+    """Named parameter arrays that are views into one contiguous float32 or float64 buffer.
 
     ``data`` holds every parameter back to back and ``grad`` their gradients,
     in the same layout, so an optimizer updates the whole model with one
@@ -42,54 +65,119 @@ class FlatParams:
     shapes : mapping of str to tuple of int
         Name -> shape, in the order the parameters are laid out. Parameters
         start at zero; see :func:`fastopt.init` to fill them.
+    dtype : numpy.float32 (default) or numpy.float64
+        The dtype of ``data``, ``grad`` and every view.  Anything else is a
+        TypeError.
+
+    Notes
+    -----
+    **Pickling and copying** give a FlatParams with its *own* ``data`` and
+    ``grad`` (copies of the original's) whose views are views of those new
+    buffers, so an optimizer on the copy and code reading the copy's
+    ``params`` see the same numbers.  This holds for :mod:`pickle` (every
+    protocol), :func:`copy.deepcopy`, :func:`copy.copy` and :meth:`copy`.
+    ``copy.copy`` copies the buffers, as it does for a NumPy array: the
+    parameters are the contents of ``data``, not objects a shallow copy could
+    share.  For a second handle on the *same* buffers, use the same object.
+
+    Inside one :func:`copy.deepcopy` or one pickle, every reference to
+    ``data`` or ``grad`` becomes the copy's buffer (pickle's and deepcopy's
+    memo keep identity), so an object holding both the FlatParams and its
+    buffers (an optimizer) stays consistent.  The named views need more care,
+    because NumPy copies a view as an independent array: ``copy.deepcopy``
+    keeps a view linked when it meets the FlatParams first (in
+    ``{"fp": fp, "W": fp.params["W"]}``, ``W`` is then ``copy["fp"].params["W"]``
+    itself); a view met before its FlatParams, and any view pickled on its
+    own, becomes an independent array.  After unpickling, take the views from
+    the FlatParams (``fp.params["W"]``).
 
     Examples
     --------
-    >>> import numpy as np, fastopt
+    >>> import copy, pickle, numpy as np, fastopt
     >>> fp = fastopt.FlatParams({"W": (3, 2), "b": (2,)})
     >>> fp.data.shape, fp.params["W"].shape
     ((8,), (3, 2))
     >>> fp.params["b"][...] = 1.0
     >>> fp.data
     array([0., 0., 0., 0., 0., 0., 1., 1.], dtype=float32)
+    >>> fp64 = fastopt.FlatParams({"W": (3, 2)}, dtype=np.float64)
+    >>> fp64
+    FlatParams({W: (3, 2)}, size=6, dtype=float64)
+    >>> fp2 = pickle.loads(pickle.dumps(fp))      # or copy.deepcopy(fp), copy.copy(fp), fp.copy()
+    >>> fp2.data[-2:] = 5.0                       # the copy's views follow the copy's buffer ...
+    >>> fp2.params["b"], fp.params["b"]           # ... and the original is untouched
+    (array([5., 5.], dtype=float32), array([1., 1.], dtype=float32))
     """
 
-    def __init__(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], dtype=np.float32) -> None:
         if not isinstance(shapes, Mapping):
             raise TypeError(f"shapes must be a dict of name -> shape tuple, "
                             f"got {type(shapes).__name__}")
+        dtype = _dtype(dtype)
         layout = {}
         offset = 0
         for name, shape in shapes.items():
             if not isinstance(name, str):
                 raise TypeError(f"parameter names must be str, got {type(name).__name__} {name!r}")
             shape = _shape(name, shape)
-            size = int(np.prod(shape, dtype=np.int64))
             layout[name] = (offset, shape)
-            offset += size
+            offset += _size(shape)
         self._layout = layout
-        self.data = np.zeros(offset, dtype=np.float32)
-        self.grad = np.zeros(offset, dtype=np.float32)
+        self.data = np.zeros(offset, dtype=dtype)
+        self.grad = np.zeros(offset, dtype=dtype)
+        self._link()
+
+    def _views(self, buf):
+        return {name: buf[off:off + _size(shape)].reshape(shape)
+                for name, (off, shape) in self._layout.items()}
+
+    def _link(self):
+        """(Re)build ``params`` and ``grads`` as views of ``data`` and ``grad``."""
         self.params = self._views(self.data)
         self.grads = self._views(self.grad)
 
-    def _views(self, buf):
-        return {name: buf[off:off + int(np.prod(shape, dtype=np.int64))].reshape(shape)
-                for name, (off, shape) in self._layout.items()}
-
     @classmethod
-    def from_arrays(cls, arrays):
-        """A FlatParams holding a float32 copy of each array of ``arrays`` (a dict)."""
+    def from_arrays(cls, arrays, dtype=None):
+        """A FlatParams holding a copy of each array of ``arrays`` (a dict name -> array).
+
+        Parameters
+        ----------
+        arrays : mapping of str to array_like
+            Real-valued (floating or integer) arrays, laid out in this order.
+        dtype : numpy.float32, numpy.float64 or None (default)
+            The FlatParams' dtype.  ``None`` chooses **float64 when every
+            array is float64** (e.g. a scikit-learn or autograd model), and
+            float32 otherwise (any float32, float16 or integer array, or no
+            arrays at all), so a float32 model with one stray float64 array
+            (``np.zeros(n)``) stays float32.  Pass ``dtype`` to decide
+            yourself; converting float64 values to float32 rounds them.
+
+        Examples
+        --------
+        >>> import numpy as np, fastopt
+        >>> fastopt.FlatParams.from_arrays({"W": np.ones((2, 2)), "b": np.zeros(2)}).dtype
+        dtype('float64')
+        >>> W32 = np.ones((2, 2), np.float32)
+        >>> fastopt.FlatParams.from_arrays({"W": W32, "b": np.zeros(2)}).dtype
+        dtype('float32')
+        """
         if not isinstance(arrays, Mapping):
             raise TypeError(f"arrays must be a dict of name -> array, got {type(arrays).__name__}")
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         for k, v in arrays.items():
             if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
                 raise TypeError(f"array {k!r} has dtype {v.dtype}, expected a real numeric dtype")
-        fp = cls({k: v.shape for k, v in arrays.items()})
+        if dtype is None:
+            dtype = _F64 if arrays and all(v.dtype == _F64 for v in arrays.values()) else _F32
+        fp = cls({k: v.shape for k, v in arrays.items()}, dtype=dtype)
         for k, v in arrays.items():
             fp.params[k][...] = v
         return fp
+
+    @property
+    def dtype(self):
+        """The dtype of ``data``, ``grad`` and every view (float32 or float64)."""
+        return self.data.dtype
 
     @property
     def shapes(self):
@@ -99,7 +187,7 @@ class FlatParams:
     def slice(self, name):
         """The ``slice`` of ``data`` / ``grad`` that holds parameter ``name``."""
         off, shape = self._layout[name]
-        return slice(off, off + int(np.prod(shape, dtype=np.int64)))
+        return slice(off, off + _size(shape))
 
     @property
     def size(self):
@@ -110,6 +198,69 @@ class FlatParams:
         """Set every gradient to zero (in place)."""
         self.grad.fill(0.0)
 
+    # ------------------------------------------------------------ pickling and copying
+    # The state is the instance dict without the views (NumPy would pickle or copy each view
+    # as an independent array); __setstate__ rebuilds them on the restored buffers.  Pickles
+    # written before this existed (whose state still holds "params" and "grads") load too.
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("params", "grads")}
+
+    def __setstate__(self, state):
+        state = dict(state)
+        state.pop("params", None)
+        state.pop("grads", None)
+        layout = state.get("_layout")
+        if not isinstance(layout, dict):
+            raise ValueError("not a FlatParams state: it has no layout")
+        size = sum(_size(shape) for _, shape in layout.values())
+        for key in ("data", "grad"):
+            state[key] = _buffer(key, state.get(key), size)
+        if state["grad"].dtype != state["data"].dtype:
+            raise ValueError(f"not a FlatParams state: data is {state['data'].dtype} but grad "
+                             f"is {state['grad'].dtype}")
+        self.__dict__.update(state)
+        self._link()
+
+    def copy(self):
+        """A FlatParams with copies of ``data`` and ``grad`` and views of those copies.
+
+        The same as :func:`copy.copy` (other attributes, e.g. of a subclass, are shared).
+        """
+        return self.__copy__()
+
+    def __copy__(self):
+        new = type(self).__new__(type(self))
+        state = self.__getstate__()
+        state["data"] = self.data.copy()
+        state["grad"] = self.grad.copy()
+        new.__setstate__(state)
+        return new
+
+    def __deepcopy__(self, memo):
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        state = {}
+        for k, v in self.__getstate__().items():
+            if k in ("data", "grad"):
+                # A copy made earlier in this deepcopy (an optimizer listing fp.data before
+                # fp) is the copy's buffer, so both stay the same object.
+                earlier = memo.get(id(v))
+                state[k] = earlier if earlier is not None else v.copy()
+            else:
+                state[k] = copy.deepcopy(v, memo)
+        new.__setstate__(state)
+        # Later references to the buffers or views, within this deepcopy, get the copy's.
+        keep = memo.setdefault(id(memo), [])
+        for old, cpy in ((self.data, new.data), (self.grad, new.grad),
+                         *zip(self.params.values(), new.params.values()),
+                         *zip(self.grads.values(), new.grads.values())):
+            if id(old) not in memo:
+                memo[id(old)] = cpy
+                keep.append(old)  # (as copy.deepcopy does: the id must stay in use)
+        return new
+
+    # ------------------------------------------------------------ mapping-like access
     def __len__(self):
         return len(self._layout)
 
@@ -124,4 +275,19 @@ class FlatParams:
 
     def __repr__(self):
         inner = ", ".join(f"{k}: {s}" for k, s in self.shapes.items())
-        return f"FlatParams({{{inner}}}, size={self.size})"
+        dtype = "" if self.dtype == _F32 else f", dtype={self.dtype}"
+        return f"FlatParams({{{inner}}}, size={self.size}{dtype})"
+
+
+def _buffer(key, a, size):
+    """``a`` as the FlatParams buffer ``key``: 1-D, ``size`` long, float32/float64, writable,
+    C-contiguous and aligned (copied when it is not, e.g. a read-only out-of-band pickle buffer)."""
+    if not isinstance(a, np.ndarray) or a.dtype not in FLOATS or a.shape != (size,):
+        got = (f"{a.dtype} of shape {a.shape}" if isinstance(a, np.ndarray)
+               else type(a).__name__)
+        raise ValueError(f"not a FlatParams state: {key} must be a float32 or float64 array of "
+                         f"shape ({size},), got {got}")
+    flags = a.flags
+    if type(a) is not np.ndarray or not (flags.writeable and flags.c_contiguous and flags.aligned):
+        a = np.array(a, dtype=a.dtype, order="C", copy=True, subok=False)
+    return a

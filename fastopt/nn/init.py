@@ -1,4 +1,4 @@
-r"""Weight initialization: the seed's Xavier and He rules, in float32.
+r"""Weight initialization: the seed's Xavier and He rules, in float32 or float64.
 
 .. math::
 
@@ -13,13 +13,20 @@ weight it is ``shape[0]``.  (PyTorch stores ``(n_out, n_in)`` and uses
 Xavier is the "LeCun normal" variant, ``sqrt(1/n_in)``, not Glorot's
 ``sqrt(2/(n_in + n_out))``.
 
+The numbers are drawn in the dtype of ``out`` (or ``dtype``): float64
+weights get float64 normal draws, not float32 ones widened.  NumPy's
+float32 and float64 generators are different streams, so one seed gives
+different weights in the two dtypes.
+
 Examples
 --------
->>> import fastopt
+>>> import numpy as np, fastopt
 >>> fp = fastopt.FlatParams({"W1": (64, 256), "W2": (256, 10)})
 >>> _ = fastopt.init.he(fp.params["W1"].shape, rng=0, out=fp.params["W1"])   # fills the view
 >>> round(float(fp.params["W1"].std()), 2)          # sqrt(2/64) = 0.177
 0.18
+>>> fastopt.init.xavier((4, 3), rng=0, dtype=np.float64).dtype
+dtype('float64')
 """
 
 import math
@@ -27,6 +34,7 @@ import operator
 
 import numpy as np
 
+from ..kernels._check import FLOATS
 from ..runtime.rng import as_generator
 
 __all__ = ["xavier", "he"]
@@ -46,7 +54,7 @@ def _shape(shape):
     return shape
 
 
-def _init(shape, gain, fan_in, rng, out):
+def _init(shape, gain, fan_in, rng, out, dtype):
     shape = _shape(shape)
     if fan_in is None:
         if len(shape) < 2:
@@ -58,24 +66,35 @@ def _init(shape, gain, fan_in, rng, out):
         fan_in = operator.index(fan_in)
     if fan_in < 1:
         raise ValueError(f"fan_in must be >= 1, got {fan_in}")
+    supported = " or ".join(map(str, FLOATS))
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except (TypeError, ValueError):
+            raise TypeError(f"dtype must be {supported}, got {dtype!r}") from None
+        if dtype not in FLOATS:
+            raise TypeError(f"dtype must be {supported}, got {dtype}")
     if out is not None:
-        if not isinstance(out, np.ndarray) or out.dtype != np.float32:
-            raise TypeError("out must be a float32 numpy.ndarray")
+        if not isinstance(out, np.ndarray) or out.dtype not in FLOATS:
+            got = out.dtype if isinstance(out, np.ndarray) else type(out).__name__
+            raise TypeError(f"out must be a numpy.ndarray of {supported}, got {got}")
+        if dtype is not None and out.dtype != dtype:
+            raise TypeError(f"out has dtype {out.dtype} but dtype={dtype} was asked for")
         if out.shape != shape:
             raise ValueError(f"out has shape {out.shape}, expected {shape}")
         if not out.flags.writeable or not out.flags.c_contiguous:
             raise ValueError("out must be writable and C-contiguous")
     gen = as_generator(rng)
     if out is None:
-        out = gen.standard_normal(shape, dtype=np.float32)
+        out = gen.standard_normal(shape, dtype=dtype or np.float32)
     else:
-        gen.standard_normal(dtype=np.float32, out=out)
-    out *= np.float32(math.sqrt(gain / fan_in))
+        gen.standard_normal(dtype=out.dtype, out=out)
+    out *= out.dtype.type(math.sqrt(gain / fan_in))
     return out
 
 
-def xavier(shape, *, fan_in=None, rng=None, out=None):
-    """N(0, 1)·sqrt(1/fan_in), float32 (the seed's rule for tanh layers).
+def xavier(shape, *, fan_in=None, rng=None, out=None, dtype=None):
+    """N(0, 1)·sqrt(1/fan_in), float32 or float64 (the seed's rule for tanh layers).
 
     Parameters
     ----------
@@ -83,12 +102,19 @@ def xavier(shape, *, fan_in=None, rng=None, out=None):
     fan_in : int, optional
         Inputs per unit; default ``prod(shape[:-1])`` (``shape[0]`` for a (n_in, n_out) weight).
     rng : numpy.random.Generator, int seed or None
-    out : float32 array of ``shape``, optional
-        Filled in place (e.g. a FlatParams view) and returned.
+    out : float32 or float64 array of ``shape``, optional
+        Filled in place (e.g. a FlatParams view) and returned; the numbers
+        are drawn in its dtype.
+    dtype : numpy.float32 or numpy.float64, optional
+        The dtype of the new array when ``out`` is not given (default
+        float32); with ``out`` it must match ``out.dtype`` if given.
     """
-    return _init(shape, 1.0, fan_in, rng, out)
+    return _init(shape, 1.0, fan_in, rng, out, dtype)
 
 
-def he(shape, *, fan_in=None, rng=None, out=None):
-    """N(0, 1)·sqrt(2/fan_in), float32 (the seed's rule for ReLU layers). See :func:`xavier`."""
-    return _init(shape, 2.0, fan_in, rng, out)
+def he(shape, *, fan_in=None, rng=None, out=None, dtype=None):
+    """N(0, 1)·sqrt(2/fan_in), float32 or float64 (the seed's rule for ReLU layers).
+
+    See :func:`xavier`.
+    """
+    return _init(shape, 2.0, fan_in, rng, out, dtype)

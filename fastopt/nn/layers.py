@@ -36,7 +36,9 @@ class BatchNorm:
         Holds ``f"{name}.gamma"`` and ``f"{name}.beta"`` of shape (C,) (see
         :meth:`shapes`).  The layer sets them to 1 and 0 and writes their
         gradients into ``params.grads``, so one optimizer call updates the
-        whole model.  Without it the layer owns its arrays.
+        whole model.  The running statistics take ``params.dtype`` (float32
+        or float64; inputs must then have that dtype too).  Without it the
+        layer owns its arrays, in float32.
     name : str, default "bn"
     impl : "fused" or "reference"
 
@@ -77,15 +79,17 @@ class BatchNorm:
             self.beta = params.params[f"{name}.beta"]
             self.dgamma = params.grads[f"{name}.gamma"]
             self.dbeta = params.grads[f"{name}.beta"]
+            dtype = params.dtype
         else:
+            dtype = np.dtype(np.float32)
             self.gamma = np.empty(C, np.float32)
             self.beta = np.empty(C, np.float32)
             self.dgamma = np.zeros(C, np.float32)
             self.dbeta = np.zeros(C, np.float32)
         self.gamma[...] = 1.0
         self.beta[...] = 0.0
-        self.running_mean = np.zeros(C, np.float32)
-        self.running_var = np.ones(C, np.float32)
+        self.running_mean = np.zeros(C, dtype)
+        self.running_var = np.ones(C, dtype)
         self._cache = None
 
     @staticmethod
@@ -133,7 +137,7 @@ class BatchNorm:
     _STATE_KEYS = ("running_mean", "running_var", "gamma", "beta")
 
     def checked_state(self, state, keys=_STATE_KEYS):
-        """``state[k]`` for each of ``keys`` as float32 arrays of shape (C,), all checked.
+        """``state[k]`` for each of ``keys``: (C,) arrays in the layer's dtype, all checked.
 
         Raises ValueError/TypeError for a missing entry, a wrong shape, a
         non-numeric value, a running mean that is not finite or a running
@@ -154,7 +158,7 @@ class BatchNorm:
             if v.dtype.kind not in "fiu":
                 raise TypeError(f"state[{k!r}] has dtype {v.dtype}, expected real numbers")
             with np.errstate(over="ignore"):
-                v = v.astype(np.float32)
+                v = v.astype(self.running_mean.dtype)
             if k == "running_mean" and not np.isfinite(v).all():
                 raise ValueError(f"state['running_mean'] is not finite at channel "
                                  f"{int(np.flatnonzero(~np.isfinite(v))[0])}")

@@ -16,6 +16,10 @@ layout, the optimizer type, state shapes, hyperparameters, the schedule at the
 restored epoch and the extras are all checked before params or the optimizer
 change; any problem is a :class:`CheckpointError` that says what is wrong.
 
+Parameters and optimizer state are stored in their dtype (float32 or
+float64).  A checkpoint loads only into a FlatParams of the same dtype:
+another dtype is a CheckpointError, never a silent cast.
+
 Examples
 --------
 >>> import os, tempfile, numpy as np, fastopt
@@ -376,9 +380,18 @@ def load_checkpoint(path, params, optimizer, *, check=None):
     if layout != list(params.shapes.items()):
         raise CheckpointError(f"checkpoint {path!r} holds parameters {dict(layout)}, "
                               f"but params has {params.shapes}")
-    if data.shape != params.data.shape or data.dtype != params.data.dtype:
-        raise CheckpointError(f"checkpoint {path!r}: params/data has shape {data.shape} "
-                              f"and dtype {data.dtype}, expected {params.data.shape} float32")
+    if data.dtype not in _check.FLOATS:
+        raise CheckpointError(f"checkpoint {path!r}: params/data has dtype {data.dtype}, "
+                              "expected float32 or float64")
+    if data.dtype != params.dtype:
+        # (Never cast: float64 -> float32 would round the weights silently, and the optimizer
+        # state in the file has the file's dtype.)
+        raise CheckpointError(f"checkpoint {path!r} holds {data.dtype} parameters, but params "
+                              f"is {params.dtype}: load it into a FlatParams of dtype "
+                              f"{data.dtype} (FlatParams(shapes, dtype=numpy.{data.dtype}))")
+    if data.shape != params.data.shape:
+        raise CheckpointError(f"checkpoint {path!r}: params/data has shape {data.shape}, "
+                              f"expected {params.data.shape}")
     try:
         _check.array("params.data", params.data, writable=True)
     except (TypeError, ValueError) as e:

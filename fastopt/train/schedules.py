@@ -15,7 +15,8 @@ Epochs are numbered from 1, as in the seed; ``f(0)`` is defined too: it is
 for :func:`inverse_sqrt`, and the first warm-up value for :func:`cosine`.
 
 An optimizer accepts a schedule wherever it takes ``lr``; the training loop
-calls ``opt.set_epoch(epoch)`` at the start of each epoch.
+calls ``opt.set_epoch(epoch)`` at the start of each epoch.  The schedules
+pickle and deep-copy by their parameters (see :class:`Schedule`).
 
 Examples
 --------
@@ -45,47 +46,97 @@ _int = _check.integer
 
 
 class Schedule:
-    """A learning rate as a function of the epoch number; call it: ``schedule(epoch)``."""
+    """A learning rate as a function of the epoch number; call it: ``schedule(epoch)``.
+
+    The factories of this module (:func:`constant`, :func:`inverse_time`, ...)
+    return Schedules that pickle and copy by their parameters: a pickled,
+    reloaded or :func:`copy.deepcopy`-ed schedule is rebuilt by its factory
+    from ``params`` and returns the same values at every epoch (so an
+    optimizer holding one can be pickled).  Two such schedules are equal when
+    they come from the same factory with the same parameters.  A Schedule
+    built directly, ``Schedule(name, fn, **params)``, pickles only if ``fn``
+    does (a module-level function, not a lambda) and equals only itself.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> from fastopt import schedules
+    >>> s = schedules.cosine(0.1, total_epochs=10, warmup_epochs=2)
+    >>> s2 = pickle.loads(pickle.dumps(s))
+    >>> s2 == s, [s2(e) == s(e) for e in (1, 5, 10)]
+    (True, [True, True, True])
+    """
 
     def __init__(self, name, fn, **params):
         self.name = name
         self.params = params
         self._fn = fn
+        self._factory = None  # set by this module's factories: what rebuilds it from params
 
     def __call__(self, epoch):
         return float(self._fn(_int("epoch", epoch, 0, _check.C_LLONG_MAX)))
+
+    def __reduce_ex__(self, protocol):
+        if self._factory is not None:
+            return _rebuild, (self._factory, dict(self.params))
+        return super().__reduce_ex__(protocol)
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if not isinstance(other, Schedule) or self._factory is None:
+            return NotImplemented
+        return self._factory is other._factory and self.params == other.params
+
+    def __hash__(self):
+        if self._factory is None:
+            return object.__hash__(self)
+        return hash((self._factory.__name__, tuple(sorted(self.params.items()))))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{self.name}({args})"
 
 
+def _rebuild(factory, params):
+    """The Schedule ``factory(**params)`` (how a factory's schedule is unpickled or copied)."""
+    return factory(**params)
+
+
+def _made_by(factory, name, fn, **params):
+    """A Schedule of ``factory``: it pickles as ``factory(**params)``, which must rebuild ``fn``."""
+    s = Schedule(name, fn, **params)
+    s._factory = factory
+    return s
+
+
 def constant(lr):
     """``lr`` at every epoch."""
     lr = _real("lr", lr, 0)
-    return Schedule("constant", lambda e: lr, lr=lr)
+    return _made_by(constant, "constant", lambda e: lr, lr=lr)
 
 
 def inverse_time(lr0, decay_rate):
     """The seed's ``lr0 / (1 + decay_rate·epoch)``."""
     lr0 = _real("lr0", lr0, 0)
     decay_rate = _real("decay_rate", decay_rate, 0)
-    return Schedule("inverse_time", lambda e: lr0 / (1 + decay_rate * e), lr0=lr0,
-                    decay_rate=decay_rate)
+    return _made_by(inverse_time, "inverse_time", lambda e: lr0 / (1 + decay_rate * e),
+                    lr0=lr0, decay_rate=decay_rate)
 
 
 def exponential(lr0, base=0.95):
     """The seed's ``base**epoch · lr0`` (base 0.95 in the seed)."""
     lr0 = _real("lr0", lr0, 0)
     base = _real("base", base, 0, 1, lo_open=True)
-    return Schedule("exponential", lambda e: base**e * lr0, lr0=lr0, base=base)
+    return _made_by(exponential, "exponential", lambda e: base**e * lr0, lr0=lr0, base=base)
 
 
 def inverse_sqrt(lr0, k):
     """The seed's ``k / sqrt(epoch) · lr0``; epoch 0 gives the epoch-1 value ``k·lr0``."""
     lr0 = _real("lr0", lr0, 0)
     k = _real("k", k, 0, lo_open=True)
-    return Schedule("inverse_sqrt", lambda e: k / math.sqrt(max(e, 1)) * lr0, lr0=lr0, k=k)
+    return _made_by(inverse_sqrt, "inverse_sqrt", lambda e: k / math.sqrt(max(e, 1)) * lr0,
+                    lr0=lr0, k=k)
 
 
 def step(lr0, step_size, gamma=0.1):
@@ -96,8 +147,8 @@ def step(lr0, step_size, gamma=0.1):
     lr0 = _real("lr0", lr0, 0)
     step_size = _int("step_size", step_size, 1)
     gamma = _real("gamma", gamma, 0, 1, lo_open=True)
-    return Schedule("step", lambda e: lr0 * gamma ** (max(e - 1, 0) // step_size), lr0=lr0,
-                    step_size=step_size, gamma=gamma)
+    return _made_by(step, "step", lambda e: lr0 * gamma ** (max(e - 1, 0) // step_size),
+                    lr0=lr0, step_size=step_size, gamma=gamma)
 
 
 def cosine(lr0, total_epochs, warmup_epochs=0, lr_min=0.0):
@@ -128,7 +179,8 @@ def cosine(lr0, total_epochs, warmup_epochs=0, lr_min=0.0):
             return lr_min
         return lr_min + 0.5 * (lr0 - lr_min) * (1 + math.cos(math.pi * (e - warm - 1) / (total - warm)))
 
-    return Schedule("cosine", f, lr0=lr0, total_epochs=total, warmup_epochs=warm, lr_min=lr_min)
+    return _made_by(cosine, "cosine", f, lr0=lr0, total_epochs=total, warmup_epochs=warm,
+                    lr_min=lr_min)
 
 
 def by_name(name, lr0, epochs):
