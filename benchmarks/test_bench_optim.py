@@ -17,7 +17,7 @@ def _buffers(name, n):
     g = rng.standard_normal(n).astype(np.float32)
     spec = OPTIMIZERS[name]
     s = [np.abs(rng.standard_normal(n)).astype(np.float32) * 1e-3 for _ in spec.state]
-    return p, g, s, spec.bytes_per_element * n
+    return p, g, s, spec.bytes_per_element() * n
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -337,3 +337,28 @@ def test_optimizer_pickles_and_continues_with_the_same_bits(how, kind, rng):
         np.testing.assert_array_equal(a, b)
     # the clone's state is its own too
     assert not np.shares_memory(clone._states["exp_avg"][0], opt._states["exp_avg"][0])
+
+
+def test_hyperparameters_set_between_steps_are_checked(rng):
+    params = [np.ones(4, np.float32)]
+    opt = fastopt.SGD(params, lr=0.1, momentum=0.9)
+    opt.momentum = 0.5
+    assert opt.hyper()["momentum"] == 0.5
+    for name, value, exc, msg in [("momentum", 1.5, ValueError, "momentum must be in"),
+                                  ("momentum", 0.0, ValueError, "cannot change between zero"),
+                                  ("nesterov", "yes", TypeError, "nesterov must be True"),
+                                  ("weight_decay", -1, ValueError, "weight_decay must be >= 0")]:
+        with pytest.raises(exc, match=msg):
+            setattr(opt, name, value)
+        assert opt.hyper()["momentum"] == 0.5 and opt.hyper()["weight_decay"] == 0.0
+    adam = fastopt.Adam(params)
+    adam.eps = 1e-6
+    adam.betas = [0.8, 0.99]
+    assert adam.betas == (0.8, 0.99)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        adam.eps = 0.0
+    with pytest.raises(ValueError, match=r"betas\[1\] must be in"):
+        adam.betas = (0.9, 1.0)
+    assert adam.hyper() == {"lr": 1e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.0}
+    adam.step([np.ones(4, np.float32)])
+    np.testing.assert_allclose(params[0], 1 - 1e-3, rtol=1e-6)

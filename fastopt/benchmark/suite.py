@@ -71,21 +71,23 @@ def _torch():
 OPTIMIZERS = {spec.bench_name: spec for spec in SPECS.values() if spec.torch is not None}
 
 
-def bench_optimizer(name, n, reps, torch=None):
+def bench_optimizer(name, n, reps, torch=None, dtype=np.float32):
     rng = np.random.default_rng(0)
-    p = rng.standard_normal(n).astype(np.float32)
-    g = rng.standard_normal(n).astype(np.float32)
+    p = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
     spec = OPTIMIZERS[name]
-    bpe = spec.bytes_per_element
-    s = [np.abs(rng.standard_normal(n)).astype(np.float32) * 1e-3 for _ in spec.state]
+    s = [np.abs(rng.standard_normal(n)).astype(dtype) * 1e-3 for _ in spec.state]
     nt = get_num_threads()
     t = _median_time(lambda: spec.call(K, p, g, s, step=10), reps)
     ref_reps = reps if n < (1 << 23) else max(3, reps // 2)
     s_ref = [x.copy() for x in s]
     tr = _median_time(lambda: spec.call(R, p, g, s_ref, step=10), ref_reps, warmup=1)
-    troof = _median_time(lambda: ext._roofline.update([p] + s, g, nt), reps)
-    row = dict(group="optimizer", name=name, size=n, time=t, bytes=bpe * n, roofline_time=troof,
-               reference_time=tr)
+    # the roofline moves the same bytes (float64 buffers seen as twice as many float32)
+    f32 = [a.view(np.float32) for a in [p] + s]
+    troof = _median_time(lambda: ext._roofline.update(f32, g.view(np.float32), nt), reps)
+    label = name if np.dtype(dtype) == np.float32 else f"{name} {np.dtype(dtype).name}"
+    row = dict(group="optimizer", name=label, size=n, time=t,
+               bytes=spec.bytes_per_element(dtype) * n, roofline_time=troof, reference_time=tr)
     if torch is not None:
         row["torch_time"] = _torch_time(spec.torch_step(torch, p, g), reps)
     return row
@@ -198,6 +200,43 @@ def bench_model(reps, torch=None):
             params.append(t)
         topt = torch.optim.Adam(params, lr=1e-3, fused=True)
         row["torch_time"] = _torch_time(topt.step, reps)
+    return row
+
+
+# ------------------------------------------------------------------ lists of arrays
+
+#: (arrays, smallest, largest): the list-mode rows (sizes drawn uniformly, fixed seed).
+LIST_CASES = [(200, 64, 1024), (100, 1024, 10240)]
+
+
+def bench_list(count, lo, hi, reps, torch=None):
+    """Adam over a list of ``count`` arrays against the same values in one FlatParams.
+
+    The list is what most NumPy code keeps; with it the optimizer makes one compiled call
+    over its table of chunks, checking the gradients it is passed each step.  PyTorch's
+    fused Adam runs over the same list.
+    """
+    from ..nn.flat import FlatParams
+    from ..optim import Adam
+
+    rng = np.random.default_rng(0)
+    sizes = [int(x) for x in rng.integers(lo, hi + 1, count)]
+    params = [rng.standard_normal(k).astype(np.float32) for k in sizes]
+    grads = [rng.standard_normal(k).astype(np.float32) for k in sizes]
+    fp = FlatParams({f"p{i}": (k,) for i, k in enumerate(sizes)})
+    for i, (p, g) in enumerate(zip(params, grads)):
+        fp.params[f"p{i}"][...] = p
+        fp.grads[f"p{i}"][...] = g
+    opt_list, opt_flat = Adam(params, lr=1e-3), Adam(fp, lr=1e-3)
+    ref = Adam([p.copy() for p in params], lr=1e-3, impl="reference")
+    row = dict(group="list", name=f"adam, {count} arrays", size=fp.size, arrays=count,
+               time=_median_time(lambda: opt_list.step(grads), reps),
+               flat_time=_median_time(opt_flat.step, reps),
+               reference_time=_median_time(lambda: ref.step(grads), max(3, reps // 2), warmup=1),
+               bytes=OPTIMIZERS["adam"].bytes_per_element() * fp.size)
+    if torch is not None:
+        row["torch_time"] = _torch_time(
+            OPTIMIZERS["adam"].torch_optimizer(torch, params, grads).step, reps)
     return row
 
 
@@ -366,6 +405,8 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_l
     shapes = QUICK_BN_SHAPES if quick else BN_SHAPES
     rows = []
     jobs = [(bench_optimizer, (name, n, reps, torch)) for name in OPTIMIZERS for n in sizes.values()]
+    jobs.append((bench_optimizer, ("adam", 1 << 20, reps, torch, np.float64)))
+    jobs += [(bench_list, (*case, reps, torch)) for case in LIST_CASES]
     jobs += [(bench_batchnorm, (s, reps, torch)) for s in shapes]
     if include_train:
         jobs.append((bench_train_step, (reps,)))
@@ -411,7 +452,7 @@ def format_table(result):
              f"{'kernel':<22} {'size':>13} {'fastopt':>11} {'GB/s':>7} {'roofline':>9} "
              f"{'vs NumPy':>9} {'vs torch':>9}"]
     for r in result["rows"]:
-        if r["group"] in ("sharing", "load"):
+        if r["group"] in ("sharing", "load", "list"):
             continue
         gbs = r["bytes"] / r["time"] / 1e9 if "bytes" in r else None
         roof = r["roofline_time"] / r["time"] if "roofline_time" in r else None
@@ -423,6 +464,18 @@ def format_table(result):
             f"{_ratio(r['torch_time'] / r['time'] if 'torch_time' in r else None):>9}")
     lines.append("GB/s: bytes the operation must move / time. roofline: time of a pass moving the "
                  "same bytes with no arithmetic / kernel time. vs X: X's time / fastopt's time.")
+    lists = [r for r in result["rows"] if r["group"] == "list"]
+    if lists:
+        lines += ["", "A list of arrays (one compiled call over a table of chunks) against the same "
+                      "values in one FlatParams:",
+                  f"{'optimizer':<22} {'elements':>9} {'list':>11} {'FlatParams':>11} "
+                  f"{'list/flat':>10} {'vs NumPy':>9} {'vs torch':>9}"]
+        for r in lists:
+            lines.append(
+                f"{r['name']:<22} {_size_label(r['size']):>9} {r['time'] * 1e3:8.3f} ms "
+                f"{r['flat_time'] * 1e3:8.3f} ms {r['time'] / r['flat_time']:10.2f} "
+                f"{_ratio(r['reference_time'] / r['time']):>9} "
+                f"{_ratio(r['torch_time'] / r['time'] if 'torch_time' in r else None):>9}")
     sharing = [r for r in result["rows"] if r["group"] == "sharing"]
     if sharing:
         lines += ["", f"Sharing the cores with NumPy's BLAS (by default BLAS jobs on fastopt's threads: "
@@ -458,7 +511,7 @@ def plot(result, path):
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in OPTIMIZERS:
-        rows = [r for r in result["rows"] if r["name"] == name]
+        rows = [r for r in result["rows"] if r["name"] == name and r["group"] == "optimizer"]
         ns = [r["size"] for r in rows]
         ax.plot(ns, [r["bytes"] / r["time"] / 1e9 for r in rows], "o-", label=f"{name} (fastopt)")
         if name == "adam":

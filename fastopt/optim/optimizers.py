@@ -96,7 +96,7 @@ class Optimizer:
         self._set_params(params)
         self._validate_hyper(hyper)
         for k, v in hyper.items():
-            setattr(self, k, _plain(v))
+            object.__setattr__(self, k, _plain(v))
         self.impl = impl
         self._epoch = 1
         self.lr = lr
@@ -348,7 +348,7 @@ class Optimizer:
         hyper, lr = self._checked_hyper(dict(hyper), epoch)
         # Everything is checked: from here on nothing can fail.
         for k, v in hyper.items():
-            setattr(self, k, v)
+            object.__setattr__(self, k, v)
         self._lr = lr
         for name, bufs in self._states.items():
             for dst, src in zip(bufs, sources[name]):
@@ -370,6 +370,14 @@ class Optimizer:
 
     def _validate_hyper(self, hyper, loading=False):
         pass
+
+    def __setattr__(self, name, value):
+        # A hyperparameter set between steps (``opt.eps = 1e-6``) is checked as the
+        # constructor checks it, with the others; a bad value raises and changes nothing.
+        if name in self._hyper_names and name in self.__dict__:
+            self._validate_hyper({**self.hyper(), name: value}, loading=True)
+            value = _plain(value)
+        object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -593,10 +601,18 @@ class Adam(Optimizer):
 
     def _kernel_kwargs(self, t):
         b1, b2 = self.betas
-        lr, _, _, eps, wd, dec = _check.adam_hyper(self._lr, b1, b2, self.eps, self.weight_decay,
-                                                   self._decoupled, t, self._f32)
-        return dict(lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd,
-                    decoupled_weight_decay=dec, step=t)
+        key = (self._lr, b1, b2, self.eps, self.weight_decay)
+        if key != self._checked_key or t < self._checked_step:
+            # lr / (1 - beta1**t) only shrinks as t grows: one check holds until the
+            # hyperparameters change (or the step count goes back, on loading)
+            _check.adam_hyper(self._lr, b1, b2, self.eps, self.weight_decay, self._decoupled, t,
+                              self._f32)
+            self._checked_key, self._checked_step = key, t
+        return dict(lr=self._lr, beta1=b1, beta2=b2, eps=self.eps,
+                    weight_decay=self.weight_decay, decoupled_weight_decay=self._decoupled, step=t)
+
+    _checked_key = None
+    _checked_step = 0
 
 
 class AdamW(Adam):

@@ -10,6 +10,8 @@ pair (``fastopt.kernels`` / ``fastopt.reference``), a class, and one entry here.
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from .. import kernels, reference
 
 __all__ = ["OptimizerSpec", "SPECS"]
@@ -29,9 +31,11 @@ class OptimizerSpec:
         The function in both :mod:`fastopt.kernels` and :mod:`fastopt.reference`.
     state : tuple of str
         The state buffers, in the kernel's argument order after ``param, grad``: C-contiguous
-        float32 arrays like ``param``, zeros at the start.
-    bytes_per_element : int
-        Bytes one step must move per parameter (each float32 buffer read or written once).
+        arrays like ``param`` (same shape and dtype), zeros at the start.
+    passes : int
+        Buffer passes one step must make: each buffer read or written once (Adam reads
+        param, grad, m, v and writes param, m, v: 7).  Bytes moved per parameter are
+        ``passes`` times the dtype's size (:meth:`bytes_per_element`).
     example : dict
         Keyword arguments of a typical kernel call; with them the kernel does what ``torch``
         does (the benchmark and the parity tests use both).
@@ -47,7 +51,7 @@ class OptimizerSpec:
     optimizer: str
     kernel: str
     state: tuple[str, ...]
-    bytes_per_element: int
+    passes: int
     example: dict[str, Any] = field(default_factory=dict)
     torch: tuple[str, dict[str, Any]] | None = None
     beta: str = "beta"
@@ -56,6 +60,10 @@ class OptimizerSpec:
     @property
     def bench_name(self) -> str:
         return self.label or self.name
+
+    def bytes_per_element(self, dtype=np.float32) -> int:
+        """Bytes one step moves per parameter with buffers of ``dtype``."""
+        return self.passes * np.dtype(dtype).itemsize
 
     @property
     def kernel_fn(self) -> Callable[..., Any]:
@@ -91,27 +99,33 @@ class OptimizerSpec:
     def torch_step(self, torch, param, grad) -> Callable[[], Any]:
         """A PyTorch optimizer's ``step`` on copies of ``param`` and ``grad``."""
         cls, kwargs = self.torch
-        tp = torch.nn.Parameter(torch.from_numpy(param.copy()))
-        tp.grad = torch.from_numpy(grad.copy())
-        return getattr(torch.optim, cls)([tp], **kwargs).step
+        return self.torch_optimizer(torch, [param], [grad]).step
 
+    def torch_optimizer(self, torch, params, grads):
+        """The PyTorch twin over copies of the arrays ``params`` with gradients ``grads``."""
+        cls, kwargs = self.torch
+        tps = []
+        for p, g in zip(params, grads):
+            tp = torch.nn.Parameter(torch.from_numpy(p.copy()))
+            tp.grad = torch.from_numpy(g.copy())
+            tps.append(tp)
+        return getattr(torch.optim, cls)(tps, **kwargs)
 
-_F32 = 4
 
 #: Every optimizer, by name.
 SPECS: dict[str, OptimizerSpec] = {s.name: s for s in (
-    OptimizerSpec("sgd", "SGD", "sgd_step", ("momentum_buf",), 5 * _F32,
+    OptimizerSpec("sgd", "SGD", "sgd_step", ("momentum_buf",), 5,
                   example=dict(lr=1e-3, momentum=0.9),
                   torch=("SGD", dict(lr=1e-3, momentum=0.9, fused=True)), beta="momentum",
                   label="sgd-momentum"),
-    OptimizerSpec("momentum", "Momentum", "sgd_step", ("momentum_buf",), 5 * _F32,
+    OptimizerSpec("momentum", "Momentum", "sgd_step", ("momentum_buf",), 5,
                   example=dict(lr=1e-3, momentum=0.9, dampening=0.9), beta="beta"),
-    OptimizerSpec("rmsprop", "RMSprop", "rmsprop_step", ("square_avg",), 5 * _F32,
+    OptimizerSpec("rmsprop", "RMSprop", "rmsprop_step", ("square_avg",), 5,
                   example=dict(lr=1e-3, alpha=0.99, eps_inside_sqrt=False),
                   torch=("RMSprop", dict(lr=1e-3, alpha=0.99)), beta="alpha"),
-    OptimizerSpec("adam", "Adam", "adam_step", ("exp_avg", "exp_avg_sq"), 7 * _F32,
+    OptimizerSpec("adam", "Adam", "adam_step", ("exp_avg", "exp_avg_sq"), 7,
                   example=dict(lr=1e-3), torch=("Adam", dict(lr=1e-3, fused=True)), beta="betas"),
-    OptimizerSpec("adamw", "AdamW", "adam_step", ("exp_avg", "exp_avg_sq"), 7 * _F32,
+    OptimizerSpec("adamw", "AdamW", "adam_step", ("exp_avg", "exp_avg_sq"), 7,
                   example=dict(lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
                   torch=("AdamW", dict(lr=1e-3, weight_decay=1e-2, fused=True)), beta="betas"),
 )}
