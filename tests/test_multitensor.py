@@ -362,3 +362,26 @@ def test_hyperparameters_set_between_steps_are_checked(rng):
     assert adam.hyper() == {"lr": 1e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.0}
     adam.step([np.ones(4, np.float32)])
     np.testing.assert_allclose(params[0], 1 - 1e-3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_optimizer_over_flatparams_pickles_with_its_model(dtype, rng):
+    fp = fastopt.FlatParams({"W": (30, 20), "b": (20,)}, dtype=dtype)
+    fp.data[...] = rng.standard_normal(fp.size)
+    opt = fastopt.AdamW(fp, lr=0.01)
+    fp.grad[...] = rng.standard_normal(fp.size)
+    opt.step()
+    saved, before = opt.state_dict(), fp.data.copy()
+    g = rng.standard_normal(fp.size)
+    for clone in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        fp2 = clone.flat
+        assert fp2 is not fp and fp2.dtype == dtype
+        np.testing.assert_array_equal(fp2.data, fp.data)
+        fp.grad[...] = g
+        fp2.grad[...] = g
+        opt.step()
+        clone.step()
+        np.testing.assert_array_equal(fp2.params["W"], fp.params["W"])   # views follow the copy
+        assert not np.array_equal(fp.data, before)
+        opt.load_state_dict(saved)                  # back to the state the clones were made in
+        fp.data[...] = before

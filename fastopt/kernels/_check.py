@@ -229,17 +229,54 @@ def _finite_constant(name, x, f32):
     return x
 
 
-def sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay):
-    array("param", param, writable=True)
-    array("grad", grad, writable=False, like=param)
-    f32 = is_f32(param)
-    lr = at_least("lr", lr, 0.0, float32=f32)
+# The hyperparameter constraints of each optimizer, in one place: the kernels' wrappers,
+# the reference, :mod:`fastopt.functional` and the optimizer classes all call these
+# (``lr=None``: the caller checks the learning rate itself, as the classes do).
+
+def _lr(lr, f32):
+    return None if lr is None else at_least("lr", lr, 0.0, float32=f32)
+
+
+def sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, f32):
+    """SGD's hyperparameters, checked for buffers of float32 (``f32``) or float64."""
+    lr = _lr(lr, f32)
     momentum = unit_interval("momentum", momentum, float32=f32)
     dampening = unit_interval("dampening", dampening, closed_right=True, float32=f32)
     nesterov = flag("nesterov", nesterov)
     weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=f32)
     nesterov_rule(nesterov, momentum, dampening)
-    if momentum != 0:
+    return lr, momentum, dampening, nesterov, weight_decay
+
+
+def rmsprop_hyper(lr, alpha, eps, eps_inside_sqrt, weight_decay, f32):
+    """RMSprop's hyperparameters, checked for buffers of float32 (``f32``) or float64."""
+    return (_lr(lr, f32), unit_interval("alpha", alpha, float32=f32),
+            positive("eps", eps, float32=f32), flag("eps_inside_sqrt", eps_inside_sqrt),
+            at_least("weight_decay", weight_decay, 0.0, float32=f32))
+
+
+def adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step, f32, *,
+               names=("beta1", "beta2")):
+    """Adam's hyperparameters, checked for buffers of float32 (``f32``) or float64, with the
+    per-step constants of step ``step`` (None: not checked)."""
+    lr = _lr(lr, f32)
+    beta1 = unit_interval(names[0], beta1, float32=f32)
+    beta2 = unit_interval(names[1], beta2, float32=f32)
+    eps = positive("eps", eps, float32=f32)
+    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=f32)
+    decoupled = flag("decoupled_weight_decay", decoupled_weight_decay)
+    if lr is not None and step is not None:   # the per-step constants the update is computed with
+        _finite_constant("lr / (1 - beta1**step)", lr / (1 - beta1**step), f32)
+        if decoupled:
+            _finite_constant("the decay factor 1 - lr * weight_decay", 1 - lr * weight_decay, f32)
+    return lr, beta1, beta2, eps, weight_decay, decoupled
+
+
+def sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay):
+    array("param", param, writable=True)
+    array("grad", grad, writable=False, like=param)
+    hyper = sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, is_f32(param))
+    if hyper[1] != 0:
         if momentum_buf is None:
             raise ValueError(f"momentum_buf is None, but momentum > 0 needs a {param.dtype} "
                              "buffer like param (zeros at the start)")
@@ -247,7 +284,7 @@ def sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_dec
     elif momentum_buf is not None:
         array("momentum_buf", momentum_buf, writable=False, like=param)
     disjoint(param=param, grad=grad, momentum_buf=momentum_buf)
-    return lr, momentum, dampening, nesterov, weight_decay
+    return hyper
 
 
 def rmsprop(param, grad, square_avg, lr, alpha, eps, eps_inside_sqrt, weight_decay):
@@ -255,10 +292,7 @@ def rmsprop(param, grad, square_avg, lr, alpha, eps, eps_inside_sqrt, weight_dec
     array("grad", grad, writable=False, like=param)
     array("square_avg", square_avg, writable=True, like=param)
     disjoint(param=param, grad=grad, square_avg=square_avg)
-    f32 = is_f32(param)
-    return (at_least("lr", lr, 0.0, float32=f32), unit_interval("alpha", alpha, float32=f32),
-            positive("eps", eps, float32=f32), flag("eps_inside_sqrt", eps_inside_sqrt),
-            at_least("weight_decay", weight_decay, 0.0, float32=f32))
+    return rmsprop_hyper(lr, alpha, eps, eps_inside_sqrt, weight_decay, is_f32(param))
 
 
 def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
@@ -271,21 +305,6 @@ def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_d
     step = integer("step", step, 1, C_LLONG_MAX)
     return (step, *adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step,
                               is_f32(param)))
-
-
-def adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step, f32):
-    """Adam's hyperparameters, checked for buffers of float32 (``f32``) or float64."""
-    lr = at_least("lr", lr, 0.0, float32=f32)
-    beta1 = unit_interval("beta1", beta1, float32=f32)
-    beta2 = unit_interval("beta2", beta2, float32=f32)
-    eps = positive("eps", eps, float32=f32)
-    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=f32)
-    decoupled = flag("decoupled_weight_decay", decoupled_weight_decay)
-    # the per-step constants the update is computed with
-    _finite_constant("lr / (1 - beta1**step)", lr / (1 - beta1**step), f32)
-    if decoupled:
-        _finite_constant("the decay factor 1 - lr * weight_decay", 1 - lr * weight_decay, f32)
-    return lr, beta1, beta2, eps, weight_decay, decoupled
 
 
 # ------------------------------------------------------- batch normalization

@@ -111,13 +111,8 @@ def sgd(params: Arrays, grads: Arrays, momentum_bufs: Arrays | None, *, lr: floa
     ``momentum_bufs`` may be None when ``momentum == 0``.
     """
     _lists(params=params, grads=grads, momentum_bufs=momentum_bufs)
-    f32 = _f32(params)
-    lr = _check.at_least("lr", lr, 0.0, float32=f32)
-    momentum = _check.unit_interval("momentum", momentum, float32=f32)
-    dampening = _check.unit_interval("dampening", dampening, closed_right=True, float32=f32)
-    nesterov = _check.flag("nesterov", nesterov)
-    weight_decay = _check.at_least("weight_decay", weight_decay, 0.0, float32=f32)
-    _check.nesterov_rule(nesterov, momentum, dampening)
+    lr, momentum, dampening, nesterov, weight_decay = _check.sgd_hyper(
+        lr, momentum, dampening, nesterov, weight_decay, _f32(params))
     states = {}
     if momentum != 0:
         if momentum_bufs is None:
@@ -133,12 +128,10 @@ def rmsprop(params: Arrays, grads: Arrays, square_avgs: Arrays, *, lr: float, al
             impl: str = "fused") -> None:
     """RMSprop over lists of arrays (see :func:`fastopt.kernels.rmsprop_step`)."""
     _lists(params=params, grads=grads, square_avgs=square_avgs)
-    f32 = _f32(params)
-    hyper = dict(lr=_check.at_least("lr", lr, 0.0, float32=f32),
-                 alpha=_check.unit_interval("alpha", alpha, float32=f32),
-                 eps=_check.positive("eps", eps, float32=f32),
-                 eps_inside_sqrt=_check.flag("eps_inside_sqrt", eps_inside_sqrt),
-                 weight_decay=_check.at_least("weight_decay", weight_decay, 0.0, float32=f32))
+    lr, alpha, eps, eps_inside_sqrt, weight_decay = _check.rmsprop_hyper(
+        lr, alpha, eps, eps_inside_sqrt, weight_decay, _f32(params))
+    hyper = dict(lr=lr, alpha=alpha, eps=eps, eps_inside_sqrt=eps_inside_sqrt,
+                 weight_decay=weight_decay)
     _run("rmsprop", params, grads, {"square_avgs": square_avgs}, impl, **hyper)
 
 

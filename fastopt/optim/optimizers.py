@@ -462,12 +462,8 @@ class SGD(Optimizer):
         return SPECS["sgd"].state if self.momentum != 0 else ()
 
     def _validate_hyper(self, h, loading=False):
-        f32 = self._f32
-        m = _check.unit_interval("momentum", h["momentum"], float32=f32)
-        d = _check.unit_interval("dampening", h["dampening"], closed_right=True, float32=f32)
-        n = _check.flag("nesterov", h["nesterov"])
-        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=f32)
-        _check.nesterov_rule(n, m, d)
+        _, m, _, _, _ = _check.sgd_hyper(None, h["momentum"], h["dampening"], h["nesterov"],
+                                         h["weight_decay"], self._f32)
         if loading and (m != 0) != (self.momentum != 0):
             raise ValueError("momentum cannot change between zero and non-zero after construction")
 
@@ -539,11 +535,8 @@ class RMSprop(Optimizer):
                          eps_inside_sqrt=eps_inside_sqrt, weight_decay=weight_decay)
 
     def _validate_hyper(self, h, loading=False):
-        f32 = self._f32
-        _check.unit_interval("alpha", h["alpha"], float32=f32)
-        _check.positive("eps", h["eps"], float32=f32)
-        _check.flag("eps_inside_sqrt", h["eps_inside_sqrt"])
-        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=f32)
+        _check.rmsprop_hyper(None, h["alpha"], h["eps"], h["eps_inside_sqrt"], h["weight_decay"],
+                             self._f32)
 
     def _kernel_kwargs(self, t):
         return dict(lr=self._lr, alpha=self.alpha, eps=self.eps,
@@ -590,14 +583,11 @@ class Adam(Optimizer):
         super().__init__(params, lr, impl=impl, betas=betas, eps=eps, weight_decay=weight_decay)
 
     def _validate_hyper(self, h, loading=False):
-        f32 = self._f32
         betas = h["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        _check.unit_interval("betas[0]", betas[0], float32=f32)
-        _check.unit_interval("betas[1]", betas[1], float32=f32)
-        _check.positive("eps", h["eps"], float32=f32)
-        _check.at_least("weight_decay", h["weight_decay"], 0.0, float32=f32)
+        _check.adam_hyper(None, betas[0], betas[1], h["eps"], h["weight_decay"], self._decoupled,
+                          None, self._f32, names=("betas[0]", "betas[1]"))
 
     def _kernel_kwargs(self, t):
         b1, b2 = self.betas

@@ -71,6 +71,14 @@ class OptimizerSpec:
         return getattr(kernels, self.kernel)
 
     @property
+    def hyper_check(self) -> Callable[..., Any]:
+        """The hyperparameter constraints (``fastopt.kernels._check.<kernel>_hyper``) that the
+        kernels, the reference, :mod:`fastopt.functional` and the classes share."""
+        from ..kernels import _check
+
+        return getattr(_check, self.kernel.replace("_step", "_hyper"))
+
+    @property
     def reference_fn(self) -> Callable[..., Any]:
         """The NumPy twin in :mod:`fastopt.reference`."""
         return getattr(reference, self.kernel)
