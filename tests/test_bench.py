@@ -31,8 +31,16 @@ def test_bench_quick_table_and_json(tmp_path):
     assert result["meta"]["reps"] == 3
     sharing = [r for r in rows if r["group"] == "sharing"]
     load = [r for r in rows if r["group"] == "load"]
-    rows = [r for r in rows if r["group"] not in ("sharing", "load")]
+    lists = [r for r in rows if r["group"] == "list"]
+    rows = [r for r in rows if r["group"] not in ("sharing", "load", "list")]
     assert len(rows) == len(names)
+    assert "adam" in names and any(l.startswith("adam float64") for l in table)
+    # lists of arrays against the same values in one FlatParams
+    assert [(r["arrays"], r["name"]) for r in lists] == [(200, "adam, 200 arrays"),
+                                                         (100, "adam, 100 arrays")]
+    assert "A list of arrays" in p.stdout
+    for r in lists:
+        assert r["time"] > 0 and r["flat_time"] > 0 and r["bytes"] == 28 * r["size"]
     assert [r["name"] for r in sharing] == ["adam + matmul"] * 2 + ["batchnorm + matmul"]
     for r in sharing:
         total = r["kernel_time"] + r["matmul_time"]
@@ -57,6 +65,8 @@ def test_bench_quick_table_and_json(tmp_path):
     adam = [r for r in rows if r["name"] == "adam"]
     assert [r["size"] for r in adam] == [1 << 16, 1 << 20]
     assert all(r["bytes"] == 28 * r["size"] for r in adam)
+    (adam64,) = [r for r in rows if r["name"] == "adam float64"]
+    assert adam64["bytes"] == 56 * adam64["size"]
 
 
 def test_bench_bad_arguments():

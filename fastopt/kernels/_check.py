@@ -231,10 +231,14 @@ def _finite_constant(name, x, f32):
 
 # The hyperparameter constraints of each optimizer, in one place: the kernels' wrappers,
 # the reference, :mod:`fastopt.functional` and the optimizer classes all call these
-# (``lr=None``: the caller checks the learning rate itself, as the classes do).
+# (``lr=UNCHECKED``: the caller checks the learning rate itself, as the classes do).
+
+#: Pass as ``lr`` to a ``*_hyper`` check when the caller checks the learning rate itself.
+UNCHECKED = object()
+
 
 def _lr(lr, f32):
-    return None if lr is None else at_least("lr", lr, 0.0, float32=f32)
+    return lr if lr is UNCHECKED else at_least("lr", lr, 0.0, float32=f32)
 
 
 def sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, f32):
@@ -265,7 +269,7 @@ def adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step
     eps = positive("eps", eps, float32=f32)
     weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=f32)
     decoupled = flag("decoupled_weight_decay", decoupled_weight_decay)
-    if lr is not None and step is not None:   # the per-step constants the update is computed with
+    if lr is not UNCHECKED and step is not None:   # the per-step constants the update is computed with
         _finite_constant("lr / (1 - beta1**step)", lr / (1 - beta1**step), f32)
         if decoupled:
             _finite_constant("the decay factor 1 - lr * weight_decay", 1 - lr * weight_decay, f32)

@@ -462,7 +462,7 @@ class SGD(Optimizer):
         return SPECS["sgd"].state if self.momentum != 0 else ()
 
     def _validate_hyper(self, h, loading=False):
-        _, m, _, _, _ = _check.sgd_hyper(None, h["momentum"], h["dampening"], h["nesterov"],
+        _, m, _, _, _ = _check.sgd_hyper(_check.UNCHECKED, h["momentum"], h["dampening"], h["nesterov"],
                                          h["weight_decay"], self._f32)
         if loading and (m != 0) != (self.momentum != 0):
             raise ValueError("momentum cannot change between zero and non-zero after construction")
@@ -535,7 +535,7 @@ class RMSprop(Optimizer):
                          eps_inside_sqrt=eps_inside_sqrt, weight_decay=weight_decay)
 
     def _validate_hyper(self, h, loading=False):
-        _check.rmsprop_hyper(None, h["alpha"], h["eps"], h["eps_inside_sqrt"], h["weight_decay"],
+        _check.rmsprop_hyper(_check.UNCHECKED, h["alpha"], h["eps"], h["eps_inside_sqrt"], h["weight_decay"],
                              self._f32)
 
     def _kernel_kwargs(self, t):
@@ -586,7 +586,7 @@ class Adam(Optimizer):
         betas = h["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        _check.adam_hyper(None, betas[0], betas[1], h["eps"], h["weight_decay"], self._decoupled,
+        _check.adam_hyper(_check.UNCHECKED, betas[0], betas[1], h["eps"], h["weight_decay"], self._decoupled,
                           None, self._f32, names=("betas[0]", "betas[1]"))
 
     def _kernel_kwargs(self, t):
