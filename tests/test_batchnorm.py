@@ -1,5 +1,6 @@
 """Fused batch norm against its NumPy reference, finite differences, numerics and bad input."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from fastopt.runtime.dispatch import ext
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = ATOL = 1e-5
+DTYPES = [np.float32, np.float64]
 
 SHAPES = [(2, 1), (2, 3), (7, 5), (300, 17), (4096, 64), (2, 1, 3, 3), (3, 1, 5, 4),
           (5, 3, 7, 9), (2, 4, 40, 40), (1, 2, 3), (3, 2, 600), (4, 3, 20000),
@@ -25,19 +27,29 @@ SHAPES = [(2, 1), (2, 3), (7, 5), (300, 17), (4096, 64), (2, 1, 3, 3), (3, 1, 5,
           (2, 70000), (256, 1024), (40, 3000, 3), (64, 5000, 2)]
 
 
-def _inputs(shape, seed=0, loc=0.5, scale=2.0):
+def _inputs(shape, seed=0, loc=0.5, scale=2.0, dtype=np.float32):
     rng = np.random.default_rng(seed)
     C = shape[1]
-    x = (rng.standard_normal(shape) * scale + loc).astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
-    gamma = rng.uniform(0.5, 1.5, C).astype(np.float32)
-    beta = rng.standard_normal(C).astype(np.float32)
+    x = (rng.standard_normal(shape) * scale + loc).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, C).astype(dtype)
+    beta = rng.standard_normal(C).astype(dtype)
     return x, dy, gamma, beta
+
+
+def _close(actual, expected, err_msg=""):
+    """float32: within 1e-5; float64: within 1e-12 of expected's largest magnitude (sums in
+    another order differ by a few ulps of their terms, not of a result near zero)."""
+    if expected.dtype == np.float64:
+        atol = 1e-12 * float(np.abs(expected).max(initial=0.0))
+        np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=atol, err_msg=err_msg)
+    else:
+        np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, err_msg=err_msg)
 
 
 def _run(mod, x, dy, gamma, beta, training=True, steps=2):
     C = x.shape[1]
-    rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+    rm, rv = np.zeros(C, x.dtype), np.ones(C, x.dtype)
     for _ in range(steps):
         y, mean, invstd = mod.batchnorm_forward(x, gamma, beta, rm, rv, training=training,
                                                 momentum=0.1, eps=1e-5)
@@ -45,15 +57,17 @@ def _run(mod, x, dy, gamma, beta, training=True, steps=2):
     return dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta, rm=rm, rv=rv)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_kernel_matches_reference(isa, shape, training):
-    x, dy, gamma, beta = _inputs(shape)
+def test_kernel_matches_reference(isa, shape, training, dtype):
+    x, dy, gamma, beta = _inputs(shape, dtype=dtype)
     a = _run(K, x, dy, gamma, beta, training)
     b = _run(R, x, dy, gamma, beta, training)
     for key in a:
-        assert a[key].dtype == np.float32 and a[key].shape == b[key].shape, key
-        np.testing.assert_allclose(a[key], b[key], rtol=RTOL, atol=ATOL, err_msg=key)
+        assert a[key].dtype == dtype and b[key].dtype == dtype, key
+        assert a[key].shape == b[key].shape, key
+        _close(a[key], b[key], err_msg=key)
     if training:
         # the running statistics really moved, by the PyTorch rule
         axes = (0,) + tuple(range(2, x.ndim))
@@ -64,8 +78,9 @@ def test_kernel_matches_reference(isa, shape, training):
         for _ in range(2):
             rm = 0.9 * rm + 0.1 * mu
             rv = 0.9 * rv + 0.1 * var * n / (n - 1)
-        np.testing.assert_allclose(a["rm"], rm, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(a["rv"], rv, rtol=1e-5, atol=1e-6)
+        tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a["rm"], rm, **tol)
+        np.testing.assert_allclose(a["rv"], rv, **tol)
 
 
 def test_normalized_output_has_zero_mean_unit_variance():
@@ -78,19 +93,21 @@ def test_normalized_output_has_zero_mean_unit_variance():
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3), dtype=np.float64), rtol=1e-5)
 
 
-def test_inference_uses_running_statistics_and_changes_nothing():
-    x, dy, gamma, beta = _inputs((10, 4, 3))
-    rm = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
-    rv = np.array([1.0, 4.0, 0.25, 9.0], np.float32)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_inference_uses_running_statistics_and_changes_nothing(dtype):
+    x, dy, gamma, beta = _inputs((10, 4, 3), dtype=dtype)
+    rm = np.array([0.5, -1.0, 2.0, 0.0], dtype)
+    rv = np.array([1.0, 4.0, 0.25, 9.0], dtype)
     rm0, rv0 = rm.copy(), rv.copy()
     y, mean, invstd = K.batchnorm_forward(x, gamma, beta, rm, rv, training=False)
+    assert y.dtype == mean.dtype == invstd.dtype == dtype
     expected = (gamma[:, None] * (x - rm[:, None]) / np.sqrt(rv[:, None] + 1e-5)
                 + beta[:, None])
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    _close(y, expected)
     np.testing.assert_array_equal(rm, rm0)
     np.testing.assert_array_equal(rv, rv0)
     dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, mean, invstd, training=False)
-    np.testing.assert_allclose(dx, dy * (gamma / np.sqrt(rv + 1e-5))[:, None], rtol=1e-5)
+    _close(dx, dy * (gamma / np.sqrt(rv + 1e-5))[:, None])
     # inference also works with read-only running buffers
     rm.flags.writeable = False
     rv.flags.writeable = False
@@ -108,9 +125,10 @@ def _loss(x, gamma, beta, w):
     return float(np.sum(w * y))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(6, 3), (4, 2, 3, 2), (2, 1)], ids=str)
-def test_backward_matches_finite_differences(shape):
-    x, dy, gamma, beta = _inputs(shape, seed=3)
+def test_backward_matches_finite_differences(shape, dtype):
+    x, dy, gamma, beta = _inputs(shape, seed=3, dtype=dtype)
     _, mean, invstd = K.batchnorm_forward(x, gamma, beta, None, None)
     dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, mean, invstd)
     x64, g64, b64, w = (a.astype(np.float64) for a in (x, gamma, beta, dy))
@@ -129,9 +147,11 @@ def test_backward_matches_finite_differences(shape):
         return out
 
     f = lambda: _loss(x64, g64, b64, w)  # noqa: E731
-    np.testing.assert_allclose(dx, numgrad(x64, f), rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(dgamma, numgrad(g64, f), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(dbeta, numgrad(b64, f), rtol=1e-4, atol=1e-4)
+    # float32: the kernels' rounding; float64: the central difference's (h^2 and eps/h)
+    tol = 1e-7 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(dx, numgrad(x64, f), rtol=10 * tol, atol=tol)
+    np.testing.assert_allclose(dgamma, numgrad(g64, f), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dbeta, numgrad(b64, f), rtol=tol, atol=tol)
 
 
 def test_variance_of_data_far_from_zero():
@@ -157,32 +177,51 @@ def test_variance_of_data_far_from_zero():
     assert abs(1 / float(invstd4[0]) ** 2 - exact4) / exact4 < 1e-3
 
 
+def test_variance_of_data_far_from_zero_in_float64():
+    # x = 1e8 + N(0, 1): in float64 E[x^2] - E[x]^2 loses every digit; the shifted sums do not.
+    rng = np.random.default_rng(1)
+    for shape in [(200_000, 2), (4, 1, 300, 300)]:          # row and plane units
+        x = 1e8 + rng.standard_normal(shape)
+        axes = (0,) + tuple(range(2, x.ndim))
+        exact = x.var(axis=axes)                               # two-pass
+        naive = (x * x).mean(axis=axes) - x.mean(axis=axes) ** 2
+        assert np.all(np.abs(naive - exact) / exact > 1e-2)    # the naive formula fails
+        C = x.shape[1]
+        _, mean, invstd = K.batchnorm_forward(x, np.ones(C), np.zeros(C), None, None, eps=1e-12)
+        np.testing.assert_allclose(1 / invstd**2, exact, rtol=1e-9)
+        np.testing.assert_allclose(mean, x.mean(axis=axes), rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(4096, 64), (64, 3, 40, 40), (2, 2, 70000), (300, 7, 50),
                                    (3, 5, 517, 547), (2, 70000), (256, 1024), (64, 5000, 2)],
                          ids=str)
-def test_one_and_two_threads_give_identical_bits(isa, shape):
-    x, dy, gamma, beta = _inputs(shape, seed=5, loc=3.0)
+def test_one_and_two_threads_give_identical_bits(isa, shape, dtype):
+    x, dy, gamma, beta = _inputs(shape, seed=5, loc=3.0, dtype=dtype)
     assert ext._batchnorm.layout(shape[0], shape[1], x.size // (shape[0] * shape[1]), 2)[2] == 2
     results = []
     for threads in (1, 2):
         with fastopt.num_threads(threads):
             results.append(_run(K, x, dy, gamma, beta))
     for key in results[0]:
+        assert results[0][key].dtype == dtype, key
         np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
 
 
-def test_out_buffers_are_used():
-    x, dy, gamma, beta = _inputs((16, 4, 3))
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_out_buffers_are_used(dtype):
+    x, dy, gamma, beta = _inputs((16, 4, 3), dtype=dtype)
     y = np.empty_like(x)
-    mean, invstd = np.empty(4, np.float32), np.empty(4, np.float32)
+    mean, invstd = np.empty(4, dtype), np.empty(4, dtype)
     r = K.batchnorm_forward(x, gamma, beta, None, None, out=(y, mean, invstd))
     assert r[0] is y and r[1] is mean and r[2] is invstd
     dx = np.empty_like(x)
-    dg, db = np.empty(4, np.float32), np.empty(4, np.float32)
+    dg, db = np.empty(4, dtype), np.empty(4, dtype)
     r2 = K.batchnorm_backward(dy, x, gamma, mean, invstd, out=(dx, dg, db))
     assert r2[0] is dx and r2[1] is dg and r2[2] is db
     ref = R.batchnorm_backward(dy, x, gamma, mean, invstd)
-    np.testing.assert_allclose(dx, ref[0], rtol=1e-5, atol=1e-5)
+    for got, want, key in zip(r2, ref, ("dx", "dgamma", "dbeta")):
+        _close(got, want, err_msg=key)
     y2, _, _ = K.batchnorm_forward(x, gamma, beta, None, None, out=np.empty_like(x))
     np.testing.assert_array_equal(y, y2)
 
@@ -251,14 +290,18 @@ FORWARD_BAD = [
     (dict(x=np.zeros((1, 3, 1, 1), np.float32)), ValueError, "more than 1 value per channel"),
     (dict(x=np.zeros((0, 3), np.float32)), ValueError, "N == 0"),
     (dict(x=np.zeros(3, np.float32)), ValueError, "at least 2 dimensions"),
-    (dict(x=np.zeros((8, 3, 2), np.float64)), TypeError, "x has dtype float64"),
+    (dict(x=np.zeros((8, 3, 2), np.float16)), TypeError,
+     "x has dtype float16; supported dtypes are float32 and float64"),
+    (dict(x=np.zeros((8, 3, 2), np.float64)), TypeError,
+     "gamma has dtype float32, expected float64 like x"),
     (dict(x=np.zeros((8, 3, 4), np.float32)[:, :, ::2]), ValueError, "x must be C-contiguous"),
     (dict(gamma=np.ones(4, np.float32)), ValueError, "gamma has shape (4,), expected (3,)"),
     (dict(beta=np.ones(2, np.float32)), ValueError, "beta has shape (2,), expected (3,)"),
-    (dict(gamma=np.ones(3)), TypeError, "gamma has dtype float64"),
+    (dict(gamma=np.ones(3)), TypeError, "gamma has dtype float64, expected float32 like x"),
     (dict(running_mean=np.zeros(4, np.float32)), ValueError, "running_mean has shape (4,)"),
     (dict(running_var=np.zeros(2, np.float32)), ValueError, "running_var has shape (2,)"),
-    (dict(running_var=np.zeros(3, np.int64)), TypeError, "running_var has dtype int64"),
+    (dict(running_var=np.zeros(3, np.int64)), TypeError,
+     "running_var has dtype int64, expected float32 like x"),
     (dict(eps=0.0), ValueError, "eps must be > 0"),
     (dict(eps=-1e-5), ValueError, "eps must be > 0"),
     (dict(momentum=1.5), ValueError, "momentum must be in [0, 1]"),
@@ -305,7 +348,10 @@ def test_forward_rejects_read_only_running_stats_in_training_and_aliasing():
 
 BACKWARD_BAD = [
     (dict(dy=np.zeros((8, 3, 3), np.float32)), ValueError, "dy has shape (8, 3, 3), expected (8, 3, 2) like x"),
-    (dict(dy=np.zeros((8, 3, 2), np.float64)), TypeError, "dy has dtype float64"),
+    (dict(dy=np.zeros((8, 3, 2), np.float64)), TypeError,
+     "dy has dtype float64, expected float32 like x"),
+    (dict(x=np.zeros((8, 3, 2), np.int32), dy=np.zeros((8, 3, 2), np.int32)), TypeError,
+     "x has dtype int32; supported dtypes are float32 and float64"),
     (dict(mean=np.zeros(2, np.float32)), ValueError, "mean has shape (2,)"),
     (dict(invstd=np.zeros(4, np.float32)), ValueError, "invstd has shape (4,)"),
     (dict(gamma=np.zeros((3, 1), np.float32)), ValueError, "gamma has shape (3, 1)"),
@@ -327,6 +373,86 @@ def test_backward_bad_input(mod, override, exc, msg):
     assert msg in str(err.value)
     for k in args:
         np.testing.assert_array_equal(args[k], before[k])
+
+
+def _other(dtype):
+    return np.float32 if dtype == np.float64 else np.float64
+
+
+def _mixed_message(name, dtype):
+    return re.escape(f"{name} has dtype {np.dtype(_other(dtype))}, expected {np.dtype(dtype)} "
+                     f"like x") + ".*supported dtypes are float32 and float64"
+
+
+FORWARD_ARGS = ["gamma", "beta", "running_mean", "running_var", "y", "mean", "invstd"]
+
+
+@pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["x-f32", "x-f64"])
+@pytest.mark.parametrize("name", FORWARD_ARGS)
+def test_forward_rejects_mixed_dtypes_and_changes_nothing(mod, dtype, name):
+    x, _, gamma, beta = _inputs((8, 3, 2), dtype=dtype)
+    args = dict(gamma=gamma, beta=beta, running_mean=np.full(3, 0.25, dtype),
+                running_var=np.full(3, 2.0, dtype))
+    outs = dict(y=np.full_like(x, 7), mean=np.full(3, 7, dtype), invstd=np.full(3, 7, dtype))
+    bad = dict(args, **outs)
+    bad[name] = bad[name].astype(_other(dtype))
+    before = {k: v.copy() for k, v in bad.items()}
+    x0 = x.copy()
+    with pytest.raises(TypeError, match=_mixed_message(name if name in args else f"out ({name})",
+                                                      dtype)):
+        mod.batchnorm_forward(x, *(bad[k] for k in args),
+                              out=tuple(bad[k] for k in outs))
+    for k, v in bad.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    np.testing.assert_array_equal(x, x0)
+    # the same call in one dtype writes every output and the running statistics
+    mod.batchnorm_forward(x, *args.values(), out=tuple(outs.values()))
+    for k in ("running_mean", "running_var"):
+        assert not np.array_equal(args[k], before[k]) or k == name, k
+    for k, v in outs.items():
+        assert not np.any(v == 7), k
+
+
+BACKWARD_ARGS = ["dy", "gamma", "mean", "invstd", "dx", "dgamma", "dbeta"]
+
+
+@pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["x-f32", "x-f64"])
+@pytest.mark.parametrize("name", BACKWARD_ARGS)
+def test_backward_rejects_mixed_dtypes_and_changes_nothing(mod, dtype, name):
+    x, dy, gamma, _ = _inputs((8, 3, 2), dtype=dtype)
+    args = dict(dy=dy, gamma=gamma, mean=np.full(3, 0.5, dtype), invstd=np.full(3, 0.75, dtype))
+    outs = dict(dx=np.full_like(x, 7), dgamma=np.full(3, 7, dtype), dbeta=np.full(3, 7, dtype))
+    bad = dict(args, **outs)
+    bad[name] = bad[name].astype(_other(dtype))
+    before = {k: v.copy() for k, v in bad.items()}
+    x0 = x.copy()
+    with pytest.raises(TypeError, match=_mixed_message(name if name in args else f"out ({name})",
+                                                      dtype)):
+        mod.batchnorm_backward(bad["dy"], x, bad["gamma"], bad["mean"], bad["invstd"],
+                               out=tuple(bad[k] for k in outs))
+    for k, v in bad.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    np.testing.assert_array_equal(x, x0)
+    # the same call in one dtype writes every output
+    mod.batchnorm_backward(args["dy"], x, args["gamma"], args["mean"], args["invstd"],
+                           out=tuple(outs.values()))
+    for k, v in outs.items():
+        assert not np.any(v == 7), k
+
+
+def test_kernels_exist_for_both_dtypes_and_dispatch_on_x():
+    # One template, two dtypes: the suffixed functions and the dispatchers the wrappers call.
+    for name in ("channel_stats", "backward_sums", "affine", "grad_input"):
+        for suffix in ("_f32", "_f64"):
+            assert callable(getattr(ext._batchnorm, name + suffix)), name + suffix
+    x = np.arange(12.0).reshape(3, 2, 2)
+    y = np.empty_like(x)
+    ext._batchnorm.affine(x, y, np.ones(2), np.full(2, 0.5), np.zeros(2), 1)
+    np.testing.assert_array_equal(y, (x - 1) * 0.5)
+    with pytest.raises(ValueError, match="dtype mismatch"):   # the typed memoryview refuses
+        ext._batchnorm.affine_f32(x, y, np.ones(2), np.ones(2), np.zeros(2), 1)
 
 
 def test_backward_out_must_not_alias_inputs():
@@ -438,3 +564,29 @@ def test_matches_pytorch(shape):
     np.testing.assert_allclose(dx, gx.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(dgamma, gg.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(dbeta, gb.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", [(32, 7), (4, 3, 5, 6), (2, 3, 700), (300, 5, 3)], ids=str)
+def test_matches_pytorch_in_float64(shape, training):
+    torch = pytest.importorskip("torch")
+    x, dy, gamma, beta = _inputs(shape, seed=11, dtype=np.float64)
+    C = shape[1]
+    rm, rv = np.full(C, 0.25), np.full(C, 1.5)
+    trm, trv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+    for _ in range(3):      # three steps: the running statistics accumulate
+        y, mean, invstd = K.batchnorm_forward(x, gamma, beta, rm, rv, training=training,
+                                              momentum=0.1, eps=1e-5)
+        tx = torch.from_numpy(x.copy()).requires_grad_()
+        tg = torch.from_numpy(gamma.copy()).requires_grad_()
+        tb = torch.from_numpy(beta.copy()).requires_grad_()
+        ty = torch.nn.functional.batch_norm(tx, trm, trv, tg, tb, training=training,
+                                            momentum=0.1, eps=1e-5)
+    dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, mean, invstd, training=training)
+    gx, gg, gb = torch.autograd.grad(ty, (tx, tg, tb), torch.from_numpy(dy))
+    assert ty.dtype == torch.float64
+    for key, ours, theirs in [("y", y, ty.detach()), ("running_mean", rm, trm),
+                              ("running_var", rv, trv), ("dx", dx, gx), ("dgamma", dgamma, gg),
+                              ("dbeta", dbeta, gb)]:
+        assert ours.dtype == np.float64, key
+        _close(ours, theirs.numpy(), err_msg=key)

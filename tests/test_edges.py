@@ -172,20 +172,35 @@ SMALL_SHAPES = [(4, 3), (3, 2, 5), (2, 2, 600), (40, 300)]
 LARGE_SHAPES = [(2048, 40), (300, 3, 80), (3, 2, 12000), (4, 17000), (256, 300)]
 
 
-def _bn_inputs(data, path):
+# float64 batch norm: float32's edges, float64's subnormals, and values up to 1e150.  (Beyond
+# about 1e154 a square or a product overflows double, and the kernel's one-pass sums then differ
+# from the reference's two passes in where they overflow: not tested here.)
+SPECIAL64 = [5e-324, -5e-324, 2.2250738585072014e-308, -1e-310, 1e-200, 1e150, -1e150]
+edge64 = st.one_of(st.sampled_from(SPECIAL + SPECIAL64), st.floats(-1e150, 1e150))
+BN_EDGES = {np.float32: edge, np.float64: edge64}
+BN_DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+
+
+def _unit(dtype):
+    """Unit roundoff: the tolerances below are written in multiples of it."""
+    return float(np.finfo(dtype).eps) / 2
+
+
+def _bn_inputs(data, path, dtype=np.float32):
     shape = data.draw(st.sampled_from(SMALL_SHAPES if path == "small" else LARGE_SHAPES))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     C = shape[1]
-    x = (rng.standard_normal(shape) * data.draw(st.sampled_from([1.0, 1e30]))).astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
+    edges = BN_EDGES[dtype]
+    x = (rng.standard_normal(shape) * data.draw(st.sampled_from([1.0, 1e30]))).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
     for a in (x, dy):  # special values at a few drawn places (channel 0 first value included)
         k = data.draw(st.integers(0, 6))
         idx = data.draw(st.lists(st.integers(0, a.size - 1), min_size=k, max_size=k))
-        a.reshape(-1)[idx] = data.draw(st.lists(edge, min_size=k, max_size=k))
+        a.reshape(-1)[idx] = data.draw(st.lists(edges, min_size=k, max_size=k))
         if data.draw(st.booleans()):
-            a[(0, data.draw(st.integers(0, C - 1))) + (0,) * (a.ndim - 2)] = data.draw(edge)
-    gamma = data.draw(arrays(np.float32, C, elements=st.one_of(st.floats(-4, 4, width=32), edge)))
-    beta = data.draw(arrays(np.float32, C, elements=st.one_of(st.floats(-4, 4, width=32), edge)))
+            a[(0, data.draw(st.integers(0, C - 1))) + (0,) * (a.ndim - 2)] = data.draw(edges)
+    gamma = data.draw(arrays(dtype, C, elements=st.one_of(st.floats(-4, 4, width=32), edges)))
+    beta = data.draw(arrays(dtype, C, elements=st.one_of(st.floats(-4, 4, width=32), edges)))
     return x, dy, gamma, beta
 
 
@@ -197,15 +212,17 @@ def _axes(x):
     return (0,) + tuple(range(2, x.ndim))
 
 
+@BN_DTYPES
 @pytest.mark.parametrize("path", PATHS)
 @SETTINGS
 @given(data=st.data())
-def test_batchnorm_inference_edges(path, data):
-    """With given statistics both passes are the same float32 operations: the same bits."""
-    x, dy, gamma, beta = _bn_inputs(data, path)
+def test_batchnorm_inference_edges(path, dtype, data):
+    """With given statistics both passes are the same operations in x's dtype: the same bits."""
+    x, dy, gamma, beta = _bn_inputs(data, path, dtype)
     C = x.shape[1]
-    rm = data.draw(arrays(np.float32, C, elements=edge))
-    rv = data.draw(arrays(np.float32, C, elements=st.one_of(st.floats(0, 1e6, width=32), edge)))
+    rm = data.draw(arrays(dtype, C, elements=BN_EDGES[dtype]))
+    rv = data.draw(arrays(dtype, C, elements=st.one_of(st.floats(0, 1e6, width=32),
+                                                       BN_EDGES[dtype])))
     out = {}
     for mod, tag in ((K, "k"), (R, "r")):
         with np.errstate(all="ignore"), fastopt.num_threads(_threads(path)):
@@ -214,35 +231,41 @@ def test_batchnorm_inference_edges(path, data):
         out[tag] = dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta)
     k, r = out["k"], out["r"]
     for key in ("y", "mean", "invstd", "dx"):
+        assert k[key].dtype == dtype, key
         np.testing.assert_array_equal(k[key], r[key], err_msg=key)
     _check_backward_sums(k, r, x, dy)
 
 
-def _check_backward_sums(k, r, x, dy):
-    """dbeta and dgamma: sums in double in another order (tolerance: their terms' magnitude)."""
+def _check_backward_sums(k, r, x, dy, invstd_rel=0.0):
+    """dbeta and dgamma: sums in double in another order (tolerance: their terms' magnitude);
+    dgamma = invstd * sum dy (x - mean) also moves with invstd (relative error invstd_rel)."""
     axes = _axes(x)
+    u = _unit(x.dtype)
     with np.errstate(all="ignore"):
         xmu = x.astype(np.float64) - _per_channel(r["mean"], x)
         sum_abs_dy = np.abs(dy.astype(np.float64)).sum(axis=axes)
         sum_abs_dyx = (np.abs(dy.astype(np.float64) * xmu)).sum(axis=axes) * np.abs(
             r["invstd"].astype(np.float64))
-    _close(k["dbeta"], r["dbeta"], 1e-12 * sum_abs_dy + 2.0**-23 * np.abs(r["dbeta"]), "dbeta")
-    _close(k["dgamma"], r["dgamma"], 1e-12 * sum_abs_dyx + 2.0**-23 * np.abs(r["dgamma"]),
-           "dgamma")
+    _close(k["dbeta"], r["dbeta"], 1e-12 * sum_abs_dy + 2 * u * np.abs(r["dbeta"]), "dbeta")
+    _close(k["dgamma"], r["dgamma"],
+           1e-12 * sum_abs_dyx + (2 * u + invstd_rel) * np.abs(r["dgamma"]), "dgamma")
 
 
+@BN_DTYPES
 @pytest.mark.parametrize("path", PATHS)
 @SETTINGS
 @given(data=st.data())
-def test_batchnorm_training_edges(path, data):
+def test_batchnorm_training_edges(path, dtype, data):
     """Batch statistics (double sums in another order): the same NaN and +-inf everywhere, and
-    finite values within what the sums' rounding can explain."""
-    x, dy, gamma, beta = _bn_inputs(data, path)
+    finite values within what the sums' rounding can explain (in units of x's dtype's
+    rounding, u: 2**-24 in float32, 2**-53 in float64)."""
+    x, dy, gamma, beta = _bn_inputs(data, path, dtype)
     C = x.shape[1]
     n = x.size // C
+    u = _unit(dtype)
     out = {}
     for mod, tag in ((K, "k"), (R, "r")):
-        rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+        rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
         with np.errstate(all="ignore"), fastopt.num_threads(_threads(path)):
             y, mean, invstd = mod.batchnorm_forward(x, gamma, beta, rm, rv, training=True)
             dx, dgamma, dbeta = mod.batchnorm_backward(dy, x, gamma, mean, invstd, training=True)
@@ -254,19 +277,28 @@ def test_batchnorm_training_edges(path, data):
         x64 = x.astype(np.float64)
         max_abs_x = np.abs(np.where(np.isfinite(x64), x64, 0)).max(axis=axes)
         mean, invstd = r["mean"].astype(np.float64), r["invstd"].astype(np.float64)
-        # mean: float32 rounding, plus the double sums' rounding (relative to the values summed)
-        _close(k["mean"], r["mean"], 2.0**-22 * np.abs(mean) + 1e-10 * max_abs_x, "mean")
-        _close(k["invstd"], r["invstd"], 2.0**-16 * np.abs(invstd), "invstd")
-        _close(k["rm"], r["rm"], 2.0**-22 * np.abs(r["rm"]) + 1e-10 * max_abs_x, "running_mean")
-        _close(k["rv"], r["rv"], 2.0**-15 * np.abs(r["rv"]), "running_var")
+        # mean: the dtype's rounding, plus the double sums' rounding (relative to the values
+        # summed)
+        _close(k["mean"], r["mean"], 4 * u * np.abs(mean) + 1e-10 * max_abs_x, "mean")
+        # the variance: the kernel's one pass E[d^2] - E[d]^2 (d = x - shift, shift = x[0, c, 0])
+        # cancels by a factor 1 + (mean - shift)^2 / var, which multiplies the double sums'
+        # rounding (at most about n * 2**-53 relative); this bounds var's and invstd's relative
+        # error beyond the dtype's rounding (in float32 it is below that rounding)
+        shift = x64.reshape(x.shape[0], C, -1)[0, :, 0]
+        shift = np.where(np.isfinite(shift), shift, 0.0)
+        var_rel = n * 2.0**-53 * (1 + (mean - shift) ** 2 * invstd**2)
+        _close(k["invstd"], r["invstd"], (256 * u + var_rel) * np.abs(invstd), "invstd")
+        _close(k["rm"], r["rm"], 4 * u * np.abs(r["rm"]) + 1e-10 * max_abs_x, "running_mean")
+        _close(k["rv"], r["rv"], (512 * u + 2 * var_rel) * np.abs(r["rv"]), "running_var")
         # y = (x - mean) * a + beta: a mean one ulp apart moves y by ulp(mean) * a
         a = _per_channel(gamma.astype(np.float64) * invstd, x)
         m, b = _per_channel(mean, x), _per_channel(beta, x)
-        y_tol = 2.0**-16 * (np.abs(m * a) + np.abs((x64 - m) * a) + np.abs(b)) \
-            + 1e-10 * _per_channel(max_abs_x, x) * np.abs(a)
+        y_tol = 256 * u * (np.abs(m * a) + np.abs((x64 - m) * a) + np.abs(b)) \
+            + 1e-10 * _per_channel(max_abs_x, x) * np.abs(a) \
+            + _per_channel(var_rel, x) * np.abs((x64 - m) * a)
         _close(k["y"], r["y"], y_tol, "y")
-        _check_backward_sums(k, r, x, dy)
-        # dx = k1 dy - k2 - k3 (x - mean): coefficients from the sums, then float32
+        _check_backward_sums(k, r, x, dy, var_rel)
+        # dx = k1 dy - k2 - k3 (x - mean): coefficients from the sums, then x's dtype
         dbeta, dgamma = r["dbeta"].astype(np.float64), r["dgamma"].astype(np.float64)
         k1 = gamma.astype(np.float64) * invstd
         k2, k3 = k1 * dbeta / n, k1 * invstd * dgamma / n
@@ -275,7 +307,8 @@ def test_batchnorm_training_edges(path, data):
         terms = (np.abs(_per_channel(k1, x) * dy64) + np.abs(_per_channel(k2, x))
                  + np.abs(_per_channel(k3, x) * (x64 - m)))
         dgamma_tol = 1e-10 * np.abs(k1 * invstd) * np.abs(dy64 * (x64 - m)).sum(axis=axes) / n
-        dx_tol = 2.0**-16 * terms + _per_channel(sums_tol, x) \
+        # (k1 and k2 scale as invstd, k3 as invstd**3)
+        dx_tol = (256 * u + 3 * _per_channel(var_rel, x)) * terms + _per_channel(sums_tol, x) \
             + _per_channel(dgamma_tol, x) * np.abs(x64 - m)
         _close(k["dx"], r["dx"], dx_tol, "dx")
 
@@ -283,30 +316,52 @@ def test_batchnorm_training_edges(path, data):
 # ------------------------------------------------------------------ the cases of issue 13
 
 
-def test_inference_backward_ignores_x():
+@BN_DTYPES
+def test_inference_backward_ignores_x(dtype):
     # dx = dy * gamma * invstd does not depend on x: an inf or NaN in x must not make it NaN.
-    x = np.array([[np.inf, 1.0], [np.nan, -np.inf], [2.0, 3.0]], np.float32)
-    dy = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32)
-    gamma, mean, invstd = (np.array(v, np.float32) for v in ([2.0, 1.0], [0.0, 1.0], [0.5, 2.0]))
+    x = np.array([[np.inf, 1.0], [np.nan, -np.inf], [2.0, 3.0]], dtype)
+    dy = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype)
+    gamma, mean, invstd = (np.array(v, dtype) for v in ([2.0, 1.0], [0.0, 1.0], [0.5, 2.0]))
     expected = dy * gamma * invstd
     for mod in (K, R):
         dx, _, _ = mod.batchnorm_backward(dy, x, gamma, mean, invstd, training=False)
         np.testing.assert_array_equal(dx, expected)
 
 
+@BN_DTYPES
 @pytest.mark.parametrize("shape", [(6, 3), (2, 3, 700)], ids=str)  # row and plane units
 @pytest.mark.parametrize("first", [np.inf, -np.inf, np.nan])
-def test_batch_mean_with_a_non_finite_first_value(shape, first):
+def test_batch_mean_with_a_non_finite_first_value(shape, first, dtype):
     # The statistics are shifted by x[0, c, 0]; an infinite shift made inf - inf = NaN.
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
     x[(0, 1) + (0,) * (len(shape) - 2)] = first
     C = shape[1]
     with np.errstate(invalid="ignore"):
-        _, mk, _ = K.batchnorm_forward(x, np.ones(C, np.float32), np.zeros(C, np.float32), None, None)
-        _, mr, _ = R.batchnorm_forward(x, np.ones(C, np.float32), np.zeros(C, np.float32), None, None)
+        _, mk, _ = K.batchnorm_forward(x, np.ones(C, dtype), np.zeros(C, dtype), None, None)
+        _, mr, _ = R.batchnorm_forward(x, np.ones(C, dtype), np.zeros(C, dtype), None, None)
     _same_specials(mk, mr, "mean")
     assert np.isnan(mk[1]) if np.isnan(first) else mk[1] == first
-    np.testing.assert_allclose(mk[[0, 2]], mr[[0, 2]], rtol=1e-6)
+    tol = dict(rtol=1e-6) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-14)  # |x| ~ 1
+    np.testing.assert_allclose(mk[[0, 2]], mr[[0, 2]], **tol)
+
+
+def test_float64_variance_that_overflows_is_inf_as_in_the_reference():
+    # Squares of float64 values beyond about 1e154 overflow double: the kernel's one-pass
+    # E[d^2] - E[d]^2 would be inf - inf = NaN; it says +inf, as the reference's two passes.
+    x = np.zeros((6, 3))
+    x[:, 0] = [1e200, -1e200, 0.0, 3e199, -5e199, 1.0]        # var overflows
+    x[:, 1] = [1e150, -1e150, 0.0, 2e150, 1.0, -1.0]          # large but finite
+    x[:, 2] = [np.inf, 1.0, 2.0, 3.0, 4.0, 5.0]               # inf in x: NaN, as before
+    gamma, beta = np.ones(3), np.full(3, 0.5)
+    with np.errstate(all="ignore"):
+        yk, mk, sk = K.batchnorm_forward(x, gamma, beta, None, None)
+        yr, mr, sr = R.batchnorm_forward(x, gamma, beta, None, None)
+    assert sk[0] == 0.0 and sr[0] == 0.0                        # invstd = 1 / sqrt(inf)
+    np.testing.assert_array_equal(yk[:, 0], beta[0])
+    np.testing.assert_allclose(sk[1], sr[1], rtol=1e-14)
+    assert np.isnan(sk[2]) and np.isnan(sr[2])
+    _same_specials(yk, yr, "y")
+    _same_specials(mk, mr, "mean")
 
 
 def test_adam_near_overflow_and_with_subnormal_moments():

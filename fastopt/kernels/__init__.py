@@ -190,17 +190,14 @@ def clip_grad_norm_(grad: np.ndarray, max_norm: float) -> float:
 
 __all__ += ["batchnorm_forward", "batchnorm_backward"]
 
-_F32 = np.float32
-
-
 def _as3d(a, N, C):
     return a.reshape(N, C, a.size // (N * C))
 
 
-def _f32_out(o, value):
-    """value (float64, shape (C,)) as float32, written into o when given."""
+def _out(o, value, dtype):
+    """value (float64, shape (C,)) in ``dtype`` (x's), written into o when given."""
     if o is None:
-        return value.astype(_F32)
+        return value.astype(dtype)
     np.copyto(o, value, casting="same_kind")
     return o
 
@@ -211,8 +208,11 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
                       out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Batch-normalization forward pass, fused: returns ``(y, mean, invstd)``.
 
-    ``x`` is C-contiguous float32 of shape (N, C) or (N, C, \*spatial);
-    statistics are per channel over every other axis (n = N·∏spatial values).
+    ``x`` is C-contiguous float32 or float64 of shape (N, C) or
+    (N, C, \*spatial); statistics are per channel over every other axis
+    (n = N·∏spatial values).  Every other array of the call (gamma, beta, the
+    running statistics, the ``out`` arrays) has x's dtype, and so do the
+    outputs.
 
     .. math::
 
@@ -227,14 +227,14 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     nothing is updated.  Statistics are accumulated in double with a
     per-channel shift (x far from zero is safe) over fixed blocks: the same
     bits for any thread count.  x is read twice and y written once.  The
-    statistics are computed in double; y in float32 as
+    statistics are computed in double; y in x's dtype as
     ``(x - mean) * (gamma * invstd) + beta``, as in the reference.
 
     Parameters
     ----------
-    x : ndarray of float32, (N, C, ...)
-    gamma, beta : ndarray of float32, (C,)
-    running_mean, running_var : ndarray of float32, (C,), or None (training only: no update)
+    x : ndarray of float32 or float64, (N, C, ...)
+    gamma, beta : ndarray of x's dtype, (C,)
+    running_mean, running_var : ndarray of x's dtype, (C,), or None (training only: no update)
     training : bool
     momentum : float in [0, 1]
     eps : float > 0 (PyTorch's 1e-5 by default; the seed suggests 1e-8)
@@ -242,8 +242,8 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
 
     Returns
     -------
-    y : ndarray of float32, x's shape
-    mean, invstd : ndarray of float32, (C,)
+    y : ndarray of x's dtype and shape
+    mean, invstd : ndarray of x's dtype, (C,)
         The batch statistics (training) or those from the running buffers
         (inference), for :func:`batchnorm_backward`.
     """
@@ -258,8 +258,8 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     else:
         mean64 = running_mean.astype(np.float64)
         var64 = running_var.astype(np.float64)
-    mean = _f32_out(outs[1], mean64)
-    invstd = _f32_out(outs[2], 1.0 / np.sqrt(var64 + eps))
+    mean = _out(outs[1], mean64, x.dtype)
+    invstd = _out(outs[2], 1.0 / np.sqrt(var64 + eps), x.dtype)
     y = outs[0] if outs[0] is not None else np.empty_like(x)
     ext._batchnorm.affine(x3, _as3d(y, N, C), mean, gamma * invstd, beta, nt)
     if training and running_mean is not None:
@@ -281,25 +281,30 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     with :math:`\hat x = (x-\mu)\,\mathrm{invstd}` recomputed from x, ``mean``
     and ``invstd`` (as returned by :func:`batchnorm_forward`).  One fused pass
     computes both sums in double (:math:`d\gamma = \mathrm{invstd}\sum dy\,(x-\mu)`),
-    one pass writes, in float32,
+    one pass writes, in x's dtype (float32 or float64),
 
     .. math::
 
         dx = k_1\,dy - k_2 - k_3\,(x - \mu), \quad k_1 = \gamma\,\mathrm{invstd},\
         k_2 = k_1\,d\beta / n,\ k_3 = k_1\,\mathrm{invstd}\,d\gamma / n
 
-    (per-channel coefficients computed in double, rounded once to float32).
+    (per-channel coefficients computed in double, rounded once to x's dtype).
     With ``training=False`` (the statistics were constants) :math:`dx = k_1\,dy`:
     x does not enter, so an infinite or NaN x gives a finite dx.  The
     reference computes the same way (see README, "Conventions").
 
     Parameters
     ----------
-    dy, x : ndarray of float32, same shape (N, C, ...)
-    gamma, mean, invstd : ndarray of float32, (C,)
+    dy, x : ndarray of float32 or float64, same shape (N, C, ...) and dtype
+    gamma, mean, invstd : ndarray of x's dtype, (C,)
     training : bool
     out : ndarray for dx, or a tuple (dx, dgamma, dbeta) of arrays or None
-        (e.g. views into a FlatParams' grad buffer).
+        (e.g. views into a FlatParams' grad buffer), of x's dtype.
+
+    Returns
+    -------
+    dx : ndarray of x's dtype and shape
+    dgamma, dbeta : ndarray of x's dtype, (C,)
     """
     training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out)
     nt = get_num_threads()
@@ -316,9 +321,9 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     if training:
         k2 = k1 * dbeta64 / n
         k3 = k1 * invstd64 * dgamma64 / n
-        ext._batchnorm.grad_input(dy3, x3, _as3d(dx, N, C), mean, k1.astype(_F32),
-                                  k2.astype(_F32), k3.astype(_F32), nt)
+        ext._batchnorm.grad_input(dy3, x3, _as3d(dx, N, C), mean, k1.astype(x.dtype),
+                                  k2.astype(x.dtype), k3.astype(x.dtype), nt)
     else:  # dx = k1 * dy, written by the affine pass (dy - 0) * k1 + 0
-        zeros = np.zeros(C, _F32)
-        ext._batchnorm.affine(dy3, _as3d(dx, N, C), zeros, k1.astype(_F32), zeros, nt)
-    return dx, _f32_out(outs[1], dgamma64), _f32_out(outs[2], dbeta64)
+        zeros = np.zeros(C, x.dtype)
+        ext._batchnorm.affine(dy3, _as3d(dx, N, C), zeros, k1.astype(x.dtype), zeros, nt)
+    return dx, _out(outs[1], dgamma64, x.dtype), _out(outs[2], dbeta64, x.dtype)

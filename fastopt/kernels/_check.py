@@ -314,7 +314,16 @@ def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_d
 # ------------------------------------------------------- batch normalization
 
 
-def _channels(name, a, C, *, writable):
+def _same_dtype(name, a, x):
+    """Every array of one batch-norm call has x's dtype (checked first: the message says which)."""
+    if isinstance(a, np.ndarray) and a.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {a.dtype}, expected {x.dtype} like x (every array of "
+                        f"one call has x's dtype; supported dtypes are {_names(FLOATS)})")
+
+
+def _channels(name, a, C, *, writable, x):
+    """A (C,) vector of x's dtype."""
+    _same_dtype(name, a, x)
     array(name, a, writable=writable)
     if a.shape != (C,):
         raise ValueError(f"{name} has shape {a.shape}, expected ({C},): one value per channel "
@@ -340,8 +349,11 @@ def _bn_x(x, training):
     return N, C, n
 
 
-def _outs(out, names, likes, others):
-    """Normalize ``out`` (None, one array, or a tuple with one entry per output) to a list."""
+def _outs(out, names, likes, others, x):
+    """Normalize ``out`` (None, one array, or a tuple with one entry per output) to a list.
+
+    Every output array has x's dtype and the shape in ``likes``.
+    """
     if out is None:
         outs = [None] * len(names)
     elif isinstance(out, np.ndarray):
@@ -353,6 +365,7 @@ def _outs(out, names, likes, others):
                         f"{len(names)} arrays or None ({', '.join(names)})")
     for name, o, like in zip(names, outs, likes):
         if o is not None:
+            _same_dtype(f"out ({name})", o, x)
             array(f"out ({name})", o, writable=True)
             if o.shape != like:
                 raise ValueError(f"out ({name}) has shape {o.shape}, expected {like}")
@@ -368,21 +381,21 @@ def _outs(out, names, likes, others):
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, out):
     training = flag("training", training)
     N, C, n = _bn_x(x, training)
-    _channels("gamma", gamma, C, writable=False)
-    _channels("beta", beta, C, writable=False)
+    _channels("gamma", gamma, C, writable=False, x=x)
+    _channels("beta", beta, C, writable=False, x=x)
     if training:
         if (running_mean is None) != (running_var is None):
             raise ValueError("running_mean and running_var must both be arrays or both be None")
     elif running_mean is None or running_var is None:
         raise ValueError("inference (training=False) needs running_mean and running_var")
     if running_mean is not None:
-        _channels("running_mean", running_mean, C, writable=training)
-        _channels("running_var", running_var, C, writable=training)
+        _channels("running_mean", running_mean, C, writable=training, x=x)
+        _channels("running_var", running_var, C, writable=training, x=x)
     momentum = unit_interval("momentum", momentum, closed_right=True)
     eps = positive("eps", eps)
     outs = _outs(out, ("y", "mean", "invstd"), (x.shape, (C,), (C,)),
                  dict(x=x, gamma=gamma, beta=beta, running_mean=running_mean,
-                      running_var=running_var))
+                      running_var=running_var), x)
     disjoint(running_mean=running_mean, running_var=running_var, x=x, gamma=gamma, beta=beta)
     return training, N, C, n, momentum, eps, outs
 
@@ -390,10 +403,11 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
 def batchnorm_backward(dy, x, gamma, mean, invstd, training, out):
     training = flag("training", training)
     N, C, n = _bn_x(x, False)
+    _same_dtype("dy", dy, x)
     array("dy", dy, writable=False, like=x, like_name="x")
-    _channels("gamma", gamma, C, writable=False)
-    _channels("mean", mean, C, writable=False)
-    _channels("invstd", invstd, C, writable=False)
+    _channels("gamma", gamma, C, writable=False, x=x)
+    _channels("mean", mean, C, writable=False, x=x)
+    _channels("invstd", invstd, C, writable=False, x=x)
     outs = _outs(out, ("dx", "dgamma", "dbeta"), (x.shape, (C,), (C,)),
-                 dict(dy=dy, x=x, gamma=gamma, mean=mean, invstd=invstd))
+                 dict(dy=dy, x=x, gamma=gamma, mean=mean, invstd=invstd), x)
     return training, N, C, n, outs

@@ -99,9 +99,10 @@ def _bn_axes(x):
     return axes, shape
 
 
-def _store(o, value):
+def _store(o, value, dtype):
+    """value (float64, shape (C,)) in ``dtype`` (x's), written into o when given."""
     if o is None:
-        return value.astype(np.float32)
+        return value.astype(dtype)
     o[...] = value
     return o
 
@@ -110,7 +111,10 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
                       running_mean: np.ndarray | None, running_var: np.ndarray | None, *,
                       training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
                       out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batch-norm forward (NumPy reference of :func:`fastopt.kernels.batchnorm_forward`)."""
+    """Batch-norm forward (NumPy reference of :func:`fastopt.kernels.batchnorm_forward`).
+
+    float32 or float64: statistics in double, y in x's dtype.
+    """
     training, N, C, n, momentum, eps, outs = _check.batchnorm_forward(
         x, gamma, beta, running_mean, running_var, training, momentum, eps, out)
     axes, shape = _bn_axes(x)
@@ -120,9 +124,9 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     else:
         mu = running_mean.astype(np.float64)
         var = running_var.astype(np.float64)
-    mean = _store(outs[1], mu)
-    invstd = _store(outs[2], 1.0 / np.sqrt(var + eps))
-    # y = gamma (x - mu) invstd + beta, in float32, scaled by the per-channel gamma * invstd
+    mean = _store(outs[1], mu, x.dtype)
+    invstd = _store(outs[2], 1.0 / np.sqrt(var + eps), x.dtype)
+    # y = gamma (x - mu) invstd + beta, in x's dtype, scaled by the per-channel gamma * invstd
     # (as the kernel: (x - mu) * invstd alone could overflow where y does not)
     y = (x - mean.reshape(shape)) * (gamma * invstd).reshape(shape) + beta.reshape(shape)
     if outs[0] is not None:
@@ -137,12 +141,15 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
 def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: np.ndarray,
                        invstd: np.ndarray, *, training: bool = True,
                        out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batch-norm backward (NumPy reference of :func:`fastopt.kernels.batchnorm_backward`)."""
+    """Batch-norm backward (NumPy reference of :func:`fastopt.kernels.batchnorm_backward`).
+
+    float32 or float64: sums and coefficients in double, dx in x's dtype.
+    """
     training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out)
     axes, shape = _bn_axes(x)
 
-    def per_channel(v):  # a (C,) vector as float32, broadcasting against x
-        return v.astype(np.float32).reshape(shape)
+    def per_channel(v):  # a (C,) vector in x's dtype, broadcasting against x
+        return v.astype(x.dtype).reshape(shape)
 
     invstd64 = invstd.astype(np.float64)
     # The sums in double: dbeta = sum dy, dgamma = sum dy * x_hat = invstd * sum dy (x - mu).
@@ -150,8 +157,8 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     dgamma = (dy * (x.astype(np.float64) - mean.astype(np.float64).reshape(shape))).sum(
         axis=axes) * invstd64
     # dx = gamma invstd / n (n dy - dbeta - x_hat dgamma) = k1 dy - k2 - k3 (x - mu), with the
-    # coefficients in double, then float32 throughout (n dy or x_hat dgamma alone could
-    # overflow float32 where dx does not).
+    # coefficients in double, then x's dtype throughout (in float32, n dy or x_hat dgamma alone
+    # could overflow where dx does not).
     k1 = gamma * invstd64
     if training:
         k2 = k1 * dbeta / n
@@ -162,4 +169,4 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     if outs[0] is not None:
         outs[0][...] = dx
         dx = outs[0]
-    return dx, _store(outs[1], dgamma), _store(outs[2], dbeta)
+    return dx, _store(outs[1], dgamma, x.dtype), _store(outs[2], dbeta, x.dtype)
