@@ -112,6 +112,10 @@ class BatchNorm:
     def forward(self, x: np.ndarray, training: bool = True,
                 out: np.ndarray | None = None) -> np.ndarray:
         """Normalize x; in training also update the running statistics. Returns y."""
+        if isinstance(x, np.ndarray) and x.dtype != self.gamma.dtype:
+            raise TypeError(f"x has dtype {x.dtype}, but this BatchNorm holds {self.gamma.dtype} "
+                            f"parameters (build it on a FlatParams of dtype {x.dtype}, or pass "
+                            f"x.astype(numpy.{self.gamma.dtype}))")
         y, mean, invstd = self._k.batchnorm_forward(
             x, self.gamma, self.beta, self.running_mean, self.running_var, training=training,
             momentum=self.momentum, eps=self.eps, out=out)
