@@ -590,3 +590,14 @@ def test_matches_pytorch_in_float64(shape, training):
                               ("dbeta", dbeta, gb)]:
         assert ours.dtype == np.float64, key
         _close(ours, theirs.numpy(), err_msg=key)
+
+
+def test_layer_names_an_input_of_another_dtype():
+    bn = fastopt.BatchNorm(3)
+    before = bn.running_mean.copy()
+    with pytest.raises(TypeError, match="x has dtype float64, but this BatchNorm holds float32"):
+        bn(np.ones((4, 3)))
+    np.testing.assert_array_equal(bn.running_mean, before)
+    fp = fastopt.FlatParams(fastopt.BatchNorm.shapes(3), dtype=np.float64)
+    y = fastopt.BatchNorm(3, params=fp)(np.arange(12.0).reshape(4, 3))
+    assert y.dtype == np.float64
