@@ -36,6 +36,7 @@ from ..kernels import _check
 from .. import reference as _reference
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
+from .registry import MULTI_ARGS, run_multi
 
 __all__ = ["sgd", "rmsprop", "adam", "adamw"]
 
@@ -81,7 +82,7 @@ def _checked(params, grads, states):
 
 
 def _run(kernel, params, grads, states, impl, **hyper):
-    groups = _checked(params, grads, states)
+    groups_by_dtype = _checked(params, grads, states)
     if impl == "reference":
         fn = getattr(_reference, kernel + "_step")
         for i, p in enumerate(params):
@@ -89,14 +90,15 @@ def _run(kernel, params, grads, states, impl, **hyper):
         return
     if impl != "fused":
         raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
-    run = getattr(ext._optim, kernel + "_multi")
+    step = hyper.pop("step", 1)
+    groups = [tuple(hyper[k] for k in MULTI_ARGS[kernel + "_step"])]
     nt = get_num_threads()
-    for ix in groups:
+    for ix in groups_by_dtype:
         rows = [[params[i] for i in ix], [grads[i] for i in ix]]
         rows += [[b[i] for i in ix] for b in states.values()]
         mt = ext._optim.MultiTensor(rows, [])   # aliasing is checked above
         mt.set_grads(rows[1])
-        run(mt, **hyper, n_threads=nt)
+        run_multi(kernel + "_step", mt, groups, step, 1.0, nt)
 
 
 def _f32(params):

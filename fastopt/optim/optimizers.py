@@ -11,6 +11,7 @@ values in one FlatParams give the same bits, for any thread count.
 by array, for comparison.
 """
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -22,11 +23,22 @@ from .. import reference as _reference
 from ..nn.flat import FlatParams
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
-from .registry import SPECS
+from .registry import MULTI_ARGS, SPECS, run_multi
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 
 _IMPLS = {"fused": _kernels, "reference": _reference}
+
+
+
+def _reference_stats(grads):
+    """(sum of squares in float64, all finite) of ``grads``, in NumPy."""
+    total, finite = 0.0, True
+    for g in grads:
+        g64 = g.astype(np.float64).ravel()
+        total += float(np.dot(g64, g64))
+        finite = finite and bool(np.isfinite(g).all())
+    return total, finite
 
 Params = FlatParams | Sequence[np.ndarray] | Mapping[str, np.ndarray]
 LR = float | Callable[[int], float]
@@ -78,6 +90,10 @@ class Optimizer:
         The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
     impl : {"fused", "reference"}, default "fused"
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
+    max_grad_norm : float > 0 or None, default None
+        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
+    skip_nonfinite : bool, default False
+        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
 
     Attributes
     ----------
@@ -90,9 +106,16 @@ class Optimizer:
     _kernel = None
     _hyper_names = ()
 
-    def __init__(self, params: Params, lr: LR, *, impl: Impl = "fused", **hyper) -> None:
+    def __init__(self, params: Params, lr: LR, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 **hyper) -> None:
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
+        self.max_grad_norm = (None if max_grad_norm is None
+                              else _check.positive("max_grad_norm", max_grad_norm))
+        self.skip_nonfinite = _check.flag("skip_nonfinite", skip_nonfinite)
+        self.skipped_steps = 0
+        self.grad_norm = None
         self._set_params(params)
         self._validate_hyper(hyper)
         for k, v in hyper.items():
@@ -257,30 +280,69 @@ class Optimizer:
         for g in groups:
             g.mt.set_grads([grads[i] for i in g.index])
 
-    def step(self, grads: Sequence[np.ndarray] | Mapping[str, np.ndarray] | None = None) -> None:
+    def step(self, grads: Sequence[np.ndarray] | Mapping[str, np.ndarray] | None = None, *,
+             max_grad_norm: float | None = None) -> None:
         """Update every parameter in place from its gradient.
 
         Everything is checked before the first parameter is updated: a rejected
         call changes no parameter, no state and not ``step_count``.
+
+        With ``max_grad_norm`` (here, or the optimizer's), the gradients are clipped to that
+        global norm inside the step (``g * max_norm / (norm + 1e-6)`` when the norm is
+        larger, PyTorch's ``clip_grad_norm_`` rule): one read-only pass computes the norm,
+        then the update reads each gradient once, scaled.  The gradient arrays themselves
+        are not changed.  With ``skip_nonfinite`` a step whose gradients hold a NaN or an
+        infinity changes nothing (the step count does not advance; ``skipped_steps`` counts
+        it).  ``grad_norm`` holds the norm the last step computed (None without either).
         """
         grads = self._grad_list(grads)
+        if max_grad_norm is None:
+            max_norm = self.max_grad_norm
+        else:
+            max_norm = _check.positive("max_grad_norm", max_grad_norm)
         t = self._step + 1
         kwargs = self._kernel_kwargs(t)
-        if self.impl == "fused":
+        fused = self.impl == "fused"
+        if fused:
             if self._groups:
                 self._bind(grads)
-            run = getattr(ext._optim, SPECS[self._kernel].kernel.replace("_step", "_multi"))
-            nt = get_num_threads()
-            for g in self._groups:
-                run(g.mt, **kwargs, n_threads=nt)
         else:
             self._check_grads(grads)
+        gscale = 1.0
+        if max_norm is not None or self.skip_nonfinite:
+            sumsq, finite = self._grad_stats(grads) if fused else _reference_stats(grads)
+            norm = math.sqrt(sumsq)
+            self.grad_norm = norm
+            if self.skip_nonfinite and not finite:
+                self.skipped_steps += 1
+                return
+            if max_norm is not None and norm > max_norm:
+                gscale = max_norm / (norm + 1e-6)
+        if fused:
+            kernel = SPECS[self._kernel].kernel
+            groups = [tuple(kwargs[k] for k in MULTI_ARGS[kernel])]
+            nt = get_num_threads()
+            for g in self._groups:
+                run_multi(kernel, g.mt, groups, t, gscale, nt)
+        else:
             fn = getattr(_reference, SPECS[self._kernel].kernel)
             bufs = list(self._states.values())
             for i, (p, g) in enumerate(zip(self._params, grads)):
+                if gscale != 1.0:   # clip first, in the gradient's dtype (as the kernels do)
+                    g = g * g.dtype.type(gscale)
                 state = [b[i] for b in bufs] or [None]
                 fn(p, g, *state, **kwargs)
         self._step = t
+
+    def _grad_stats(self, grads):
+        """(sum of squares, all finite) of the bound gradients, over every dtype group."""
+        nt = get_num_threads()
+        total, finite = 0.0, True
+        for g in self._groups:
+            s, f = ext._optim.grad_stats(g.mt, nt)
+            total += s
+            finite = finite and f
+        return total, finite
 
     def _kernel_kwargs(self, t):
         """The kernel's keyword arguments for step ``t`` (checked)."""
@@ -428,6 +490,10 @@ class SGD(Optimizer):
         L2 penalty added to the gradient.
     impl : {"fused", "reference"}, default "fused"
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
+    max_grad_norm : float > 0 or None, default None
+        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
+    skip_nonfinite : bool, default False
+        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
 
     Examples
     --------
@@ -453,8 +519,10 @@ class SGD(Optimizer):
 
     def __init__(self, params: Params, lr: LR, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *,
-                 impl: Impl = "fused") -> None:
-        super().__init__(params, lr, impl=impl, momentum=momentum, dampening=dampening,
+                 impl: Impl = "fused", max_grad_norm: float | None = None,
+                 skip_nonfinite: bool = False) -> None:
+        super().__init__(params, lr, impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, momentum=momentum, dampening=dampening,
                          nesterov=nesterov, weight_decay=weight_decay)
 
     @property
@@ -492,13 +560,19 @@ class Momentum(SGD):
     beta : float in (0, 1), default 0.9
     impl : {"fused", "reference"}, default "fused"
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
+    max_grad_norm : float > 0 or None, default None
+        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
+    skip_nonfinite : bool, default False
+        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
     """
 
-    def __init__(self, params: Params, lr: LR, beta: float = 0.9, *, impl: Impl = "fused") -> None:
+    def __init__(self, params: Params, lr: LR, beta: float = 0.9, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False) -> None:
         beta = _check.unit_interval("beta", beta)
         if beta == 0:
             raise ValueError("beta must be in (0, 1) for momentum; use SGD for plain descent")
-        super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl)
+        super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl,
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
 
 
 class RMSprop(Optimizer):
@@ -523,6 +597,10 @@ class RMSprop(Optimizer):
     weight_decay : float >= 0, default 0.0
     impl : {"fused", "reference"}, default "fused"
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
+    max_grad_norm : float > 0 or None, default None
+        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
+    skip_nonfinite : bool, default False
+        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
     """
 
     _kernel = "rmsprop"
@@ -530,8 +608,10 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Params, lr: LR, alpha: float = 0.9, eps: float = 1e-8,
                  eps_inside_sqrt: bool = True, weight_decay: float = 0.0, *,
-                 impl: Impl = "fused") -> None:
-        super().__init__(params, lr, impl=impl, alpha=alpha, eps=eps,
+                 impl: Impl = "fused", max_grad_norm: float | None = None,
+                 skip_nonfinite: bool = False) -> None:
+        super().__init__(params, lr, impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, alpha=alpha, eps=eps,
                          eps_inside_sqrt=eps_inside_sqrt, weight_decay=weight_decay)
 
     def _validate_hyper(self, h, loading=False):
@@ -562,6 +642,10 @@ class Adam(Optimizer):
         L2 penalty added to the gradient (as ``torch.optim.Adam``).
     impl : {"fused", "reference"}, default "fused"
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
+    max_grad_norm : float > 0 or None, default None
+        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
+    skip_nonfinite : bool, default False
+        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
 
     Examples
     --------
@@ -579,8 +663,11 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused") -> None:
-        super().__init__(params, lr, impl=impl, betas=betas, eps=eps, weight_decay=weight_decay)
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False) -> None:
+        super().__init__(params, lr, impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, betas=betas, eps=eps,
+                         weight_decay=weight_decay)
 
     def _validate_hyper(self, h, loading=False):
         betas = h["betas"]
@@ -625,11 +712,17 @@ class AdamW(Adam):
         Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
     impl : {"fused", "reference"}, default "fused"
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
+    max_grad_norm : float > 0 or None, default None
+        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
+    skip_nonfinite : bool, default False
+        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
     """
 
     _kernel = "adamw"
     _decoupled = True
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused") -> None:
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, impl=impl)
+                 eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, impl=impl,
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)

@@ -14,7 +14,27 @@ import numpy as np
 
 from .. import kernels, reference
 
-__all__ = ["OptimizerSpec", "SPECS"]
+__all__ = ["OptimizerSpec", "SPECS", "MULTI_ARGS", "run_multi"]
+
+#: The order in which each compiled ``*_multi`` call takes one group's hyperparameters
+#: (the kernels' keyword arguments).
+MULTI_ARGS = {"sgd_step": ("lr", "momentum", "dampening", "nesterov", "weight_decay"),
+              "rmsprop_step": ("lr", "alpha", "eps", "eps_inside_sqrt", "weight_decay"),
+              "adam_step": ("lr", "beta1", "beta2", "eps", "weight_decay",
+                            "decoupled_weight_decay")}
+
+
+def run_multi(kernel, mt, groups, step, gscale, n_threads):
+    """The compiled multi-tensor call of ``kernel`` (e.g. "adam_step") over the MultiTensor
+    ``mt``: ``groups`` holds one tuple of hyperparameters (in :data:`MULTI_ARGS` order) per
+    hyperparameter group; the gradients are scaled by ``gscale``."""
+    from ..runtime.dispatch import ext
+
+    run = getattr(ext._optim, kernel.replace("_step", "_multi"))
+    if kernel == "adam_step":
+        run(mt, groups, step, gscale, n_threads)
+    else:
+        run(mt, groups, gscale, n_threads)
 
 
 @dataclass(frozen=True)

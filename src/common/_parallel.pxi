@@ -65,7 +65,8 @@ cdef struct Table:
     const Py_ssize_t* ctensor
     const Py_ssize_t* coffset
     const Py_ssize_t* clength
-    const void* hyper
+    const int* tgroup           # per tensor: which hyperparameter set (NULL: all use the first)
+    const void* hyper           # the kernel's hyperparameter struct(s), one per group
 
 
 cdef inline void _task_chunks(const Table* T, Py_ssize_t task, Py_ssize_t* lo,
@@ -88,6 +89,11 @@ cdef inline Py_ssize_t _chunk(const Table* T, Py_ssize_t c, Py_ssize_t* t,
     t[0] = T.ctensor[c]
     off[0] = T.coffset[c]
     return T.clength[c]
+
+
+cdef inline int _group(const Table* T, Py_ssize_t t) noexcept nogil:
+    """The hyperparameter group of tensor t."""
+    return 0 if T.tgroup == NULL else T.tgroup[t]
 
 
 cdef inline char* _at(const Table* T, int k, Py_ssize_t t, Py_ssize_t byte_off) noexcept nogil:
