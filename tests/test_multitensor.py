@@ -345,12 +345,15 @@ def test_hyperparameters_set_between_steps_are_checked(rng):
     opt.momentum = 0.5
     assert opt.hyper()["momentum"] == 0.5
     for name, value, exc, msg in [("momentum", 1.5, ValueError, "momentum must be in"),
-                                  ("momentum", 0.0, ValueError, "cannot change between zero"),
                                   ("nesterov", "yes", TypeError, "nesterov must be True"),
                                   ("weight_decay", -1, ValueError, "weight_decay must be >= 0")]:
         with pytest.raises(exc, match=msg):
             setattr(opt, name, value)
         assert opt.hyper()["momentum"] == 0.5 and opt.hyper()["weight_decay"] == 0.0
+    plain = fastopt.SGD([np.ones(2)], lr=0.1)
+    with pytest.raises(ValueError, match="cannot become non-zero"):
+        plain.momentum = 0.5
+    opt.momentum = 0.0          # buffers kept; the update ignores them, as torch's
     adam = fastopt.Adam(params)
     adam.eps = 1e-6
     adam.betas = [0.8, 0.99]

@@ -94,6 +94,11 @@ class Optimizer:
         Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
     skip_nonfinite : bool, default False
         Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
+    groups : list of dict, optional
+        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
+        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
+        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
+        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
 
     Attributes
     ----------
@@ -108,7 +113,7 @@ class Optimizer:
 
     def __init__(self, params: Params, lr: LR, *, impl: Impl = "fused",
                  max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-                 **hyper) -> None:
+                 groups: Sequence[Mapping[str, Any]] | None = None, **hyper) -> None:
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
         self.max_grad_norm = (None if max_grad_norm is None
@@ -116,7 +121,7 @@ class Optimizer:
         self.skip_nonfinite = _check.flag("skip_nonfinite", skip_nonfinite)
         self.skipped_steps = 0
         self.grad_norm = None
-        self._set_params(params)
+        self._set_params(params, groups)
         self._validate_hyper(hyper)
         for k, v in hyper.items():
             object.__setattr__(self, k, _plain(v))
@@ -124,15 +129,33 @@ class Optimizer:
         self._epoch = 1
         self.lr = lr
         self._step = 0
+        self._checked_groups = None
+        self._group_hyper()               # checks every group's overrides
         self._states = {name: [np.zeros_like(p) for p in self._params]
                         for name in self._state_names}
         self._build()
 
     # ------------------------------------------------------------ parameters
-    def _set_params(self, params):
+    def _set_params(self, params, groups):
         self.flat = None
         self._keys = None
-        if isinstance(params, FlatParams):
+        torch_groups = (isinstance(params, (list, tuple)) and len(params) > 0
+                        and all(isinstance(x, Mapping) for x in params))
+        if torch_groups:
+            if groups is not None:
+                raise TypeError("give the parameter groups either as params (a list of dicts) "
+                                "or as groups=, not both")
+            arrays, pgroup, self.param_groups = [], [], []
+            for k, grp in enumerate(params):
+                ps = grp.get("params")
+                if isinstance(ps, np.ndarray) or not isinstance(ps, (list, tuple)):
+                    raise TypeError(f"params[{k}]['params'] must be a list of arrays, "
+                                    f"got {type(ps).__name__}")
+                arrays += list(ps)
+                pgroup += [k] * len(ps)
+                self.param_groups.append({**grp, "params": list(ps)})
+            names = [f"params[{i}]" for i in range(len(arrays))]
+        elif isinstance(params, FlatParams):
             self.flat = params
             arrays = [params.data]
             names = ["params.data"]
@@ -145,17 +168,75 @@ class Optimizer:
             names = [f"params[{i}]" for i in range(len(arrays))]
         else:
             raise TypeError("params must be a FlatParams, or a list, tuple or dict of float32 "
-                            f"or float64 arrays, got {type(params).__name__}")
+                            f"or float64 arrays (or a list of parameter groups: dicts with "
+                            f"'params'), got {type(params).__name__}")
         for name, p in zip(names, arrays):
             _check.array(name, p, writable=True)
         _check.Extents(**dict(zip(names, arrays)))
         self._params = arrays
         self._names = names
-        f32 = [i for i, p in enumerate(arrays) if _check.is_f32(p)]
-        f64 = [i for i, p in enumerate(arrays) if not _check.is_f32(p)]
+        if not torch_groups:
+            pgroup = self._named_groups(groups)
+        # the compiled calls' tensors: the arrays, or runs of one group in a FlatParams
+        if self.flat is not None and len(self.param_groups) > 1:
+            self._runs = self._flat_runs(pgroup)
+            self._tensors = [self.flat.data[r] for r, _ in self._runs]
+            self._tensor_group = [k for _, k in self._runs]
+        else:
+            self._runs = None
+            self._tensors = arrays
+            self._tensor_group = pgroup if self.flat is None else [0]
+        f32 = [i for i, p in enumerate(self._tensors) if _check.is_f32(p)]
+        f64 = [i for i, p in enumerate(self._tensors) if not _check.is_f32(p)]
         self._groups = [_Group(ix, is32) for ix, is32 in ((f32, True), (f64, False)) if ix]
         # hyperparameters must keep their meaning in the narrowest dtype
         self._f32 = bool(f32) or not arrays
+
+    def _named_groups(self, groups):
+        """Group index per array (per name of a FlatParams) from ``groups=``; sets param_groups."""
+        names = list(self.flat) if self.flat is not None else self._keys
+        if groups is None:
+            self.param_groups = [{"params": names if names is not None else list(self._params)}]
+            return [0] * (len(names) if names is not None else len(self._params))
+        if names is None:
+            raise TypeError("groups= names parameters of a FlatParams or a dict; for a list of "
+                            "arrays pass the groups as params: [{'params': [...], ...}, ...]")
+        if isinstance(groups, Mapping) or not isinstance(groups, (list, tuple)):
+            raise TypeError(f"groups must be a list of dicts, got {type(groups).__name__}")
+        where = {}
+        for k, grp in enumerate(groups, 1):
+            if not isinstance(grp, Mapping) or "params" not in grp:
+                raise TypeError(f"groups[{k - 1}] must be a dict with 'params': a list of names")
+            members = grp["params"]
+            if isinstance(members, str) or not isinstance(members, (list, tuple)):
+                raise TypeError(f"groups[{k - 1}]['params'] must be a list of names")
+            for name in members:
+                if name not in names:
+                    raise ValueError(f"groups[{k - 1}] names {name!r}, which params does not have")
+                if name in where:
+                    raise ValueError(f"{name!r} is in two groups")
+                where[name] = k
+        rest = [n for n in names if n not in where]
+        self.param_groups = [{"params": rest}] + [{**g, "params": list(g["params"])}
+                                                  for g in groups]
+        return [where.get(n, 0) for n in names]
+
+    def _flat_runs(self, pgroup):
+        """(slice of the flat buffer, group) for each run of consecutive names of one group."""
+        runs = []
+        for name, k in zip(self.flat, pgroup):
+            sl = self.flat.slice(name)
+            if runs and runs[-1][1] == k and runs[-1][0].stop == sl.start:
+                runs[-1] = (slice(runs[-1][0].start, sl.stop), k)
+            else:
+                runs.append((sl, k))
+        return runs
+
+    def _tensor_states(self):
+        """The state buffers per compiled tensor (views of the flat state for runs)."""
+        if self._runs is None:
+            return self._states
+        return {n: [bufs[0][r] for r, _ in self._runs] for n, bufs in self._states.items()}
 
     def _build(self):
         """The compiled calls' tables (one MultiTensor per dtype) and the aliasing guard."""
@@ -163,12 +244,17 @@ class Optimizer:
             **dict(zip(self._names, self._params)),
             **{f"{n}[{i}]": b for n, bufs in self._states.items() for i, b in enumerate(bufs)})
         everything = self._params + [b for bufs in self._states.values() for b in bufs]
+        states = self._tensor_states()
         for g in self._groups:
-            rows = [[self._params[i] for i in g.index], None]
-            rows += [[bufs[i] for i in g.index] for bufs in self._states.values()]
-            g.mt = ext._optim.MultiTensor(rows, everything)
+            rows = [[self._tensors[i] for i in g.index], None]
+            rows += [[bufs[i] for i in g.index] for bufs in states.values()]
+            g.mt = ext._optim.MultiTensor(rows, everything,
+                                          [self._tensor_group[i] for i in g.index])
         if self.flat is not None:
-            self._groups[0].mt.set_grads([self.flat.grad])
+            self._flat_grads = ([self.flat.grad] if self._runs is None
+                                else [self.flat.grad[r] for r, _ in self._runs])
+            for g in self._groups:
+                g.mt.set_grads([self._flat_grads[i] for i in g.index])
 
     @property
     def _state_names(self):
@@ -233,7 +319,7 @@ class Optimizer:
             if grads is not None:
                 raise TypeError("this optimizer reads the FlatParams' grad buffer: call step() "
                                 "with no argument")
-            return [self.flat.grad]
+            return self._flat_grads
         if grads is None:
             raise TypeError("step(grads) needs the gradients matching params")
         if self._keys is not None:
@@ -255,10 +341,14 @@ class Optimizer:
 
     def _check_grads(self, grads):
         """The full checks, with errors naming the array (the fast path found a problem)."""
-        gname = "params.grad" if self.flat is not None else "grads"
+        if self.flat is not None:
+            _check.array("params.data", self.flat.data, writable=True)
+            _check.array("params.grad", self.flat.grad, writable=False, like=self.flat.data,
+                         like_name="params.data")
+            return
         for i, (p, g, name) in enumerate(zip(self._params, grads, self._names)):
             _check.array(name, p, writable=True)
-            gi = gname if self.flat is not None else name.replace("params", "grads", 1)
+            gi = name.replace("params", "grads", 1)
             _check.array(gi, g, writable=False, like=p, like_name=name)
             shared = self._extents.overlapping(g)
             if shared is not None:
@@ -301,7 +391,7 @@ class Optimizer:
         else:
             max_norm = _check.positive("max_grad_norm", max_grad_norm)
         t = self._step + 1
-        kwargs = self._kernel_kwargs(t)
+        kwargs = [self._kernel_kwargs(t, h) for h in self._group_hyper()]
         fused = self.impl == "fused"
         if fused:
             if self._groups:
@@ -320,18 +410,18 @@ class Optimizer:
                 gscale = max_norm / (norm + 1e-6)
         if fused:
             kernel = SPECS[self._kernel].kernel
-            groups = [tuple(kwargs[k] for k in MULTI_ARGS[kernel])]
+            groups = [tuple(kw[k] for k in MULTI_ARGS[kernel]) for kw in kwargs]
             nt = get_num_threads()
             for g in self._groups:
                 run_multi(kernel, g.mt, groups, t, gscale, nt)
         else:
             fn = getattr(_reference, SPECS[self._kernel].kernel)
-            bufs = list(self._states.values())
-            for i, (p, g) in enumerate(zip(self._params, grads)):
+            bufs = list(self._tensor_states().values())
+            for i, (p, g) in enumerate(zip(self._tensors, grads)):
                 if gscale != 1.0:   # clip first, in the gradient's dtype (as the kernels do)
                     g = g * g.dtype.type(gscale)
                 state = [b[i] for b in bufs] or [None]
-                fn(p, g, *state, **kwargs)
+                fn(p, g, *state, **kwargs[self._tensor_group[i]])
         self._step = t
 
     def _grad_stats(self, grads):
@@ -344,9 +434,36 @@ class Optimizer:
             finite = finite and f
         return total, finite
 
-    def _kernel_kwargs(self, t):
-        """The kernel's keyword arguments for step ``t`` (checked)."""
+    def _kernel_kwargs(self, t, h):
+        """The kernel's keyword arguments for step ``t`` with hyperparameters ``h`` (a dict of
+        ``lr`` and the ``_hyper_names``, checked)."""
         raise NotImplementedError
+
+    def _group_hyper(self):
+        """Each parameter group's hyperparameters: the optimizer's, with the group's own values.
+
+        A group's values (``opt.param_groups[k]["weight_decay"] = 0.0``) are checked when they
+        change, as the constructor checks them.
+        """
+        base = self.hyper()
+        if len(self.param_groups) == 1 and len(self.param_groups[0]) == 1:
+            return [base]                  # no groups: the fast path
+        snapshot = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        if snapshot != self._checked_groups:
+            allowed = {"lr", *self._hyper_names}
+            for k, ov in enumerate(snapshot):
+                unknown = set(ov) - allowed
+                if unknown:
+                    raise ValueError(f"param_groups[{k}] has unknown hyperparameters "
+                                     f"{sorted(unknown)}; a group may set {sorted(allowed)}")
+                if "lr" in ov:
+                    if callable(ov["lr"]):
+                        raise TypeError(f"param_groups[{k}]['lr'] must be a number (a schedule "
+                                        "is the optimizer's lr, for the groups without their own)")
+                    _check.at_least(f"param_groups[{k}]['lr']", ov["lr"], 0.0, float32=self._f32)
+                self._validate_hyper({**base, **ov}, loading=True)
+            self._checked_groups = snapshot
+        return [{**base, **{k: _plain(v) for k, v in ov.items()}} for ov in snapshot]
 
     def zero_grad(self) -> None:
         """Zero the FlatParams' grad buffer (with arrays, the gradient arrays are yours)."""
@@ -365,8 +482,12 @@ class Optimizer:
         state = {n: [a.copy() for a in bufs] for n, bufs in self._states.items()}
         if self._keys is not None:
             state = {n: dict(zip(self._keys, bufs)) for n, bufs in state.items()}
-        return {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
-                "hyper": self.hyper(), "state": state}
+        sd = {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
+              "hyper": self.hyper(), "state": state, "skipped_steps": self.skipped_steps}
+        if len(self.param_groups) > 1 or len(self.param_groups[0]) > 1:
+            sd["groups"] = [{k: _plain(v) for k, v in g.items() if k != "params"}
+                            for g in self.param_groups]
+        return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` in place; continuing gives the same bits as never stopping.
@@ -408,7 +529,31 @@ class Optimizer:
         if not isinstance(hyper, dict):
             raise ValueError(f"state_dict['hyper'] must be a dict, got {type(hyper).__name__}")
         hyper, lr = self._checked_hyper(dict(hyper), epoch)
+        groups = state_dict.get("groups", [{} for _ in self.param_groups])
+        if not isinstance(groups, (list, tuple)) or len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, expected "
+                             f"{len(self.param_groups)}")
+        skipped = _check.integer("skipped_steps", state_dict.get("skipped_steps", 0), 0)
+        # the groups' values, checked against the restored hyperparameters
+        saved_hyper = {k: getattr(self, k) for k in self._hyper_names}
+        saved_lr, saved_checked = self._lr, self._checked_groups
+        saved_groups = self.param_groups
+        try:
+            for k, v in hyper.items():
+                object.__setattr__(self, k, v)
+            self._lr = lr
+            self.param_groups = [{"params": g["params"], **dict(ov)}
+                                 for g, ov in zip(saved_groups, groups)]
+            self._checked_groups = None
+            self._group_hyper()
+        except Exception:
+            for k, v in saved_hyper.items():
+                object.__setattr__(self, k, v)
+            self._lr, self._checked_groups = saved_lr, saved_checked
+            self.param_groups = saved_groups
+            raise
         # Everything is checked: from here on nothing can fail.
+        self.skipped_steps = skipped
         for k, v in hyper.items():
             object.__setattr__(self, k, v)
         self._lr = lr
@@ -444,7 +589,7 @@ class Optimizer:
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_groups", "_extents"):
+        for name in ("_groups", "_extents", "_flat_grads", "_tensors"):
             state.pop(name, None)
         state["_group_index"] = [(g.index, g.f32) for g in self._groups]
         return state
@@ -453,6 +598,8 @@ class Optimizer:
         groups = state.pop("_group_index")
         self.__dict__.update(state)
         self._groups = [_Group(ix, f32) for ix, f32 in groups]
+        self._tensors = (self._params if self._runs is None
+                         else [self.flat.data[r] for r, _ in self._runs])
         self._build()
 
     def __repr__(self):
@@ -494,6 +641,11 @@ class SGD(Optimizer):
         Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
     skip_nonfinite : bool, default False
         Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
+    groups : list of dict, optional
+        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
+        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
+        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
+        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
 
     Examples
     --------
@@ -520,24 +672,30 @@ class SGD(Optimizer):
     def __init__(self, params: Params, lr: LR, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *,
                  impl: Impl = "fused", max_grad_norm: float | None = None,
-                 skip_nonfinite: bool = False) -> None:
+                 skip_nonfinite: bool = False,
+                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
         super().__init__(params, lr, impl=impl, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, momentum=momentum, dampening=dampening,
+                         skip_nonfinite=skip_nonfinite, groups=groups, momentum=momentum, dampening=dampening,
                          nesterov=nesterov, weight_decay=weight_decay)
 
     @property
     def _state_names(self):
-        return SPECS["sgd"].state if self.momentum != 0 else ()
+        # momentum buffers when the optimizer or any group has momentum
+        if self.momentum != 0 or any(g.get("momentum", 0) != 0 for g in self.param_groups):
+            return SPECS["sgd"].state
+        return ()
 
     def _validate_hyper(self, h, loading=False):
-        _, m, _, _, _ = _check.sgd_hyper(_check.UNCHECKED, h["momentum"], h["dampening"], h["nesterov"],
-                                         h["weight_decay"], self._f32)
-        if loading and (m != 0) != (self.momentum != 0):
-            raise ValueError("momentum cannot change between zero and non-zero after construction")
+        _, m, _, _, _ = _check.sgd_hyper(_check.UNCHECKED, h["momentum"], h["dampening"],
+                                         h["nesterov"], h["weight_decay"], self._f32)
+        states = self.__dict__.get("_states")
+        if loading and m != 0 and states is not None and "momentum_buf" not in states:
+            raise ValueError("momentum cannot become non-zero: this optimizer was built without "
+                             "momentum, so it has no momentum buffers")
 
-    def _kernel_kwargs(self, t):
-        return dict(lr=self._lr, momentum=self.momentum, dampening=self.dampening,
-                    nesterov=self.nesterov, weight_decay=self.weight_decay)
+    def _kernel_kwargs(self, t, h):
+        return dict(lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
+                    nesterov=h["nesterov"], weight_decay=h["weight_decay"])
 
 
 class Momentum(SGD):
@@ -564,15 +722,21 @@ class Momentum(SGD):
         Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
     skip_nonfinite : bool, default False
         Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
+    groups : list of dict, optional
+        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
+        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
+        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
+        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
     """
 
     def __init__(self, params: Params, lr: LR, beta: float = 0.9, *, impl: Impl = "fused",
-                 max_grad_norm: float | None = None, skip_nonfinite: bool = False) -> None:
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
         beta = _check.unit_interval("beta", beta)
         if beta == 0:
             raise ValueError("beta must be in (0, 1) for momentum; use SGD for plain descent")
         super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl,
-                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite, groups=groups)
 
 
 class RMSprop(Optimizer):
@@ -601,6 +765,11 @@ class RMSprop(Optimizer):
         Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
     skip_nonfinite : bool, default False
         Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
+    groups : list of dict, optional
+        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
+        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
+        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
+        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
     """
 
     _kernel = "rmsprop"
@@ -609,18 +778,19 @@ class RMSprop(Optimizer):
     def __init__(self, params: Params, lr: LR, alpha: float = 0.9, eps: float = 1e-8,
                  eps_inside_sqrt: bool = True, weight_decay: float = 0.0, *,
                  impl: Impl = "fused", max_grad_norm: float | None = None,
-                 skip_nonfinite: bool = False) -> None:
+                 skip_nonfinite: bool = False,
+                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
         super().__init__(params, lr, impl=impl, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, alpha=alpha, eps=eps,
+                         skip_nonfinite=skip_nonfinite, groups=groups, alpha=alpha, eps=eps,
                          eps_inside_sqrt=eps_inside_sqrt, weight_decay=weight_decay)
 
     def _validate_hyper(self, h, loading=False):
-        _check.rmsprop_hyper(_check.UNCHECKED, h["alpha"], h["eps"], h["eps_inside_sqrt"], h["weight_decay"],
-                             self._f32)
+        _check.rmsprop_hyper(_check.UNCHECKED, h["alpha"], h["eps"], h["eps_inside_sqrt"],
+                             h["weight_decay"], self._f32)
 
-    def _kernel_kwargs(self, t):
-        return dict(lr=self._lr, alpha=self.alpha, eps=self.eps,
-                    eps_inside_sqrt=self.eps_inside_sqrt, weight_decay=self.weight_decay)
+    def _kernel_kwargs(self, t, h):
+        return dict(lr=h["lr"], alpha=h["alpha"], eps=h["eps"],
+                    eps_inside_sqrt=h["eps_inside_sqrt"], weight_decay=h["weight_decay"])
 
 
 class Adam(Optimizer):
@@ -646,6 +816,11 @@ class Adam(Optimizer):
         Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
     skip_nonfinite : bool, default False
         Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
+    groups : list of dict, optional
+        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
+        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
+        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
+        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
 
     Examples
     --------
@@ -664,32 +839,32 @@ class Adam(Optimizer):
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused",
-                 max_grad_norm: float | None = None, skip_nonfinite: bool = False) -> None:
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
         super().__init__(params, lr, impl=impl, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, betas=betas, eps=eps,
+                         skip_nonfinite=skip_nonfinite, groups=groups, betas=betas, eps=eps,
                          weight_decay=weight_decay)
 
     def _validate_hyper(self, h, loading=False):
         betas = h["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        _check.adam_hyper(_check.UNCHECKED, betas[0], betas[1], h["eps"], h["weight_decay"], self._decoupled,
-                          None, self._f32, names=("betas[0]", "betas[1]"))
+        _check.adam_hyper(_check.UNCHECKED, betas[0], betas[1], h["eps"], h["weight_decay"],
+                          self._decoupled, None, self._f32, names=("betas[0]", "betas[1]"))
 
-    def _kernel_kwargs(self, t):
-        b1, b2 = self.betas
-        key = (self._lr, b1, b2, self.eps, self.weight_decay)
-        if key != self._checked_key or t < self._checked_step:
-            # lr / (1 - beta1**t) only shrinks as t grows: one check holds until the
-            # hyperparameters change (or the step count goes back, on loading)
-            _check.adam_hyper(self._lr, b1, b2, self.eps, self.weight_decay, self._decoupled, t,
-                              self._f32)
-            self._checked_key, self._checked_step = key, t
-        return dict(lr=self._lr, beta1=b1, beta2=b2, eps=self.eps,
-                    weight_decay=self.weight_decay, decoupled_weight_decay=self._decoupled, step=t)
-
-    _checked_key = None
-    _checked_step = 0
+    def _kernel_kwargs(self, t, h):
+        lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+        key = (lr, b1, b2, eps, wd)
+        checked = self.__dict__.setdefault("_checked_steps", {})
+        if checked.get(key, t + 1) > t:
+            # lr / (1 - beta1**t) only shrinks as t grows: one check holds for later steps
+            # until the hyperparameters change (or the step count goes back, on loading)
+            _check.adam_hyper(lr, b1, b2, eps, wd, self._decoupled, t, self._f32)
+            if len(checked) > 64:
+                checked.clear()
+            checked[key] = t
+        return dict(lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd,
+                    decoupled_weight_decay=self._decoupled, step=t)
 
 
 class AdamW(Adam):
@@ -716,6 +891,11 @@ class AdamW(Adam):
         Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
     skip_nonfinite : bool, default False
         Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
+    groups : list of dict, optional
+        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
+        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
+        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
+        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
     """
 
     _kernel = "adamw"
@@ -723,6 +903,7 @@ class AdamW(Adam):
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused",
-                 max_grad_norm: float | None = None, skip_nonfinite: bool = False) -> None:
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
         super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, impl=impl,
-                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite, groups=groups)

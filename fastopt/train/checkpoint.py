@@ -163,6 +163,7 @@ def save_checkpoint(path, params, optimizer, **extra):
         "params/data": params.data,
         "optimizer/meta": np.asarray(json.dumps(
             {"type": sd["type"], "step": sd["step"], "epoch": sd["epoch"], "hyper": sd["hyper"],
+             **{k: sd[k] for k in ("groups", "skipped_steps") if k in sd},
              "state": {n: len(b) for n, b in sd["state"].items()}})),
     }
     for name, bufs in sd["state"].items():
@@ -406,7 +407,8 @@ def load_checkpoint(path, params, optimizer, *, check=None):
             raise CheckpointError(f"checkpoint {path!r} has unusable extras: "
                                   f"{type(e).__name__}: {e}") from None
     sd = {"type": meta["type"], "step": meta["step"], "epoch": meta["epoch"],
-          "hyper": meta["hyper"], "state": state}
+          "hyper": meta["hyper"], "state": state,
+          **{k: meta[k] for k in ("groups", "skipped_steps") if k in meta}}
     try:
         optimizer.load_state_dict(sd)  # checks everything before it changes anything
     except (ValueError, TypeError) as e:
