@@ -32,7 +32,10 @@ def test_bench_quick_table_and_json(tmp_path):
     sharing = [r for r in rows if r["group"] == "sharing"]
     load = [r for r in rows if r["group"] == "load"]
     lists = [r for r in rows if r["group"] == "list"]
-    rows = [r for r in rows if r["group"] not in ("sharing", "load", "list")]
+    clip = [r for r in rows if r["group"] == "clip"]
+    rows = [r for r in rows if r["group"] not in ("sharing", "load", "list", "clip")]
+    assert [r["name"] for r in clip] == ["adam + clip"] and "Clipping (max_grad_norm)" in p.stdout
+    assert all(r["time"] > 0 and r["apart_time"] > 0 and r["guard_time"] > 0 for r in clip)
     assert len(rows) == len(names)
     assert "adam" in names and any(l.startswith("adam float64") for l in table)
     # lists of arrays against the same values in one FlatParams

@@ -240,6 +240,47 @@ def bench_list(count, lo, hi, reps, torch=None):
     return row
 
 
+# ------------------------------------------------------------------ clipping fused into the step
+
+def bench_clip(n, reps, torch=None):
+    """Adam with ``max_grad_norm`` (one read-only norm pass, the scale folded into the step)
+    against the norm, a scaling pass and the step apart; with the non-finite guard; and
+    PyTorch's ``clip_grad_norm_`` followed by its fused Adam."""
+    from ..nn.flat import FlatParams
+    from ..optim import Adam
+
+    rng = np.random.default_rng(0)
+    fp = FlatParams({"w": (n,)})
+    fp.data[...] = rng.standard_normal(n)
+    fp.grad[...] = rng.standard_normal(n)
+    nt = get_num_threads()
+    fused = Adam(fp, lr=1e-3, max_grad_norm=1.0)
+    guarded = Adam(fp, lr=1e-3, max_grad_norm=1.0, skip_nonfinite=True)
+    plain = Adam(fp, lr=1e-3)
+
+    def apart():  # clip_grad_norm_ then step: a norm pass, a scaling pass, the step
+        norm = ext._optim.sum_of_squares(fp.grad, nt) ** 0.5
+        ext._optim.scale(fp.grad, 1.0 / (norm + 1e-6) if norm > 1.0 else 1.0, nt)
+        plain.step()
+
+    g0 = fp.grad.copy()
+    row = dict(group="clip", name="adam + clip", size=n, time=_median_time(fused.step, reps),
+               guard_time=_median_time(guarded.step, reps), apart_time=None)
+    row["apart_time"] = _median_time(apart, reps)   # (scales the gradient down: last)
+    fp.grad[...] = g0
+    if torch is not None:
+        tp = torch.nn.Parameter(torch.from_numpy(fp.data.copy()))
+        tp.grad = torch.from_numpy(g0.copy())
+        topt = torch.optim.Adam([tp], lr=1e-3, fused=True)
+
+        def tstep():
+            torch.nn.utils.clip_grad_norm_([tp], 1.0)
+            topt.step()
+
+        row["torch_time"] = _torch_time(tstep, reps)
+    return row
+
+
 # ------------------------------------------------------------------ sharing the cores with BLAS
 
 def bench_sharing(what, reps, loops=20):
@@ -407,6 +448,7 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_l
     jobs = [(bench_optimizer, (name, n, reps, torch)) for name in OPTIMIZERS for n in sizes.values()]
     jobs.append((bench_optimizer, ("adam", 1 << 20, reps, torch, np.float64)))
     jobs += [(bench_list, (*case, reps, torch)) for case in LIST_CASES]
+    jobs.append((bench_clip, (max(sizes.values()), reps, torch)))
     jobs += [(bench_batchnorm, (s, reps, torch)) for s in shapes]
     if include_train:
         jobs.append((bench_train_step, (reps,)))
@@ -452,7 +494,7 @@ def format_table(result):
              f"{'kernel':<22} {'size':>13} {'fastopt':>11} {'GB/s':>7} {'roofline':>9} "
              f"{'vs NumPy':>9} {'vs torch':>9}"]
     for r in result["rows"]:
-        if r["group"] in ("sharing", "load", "list"):
+        if r["group"] in ("sharing", "load", "list", "clip"):
             continue
         gbs = r["bytes"] / r["time"] / 1e9 if "bytes" in r else None
         roof = r["roofline_time"] / r["time"] if "roofline_time" in r else None
@@ -475,6 +517,18 @@ def format_table(result):
                 f"{r['name']:<22} {_size_label(r['size']):>9} {r['time'] * 1e3:8.3f} ms "
                 f"{r['flat_time'] * 1e3:8.3f} ms {r['time'] / r['flat_time']:10.2f} "
                 f"{_ratio(r['reference_time'] / r['time']):>9} "
+                f"{_ratio(r['torch_time'] / r['time'] if 'torch_time' in r else None):>9}")
+    clip = [r for r in result["rows"] if r["group"] == "clip"]
+    if clip:
+        lines += ["", "Clipping (max_grad_norm) fused into the step, against clip_grad_norm_ then the "
+                      "step ('apart': a norm pass, a scaling pass, the step):",
+                  f"{'step':<22} {'size':>9} {'fused':>11} {'apart':>11} {'apart/fused':>12} "
+                  f"{'+guard':>11} {'guard cost':>11} {'vs torch':>9}"]
+        for r in clip:
+            lines.append(
+                f"{r['name']:<22} {_size_label(r['size']):>9} {r['time'] * 1e3:8.3f} ms "
+                f"{r['apart_time'] * 1e3:8.3f} ms {r['apart_time'] / r['time']:12.2f} "
+                f"{r['guard_time'] * 1e3:8.3f} ms {r['guard_time'] / r['time'] - 1:+10.1%} "
                 f"{_ratio(r['torch_time'] / r['time'] if 'torch_time' in r else None):>9}")
     sharing = [r for r in result["rows"] if r["group"] == "sharing"]
     if sharing:
