@@ -329,6 +329,27 @@ def test_autograd_trajectories_match(ag, name):
 
 
 @pytest.mark.parametrize("name", list(AG_CASES))
+def test_autograd_plain_array_callback_keeps_its_values(ag, name):
+    # For one array x0, autograd's unflatten returns a view of the flat vector: what grad and
+    # the callback kept must not change with the in-place updates that follow.
+    optimizers, fo_autograd, grad_of, flatten = ag
+    import autograd.numpy as anp
+
+    target = np.linspace(-1.0, 2.0, 12).reshape(3, 4)
+    grad = grad_of(lambda x, i: anp.sum(anp.tanh(x - target) ** 2) * (1 + i % 2))
+    kept = []
+    grad_kept = lambda x, i: (kept.append(x), grad(x, i))[1]
+    x0 = np.zeros((3, 4))
+    theirs, _ = _trajectory(getattr(optimizers, name), grad, x0, **AG_CASES[name])
+    ours, _ = _trajectory(getattr(fo_autograd, name), grad_kept, x0, **AG_CASES[name])
+    for (xa, _, ga), (xb, _, gb), xk in zip(theirs, ours, kept):
+        _assert_same_tree(xa, xb, flatten, 1e-12)
+        _assert_same_tree(xa, xk, flatten, 1e-12)
+        _assert_same_tree(ga, gb, flatten, 1e-12)
+    assert np.max(np.abs(ours[-1][0] - ours[0][0])) > 0.05
+
+
+@pytest.mark.parametrize("name", list(AG_CASES))
 def test_autograd_defaults_positional_and_plain_array(ag, name):
     optimizers, fo_autograd, grad_of, flatten = ag
     import autograd.numpy as anp

@@ -12,7 +12,9 @@ update with the unflattened values; the result has the structure of ``x0``.
 
 The flat parameter vector is float64 (as autograd's becomes after its first update) and
 is updated in place by one fused fastopt call per iteration; each ``x`` handed to ``grad``
-and ``callback`` is a snapshot that later updates do not change, as autograd's are.  The
+and ``callback`` is unflattened from it (autograd's ``unflatten`` copies the leaves of a
+list, tuple or dict; a single array ``x0`` gets a copy of the vector), so later updates
+never change a value they kept, as with autograd's.  The
 update rules map onto fastopt's optimizers exactly:
 
 * ``sgd``: ``velocity = mass*velocity - (1-mass)*g; x += step_size*velocity`` is
@@ -50,6 +52,11 @@ def _optimize(make, fallback, grad, x0, callback, num_iters):
         opt = make([x])
     except (TypeError, ValueError):
         return fallback()
+    # autograd's unflatten copies the leaves out of a list, tuple or dict, but returns a view of
+    # the flat vector for a single array: then grad and callback get a snapshot, which later
+    # in-place updates do not change (autograd makes a new x at every iteration).
+    snapshot = any(isinstance(leaf, np.ndarray) and np.shares_memory(leaf, x)
+                   for leaf in _leaves(unflatten(x)))
     current = _x0                                # autograd's x: x0 until the first update
     for i in range(num_iters):
         g = flatten(grad(unflatten(current), i))[0]
@@ -62,10 +69,19 @@ def _optimize(make, fallback, grad, x0, callback, num_iters):
             if not np.shares_memory(g, x):
                 raise
             opt.step([g.copy()])
-        # The next grad/callback get a snapshot: later in-place updates must not change what
-        # they may keep (autograd makes a new x at every iteration).
-        current = x.copy() if i + 1 < num_iters else x
+        current = x.copy() if snapshot and i + 1 < num_iters else x
     return unflatten(current)
+
+
+def _leaves(value):
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    else:
+        yield value
 
 
 def sgd(grad, x0, callback=None, num_iters=200, step_size=0.1, mass=0.9):
