@@ -76,3 +76,15 @@ def test_bench_bad_arguments():
     p = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--reps", "x"],
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2 and "usage: fastopt bench" in p.stderr
+
+
+def test_bench_sklearn_row_and_table():
+    pytest.importorskip("sklearn")
+    from fastopt.benchmark import suite
+
+    row = suite.bench_sklearn(1, "float32", hidden=(16,), epochs=2)
+    assert row["group"] == "sklearn" and row["time"] > 0 and row["sklearn_time"] > 0
+    assert 0 <= row["accuracy"] <= 1 and abs(row["accuracy"] - row["sklearn_accuracy"]) < 0.05
+    meta = dict(version="x", isa="a", threads=1, torch=None, reps=1, blas_shared=False)
+    text = suite.format_table({"meta": meta, "rows": [row]})
+    assert "MLPClassifier float32" in text and "speed-up" in text

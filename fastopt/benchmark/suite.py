@@ -281,6 +281,41 @@ def bench_clip(n, reps, torch=None):
     return row
 
 
+# ------------------------------------------------------------------ scikit-learn
+
+def bench_sklearn(reps, dtype="float64", hidden=(1024, 1024), epochs=5):
+    """``fastopt.integrations.sklearn.MLPClassifier`` against scikit-learn's own, same data
+    (digits), same settings, fits alternating; None when scikit-learn is not installed."""
+    import warnings
+
+    try:
+        from sklearn.neural_network import MLPClassifier as SkMLP
+    except ImportError:
+        return None
+    from ..data import load_digits
+    from ..integrations.sklearn import MLPClassifier as FoMLP
+
+    X, y = load_digits()
+    order = np.random.default_rng(0).permutation(len(y))
+    test, train = order[:360], order[360:]
+    X = (X / 16.0).astype(dtype)
+    times = {"sklearn": [], "fastopt": []}
+    acc = {}
+    for _ in range(reps):
+        for name, cls in (("sklearn", SkMLP), ("fastopt", FoMLP)):
+            model = cls(hidden_layer_sizes=hidden, max_iter=epochs, random_state=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # ConvergenceWarning after a few epochs
+                t = time.perf_counter()
+                model.fit(X[train], y[train])
+                times[name].append(time.perf_counter() - t)
+            acc[name] = float(model.score(X[test], y[test]))
+    return dict(group="sklearn", name=f"MLPClassifier {dtype}", size=hidden, dtype=dtype,
+                time=float(np.median(times["fastopt"])),
+                sklearn_time=float(np.median(times["sklearn"])),
+                accuracy=acc["fastopt"], sklearn_accuracy=acc["sklearn"])
+
+
 # ------------------------------------------------------------------ sharing the cores with BLAS
 
 def bench_sharing(what, reps, loops=20):
@@ -449,6 +484,8 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_l
     jobs.append((bench_optimizer, ("adam", 1 << 20, reps, torch, np.float64)))
     jobs += [(bench_list, (*case, reps, torch)) for case in LIST_CASES]
     jobs.append((bench_clip, (max(sizes.values()), reps, torch)))
+    if not quick:
+        jobs += [(bench_sklearn, (3, dtype)) for dtype in ("float64", "float32")]
     jobs += [(bench_batchnorm, (s, reps, torch)) for s in shapes]
     if include_train:
         jobs.append((bench_train_step, (reps,)))
@@ -494,7 +531,7 @@ def format_table(result):
              f"{'kernel':<22} {'size':>13} {'fastopt':>11} {'GB/s':>7} {'roofline':>9} "
              f"{'vs NumPy':>9} {'vs torch':>9}"]
     for r in result["rows"]:
-        if r["group"] in ("sharing", "load", "list", "clip"):
+        if r["group"] in ("sharing", "load", "list", "clip", "sklearn"):
             continue
         gbs = r["bytes"] / r["time"] / 1e9 if "bytes" in r else None
         roof = r["roofline_time"] / r["time"] if "roofline_time" in r else None
@@ -530,6 +567,16 @@ def format_table(result):
                 f"{r['apart_time'] * 1e3:8.3f} ms {r['apart_time'] / r['time']:12.2f} "
                 f"{r['guard_time'] * 1e3:8.3f} ms {r['guard_time'] / r['time'] - 1:+10.1%} "
                 f"{_ratio(r['torch_time'] / r['time'] if 'torch_time' in r else None):>9}")
+    sk = [r for r in result["rows"] if r["group"] == "sklearn"]
+    if sk:
+        lines += ["", "scikit-learn's MLPClassifier(hidden_layer_sizes=(1024, 1024), max_iter=5) on "
+                      "digits, fit time, median of 3 (fastopt.integrations.sklearn):",
+                  f"{'model':<24} {'scikit-learn':>13} {'fastopt':>11} {'speed-up':>9} "
+                  f"{'accuracy (sk / fo)':>19}"]
+        for r in sk:
+            lines.append(f"{r['name']:<24} {r['sklearn_time']:11.3f} s {r['time']:9.3f} s "
+                         f"{_ratio(r['sklearn_time'] / r['time']):>9} "
+                         f"{r['sklearn_accuracy']:9.3f} / {r['accuracy']:.3f}")
     sharing = [r for r in result["rows"] if r["group"] == "sharing"]
     if sharing:
         lines += ["", f"Sharing the cores with NumPy's BLAS (by default BLAS jobs on fastopt's threads: "
