@@ -160,3 +160,14 @@ def test_float64_clip_matches_pytorch(rng):
         opt.step(grads)
     for p, tp in zip(params, tparams):
         np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_huge_finite_float64_gradients_are_not_taken_for_nonfinite():
+    # their squares overflow double, but every value is finite: the step is taken
+    params = [np.zeros(4), np.zeros(3, np.float32)]
+    opt = fastopt.SGD(params, lr=1e-300, skip_nonfinite=True)
+    opt.step([np.full(4, 1e200), np.zeros(3, np.float32)])
+    assert opt.step_count == 1 and opt.skipped_steps == 0
+    np.testing.assert_allclose(params[0], -1e-100)
+    opt.step([np.array([1e200, np.nan, 0, 0]), np.zeros(3, np.float32)])
+    assert opt.step_count == 1 and opt.skipped_steps == 1

@@ -427,11 +427,13 @@ class Optimizer:
     def _grad_stats(self, grads):
         """(sum of squares, all finite) of the bound gradients, over every dtype group."""
         nt = get_num_threads()
-        total, finite = 0.0, True
+        total = 0.0
         for g in self._groups:
-            s, f = ext._optim.grad_stats(g.mt, nt)
-            total += s
-            finite = finite and f
+            total += ext._optim.grad_sumsq(g.mt, nt)
+        finite = math.isfinite(total)
+        if not finite and any(not g.f32 for g in self._groups):
+            # float64 squares beyond 1e308 overflow: look at the values themselves (rare)
+            finite = all(bool(np.isfinite(g).all()) for g in grads)
         return total, finite
 
     def _kernel_kwargs(self, t, h):
