@@ -194,3 +194,10 @@ def test_resume_is_all_or_nothing(tmp_path, key, value, msg):
         np.testing.assert_array_equal(b.running_var, v)
     p = run("train", "--hidden", "16", "--epochs", "2", "--resume", str(path), check=False)
     assert p.returncode == 2 and "Traceback" not in p.stderr and msg in p.stderr
+
+
+def test_train_max_grad_norm(tmp_path):
+    out = run("train", "--epochs", "1", "--max-grad-norm", "0.5", "--quiet")
+    assert "held-out accuracy" in out.stdout
+    bad = run("train", "--max-grad-norm", "0", check=False)
+    assert bad.returncode == 2 and "--max-grad-norm" in bad.stderr

@@ -73,23 +73,24 @@ def check_train_args(args):
 
 # ------------------------------------------------------------------ the task
 
-def make_optimizer(name, params, lr, *, beta=0.9, impl="fused"):
+def make_optimizer(name, params, lr, *, beta=0.9, impl="fused", **options):
     """The optimizer ``name`` (see fastopt.optim.SPECS), with ``--beta`` as its momentum/β1/α."""
-    return SPECS[name].make(params, lr, beta=beta, impl=impl)
+    return SPECS[name].make(params, lr, beta=beta, impl=impl, **options)
 
 
 class Run:
     """One training run: model, optimizer, data, RNG; ``epoch()`` trains one epoch."""
 
     def __init__(self, *, optimizer, lr, schedule, epochs, batch_size, seed, hidden=256, beta=0.9,
-                 impl="fused", data=None):
+                 impl="fused", data=None, max_grad_norm=None):
         from ..nn.models import MLP
         from ..train import schedules
 
         self.Xtr, self.ytr, self.Xte, self.yte, self.prep_time = data or prepare_data(seed)
         self.model = MLP((64, hidden, hidden, 10), rng=seed, impl=impl)
         sched = schedules.by_name(schedule, lr, epochs)
-        self.opt = make_optimizer(optimizer, self.model.params, sched, beta=beta, impl=impl)
+        self.opt = make_optimizer(optimizer, self.model.params, sched, beta=beta, impl=impl,
+                                  max_grad_norm=max_grad_norm)
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed + 1)
         self.epochs_done = 0
@@ -196,7 +197,8 @@ def _cmd_train(args):
     try:
         run = Run(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
                   epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                  hidden=args.hidden, beta=args.beta, impl=args.impl)
+                  hidden=args.hidden, beta=args.beta, impl=args.impl,
+                  max_grad_norm=args.max_grad_norm)
     except (ValueError, MemoryError) as e:  # e.g. --hidden too large for this machine
         raise UsageError(f"cannot build the model and optimizer: {type(e).__name__}: {e}") from None
     if args.resume:
@@ -327,6 +329,8 @@ def add_train(sub):
                    help="momentum β / Adam β1 / RMSprop α")
     p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
                    help="seed of the split, the initialization and the shuffling")
+    p.add_argument("--max-grad-norm", type=positive_float, default=None, metavar="NORM",
+                   help="clip the gradients to this global norm inside each step")
     p.add_argument("--impl", choices=("fused", "reference"), default="fused",
                    help="fastopt's compiled kernels or the NumPy reference")
     p.add_argument("--plot", metavar="PNG", help="save loss and accuracy curves (needs matplotlib)")

@@ -119,10 +119,12 @@ class OptimizerSpec:
             state = [None]
         getattr(impl, self.kernel)(param, grad, *state, **kwargs)
 
-    def make(self, params, lr, *, beta: float = 0.9, impl: str = "fused"):
-        """The optimizer on ``params`` with learning rate ``lr`` and ``beta`` as :attr:`beta`."""
+    def make(self, params, lr, *, beta: float = 0.9, impl: str = "fused", **options):
+        """The optimizer on ``params`` with learning rate ``lr`` and ``beta`` as :attr:`beta`;
+        ``options`` are the optimizers' common options (``max_grad_norm``, ``skip_nonfinite``,
+        ``groups``)."""
         value = (beta, 0.999) if self.beta == "betas" else beta
-        return self.optimizer_class(params, lr=lr, **{self.beta: value}, impl=impl)
+        return self.optimizer_class(params, lr=lr, **{self.beta: value}, impl=impl, **options)
 
     def torch_step(self, torch, param, grad) -> Callable[[], Any]:
         """A PyTorch optimizer's ``step`` on copies of ``param`` and ``grad``."""
