@@ -48,7 +48,7 @@ def test_groups_give_the_bits_of_separate_optimizers(cls, form, rng):
         fp = fastopt.FlatParams.from_arrays(model)
         model = fp.params
         opt = cls(fp, groups=[bias_group], **kw)
-    assert len(opt._groups) == 1 and opt._groups[0].mt.ngroups == 2   # one compiled call
+    assert len(opt._calls) == 1 and opt._calls[0].mt.ngroups == 2   # one compiled call
     w, b = _separate(ref, cls, **kw)
     for _ in range(3):
         g = _grads(rng, ref)

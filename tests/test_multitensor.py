@@ -46,7 +46,7 @@ def _flat_of(arrays, dtype=np.float32):
 def test_plan_covers_every_element_once_in_tasks_of_at_most_a_block(rng):
     params = _arrays(rng)
     opt = fastopt.Adam(params)
-    (group,) = opt._groups
+    (group,) = opt._calls
     tasks = group.mt.chunks()
     seen = [np.zeros(p.size, int) for p in params]
     order = []
@@ -106,7 +106,7 @@ def test_mixed_dtypes_make_one_group_each_and_match_separate_optimizers(rng):
     mixed = [p for pair in zip(p32, p64) for p in pair]          # interleaved
     a32, a64 = [p.copy() for p in p32], [p.copy() for p in p64]
     opt = fastopt.Adam(mixed, lr=0.01)
-    assert len(opt._groups) == 2
+    assert len(opt._calls) == 2
     o32, o64 = fastopt.Adam(a32, lr=0.01), fastopt.Adam(a64, lr=0.01)
     for _ in range(2):
         g32, g64 = _arrays(rng, np.float32, SHAPES[:5]), _arrays(rng, np.float64, SHAPES[5:])

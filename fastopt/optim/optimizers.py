@@ -64,8 +64,8 @@ def _plain(value):
     return float(value)
 
 
-class _Group:
-    """The arrays of one dtype: their indices and the compiled call's MultiTensor."""
+class _Call:
+    """One compiled call per step: the tensors of one dtype (their indices) and their MultiTensor."""
 
     __slots__ = ("index", "f32", "mt")
 
@@ -188,7 +188,7 @@ class Optimizer:
             self._tensor_group = pgroup if self.flat is None else [0]
         f32 = [i for i, p in enumerate(self._tensors) if _check.is_f32(p)]
         f64 = [i for i, p in enumerate(self._tensors) if not _check.is_f32(p)]
-        self._groups = [_Group(ix, is32) for ix, is32 in ((f32, True), (f64, False)) if ix]
+        self._calls = [_Call(ix, is32) for ix, is32 in ((f32, True), (f64, False)) if ix]
         # hyperparameters must keep their meaning in the narrowest dtype
         self._f32 = bool(f32) or not arrays
 
@@ -245,7 +245,7 @@ class Optimizer:
             **{f"{n}[{i}]": b for n, bufs in self._states.items() for i, b in enumerate(bufs)})
         everything = self._params + [b for bufs in self._states.values() for b in bufs]
         states = self._tensor_states()
-        for g in self._groups:
+        for g in self._calls:
             rows = [[self._tensors[i] for i in g.index], None]
             rows += [[bufs[i] for i in g.index] for bufs in states.values()]
             g.mt = ext._optim.MultiTensor(rows, everything,
@@ -253,7 +253,7 @@ class Optimizer:
         if self.flat is not None:
             self._flat_grads = ([self.flat.grad] if self._runs is None
                                 else [self.flat.grad[r] for r, _ in self._runs])
-            for g in self._groups:
+            for g in self._calls:
                 g.mt.set_grads([self._flat_grads[i] for i in g.index])
 
     @property
@@ -356,19 +356,19 @@ class Optimizer:
                                  "each buffer must be its own array")
 
     def _bind(self, grads):
-        """Check the gradients and point each group's table at them; changes nothing else."""
-        groups = self._groups
-        if len(groups) == 1:
-            bad = groups[0].mt.bind_grads(grads)
+        """Check the gradients and point each call's table at them; changes nothing else."""
+        calls = self._calls
+        if len(calls) == 1:
+            bad = calls[0].mt.bind_grads(grads)
             if bad < 0:
                 return
         else:
-            bound = [g.mt.bind_grads([grads[i] for i in g.index]) for g in groups]
+            bound = [c.mt.bind_grads([grads[i] for i in c.index]) for c in calls]
             if all(b < 0 for b in bound):
                 return
         self._check_grads(grads)   # raises, unless the fast checks were too strict (memmap)
-        for g in groups:
-            g.mt.set_grads([grads[i] for i in g.index])
+        for c in calls:
+            c.mt.set_grads([grads[i] for i in c.index])
 
     def step(self, grads: Sequence[np.ndarray] | Mapping[str, np.ndarray] | None = None, *,
              max_grad_norm: float | None = None) -> None:
@@ -394,7 +394,7 @@ class Optimizer:
         kwargs = [self._kernel_kwargs(t, h) for h in self._group_hyper()]
         fused = self.impl == "fused"
         if fused:
-            if self._groups:
+            if self._calls:
                 self._bind(grads)
         else:
             self._check_grads(grads)
@@ -412,7 +412,7 @@ class Optimizer:
             kernel = SPECS[self._kernel].kernel
             groups = [tuple(kw[k] for k in MULTI_ARGS[kernel]) for kw in kwargs]
             nt = get_num_threads()
-            for g in self._groups:
+            for g in self._calls:
                 run_multi(kernel, g.mt, groups, t, gscale, nt)
         else:
             fn = getattr(_reference, SPECS[self._kernel].kernel)
@@ -428,10 +428,10 @@ class Optimizer:
         """(sum of squares, all finite) of the bound gradients, over every dtype group."""
         nt = get_num_threads()
         total = 0.0
-        for g in self._groups:
+        for g in self._calls:
             total += ext._optim.grad_sumsq(g.mt, nt)
         finite = math.isfinite(total)
-        if not finite and any(not g.f32 for g in self._groups):
+        if not finite and any(not g.f32 for g in self._calls):
             # float64 squares beyond 1e308 overflow: look at the values themselves (rare)
             finite = all(bool(np.isfinite(g).all()) for g in grads)
         return total, finite
@@ -591,15 +591,15 @@ class Optimizer:
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_groups", "_extents", "_flat_grads", "_tensors"):
+        for name in ("_calls", "_extents", "_flat_grads", "_tensors"):
             state.pop(name, None)
-        state["_group_index"] = [(g.index, g.f32) for g in self._groups]
+        state["_call_index"] = [(g.index, g.f32) for g in self._calls]
         return state
 
     def __setstate__(self, state):
-        groups = state.pop("_group_index")
+        groups = state.pop("_call_index")
         self.__dict__.update(state)
-        self._groups = [_Group(ix, f32) for ix, f32 in groups]
+        self._calls = [_Call(ix, f32) for ix, f32 in groups]
         self._tensors = (self._params if self._runs is None
                          else [self.flat.data[r] for r, _ in self._runs])
         self._build()
