@@ -16,10 +16,10 @@ to install).
 """
 
 from .errors import DistributedError, Watchdog, abort_on_exception, raise_collectively
-from .sharding import batch_part, node_threads, shard_bounds
+from .sharding import batch_part, node_threads, shard_bounds, use_node_share
 from .parallel import DataParallel
 from .checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["DataParallel", "DistributedError", "batch_part", "shard_bounds", "node_threads",
+__all__ = ["DataParallel", "DistributedError", "batch_part", "shard_bounds", "node_threads", "use_node_share",
            "abort_on_exception", "raise_collectively", "Watchdog", "save_checkpoint",
            "load_checkpoint"]

@@ -41,7 +41,7 @@ from ..runtime.dispatch import ext
 from ._mpi import require_mpi, world
 from . import errors as _errors
 from .errors import DistributedError, Watchdog, raise_collectively
-from .sharding import node_threads, shard_bounds
+from .sharding import shard_bounds, use_node_share
 
 __all__ = ["DataParallel"]
 
@@ -182,9 +182,7 @@ class DataParallel:
         self._describe_and_compare(optimizer)
 
         if num_threads == "auto":
-            import os
-            if _threads._explicit is None and "OMP_NUM_THREADS" not in os.environ:
-                _threads.set_num_threads(node_threads(comm))
+            use_node_share(comm)
         elif num_threads is not None:
             _threads.set_num_threads(num_threads)
 

@@ -15,7 +15,7 @@ import os
 
 from ..kernels import _check
 
-__all__ = ["shard_bounds", "batch_part", "node_threads"]
+__all__ = ["shard_bounds", "batch_part", "node_threads", "use_node_share"]
 
 
 def shard_bounds(n, size, align=1):
@@ -82,3 +82,17 @@ def node_threads(comm):
     share = cpus // local_size + (1 if local_rank < cpus % local_size else 0)
     return max(1, min(share, threads.default_num_threads()))
 
+
+
+def use_node_share(comm):
+    """Set the kernels' thread count to :func:`node_threads`, unless one was chosen.
+
+    A count set with :func:`fastopt.set_num_threads` or ``OMP_NUM_THREADS`` is kept.
+    Collective.  Returns the thread count in use.
+    """
+    from ..runtime import threads
+
+    n = node_threads(comm)
+    if threads._explicit is None and "OMP_NUM_THREADS" not in os.environ:
+        threads.set_num_threads(n)
+    return threads.get_num_threads()
