@@ -204,3 +204,16 @@ def test_without_mpi4py_the_error_says_what_to_install(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
     assert "pip install 'fastopt[mpi]'" in p.stdout, p.stdout + p.stderr
+
+
+@needs_mpi
+def test_readme_example_under_mpiexec(tmp_path):
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "DataParallel(" in b)
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    # (launch() runs mpi_child.py or a module: tests/fastopt_run_path.py runs the file)
+    _, out, err = launch(2, ["runpy", "run_path", str(script)], module="fastopt_run_path")
+    assert float(out.split()[-1]) >= 0.98, out
