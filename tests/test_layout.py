@@ -17,7 +17,7 @@ PKG = ROOT / "fastopt"
 
 # Lower layers first; a module may import its own layer and the layers below it.
 LAYERS = [{"runtime", "_cpu", "_threadpool", "_ext"}, {"kernels", "reference"}, {"optim", "nn"},
-          {"data", "train"}, {"integrations"}, {"benchmark"}, {"cli"}]
+          {"data", "train"}, {"integrations", "distributed"}, {"benchmark"}, {"cli"}]
 
 
 def _modules():

@@ -7,7 +7,33 @@ import sys
 from .types import positive_int
 
 
+def _cmd_bench_distributed(args):
+    try:
+        from ..distributed._mpi import require_mpi
+
+        require_mpi()
+    except ImportError as e:
+        print(f"fastopt bench: error: --distributed: {e}", file=sys.stderr)
+        return 2
+    from ..benchmark.distributed import format_distributed, run_distributed
+    from ..distributed import abort_on_exception
+
+    abort_on_exception()
+    result = run_distributed(quick=args.quick, reps=args.reps)
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(format_distributed(result))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+            print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_bench(args):
+    if args.distributed:
+        return _cmd_bench_distributed(args)
     from ..benchmark import format_table, plot, run
 
     if args.plot:
@@ -52,4 +78,8 @@ def add_bench(sub):
     p.add_argument("--no-train", action="store_true", help="skip the MLP training step")
     p.add_argument("--no-load", action="store_true",
                    help="skip the under-load table (two processes side by side)")
+    p.add_argument("--distributed", action="store_true",
+                   help="under mpiexec: allreduce GB/s, the data-parallel step split into "
+                        "compute, communication and optimizer (plain and ZeRO-1), optimizer "
+                        "memory per rank, and an alpha-beta scaling model")
     p.set_defaults(func=_cmd_bench)

@@ -82,7 +82,7 @@ class Run:
     """One training run: model, optimizer, data, RNG; ``epoch()`` trains one epoch."""
 
     def __init__(self, *, optimizer, lr, schedule, epochs, batch_size, seed, hidden=256, beta=0.9,
-                 impl="fused", data=None, max_grad_norm=None):
+                 impl="fused", data=None, max_grad_norm=None, distributed=None):
         from ..nn.models import MLP
         from ..train import schedules
 
@@ -91,6 +91,14 @@ class Run:
         sched = schedules.by_name(schedule, lr, epochs)
         self.opt = make_optimizer(optimizer, self.model.params, sched, beta=beta, impl=impl,
                                   max_grad_norm=max_grad_norm)
+        self.dp = None
+        if distributed is not None:
+            # every rank builds the same model and data; the DataParallel takes the optimizer's
+            # place (in sharded mode the full-size optimizer is dropped here)
+            from ..distributed import DataParallel
+
+            self.dp = DataParallel(self.opt, **distributed)
+            self.opt = self.dp
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed + 1)
         self.epochs_done = 0
@@ -107,13 +115,27 @@ class Run:
         losses, accs, sizes = [], [], []
         n_batches = math.ceil(len(self.ytr) / self.batch_size)
         t0 = time.perf_counter()
+        dp = self.dp
+        if dp is not None:
+            from ..distributed import batch_part
+
+            comm_before = dp.timings["communication"]
         for b, (Xb, yb) in enumerate(minibatches(self.Xtr, self.ytr, batch_size=self.batch_size,
                                                  rng=self.rng)):
-            if len(yb) < 2:  # batch norm needs 2 samples per channel when training
+            if dp is not None:
+                # every rank shuffles alike (same seed): each takes its rows of the global batch
+                if len(yb) // dp.size < 2:  # batch norm needs 2 samples on every rank
+                    continue
+                part = batch_part(len(yb), dp.rank, dp.size)
+                n_global, Xb, yb = len(yb), Xb[part], yb[part]
+            elif len(yb) < 2:  # batch norm needs 2 samples per channel when training
                 continue
             loss, acc = model.loss_and_grad(Xb, yb)
             t = time.perf_counter()
-            opt.step()
+            if dp is not None:
+                opt.step(weight=len(yb) / n_global)   # the sum is the global batch's mean gradient
+            else:
+                opt.step()
             opt_time += time.perf_counter() - t
             losses.append(loss)
             accs.append(acc)
@@ -121,17 +143,29 @@ class Run:
             if progress is not None:
                 progress(epoch, b + 1, n_batches)
         elapsed = time.perf_counter() - t0
+        sizes = np.asarray(sizes, np.float64)
+        totals = np.array([np.dot(losses, sizes), np.dot(accs, sizes), sizes.sum()])
+        if dp is not None:
+            # the epoch's loss and accuracy over every rank's samples (rank-order sums), and
+            # the batch-norm running statistics averaged, so every rank evaluates one model
+            dp.average_buffers([totals])
+            dp.average_buffers([a for bn in model.bns for a in (bn.running_mean, bn.running_var)])
         test_loss, test_acc = model.evaluate(self.Xte, self.yte)
         self.epochs_done = epoch
-        rec = dict(epoch=epoch, lr=opt.lr, loss=float(np.average(losses, weights=sizes)),
-                   acc=float(np.average(accs, weights=sizes)), test_loss=test_loss,
+        rec = dict(epoch=epoch, lr=opt.lr, loss=float(totals[0] / totals[2]),
+                   acc=float(totals[1] / totals[2]), test_loss=test_loss,
                    test_acc=test_acc, time=elapsed, kernel_time=model.kernel_time + opt_time)
+        if dp is not None:
+            rec["comm_time"] = dp.timings["communication"] - comm_before
         self.history.append(rec)
         return rec
 
     # -------------------------------------------------------------- checkpoints
     def save(self, path):
-        from ..train.checkpoint import save_checkpoint
+        if self.dp is not None:
+            from ..distributed import save_checkpoint    # gathered, written by rank 0
+        else:
+            from ..train.checkpoint import save_checkpoint
 
         save_checkpoint(path, self.model.params, self.opt, epoch=self.epochs_done,
                         rng_state=self.rng.bit_generator.state, history=self.history,
@@ -159,7 +193,13 @@ class Run:
             checked["history"] = history
 
         # Parameters, optimizer (its epoch and lr included) and the checked extras, or nothing.
-        load_checkpoint(path, self.model.params, self.opt, check=check)
+        if self.dp is not None:
+            from ..distributed import load_checkpoint as load_distributed
+
+            # rank 0 reads and checks; every rank then checks the extras it received
+            check(load_distributed(path, self.model.params, self.dp, check=check))
+        else:
+            load_checkpoint(path, self.model.params, self.opt, check=check)
         for bn, values in checked["bn"]:
             for k, v in values.items():
                 getattr(bn, k)[...] = v
@@ -194,13 +234,18 @@ def _cmd_train(args):
             raise UsageError("--plot needs matplotlib: pip install matplotlib "
                              "(or pip install 'fastopt[plot]')") from None
     check_train_args(args)
+    distributed = _distributed_settings(args)
     try:
         run = Run(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
                   epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                   hidden=args.hidden, beta=args.beta, impl=args.impl,
-                  max_grad_norm=args.max_grad_norm)
+                  max_grad_norm=args.max_grad_norm, distributed=distributed)
     except (ValueError, MemoryError) as e:  # e.g. --hidden too large for this machine
         raise UsageError(f"cannot build the model and optimizer: {type(e).__name__}: {e}") from None
+    dp = run.dp
+    if dp is not None and dp.rank != 0:
+        sys.stdout = open(os.devnull, "w")      # rank 0 reports for everyone
+        args.quiet = True
     if args.resume:
         try:
             run.resume(args.resume)
@@ -213,13 +258,20 @@ def _cmd_train(args):
     print(f"optimizer {args.optimizer} (impl={args.impl}, isa={fastopt.isa()}, "
           f"threads={fastopt.get_num_threads()}), lr {args.lr:g} with {args.schedule} schedule, "
           f"batch size {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
+    if dp is not None:
+        mode = "ZeRO-1 (sharded optimizer state)" if dp.shard_state else "allreduce"
+        print(f"distributed: {dp.size} ranks, {mode}{', deterministic' if dp.deterministic else ''}; "
+              f"each rank takes 1/{dp.size} of every global batch of {args.batch_size}; "
+              f"optimizer state {dp.state_bytes() / 1e6:.2f} MB on rank 0")
     bar = _progress_bar(sys.stderr) if not args.quiet else None
     for _ in range(run.epochs_done, args.epochs):
         r = run.train_epoch(bar)
         share = r["kernel_time"] / r["time"] if r["time"] > 0 else 0.0
         print(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  loss {r['loss']:.4f}  acc {r['acc']:.4f}  "
               f"test loss {r['test_loss']:.4f}  test acc {r['test_acc']:.4f}  "
-              f"time {r['time'] * 1e3:6.1f} ms  kernels {share:5.1%}", flush=True)
+              f"time {r['time'] * 1e3:6.1f} ms  kernels {share:5.1%}"
+              + (f"  communication {r['comm_time'] / r['time']:5.1%}" if "comm_time" in r else ""),
+              flush=True)
         if args.save:
             run.save(args.save)
     hist = run.history
@@ -337,8 +389,36 @@ def add_train(sub):
     p.add_argument("--save", metavar="NPZ", help="write a checkpoint after every epoch")
     p.add_argument("--resume", metavar="NPZ", help="continue from a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("data-parallel training over MPI (run under mpiexec; "
+                             "pip install 'fastopt[mpi]')")
+    g.add_argument("--distributed", action="store_true",
+                   help="train on every rank of mpiexec: each takes its part of every global "
+                        "batch, gradients are averaged (fastopt.distributed.DataParallel)")
+    g.add_argument("--shard-state", action="store_true",
+                   help="with --distributed: ZeRO-1, each rank keeps 1/P of the optimizer state")
+    g.add_argument("--deterministic", action="store_true",
+                   help="with --distributed: sum gradients in rank order (same bits every run)")
+    g.add_argument("--timeout", type=positive_float, default=300.0,
+                   help="with --distributed: abort the job when a rank waits this many seconds "
+                        "for the others in a collective")
     _add_blas_threads(p)
     p.set_defaults(func=_run_guarded(_cmd_train, p))
+
+
+def _distributed_settings(args):
+    """DataParallel's keyword arguments for ``--distributed``, or None."""
+    if not args.distributed:
+        if args.shard_state or args.deterministic:
+            raise UsageError("--shard-state and --deterministic need --distributed")
+        return None
+    try:
+        from ..distributed._mpi import require_mpi
+
+        require_mpi()
+    except ImportError as e:
+        raise UsageError(str(e)) from None
+    return dict(shard_state=args.shard_state, deterministic=args.deterministic,
+                timeout=args.timeout)
 
 
 def add_tune(sub):

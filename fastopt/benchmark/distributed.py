@@ -1,0 +1,229 @@
+"""``fastopt bench --distributed``: collectives, the data-parallel step, and an alpha-beta scaling model.
+
+Run under ``mpiexec -n P``.  Measures, with P ranks:
+
+* the node's memory-copy bandwidth (``np.copyto`` of the largest buffer, on rank 0 alone)
+  and the in-place ``MPI_Allreduce`` of float32 buffers: GB/s of the buffer
+  (``bytes / time``, "algorithm bandwidth") and bus bandwidth (``× 2(P−1)/P``, the bytes each
+  rank must send and receive in a ring), and its ratio to the copy bandwidth;
+* the latency α of an 8-byte allreduce;
+* a data-parallel step split into compute, communication and optimizer, plain allreduce
+  against ZeRO-1, and the optimizer state per rank: the MLP of ``fastopt train`` (real
+  forward/backward on this rank's part of a global batch of 256) and a synthetic model of
+  ``size`` float32 parameters (compute: copying a gradient in);
+* the alpha-beta model of that step on M machines (a ring over M nodes: ``2(M−1)`` messages
+  of ``S/M`` bytes; ZeRO-1 sends the same bytes as a reduce-scatter plus an all-gather, and
+  divides the optimizer's time and state by M), with the measured optimizer time.
+"""
+
+import time
+
+import numpy as np
+
+__all__ = ["run_distributed", "format_distributed", "scaling_model"]
+
+LINKS_GBIT = (10, 25, 100)
+MACHINES = (2, 4, 8, 16, 32, 64)
+NET_ALPHA = 25e-6     # seconds per message between machines (TCP on a datacentre network)
+
+
+def _median_time(comm, fn, reps):
+    times = []
+    for _ in range(reps):
+        comm.Barrier()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    # the slowest rank's time is the collective's time
+    return comm.allreduce(float(np.median(times)), op=_max(comm))
+
+
+def _max(comm):
+    from ..distributed._mpi import require_mpi
+
+    return require_mpi().MAX
+
+
+def scaling_model(n_params, opt_seconds, *, state_bytes_per_param=8, grad_bytes=4,
+                  alpha=NET_ALPHA, links=LINKS_GBIT, machines=MACHINES):
+    """Rows ``(M, link Gb/s, plain step s, ZeRO-1 step s, plain state B, ZeRO-1 state B)``.
+
+    ``opt_seconds``: the optimizer's time for the whole model on one machine.  Communication
+    of a ring allreduce, or a reduce-scatter plus an all-gather, over M machines:
+    ``2(M−1)·α + 2(M−1)/M · S/B`` with ``S = n_params · grad_bytes`` and B the link's bytes/s.
+    """
+    rows = []
+    size = n_params * grad_bytes
+    for m in machines:
+        for link in links:
+            bw = link * 1e9 / 8
+            comm = 2 * (m - 1) * alpha + 2 * (m - 1) / m * size / bw
+            rows.append((m, link, comm + opt_seconds, comm + opt_seconds / m,
+                         n_params * state_bytes_per_param,
+                         -(-n_params // m) * state_bytes_per_param))
+    return rows
+
+
+def _step_split(comm, fp, compute, shard, reps, opt_name="adam"):
+    import fastopt
+    from ..distributed import DataParallel
+
+    dp = DataParallel(fastopt.Adam(fp, lr=1e-4), comm, shard_state=shard, abort_on_exception=False)
+    for _ in range(2):  # warm-up
+        compute()
+        dp.step()
+    comp = []
+    for _ in range(reps):
+        comm.Barrier()
+        t = time.perf_counter()
+        compute()
+        comp.append(time.perf_counter() - t)
+    before = dict(dp.timings)
+    comm.Barrier()
+    t = time.perf_counter()
+    for _ in range(reps):
+        compute()
+        dp.step()
+    total = (time.perf_counter() - t) / reps
+    n = dp.timings["steps"] - before["steps"]
+    out = {
+        "compute": float(np.median(comp)),
+        "communication": (dp.timings["communication"] - before["communication"]) / n,
+        "optimizer": (dp.timings["optimizer"] - before["optimizer"]) / n,
+        "step": total,
+        "state_bytes": dp.state_bytes(),
+    }
+    # the slowest rank decides
+    return {k: comm.allreduce(v, op=_max(comm)) for k, v in out.items()}
+
+
+def run_distributed(comm=None, *, quick=False, reps=None):
+    """The measurements, as a dict (the same on every rank)."""
+    import fastopt
+    from ..distributed._mpi import world
+    from ..nn.models import MLP
+    from ..data.datasets import prepare_data
+    from ..distributed import batch_part
+
+    from ..distributed import use_node_share
+    from ..runtime.blas import limited_blas_threads
+
+    comm = world(comm)
+    use_node_share(comm)
+    with limited_blas_threads(1):   # as fastopt train: one BLAS thread per rank
+        return _run(comm, quick, reps)
+
+
+def _run(comm, quick, reps):
+    import fastopt
+    from ..nn.models import MLP
+    from ..data.datasets import prepare_data
+    from ..distributed import batch_part
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    reps = reps or (5 if quick else 11)
+    sizes = [1 << 20] if quick else [1 << 20, 1 << 24]
+    big = sizes[-1]
+    res = {"ranks": size, "quick": quick, "reps": reps, "threads": fastopt.get_num_threads(),
+           "version": fastopt.__version__, "allreduce": []}
+
+    # node copy bandwidth: rank 0 alone, the others waiting
+    src = np.ones(big, np.float32)
+    dst = np.empty_like(src)
+    copy_t = None
+    if rank == 0:
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            np.copyto(dst, src)
+            ts.append(time.perf_counter() - t)
+        copy_t = float(np.median(ts))
+    res["copy_gbs"] = src.nbytes / comm.bcast(copy_t) / 1e9
+    del dst
+
+    from ..distributed._mpi import require_mpi
+    mpi = require_mpi()
+    for n in sizes:
+        buf = np.ones(n, np.float32)
+        t = _median_time(comm, lambda: comm.Allreduce(mpi.IN_PLACE, buf, op=mpi.SUM), reps)
+        algbw = buf.nbytes / t / 1e9
+        res["allreduce"].append({"n": n, "time": t, "algbw": algbw,
+                                 "busbw": algbw * 2 * (size - 1) / size,
+                                 "of_copy": algbw / res["copy_gbs"]})
+    tiny = np.ones(2, np.float32)
+    res["alpha"] = _median_time(
+        comm, lambda: [comm.Allreduce(mpi.IN_PLACE, tiny, op=mpi.SUM) for _ in range(100)],
+        reps) / 100
+
+    # the MLP of fastopt train, a global batch of 256
+    Xtr, ytr, _, _, _ = prepare_data(0)
+    model = MLP((64, 256, 256, 10), rng=0)
+    part = batch_part(256, rank, size)
+    Xb, yb = Xtr[:256][part], ytr[:256][part]
+    res["mlp"] = {"params": model.params.size}
+    for shard in (False, True):
+        res["mlp"]["zero1" if shard else "plain"] = _step_split(
+            comm, model.params, lambda: model.loss_and_grad(Xb, yb), shard, reps * 3)
+
+    # a synthetic model of `big` parameters
+    fp = fastopt.FlatParams({"w": (big,)})
+    g = np.random.default_rng(rank).standard_normal(big).astype(np.float32)
+    res["synthetic"] = {"params": big}
+    for shard in (False, True):
+        res["synthetic"]["zero1" if shard else "plain"] = _step_split(
+            comm, fp, lambda: np.copyto(fp.grad, g), shard, reps)
+    del fp, g
+    opt_one = res["synthetic"]["plain"]["optimizer"]
+    res["model"] = {"n_params": big, "opt_seconds": opt_one, "alpha": NET_ALPHA,
+                    "rows": scaling_model(big, opt_one)}
+    return res
+
+
+def _ms(s):
+    return f"{s * 1e3:9.3f}"
+
+
+def format_distributed(res):
+    """The report ``fastopt bench --distributed`` prints."""
+    P = res["ranks"]
+    lines = [f"fastopt {res['version']} bench --distributed: {P} ranks, {res['threads']} "
+             f"thread(s) per rank, median of {res['reps']}",
+             f"node memory copy (np.copyto, rank 0 alone): {res['copy_gbs']:.1f} GB/s",
+             f"{'in-place MPI_Allreduce, float32':44} {'time':>9}  {'GB/s':>6}  {'bus GB/s':>8}  "
+             f"{'/ copy':>6}"]
+    for a in res["allreduce"]:
+        lines.append(f"{'allreduce ' + _size(a['n']):44} {_ms(a['time'])} ms {a['algbw']:6.1f}  "
+                     f"{a['busbw']:8.1f}  {a['of_copy']:6.2f}")
+    lines.append(f"allreduce latency (8 bytes): alpha = {res['alpha'] * 1e6:.1f} us")
+    lines.append("")
+    lines.append(f"{'data-parallel step (Adam)':44} {'compute':>9} {'communication':>14} "
+                 f"{'optimizer':>10} {'step':>9}  state per rank")
+    for key, label in (("mlp", "MLP 64-256-256-10, batch 256"),
+                       ("synthetic", f"synthetic {_size(res['synthetic']['params'])} params")):
+        for mode, name in (("plain", "allreduce"), ("zero1", "ZeRO-1")):
+            r = res[key][mode]
+            lines.append(f"{label + ', ' + name:44} {_ms(r['compute'])} {_ms(r['communication']):>14} "
+                         f"{_ms(r['optimizer']):>10} {_ms(r['step'])}  {r['state_bytes'] / 1e6:8.2f} MB")
+    lines.append("(ms per step; the slowest rank's time)")
+    m = res["model"]
+    lines.append("")
+    lines.append(f"alpha-beta model, {_size(m['n_params'])} float32 parameters, Adam: step = "
+                 f"2(M-1)*alpha + 2(M-1)/M * bytes/link + optimizer (ZeRO-1: optimizer/M); "
+                 f"alpha = {m['alpha'] * 1e6:.0f} us, optimizer {m['opt_seconds'] * 1e3:.2f} ms "
+                 "(measured above)")
+    head = f"{'machines':>8}" + "".join(f"  {f'{l} Gb/s plain':>15} {'ZeRO-1':>8}" for l in LINKS_GBIT)
+    lines.append(head + "   state/rank plain -> ZeRO-1")
+    rows = m["rows"]
+    for mach in MACHINES:
+        sel = [r for r in rows if r[0] == mach]
+        line = f"{mach:>8}" + "".join(f"  {r[2] * 1e3:12.1f} ms {r[3] * 1e3:5.1f} ms" for r in sel)
+        line += f"   {sel[0][4] / 1e6:.0f} MB -> {sel[0][5] / 1e6:.1f} MB"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _size(n):
+    for unit, div in (("M", 1 << 20), ("K", 1 << 10)):
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return str(n)

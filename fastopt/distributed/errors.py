@@ -1,0 +1,137 @@
+"""Faults across ranks: collective errors, abort on an uncaught exception, a watchdog for hangs.
+
+A data-parallel job must never hang: when one rank fails, the others would otherwise wait
+for ever in the next collective.  Three tools:
+
+* :func:`raise_collectively`: every rank says whether it is fine; if any is not, **every**
+  rank raises :class:`DistributedError` with the same message (the failing ranks' reasons).
+* :func:`abort_on_exception`: an uncaught exception on any rank prints its traceback (with
+  the rank) and calls ``comm.Abort(1)``, which ends every process of the job with a
+  non-zero status (what ``python -m mpi4py script.py`` does).
+* :class:`Watchdog`: a collective that has not finished after ``timeout`` seconds (another
+  rank died, skipped a step, or is stuck) prints what it was waiting for and aborts.
+"""
+
+import os
+import sys
+import threading
+import time
+import traceback
+
+from ._mpi import world
+
+__all__ = ["DistributedError", "raise_collectively", "abort_on_exception", "Watchdog"]
+
+
+class DistributedError(RuntimeError):
+    """The ranks of a job disagree (layout, hyperparameters, step count), or one of them failed.
+
+    Raised on every rank at once, with the same message, so no rank is left waiting.
+    """
+
+
+def raise_collectively(comm, problem, what, exc=DistributedError):
+    """Every rank passes ``problem`` (None, or a message); if any rank has one, all raise.
+
+    The error lists each failing rank's message: ``exc(f"{what}: rank 1: ...; rank 2: ...")``.
+    Collective: every rank of ``comm`` must call it.
+    """
+    problems = comm.allgather(problem)
+    bad = [(r, p) for r, p in enumerate(problems) if p is not None]
+    if bad:
+        shown = "; ".join(f"rank {r}: {p}" for r, p in bad[:8])
+        more = f"; and {len(bad) - 8} more ranks" if len(bad) > 8 else ""
+        raise exc(f"{what}: {shown}{more}")
+
+
+def _write_stderr(text):
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 - a closed stderr must not stop the abort
+        try:
+            os.write(2, text.encode(errors="replace"))
+        except OSError:
+            pass
+
+
+def abort_on_exception(comm=None):
+    """Make an uncaught exception on this rank abort the whole job (``comm.Abort(1)``).
+
+    The previous ``sys.excepthook`` prints the traceback first, after a line naming the rank.
+    Installing it twice is harmless; with a single process it changes nothing (there is no
+    one to wait).  Returns True when the hook is installed.
+    """
+    comm = world(comm)
+    if comm.Get_size() == 1:
+        return False
+    if getattr(sys.excepthook, "_fastopt_abort", False):
+        return True
+    previous = sys.excepthook
+    rank = comm.Get_rank()
+
+    def hook(exc_type, exc, tb):
+        try:
+            _write_stderr(f"fastopt.distributed: uncaught {exc_type.__name__} on rank {rank} "
+                          f"of {comm.Get_size()}; aborting the job\n")
+            previous(exc_type, exc, tb)
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                comm.Abort(1)
+
+    hook._fastopt_abort = True
+    sys.excepthook = hook
+    return True
+
+
+class Watchdog:
+    """Abort the job when a collective has not returned after ``timeout`` seconds.
+
+    ``with watchdog("the gradient reduce-scatter of step 12"): comm.Reduce_scatter(...)``.
+    A daemon thread wakes up a few times per ``timeout``; it costs nothing while the
+    collectives finish in time.  ``timeout=None`` disables it.
+    """
+
+    def __init__(self, comm, timeout):
+        self.comm = comm
+        self.timeout = None if timeout is None else float(timeout)
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        self._deadline = None
+        self._what = ""
+        self._thread = None
+
+    def _start(self):
+        self._thread = threading.Thread(target=self._run, name="fastopt-watchdog", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        period = min(1.0, self.timeout / 4)
+        while True:
+            time.sleep(period)
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                rank, size = self.comm.Get_rank(), self.comm.Get_size()
+                _write_stderr(
+                    f"fastopt.distributed: rank {rank} of {size} waited more than "
+                    f"{self.timeout:g} s in {self._what}; another rank has not reached it "
+                    "(it died, skipped a step, or is stuck). Aborting the job.\n")
+                self.comm.Abort(1)
+                return
+
+    def __call__(self, what):
+        self._what = what
+        return self
+
+    def __enter__(self):
+        if self.timeout is not None:
+            if self._thread is None:
+                self._start()
+            self._deadline = time.monotonic() + self.timeout
+        return self
+
+    def __exit__(self, *exc):
+        self._deadline = None
+        return False

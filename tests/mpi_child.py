@@ -1,0 +1,413 @@
+"""The MPI side of tests/test_distributed.py: run under ``mpiexec -n P python mpi_child.py SCENARIO...``.
+
+Every scenario checks its own results on every rank and raises on a wrong one; an uncaught
+exception aborts the job (DataParallel installs the hook), so the launcher sees a non-zero
+exit.  Rank 0 prints ``ok <scenario>`` for each scenario that passed, and results the
+launcher checks as ``result <json>``.
+"""
+
+import functools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import fastopt
+from fastopt.distributed import (DataParallel, DistributedError, batch_part, node_threads,
+                                 shard_bounds)
+from fastopt.distributed import checkpoint as dckpt
+from mpi4py import MPI
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+RESULTS = {}
+
+# (class, kwargs) for every optimizer in the registry
+OPTS = {
+    "sgd": (fastopt.SGD, dict(lr=0.1, momentum=0.9)),
+    "momentum": (fastopt.Momentum, dict(lr=0.1, beta=0.9)),
+    "rmsprop": (fastopt.RMSprop, dict(lr=0.01)),
+    "adam": (fastopt.Adam, dict(lr=0.01)),
+    "adamw": (fastopt.AdamW, dict(lr=0.01, weight_decay=0.1)),
+}
+# uneven sizes: 3 blocks and a tail, so 2 and 3 ranks get unequal slices
+SHAPES = {"W1": (300, 170), "b1": (170,), "W2": (170, 7), "b2": (7,)}
+
+
+def make_fp(dtype=np.float32, shapes=SHAPES):
+    fp = fastopt.FlatParams(shapes, dtype=dtype)
+    fp.data[...] = np.random.default_rng(123).standard_normal(fp.size)
+    return fp
+
+
+@functools.lru_cache(maxsize=64)
+def _grad(n, dtype, step, r):
+    g = np.random.default_rng([7, step, r]).standard_normal(n).astype(dtype)
+    g.flags.writeable = False
+    return g
+
+
+def local_grad(n, dtype, step, r):
+    """Rank r's gradient at ``step`` (10 distinct ones, cycled: cheap for long runs)."""
+    return _grad(n, dtype, step % 10, r)
+
+
+def rank_order_mean(n, dtype, step, weights=None):
+    """The sum every deterministic DataParallel must compute: in rank order, then / P."""
+    total = None
+    for r in range(size):
+        g = local_grad(n, dtype, step, r).copy()
+        if weights is not None:
+            g *= dtype(weights[r])
+        total = g.copy() if total is None else np.add(total, g, out=total)
+    if weights is None and size > 1:
+        np.divide(total, size, out=total)
+    return total
+
+
+def check_equal(a, b, what):
+    if not np.array_equal(a, b, equal_nan=True):
+        bad = np.flatnonzero(a != b)
+        raise AssertionError(f"{what}: {bad.size} elements differ, first at {bad[:5]}: "
+                             f"{a.reshape(-1)[bad[:3]]} vs {b.reshape(-1)[bad[:3]]}")
+
+
+_T0 = [time.perf_counter()]
+
+
+def done(name):
+    if rank == 0:
+        print(f"ok {name} ({time.perf_counter() - _T0[0]:.1f} s)", flush=True)
+    _T0[0] = time.perf_counter()
+
+
+# ------------------------------------------------------------------ scenarios
+
+def deterministic():
+    """Both modes, every optimizer, both dtypes: the bits of the rank-order mean, identical everywhere."""
+    for dtype in (np.float32, np.float64):
+        for name, (cls, kw) in OPTS.items():
+            ref_fp = make_fp(dtype)
+            ref = cls(ref_fp, **kw)
+            runs = {}
+            for shard in (False, True):
+                for align in (None, 7):
+                    fp = make_fp(dtype)
+                    dp = DataParallel(cls(fp, **kw), shard_state=shard, deterministic=True,
+                                      align=align)
+                    runs[(shard, align)] = (fp, dp)
+            for step in range(1, 6):
+                ref_fp.grad[...] = rank_order_mean(ref_fp.size, dtype, step)
+                ref.step()
+                for fp, dp in runs.values():
+                    fp.grad[...] = local_grad(fp.size, dtype, step, rank)
+                    dp.step()
+            for key, (fp, dp) in runs.items():
+                check_equal(fp.data, ref_fp.data, f"{name} {np.dtype(dtype)} {key}")
+                dp.verify_parameters()
+                assert dp.step_count == 5
+    done("deterministic")
+
+
+def weighted():
+    weights = [(r + 1) / sum(range(1, size + 1)) for r in range(size)]
+    for shard in (False, True):
+        fp, ref_fp = make_fp(), make_fp()
+        dp = DataParallel(fastopt.Adam(fp, lr=0.01), shard_state=shard, deterministic=True)
+        ref = fastopt.Adam(ref_fp, lr=0.01)
+        for step in range(1, 4):
+            ref_fp.grad[...] = rank_order_mean(fp.size, np.float32, step, weights)
+            ref.step()
+            fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+            dp.step(weight=weights[rank])
+        check_equal(fp.data, ref_fp.data, f"weighted shard={shard}")
+    done("weighted")
+
+
+def allreduce_100_steps():
+    """Not deterministic: MPI's own reductions; identical on all ranks after 100 steps, close to the mean."""
+    for shard, bucket in ((False, None), (True, 10_000)):
+        if True:
+            fp, ref_fp = make_fp(), make_fp()
+            dp = DataParallel(fastopt.Adam(fp, lr=1e-3), shard_state=shard, bucket_size=bucket)
+            ref = fastopt.Adam(ref_fp, lr=1e-3)
+            for step in range(1, 101):
+                fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+                dp.step()
+                ref_fp.grad[...] = rank_order_mean(fp.size, np.float32, step)
+                ref.step()
+            dp.verify_parameters()
+            assert np.allclose(fp.data, ref_fp.data, rtol=1e-4, atol=1e-4), \
+                np.abs(fp.data - ref_fp.data).max()
+            assert not np.array_equal(fp.data, make_fp().data)
+    done("allreduce_100_steps")
+
+
+def buckets():
+    runs = []
+    for bucket in (None, 100, 1000, 16_384, 10**9):
+        fp = make_fp()
+        dp = DataParallel(fastopt.AdamW(fp, lr=0.01), shard_state=True, deterministic=True,
+                          bucket_size=bucket)
+        for step in range(1, 4):
+            fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+            dp.step()
+        runs.append(fp.data.copy())
+    for r in runs[1:]:
+        check_equal(r, runs[0], "bucketed")
+    done("buckets")
+
+
+def state_memory():
+    fp = make_fp()
+    full = fastopt.Adam(make_fp(), lr=0.01)
+    full_bytes = sum(b.nbytes for bufs in full.state.values() for b in bufs)
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), shard_state=True)
+    lo, hi = dp.shard[0]
+    mine = dp.state_bytes()
+    assert mine == 2 * 4 * (hi - lo), (mine, lo, hi)
+    total = comm.allreduce(mine)
+    assert total == full_bytes, (total, full_bytes)
+    block = 16_384 * 2 * 4
+    assert mine <= full_bytes / size + block, (mine, full_bytes, size)
+    assert dp.shard == [shard_bounds(fp.size, size, 16_384)[rank]]
+    plain = DataParallel(fastopt.Adam(make_fp(), lr=0.01))
+    assert plain.state_bytes() == full_bytes
+    RESULTS["state_bytes"] = comm.gather(mine)
+    RESULTS["full_state_bytes"] = full_bytes
+    done("state_memory")
+
+
+def lists_and_dicts():
+    rng = np.random.default_rng(5)
+    shapes = [(40, 30), (30,), (1000,), (17, 3)]
+    dtypes = [np.float32, np.float64, np.float32, np.float64]
+    init = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+    for as_dict in (False, True):
+        for shard in (False, True):
+            params = [a.copy() for a in init]
+            ref_params = [a.copy() for a in init]
+            keys = [f"p{i}" for i in range(len(params))]
+            wrap = (lambda xs: dict(zip(keys, xs))) if as_dict else (lambda xs: xs)
+            dp = DataParallel(fastopt.Adam(wrap(params), lr=0.01), shard_state=shard,
+                              deterministic=True, align=64)
+            ref = fastopt.Adam(wrap(ref_params), lr=0.01)
+            for step in range(1, 4):
+                locals_ = [np.random.default_rng([step, rank, i]).standard_normal(s).astype(d)
+                           for i, (s, d) in enumerate(zip(shapes, dtypes))]
+                before = [g.copy() for g in locals_]
+                dp.step(wrap(locals_))
+                for g, b in zip(locals_, before):
+                    check_equal(g, b, "step changed the caller's gradients")
+                mean = []
+                for i, (s, d) in enumerate(zip(shapes, dtypes)):
+                    tot = None
+                    for r in range(size):
+                        g = np.random.default_rng([step, r, i]).standard_normal(s).astype(d)
+                        tot = g if tot is None else np.add(tot, g, out=tot)
+                    if size > 1:
+                        tot /= size
+                    mean.append(tot)
+                ref.step(wrap(mean))
+            for i, (p, q) in enumerate(zip(params, ref_params)):
+                check_equal(p, q, f"array {i} dict={as_dict} shard={shard}")
+            sd = dp.state_dict(root=None)
+            rsd = ref.state_dict()
+            for name in rsd["state"]:
+                a, b = sd["state"][name], rsd["state"][name]
+                for k in (keys if as_dict else range(len(params))):
+                    check_equal(np.asarray(a[k]), np.asarray(b[k]), f"state {name}[{k}]")
+    done("lists_and_dicts")
+
+
+def state_dicts():
+    """Sharded state_dict == plain state_dict; load + continue == never stopping; bad input refused."""
+    fps = {s: make_fp() for s in (False, True)}
+    dps = {s: DataParallel(fastopt.Adam(fps[s], lr=0.01), shard_state=s, deterministic=True)
+           for s in (False, True)}
+    for step in range(1, 4):
+        for s in (False, True):
+            fps[s].grad[...] = local_grad(fps[s].size, np.float32, step, rank)
+            dps[s].step()
+    sd_plain = dps[False].state_dict(root=None)
+    sd_shard = dps[True].state_dict(root=None)
+    assert sd_plain["step"] == sd_shard["step"] == 3
+    for name in sd_plain["state"]:
+        check_equal(sd_shard["state"][name][0], sd_plain["state"][name][0], name)
+    root_only = dps[True].state_dict()
+    assert (root_only is None) == (rank != 0)
+    # into a fresh sharded DataParallel with the parameters of step 3, then 2 more steps each
+    fresh_fp = make_fp()
+    fresh_fp.data[...] = fps[True].data
+    fresh = DataParallel(fastopt.Adam(fresh_fp, lr=0.01), shard_state=True, deterministic=True)
+    fresh.load_state_dict(sd_plain if rank == 0 else None)
+    assert fresh.step_count == 3
+    for step in range(4, 6):
+        for fp, dp in ((fps[True], dps[True]), (fresh_fp, fresh)):
+            fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+            dp.step()
+    check_equal(fresh_fp.data, fps[True].data, "resumed")
+    # a state_dict of another optimizer is refused on every rank, nothing changes
+    before = fresh.state_dict(root=None)
+    bad = fastopt.SGD(make_fp(), lr=0.1, momentum=0.9).state_dict()
+    try:
+        fresh.load_state_dict(bad if rank == 0 else None)
+    except ValueError as e:
+        assert "is for SGD, not Adam" in str(e), e
+    else:
+        raise AssertionError("a state_dict of SGD was accepted")
+    after = fresh.state_dict(root=None)
+    check_equal(after["state"]["exp_avg"][0], before["state"]["exp_avg"][0], "after refusal")
+    done("state_dicts")
+
+
+def checkpoints(directory):
+    """Sharded run writes; the file loads into a plain run at this size (and, in the launcher, into one process)."""
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), shard_state=True, deterministic=True)
+    for step in range(1, 4):
+        fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+        dp.step()
+    path = os.path.join(directory, f"ckpt{size}.npz")
+    dckpt.save_checkpoint(path, fp, dp, epoch=3, note="from mpi")
+    sd = dp.state_dict()
+    if rank == 0:
+        np.savez(os.path.join(directory, f"expected{size}.npz"), data=fp.data,
+                 **{k: v[0] for k, v in sd["state"].items()})
+    fp2 = fastopt.FlatParams(SHAPES)
+    dp2 = DataParallel(fastopt.Adam(fp2, lr=0.01), deterministic=True)
+    extras = dckpt.load_checkpoint(path, fp2, dp2)
+    assert extras == {"epoch": 3, "note": "from mpi"}, extras
+    check_equal(fp2.data, fp.data, "loaded parameters")
+    assert dp2.step_count == 3
+    # a checkpoint written by one process (the launcher) into a sharded run
+    single = os.path.join(directory, "single.npz")
+    if os.path.exists(single):
+        fp3 = fastopt.FlatParams(SHAPES)
+        dp3 = DataParallel(fastopt.Adam(fp3, lr=0.01), shard_state=True)
+        dckpt.load_checkpoint(single, fp3, dp3)
+        exp = np.load(os.path.join(directory, "single_expected.npz"))
+        check_equal(fp3.data, exp["data"], "single-process checkpoint: parameters")
+        sd3 = dp3.state_dict(root=None)
+        check_equal(sd3["state"]["exp_avg_sq"][0], exp["exp_avg_sq"], "single: exp_avg_sq")
+        assert dp3.step_count == 2
+    # missing and corrupt files: the same error on every rank, nothing changed
+    garbage = os.path.join(directory, f"garbage{size}.npz")
+    if rank == 0:
+        with open(garbage, "wb") as f:
+            f.write(b"PK\x03\x04 not really a zip")
+    comm.Barrier()
+    for bad, exc in ((os.path.join(directory, "nope.npz"), FileNotFoundError), (garbage, None)):
+        before = fp2.data.copy()
+        try:
+            dckpt.load_checkpoint(bad, fp2, dp2)
+        except FileNotFoundError:
+            assert exc is FileNotFoundError
+        except dckpt.CheckpointError:
+            assert exc is None
+        else:
+            raise AssertionError(f"{bad} loaded")
+        check_equal(fp2.data, before, "after a failed load")
+    done("checkpoints")
+
+
+def mismatches():
+    """Different layouts / hyperparameters: a DistributedError on every rank, no hang."""
+    shapes = dict(SHAPES)
+    if rank == size - 1:
+        shapes["b2"] = (8,)
+    try:
+        DataParallel(fastopt.Adam(make_fp(shapes=shapes), lr=0.01))
+    except DistributedError as e:
+        assert "differ" in str(e) and "rank 0 has" in str(e), e
+    else:
+        raise AssertionError("layout mismatch not detected")
+    lr = 0.01 if rank == 0 else 0.02
+    try:
+        DataParallel(fastopt.Adam(make_fp(), lr=lr))
+    except DistributedError as e:
+        assert "hyperparameters" in str(e), e
+    else:
+        raise AssertionError("lr mismatch not detected")
+    try:
+        DataParallel(fastopt.Adam(make_fp(np.float64 if rank == 1 else np.float32), lr=0.01))
+    except DistributedError as e:
+        assert "float64" in str(e), e
+    else:
+        raise AssertionError("dtype mismatch not detected")
+    # an lr changed on one rank between steps: refused before the step, on every rank
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), shard_state=True)
+    fp.grad[...] = 1.0
+    dp.step()
+    if rank == 1:
+        dp.lr = 0.5
+    before = fp.data.copy()
+    try:
+        dp.step()
+    except DistributedError as e:
+        assert "disagree" in str(e) and "0.5" in str(e), e
+    else:
+        raise AssertionError("per-step hyperparameter mismatch not detected")
+    check_equal(fp.data, before, "a refused step changed the parameters")
+    done("mismatches")
+
+
+def small_and_threads():
+    """Fewer blocks than ranks (empty slices); threads: each rank's share of its node."""
+    fp = fastopt.FlatParams({"w": (5,)})
+    fp.data[...] = 1.0
+    dp = DataParallel(fastopt.Adam(fp, lr=0.1), shard_state=True, deterministic=True)
+    fp.grad[...] = rank + 1.0
+    dp.step()
+    check_equal(fp.data, np.full(5, 0.9, np.float32), "tiny model")
+    lo, hi = shard_bounds(5, size, 16_384)[rank]
+    assert dp.state_bytes() == 8 * (hi - lo), (dp.state_bytes(), lo, hi)
+    n = node_threads(comm)
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    total = node.allreduce(n)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert 1 <= n and total <= max(node.Get_size(), comm.allreduce(cpus, op=MPI.MAX)), (n, total)
+    RESULTS["threads"] = comm.gather(fastopt.get_num_threads())
+    assert [batch_part(10, r, size) for r in range(size)][rank] == batch_part(10, rank, size)
+    done("small_and_threads")
+
+
+# ------------------------------------------------------------------ faults (one per launch)
+
+def fault_exception():
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01))
+    if rank == size - 1:
+        raise RuntimeError("boom on the last rank")
+    dp.step()                      # the others wait here: the abort must end them
+    raise AssertionError("unreachable: the job should have been aborted")
+
+
+def fault_layout():
+    shapes = dict(SHAPES)
+    if rank == 1:
+        shapes["W9"] = (3, 3)
+    DataParallel(fastopt.Adam(make_fp(shapes=shapes), lr=0.01))   # raises on every rank
+
+
+def fault_hang():
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), timeout=2)
+    if rank == 1:
+        time.sleep(3600)           # never reaches the step: the others' watchdog must abort
+    dp.step()
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    directory = None
+    if args and args[0].startswith("--dir="):
+        directory = args.pop(0)[len("--dir="):]
+    for name in args:
+        fn = globals()[name]
+        fn(directory) if name == "checkpoints" else fn()
+    if rank == 0:
+        print("result " + json.dumps(RESULTS), flush=True)

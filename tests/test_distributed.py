@@ -1,0 +1,219 @@
+"""fastopt.distributed under ``mpiexec -n 2`` and ``-n 3`` (3: uneven slices).
+
+Each launch runs scenarios of ``mpi_child.py`` (which check their own results on every
+rank) in its own session with a timeout: a hang is killed and reported as a failure, never
+a hung CI.  Skipped where mpi4py or mpiexec is missing (``pip install '.[mpi]'``).
+No timing thresholds.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastopt
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 180
+
+try:
+    import mpi4py  # noqa: F401  (not mpi4py.MPI: that would initialize MPI in pytest)
+except ImportError:
+    mpi4py = None
+
+
+def _mpiexec():
+    here = Path(sys.executable).with_name("mpiexec")
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+needs_mpi = pytest.mark.skipif(mpi4py is None or MPIEXEC is None,
+                                reason="needs mpi4py and mpiexec: pip install '.[mpi]'")
+
+
+def launch(n, args, timeout=TIMEOUT, expect_ok=True, module=None):
+    """``mpiexec -n n python <mpi_child.py | -m module> args``: (returncode, stdout, stderr)."""
+    cmd = [MPIEXEC, "-n", str(n)]
+    version = subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True).stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "FASTOPT_"))}
+    if "Open MPI" in version or "OpenRTE" in version:
+        cmd.append("--oversubscribe")          # 3 ranks on a 2-core CI machine
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")]
+                                        + ([env["PYTHONPATH"]] if "PYTHONPATH" in env else []))
+    cmd += [sys.executable] + (["-m", module] if module else [str(ROOT / "tests" / "mpi_child.py")])
+    cmd += list(args)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"hang: {' '.join(cmd[1:])} still running after {timeout} s\n{out}\n{err}",
+                    pytrace=False)
+    if expect_ok and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}\n{out}\n{err}", pytrace=False)
+    return proc.returncode, out, err
+
+
+SCENARIOS = ["deterministic", "weighted", "allreduce_100_steps", "buckets", "state_memory",
+             "lists_and_dicts", "state_dicts", "checkpoints", "mismatches", "small_and_threads"]
+
+SHAPES = {"W1": (300, 170), "b1": (170,), "W2": (170, 7), "b2": (7,)}
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory):
+    """A directory with a checkpoint written by one process, for the MPI runs to load."""
+    d = tmp_path_factory.mktemp("mpi")
+    fp = fastopt.FlatParams(SHAPES)
+    fp.data[...] = np.random.default_rng(0).standard_normal(fp.size)
+    opt = fastopt.Adam(fp, lr=0.01)
+    for s in range(2):
+        fp.grad[...] = np.random.default_rng(s).standard_normal(fp.size)
+        opt.step()
+    fastopt.save_checkpoint(d / "single.npz", fp, opt, epoch=2)
+    np.savez(d / "single_expected.npz", data=fp.data, exp_avg_sq=opt.state["exp_avg_sq"][0])
+    return d
+
+
+@pytest.fixture(scope="module", params=[pytest.param(2, id="n=2"), pytest.param(3, id="n=3")])
+def mpi_run(request, ckpt_dir):
+    n = request.param
+    _, out, err = launch(n, [f"--dir={ckpt_dir}"] + SCENARIOS)
+    result = json.loads(next(line[len("result "):] for line in out.splitlines()
+                             if line.startswith("result ")))
+    return n, out, result, ckpt_dir
+
+
+@needs_mpi
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_scenario(mpi_run, scenario):
+    n, out, _, _ = mpi_run
+    assert any(line.startswith(f"ok {scenario}") for line in out.splitlines()), out
+
+
+@needs_mpi
+def test_sharded_state_is_one_pth_per_rank(mpi_run):
+    n, _, result, _ = mpi_run
+    per_rank, full = result["state_bytes"], result["full_state_bytes"]
+    assert len(per_rank) == n and sum(per_rank) == full
+    block = 16_384 * 2 * 4          # Adam: 2 float32 buffers per element
+    assert max(per_rank) <= full / n + block
+
+
+@needs_mpi
+def test_each_rank_gets_its_share_of_the_cores(mpi_run):
+    n, _, result, _ = mpi_run
+    threads = result["threads"]
+    assert len(threads) == n and min(threads) >= 1
+    assert sum(threads) <= max(n, os.cpu_count())
+
+
+@needs_mpi
+def test_checkpoint_of_a_sharded_run_loads_in_one_process(mpi_run):
+    n, _, _, d = mpi_run
+    fp = fastopt.FlatParams(SHAPES)
+    opt = fastopt.Adam(fp, lr=0.01)
+    extras = fastopt.load_checkpoint(d / f"ckpt{n}.npz", fp, opt)
+    assert extras == {"epoch": 3, "note": "from mpi"}
+    expected = np.load(d / f"expected{n}.npz")
+    np.testing.assert_array_equal(fp.data, expected["data"])
+    for name in ("exp_avg", "exp_avg_sq"):
+        np.testing.assert_array_equal(opt.state[name][0], expected[name])
+    assert opt.step_count == 3
+
+
+# ------------------------------------------------------------------ faults: no hang, non-zero exit
+
+@needs_mpi
+@pytest.mark.parametrize("n", [2, 3])
+def test_an_exception_on_one_rank_aborts_the_job(n):
+    rc, out, err = launch(n, ["fault_exception"], timeout=90, expect_ok=False)
+    assert rc != 0
+    assert f"uncaught RuntimeError on rank {n - 1}" in err and "boom on the last rank" in err, err
+
+
+@needs_mpi
+def test_different_layouts_fail_on_every_rank():
+    rc, out, err = launch(2, ["fault_layout"], timeout=90, expect_ok=False)
+    assert rc != 0
+    assert "DistributedError" in err and "differ" in err and "W9" in err, err
+
+
+@needs_mpi
+def test_a_rank_that_never_arrives_is_a_timeout_not_a_hang():
+    rc, out, err = launch(2, ["fault_hang"], timeout=90, expect_ok=False)
+    assert rc != 0
+    assert "waited more than 2 s" in err and "rank 0 of 2" in err, err
+
+
+# ------------------------------------------------------------------ the command line
+
+def _accuracy(out):
+    return float(next(line.split()[-1] for line in out.splitlines()
+                      if line.startswith("held-out accuracy")))
+
+
+@needs_mpi
+def test_train_distributed_matches_one_process_and_resumes_anywhere(tmp_path):
+    ckpt = tmp_path / "d.npz"
+    args = ["train", "--epochs", "4", "--quiet"]
+    single = subprocess.run([sys.executable, "-m", "fastopt.cli", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert single.returncode == 0, single.stderr
+    _, out, err = launch(2, [*args, "--distributed", "--shard-state", "--save", str(ckpt)],
+                         module="fastopt.cli")
+    assert "2 ranks" in out and "ZeRO-1" in out, out
+    assert out.count("held-out accuracy") == 1          # rank 0 prints, the others stay quiet
+    assert abs(_accuracy(out) - _accuracy(single.stdout)) <= 0.02, (out, single.stdout)
+    # the 2-rank checkpoint continues in one process (world size 1) and under 3 ranks
+    one = subprocess.run([sys.executable, "-m", "fastopt.cli", "train", "--epochs", "5",
+                          "--quiet", "--resume", str(ckpt)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=TIMEOUT)
+    assert one.returncode == 0, one.stderr
+    assert "resumed from" in one.stdout and "epoch   5" in one.stdout, one.stdout
+    _, out3, _ = launch(3, ["train", "--epochs", "5", "--quiet", "--distributed",
+                            "--resume", str(ckpt)], module="fastopt.cli")
+    assert "resumed from" in out3 and "epoch   5" in out3, out3
+
+
+@needs_mpi
+def test_bench_distributed_quick():
+    _, out, err = launch(2, ["bench", "--distributed", "--quick"], module="fastopt.cli")
+    for needle in ("allreduce", "GB/s", "compute", "communication", "optimizer",
+                   "state per rank", "ZeRO-1", "Gb/s"):
+        assert needle in out, (needle, out)
+
+
+def test_without_mpi4py_the_error_says_what_to_install(tmp_path):
+    # a module named mpi4py that fails to import stands for a machine without it
+    (tmp_path / "mpi4py").mkdir()
+    (tmp_path / "mpi4py" / "__init__.py").write_text("raise ImportError('no MPI here')\n")
+    code = ("import fastopt, fastopt.distributed as d\n"
+            "try:\n    d.DataParallel(fastopt.Adam(fastopt.FlatParams({'w': (2,)})))\n"
+            "except ImportError as e:\n    print(e)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    assert "pip install 'fastopt[mpi]'" in p.stdout, p.stdout + p.stderr
+
+
+@needs_mpi
+def test_readme_example_under_mpiexec(tmp_path):
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "DataParallel(" in b)
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    # (launch() runs mpi_child.py or a module: tests/fastopt_run_path.py runs the file)
+    _, out, err = launch(2, ["runpy", "run_path", str(script)], module="fastopt_run_path")
+    assert float(out.split()[-1]) >= 0.98, out
