@@ -352,6 +352,23 @@ def mismatches():
     else:
         raise AssertionError("per-step hyperparameter mismatch not detected")
     check_equal(fp.data, before, "a refused step changed the parameters")
+    # clipping, the guard and groups need the whole gradient: refused when sharding, on
+    # every rank alike; plain mode clips the averaged gradient
+    for options in (dict(max_grad_norm=1.0), dict(skip_nonfinite=True),
+                    dict(groups=[{"params": ["b1", "b2"], "weight_decay": 0.0}])):
+        try:
+            DataParallel(fastopt.AdamW(make_fp(), lr=0.01, **options), shard_state=True)
+        except ValueError as e:
+            assert "shard_state=True does not support" in str(e), e
+        else:
+            raise AssertionError(f"{options} accepted with shard_state=True")
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01, max_grad_norm=0.5))
+    fp.grad[...] = local_grad(fp.size, np.float32, 1, rank)
+    dp.step()
+    everyone = comm.allgather(fp.data.copy())
+    for other in everyone:
+        check_equal(fp.data, other, "clipped step differs between ranks")
     done("mismatches")
 
 

@@ -288,6 +288,16 @@ class DataParallel:
 
     def _shard_optimizer(self, opt):
         """An optimizer of ``opt``'s class and hyperparameters over this rank's slices."""
+        unsupported = [what for what, on in (
+            ("max_grad_norm", opt.max_grad_norm is not None),
+            ("skip_nonfinite", opt.skip_nonfinite),
+            ("parameter groups", len(opt.param_groups) > 1 or len(opt.param_groups[0]) > 1))
+            if on]
+        if unsupported:
+            # each rank would see only its slice's norm / its slice of the groups
+            raise ValueError(f"shard_state=True does not support {', '.join(unsupported)} yet: "
+                             "use shard_state=False (the full averaged gradient is clipped and "
+                             "checked on every rank)")
         cls = type(opt)
         shard = cls.__new__(cls)
         hyper = opt.hyper()
