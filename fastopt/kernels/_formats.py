@@ -14,15 +14,18 @@ bfloat16
     .. math::
 
         \mathrm{bf16}(x) = \lfloor (u + r) / 2^{16} \rfloor, \quad
-        r = \mathrm{fmix32}(i_{lo} \oplus k_{lo}) \gg 16 \in [0, 2^{16})
+        h = \mathrm{fmix32}(i_{lo} \oplus k_{lo}), \quad
+        r = h \gg 16 \ \text{(buffer 0)}, \quad h \mathbin{\&} \mathtt{0xffff}
+        \ \text{(buffer 1)}
 
     so x rounds away from zero with probability equal to its distance from the
     bfloat16 value below it (in ulps): unbiased in expectation.  ``i_lo`` is the low 32 bits
     of the element's global index, ``k_lo`` the low 32 bits of the key
-    ``splitmix64(splitmix64(splitmix64(splitmix64(seed) ^ step) ^ buffer) ^ (i >> 32))``
-    (``buffer``: 0 for the first moment / momentum, 1 for the second moment /
-    square average).  ``fmix32`` is MurmurHash3's finalizer.  The bits depend only on
-    (seed, step, index, buffer): the same for any thread count or block layout.  NaN is
+    ``splitmix64(splitmix64(splitmix64(seed) ^ step) ^ (i >> 32))``; ``fmix32`` is
+    MurmurHash3's finalizer.  One hash per element serves both state buffers of a step:
+    its high half rounds buffer 0 (first moment / momentum), its low half buffer 1 (second
+    moment / square average).  The bits depend only on (seed, step, index, buffer): the
+    same for any thread count or block layout.  NaN is
     kept as a quiet NaN (``(u >> 16) | 0x40``, sign kept), ±inf as ±inf; a finite value
     above the largest bfloat16 may round to inf (as round-to-nearest does beyond half
     an ulp).
@@ -134,11 +137,13 @@ class QuantMap:
     signed : bool
         Whether the map has negative values.
 
-    The kernels find the code without a search: the float32 bits of x (sign, exponent and
-    the top ``mbits`` mantissa bits, clamped to the binades from ``emin`` up) index
-    ``bucket_code``, the code of the bucket's lowest value; each bucket holds at most one
-    threshold, so ``code = c + (x > thresholds[c])`` with ``c = bucket_code[bucket]``, the
-    same count as the definition.  The construction checks that property for every bucket.
+    The kernels find the code with one table lookup: the float32 magnitude bits ``a`` of
+    x (clamped to the binades from ``emin`` up) select a bucket from the sign, the exponent
+    and the top ``mbits`` mantissa bits; ``packed[bucket]`` holds the code ``c`` of the
+    bucket's lowest value (8 bits) and the low magnitude bits ``t`` of the one threshold
+    inside the bucket; ``code = c + (r > t)`` for x >= 0 and ``c + (r < t)`` for x < 0,
+    ``r = a & mask``.  The construction checks, on every threshold and bucket edge and their
+    neighbours, that this is the definition's count (:meth:`kernel_code` emulates it).
     """
 
     def __init__(self, values):
@@ -155,24 +160,62 @@ class QuantMap:
         self.signed = bool(v[0] < 0)
         mids = (v[:-1].astype(np.float64) + v[1:].astype(np.float64)) / 2
         self.thresholds = np.append(mids.astype(np.float32), np.float32(np.inf))
-        self.zero_code = int(np.searchsorted(self.thresholds[:255], np.float32(0), "left"))
-        self.mbits, self.emin, self.bucket_code = self._buckets()
-        for a in (self.values, self.thresholds, self.bucket_code):
+        self.zero_code = int(self.code(np.float32(0)))
+        self.mbits, self.emin, self.packed = self._buckets()
+        for a in (self.values, self.thresholds, self.packed):
             a.flags.writeable = False
 
     def code(self, x):
         """Codes of float32 values x already divided by the absmax (the definition)."""
         return np.searchsorted(self.thresholds[:255], x, "left").astype(np.uint8)
 
+    def kernel_code(self, x):
+        """The kernels' rule (one bucket lookup), in NumPy: equal to :meth:`code` for finite x."""
+        return self._emulate(np.asarray(x, np.float32), self.mbits, self.emin, self.packed)
+
+    @staticmethod
+    def _emulate(x, mbits, emin, packed):
+        shift = 23 - mbits
+        lo = emin << mbits
+        nbm = packed.size // 2
+        LO, HI = lo << shift, ((lo + nbm) << shift) - 1
+        u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.int64)
+        neg = u >> 31
+        ac = np.clip(u & 0x7FFFFFFF, LO, HI)
+        e = packed[(ac >> shift) - lo + neg * nbm].astype(np.int64)
+        c, t, r = e & 0xFF, e >> 8, ac & ((1 << shift) - 1)
+        return (c + np.where(neg == 1, r < t, r > t)).astype(np.uint8)
+
+    def _probes(self):
+        """Values where a bucket rule could go wrong: thresholds, map values, powers of two and
+        their float32 neighbours, both signs, zeros, and log-spaced values."""
+        t = self.thresholds[:255]
+        pts = [t, self.values, np.float32(2.0) ** np.arange(-40, 1, dtype=np.float32)]
+        pts.append(np.geomspace(1e-12, 1, 20000).astype(np.float32))
+        base = np.concatenate(pts).astype(np.float32)
+        near = [base]
+        for k in (1, 2):
+            up, down = base.copy(), base.copy()
+            for _ in range(k):
+                up = np.nextafter(up, np.float32(np.inf))
+                down = np.nextafter(down, np.float32(-np.inf))
+            near += [up, down]
+        allp = np.concatenate(near)
+        allp = allp[np.abs(allp) <= 1]
+        return np.concatenate([allp, -allp, np.float32([0.0, -0.0, 1e-45, -1e-45])])
+
     def _buckets(self):
         t = self.thresholds[:255]
+        probes = self._probes()
+        want = self.code(probes)
         best = None
         for mbits in range(2, 11):
             for emin in range(126, 0, -1):   # the lowest binade covered (biased exponent)
-                table = self._try(t, mbits, emin)
-                if table is not None:
-                    if best is None or table.size < best[2].size:
-                        best = (mbits, emin, table)
+                packed = self._pack(t, mbits, emin)
+                if packed is not None and np.array_equal(
+                        self._emulate(probes, mbits, emin, packed), want):
+                    if best is None or packed.size < best[2].size:
+                        best = (mbits, emin, packed)
                     break
         if best is None:
             raise ValueError("quantization map too dense for the bucket tables (two "
@@ -180,8 +223,9 @@ class QuantMap:
         return best
 
     @staticmethod
-    def _try(t, mbits, emin):
+    def _pack(t, mbits, emin):
         shift = 23 - mbits
+        mask = (1 << shift) - 1
         nbm = (128 - emin) << mbits                 # binades emin..127 (values < 2)
         lo = emin << mbits
         b = np.arange(nbm, dtype=np.int64)
@@ -190,20 +234,22 @@ class QuantMap:
         first[0] = 0                                            # clamped below
         last[-1] = 0x7F800000                                   # clamped above (to inf)
         mag_lo, mag_hi = first.view(np.float32), last.view(np.float32)
-        codes = np.empty(2 * nbm, np.uint8)
+        packed = np.empty(2 * nbm, np.uint32)
         for side, (xmin, xmax) in enumerate(((mag_lo, mag_hi), (-mag_hi, -mag_lo))):
             base = np.searchsorted(t, xmin, "left")
             top = np.searchsorted(t, xmax, "left")
             if np.any(top - base > 1):
                 return None
-            codes[side * nbm:(side + 1) * nbm] = base
-        return codes
+            inside = top > base
+            tb = np.abs(t[np.minimum(base, 254)]).view(np.uint32).astype(np.int64) & mask
+            tl = np.where(inside, tb, mask if side == 0 else 0)
+            packed[side * nbm:(side + 1) * nbm] = (tl << 8) | base
+        return packed
 
     def kernel_tables(self):
-        """What the compiled kernels take: (values, thresholds, bucket_code, shift, lo, nbm, zero)."""
-        nbm = self.bucket_code.size // 2
-        return (self.values, self.thresholds, self.bucket_code, 23 - self.mbits,
-                self.emin << self.mbits, nbm, self.zero_code)
+        """What the compiled kernels take: (values, packed, shift, lo, nbm, zero_code)."""
+        return (self.values, self.packed, 23 - self.mbits, self.emin << self.mbits,
+                self.packed.size // 2, self.zero_code)
 
     def __eq__(self, other):
         return isinstance(other, QuantMap) and np.array_equal(self.values, other.values)
@@ -253,22 +299,24 @@ def fmix32(h):
     return h ^ (h >> np.uint32(16))
 
 
-def sr_key(seed, step, buffer, hi=0):
-    """The 64-bit key of (seed, step, buffer) for global indices ``hi * 2**32 ...``."""
-    k = splitmix64(splitmix64(splitmix64(seed & _M64) ^ (step & _M64)) ^ buffer)
-    return splitmix64(k ^ hi)
+def sr_key(seed, step, hi=0):
+    """The 64-bit key of (seed, step) for global indices ``hi * 2**32 ...``."""
+    return splitmix64(splitmix64(splitmix64(seed & _M64) ^ (step & _M64)) ^ hi)
 
 
 def sr_bits(n, *, seed, step, buffer, offset=0):
     """The 16-bit rounding increments (uint32 array, values < 2**16) of elements
-    ``offset .. offset + n - 1``."""
+    ``offset .. offset + n - 1`` of state buffer ``buffer`` (0 or 1)."""
+    if buffer not in (0, 1):
+        raise ValueError(f"buffer must be 0 or 1, got {buffer!r}")
     idx = offset + np.arange(n, dtype=np.uint64)
     out = np.empty(n, np.uint32)
     his = idx >> np.uint64(32)
     for hi in np.unique(his):
         sel = his == hi
-        klo = np.uint32(sr_key(seed, step, buffer, int(hi)) & 0xFFFFFFFF)
-        out[sel] = fmix32(idx[sel].astype(np.uint32) ^ klo) >> np.uint32(16)
+        klo = np.uint32(sr_key(seed, step, int(hi)) & 0xFFFFFFFF)
+        h = fmix32(idx[sel].astype(np.uint32) ^ klo)
+        out[sel] = h >> np.uint32(16) if buffer == 0 else h & np.uint32(0xFFFF)
     return out
 
 
