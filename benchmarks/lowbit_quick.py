@@ -7,7 +7,9 @@ torch is installed).  Each row: median time of one step, GB/s of the bytes the s
 the ratio against PyTorch's fused Adam measured in the same run, and the fraction of the
 in-process roofline: the time of a pass moving the same buffers (``_roofline.update`` for
 float32 state, ``_lowbit.roofline`` for uint16 / uint8 state) with one add per element,
-divided by the kernel's time.  Timings interleave the rows (round robin) so drift on a shared
+divided by the kernel's time; and the row's bytes at the bandwidth of the float32 pass (seven
+interleaved streams, as Adam's; the low-precision pass moves its buffers one after another per
+block and reaches more GB/s, so both yardsticks are shown).  Timings interleave the rows (round robin) so drift on a shared
 machine hits all rows alike.
 """
 
@@ -75,12 +77,18 @@ def main():
     med = {k: float(np.median(v)) for k, v in times.items()}
     torch_t = med.get("torch fused adam f32")
     print(f"n = {n:,}, threads = {nt}, ISA = {ext.level}, reps = {args.reps}")
-    print(f"{'row':<22} {'ms':>8} {'GB/s':>7} {'vs torch':>9} {'roofline':>9}")
+    # the float32 pass's bandwidth (7 streams interleaved, as Adam's) as a second yardstick
+    bw32 = 28 * n / float(np.median(rtimes["adam float32"])) if rtimes.get("adam float32") else None
+    print(f"{'row':<22} {'ms':>8} {'GB/s':>7} {'vs torch':>9} {'roofline':>9} {'roof(f32 bw)':>13}")
     for k, (fn, nbytes, roof) in rows.items():
         t = med[k]
         vs = f"{torch_t / t:8.2f}x" if torch_t else "       -"
         rf = f"{float(np.median(rtimes[k])) / t:9.2f}" if rtimes[k] else "        -"
-        print(f"{k:<22} {t * 1e3:8.2f} {nbytes / t / 1e9:7.1f} {vs:>9} {rf}")
+        r32 = f"{nbytes / bw32 / t:13.2f}" if bw32 else "            -"
+        print(f"{k:<22} {t * 1e3:8.2f} {nbytes / t / 1e9:7.1f} {vs:>9} {rf} {r32}")
+    print("roofline: a pass moving the row's own buffers with one add per element (same blocks and "
+          "threads) / time; roof(f32 bw): the row's bytes at the bandwidth of the float32 Adam "
+          "roofline pass / time")
 
 
 if __name__ == "__main__":
