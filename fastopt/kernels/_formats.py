@@ -1,0 +1,397 @@
+r"""Low-precision optimizer-state formats: bfloat16 with stochastic rounding, block-wise int8.
+
+Shared, as the specification, by the compiled kernels' wrappers (:mod:`fastopt.kernels.lowbit`)
+and their NumPy twins (:mod:`fastopt.reference.lowbit`): the dynamic quantization maps, the
+counter-based hash that drives stochastic rounding, and plain NumPy conversions between
+float32 and each format.  Nothing here loops over elements in Python.
+
+bfloat16
+    Stored as ``uint16`` arrays holding the upper 16 bits of the float32 pattern (no extra
+    dependency; an ``ml_dtypes.bfloat16`` array is accepted by the wrappers and viewed as
+    ``uint16``).  Widening is exact: ``float32_bits = bf16 << 16``.  Narrowing a new state
+    value x (float32 bits ``u``) rounds stochastically:
+
+    .. math::
+
+        \mathrm{bf16}(x) = \lfloor (u + r) / 2^{16} \rfloor, \quad
+        h = \mathrm{fmix32}(i_{lo} \oplus k_{lo}), \quad
+        r = h \gg 16 \ \text{(buffer 0)}, \quad h \mathbin{\&} \mathtt{0xffff}
+        \ \text{(buffer 1)}
+
+    so x rounds away from zero with probability equal to its distance from the
+    bfloat16 value below it (in ulps): unbiased in expectation.  ``i_lo`` is the low 32 bits
+    of the element's global index, ``k_lo`` the low 32 bits of the key
+    ``splitmix64(splitmix64(splitmix64(seed) ^ step) ^ (i >> 32))``; ``fmix32`` is
+    MurmurHash3's finalizer.  One hash per element serves both state buffers of a step:
+    its high half rounds buffer 0 (first moment / momentum), its low half buffer 1 (second
+    moment / square average).  The bits depend only on (seed, step, index, buffer): the
+    same for any thread count or block layout.  NaN is
+    kept as a quiet NaN (``(u >> 16) | 0x40``, sign kept), ±inf as ±inf; a finite value
+    above the largest bfloat16 may round to inf (as round-to-nearest does beyond half
+    an ulp).
+
+int8 (block-wise dynamic quantization, Dettmers et al. 2021, as bitsandbytes)
+    Blocks of :data:`QBLOCK` = 256 consecutive elements share one float32 ``absmax``; each
+    element is a ``uint8`` code into a 256-entry table of values in [-1, 1] (``values``):
+    bitsandbytes' ``create_dynamic_map(signed=True)`` for signed state (first moments,
+    momentum), ``signed=False`` for non-negative state (second moments).  A value is
+    ``values[code] * absmax``.  Quantizing a block of new state x:
+
+    .. math::
+
+        a = \max_j |x_j|, \quad \mathrm{code}_j = \#\{k : t_k < x_j / a\}, \quad
+        t_k = \mathrm{fl}_{32}\big((\mathrm{values}_k + \mathrm{values}_{k+1}) / 2\big)
+
+    i.e. the nearest code, the midpoints ``t`` rounded once to float32 (a value equal to a
+    rounded midpoint takes the lower code: that can differ from the exactly nearest code by
+    one on such near-ties).  ``x / a`` is a float32 division (exactly ±1 at the absmax).  A
+    block of zeros stores ``a = 0`` and the zero code.  A block holding a NaN or an
+    infinity stores ``a = NaN`` and the zero code: it reads back as NaN (the state is
+    poisoned, visibly, as float32 state would be by a NaN gradient).
+"""
+
+import numpy as np
+
+__all__ = ["QBLOCK", "QuantMap", "dynamic_map", "signed_map", "unsigned_map", "absmax_size",
+           "splitmix64", "fmix32", "sr_key", "sr_bits", "bf16_to_float32", "float32_to_bf16",
+           "quantize_blockwise", "dequantize_blockwise", "zeros_bf16", "zeros_int8"]
+
+#: Elements per quantization block (one float32 absmax each).
+QBLOCK = 256
+
+_M64 = (1 << 64) - 1
+
+
+def absmax_size(n):
+    """Number of absmax values (blocks of :data:`QBLOCK`) for ``n`` elements."""
+    return (n + QBLOCK - 1) // QBLOCK
+
+
+# ------------------------------------------------------------------ dynamic maps
+
+
+def _torch_linspace_f32(start, end, steps):
+    """``torch.linspace(start, end, steps)`` in float32, as PyTorch's CPU kernel computes it:
+    the first half ``start + step * i``, the second ``end - step * (steps - 1 - i)``, each
+    with one rounding (a fused multiply-add; exact here in float64, then rounded once)."""
+    f = np.float32
+    start, end = f(start), f(end)
+    step = np.float64(f((end - start) / f(steps - 1)))
+    idx = np.arange(steps)
+    half = steps // 2
+    up = np.float64(start) + step * idx[:half]
+    down = np.float64(end) - step * (steps - idx[half:] - 1)
+    return np.concatenate([up, down]).astype(f)
+
+
+def dynamic_map(signed=True, max_exponent_bits=7, total_bits=8):
+    """bitsandbytes' ``create_dynamic_map`` in NumPy: 256 sorted float32 values in [-1, 1].
+
+    Per decade ``10**(i - 6)``, i = 0..6, the midpoints of ``linspace(0.1, 1, 2**i + 1)``
+    (signed, with their negatives) or of ``linspace(0.1, 1, 2**(i+1) + 1)`` (unsigned),
+    plus 0 and 1, computed in float32 as bitsandbytes does with torch (tested against it).
+    """
+    f = np.float32
+    data = []
+    non_sign_bits = total_bits - 1
+    additional_items = 2 ** (non_sign_bits - max_exponent_bits) - 1
+    for i in range(max_exponent_bits):
+        items = (2 ** (i + non_sign_bits - max_exponent_bits) + 1 if signed
+                 else 2 ** (i + non_sign_bits - max_exponent_bits + 1) + 1)
+        b = _torch_linspace_f32(0.1, 1.0, items)
+        means = (b[:-1] + b[1:]) / f(2.0)
+        scale = f(10 ** (-(max_exponent_bits - 1) + i))
+        data += list(scale * means)
+        if signed:
+            data += list(f(-scale) * means)
+    if additional_items > 0:  # (not reached for the 8-bit maps)
+        b = _torch_linspace_f32(0.1, 1.0, additional_items + 1)
+        means = (b[:-1] + b[1:]) / f(2.0)
+        scale = f(10 ** (-(max_exponent_bits - 1) + i))
+        data += list(scale * means)
+        if signed:
+            data += list(f(-scale) * means)
+    data += [f(0.0), f(1.0)]
+    data += [f(0.0)] * (256 - len(data))
+    out = np.array(sorted(data), dtype=f)
+    assert out.shape == (256,)
+    return out
+
+
+class QuantMap:
+    """A 256-entry quantization map and the tables the kernels quantize with.
+
+    Parameters
+    ----------
+    values : array_like of 256 float32, sorted ascending, within [-1, 1]
+
+    Attributes
+    ----------
+    values : ndarray (256,) float32
+        Code -> value (times the block's absmax).
+    thresholds : ndarray (256,) float32
+        ``thresholds[k]`` separates codes k and k+1 (float32-rounded midpoint);
+        ``thresholds[255] = inf``.  ``code(x) = #{k : thresholds[k] < x}``.
+    zero_code : int
+        The code of 0 (the state's initial value).
+    signed : bool
+        Whether the map has negative values.
+
+    The kernels find the code with one table lookup: the float32 magnitude bits ``a`` of
+    x (clamped to the binades from ``emin`` up) select a bucket from the sign, the exponent
+    and the top ``mbits`` mantissa bits; ``packed[bucket]`` holds the code ``c`` of the
+    bucket's lowest value (8 bits) and the low magnitude bits ``t`` of the one threshold
+    inside the bucket; ``code = c + (r > t)`` for x >= 0 and ``c + (r < t)`` for x < 0,
+    ``r = a & mask``.  The construction checks, on every threshold and bucket edge and their
+    neighbours, that this is the definition's count (:meth:`kernel_code` emulates it).
+    """
+
+    def __init__(self, values):
+        v = np.array(values, dtype=np.float32)
+        if v.shape != (256,):
+            raise ValueError(f"a quantization map has 256 values, got shape {v.shape}")
+        if not np.all(np.isfinite(v)) or np.any(np.abs(v) > 1):
+            raise ValueError("quantization map values must be finite and within [-1, 1]")
+        if np.any(np.diff(v) < 0):
+            raise ValueError("quantization map values must be sorted ascending")
+        if not np.any(v == 0):
+            raise ValueError("a quantization map must hold 0 (the initial state)")
+        self.values = v
+        self.signed = bool(v[0] < 0)
+        mids = (v[:-1].astype(np.float64) + v[1:].astype(np.float64)) / 2
+        self.thresholds = np.append(mids.astype(np.float32), np.float32(np.inf))
+        self.zero_code = int(self.code(np.float32(0)))
+        self.mbits, self.emin, self.packed = self._buckets()
+        for a in (self.values, self.thresholds, self.packed):
+            a.flags.writeable = False
+
+    def code(self, x):
+        """Codes of float32 values x already divided by the absmax (the definition)."""
+        return np.searchsorted(self.thresholds[:255], x, "left").astype(np.uint8)
+
+    def kernel_code(self, x):
+        """The kernels' rule (one bucket lookup), in NumPy: equal to :meth:`code` for finite x."""
+        return self._emulate(np.asarray(x, np.float32), self.mbits, self.emin, self.packed)
+
+    @staticmethod
+    def _emulate(x, mbits, emin, packed):
+        shift = 23 - mbits
+        lo = emin << mbits
+        nbm = packed.size // 2
+        LO, HI = lo << shift, ((lo + nbm) << shift) - 1
+        u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.int64)
+        neg = u >> 31
+        ac = np.clip(u & 0x7FFFFFFF, LO, HI)
+        e = packed[(ac >> shift) - lo + neg * nbm].astype(np.int64)
+        c, t, r = e & 0xFF, e >> 8, ac & ((1 << shift) - 1)
+        return (c + np.where(neg == 1, r < t, r > t)).astype(np.uint8)
+
+    def _probes(self):
+        """Values where a bucket rule could go wrong: thresholds, map values, powers of two and
+        their float32 neighbours, both signs, zeros, and log-spaced values."""
+        t = self.thresholds[:255]
+        pts = [t, self.values, np.float32(2.0) ** np.arange(-40, 1, dtype=np.float32)]
+        pts.append(np.geomspace(1e-12, 1, 20000).astype(np.float32))
+        base = np.concatenate(pts).astype(np.float32)
+        near = [base]
+        for k in (1, 2):
+            up, down = base.copy(), base.copy()
+            for _ in range(k):
+                up = np.nextafter(up, np.float32(np.inf))
+                down = np.nextafter(down, np.float32(-np.inf))
+            near += [up, down]
+        allp = np.concatenate(near)
+        allp = allp[np.abs(allp) <= 1]
+        return np.concatenate([allp, -allp, np.float32([0.0, -0.0, 1e-45, -1e-45])])
+
+    def _buckets(self):
+        t = self.thresholds[:255]
+        probes = self._probes()
+        want = self.code(probes)
+        best = None
+        for mbits in range(2, 11):
+            for emin in range(126, 0, -1):   # the lowest binade covered (biased exponent)
+                packed = self._pack(t, mbits, emin)
+                if packed is not None and np.array_equal(
+                        self._emulate(probes, mbits, emin, packed), want):
+                    if best is None or packed.size < best[2].size:
+                        best = (mbits, emin, packed)
+                    break
+        if best is None:
+            raise ValueError("quantization map too dense for the bucket tables (two "
+                             "thresholds closer than 2**-11 relative)")
+        return best
+
+    @staticmethod
+    def _pack(t, mbits, emin):
+        shift = 23 - mbits
+        mask = (1 << shift) - 1
+        nbm = (128 - emin) << mbits                 # binades emin..127 (values < 2)
+        lo = emin << mbits
+        b = np.arange(nbm, dtype=np.int64)
+        first = ((b + lo) << shift).astype(np.uint32)           # magnitude bits of bucket b
+        last = (((b + lo + 1) << shift) - 1).astype(np.uint32)
+        first[0] = 0                                            # clamped below
+        last[-1] = 0x7F800000                                   # clamped above (to inf)
+        mag_lo, mag_hi = first.view(np.float32), last.view(np.float32)
+        packed = np.empty(2 * nbm, np.uint32)
+        for side, (xmin, xmax) in enumerate(((mag_lo, mag_hi), (-mag_hi, -mag_lo))):
+            base = np.searchsorted(t, xmin, "left")
+            top = np.searchsorted(t, xmax, "left")
+            if np.any(top - base > 1):
+                return None
+            inside = top > base
+            tb = np.abs(t[np.minimum(base, 254)]).view(np.uint32).astype(np.int64) & mask
+            tl = np.where(inside, tb, mask if side == 0 else 0)
+            packed[side * nbm:(side + 1) * nbm] = (tl << 8) | base
+        return packed
+
+    def kernel_tables(self):
+        """What the compiled kernels take: (values, packed, shift, lo, nbm, zero_code)."""
+        return (self.values, self.packed, 23 - self.mbits, self.emin << self.mbits,
+                self.packed.size // 2, self.zero_code)
+
+    def __eq__(self, other):
+        return isinstance(other, QuantMap) and np.array_equal(self.values, other.values)
+
+    def __hash__(self):
+        return hash(self.values.tobytes())
+
+    def __repr__(self):
+        return f"QuantMap({'signed' if self.signed else 'unsigned'}, zero_code={self.zero_code})"
+
+
+_MAPS = {}
+
+
+def signed_map():
+    """The default map of signed state (exp_avg, momentum_buf): ``dynamic_map(signed=True)``."""
+    if True not in _MAPS:
+        _MAPS[True] = QuantMap(dynamic_map(signed=True))
+    return _MAPS[True]
+
+
+def unsigned_map():
+    """The default map of non-negative state (exp_avg_sq, square_avg): ``dynamic_map(signed=False)``."""
+    if False not in _MAPS:
+        _MAPS[False] = QuantMap(dynamic_map(signed=False))
+    return _MAPS[False]
+
+
+# ------------------------------------------------------------------ the hash
+
+
+def splitmix64(x):
+    """SplitMix64's output function of the state ``x`` (a Python int, taken mod 2**64)."""
+    z = (x + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def fmix32(h):
+    """MurmurHash3's 32-bit finalizer over a uint32 array."""
+    h = np.asarray(h, dtype=np.uint32)
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def sr_key(seed, step, hi=0):
+    """The 64-bit key of (seed, step) for global indices ``hi * 2**32 ...``."""
+    return splitmix64(splitmix64(splitmix64(seed & _M64) ^ (step & _M64)) ^ hi)
+
+
+def sr_bits(n, *, seed, step, buffer, offset=0):
+    """The 16-bit rounding increments (uint32 array, values < 2**16) of elements
+    ``offset .. offset + n - 1`` of state buffer ``buffer`` (0 or 1)."""
+    if buffer not in (0, 1):
+        raise ValueError(f"buffer must be 0 or 1, got {buffer!r}")
+    idx = offset + np.arange(n, dtype=np.uint64)
+    out = np.empty(n, np.uint32)
+    his = idx >> np.uint64(32)
+    for hi in np.unique(his):
+        sel = his == hi
+        klo = np.uint32(sr_key(seed, step, int(hi)) & 0xFFFFFFFF)
+        h = fmix32(idx[sel].astype(np.uint32) ^ klo)
+        out[sel] = h >> np.uint32(16) if buffer == 0 else h & np.uint32(0xFFFF)
+    return out
+
+
+# ------------------------------------------------------------------ bfloat16
+
+
+def bf16_to_float32(b):
+    """bfloat16 bits (uint16 array) -> float32 values, exactly."""
+    return (np.asarray(b, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def float32_to_bf16(x, *, rounding="nearest", seed=0, step=0, buffer=0, offset=0):
+    """float32 values -> bfloat16 bits (uint16), rounded to nearest (ties to even) or
+    stochastically with the kernels' hash (``rounding="stochastic"``).  NaN stays NaN."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    u = x.reshape(-1).view(np.uint32)
+    if rounding == "nearest":
+        inc = np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+    elif rounding == "stochastic":
+        inc = sr_bits(u.size, seed=seed, step=step, buffer=buffer, offset=offset)
+    else:
+        raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    out = ((u + inc) >> np.uint32(16)).astype(np.uint16)
+    out[nan] = ((u[nan] >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16)
+    return out.reshape(x.shape)
+
+
+def zeros_bf16(shape):
+    """bfloat16 state of zeros (uint16 bits)."""
+    return np.zeros(shape, np.uint16)
+
+
+# ------------------------------------------------------------------ int8
+
+
+def quantize_blockwise(x, qmap, codes=None, absmax=None):
+    """Block-wise quantization of float32 ``x`` (flattened) with ``qmap``: returns
+    ``(codes, absmax)`` (uint8 of x's shape, float32 of ``absmax_size(x.size)``)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    flat = x.reshape(-1)
+    n = flat.size
+    nb = absmax_size(n)
+    pad = np.zeros(nb * QBLOCK, np.float32)
+    pad[:n] = flat
+    blocks = pad.reshape(nb, QBLOCK)
+    mag = (blocks.view(np.uint32) & np.uint32(0x7FFFFFFF)).max(axis=1) if nb else \
+        np.zeros(0, np.uint32)
+    bad = mag >= np.uint32(0x7F800000)
+    a = mag.view(np.float32).copy()
+    a[bad] = np.nan
+    d = np.where(mag == 0, np.float32(1), a)
+    d[bad] = 1
+    c = qmap.code(blocks / d[:, None])
+    c[bad] = qmap.zero_code
+    c = c.reshape(-1)[:n].reshape(x.shape)
+    if codes is None:
+        codes = c
+    else:
+        codes[...] = c
+    if absmax is None:
+        absmax = a
+    else:
+        absmax[...] = a
+    return codes, absmax
+
+
+def dequantize_blockwise(codes, absmax, qmap):
+    """float32 values of block-wise int8 state: ``values[code] * absmax`` (of codes' shape)."""
+    flat = np.asarray(codes).reshape(-1)
+    scale = np.repeat(np.asarray(absmax, np.float32), QBLOCK)[:flat.size]
+    return (qmap.values[flat] * scale).reshape(np.shape(codes))
+
+
+def zeros_int8(shape, qmap):
+    """int8 state of zeros: ``(codes, absmax)``, codes the map's zero code, absmax 0."""
+    n = int(np.prod(shape))
+    return np.full(shape, qmap.zero_code, np.uint8), np.zeros(absmax_size(n), np.float32)
