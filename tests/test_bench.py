@@ -33,7 +33,10 @@ def test_bench_quick_table_and_json(tmp_path):
     load = [r for r in rows if r["group"] == "load"]
     lists = [r for r in rows if r["group"] == "list"]
     clip = [r for r in rows if r["group"] == "clip"]
-    rows = [r for r in rows if r["group"] not in ("sharing", "load", "list", "clip")]
+    from fastopt.benchmark.suite import MAIN_TABLE
+
+    assert {r["group"] for r in rows} <= set(MAIN_TABLE) | {"sharing", "load", "list", "clip"}
+    rows = [r for r in rows if r["group"] in MAIN_TABLE]
     assert [r["name"] for r in clip] == ["adam + clip"] and "Clipping (max_grad_norm)" in p.stdout
     assert all(r["time"] > 0 and r["apart_time"] > 0 and r["guard_time"] > 0 for r in clip)
     assert len(rows) == len(names)

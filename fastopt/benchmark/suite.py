@@ -529,6 +529,10 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_l
     return {"meta": meta, "rows": rows}
 
 
+#: The row groups of the main table (kernel, size, time, GB/s, roofline, vs NumPy, vs torch).
+MAIN_TABLE = ("optimizer", "batchnorm", "train", "model")
+
+
 def _size_label(size):
     if isinstance(size, tuple):
         return "x".join(map(str, size))
@@ -550,7 +554,7 @@ def format_table(result):
              f"{'kernel':<22} {'size':>13} {'fastopt':>11} {'GB/s':>7} {'roofline':>9} "
              f"{'vs NumPy':>9} {'vs torch':>9}"]
     for r in result["rows"]:
-        if r["group"] in ("sharing", "load", "list", "clip", "sklearn"):
+        if r["group"] not in MAIN_TABLE:   # the other groups have tables of their own below
             continue
         gbs = r["bytes"] / r["time"] / 1e9 if "bytes" in r else None
         roof = r["roofline_time"] / r["time"] if "roofline_time" in r else None

@@ -554,11 +554,8 @@ class Optimizer:
             self._lr, self._checked_groups = saved_lr, saved_checked
             self.param_groups = saved_groups
             raise
-        # Everything is checked: from here on nothing can fail.
+        # Everything is checked (hyperparameters, lr and groups are set): nothing can fail now.
         self.skipped_steps = skipped
-        for k, v in hyper.items():
-            object.__setattr__(self, k, v)
-        self._lr = lr
         for name, bufs in self._states.items():
             for dst, src in zip(bufs, sources[name]):
                 np.copyto(dst, src)
