@@ -71,7 +71,7 @@ def test_flatparams_groups_are_runs_of_the_buffer(rng):
     opt = fastopt.Adam(fp, groups=[{"params": ["b1", "b2"], "weight_decay": 0.0}],
                        weight_decay=0.1)
     # W1 | b1 | W2 | b2 | W3: five runs, alternating groups; state stays one flat buffer each
-    assert [k for _, k in opt._runs] == [0, 1, 0, 1, 0]
+    assert [k for _, k, _ in opt._runs] == [0, 1, 0, 1, 0]
     assert opt.state["exp_avg"][0].shape == (fp.size,)
     assert opt.param_groups[0]["params"] == ["W1", "W2", "W3"]
     assert opt.param_groups[1]["params"] == ["b1", "b2"]

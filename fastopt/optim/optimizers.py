@@ -11,6 +11,7 @@ values in one FlatParams give the same bits, for any thread count.
 by array, for comparison.
 """
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -20,10 +21,12 @@ import numpy as np
 from ..kernels import _check
 from .. import kernels as _kernels
 from .. import reference as _reference
+from ..reference import lowbit as _reference_lowbit
 from ..nn.flat import FlatParams
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
-from .registry import MULTI_ARGS, SPECS, run_multi
+from . import lowstate
+from .registry import MULTI_ARGS, SPECS, run_lowbit, run_multi
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 
@@ -65,13 +68,18 @@ def _plain(value):
 
 
 class _Call:
-    """One compiled call per step: the tensors of one dtype (their indices) and their MultiTensor."""
+    """One compiled call per step: the tensors of one dtype (their indices) and their MultiTensor.
 
-    __slots__ = ("index", "f32", "mt")
+    A ``lowbit`` call's tensors have bfloat16 or int8 state: its MultiTensor (parameters and
+    gradients only) checks and binds the gradients and computes their norm; the step runs
+    the low-precision kernel tensor by tensor."""
 
-    def __init__(self, index, f32):
+    __slots__ = ("index", "f32", "lowbit", "mt")
+
+    def __init__(self, index, f32, lowbit=False):
         self.index = index
         self.f32 = f32
+        self.lowbit = lowbit
         self.mt = None
 
 
@@ -88,24 +96,20 @@ class Optimizer:
         C-contiguous gradients of the same dtypes and shapes).  Updated in place.
     lr : float >= 0 or callable
         The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
-    impl : {"fused", "reference"}, default "fused"
-        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
-    max_grad_norm : float > 0 or None, default None
-        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
-    skip_nonfinite : bool, default False
-        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
-    groups : list of dict, optional
-        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
-        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
-        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
-        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
+%(options)s
 
     Attributes
     ----------
     state : dict of str to list (or dict) of ndarray
         The state buffers (like each parameter, zeros at the start), named as in
         :data:`fastopt.optim.SPECS`: a list in the order of ``params``, or a dict keyed
-        like ``params`` when it is a dict.
+        like ``params`` when it is a dict.  With ``state_dtype`` "bfloat16" or "int8", the
+        large arrays' buffers are :class:`~fastopt.optim.lowstate.BFloat16State` or
+        :class:`~fastopt.optim.lowstate.Int8State` objects (``np.asarray(s)`` gives their
+        float32 values); for a FlatParams the list then has one entry per run of
+        consecutive names kept in one format and group (``state_runs`` gives their slices).
+    state_nbytes : int
+        Bytes of optimizer state.
     """
 
     _kernel = None
@@ -113,12 +117,17 @@ class Optimizer:
 
     def __init__(self, params: Params, lr: LR, *, impl: Impl = "fused",
                  max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-                 groups: Sequence[Mapping[str, Any]] | None = None, **hyper) -> None:
+                 groups: Sequence[Mapping[str, Any]] | None = None,
+                 state_dtype: str = "float32", min_lowbit_size: int = 4096, seed: int = 0,
+                 **hyper) -> None:
         if impl not in _IMPLS:
             raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
         self.max_grad_norm = (None if max_grad_norm is None
                               else _check.positive("max_grad_norm", max_grad_norm))
         self.skip_nonfinite = _check.flag("skip_nonfinite", skip_nonfinite)
+        self.state_dtype = lowstate.state_format(state_dtype)
+        self.min_lowbit_size = _check.integer("min_lowbit_size", min_lowbit_size, 0)
+        self.seed = _check.integer("seed", seed, 0, 2**64 - 1)
         self.skipped_steps = 0
         self.grad_norm = None
         self._set_params(params, groups)
@@ -131,8 +140,8 @@ class Optimizer:
         self._step = 0
         self._checked_groups = None
         self._group_hyper()               # checks every group's overrides
-        self._states = {name: [np.zeros_like(p) for p in self._params]
-                        for name in self._state_names}
+        self._states = self._new_states()
+        self._plan_calls()
         self._build()
 
     # ------------------------------------------------------------ parameters
@@ -177,20 +186,50 @@ class Optimizer:
         self._names = names
         if not torch_groups:
             pgroup = self._named_groups(groups)
-        # the compiled calls' tensors: the arrays, or runs of one group in a FlatParams
-        if self.flat is not None and len(self.param_groups) > 1:
+        # the compiled calls' tensors: the arrays, or runs of a FlatParams (one group, and
+        # with low-precision state one format: small arrays keep float32 state)
+        lowbit = self.state_dtype != "float32"
+        if self.flat is not None and (len(self.param_groups) > 1 or lowbit):
             self._runs = self._flat_runs(pgroup)
-            self._tensors = [self.flat.data[r] for r, _ in self._runs]
-            self._tensor_group = [k for _, k in self._runs]
+            self._tensors = [self.flat.data[r] for r, _, _ in self._runs]
+            self._tensor_group = [k for _, k, _ in self._runs]
+            big = [b for _, _, b in self._runs]
         else:
             self._runs = None
             self._tensors = arrays
             self._tensor_group = pgroup if self.flat is None else [0]
-        f32 = [i for i, p in enumerate(self._tensors) if _check.is_f32(p)]
-        f64 = [i for i, p in enumerate(self._tensors) if not _check.is_f32(p)]
-        self._calls = [_Call(ix, is32) for ix, is32 in ((f32, True), (f64, False)) if ix]
+            big = [lowbit and p.size >= self.min_lowbit_size for p in arrays]
+        if lowbit:
+            wide = [n for n, p in zip(names, arrays) if not _check.is_f32(p)]
+            if wide:
+                raise ValueError(f"state_dtype={self.state_dtype!r} keeps the state of float32 "
+                                 f"parameters; {wide[0]} is {arrays[names.index(wide[0])].dtype} "
+                                 "(use state_dtype='float32' or float32 parameters)")
+        self._tensor_lowbit = big
+        # global index of each tensor's first element (the bfloat16 rounding hash)
+        self._offsets = list(itertools.accumulate((t.size for t in self._tensors[:-1]), initial=0))
         # hyperparameters must keep their meaning in the narrowest dtype
-        self._f32 = bool(f32) or not arrays
+        self._f32 = any(_check.is_f32(p) for p in arrays) or not arrays
+
+    def _plan_calls(self):
+        """The compiled calls: float32 and float64 tensors with full-precision state, and the
+        tensors with low-precision state (when the optimizer has state)."""
+        lowbit = self._tensor_lowbit if self._state_names else [False] * len(self._tensors)
+        f32 = [i for i, p in enumerate(self._tensors) if _check.is_f32(p) and not lowbit[i]]
+        f64 = [i for i, p in enumerate(self._tensors) if not _check.is_f32(p)]
+        low = [i for i in range(len(self._tensors)) if lowbit[i]]
+        self._calls = [_Call(ix, is32, lb) for ix, is32, lb in
+                       ((f32, True, False), (f64, False, False), (low, True, True)) if ix]
+
+    def _new_states(self):
+        """Zero state: per parameter, or with low-precision state per compiled tensor."""
+        if self.state_dtype == "float32":
+            return {name: [np.zeros_like(p) for p in self._params] for name in self._state_names}
+        unsigned = SPECS[self._kernel].nonnegative
+        return {name: [lowstate.make(self.state_dtype, t.shape, name not in unsigned) if big
+                       else np.zeros_like(t)
+                       for t, big in zip(self._tensors, self._tensor_lowbit)]
+                for name in self._state_names}
 
     def _named_groups(self, groups):
         """Group index per array (per name of a FlatParams) from ``groups=``; sets param_groups."""
@@ -222,37 +261,60 @@ class Optimizer:
         return [where.get(n, 0) for n in names]
 
     def _flat_runs(self, pgroup):
-        """(slice of the flat buffer, group) for each run of consecutive names of one group."""
+        """(slice of the flat buffer, group, low-precision state) for each run of consecutive
+        names of one group and one state format."""
         runs = []
+        lowbit = self.state_dtype != "float32"
         for name, k in zip(self.flat, pgroup):
             sl = self.flat.slice(name)
-            if runs and runs[-1][1] == k and runs[-1][0].stop == sl.start:
-                runs[-1] = (slice(runs[-1][0].start, sl.stop), k)
+            big = lowbit and sl.stop - sl.start >= self.min_lowbit_size
+            if runs and runs[-1][1:] == (k, big) and runs[-1][0].stop == sl.start:
+                runs[-1] = (slice(runs[-1][0].start, sl.stop), k, big)
             else:
-                runs.append((sl, k))
+                runs.append((sl, k, big))
         return runs
+
+    @property
+    def state_runs(self):
+        """For a FlatParams: the slice of the flat buffer each state entry covers."""
+        if self.flat is None:
+            raise TypeError("state_runs describes an optimizer built on a FlatParams")
+        if self._runs is None or self.state_dtype == "float32":
+            return [slice(0, self.flat.data.size)]
+        return [r for r, _, _ in self._runs]
 
     def _tensor_states(self):
         """The state buffers per compiled tensor (views of the flat state for runs)."""
-        if self._runs is None:
+        if self._runs is None or self.state_dtype != "float32":
             return self._states
-        return {n: [bufs[0][r] for r, _ in self._runs] for n, bufs in self._states.items()}
+        return {n: [bufs[0][r] for r, _, _ in self._runs] for n, bufs in self._states.items()}
+
+    @property
+    def state_nbytes(self):
+        """Bytes of optimizer state (for int8 state, the codes and the absmax)."""
+        return sum(b.nbytes for bufs in self._states.values() for e in bufs
+                   for b in lowstate.buffers(e))
 
     def _build(self):
         """The compiled calls' tables (one MultiTensor per dtype) and the aliasing guard."""
-        self._extents = _check.Extents(
-            **dict(zip(self._names, self._params)),
-            **{f"{n}[{i}]": b for n, bufs in self._states.items() for i, b in enumerate(bufs)})
-        everything = self._params + [b for bufs in self._states.values() for b in bufs]
+        named = {}
+        for n, bufs in self._states.items():
+            for i, e in enumerate(bufs):
+                for j, b in enumerate(lowstate.buffers(e)):
+                    named[f"{n}[{i}]" + (f".{j}" if lowstate.is_lowbit(e) else "")] = b
+        self._extents = _check.Extents(**dict(zip(self._names, self._params)), **named)
+        everything = self._params + list(named.values())
         states = self._tensor_states()
         for g in self._calls:
             rows = [[self._tensors[i] for i in g.index], None]
-            rows += [[bufs[i] for i in g.index] for bufs in states.values()]
+            if not g.lowbit:
+                rows += [[bufs[i] for i in g.index] for bufs in states.values()]
             g.mt = ext._optim.MultiTensor(rows, everything,
                                           [self._tensor_group[i] for i in g.index])
+        self._flat_tensors = [t.reshape(-1) for t in self._tensors]
         if self.flat is not None:
             self._flat_grads = ([self.flat.grad] if self._runs is None
-                                else [self.flat.grad[r] for r, _ in self._runs])
+                                else [self.flat.grad[r] for r, _, _ in self._runs])
             for g in self._calls:
                 g.mt.set_grads([self._flat_grads[i] for i in g.index])
 
@@ -408,21 +470,48 @@ class Optimizer:
                 return
             if max_norm is not None and norm > max_norm:
                 gscale = max_norm / (norm + 1e-6)
+        kernel = SPECS[self._kernel].kernel
         if fused:
-            kernel = SPECS[self._kernel].kernel
             groups = [tuple(kw[k] for k in MULTI_ARGS[kernel]) for kw in kwargs]
             nt = get_num_threads()
             for g in self._calls:
-                run_multi(kernel, g.mt, groups, t, gscale, nt)
+                if g.lowbit:
+                    self._step_lowbit(g, kernel, grads, groups, t, gscale, nt)
+                else:
+                    run_multi(kernel, g.mt, groups, t, gscale, nt)
         else:
-            fn = getattr(_reference, SPECS[self._kernel].kernel)
             bufs = list(self._tensor_states().values())
             for i, (p, g) in enumerate(zip(self._tensors, grads)):
                 if gscale != 1.0:   # clip first, in the gradient's dtype (as the kernels do)
                     g = g * g.dtype.type(gscale)
                 state = [b[i] for b in bufs] or [None]
-                fn(p, g, *state, **kwargs[self._tensor_group[i]])
+                kw = kwargs[self._tensor_group[i]]
+                if lowstate.is_lowbit(state[0]):
+                    self._reference_lowbit(kernel, p, g, state, kw, t, self._offsets[i])
+                else:
+                    getattr(_reference, kernel)(p, g, *state, **kw)
         self._step = t
+
+    def _step_lowbit(self, call, kernel, grads, groups, t, gscale, nt):
+        """The low-precision kernel on each of ``call``'s tensors (gradients bound and checked)."""
+        states = list(self._states.values())
+        for i in call.index:
+            run_lowbit(kernel, self.state_dtype, self._flat_tensors[i], grads[i].reshape(-1),
+                       [bufs[i] for bufs in states], groups[self._tensor_group[i]], t,
+                       self.seed, self._offsets[i], gscale, nt)
+
+    def _reference_lowbit(self, kernel, p, g, state, kw, t, offset):
+        """The NumPy twin of the low-precision step on one tensor."""
+        kw = dict(kw)
+        if self.state_dtype == "bfloat16":
+            fn = getattr(_reference_lowbit, kernel + "_bf16")
+            kw.update(step=t, seed=self.seed, index_offset=offset)
+            fn(p, g, *[s.bits for s in state], **kw)
+        else:
+            fn = getattr(_reference_lowbit, kernel + "_int8")
+            if kernel != "adam_step":
+                kw.pop("step", None)
+            fn(p, g, *[b for s in state for b in (s.codes, s.absmax)], **kw)
 
     def _grad_stats(self, grads):
         """(sum of squares, all finite) of the bound gradients, over every dtype group."""
@@ -479,13 +568,21 @@ class Optimizer:
         """A snapshot (copies) of the step count, hyperparameters and state buffers.
 
         ``state`` maps each buffer name to a list of arrays (in the order of ``params``),
-        or to a dict keyed like ``params`` when it is a dict.
+        or to a dict keyed like ``params`` when it is a dict.  A low-precision buffer is a
+        dict recording its format: ``{"format": "bfloat16", "bits": uint16 array}`` or
+        ``{"format": "int8", "block": 256, "map": "signed" | "unsigned", "codes": uint8
+        array, "absmax": float32 array}``; the snapshot then also holds ``state_dtype``,
+        ``min_lowbit_size`` and ``seed``.
         """
-        state = {n: [a.copy() for a in bufs] for n, bufs in self._states.items()}
+        state = {n: [e.entry() if lowstate.is_lowbit(e) else e.copy() for e in bufs]
+                 for n, bufs in self._states.items()}
         if self._keys is not None:
             state = {n: dict(zip(self._keys, bufs)) for n, bufs in state.items()}
         sd = {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
               "hyper": self.hyper(), "state": state, "skipped_steps": self.skipped_steps}
+        if self.state_dtype != "float32":
+            sd.update(state_dtype=self.state_dtype, min_lowbit_size=self.min_lowbit_size,
+                      seed=self.seed)
         if len(self.param_groups) > 1 or len(self.param_groups[0]) > 1:
             sd["groups"] = [{k: _plain(v) for k, v in g.items() if k != "params"}
                             for g in self.param_groups]
@@ -506,6 +603,11 @@ class Optimizer:
         # The next step is step + 1, which must fit the kernels' step counter.
         step = _check.integer("step", state_dict["step"], 0, _check.C_LLONG_MAX - 1)
         epoch = _check.integer("epoch", state_dict.get("epoch", 1), 0, _check.C_LLONG_MAX)
+        fmt = state_dict.get("state_dtype", "float32")
+        if fmt != self.state_dtype:
+            raise ValueError(f"state_dict holds state_dtype={fmt!r}; this optimizer keeps "
+                             f"state_dtype={self.state_dtype!r}: build it with the same setting")
+        seed = _check.integer("seed", state_dict.get("seed", self.seed), 0, 2**64 - 1)
         saved = state_dict["state"]
         if not isinstance(saved, dict) or set(saved) != set(self._states):
             got = sorted(saved) if isinstance(saved, dict) else repr(saved)
@@ -521,12 +623,22 @@ class Optimizer:
                 src = [src[k] for k in self._keys]
             elif not isinstance(src, (list, tuple)) or len(src) != len(bufs):
                 raise ValueError(f"state {name!r} must be a list of {len(bufs)} arrays")
+            checked = []
             for i, (dst, s) in enumerate(zip(bufs, src)):
+                if lowstate.is_lowbit(dst):
+                    checked.append(dst.check_entry(f"state {name}[{i}]", s))
+                    continue
+                if isinstance(s, Mapping):
+                    raise ValueError(f"state {name}[{i}] is {s.get('format')!r} state; this "
+                                     "optimizer keeps it in float32 (state_dtype="
+                                     f"{self.state_dtype!r}, min_lowbit_size="
+                                     f"{self.min_lowbit_size})")
                 s = np.asarray(s)
                 if s.shape != dst.shape or s.dtype != dst.dtype:
                     raise ValueError(f"state {name}[{i}] has shape {s.shape} and dtype {s.dtype}, "
                                      f"expected {dst.shape} and {dst.dtype}")
-            sources[name] = src
+                checked.append([s])
+            sources[name] = checked
         hyper = state_dict["hyper"]
         if not isinstance(hyper, dict):
             raise ValueError(f"state_dict['hyper'] must be a dict, got {type(hyper).__name__}")
@@ -556,9 +668,11 @@ class Optimizer:
             raise
         # Everything is checked (hyperparameters, lr and groups are set): nothing can fail now.
         self.skipped_steps = skipped
+        self.seed = seed
         for name, bufs in self._states.items():
             for dst, src in zip(bufs, sources[name]):
-                np.copyto(dst, src)
+                for d, s in zip(lowstate.buffers(dst), src):
+                    np.copyto(d, s)
         self._step = step
         self._epoch = epoch
 
@@ -588,17 +702,17 @@ class Optimizer:
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_calls", "_extents", "_flat_grads", "_tensors"):
+        for name in ("_calls", "_extents", "_flat_grads", "_tensors", "_flat_tensors"):
             state.pop(name, None)
-        state["_call_index"] = [(g.index, g.f32) for g in self._calls]
+        state["_call_index"] = [(g.index, g.f32, g.lowbit) for g in self._calls]
         return state
 
     def __setstate__(self, state):
         groups = state.pop("_call_index")
         self.__dict__.update(state)
-        self._calls = [_Call(ix, f32) for ix, f32 in groups]
+        self._calls = [_Call(*g) for g in groups]
         self._tensors = (self._params if self._runs is None
-                         else [self.flat.data[r] for r, _ in self._runs])
+                         else [self.flat.data[r] for r, _, _ in self._runs])
         self._build()
 
     def __repr__(self):
@@ -610,7 +724,8 @@ class Optimizer:
             target = "FlatParams"
         else:
             target = f"{len(self._params)} arrays" + (" (dict)" if self._keys is not None else "")
-        return f"{type(self).__name__}({target}, {args}, impl={self.impl!r})"
+        extra = "" if self.state_dtype == "float32" else f", state_dtype={self.state_dtype!r}"
+        return f"{type(self).__name__}({target}, {args}, impl={self.impl!r}{extra})"
 
 
 class SGD(Optimizer):
@@ -634,17 +749,7 @@ class SGD(Optimizer):
         Needs ``momentum > 0`` and ``dampening == 0``.
     weight_decay : float >= 0, default 0.0
         L2 penalty added to the gradient.
-    impl : {"fused", "reference"}, default "fused"
-        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
-    max_grad_norm : float > 0 or None, default None
-        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
-    skip_nonfinite : bool, default False
-        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
-    groups : list of dict, optional
-        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
-        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
-        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
-        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
+%(options)s
 
     Examples
     --------
@@ -669,13 +774,10 @@ class SGD(Optimizer):
     _hyper_names = ("momentum", "dampening", "nesterov", "weight_decay")
 
     def __init__(self, params: Params, lr: LR, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, *,
-                 impl: Impl = "fused", max_grad_norm: float | None = None,
-                 skip_nonfinite: bool = False,
-                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
-        super().__init__(params, lr, impl=impl, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, groups=groups, momentum=momentum, dampening=dampening,
-                         nesterov=nesterov, weight_decay=weight_decay)
+                 nesterov: bool = False, weight_decay: float = 0.0, *, impl: Impl = "fused",
+                 **options) -> None:
+        super().__init__(params, lr, impl=impl, **options, momentum=momentum,
+                         dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
 
     @property
     def _state_names(self):
@@ -691,6 +793,10 @@ class SGD(Optimizer):
         if loading and m != 0 and states is not None and "momentum_buf" not in states:
             raise ValueError("momentum cannot become non-zero: this optimizer was built without "
                              "momentum, so it has no momentum buffers")
+        if (loading and m == 0 and states and self.state_dtype != "float32"
+                and any(self._tensor_lowbit)):
+            raise ValueError(f"momentum must stay > 0 with state_dtype={self.state_dtype!r} "
+                             "(the low-precision momentum kernels need momentum > 0)")
 
     def _kernel_kwargs(self, t, h):
         return dict(lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
@@ -715,27 +821,15 @@ class Momentum(SGD):
     lr : float >= 0 or callable
         The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
     beta : float in (0, 1), default 0.9
-    impl : {"fused", "reference"}, default "fused"
-        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
-    max_grad_norm : float > 0 or None, default None
-        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
-    skip_nonfinite : bool, default False
-        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
-    groups : list of dict, optional
-        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
-        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
-        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
-        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
+%(options)s
     """
 
     def __init__(self, params: Params, lr: LR, beta: float = 0.9, *, impl: Impl = "fused",
-                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
+                 **options) -> None:
         beta = _check.unit_interval("beta", beta)
         if beta == 0:
             raise ValueError("beta must be in (0, 1) for momentum; use SGD for plain descent")
-        super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl,
-                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite, groups=groups)
+        super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl, **options)
 
 
 class RMSprop(Optimizer):
@@ -758,17 +852,7 @@ class RMSprop(Optimizer):
     eps_inside_sqrt : bool, default True
         The seed's ``g / sqrt(s + eps)``; False: PyTorch's ``g / (sqrt(s) + eps)``.
     weight_decay : float >= 0, default 0.0
-    impl : {"fused", "reference"}, default "fused"
-        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
-    max_grad_norm : float > 0 or None, default None
-        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
-    skip_nonfinite : bool, default False
-        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
-    groups : list of dict, optional
-        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
-        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
-        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
-        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
+%(options)s
     """
 
     _kernel = "rmsprop"
@@ -776,11 +860,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Params, lr: LR, alpha: float = 0.9, eps: float = 1e-8,
                  eps_inside_sqrt: bool = True, weight_decay: float = 0.0, *,
-                 impl: Impl = "fused", max_grad_norm: float | None = None,
-                 skip_nonfinite: bool = False,
-                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
-        super().__init__(params, lr, impl=impl, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, groups=groups, alpha=alpha, eps=eps,
+                 impl: Impl = "fused", **options) -> None:
+        super().__init__(params, lr, impl=impl, **options, alpha=alpha, eps=eps,
                          eps_inside_sqrt=eps_inside_sqrt, weight_decay=weight_decay)
 
     def _validate_hyper(self, h, loading=False):
@@ -809,17 +890,7 @@ class Adam(Optimizer):
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 0.0
         L2 penalty added to the gradient (as ``torch.optim.Adam``).
-    impl : {"fused", "reference"}, default "fused"
-        The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
-    max_grad_norm : float > 0 or None, default None
-        Clip the gradients to this global norm inside each step (see :meth:`Optimizer.step`).
-    skip_nonfinite : bool, default False
-        Skip, changing nothing, a step whose gradients hold a NaN or an infinity.
-    groups : list of dict, optional
-        Parameter groups by name, for a FlatParams or a dict: ``[{"params": ["b1", "b2"],
-        "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
-        too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
-        groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
+%(options)s
 
     Examples
     --------
@@ -838,10 +909,8 @@ class Adam(Optimizer):
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused",
-                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
-        super().__init__(params, lr, impl=impl, max_grad_norm=max_grad_norm,
-                         skip_nonfinite=skip_nonfinite, groups=groups, betas=betas, eps=eps,
+                 **options) -> None:
+        super().__init__(params, lr, impl=impl, **options, betas=betas, eps=eps,
                          weight_decay=weight_decay)
 
     def _validate_hyper(self, h, loading=False):
@@ -884,6 +953,20 @@ class AdamW(Adam):
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 1e-2
         Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
+%(options)s
+    """
+
+    _kernel = "adamw"
+    _decoupled = True
+
+    def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused",
+                 **options) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, impl=impl,
+                         **options)
+
+
+_OPTIONS_DOC = """\
     impl : {"fused", "reference"}, default "fused"
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
     max_grad_norm : float > 0 or None, default None
@@ -895,14 +978,18 @@ class AdamW(Adam):
         "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
         too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
         groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
-    """
+    state_dtype : {"float32", "bfloat16", "int8"}, default "float32"
+        How the state of float32 parameters is stored (see :mod:`fastopt.kernels.lowbit`):
+        "bfloat16" with stochastic rounding (2 bytes per value), or "int8" with block-wise
+        dynamic quantization (1 byte per value plus one float32 per block of 256), as
+        bitsandbytes' 8-bit optimizers.  The update is computed in float32 either way.
+        Needs float32 parameters.
+    min_lowbit_size : int >= 0, default 4096
+        Arrays (names of a FlatParams) with fewer elements keep float32 state.
+    seed : int, default 0
+        The bfloat16 rounding stream: the same seed gives the same bits, for any thread count.\
+"""
 
-    _kernel = "adamw"
-    _decoupled = True
-
-    def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused",
-                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-                 groups: Sequence[Mapping[str, Any]] | None = None) -> None:
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, impl=impl,
-                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite, groups=groups)
+for _cls in (Optimizer, SGD, Momentum, RMSprop, Adam, AdamW):
+    if _cls.__doc__:   # (None under python -OO)
+        _cls.__doc__ = _cls.__doc__.replace("%(options)s", _OPTIONS_DOC)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import kernels, reference
 
-__all__ = ["OptimizerSpec", "SPECS", "MULTI_ARGS", "run_multi"]
+__all__ = ["OptimizerSpec", "SPECS", "MULTI_ARGS", "run_multi", "run_lowbit"]
 
 #: The order in which each compiled ``*_multi`` call takes one group's hyperparameters
 #: (the kernels' keyword arguments).
@@ -35,6 +35,24 @@ def run_multi(kernel, mt, groups, step, gscale, n_threads):
         run(mt, groups, step, gscale, n_threads)
     else:
         run(mt, groups, gscale, n_threads)
+
+
+def run_lowbit(kernel, state_dtype, param, grad, states, hyper, step, seed, index_offset,
+               gscale, n_threads):
+    """The compiled low-precision step of ``kernel`` over one flat float32 tensor: ``states``
+    are its :mod:`fastopt.optim.lowstate` buffers (all of ``state_dtype``), ``hyper`` one
+    tuple in :data:`MULTI_ARGS` order; bfloat16 rounding hashes (seed, step, index_offset + i)."""
+    from ..runtime.dispatch import ext
+
+    name = kernel.replace("_step", "_bf16" if state_dtype == "bfloat16" else "_int8")
+    run = getattr(ext._lowbit, name)
+    if state_dtype == "bfloat16":
+        run(param, grad, *[s.flat_bits for s in states], *hyper, step, seed, index_offset,
+            gscale, n_threads)
+    else:
+        bufs = [b for s in states for b in (s.flat_codes, s.absmax)]
+        tail = (step,) if kernel == "adam_step" else ()
+        run(param, grad, *bufs, *[s.tables for s in states], *hyper, *tail, gscale, n_threads)
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,9 @@ class OptimizerSpec:
         The constructor argument ``fastopt train --beta`` sets.
     label : str
         The benchmark's row name, when it differs from ``name``.
+    nonnegative : tuple of str
+        The state buffers that never go below zero (int8 state quantizes them with the
+        unsigned map; the others with the signed one).
     """
 
     name: str
@@ -76,6 +97,7 @@ class OptimizerSpec:
     torch: tuple[str, dict[str, Any]] | None = None
     beta: str = "beta"
     label: str = ""
+    nonnegative: tuple[str, ...] = ()
 
     @property
     def bench_name(self) -> str:
@@ -152,10 +174,13 @@ SPECS: dict[str, OptimizerSpec] = {s.name: s for s in (
                   example=dict(lr=1e-3, momentum=0.9, dampening=0.9), beta="beta"),
     OptimizerSpec("rmsprop", "RMSprop", "rmsprop_step", ("square_avg",), 5,
                   example=dict(lr=1e-3, alpha=0.99, eps_inside_sqrt=False),
-                  torch=("RMSprop", dict(lr=1e-3, alpha=0.99)), beta="alpha"),
+                  torch=("RMSprop", dict(lr=1e-3, alpha=0.99)), beta="alpha",
+                  nonnegative=("square_avg",)),
     OptimizerSpec("adam", "Adam", "adam_step", ("exp_avg", "exp_avg_sq"), 7,
-                  example=dict(lr=1e-3), torch=("Adam", dict(lr=1e-3, fused=True)), beta="betas"),
+                  example=dict(lr=1e-3), torch=("Adam", dict(lr=1e-3, fused=True)), beta="betas",
+                  nonnegative=("exp_avg_sq",)),
     OptimizerSpec("adamw", "AdamW", "adam_step", ("exp_avg", "exp_avg_sq"), 7,
                   example=dict(lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
-                  torch=("AdamW", dict(lr=1e-3, weight_decay=1e-2, fused=True)), beta="betas"),
+                  torch=("AdamW", dict(lr=1e-3, weight_decay=1e-2, fused=True)), beta="betas",
+                  nonnegative=("exp_avg_sq",)),
 )}

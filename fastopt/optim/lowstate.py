@@ -1,0 +1,204 @@
+"""Optimizer state stored in fewer bits: bfloat16 and block-wise int8.
+
+An optimizer built with ``state_dtype="bfloat16"`` or ``"int8"`` keeps each large float32
+parameter's state buffers as one of these objects (small arrays keep float32 arrays, see
+:class:`fastopt.Optimizer`).  They hold the bits the compiled kernels of
+:mod:`fastopt.kernels.lowbit` update in place; ``np.asarray(s)`` (or ``s.to_float32()``)
+gives the float32 values they stand for.  The formats are specified in
+:mod:`fastopt.kernels._formats`.
+"""
+
+import numpy as np
+
+from ..kernels._formats import (QBLOCK, absmax_size, bf16_to_float32,
+                                dequantize_blockwise, signed_map, unsigned_map)
+
+__all__ = ["BFloat16State", "Int8State", "STATE_DTYPES", "state_format"]
+
+#: The accepted ``state_dtype`` values.
+STATE_DTYPES = ("float32", "bfloat16", "int8")
+
+#: The quantization map of each named map in a state dict.
+_MAPS = {"signed": signed_map, "unsigned": unsigned_map}
+
+
+def state_format(value):
+    """``value`` as one of :data:`STATE_DTYPES` (a string, or a NumPy or ml_dtypes dtype)."""
+    name = value
+    if not isinstance(value, str):
+        try:
+            name = np.dtype(value).name
+        except TypeError:
+            name = None
+    if name not in STATE_DTYPES:
+        raise ValueError(f"state_dtype must be one of {list(STATE_DTYPES)}, got {value!r}")
+    return name
+
+
+class _LowState:
+    """Common part: shape, values and state-dict conversion."""
+
+    format = ""
+    __slots__ = ()
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.to_float32()
+        return out if dtype is None else out.astype(dtype)
+
+    @property
+    def dtype(self):
+        """float32: the dtype of the values (``np.asarray(state)``)."""
+        return np.dtype(np.float32)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape))
+
+    def __repr__(self):
+        return f"{type(self).__name__}(shape={self.shape}, nbytes={self.nbytes})"
+
+
+class BFloat16State(_LowState):
+    """A bfloat16 state buffer: ``bits`` (uint16, the upper halves of float32 values).
+
+    Updated with stochastic rounding (see :func:`fastopt.kernels.lowbit.adam_step_bf16`).
+    ``np.asarray(state)`` gives the float32 values.
+    """
+
+    format = "bfloat16"
+    __slots__ = ("bits", "flat_bits")
+
+    def __init__(self, bits):
+        self.bits = bits
+        self.flat_bits = bits.reshape(-1)
+
+    @classmethod
+    def zeros(cls, shape):
+        return cls(np.zeros(shape, np.uint16))
+
+    @property
+    def shape(self):
+        return self.bits.shape
+
+    @property
+    def nbytes(self):
+        return self.bits.nbytes
+
+    def buffers(self):
+        return [self.bits]
+
+    def to_float32(self):
+        """The float32 values (a new array)."""
+        return bf16_to_float32(self.bits).reshape(self.shape)
+
+    def entry(self):
+        """A state-dict entry (copies)."""
+        return {"format": self.format, "bits": self.bits.copy()}
+
+    def check_entry(self, name, src):
+        """The arrays to copy from a state-dict entry, checked against this buffer."""
+        _check_keys(name, src, self.format, ("bits",))
+        return [_like(f"{name}['bits']", src["bits"], self.bits)]
+
+    def __getstate__(self):
+        return self.bits
+
+    def __setstate__(self, bits):
+        self.__init__(bits)
+
+
+class Int8State(_LowState):
+    """A block-wise int8 state buffer: ``codes`` (uint8, the parameter's shape) and ``absmax``
+    (float32, one per block of ``block`` = 256 elements), values ``qmap.values[code] * absmax``.
+
+    ``np.asarray(state)`` gives the float32 values.
+    """
+
+    format = "int8"
+    block = QBLOCK
+    __slots__ = ("codes", "flat_codes", "absmax", "map_name", "qmap", "tables")
+
+    def __init__(self, codes, absmax, map_name):
+        self.codes = codes
+        self.flat_codes = codes.reshape(-1)
+        self.absmax = absmax
+        self.map_name = map_name
+        self.qmap = _MAPS[map_name]()
+        self.tables = self.qmap.kernel_tables()
+
+    @classmethod
+    def zeros(cls, shape, map_name):
+        qmap = _MAPS[map_name]()
+        n = int(np.prod(shape))
+        return cls(np.full(shape, qmap.zero_code, np.uint8), np.zeros(absmax_size(n), np.float32),
+                   map_name)
+
+    @property
+    def shape(self):
+        return self.codes.shape
+
+    @property
+    def nbytes(self):
+        return self.codes.nbytes + self.absmax.nbytes
+
+    def buffers(self):
+        return [self.codes, self.absmax]
+
+    def to_float32(self):
+        """The float32 values (a new array)."""
+        return dequantize_blockwise(self.codes, self.absmax, self.qmap)
+
+    def entry(self):
+        """A state-dict entry (copies), with the format, block size and map it needs."""
+        return {"format": self.format, "block": self.block, "map": self.map_name,
+                "codes": self.codes.copy(), "absmax": self.absmax.copy()}
+
+    def check_entry(self, name, src):
+        _check_keys(name, src, self.format, ("block", "map", "codes", "absmax"))
+        if src["block"] != self.block:
+            raise ValueError(f"{name} has int8 blocks of {src['block']!r} elements, expected "
+                             f"{self.block}")
+        if src["map"] != self.map_name:
+            raise ValueError(f"{name} uses the {src['map']!r} quantization map, expected "
+                             f"{self.map_name!r}")
+        return [_like(f"{name}['codes']", src["codes"], self.codes),
+                _like(f"{name}['absmax']", src["absmax"], self.absmax)]
+
+    def __getstate__(self):
+        return self.codes, self.absmax, self.map_name
+
+    def __setstate__(self, state):
+        self.__init__(*state)
+
+
+def _check_keys(name, src, fmt, keys):
+    if not isinstance(src, dict) or src.get("format") != fmt:
+        got = src.get("format") if isinstance(src, dict) else type(src).__name__
+        raise ValueError(f"{name} must be {fmt} state (a dict with format={fmt!r}), got {got!r}")
+    missing = [k for k in keys if k not in src]
+    if missing:
+        raise ValueError(f"{name} lacks {missing}")
+
+
+def _like(name, src, dst):
+    src = np.asarray(src)
+    if src.shape != dst.shape or src.dtype != dst.dtype:
+        raise ValueError(f"{name} has shape {src.shape} and dtype {src.dtype}, expected "
+                         f"{dst.shape} and {dst.dtype}")
+    return src
+
+
+def buffers(entry):
+    """The arrays of one state entry (a float32/float64 array, or a low-bit state)."""
+    return entry.buffers() if isinstance(entry, _LowState) else [entry]
+
+
+def is_lowbit(entry):
+    return isinstance(entry, _LowState)
+
+
+def make(state_dtype, shape, signed):
+    """Zero state of ``state_dtype`` ("bfloat16" or "int8") for a buffer of ``shape``."""
+    if state_dtype == "bfloat16":
+        return BFloat16State.zeros(shape)
+    return Int8State.zeros(shape, "signed" if signed else "unsigned")
