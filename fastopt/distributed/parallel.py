@@ -291,7 +291,8 @@ class DataParallel:
         unsupported = [what for what, on in (
             ("max_grad_norm", opt.max_grad_norm is not None),
             ("skip_nonfinite", opt.skip_nonfinite),
-            ("parameter groups", len(opt.param_groups) > 1 or len(opt.param_groups[0]) > 1))
+            ("parameter groups", len(opt.param_groups) > 1 or len(opt.param_groups[0]) > 1),
+            (f"state_dtype={opt.state_dtype!r}", opt.state_dtype != "float32"))
             if on]
         if unsupported:
             # each rank would see only its slice's norm / its slice of the groups

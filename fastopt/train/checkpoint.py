@@ -144,6 +144,17 @@ def _create_temporary(directory, base):
             continue
 
 
+#: state_dict keys the checkpoint keeps in its metadata when the optimizer has them
+_OPTIONAL_META = ("groups", "skipped_steps", "state_dtype", "min_lowbit_size", "seed")
+
+
+def _entry_meta(buf):
+    """A state entry's non-array fields (a low-precision buffer's format, block, map), or None."""
+    if not isinstance(buf, dict):
+        return None
+    return {k: v for k, v in buf.items() if not isinstance(v, np.ndarray)}
+
+
 def save_checkpoint(path, params, optimizer, **extra):
     """Write ``params`` (a FlatParams), ``optimizer``'s state and ``extra`` values to ``path``.
 
@@ -163,12 +174,20 @@ def save_checkpoint(path, params, optimizer, **extra):
         "params/data": params.data,
         "optimizer/meta": np.asarray(json.dumps(
             {"type": sd["type"], "step": sd["step"], "epoch": sd["epoch"], "hyper": sd["hyper"],
-             **{k: sd[k] for k in ("groups", "skipped_steps") if k in sd},
-             "state": {n: len(b) for n, b in sd["state"].items()}})),
+             **{k: sd[k] for k in _OPTIONAL_META if k in sd},
+             "state": {n: len(b) for n, b in sd["state"].items()},
+             # low-precision buffers: their format, block and map (the arrays are entries)
+             "state_formats": {n: [_entry_meta(b) for b in bufs]
+                               for n, bufs in sd["state"].items()}})),
     }
     for name, bufs in sd["state"].items():
         for i, b in enumerate(bufs):
-            arrays[f"optimizer/state/{name}/{i}"] = b
+            if isinstance(b, dict):
+                for k, a in b.items():
+                    if isinstance(a, np.ndarray):
+                        arrays[f"optimizer/state/{name}/{i}/{k}"] = a
+            else:
+                arrays[f"optimizer/state/{name}/{i}"] = b
     for key, value in extra.items():
         arrays[f"extra/{key}"] = _extra_array(key, value)
 
@@ -327,9 +346,30 @@ def _parse(path):
     layout = _layout(files)
     data = _entry(files, "params/data")
     meta = _meta(files)
-    state = {n: [_entry(files, f"optimizer/state/{n}/{i}") for i in range(count)]
-             for n, count in meta["state"].items()}
+    formats = meta.get("state_formats", {})
+    if not isinstance(formats, dict):
+        raise CheckpointError("entry 'optimizer/meta' has a bad 'state_formats'")
+    state = {}
+    for n, count in meta["state"].items():
+        kinds = formats.get(n, [None] * count)
+        if not isinstance(kinds, list) or len(kinds) != count:
+            raise CheckpointError(f"entry 'optimizer/meta' has bad state_formats for {n!r}")
+        state[n] = [_state_entry(files, f"optimizer/state/{n}/{i}", kind)
+                    for i, kind in enumerate(kinds)]
     return layout, data, meta, state, _extras(files)
+
+
+def _state_entry(files, key, kind):
+    """One state buffer: an array, or a low-precision buffer's dict (its fields and arrays)."""
+    if kind is None:
+        return _entry(files, key)
+    if not isinstance(kind, dict):
+        raise CheckpointError(f"entry 'optimizer/meta' describes {key!r} as {kind!r}")
+    prefix = key + "/"
+    arrays = {k[len(prefix):]: a for k, a in files.items() if k.startswith(prefix)}
+    if not arrays:
+        raise CheckpointError(f"it has no arrays of {key!r}")
+    return {**kind, **arrays}
 
 
 def load_checkpoint(path, params, optimizer, *, check=None):
@@ -408,7 +448,7 @@ def load_checkpoint(path, params, optimizer, *, check=None):
                                   f"{type(e).__name__}: {e}") from None
     sd = {"type": meta["type"], "step": meta["step"], "epoch": meta["epoch"],
           "hyper": meta["hyper"], "state": state,
-          **{k: meta[k] for k in ("groups", "skipped_steps") if k in meta}}
+          **{k: meta[k] for k in _OPTIONAL_META if k in meta}}
     try:
         optimizer.load_state_dict(sd)  # checks everything before it changes anything
     except (ValueError, TypeError) as e:
