@@ -82,7 +82,8 @@ class Run:
     """One training run: model, optimizer, data, RNG; ``epoch()`` trains one epoch."""
 
     def __init__(self, *, optimizer, lr, schedule, epochs, batch_size, seed, hidden=256, beta=0.9,
-                 impl="fused", data=None, max_grad_norm=None, distributed=None):
+                 impl="fused", data=None, max_grad_norm=None, distributed=None,
+                 state_dtype="float32"):
         from ..nn.models import MLP
         from ..train import schedules
 
@@ -90,7 +91,8 @@ class Run:
         self.model = MLP((64, hidden, hidden, 10), rng=seed, impl=impl)
         sched = schedules.by_name(schedule, lr, epochs)
         self.opt = make_optimizer(optimizer, self.model.params, sched, beta=beta, impl=impl,
-                                  max_grad_norm=max_grad_norm)
+                                  max_grad_norm=max_grad_norm, state_dtype=state_dtype,
+                                  seed=seed)
         self.dp = None
         if distributed is not None:
             # every rank builds the same model and data; the DataParallel takes the optimizer's
@@ -239,7 +241,8 @@ def _cmd_train(args):
         run = Run(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
                   epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                   hidden=args.hidden, beta=args.beta, impl=args.impl,
-                  max_grad_norm=args.max_grad_norm, distributed=distributed)
+                  max_grad_norm=args.max_grad_norm, distributed=distributed,
+                  state_dtype=args.state_dtype)
     except (ValueError, MemoryError) as e:  # e.g. --hidden too large for this machine
         raise UsageError(f"cannot build the model and optimizer: {type(e).__name__}: {e}") from None
     dp = run.dp
@@ -255,6 +258,10 @@ def _cmd_train(args):
     print(f"fastopt {fastopt.__version__} train: UCI digits, {len(run.ytr)} train / "
           f"{len(run.yte)} held-out samples; MLP 64-{args.hidden}-{args.hidden}-10 with BatchNorm+ReLU "
           f"({run.model.params.size:,} parameters in one FlatParams)")
+    state = run.opt if dp is None else None
+    if args.state_dtype != "float32" and state is not None:
+        print(f"optimizer state in {args.state_dtype} for arrays of {state.min_lowbit_size:,}+ "
+              f"elements: {state.state_nbytes / run.model.params.size:.2f} bytes per parameter")
     print(f"optimizer {args.optimizer} (impl={args.impl}, isa={fastopt.isa()}, "
           f"threads={fastopt.get_num_threads()}), lr {args.lr:g} with {args.schedule} schedule, "
           f"batch size {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
@@ -383,6 +390,9 @@ def add_train(sub):
                    help="seed of the split, the initialization and the shuffling")
     p.add_argument("--max-grad-norm", type=positive_float, default=None, metavar="NORM",
                    help="clip the gradients to this global norm inside each step")
+    p.add_argument("--state-dtype", choices=("float32", "bfloat16", "int8"), default="float32",
+                   help="how the optimizer stores its state (bfloat16: stochastic rounding; "
+                        "int8: block-wise quantization; arrays under 4096 elements keep float32)")
     p.add_argument("--impl", choices=("fused", "reference"), default="fused",
                    help="fastopt's compiled kernels or the NumPy reference")
     p.add_argument("--plot", metavar="PNG", help="save loss and accuracy curves (needs matplotlib)")
