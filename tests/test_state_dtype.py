@@ -372,3 +372,15 @@ def test_training_matches_float32_state(rng, sd):
         losses[fmt] = float(np.mean((X @ W - Y) ** 2))
     assert losses["float32"] < 1e-2 * float(np.mean(Y ** 2))
     assert losses[sd] < 2 * losses["float32"] + 1e-3 * float(np.mean(Y ** 2))
+
+
+def test_ml_dtypes_bfloat16_names_the_format(rng):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    opt = fastopt.Adam(_model(rng), state_dtype=ml_dtypes.bfloat16)
+    assert opt.state_dtype == "bfloat16"
+    assert isinstance(opt.state["exp_avg"][0], BFloat16State)
+    # the bits viewed as ml_dtypes' bfloat16 are the values np.asarray gives
+    e = opt.state["exp_avg"][0]
+    e.bits[...] = L.float32_to_bf16(rng.standard_normal(e.shape).astype(np.float32))
+    np.testing.assert_array_equal(e.bits.view(ml_dtypes.bfloat16).astype(np.float32),
+                                  np.asarray(e))
