@@ -145,6 +145,32 @@ def allreduce_100_steps():
     done("allreduce_100_steps")
 
 
+def low_precision_state():
+    """Plain mode with bfloat16 / int8 state: every rank steps the averaged gradient, so the
+    parameters equal one process's on the rank-order mean, bit for bit (deterministic);
+    ZeRO-1 refuses low-precision state on every rank."""
+    for sd in ("bfloat16", "int8"):
+        fp, ref_fp = make_fp(), make_fp()
+        dp = DataParallel(fastopt.Adam(fp, lr=1e-3, state_dtype=sd, min_lowbit_size=1000),
+                          deterministic=True)
+        ref = fastopt.Adam(ref_fp, lr=1e-3, state_dtype=sd, min_lowbit_size=1000)
+        for step in range(1, 21):
+            fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+            dp.step()
+            ref_fp.grad[...] = rank_order_mean(fp.size, np.float32, step)
+            ref.step()
+        dp.verify_parameters()
+        check_equal(fp.data, ref_fp.data, f"{sd} state")
+        assert dp.state_bytes() == ref.state_nbytes < 8 * fp.size / 1.5
+        try:
+            DataParallel(fastopt.Adam(make_fp(), state_dtype=sd), shard_state=True)
+        except ValueError as e:
+            assert "state_dtype" in str(e), e
+        else:
+            raise AssertionError("shard_state=True took low-precision state")
+    done("low_precision_state")
+
+
 def buckets():
     runs = []
     for bucket in (None, 100, 1000, 16_384, 10**9):

@@ -65,7 +65,8 @@ def launch(n, args, timeout=TIMEOUT, expect_ok=True, module=None):
 
 
 SCENARIOS = ["deterministic", "weighted", "allreduce_100_steps", "buckets", "state_memory",
-             "lists_and_dicts", "state_dicts", "checkpoints", "mismatches", "small_and_threads"]
+             "lists_and_dicts", "state_dicts", "checkpoints", "mismatches", "small_and_threads",
+             "low_precision_state"]
 
 SHAPES = {"W1": (300, 170), "b1": (170,), "W2": (170, 7), "b2": (7,)}
 
