@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import re
 import subprocess
@@ -35,7 +36,12 @@ def test_bench_quick_table_and_json(tmp_path):
     clip = [r for r in rows if r["group"] == "clip"]
     from fastopt.benchmark.suite import MAIN_TABLE
 
-    assert {r["group"] for r in rows} <= set(MAIN_TABLE) | {"sharing", "load", "list", "clip"}
+    assert {r["group"] for r in rows} <= set(MAIN_TABLE) | {"sharing", "load", "list", "clip",
+                                                           "state"}
+    state = [r for r in rows if r["group"] == "state"]
+    assert [r["name"] for r in state][:3] == ["adam float32", "adam bfloat16", "adam int8"]
+    assert "Adam with float32, bfloat16 and int8 state" in p.stdout
+    assert all(r["size"] == 1 << 20 for r in state)
     rows = [r for r in rows if r["group"] in MAIN_TABLE]
     assert [r["name"] for r in clip] == ["adam + clip"] and "Clipping (max_grad_norm)" in p.stdout
     assert all(r["time"] > 0 and r["apart_time"] > 0 and r["guard_time"] > 0 for r in clip)
@@ -91,3 +97,131 @@ def test_bench_sklearn_row_and_table():
     meta = dict(version="x", isa="a", threads=1, torch=None, reps=1, blas_shared=False)
     text = suite.format_table({"meta": meta, "rows": [row]})
     assert "MLPClassifier float32" in text and "speed-up" in text
+
+
+# ------------------------------------------------------------------ the "state" group
+
+
+def _check_state_rows(rows, n, torch_installed):
+    from fastopt.kernels import lowbit as L
+
+    nb = L.absmax_size(n)
+    assert [r["name"] for r in rows][:3] == ["adam float32", "adam bfloat16", "adam int8"]
+    f32, bf16, i8 = rows[:3]
+    assert [r["state_dtype"] for r in rows[:3]] == ["float32", "bfloat16", "int8"]
+    assert (f32["bytes"], bf16["bytes"], i8["bytes"]) == (28 * n, 20 * n, 16 * n + 16 * nb)
+    assert f32["state_bytes_per_param"] == 8 and bf16["state_bytes_per_param"] == 4
+    assert i8["state_bytes_per_param"] == pytest.approx(2 + 8 * nb / n)
+    for r in rows:
+        assert r["group"] == "state" and r["size"] == n
+        assert r["time"] > 0 and r["bytes"] > 0
+        assert ("torch_time" in r) == torch_installed
+        if torch_installed:
+            assert r["torch_time"] > 0 and r["torch_time"] == rows[0]["torch_time"]
+    for r in rows[:3]:
+        assert r["roofline_time"] > 0 and r["roofline_f32_time"] > 0
+        # the float32 pass's bandwidth applied to the row's bytes
+        assert r["roofline_f32_time"] == pytest.approx(f32["roofline_time"] * r["bytes"] / (28 * n))
+    assert f32["roofline_f32_time"] == f32["roofline_time"]
+    for r in rows[3:]:
+        assert r["name"] == "bitsandbytes Adam8bit" and "roofline_time" not in r
+
+
+@pytest.mark.parametrize("n", [1000, 4096])
+def test_bench_state_rows(n):
+    from fastopt.benchmark import suite
+
+    torch = suite._torch()
+    notes = []
+    rows = suite.bench_state(n, 2, torch, notes=notes)
+    _check_state_rows(rows, n, torch is not None)
+    try:
+        import bitsandbytes  # noqa: F401
+        have_bnb = torch is not None
+    except ImportError:
+        have_bnb = False
+    if have_bnb:   # installed: a row when it steps on CPU, else the reason
+        assert ([r["name"] for r in rows[3:]] == ["bitsandbytes Adam8bit"]) != bool(notes)
+    else:
+        assert len(rows) == 3 and len(notes) == 1 and "bitsandbytes" in notes[0]
+    rows = suite.bench_state(n, 1, None, use_bitsandbytes=False, notes=notes[:0])
+    _check_state_rows(rows, n, False)
+    assert len(rows) == 3
+
+
+def test_bench_state_bitsandbytes_missing_or_broken(monkeypatch):
+    """Without bitsandbytes, or with one that cannot step on CPU, the row is left out and the
+    reason is a note; a working Adam8bit gives a row."""
+    import types
+
+    torch = pytest.importorskip("torch")
+    from fastopt.benchmark import suite
+
+    p = np.ones(512, np.float32)
+    assert suite._bitsandbytes_step(None, p, p) == "bitsandbytes not measured: torch not installed"
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)       # import fails
+    assert suite._bitsandbytes_step(torch, p, p) == "bitsandbytes not installed"
+
+    class NoCPU:
+        def __init__(self, params, lr):
+            pass
+
+        def step(self):
+            raise RuntimeError("no CUDA device")
+
+    class Works(torch.optim.Adam):  # stands in for Adam8bit: any optimizer that steps
+        pass
+
+    fake = types.ModuleType("bitsandbytes")
+    fake.__version__ = "0.0-test"
+    fake.optim = types.SimpleNamespace(Adam8bit=NoCPU)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
+    why = suite._bitsandbytes_step(torch, p, p)
+    assert "cannot step a CPU float32 tensor" in why and "no CUDA device" in why
+    notes = []
+    rows = suite.bench_state(512, 1, torch, notes=notes)
+    assert [r["name"] for r in rows] == ["adam float32", "adam bfloat16", "adam int8"]
+    assert notes == [why]
+    fake.optim.Adam8bit = Works
+    notes = []
+    rows = suite.bench_state(8192, 1, torch, notes=notes)
+    assert notes == [] and rows[-1]["name"] == "bitsandbytes Adam8bit"
+    assert rows[-1]["version"] == "0.0-test" and rows[-1]["state_dtype"] == "int8"
+    _check_state_rows(rows, 8192, True)
+    meta = dict(version="x", isa="a", threads=1, torch="t", reps=1, blas_shared=False,
+                notes=["bitsandbytes not installed"])
+    text = suite.format_table({"meta": meta, "rows": rows})
+    assert "Adam with float32, bfloat16 and int8 state" in text
+    assert "note: bitsandbytes not installed" in text
+    table = text.splitlines()
+    for name in ("adam float32", "adam bfloat16", "adam int8", "bitsandbytes Adam8bit"):
+        assert any(line.startswith(name) for line in table)
+    assert "kernel" not in table[1]   # no main-table rows: no main table
+
+
+def test_bench_only_state_cli(tmp_path):
+    out_json = tmp_path / "s.json"
+    p = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--quick", "--only", "state",
+                        "--json", str(out_json)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    result = json.loads(out_json.read_text())
+    assert {r["group"] for r in result["rows"]} == {"state"}
+    _check_state_rows(result["rows"], 1 << 20, result["meta"]["torch"] is not None)
+    assert "Adam with float32, bfloat16 and int8 state" in p.stdout
+    assert all(f"note: {x}" in p.stdout for x in result["meta"]["notes"])
+    assert "A list of arrays" not in p.stdout and "Clipping" not in p.stdout
+
+
+def test_bench_only_groups():
+    from fastopt.benchmark import suite
+    from fastopt.cli import bench
+
+    assert bench.GROUPS == suite.GROUPS   # the CLI spells them out so as not to load the suite
+    with pytest.raises(ValueError, match="only must name"):
+        suite.run(only=["nope"])
+    with pytest.raises(ValueError, match="only must name"):
+        suite.run(only=[])
+    p = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--only", "state,nope"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and "unknown group(s) ['nope']" in p.stderr

@@ -300,6 +300,134 @@ def bench_clip(n, reps, torch=None):
     return row
 
 
+# ------------------------------------------------------------------ low-precision state
+
+#: The state dtypes of the "state" rows, by row name.
+STATE_DTYPES = {"adam float32": "float32", "adam bfloat16": "bfloat16", "adam int8": "int8"}
+
+
+def _bitsandbytes_step(torch, p, g):
+    """``bitsandbytes.optim.Adam8bit``'s step on a CPU float32 copy of ``p``, or the reason
+    why there is none (a string)."""
+    if torch is None:
+        return "bitsandbytes not measured: torch not installed"
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import bitsandbytes as bnb
+    except ImportError:
+        return "bitsandbytes not installed"
+    except Exception as e:  # a broken install: no CPU library, a torch it does not know, ...
+        return f"bitsandbytes does not import: {type(e).__name__}: {e}"
+    try:
+        tp = torch.nn.Parameter(torch.from_numpy(p.copy()))
+        tp.grad = torch.from_numpy(g.copy())
+        opt = bnb.optim.Adam8bit([tp], lr=1e-3)
+        opt.step()
+        if not bool(torch.isfinite(tp.detach()).all()):
+            return f"bitsandbytes {bnb.__version__}: Adam8bit gave non-finite values on CPU"
+    except Exception as e:
+        return (f"bitsandbytes {getattr(bnb, '__version__', '?')}: Adam8bit cannot step a CPU "
+                f"float32 tensor: {type(e).__name__}: {e}")
+    return opt.step
+
+
+def bench_state(n, reps, torch=None, use_bitsandbytes=True, notes=None):
+    """Adam with float32, bfloat16 and int8 state (:mod:`fastopt.kernels.lowbit`) at ``n``
+    elements; returns one row per state dtype, plus bitsandbytes' ``Adam8bit`` on CPU when it
+    is installed and can step (``use_bitsandbytes``; else the reason is appended to
+    ``notes``).
+
+    Each row: the median time of a step; the bytes the step must move (param read and
+    written, grad read, the state read and written: 28 B/elem with float32 state, 20 with
+    bfloat16, 16 with int8 plus 16 B per block of 256 for the absmax); the time of the
+    in-process roofline pass moving the row's own buffers with one add per element
+    (``_roofline.update`` for float32 state, ``_lowbit.roofline`` for the uint16 / uint8
+    state); ``roofline_f32_time``, the row's bytes at the bandwidth of the float32 pass (seven
+    interleaved streams, as Adam's; the low-precision pass moves its buffers one after another
+    per block and reaches more GB/s, so both yardsticks are given); PyTorch's fused float32
+    Adam on the same values in the same run; and the state bytes per parameter.  All the
+    measurements (kernels, roofline passes, PyTorch, bitsandbytes) interleave round robin, so
+    drift on a shared machine hits every row alike.
+    """
+    from ..kernels import lowbit as L
+
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(n).astype(np.float32)
+    g = (rng.standard_normal(n) * 1e-2).astype(np.float32)
+    nt = get_num_threads()
+    m32, v32 = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    mb, vb = L.zeros_bf16(n), L.zeros_bf16(n)
+    (mc, ma), (vc, va) = L.zeros_int8(n, L.signed_map()), L.zeros_int8(n, L.unsigned_map())
+    nb = L.absmax_size(n)
+    # name: (step, bytes the step must move, roofline pass or None)
+    steps = {
+        "adam float32": (lambda: K.adam_step(p, g, m32, v32, step=10, lr=1e-3), 28 * n,
+                         lambda: ext._roofline.update([p, m32, v32], g, nt)),
+        "adam bfloat16": (lambda: L.adam_step_bf16(p, g, mb, vb, step=10, lr=1e-3), 20 * n,
+                          lambda: ext._lowbit.roofline(p, g, [mb, vb], nt)),
+        "adam int8": (lambda: L.adam_step_int8(p, g, mc, ma, vc, va, step=10, lr=1e-3),
+                      16 * n + 16 * nb, lambda: ext._lowbit.roofline(p, g, [mc, vc], nt)),
+    }
+    peer = {}   # steps in another runtime: a pause after each lets its threads go idle
+    if torch is not None:
+        tp = torch.nn.Parameter(torch.from_numpy(p.copy()))
+        tp.grad = torch.from_numpy(g.copy())
+        peer["torch"] = torch.optim.Adam([tp], lr=1e-3, fused=True).step
+    if use_bitsandbytes:
+        bnb = _bitsandbytes_step(torch, p, g)
+        if isinstance(bnb, str):
+            if notes is not None:
+                notes.append(bnb)
+        else:
+            peer["bitsandbytes Adam8bit"] = bnb
+    calls = {k: (fn, roof) for k, (fn, _, roof) in steps.items()}
+    calls.update({k: (fn, None) for k, fn in peer.items()})
+    for fn, roof in calls.values():   # warm up (and fill the state with real values)
+        for _ in range(3):
+            fn()
+            if roof is not None:
+                roof()
+    times = {k: [] for k in calls}
+    rtimes = {k: [] for k in calls}
+    for _ in range(reps):
+        for k, (fn, roof) in calls.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+            if roof is not None:
+                t = time.perf_counter()
+                roof()
+                rtimes[k].append(time.perf_counter() - t)
+            if k in peer:   # as _torch_time: let its OpenMP workers go idle
+                time.sleep(0.1)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    troof = {k: float(np.median(v)) for k, v in rtimes.items() if v}
+    rows = []
+    for k, (_, nbytes, _) in steps.items():
+        dtype = STATE_DTYPES[k]
+        rows.append(dict(group="state", name=k, size=n, state_dtype=dtype, time=med[k],
+                         bytes=nbytes, roofline_time=troof[k],
+                         roofline_f32_time=troof["adam float32"] * nbytes / (28 * n),
+                         state_bytes_per_param=L.state_bytes(n, dtype, 2) / n))
+    if "bitsandbytes Adam8bit" in peer:
+        import bitsandbytes
+
+        # Adam8bit keeps arrays under its min_8bit_size (4,096) in float32 state
+        dtype = "int8" if n >= 4096 else "float32"
+        rows.append(dict(group="state", name="bitsandbytes Adam8bit", size=n, state_dtype=dtype,
+                         time=med["bitsandbytes Adam8bit"], bytes=rows[-1]["bytes"]
+                         if dtype == "int8" else 28 * n,
+                         state_bytes_per_param=L.state_bytes(n, dtype, 2) / n,
+                         version=bitsandbytes.__version__))
+    if "torch" in peer:
+        for r in rows:
+            r["torch_time"] = med["torch"]
+    return rows
+
+
 # ------------------------------------------------------------------ scikit-learn
 
 def bench_sklearn(reps, dtype="float64", hidden=(1024, 1024), epochs=5):
@@ -491,41 +619,57 @@ def bench_under_load(case, seconds=1.0, torch=None):
 
 # ------------------------------------------------------------------ driver and output
 
+#: The row groups, in the order they run (``run(only=...)`` and ``fastopt bench --only`` pick some).
+GROUPS = ("optimizer", "list", "clip", "state", "sklearn", "batchnorm", "train", "model", "sharing",
+          "load")
+
+
 def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_load=True,
-        progress=None):
-    """Run the whole suite; returns a dict with ``meta`` and ``rows``."""
+        only=None, progress=None):
+    """Run the whole suite (or the row groups in ``only``, names from :data:`GROUPS`); returns a
+    dict with ``meta`` (``meta["notes"]``: what was left out and why) and ``rows``."""
+    if only is not None:
+        only = set(only)
+        if not only or not only <= set(GROUPS):
+            raise ValueError(f"only must name some of {GROUPS}, got {sorted(only)}")
     torch = _torch() if use_torch else None
     reps = reps or (3 if quick else 7)
     sizes = QUICK_SIZES if quick else SIZES
     shapes = QUICK_BN_SHAPES if quick else BN_SHAPES
-    rows = []
-    jobs = [(bench_optimizer, (name, n, reps, torch)) for name in OPTIMIZERS for n in sizes.values()]
-    jobs.append((bench_optimizer, ("adam", 1 << 20, reps, torch, np.float64)))
-    jobs += [(bench_list, (*case, reps, torch)) for case in LIST_CASES]
-    jobs.append((bench_clip, (max(sizes.values()), reps, torch)))
+    rows, notes = [], []
+    jobs = [("optimizer", bench_optimizer, (name, n, reps, torch))
+            for name in OPTIMIZERS for n in sizes.values()]
+    jobs.append(("optimizer", bench_optimizer, ("adam", 1 << 20, reps, torch, np.float64)))
+    jobs += [("list", bench_list, (*case, reps, torch)) for case in LIST_CASES]
+    jobs.append(("clip", bench_clip, (max(sizes.values()), reps, torch)))
+    jobs.append(("state", bench_state, (max(sizes.values()), reps, torch, True, notes)))
     if not quick:
-        jobs += [(bench_sklearn, (3, dtype)) for dtype in ("float64", "float32")]
-    jobs += [(bench_batchnorm, (s, reps, torch)) for s in shapes]
+        jobs += [("sklearn", bench_sklearn, (3, dtype)) for dtype in ("float64", "float32")]
+    jobs += [("batchnorm", bench_batchnorm, (s, reps, torch)) for s in shapes]
     if include_train:
-        jobs.append((bench_train_step, (reps,)))
-    jobs.append((bench_model, (reps, torch)))
+        jobs.append(("train", bench_train_step, (reps,)))
+    jobs.append(("model", bench_model, (reps, torch)))
     for what in list(sizes.values()) + [shapes[-1]]:
-        jobs.append((bench_sharing, (what, reps)))
+        jobs.append(("sharing", bench_sharing, (what, reps)))
     if include_load:
-        jobs += [(bench_under_load, (case, 0.5 if quick else 1.0, torch)) for case in LOAD_CASES
-                 if include_train or not case.startswith("MLP")]
-    for i, (fn, args) in enumerate(jobs):
+        jobs += [("load", bench_under_load, (case, 0.5 if quick else 1.0, torch))
+                 for case in LOAD_CASES if include_train or not case.startswith("MLP")]
+    if only is not None:
+        jobs = [job for job in jobs if job[0] in only]
+    for i, (_, fn, args) in enumerate(jobs):
         if progress:
             progress(i, len(jobs))
         row = fn(*args)
-        if row is not None:
+        if isinstance(row, list):
+            rows += row
+        elif row is not None:
             rows.append(row)
     import fastopt
 
     meta = dict(version=fastopt.__version__, isa=ext.level, threads=get_num_threads(),
                 machine=platform.machine(), processor=platform.processor(), reps=reps,
                 numpy=np.__version__, torch=None if torch is None else torch.__version__,
-                blas_shared=bool(fastopt.info()["blas_shared"]))
+                blas_shared=bool(fastopt.info()["blas_shared"]), notes=notes)
     return {"meta": meta, "rows": rows}
 
 
@@ -550,12 +694,12 @@ def format_table(result):
     m = result["meta"]
     torch_note = f"torch {m['torch']}" if m["torch"] else "torch not installed: no torch column"
     lines = [f"fastopt {m['version']} bench: isa {m['isa']}, {m['threads']} threads, {torch_note}, "
-             f"median of {m['reps']}",
-             f"{'kernel':<22} {'size':>13} {'fastopt':>11} {'GB/s':>7} {'roofline':>9} "
-             f"{'vs NumPy':>9} {'vs torch':>9}"]
-    for r in result["rows"]:
-        if r["group"] not in MAIN_TABLE:   # the other groups have tables of their own below
-            continue
+             f"median of {m['reps']}"]
+    main = [r for r in result["rows"] if r["group"] in MAIN_TABLE]  # the others: tables below
+    if main:
+        lines.append(f"{'kernel':<22} {'size':>13} {'fastopt':>11} {'GB/s':>7} {'roofline':>9} "
+                     f"{'vs NumPy':>9} {'vs torch':>9}")
+    for r in main:
         gbs = r["bytes"] / r["time"] / 1e9 if "bytes" in r else None
         roof = r["roofline_time"] / r["time"] if "roofline_time" in r else None
         lines.append(
@@ -564,8 +708,10 @@ def format_table(result):
             f"{'—' if roof is None else f'{roof:9.2f}':>9} "
             f"{_ratio(r['reference_time'] / r['time']):>9} "
             f"{_ratio(r['torch_time'] / r['time'] if 'torch_time' in r else None):>9}")
-    lines.append("GB/s: bytes the operation must move / time. roofline: time of a pass moving the "
-                 "same bytes with no arithmetic / kernel time. vs X: X's time / fastopt's time.")
+    if main:
+        lines.append("GB/s: bytes the operation must move / time. roofline: time of a pass moving "
+                     "the same bytes with no arithmetic / kernel time. vs X: X's time / fastopt's "
+                     "time.")
     lists = [r for r in result["rows"] if r["group"] == "list"]
     if lists:
         lines += ["", "A list of arrays (one compiled call over a table of chunks) against the same "
@@ -590,6 +736,30 @@ def format_table(result):
                 f"{r['apart_time'] * 1e3:8.3f} ms {r['apart_time'] / r['time']:12.2f} "
                 f"{r['guard_time'] * 1e3:8.3f} ms {r['guard_time'] / r['time'] - 1:+10.1%} "
                 f"{_ratio(r['torch_time'] / r['time'] if 'torch_time' in r else None):>9}")
+    state = [r for r in result["rows"] if r["group"] == "state"]
+    if state:
+        torch_t = state[0].get("torch_time")
+        torch_note = (f"PyTorch's fused float32 Adam ({torch_t * 1e3:.3f} ms) / time"
+                      if torch_t else "—: torch not installed")
+        lines += ["", "Adam with float32, bfloat16 and int8 state (fastopt.kernels.lowbit), measured "
+                      f"round robin; vs torch: {torch_note}:",
+                  f"{'step':<22} {'size':>9} {'time':>11} {'GB/s':>7} {'roofline':>9} "
+                  f"{'roof f32 bw':>12} {'vs torch':>9} {'state B/param':>14}"]
+        for r in state:
+            gbs = r["bytes"] / r["time"] / 1e9
+            roof = r["roofline_time"] / r["time"] if "roofline_time" in r else None
+            roof32 = r["roofline_f32_time"] / r["time"] if "roofline_f32_time" in r else None
+            vs = r["torch_time"] / r["time"] if "torch_time" in r else None
+            lines.append(
+                f"{r['name']:<22} {_size_label(r['size']):>9} {r['time'] * 1e3:8.3f} ms "
+                f"{gbs:7.1f} {'—' if roof is None else f'{roof:.2f}':>9} "
+                f"{'—' if roof32 is None else f'{roof32:.2f}':>12} "
+                f"{'—' if vs is None else f'{vs:.2f}x':>9} {r['state_bytes_per_param']:14.2f}")
+        lines.append("GB/s: bytes the step must move (param, grad, state: 28 B/elem with float32 "
+                     "state, 20 bfloat16, 16 + absmax int8) / time. roofline: a pass moving the "
+                     "row's own buffers with one add per element / time. roof f32 bw: the row's "
+                     "bytes at the float32 pass's bandwidth / time.")
+        lines += [f"note: {note}" for note in m.get("notes", ())]
     sk = [r for r in result["rows"] if r["group"] == "sklearn"]
     if sk:
         lines += ["", "scikit-learn's MLPClassifier(hidden_layer_sizes=(1024, 1024), max_iter=5) on "

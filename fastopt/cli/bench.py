@@ -51,7 +51,7 @@ def _cmd_bench(args):
 
     result = run(quick=args.quick, reps=args.reps, use_torch=not args.no_torch,
                  include_train=not args.no_train, include_load=not args.no_load,
-                 progress=progress)
+                 only=args.only, progress=progress)
     if sys.stderr.isatty():
         sys.stderr.write("\r" + " " * 20 + "\r")
     print(format_table(result))
@@ -65,6 +65,21 @@ def _cmd_bench(args):
     return 0
 
 
+#: The row groups of ``--only``: :data:`fastopt.benchmark.suite.GROUPS`, spelled out here so
+#: that building the parser does not load the benchmark (a test keeps the two equal).
+GROUPS = ("optimizer", "list", "clip", "state", "sklearn", "batchnorm", "train", "model", "sharing",
+          "load")
+
+
+def _groups(text):
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in names if x not in GROUPS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown group(s) {bad or text!r}: choose from "
+                                         f"{','.join(GROUPS)}")
+    return names
+
+
 def add_bench(sub):
     """Add ``fastopt bench`` to the subparsers ``sub``."""
     p = sub.add_parser("bench", help="time every kernel against the roofline, NumPy and PyTorch",
@@ -74,6 +89,9 @@ def add_bench(sub):
     p.add_argument("--reps", type=positive_int, help="repetitions per measurement (None: 3 with --quick, else 7)")
     p.add_argument("--json", metavar="PATH", help="also write the raw numbers as JSON")
     p.add_argument("--plot", metavar="PNG", help="GB/s against size (needs matplotlib)")
+    p.add_argument("--only", type=_groups, metavar="GROUP[,GROUP...]",
+                   help=f"run only these row groups, of: {','.join(GROUPS)} (e.g. --only state: "
+                        "Adam with float32, bfloat16 and int8 state)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
     p.add_argument("--no-train", action="store_true", help="skip the MLP training step")
     p.add_argument("--no-load", action="store_true",
