@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..runtime.alloc import staggered_zeros
+
 from ..kernels._check import FLOATS
 
 __all__ = ["FlatParams"]
@@ -124,7 +126,8 @@ class FlatParams:
             offset += _size(shape)
         self._layout = layout
         self.data = np.zeros(offset, dtype=dtype)
-        self.grad = np.zeros(offset, dtype=dtype)
+        # (offset from data within a page: see fastopt.runtime.alloc)
+        self.grad = staggered_zeros(offset, dtype, like=self.data, k=3)
         self._link()
 
     def _views(self, buf):

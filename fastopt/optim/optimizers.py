@@ -23,6 +23,7 @@ from .. import kernels as _kernels
 from .. import reference as _reference
 from ..reference import lowbit as _reference_lowbit
 from ..nn.flat import FlatParams
+from ..runtime.alloc import staggered_zeros
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
 from . import lowstate
@@ -223,13 +224,17 @@ class Optimizer:
 
     def _new_states(self):
         """Zero state: per parameter, or with low-precision state per compiled tensor."""
+        # (float32/float64 state starts at staggered offsets from its parameter within a
+        # page, so the step's streams do not collide in the cache: fastopt.runtime.alloc)
         if self.state_dtype == "float32":
-            return {name: [np.zeros_like(p) for p in self._params] for name in self._state_names}
+            return {name: [staggered_zeros(p.shape, p.dtype, like=p, k=j + 1)
+                           for p in self._params]
+                    for j, name in enumerate(self._state_names)}
         unsigned = SPECS[self._kernel].nonnegative
         return {name: [lowstate.make(self.state_dtype, t.shape, name not in unsigned) if big
-                       else np.zeros_like(t)
+                       else staggered_zeros(t.shape, t.dtype, like=t, k=j + 1)
                        for t, big in zip(self._tensors, self._tensor_lowbit)]
-                for name in self._state_names}
+                for j, name in enumerate(self._state_names)}
 
     def _named_groups(self, groups):
         """Group index per array (per name of a FlatParams) from ``groups=``; sets param_groups."""
