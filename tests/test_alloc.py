@@ -11,8 +11,8 @@ from fastopt.runtime.alloc import PAGE, STAGGER, staggered_zeros
 @pytest.mark.parametrize("k", [0, 1, 2, 3])
 def test_staggered_zeros_are_plain_zeros_at_the_asked_offset(dtype, k):
     like = np.ones(1 << 16, np.float32)
-    a = staggered_zeros((300, 70), dtype, like=like, k=k)
-    assert a.shape == (300, 70) and a.dtype == dtype
+    a = staggered_zeros((300, 700), dtype, like=like, k=k)
+    assert a.shape == (300, 700) and a.dtype == dtype
     assert a.flags.c_contiguous and a.flags.aligned and a.flags.writeable
     assert not a.any()
     assert (a.ctypes.data - like.ctypes.data) % PAGE == (k * STAGGER) % PAGE
