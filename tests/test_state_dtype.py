@@ -384,3 +384,27 @@ def test_ml_dtypes_bfloat16_names_the_format(rng):
     e.bits[...] = L.float32_to_bf16(rng.standard_normal(e.shape).astype(np.float32))
     np.testing.assert_array_equal(e.bits.view(ml_dtypes.bfloat16).astype(np.float32),
                                   np.asarray(e))
+
+
+@pytest.mark.parametrize("sd", LOW)
+@pytest.mark.parametrize("name", ["adamw", "rmsprop", "momentum"])
+def test_many_arrays_one_call_same_bits(rng, name, sd):
+    """Many arrays of all sizes with low-precision state (min_lowbit_size=0): the one
+    multi-tensor call gives the reference's bits, and the same bits on 1 and 2 threads."""
+    shapes = [(int(n),) for n in rng.integers(1, 20000, size=40)] + [(257,), (256,), (16385,)]
+    base = _model(rng, shapes)
+    grads = [_grads(rng, base) for _ in range(3)]
+    runs = []
+    for nt, impl in ((1, "fused"), (2, "fused"), (1, "reference")):
+        fastopt.set_num_threads(nt)
+        try:
+            P = [p.copy() for p in base]
+            opt = _make(name, P, sd, min_lowbit_size=0, impl=impl, seed=11)
+            for G in grads:
+                opt.step(G)
+            runs.append(P + _state_bits(opt))
+        finally:
+            fastopt.set_num_threads(None)
+    for other in runs[1:]:
+        for x, y in zip(runs[0], other):
+            np.testing.assert_array_equal(x, y)

@@ -71,11 +71,11 @@ def _plain(value):
 class _Call:
     """One compiled call per step: the tensors of one dtype (their indices) and their MultiTensor.
 
-    A ``lowbit`` call's tensors have bfloat16 or int8 state: its MultiTensor (parameters and
-    gradients only) checks and binds the gradients and computes their norm; the step runs
-    the low-precision kernel tensor by tensor."""
+    A ``lowbit`` call's tensors have bfloat16 or int8 state (rows: the bits, or the codes and
+    absmax of each state buffer); ``table`` is its plan for the low-precision kernels,
+    ``offsets`` each tensor's global index (the bfloat16 rounding hash)."""
 
-    __slots__ = ("index", "f32", "lowbit", "mt")
+    __slots__ = ("index", "f32", "lowbit", "mt", "table", "offsets", "tables")
 
     def __init__(self, index, f32, lowbit=False):
         self.index = index
@@ -312,11 +312,19 @@ class Optimizer:
         states = self._tensor_states()
         for g in self._calls:
             rows = [[self._tensors[i] for i in g.index], None]
-            if not g.lowbit:
-                rows += [[bufs[i] for i in g.index] for bufs in states.values()]
+            for bufs in states.values():
+                entries = [bufs[i] for i in g.index]
+                if g.lowbit:   # the bits, or the codes and the absmax, as the kernels take them
+                    rows += [list(r) for r in zip(*(e.buffers() for e in entries))]
+                else:
+                    rows.append(entries)
             g.mt = ext._optim.MultiTensor(rows, everything,
                                           [self._tensor_group[i] for i in g.index])
-        self._flat_tensors = [t.reshape(-1) for t in self._tensors]
+            if g.lowbit:
+                g.table = g.mt.table_capsule()
+                g.offsets = np.array([self._offsets[i] for i in g.index], np.uint64)
+                first = [bufs[g.index[0]] for bufs in states.values()]
+                g.tables = [e.tables for e in first if isinstance(e, lowstate.Int8State)]
         if self.flat is not None:
             self._flat_grads = ([self.flat.grad] if self._runs is None
                                 else [self.flat.grad[r] for r, _, _ in self._runs])
@@ -498,12 +506,10 @@ class Optimizer:
         self._step = t
 
     def _step_lowbit(self, call, kernel, grads, groups, t, gscale, nt):
-        """The low-precision kernel on each of ``call``'s tensors (gradients bound and checked)."""
-        states = list(self._states.values())
-        for i in call.index:
-            run_lowbit(kernel, self.state_dtype, self._flat_tensors[i], grads[i].reshape(-1),
-                       [bufs[i] for bufs in states], groups[self._tensor_group[i]], t,
-                       self.seed, self._offsets[i], gscale, nt)
+        """The low-precision kernel over ``call``'s tensors: one parallel call (gradients bound
+        and checked)."""
+        run_lowbit(kernel, self.state_dtype, call.table, call.mt.ntasks, groups, t, self.seed,
+                   call.offsets, call.tables, gscale, nt)
 
     def _reference_lowbit(self, kernel, p, g, state, kw, t, offset):
         """The NumPy twin of the low-precision step on one tensor."""
@@ -707,7 +713,7 @@ class Optimizer:
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_calls", "_extents", "_flat_grads", "_tensors", "_flat_tensors"):
+        for name in ("_calls", "_extents", "_flat_grads", "_tensors"):
             state.pop(name, None)
         state["_call_index"] = [(g.index, g.f32, g.lowbit) for g in self._calls]
         return state

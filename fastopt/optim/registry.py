@@ -37,22 +37,21 @@ def run_multi(kernel, mt, groups, step, gscale, n_threads):
         run(mt, groups, gscale, n_threads)
 
 
-def run_lowbit(kernel, state_dtype, param, grad, states, hyper, step, seed, index_offset,
-               gscale, n_threads):
-    """The compiled low-precision step of ``kernel`` over one flat float32 tensor: ``states``
-    are its :mod:`fastopt.optim.lowstate` buffers (all of ``state_dtype``), ``hyper`` one
-    tuple in :data:`MULTI_ARGS` order; bfloat16 rounding hashes (seed, step, index_offset + i)."""
+def run_lowbit(kernel, state_dtype, table, ntasks, groups, step, seed, offsets, tables, gscale,
+               n_threads):
+    """The compiled low-precision step of ``kernel`` over a MultiTensor plan (``table``: its
+    ``table_capsule()``, rows param, grad, then each state buffer's bits (bfloat16) or codes
+    and absmax (int8)); ``groups`` holds one tuple in :data:`MULTI_ARGS` order per group;
+    bfloat16 rounding hashes (seed, step, offsets[t] + i); ``tables``: each int8 buffer's
+    ``QuantMap.kernel_tables()``."""
     from ..runtime.dispatch import ext
 
-    name = kernel.replace("_step", "_bf16" if state_dtype == "bfloat16" else "_int8")
-    run = getattr(ext._lowbit, name)
     if state_dtype == "bfloat16":
-        run(param, grad, *[s.flat_bits for s in states], *hyper, step, seed, index_offset,
-            gscale, n_threads)
+        run = getattr(ext._lowbit, kernel.replace("_step", "_bf16_multi"))
+        run(table, ntasks, groups, step, seed, offsets, gscale, n_threads)
     else:
-        bufs = [b for s in states for b in (s.flat_codes, s.absmax)]
-        tail = (step,) if kernel == "adam_step" else ()
-        run(param, grad, *bufs, *[s.tables for s in states], *hyper, *tail, gscale, n_threads)
+        run = getattr(ext._lowbit, kernel.replace("_step", "_int8_multi"))
+        run(table, ntasks, *tables, groups, step, gscale, n_threads)
 
 
 @dataclass(frozen=True)
