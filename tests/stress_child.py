@@ -68,8 +68,23 @@ def kernel_jobs(K=None, n=1 << 20, seed=1):
         dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, mean, invstd, training=True)
         return y, mean, invstd, rm, rv, dx, dgamma, dbeta
 
+    def lowbit(state_dtype):
+        # an optimizer with low-precision state: one multi-tensor call over three arrays
+        import fastopt
+
+        impl = "reference" if getattr(K, "__name__", "").startswith("fastopt.reference") \
+            else "fused"
+        ps = [p[:n // 2].copy(), p[n // 2:n // 2 + 5000].copy(), p[n // 2 + 5000:].copy()]
+        gs = [g[:n // 2], g[n // 2:n // 2 + 5000], g[n // 2 + 5000:]]
+        opt = fastopt.Adam(ps, lr=1e-3, state_dtype=state_dtype, impl=impl, seed=5)
+        opt.step(gs)
+        opt.step(gs)
+        return (*ps, *(b for bufs in opt.state.values() for e in bufs for b in e.buffers()))
+
     return [Job("adam_step 1M", adam), Job("batchnorm fwd+bwd 4096x256", batchnorm),
-            Job("global_norm 1M", lambda: K.global_norm(g))]
+            Job("global_norm 1M", lambda: K.global_norm(g)),
+            Job("Adam int8 state 1M", lambda: lowbit("int8")),
+            Job("Adam bfloat16 state 1M", lambda: lowbit("bfloat16"))]
 
 
 def stage(message):
