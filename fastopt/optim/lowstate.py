@@ -10,7 +10,7 @@ gives the float32 values they stand for.  The formats are specified in
 
 import numpy as np
 
-from ..kernels._formats import (QBLOCK, absmax_size, bf16_to_float32,
+from ..kernels._formats import (QBLOCK, bf16_to_float32, zeros_int8,
                                 dequantize_blockwise, signed_map, unsigned_map)
 
 __all__ = ["BFloat16State", "Int8State", "STATE_DTYPES", "state_format"]
@@ -128,10 +128,8 @@ class Int8State(_LowState):
 
     @classmethod
     def zeros(cls, shape, map_name):
-        qmap = _MAPS[map_name]()
-        n = int(np.prod(shape))
-        return cls(np.full(shape, qmap.zero_code, np.uint8), np.zeros(absmax_size(n), np.float32),
-                   map_name)
+        codes, absmax = zeros_int8(shape, _MAPS[map_name]())
+        return cls(codes, absmax, map_name)
 
     @property
     def shape(self):

@@ -489,7 +489,7 @@ class Optimizer:
             nt = get_num_threads()
             for g in self._calls:
                 if g.lowbit:
-                    self._step_lowbit(g, kernel, grads, groups, t, gscale, nt)
+                    self._step_lowbit(g, kernel, groups, t, gscale, nt)
                 else:
                     run_multi(kernel, g.mt, groups, t, gscale, nt)
         else:
@@ -505,7 +505,7 @@ class Optimizer:
                     getattr(_reference, kernel)(p, g, *state, **kw)
         self._step = t
 
-    def _step_lowbit(self, call, kernel, grads, groups, t, gscale, nt):
+    def _step_lowbit(self, call, kernel, groups, t, gscale, nt):
         """The low-precision kernel over ``call``'s tensors: one parallel call (gradients bound
         and checked)."""
         run_lowbit(kernel, self.state_dtype, call.table, call.mt.ntasks, groups, t, self.seed,
