@@ -66,7 +66,7 @@ def launch(n, args, timeout=TIMEOUT, expect_ok=True, module=None):
 
 SCENARIOS = ["deterministic", "weighted", "allreduce_100_steps", "buckets", "state_memory",
              "lists_and_dicts", "state_dicts", "checkpoints", "mismatches", "small_and_threads",
-             "low_precision_state"]
+             "low_precision_state", "resume_keeps_everything", "weighting_mismatch"]
 
 SHAPES = {"W1": (300, 170), "b1": (170,), "W2": (170, 7), "b2": (7,)}
 
@@ -157,6 +157,23 @@ def test_a_rank_that_never_arrives_is_a_timeout_not_a_hang():
     assert "waited more than 2 s" in err and "rank 0 of 2" in err, err
 
 
+STUCK = {"construct": "DataParallel()", "average_buffers": "average_buffers",
+         "verify_parameters": "verify_parameters", "load_state_dict": "load_state_dict",
+         "save_checkpoint": "save_checkpoint", "load_checkpoint": "load_checkpoint"}
+
+
+@needs_mpi
+@pytest.mark.parametrize("where", list(STUCK))
+def test_a_stuck_rank_is_a_timeout_in_every_collective(where, tmp_path):
+    # DataParallel(timeout=2): every collective it (or a distributed checkpoint) makes is
+    # guarded, so a rank that never arrives ends the job instead of hanging the others.
+    rc, out, err = launch(2, [f"--dir={tmp_path}", f"fault_stuck_{where}"], timeout=90,
+                          expect_ok=False)
+    assert rc != 0
+    waiting = 1 if where == "load_checkpoint" else 0     # (there the root is the stuck one)
+    assert f"rank {waiting} of 2 waited more than 2 s in {STUCK[where]}" in err, err
+
+
 # ------------------------------------------------------------------ the command line
 
 def _accuracy(out):
@@ -185,6 +202,28 @@ def test_train_distributed_matches_one_process_and_resumes_anywhere(tmp_path):
     _, out3, _ = launch(3, ["train", "--epochs", "5", "--quiet", "--distributed",
                             "--resume", str(ckpt)], module="fastopt.cli")
     assert "resumed from" in out3 and "epoch   5" in out3, out3
+
+
+def _epoch_line(out, epoch):
+    """The numbers of one epoch's line (not its times): loss, acc, test loss, test acc."""
+    line = next(x for x in out.splitlines() if x.startswith(f"epoch {epoch:3d}"))
+    return line.split("  time")[0]
+
+
+@needs_mpi
+@pytest.mark.parametrize("n", [1, 2])
+def test_train_distributed_int8_resumes_as_if_never_stopped(n, tmp_path):
+    # a plain DataParallel loads its own int8 state (it exited 2 "does not fit"); the
+    # resumed run continues bit for bit (deterministic), parameter groups and all
+    ckpt = tmp_path / "c.npz"
+    base = ["train", "--quiet", "--state-dtype", "int8", "--hidden", "64", "--schedule",
+            "constant", "--distributed", "--deterministic"]
+    launch(n, [*base, "--epochs", "2", "--save", str(ckpt)], module="fastopt.cli")
+    _, resumed, _ = launch(n, [*base, "--epochs", "3", "--resume", str(ckpt)],
+                           module="fastopt.cli")
+    assert f"resumed from {ckpt} after epoch 2" in resumed, resumed
+    _, straight, _ = launch(n, [*base, "--epochs", "3"], module="fastopt.cli")
+    assert _epoch_line(resumed, 3) == _epoch_line(straight, 3), (resumed, straight)
 
 
 @needs_mpi

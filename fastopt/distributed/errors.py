@@ -10,17 +10,21 @@ for ever in the next collective.  Three tools:
   non-zero status (what ``python -m mpi4py script.py`` does).
 * :class:`Watchdog`: a collective that has not finished after ``timeout`` seconds (another
   rank died, skipped a step, or is stuck) prints what it was waiting for and aborts.
+  :meth:`Watchdog.guard` wraps a communicator so that every call through it is watched
+  (how :class:`~fastopt.distributed.DataParallel` and the distributed checkpoints make
+  every one of their collectives).
 """
 
+import contextlib
 import os
 import sys
 import threading
 import time
 import traceback
 
-from ._mpi import world
+from ._mpi import require_mpi, world
 
-__all__ = ["DistributedError", "raise_collectively", "abort_on_exception", "Watchdog"]
+__all__ = ["DistributedError", "raise_collectively", "abort_on_exception", "Watchdog", "GuardedComm"]
 
 
 class DistributedError(RuntimeError):
@@ -89,9 +93,12 @@ def abort_on_exception(comm=None):
 class Watchdog:
     """Abort the job when a collective has not returned after ``timeout`` seconds.
 
-    ``with watchdog("the gradient reduce-scatter of step 12"): comm.Reduce_scatter(...)``.
-    A daemon thread wakes up a few times per ``timeout``; it costs nothing while the
-    collectives finish in time.  ``timeout=None`` disables it.
+    ``with watchdog("the gradient reduce-scatter of step 12"): comm.Reduce_scatter(...)``,
+    or, so that no collective can escape it, :meth:`guard` a communicator: every call made
+    through the returned :class:`GuardedComm` runs under the watchdog.  A daemon thread
+    wakes up a few times per ``timeout``; it costs nothing while the collectives finish in
+    time.  ``timeout=None`` disables it.  Guarded blocks nest (the inner one's deadline
+    applies while it runs, then the outer one's again).
     """
 
     def __init__(self, comm, timeout):
@@ -101,6 +108,8 @@ class Watchdog:
             raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
         self._deadline = None
         self._what = ""
+        self._next = ""
+        self._outer = []
         self._thread = None
 
     def _start(self):
@@ -122,10 +131,12 @@ class Watchdog:
                 return
 
     def __call__(self, what):
-        self._what = what
+        self._next = what
         return self
 
     def __enter__(self):
+        self._outer.append((self._deadline, self._what))
+        self._what = self._next
         if self.timeout is not None:
             if self._thread is None:
                 self._start()
@@ -133,5 +144,53 @@ class Watchdog:
         return self
 
     def __exit__(self, *exc):
-        self._deadline = None
+        self._deadline, self._what = self._outer.pop()
         return False
+
+    def guard(self, comm, what=""):
+        """``comm`` with every call made through it under this watchdog (a :class:`GuardedComm`)."""
+        return GuardedComm(comm, self, what)
+
+
+class GuardedComm:
+    """A communicator whose every method call runs under a :class:`Watchdog`.
+
+    Attributes and methods are the wrapped communicator's; a call that returns a new
+    communicator (``Split_type``, ``Dup``, ...) returns it guarded too.  ``with
+    comm.during("average_buffers"):`` names what the calls inside are doing, for the
+    message the watchdog prints before it aborts.
+    """
+
+    def __init__(self, comm, watchdog, what=""):
+        if isinstance(comm, GuardedComm):
+            comm = comm.unguarded
+        self.unguarded = comm
+        self.watchdog = watchdog
+        self._what = what
+
+    @contextlib.contextmanager
+    def during(self, what):
+        """Calls inside the block are described as ``what`` (after the enclosing block's
+        description: ``"save_checkpoint: state_dict"``)."""
+        outer = self._what
+        self._what = f"{outer}: {what}" if outer else what
+        try:
+            yield self
+        finally:
+            self._what = outer
+
+    def __getattr__(self, name):
+        attr = getattr(self.unguarded, name)
+        if not callable(attr):
+            return attr
+        comm_type = require_mpi().Comm
+
+        def call(*args, **kwargs):
+            with self.watchdog(f"{self._what} ({name})" if self._what else name):
+                out = attr(*args, **kwargs)
+            return GuardedComm(out, self.watchdog, self._what) if isinstance(out, comm_type) else out
+
+        return call
+
+    def __repr__(self):
+        return f"GuardedComm({self.unguarded!r}, timeout={self.watchdog.timeout})"
