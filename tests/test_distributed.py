@@ -257,3 +257,33 @@ def test_readme_example_under_mpiexec(tmp_path):
     # (launch() runs mpi_child.py or a module: tests/fastopt_run_path.py runs the file)
     _, out, err = launch(2, ["runpy", "run_path", str(script)], module="fastopt_run_path")
     assert float(out.split()[-1]) >= 0.98, out
+
+
+def _raw_comm_uses(source):
+    """Uses of a raw communicator attribute (``self.comm``, ``optimizer.comm``) other than
+    setting it and the local queries (``.Get_rank()``, ``.Get_size()``): a collective made
+    through one would escape the timeout guard."""
+    import ast
+
+    tree = ast.parse(source)
+    allowed = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr in ("Get_rank", "Get_size")
+                and isinstance(node.value, ast.Attribute)):
+            allowed.add(id(node.value))
+        elif isinstance(node, ast.Assign):
+            allowed.update(id(t) for t in node.targets)
+    return sorted((node.lineno, ast.unparse(node)) for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr == "comm"
+            and id(node) not in allowed)
+
+
+@pytest.mark.parametrize("name", ["parallel.py", "checkpoint.py"])
+def test_no_collective_escapes_the_guard(name):
+    # DataParallel and the checkpoints make their collectives through the guarded communicator
+    # (the stuck-rank tests above check that it works); the public ``dp.comm`` is raw.
+    source = (ROOT / "fastopt" / "distributed" / name).read_text()
+    assert _raw_comm_uses(source) == []
+    control = ("self.comm = comm\nn = self.comm.Get_size()\nself.comm.Allreduce(x)\n"
+               "c = optimizer.comm\n")
+    assert _raw_comm_uses(control) == [(3, "self.comm"), (4, "optimizer.comm")]

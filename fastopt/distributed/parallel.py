@@ -756,6 +756,12 @@ class DataParallel:
                                "or DataParallel.state_dict()")
                 elif self.shard_state:
                     try:      # the whole state, flat per dtype, to be cut into the slices
+                        groups = state_dict.get("groups")
+                        if isinstance(groups, (list, tuple)) and len(groups) > 1:
+                            raise ValueError(
+                                f"state_dict has {len(groups)} parameter groups; "
+                                "shard_state=True does not support parameter groups yet "
+                                "(load it with shard_state=False)")
                         flat = self._flat_state(state_dict["state"])
                         sd = {**state_dict, "state": list(flat)}
                     except (TypeError, ValueError) as e:
