@@ -11,6 +11,7 @@ values in one FlatParams give the same bits, for any thread count.
 by array, for comparison.
 """
 
+import difflib
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -27,11 +28,19 @@ from ..runtime.alloc import staggered_zeros
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
 from . import lowstate
+from .params import ParamSet
 from .registry import MULTI_ARGS, SPECS, run_lowbit, run_multi
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 
 _IMPLS = {"fused": _kernels, "reference": _reference}
+
+
+def _unexpected(where, name, allowed):
+    """The TypeError message for an unexpected keyword, with the closest allowed one."""
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{where} got an unexpected keyword argument {name!r}{hint}"
 
 
 
@@ -147,46 +156,10 @@ class Optimizer:
 
     # ------------------------------------------------------------ parameters
     def _set_params(self, params, groups):
-        self.flat = None
-        self._keys = None
-        torch_groups = (isinstance(params, (list, tuple)) and len(params) > 0
-                        and all(isinstance(x, Mapping) for x in params))
-        if torch_groups:
-            if groups is not None:
-                raise TypeError("give the parameter groups either as params (a list of dicts) "
-                                "or as groups=, not both")
-            arrays, pgroup, self.param_groups = [], [], []
-            for k, grp in enumerate(params):
-                ps = grp.get("params")
-                if isinstance(ps, np.ndarray) or not isinstance(ps, (list, tuple)):
-                    raise TypeError(f"params[{k}]['params'] must be a list of arrays, "
-                                    f"got {type(ps).__name__}")
-                arrays += list(ps)
-                pgroup += [k] * len(ps)
-                self.param_groups.append({**grp, "params": list(ps)})
-            names = [f"params[{i}]" for i in range(len(arrays))]
-        elif isinstance(params, FlatParams):
-            self.flat = params
-            arrays = [params.data]
-            names = ["params.data"]
-        elif isinstance(params, Mapping):
-            self._keys = list(params)
-            arrays = list(params.values())
-            names = [f"params[{k!r}]" for k in self._keys]
-        elif isinstance(params, (list, tuple)):
-            arrays = list(params)
-            names = [f"params[{i}]" for i in range(len(arrays))]
-        else:
-            raise TypeError("params must be a FlatParams, or a list, tuple or dict of float32 "
-                            f"or float64 arrays (or a list of parameter groups: dicts with "
-                            f"'params'), got {type(params).__name__}")
-        for name, p in zip(names, arrays):
-            _check.array(name, p, writable=True)
-        _check.Extents(**dict(zip(names, arrays)))
-        self._params = arrays
-        self._names = names
-        if not torch_groups:
-            pgroup = self._named_groups(groups)
+        self._pset = ps = ParamSet(params, groups)
+        arrays, names = ps.arrays, ps.names
+        self.param_groups = [{**g, "params": list(g["params"])} for g in ps.param_groups]
+        pgroup = ps.entry_groups
         # the compiled calls' tensors: the arrays, or runs of a FlatParams (one group, and
         # with low-precision state one format: small arrays keep float32 state)
         lowbit = self.state_dtype != "float32"
@@ -197,7 +170,7 @@ class Optimizer:
             big = [b for _, _, b in self._runs]
         else:
             self._runs = None
-            self._tensors = arrays
+            self._tensors = self._params
             self._tensor_group = pgroup if self.flat is None else [0]
             big = [lowbit and p.size >= self.min_lowbit_size for p in arrays]
         if lowbit:
@@ -210,7 +183,32 @@ class Optimizer:
         # global index of each tensor's first element (the bfloat16 rounding hash)
         self._offsets = list(itertools.accumulate((t.size for t in self._tensors[:-1]), initial=0))
         # hyperparameters must keep their meaning in the narrowest dtype
-        self._f32 = any(_check.is_f32(p) for p in arrays) or not arrays
+        self._f32 = ps.f32
+
+    # the container, as the ParamSet read it
+    @property
+    def params(self) -> ParamSet:
+        """The parameters (a :class:`~fastopt.optim.params.ParamSet`): a read-only sequence
+        of the arrays updated, in order, with ``.keys``, ``.names``, ``.flat``, ``.kind``
+        and ``.layout()``."""
+        return self._pset
+
+    @property
+    def flat(self):
+        """The FlatParams this optimizer updates, or None (arrays)."""
+        return self._pset.flat
+
+    @property
+    def _params(self):
+        return self._pset._arrays
+
+    @property
+    def _names(self):
+        return self._pset.names
+
+    @property
+    def _keys(self):
+        return self._pset.keys
 
     def _plan_calls(self):
         """The compiled calls: float32 and float64 tensors with full-precision state, and the
@@ -235,35 +233,6 @@ class Optimizer:
                        else staggered_zeros(t.shape, t.dtype, like=t, k=j + 1)
                        for t, big in zip(self._tensors, self._tensor_lowbit)]
                 for j, name in enumerate(self._state_names)}
-
-    def _named_groups(self, groups):
-        """Group index per array (per name of a FlatParams) from ``groups=``; sets param_groups."""
-        names = list(self.flat) if self.flat is not None else self._keys
-        if groups is None:
-            self.param_groups = [{"params": names if names is not None else list(self._params)}]
-            return [0] * (len(names) if names is not None else len(self._params))
-        if names is None:
-            raise TypeError("groups= names parameters of a FlatParams or a dict; for a list of "
-                            "arrays pass the groups as params: [{'params': [...], ...}, ...]")
-        if isinstance(groups, Mapping) or not isinstance(groups, (list, tuple)):
-            raise TypeError(f"groups must be a list of dicts, got {type(groups).__name__}")
-        where = {}
-        for k, grp in enumerate(groups, 1):
-            if not isinstance(grp, Mapping) or "params" not in grp:
-                raise TypeError(f"groups[{k - 1}] must be a dict with 'params': a list of names")
-            members = grp["params"]
-            if isinstance(members, str) or not isinstance(members, (list, tuple)):
-                raise TypeError(f"groups[{k - 1}]['params'] must be a list of names")
-            for name in members:
-                if name not in names:
-                    raise ValueError(f"groups[{k - 1}] names {name!r}, which params does not have")
-                if name in where:
-                    raise ValueError(f"{name!r} is in two groups")
-                where[name] = k
-        rest = [n for n in names if n not in where]
-        self.param_groups = [{"params": rest}] + [{**g, "params": list(g["params"])}
-                                                  for g in groups]
-        return [where.get(n, 0) for n in names]
 
     def _flat_runs(self, pgroup):
         """(slice of the flat buffer, group, low-precision state) for each run of consecutive
@@ -397,22 +366,7 @@ class Optimizer:
             return self._flat_grads
         if grads is None:
             raise TypeError("step(grads) needs the gradients matching params")
-        if self._keys is not None:
-            if not isinstance(grads, Mapping):
-                raise TypeError(f"grads must be a dict with the keys of params, "
-                                f"got {type(grads).__name__}")
-            if len(grads) != len(self._keys) or any(k not in grads for k in self._keys):
-                missing = [k for k in self._keys if k not in grads]
-                extra = [k for k in grads if k not in self._keys]
-                raise ValueError(f"grads must have the keys of params: missing {missing}, "
-                                 f"unexpected {extra}")
-            return [grads[k] for k in self._keys]
-        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
-            raise TypeError(f"grads must be a list of arrays, got {type(grads).__name__}")
-        if len(grads) != len(self._params):
-            raise ValueError(f"grads has {len(grads)} arrays, expected {len(self._params)} "
-                             "like params")
-        return grads
+        return self._pset.unpack(grads, "grads")
 
     def _check_grads(self, grads):
         """The full checks, with errors naming the array (the fast path found a problem)."""
@@ -567,6 +521,103 @@ class Optimizer:
             self._checked_groups = snapshot
         return [{**base, **{k: _plain(v) for k, v in ov.items()}} for ov in snapshot]
 
+    # ------------------------------------------------------------ the same optimizer elsewhere
+    def _config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments that rebuild this optimizer's configuration
+        (not its parameters, groups or progress): ``type(self)(params, **self._config())``.
+
+        A subclass whose constructor takes other arguments overrides this.
+        """
+        return {"lr": self._schedule if self._schedule is not None else self._lr,
+                **{k: getattr(self, k) for k in self._hyper_names},
+                "impl": self.impl, "max_grad_norm": self.max_grad_norm,
+                "skip_nonfinite": self.skip_nonfinite, "state_dtype": self.state_dtype,
+                "min_lowbit_size": self.min_lowbit_size, "seed": self.seed}
+
+    def _carried_groups(self, params):
+        """(params, groups=) that give ``params`` this optimizer's parameter groups, or raise."""
+        overrides = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        if len(overrides) == 1 and not overrides[0]:
+            return params, None
+        ps = self._pset
+        if ps.kind == "list":
+            # PyTorch-style groups: the same positions in a list of as many arrays
+            if (isinstance(params, (list, tuple)) and len(params) == len(ps)
+                    and not any(isinstance(x, Mapping) for x in params)):
+                where = ps.entry_groups
+                return [{"params": [p for p, k in zip(params, where) if k == j], **ov}
+                        for j, ov in enumerate(overrides)], None
+        elif isinstance(params, (FlatParams, Mapping)):
+            names = set(params)
+            if all(n in names for g in self.param_groups[1:] for n in g["params"]):
+                return params, [{**ov, "params": list(g["params"])}
+                                for g, ov in zip(self.param_groups[1:], overrides[1:])]
+        raise ValueError(f"like(): this optimizer's {len(overrides)} parameter groups cannot be "
+                         f"carried over to {type(params).__name__} params (groups name "
+                         "entries of a FlatParams or dict, or positions of a list of as many "
+                         "arrays): pass groups= (None for none), or PyTorch-style groups as "
+                         "params")
+
+    def like(self, params: Params, **overrides) -> "Optimizer":
+        """A new optimizer of this class and configuration over other parameters, fresh state.
+
+        The new optimizer has this one's hyperparameters, learning rate (or schedule),
+        options (``impl``, ``max_grad_norm``, ``skip_nonfinite``, ``state_dtype``,
+        ``min_lowbit_size``, ``seed``) and parameter groups with their current values,
+        except what ``overrides`` changes; its state is zeros, at step 0 and epoch 1
+        (:meth:`load_state_dict` of this one's :meth:`state_dict` carries the progress
+        over when the layouts match).
+
+        Parameters
+        ----------
+        params : FlatParams, or list, tuple or dict of ndarray, or list of dict
+            The new parameters, as for the constructor.
+        **overrides
+            Constructor keyword arguments to change (``lr=0.1``, ``impl="reference"``,
+            ``groups=None``, ...).  Parameter groups are carried over when ``params``
+            allows it: by name for a FlatParams or a dict that has every grouped name, by
+            position for a list of as many arrays as this optimizer's PyTorch-style
+            groups; otherwise pass ``groups=`` (None for none) or groups as ``params``.
+
+        Returns
+        -------
+        Optimizer
+            A new ``type(self)``.
+
+        Raises
+        ------
+        TypeError
+            An override that is not a constructor keyword, or bad parameters.
+        ValueError
+            A bad value, or groups that cannot be carried over.
+
+        Examples
+        --------
+        >>> import numpy as np, fastopt
+        >>> opt = fastopt.AdamW([np.zeros(3)], lr=0.01, weight_decay=0.1)
+        >>> twin = opt.like([np.ones(3)], lr=0.02)
+        >>> type(twin).__name__, twin.lr, twin.weight_decay, twin.step_count
+        ('AdamW', 0.02, 0.1, 0)
+        """
+        config = self._config()
+        allowed = (*config, "groups")
+        for k in overrides:
+            if k not in allowed:
+                raise TypeError(_unexpected(f"{type(self).__name__}.like()", k, allowed))
+        if "groups" not in overrides:
+            params, groups = self._carried_groups(params)
+            if groups is not None:
+                config["groups"] = groups
+        config.update(overrides)
+        new = type(self)(params, **config)
+        if "groups" not in overrides and new._pset.kind != "list":
+            # group 0 (the names no group lists) may hold overrides set since construction
+            ov0 = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+            if ov0:
+                new.param_groups[0].update(ov0)
+                new._group_hyper()
+        return new
+
     def zero_grad(self) -> None:
         """Zero the FlatParams' grad buffer (with arrays, the gradient arrays are yours)."""
         if self.flat is None:
@@ -582,22 +633,28 @@ class Optimizer:
         or to a dict keyed like ``params`` when it is a dict.  A low-precision buffer is a
         dict recording its format: ``{"format": "bfloat16", "bits": uint16 array}`` or
         ``{"format": "int8", "block": 256, "map": "signed" | "unsigned", "codes": uint8
-        array, "absmax": float32 array}``; the snapshot then also holds ``state_dtype``,
-        ``min_lowbit_size`` and ``seed``.
+        array, "absmax": float32 array}``.
+
+        Returns
+        -------
+        dict
+            ``type`` (the class name), ``step``, ``epoch``, ``hyper`` (:meth:`hyper`),
+            ``state``, ``skipped_steps``, ``groups`` (each parameter group's own
+            hyperparameters, a list of dicts, group 0 first), ``state_dtype``,
+            ``min_lowbit_size`` and ``seed``: everything :meth:`load_state_dict` restores
+            or checks.  (State dicts of earlier versions, which left out ``groups`` when
+            there were none and the last three with float32 state, load too.)
         """
         state = {n: [e.entry() if lowstate.is_lowbit(e) else e.copy() for e in bufs]
                  for n, bufs in self._states.items()}
         if self._keys is not None:
             state = {n: dict(zip(self._keys, bufs)) for n, bufs in state.items()}
-        sd = {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
-              "hyper": self.hyper(), "state": state, "skipped_steps": self.skipped_steps}
-        if self.state_dtype != "float32":
-            sd.update(state_dtype=self.state_dtype, min_lowbit_size=self.min_lowbit_size,
-                      seed=self.seed)
-        if len(self.param_groups) > 1 or len(self.param_groups[0]) > 1:
-            sd["groups"] = [{k: _plain(v) for k, v in g.items() if k != "params"}
-                            for g in self.param_groups]
-        return sd
+        groups = [{k: _plain(v) for k, v in g.items() if k != "params"}
+                  for g in self.param_groups]
+        return {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
+                "hyper": self.hyper(), "state": state, "skipped_steps": self.skipped_steps,
+                "groups": groups, "state_dtype": self.state_dtype,
+                "min_lowbit_size": self.min_lowbit_size, "seed": self.seed}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` in place; continuing gives the same bits as never stopping.
@@ -618,6 +675,12 @@ class Optimizer:
         if fmt != self.state_dtype:
             raise ValueError(f"state_dict holds state_dtype={fmt!r}; this optimizer keeps "
                              f"state_dtype={self.state_dtype!r}: build it with the same setting")
+        if fmt != "float32" and "min_lowbit_size" in state_dict:
+            size = _check.integer("min_lowbit_size", state_dict["min_lowbit_size"], 0)
+            if size != self.min_lowbit_size:
+                raise ValueError(f"state_dict holds min_lowbit_size={size}; this optimizer "
+                                 f"keeps min_lowbit_size={self.min_lowbit_size}: build it "
+                                 "with the same setting")
         seed = _check.integer("seed", state_dict.get("seed", self.seed), 0, 2**64 - 1)
         saved = state_dict["state"]
         if not isinstance(saved, dict) or set(saved) != set(self._states):
@@ -841,6 +904,24 @@ class Momentum(SGD):
         if beta == 0:
             raise ValueError("beta must be in (0, 1) for momentum; use SGD for plain descent")
         super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl, **options)
+
+    def _config(self):
+        config = super()._config()
+        config["beta"] = config.pop("momentum")
+        del config["dampening"]
+        return config
+
+    def like(self, params: Params, **overrides) -> "Momentum":
+        new = super().like(params, **overrides)
+        pair = {"momentum": self.momentum, "dampening": self.dampening}
+        if "beta" not in overrides and self.momentum != self.dampening:
+            # set apart since construction (beta sets both): keep both
+            new._validate_hyper({**new.hyper(), **pair}, loading=True)
+            for k, v in pair.items():
+                object.__setattr__(new, k, v)
+        return new
+
+    like.__doc__ = Optimizer.like.__doc__
 
 
 class RMSprop(Optimizer):
