@@ -287,3 +287,33 @@ def test_no_collective_escapes_the_guard(name):
     control = ("self.comm = comm\nn = self.comm.Get_size()\nself.comm.Allreduce(x)\n"
                "c = optimizer.comm\n")
     assert _raw_comm_uses(control) == [(3, "self.comm"), (4, "optimizer.comm")]
+
+
+def test_a_state_dict_crosses_as_its_structure_and_its_arrays():
+    # load_state_dict sends a state_dict as a pickled skeleton plus each array as bytes:
+    # every state format's entries (dicts of arrays), read-only and strided arrays included
+    from fastopt.distributed.parallel import _fill, _hollow
+
+    ro = np.arange(6, dtype=np.float32)
+    ro.flags.writeable = False
+    sd = {"type": "Adam", "step": 3, "hyper": {"lr": 0.1, "betas": (0.9, 0.999)},
+          "groups": [{}, {"weight_decay": 0.0}], "skipped_steps": 1,
+          "state": {"exp_avg": [ro, np.ones((4, 4))[:, ::2]],
+                    "exp_avg_sq": [{"format": "int8", "block": 256, "map": "unsigned",
+                                    "codes": np.arange(5, dtype=np.uint8),
+                                    "absmax": np.ones(1, np.float32)}, np.zeros(0)]}}
+    arrays = []
+    skeleton = _hollow(sd, arrays)
+    assert len(arrays) == 5 and all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
+    import pickle
+    skeleton = pickle.loads(pickle.dumps(skeleton))
+    back = _fill(skeleton, [a.copy() for a in arrays])
+    assert back["hyper"] == sd["hyper"] and back["groups"] == sd["groups"]
+    assert back["skipped_steps"] == 1 and back["step"] == 3
+    np.testing.assert_array_equal(back["state"]["exp_avg"][0], ro)
+    np.testing.assert_array_equal(back["state"]["exp_avg"][1], np.ones((4, 2)))
+    entry = back["state"]["exp_avg_sq"][0]
+    assert {k: v for k, v in entry.items() if not isinstance(v, np.ndarray)} == \
+        {"format": "int8", "block": 256, "map": "unsigned"}
+    np.testing.assert_array_equal(entry["codes"], np.arange(5, dtype=np.uint8))
+    assert back["state"]["exp_avg_sq"][1].shape == (0,)
