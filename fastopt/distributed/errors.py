@@ -123,9 +123,12 @@ class Watchdog:
             deadline = self._deadline
             if deadline is not None and time.monotonic() > deadline:
                 rank, size = self.comm.Get_rank(), self.comm.Get_size()
+                what = self._what
+                if isinstance(what, tuple):     # (what, call) from a GuardedComm
+                    what = f"{what[0]} ({what[1]})" if what[0] else what[1]
                 _write_stderr(
                     f"fastopt.distributed: rank {rank} of {size} waited more than "
-                    f"{self.timeout:g} s in {self._what}; another rank has not reached it "
+                    f"{self.timeout:g} s in {what}; another rank has not reached it "
                     "(it died, skipped a step, or is stuck). Aborting the job.\n")
                 self.comm.Abort(1)
                 return
@@ -135,17 +138,25 @@ class Watchdog:
         return self
 
     def __enter__(self):
+        self._arm(self._next)
+        return self
+
+    def __exit__(self, *exc):
+        self._disarm()
+        return False
+
+    def _arm(self, what):
+        """A collective described by ``what`` starts: it must end within ``timeout``."""
         self._outer.append((self._deadline, self._what))
-        self._what = self._next
+        self._what = what
         if self.timeout is not None:
             if self._thread is None:
                 self._start()
             self._deadline = time.monotonic() + self.timeout
-        return self
 
-    def __exit__(self, *exc):
+    def _disarm(self):
+        """It ended: the enclosing block's deadline (if any) applies again."""
         self._deadline, self._what = self._outer.pop()
-        return False
 
     def guard(self, comm, what=""):
         """``comm`` with every call made through it under this watchdog (a :class:`GuardedComm`)."""
@@ -167,6 +178,7 @@ class GuardedComm:
         self.unguarded = comm
         self.watchdog = watchdog
         self._what = what
+        self._comm_type = require_mpi().Comm
 
     @contextlib.contextmanager
     def during(self, what):
@@ -183,13 +195,17 @@ class GuardedComm:
         attr = getattr(self.unguarded, name)
         if not callable(attr):
             return attr
-        comm_type = require_mpi().Comm
+        watchdog, comm_type = self.watchdog, self._comm_type
 
         def call(*args, **kwargs):
-            with self.watchdog(f"{self._what} ({name})" if self._what else name):
+            watchdog._arm((self._what, name))    # (the message is formatted only if it fires)
+            try:
                 out = attr(*args, **kwargs)
-            return GuardedComm(out, self.watchdog, self._what) if isinstance(out, comm_type) else out
+            finally:
+                watchdog._disarm()
+            return GuardedComm(out, watchdog, self._what) if isinstance(out, comm_type) else out
 
+        self.__dict__[name] = call       # the next lookups find it without __getattr__
         return call
 
     def __repr__(self):
