@@ -63,6 +63,7 @@ def save_checkpoint(path, params, optimizer, *, root=0, **extra):
                 if sd is not None:      # the same class and configuration over the whole model
                     whole = whole.like(params)
                     whole.load_state_dict(sd)
+                    sd = None           # (copied: one full-size state on root at a time)
                 _single.save_checkpoint(path, params, whole, **extra)
             except (OSError, TypeError, ValueError) as e:
                 problem = f"{type(e).__name__}: {e}"
