@@ -364,6 +364,21 @@ def test_extras_round_trip_exactly(extras):
     assert repr(got) == repr(extras)   # (types and float signs included: -0.0 is not 0.0 here)
 
 
+@pytest.mark.parametrize("key", ["a\0b", "\udc80"])
+def test_extra_keys_a_file_cannot_hold_are_refused_before_writing(tmp_path, key):
+    # Before: "a\0b" wrote a checkpoint that could not be loaded; "\udc80" raised UnicodeEncodeError.
+    fp = fastopt.FlatParams({"w": (3,)})
+    with pytest.raises(ValueError, match="extra key .* cannot be stored"):
+        fastopt.save_checkpoint(tmp_path / "c.npz", fp, fastopt.SGD(fp, lr=0.1), **{key: 1})
+    assert os.listdir(tmp_path) == []
+
+
+def test_extra_keys_round_trip(tmp_path):
+    keys = ["a/b", "", "x.npy", "ü", "../x", "extra.json/y", "k" * 300]
+    extras = _reload_extras(tmp_path, **{k: i for i, k in enumerate(keys)}, s="t")
+    assert extras == {**{k: i for i, k in enumerate(keys)}, "s": "t"}
+
+
 def test_format_1_files_still_load(tmp_path):
     # As written by the previous version: format 1, JSON extras as "json:"-prefixed strings.
     path, fp, opt = _saved(tmp_path)

@@ -92,6 +92,10 @@ class CheckpointError(ValueError):
 def _extra_entry(key, value):
     """``(entry name, array)`` storing the extra ``key``: numbers and arrays as they are,
     strings and JSON values as JSON text in their own namespace (never told apart by content)."""
+    # (the key is the entry's name in the zip: UTF-8, and a NUL would cut it short)
+    if "\0" in key or any(0xD800 <= ord(c) <= 0xDFFF for c in key):
+        raise ValueError(f"extra key {key!r} cannot be stored: a NUL character or a lone "
+                         "surrogate cannot be part of a file name in the checkpoint")
     if isinstance(value, str) or isinstance(value, (list, tuple, dict)) or value is None:
         try:
             # (ASCII only, so no character is lost in the .npy string: not even a trailing NUL)
