@@ -96,7 +96,7 @@ def _extra_entry(key, value):
     if "\0" in key or any(0xD800 <= ord(c) <= 0xDFFF for c in key):
         raise ValueError(f"extra key {key!r} cannot be stored: a NUL character or a lone "
                          "surrogate cannot be part of a file name in the checkpoint")
-    if isinstance(value, str) or isinstance(value, (list, tuple, dict)) or value is None:
+    if isinstance(value, (str, list, tuple, dict)) or value is None:
         try:
             # (ASCII only, so no character is lost in the .npy string: not even a trailing NUL)
             return f"extra.json/{key}", np.asarray(json.dumps(value, ensure_ascii=True))
