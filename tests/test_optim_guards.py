@@ -210,15 +210,31 @@ def test_changing_the_groups_is_refused_cleanly(state_dtype, change, rng):
     elif change == "add":
         opt.param_groups.append({"params": [], "lr": 0.5})
     elif change == "move":
-        opt.param_groups[1]["params"].remove("V")
-        opt.param_groups[0]["params"].append("V")
+        with pytest.raises(TypeError, match="cannot change"):
+            opt.param_groups[1]["params"].remove("V")       # refused at once
+        opt.param_groups[1]["params"] = ["b"]                # refused at the step
+        opt.param_groups[0]["params"] = ["W", "V"]
     else:
-        opt.param_groups[1]["params"].pop()
+        with pytest.raises(TypeError, match="cannot change"):
+            opt.param_groups[1]["params"].pop()
+        opt.param_groups[1] = {"params": ["V"], "weight_decay": 0.0}
     before = _snapshot(opt, params)
     grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in model.items()}
     with pytest.raises(ValueError, match="param_groups"):
         opt.step(grads)
     _assert_unchanged(before, opt, params)
+
+
+def test_group_members_given_again_are_accepted(rng):
+    model = {"W": np.ones(3, np.float32), "b": np.ones(2, np.float32)}
+    opt = fastopt.SGD(model, lr=0.5, groups=[{"params": ["b"], "lr": 0.25}])
+    opt.param_groups[1] = {"params": ["b"], "lr": 1.0}   # a new dict, the same members
+    opt.step({"W": np.ones(3, np.float32), "b": np.ones(2, np.float32)})
+    assert model["b"].tolist() == [0.0, 0.0] and model["W"].tolist() == [0.5] * 3
+    for cp in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        with pytest.raises(TypeError, match="cannot change"):
+            cp.param_groups[0]["params"].append("b")
+        assert cp.param_groups[1]["params"] == ["b"]
 
 
 def test_removing_the_only_extra_group_with_lowbit_state_is_refused(rng):

@@ -43,6 +43,24 @@ _OPTION_NAMES = ("impl", "max_grad_norm", "skip_nonfinite", "groups", "state_dty
                  "min_lowbit_size", "seed")
 
 
+class _Members(list):
+    """A parameter group's ``params``: a list that refuses changes (the compiled plan maps
+    each array to its group, once)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a parameter group's 'params' cannot change (the optimizer's compiled "
+                        "plan maps each array to its group): to regroup, build another "
+                        "optimizer, opt.like(params, groups=...)")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce__(self):
+        return _Members, (list(self),)
+
+
 def _same_members(group, members):
     """``group`` (a param_groups entry) still lists ``members`` (arrays, or names)."""
     now = group.get("params") if isinstance(group, Mapping) else None
@@ -278,9 +296,9 @@ class Optimizer:
     def _set_params(self, params, groups):
         self._pset = ps = ParamSet(params, groups)
         arrays, names = ps.arrays, ps.names
-        self.param_groups = [{**g, "params": list(g["params"])} for g in ps.param_groups]
+        self.param_groups = [{**g, "params": _Members(g["params"])} for g in ps.param_groups]
         # each group's members, as built (param_groups may change values, not membership)
-        self._members = [list(g["params"]) for g in self.param_groups]
+        self._members = [g["params"] for g in self.param_groups]
         pgroup = ps.entry_groups
         # the compiled calls' tensors: the arrays, or runs of a FlatParams (one group, and
         # with low-precision state one format: small arrays keep float32 state)
@@ -649,9 +667,15 @@ class Optimizer:
         """
         groups = self.param_groups
         members = self._members
-        if (not isinstance(groups, list) or len(groups) != len(members)
-                or not all(map(_same_members, groups, members))):
+        if type(groups) is not list or len(groups) != len(members):
             self._refuse_regrouping()
+        for g, m in zip(groups, members):
+            if type(g) is not dict or g.get("params") is not m:
+                # (the member lists refuse changes; a group given a list of its own members
+                # again gets the original back)
+                if not _same_members(g, m):
+                    self._refuse_regrouping()
+                g["params"] = m
         base = self.hyper()
         if len(groups) == 1 and len(groups[0]) == 1:
             return [base]                  # no groups: the fast path
