@@ -435,6 +435,18 @@ def test_flatparams_views_refuse_rebinding():
     assert dict(fp.params).keys() == {"W", "b"} and len(fp.grads) == 2 and "W" in fp.grads
 
 
+def test_flatparams_buffers_refuse_rebinding():
+    fp = fastopt.FlatParams({"W": (2,)})
+    opt = fastopt.SGD(fp, lr=1.0)
+    with pytest.raises(AttributeError, match=r"fp.grad\[\.\.\.\] = values"):
+        fp.grad = np.ones(2, np.float32)
+    with pytest.raises(AttributeError, match=r"fp.data\[\.\.\.\] = values"):
+        fp.data = np.ones(2, np.float32)
+    fp.grad[...] = 1.0
+    opt.step()
+    assert fp.params["W"].tolist() == [-1.0, -1.0]
+
+
 def test_flatparams_views_still_pickle_and_copy():
     fp = fastopt.FlatParams({"W": (2,)})
     fp.params["W"][...] = 3.0

@@ -214,6 +214,15 @@ class FlatParams:
         """Set every gradient to zero (in place)."""
         self.grad.fill(0.0)
 
+    def __setattr__(self, name, value):
+        # ``data`` and ``grad`` are the buffers every view (and an optimizer) points into:
+        # rebinding one would leave them on the old buffer, so it raises
+        if name in ("data", "grad") and name in self.__dict__:
+            raise AttributeError(f"FlatParams.{name} cannot be rebound (the views and the "
+                                 f"optimizer point into it): write into it, "
+                                 f"fp.{name}[...] = values")
+        object.__setattr__(self, name, value)
+
     # ------------------------------------------------------------ pickling and copying
     # The state is the instance dict without the views (NumPy would pickle or copy each view
     # as an independent array); __setstate__ rebuilds them on the restored buffers.  Pickles
