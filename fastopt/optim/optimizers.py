@@ -14,6 +14,8 @@ by array, for comparison.
 import difflib
 import itertools
 import math
+import operator
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -28,6 +30,7 @@ from ..runtime.alloc import staggered_zeros
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
 from . import lowstate
+from ._keywords import checked_keywords, unexpected_keyword
 from .params import ParamSet
 from .registry import MULTI_ARGS, SPECS, run_lowbit, run_multi
 
@@ -35,13 +38,38 @@ __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 
 _IMPLS = {"fused": _kernels, "reference": _reference}
 
+#: The options every optimizer's constructor takes (documented once, in _OPTIONS_DOC).
+_OPTION_NAMES = ("impl", "max_grad_norm", "skip_nonfinite", "groups", "state_dtype",
+                 "min_lowbit_size", "seed")
 
-def _unexpected(where, name, allowed):
-    """The TypeError message for an unexpected keyword, with the closest allowed one."""
-    close = difflib.get_close_matches(name, list(allowed), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{where} got an unexpected keyword argument {name!r}{hint}"
 
+class _Members(list):
+    """A parameter group's ``params``: a list that refuses changes (the compiled plan maps
+    each array to its group, once)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a parameter group's 'params' cannot change (the optimizer's compiled "
+                        "plan maps each array to its group): to regroup, build another "
+                        "optimizer, opt.like(params, groups=...)")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce__(self):
+        return _Members, (list(self),)
+
+
+def _same_members(group, members):
+    """``group`` (a param_groups entry) still lists ``members`` (arrays, or names)."""
+    now = group.get("params") if isinstance(group, Mapping) else None
+    if not isinstance(now, (list, tuple)) or len(now) != len(members):
+        return False
+    if all(map(operator.is_, now, members)):
+        return True
+    return all(x is y or (type(x) is str and type(y) is str and x == y)
+               for x, y in zip(now, members))
 
 
 def _reference_stats(grads):
@@ -56,6 +84,7 @@ def _reference_stats(grads):
 Params = FlatParams | Sequence[np.ndarray] | Mapping[str, np.ndarray]
 LR = float | Callable[[int], float]
 Impl = Literal["fused", "reference"]
+Groups = Sequence[Mapping[str, Any]]
 
 
 def _scheduled_lr(schedule, epoch, f32=True):
@@ -120,31 +149,78 @@ class Optimizer:
         consecutive names kept in one format and group (``state_runs`` gives their slices).
     state_nbytes : int
         Bytes of optimizer state.
+    params : ParamSet
+        The parameters, read-only (see :class:`~fastopt.optim.params.ParamSet`).
+    param_groups : list of dict
+        Each group's ``params`` and its own hyperparameters: the values may change between
+        steps (checked at the next step), the groups and their members may not.
+
+    Notes
+    -----
+    Every keyword is checked: an unknown one raises TypeError naming the closest valid
+    one (``did you mean 'weight_decay'?``), and PyTorch options fastopt does not have
+    (``amsgrad``, ``foreach``, ``fused``, ``maximize``, ``capturable``,
+    ``differentiable``; RMSprop's ``momentum`` and ``centered``) are refused as such,
+    whatever their value.  The hyperparameters, ``lr``, ``impl``, ``max_grad_norm``,
+    ``skip_nonfinite`` and ``seed`` may be set between steps and are checked as the
+    constructor checks them (a rejected value changes nothing); ``state_dtype`` and
+    ``min_lowbit_size`` are fixed (:meth:`like` builds another optimizer); any other
+    public name raises AttributeError (a subclass declares its own public attributes as
+    class annotations).
+
+    One optimizer may be stepped from several threads: the steps take turns (a lock),
+    each a whole step.  Pickling, :func:`copy.deepcopy` and :func:`copy.copy` give an
+    optimizer with its own lock, state and compiled tables.  Unpickled from read-only
+    buffers (pickle protocol 5 out of band, as Ray, Dask and shared memory pass arrays),
+    the state, which is the optimizer's own, is copied to writable memory; read-only
+    parameters are refused by :meth:`step` (use :meth:`like` over writable copies and
+    :meth:`load_state_dict`).
     """
 
     _kernel = None
     _hyper_names = ()
+
+    # public attributes set in __init__ (a subclass declares its own the same way: a class
+    # annotation; setting any other public name raises AttributeError, so that a misspelled
+    # ``opt.weight_deacy = 0.5`` does not pass silently)
+    skipped_steps: int
+    grad_norm: float | None
+    param_groups: list[dict[str, Any]]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # unknown keywords of a subclass's constructor raise TypeError with a hint
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = checked_keywords(init, f"{cls.__name__}()", cls.__name__)
 
     def __init__(self, params: Params, lr: LR, *, impl: Impl = "fused",
                  max_grad_norm: float | None = None, skip_nonfinite: bool = False,
                  groups: Sequence[Mapping[str, Any]] | None = None,
                  state_dtype: str = "float32", min_lowbit_size: int = 4096, seed: int = 0,
                  **hyper) -> None:
-        if impl not in _IMPLS:
-            raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
-        self.max_grad_norm = (None if max_grad_norm is None
-                              else _check.positive("max_grad_norm", max_grad_norm))
-        self.skip_nonfinite = _check.flag("skip_nonfinite", skip_nonfinite)
-        self.state_dtype = lowstate.state_format(state_dtype)
-        self.min_lowbit_size = _check.integer("min_lowbit_size", min_lowbit_size, 0)
-        self.seed = _check.integer("seed", seed, 0, 2**64 - 1)
+        # (the base class takes the subclass's hyperparameters by name: exactly _hyper_names)
+        unknown = [k for k in hyper if k not in self._hyper_names]
+        if unknown:
+            allowed = ("params", "lr", *_OPTION_NAMES, *self._hyper_names)
+            raise TypeError(unexpected_keyword(f"{type(self).__name__}()", unknown[0], allowed,
+                                               type(self).__name__))
+        missing = [k for k in self._hyper_names if k not in hyper]
+        if missing:
+            raise TypeError(f"{type(self).__name__}() needs the hyperparameters {missing}")
+        object.__setattr__(self, "_lock", threading.Lock())
+        self.impl = impl
+        self.max_grad_norm = max_grad_norm
+        self.skip_nonfinite = skip_nonfinite
+        self._state_dtype = lowstate.state_format(state_dtype)
+        self._min_lowbit_size = _check.integer("min_lowbit_size", min_lowbit_size, 0)
+        self.seed = seed
         self.skipped_steps = 0
         self.grad_norm = None
         self._set_params(params, groups)
         self._validate_hyper(hyper)
         for k, v in hyper.items():
             object.__setattr__(self, k, _plain(v))
-        self.impl = impl
         self._epoch = 1
         self.lr = lr
         self._step = 0
@@ -154,11 +230,75 @@ class Optimizer:
         self._plan_calls()
         self._build()
 
+    # ------------------------------------------------------------ options, checked when set
+    @property
+    def impl(self) -> str:
+        """"fused" (the compiled kernels) or "reference" (the NumPy reference); settable."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, value):
+        if not isinstance(value, str) or value not in _IMPLS:
+            raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {value!r}")
+        self._impl = value
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        """The global gradient norm each step clips to (a finite float > 0), or None; settable."""
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        self._max_grad_norm = (None if value is None
+                               else _check.positive("max_grad_norm", value))
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        """Skip steps whose gradients hold a NaN or an infinity (True or False); settable."""
+        return self._skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value):
+        self._skip_nonfinite = _check.flag("skip_nonfinite", value)
+
+    @property
+    def seed(self) -> int:
+        """The bfloat16 rounding stream (an int in [0, 2**64)); settable."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value):
+        self._seed = _check.integer("seed", value, 0, 2**64 - 1)
+
+    @property
+    def state_dtype(self) -> str:
+        """How the state is stored: "float32", "bfloat16" or "int8" (fixed at construction)."""
+        return self._state_dtype
+
+    @state_dtype.setter
+    def state_dtype(self, value):
+        raise AttributeError("state_dtype is fixed at construction (the state buffers are "
+                             "allocated in it): build another optimizer, "
+                             "opt.like(params, state_dtype=...)")
+
+    @property
+    def min_lowbit_size(self) -> int:
+        """Arrays smaller than this keep float32 state (fixed at construction)."""
+        return self._min_lowbit_size
+
+    @min_lowbit_size.setter
+    def min_lowbit_size(self, value):
+        raise AttributeError("min_lowbit_size is fixed at construction (it decides which "
+                             "buffers are low-precision): build another optimizer, "
+                             "opt.like(params, min_lowbit_size=...)")
+
     # ------------------------------------------------------------ parameters
     def _set_params(self, params, groups):
         self._pset = ps = ParamSet(params, groups)
         arrays, names = ps.arrays, ps.names
-        self.param_groups = [{**g, "params": list(g["params"])} for g in ps.param_groups]
+        self.param_groups = [{**g, "params": _Members(g["params"])} for g in ps.param_groups]
+        # each group's members, as built (param_groups may change values, not membership)
+        self._members = [g["params"] for g in self.param_groups]
         pgroup = ps.entry_groups
         # the compiled calls' tensors: the arrays, or runs of a FlatParams (one group, and
         # with low-precision state one format: small arrays keep float32 state)
@@ -370,6 +510,12 @@ class Optimizer:
 
     def _check_grads(self, grads):
         """The full checks, with errors naming the array (the fast path found a problem)."""
+        for n, bufs in self._states.items():
+            for i, e in enumerate(bufs):
+                for b in lowstate.buffers(e):
+                    if not b.flags.writeable:
+                        raise ValueError(f"state {n}[{i}] is read-only, but the step updates "
+                                         "it in place")
         if self.flat is not None:
             _check.array("params.data", self.flat.data, writable=True)
             _check.array("params.grad", self.flat.grad, writable=False, like=self.flat.data,
@@ -387,6 +533,8 @@ class Optimizer:
     def _bind(self, grads):
         """Check the gradients and point each call's table at them; changes nothing else."""
         calls = self._calls
+        if self._runs is not None and not self._flat_writable():
+            self._check_grads(grads)    # (the tables hold views, which keep their own flags)
         if len(calls) == 1:
             bad = calls[0].mt.bind_grads(grads)
             if bad < 0:
@@ -414,6 +562,19 @@ class Optimizer:
         infinity changes nothing (the step count does not advance; ``skipped_steps`` counts
         it).  ``grad_norm`` holds the norm the last step computed (None without either).
         """
+        # One step at a time: the compiled tables hold the gradients bound last, so two
+        # threads stepping one optimizer (Hogwild style) take turns.
+        with self._lock:
+            self._locked_step(grads, max_grad_norm)
+
+    def _flat_writable(self):
+        """The FlatParams' buffer and the state arrays are writable (the views in the
+        tables of runs do not see a flag set later on the arrays they view)."""
+        return (self.flat.data.flags.writeable
+                and all(b.flags.writeable for bufs in self._states.values() for e in bufs
+                        for b in lowstate.buffers(e)))
+
+    def _locked_step(self, grads, max_grad_norm):
         grads = self._grad_list(grads)
         if max_grad_norm is None:
             max_norm = self.max_grad_norm
@@ -421,6 +582,7 @@ class Optimizer:
             max_norm = _check.positive("max_grad_norm", max_grad_norm)
         t = self._step + 1
         kwargs = [self._kernel_kwargs(t, h) for h in self._group_hyper()]
+        seed = _check.integer("seed", self._seed, 0, 2**64 - 1)
         fused = self.impl == "fused"
         if fused:
             if self._calls:
@@ -443,34 +605,36 @@ class Optimizer:
             nt = get_num_threads()
             for g in self._calls:
                 if g.lowbit:
-                    self._step_lowbit(g, kernel, groups, t, gscale, nt)
+                    self._step_lowbit(g, kernel, groups, t, gscale, nt, seed)
                 else:
                     run_multi(kernel, g.mt, groups, t, gscale, nt)
         else:
+            if gscale != 1.0:   # clip first, in the gradient's dtype (as the kernels do)
+                # (every array, before the first update; out= keeps a 0-d array an array)
+                grads = [np.multiply(g, g.dtype.type(gscale), out=np.empty_like(g))
+                         for g in grads]
             bufs = list(self._tensor_states().values())
             for i, (p, g) in enumerate(zip(self._tensors, grads)):
-                if gscale != 1.0:   # clip first, in the gradient's dtype (as the kernels do)
-                    g = g * g.dtype.type(gscale)
                 state = [b[i] for b in bufs] or [None]
                 kw = kwargs[self._tensor_group[i]]
                 if lowstate.is_lowbit(state[0]):
-                    self._reference_lowbit(kernel, p, g, state, kw, t, self._offsets[i])
+                    self._reference_lowbit(kernel, p, g, state, kw, t, self._offsets[i], seed)
                 else:
                     getattr(_reference, kernel)(p, g, *state, **kw)
         self._step = t
 
-    def _step_lowbit(self, call, kernel, groups, t, gscale, nt):
+    def _step_lowbit(self, call, kernel, groups, t, gscale, nt, seed):
         """The low-precision kernel over ``call``'s tensors: one parallel call (gradients bound
         and checked)."""
-        run_lowbit(kernel, self.state_dtype, call.table, call.mt.ntasks, groups, t, self.seed,
+        run_lowbit(kernel, self.state_dtype, call.table, call.mt.ntasks, groups, t, seed,
                    call.offsets, call.tables, gscale, nt)
 
-    def _reference_lowbit(self, kernel, p, g, state, kw, t, offset):
+    def _reference_lowbit(self, kernel, p, g, state, kw, t, offset, seed):
         """The NumPy twin of the low-precision step on one tensor."""
         kw = dict(kw)
         if self.state_dtype == "bfloat16":
             fn = getattr(_reference_lowbit, kernel + "_bf16")
-            kw.update(step=t, seed=self.seed, index_offset=offset)
+            kw.update(step=t, seed=seed, index_offset=offset)
             fn(p, g, *[s.bits for s in state], **kw)
         else:
             fn = getattr(_reference_lowbit, kernel + "_int8")
@@ -501,8 +665,19 @@ class Optimizer:
         A group's values (``opt.param_groups[k]["weight_decay"] = 0.0``) are checked when they
         change, as the constructor checks them.
         """
+        groups = self.param_groups
+        members = self._members
+        if type(groups) is not list or len(groups) != len(members):
+            self._refuse_regrouping()
+        for g, m in zip(groups, members):
+            if type(g) is not dict or g.get("params") is not m:
+                # (the member lists refuse changes; a group given a list of its own members
+                # again gets the original back)
+                if not _same_members(g, m):
+                    self._refuse_regrouping()
+                g["params"] = m
         base = self.hyper()
-        if len(self.param_groups) == 1 and len(self.param_groups[0]) == 1:
+        if len(groups) == 1 and len(groups[0]) == 1:
             return [base]                  # no groups: the fast path
         snapshot = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
         if snapshot != self._checked_groups:
@@ -603,7 +778,7 @@ class Optimizer:
         allowed = (*config, "groups")
         for k in overrides:
             if k not in allowed:
-                raise TypeError(_unexpected(f"{type(self).__name__}.like()", k, allowed))
+                raise TypeError(unexpected_keyword(f"{type(self).__name__}.like()", k, allowed))
         if "groups" not in overrides:
             params, groups = self._carried_groups(params)
             if groups is not None:
@@ -617,6 +792,22 @@ class Optimizer:
                 new.param_groups[0].update(ov0)
                 new._group_hyper()
         return new
+
+    def _refuse_regrouping(self):
+        groups, members = self.param_groups, self._members
+        if not isinstance(groups, list):
+            what = f"it is a {type(groups).__name__}, not the list of dicts it was"
+        elif len(groups) != len(members):
+            what = f"it has {len(groups)} groups, not {len(members)}"
+        else:
+            k = next(k for k, (g, m) in enumerate(zip(groups, members))
+                     if not _same_members(g, m))
+            what = f"the 'params' of group {k} changed"
+        raise ValueError(f"param_groups must keep the groups and members this optimizer was "
+                         f"built with (its compiled plan maps each array to its group): "
+                         f"{what}.  Change a group's hyperparameters in place "
+                         "(opt.param_groups[k]['lr'] = ...); to regroup, build another "
+                         "optimizer: opt.like(params, groups=...)")
 
     def zero_grad(self) -> None:
         """Zero the FlatParams' grad buffer (with arrays, the gradient arrays are yours)."""
@@ -768,15 +959,30 @@ class Optimizer:
     def __setattr__(self, name, value):
         # A hyperparameter set between steps (``opt.eps = 1e-6``) is checked as the
         # constructor checks it, with the others; a bad value raises and changes nothing.
+        # Options are properties that check themselves.  Any other public name must exist
+        # (a class attribute, or an annotation of the class or a base): a misspelled
+        # ``opt.weight_deacy = 0.5`` raises instead of training with the default.
         if name in self._hyper_names and name in self.__dict__:
             self._validate_hyper({**self.hyper(), name: value}, loading=True)
             value = _plain(value)
+        elif not name.startswith("_") and name not in self.__dict__:
+            cls = type(self)
+            if not hasattr(cls, name) and not any(name in getattr(c, "__annotations__", {})
+                                                   for c in cls.__mro__):
+                known = {n for c in cls.__mro__ for n in (*vars(c), *getattr(
+                    c, "__annotations__", {})) if not n.startswith("_")}
+                known.update(self._hyper_names)
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise AttributeError(
+                    f"{cls.__name__} has no attribute {name!r} to set{hint} (a subclass "
+                    "declares its own public attributes as class annotations)")
         object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_calls", "_extents", "_flat_grads", "_tensors"):
+        for name in ("_calls", "_extents", "_flat_grads", "_tensors", "_lock"):
             state.pop(name, None)
         state["_call_index"] = [(g.index, g.f32, g.lowbit) for g in self._calls]
         return state
@@ -784,6 +990,18 @@ class Optimizer:
     def __setstate__(self, state):
         groups = state.pop("_call_index")
         self.__dict__.update(state)
+        self._lock = threading.Lock()
+        ps = self._pset
+        if ps.flat is not None:
+            # (a FlatParams unpickled from read-only buffers has copied them)
+            ps._arrays[:] = [ps.flat.data]
+        # The state buffers are the optimizer's own: unpickled from read-only (out-of-band)
+        # buffers, they are copied to writable memory.  The parameters are the caller's:
+        # read-only ones are refused by step(), never written.
+        for bufs in self._states.values():
+            for i, e in enumerate(bufs):
+                if not lowstate.is_lowbit(e):
+                    bufs[i] = lowstate.writable(e)
         self._calls = [_Call(*g) for g in groups]
         self._tensors = (self._params if self._runs is None
                          else [self.flat.data[r] for r, _, _ in self._runs])
@@ -849,9 +1067,13 @@ class SGD(Optimizer):
 
     def __init__(self, params: Params, lr: LR, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *, impl: Impl = "fused",
-                 **options) -> None:
-        super().__init__(params, lr, impl=impl, **options, momentum=momentum,
-                         dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                         weight_decay=weight_decay, impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
 
     @property
     def _state_names(self):
@@ -899,26 +1121,34 @@ class Momentum(SGD):
     """
 
     def __init__(self, params: Params, lr: LR, beta: float = 0.9, *, impl: Impl = "fused",
-                 **options) -> None:
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
         beta = _check.unit_interval("beta", beta)
         if beta == 0:
             raise ValueError("beta must be in (0, 1) for momentum; use SGD for plain descent")
-        super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl, **options)
+        super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
 
     def _config(self):
         config = super()._config()
         config["beta"] = config.pop("momentum")
-        del config["dampening"]
+        for k in ("dampening", "nesterov", "weight_decay"):
+            del config[k]
         return config
 
     def like(self, params: Params, **overrides) -> "Momentum":
         new = super().like(params, **overrides)
-        pair = {"momentum": self.momentum, "dampening": self.dampening}
-        if "beta" not in overrides and self.momentum != self.dampening:
-            # set apart since construction (beta sets both): keep both
-            new._validate_hyper({**new.hyper(), **pair}, loading=True)
-            for k, v in pair.items():
+        # the hyperparameters set since construction (beta sets momentum and dampening)
+        keep = {k: getattr(self, k) for k in self._hyper_names
+                if not ("beta" in overrides and k in ("momentum", "dampening"))}
+        if any(getattr(new, k) != v for k, v in keep.items()):
+            new._validate_hyper({**new.hyper(), **keep}, loading=True)
+            for k, v in keep.items():
                 object.__setattr__(new, k, v)
+            new._checked_groups = None
+            new._group_hyper()
         return new
 
     like.__doc__ = Optimizer.like.__doc__
@@ -952,9 +1182,14 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Params, lr: LR, alpha: float = 0.9, eps: float = 1e-8,
                  eps_inside_sqrt: bool = True, weight_decay: float = 0.0, *,
-                 impl: Impl = "fused", **options) -> None:
-        super().__init__(params, lr, impl=impl, **options, alpha=alpha, eps=eps,
-                         eps_inside_sqrt=eps_inside_sqrt, weight_decay=weight_decay)
+                 impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, alpha=alpha, eps=eps, eps_inside_sqrt=eps_inside_sqrt,
+                         weight_decay=weight_decay, impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
 
     def _validate_hyper(self, h, loading=False):
         _check.rmsprop_hyper(_check.UNCHECKED, h["alpha"], h["eps"], h["eps_inside_sqrt"],
@@ -1001,9 +1236,13 @@ class Adam(Optimizer):
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused",
-                 **options) -> None:
-        super().__init__(params, lr, impl=impl, **options, betas=betas, eps=eps,
-                         weight_decay=weight_decay)
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
 
     def _validate_hyper(self, h, loading=False):
         betas = h["betas"]
@@ -1053,9 +1292,13 @@ class AdamW(Adam):
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused",
-                 **options) -> None:
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, impl=impl,
-                         **options)
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
 
 
 _OPTIONS_DOC = """\
