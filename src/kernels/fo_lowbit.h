@@ -20,10 +20,13 @@
  * A handful of operations whose form differs by width (masks, narrowing, lane shuffles,
  * table lookups) have one small helper per width below; everything else is written once.
  *
- * Table lookups: the decode takes values[code] and the encoder a bucket entry tabn[b].  On
- * the CPUs these were tuned on (Zen 3, Zen 4) scalar loads inserted into lanes beat the
- * gather instructions at 256 bits; at 512 bits FO_LB_GATHER (default 1 in the avx512
- * build) selects the gathers - benchmarks/lowbit_elem.py compares the two.
+ * Table lookups: the decode takes values[code] and the encoder a bucket entry tabn[b], by
+ * scalar loads inserted into lanes (8 at a time; a 512-bit vector is built from two such
+ * halves).  On this project's AMD Zen 3 and Zen 4 machines the gather instructions were
+ * slower at both widths (Zen 4, avx512 build, Adam int8: 1.9 ns/element with gathers for
+ * the values, 1.55 with loads), and so was a 512-bit decode by two-table permutes of the
+ * 256 values (2.2); FO_LB_GATHER_VALUES=1 / FO_LB_GATHER_BUCKETS=1 select the gathers at
+ * 512 bits, to measure on other CPUs (benchmarks/lowbit_elem.py --so).
  *
  * These functions trust their arguments: fastopt.kernels.lowbit checks them first.
  */
@@ -46,12 +49,11 @@
 #define FO_LB_VEC 0
 #endif
 
-#ifndef FO_LB_GATHER
-#if FO_LB_VEC && FO_VBYTES == 64
-#define FO_LB_GATHER 1
-#else
-#define FO_LB_GATHER 0
+#ifndef FO_LB_GATHER_VALUES
+#define FO_LB_GATHER_VALUES 0
 #endif
+#ifndef FO_LB_GATHER_BUCKETS
+#define FO_LB_GATHER_BUCKETS 0
 #endif
 
 /* The vector width these kernels run at, in bits (0: scalar loops only). */
@@ -172,6 +174,31 @@ typedef fo_si fo_vi;
 #define FO_VSET1I(x) FO_EPI32(set1)((int)(x))
 
 /* ---- the width-specific helpers ---- */
+/* t[c[0..7]] (scalar loads into lanes) */
+FO_INLINE __m256 fo_lut8f(const float* t, const uint8_t* c) {
+    uint64_t w;
+    memcpy(&w, c, 8);
+    __m128 a = _mm_setr_ps(t[w & 255], t[(w >> 8) & 255], t[(w >> 16) & 255], t[(w >> 24) & 255]);
+    __m128 b = _mm_setr_ps(t[(w >> 32) & 255], t[(w >> 40) & 255], t[(w >> 48) & 255], t[w >> 56]);
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
+}
+
+/* t[b[0..7]] (scalar loads into lanes) */
+FO_INLINE __m256i fo_lut8x32(const uint32_t* t, __m256i b) {
+    __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
+    uint64_t q0 = (uint64_t)_mm_cvtsi128_si64(lo), q1 = (uint64_t)_mm_extract_epi64(lo, 1);
+    uint64_t q2 = (uint64_t)_mm_cvtsi128_si64(hi), q3 = (uint64_t)_mm_extract_epi64(hi, 1);
+    __m128i a = _mm_cvtsi32_si128((int)t[(uint32_t)q0]);
+    a = _mm_insert_epi32(a, (int)t[q0 >> 32], 1);
+    a = _mm_insert_epi32(a, (int)t[(uint32_t)q1], 2);
+    a = _mm_insert_epi32(a, (int)t[q1 >> 32], 3);
+    __m128i c = _mm_cvtsi32_si128((int)t[(uint32_t)q2]);
+    c = _mm_insert_epi32(c, (int)t[q2 >> 32], 1);
+    c = _mm_insert_epi32(c, (int)t[(uint32_t)q3], 2);
+    c = _mm_insert_epi32(c, (int)t[q3 >> 32], 3);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(a), c, 1);
+}
+
 #if FO_VBYTES == 64
 
 /* base + (0, 1, ..., W - 1) */
@@ -200,33 +227,20 @@ FO_INLINE void fo_vsr2(uint16_t* out, fo_vf a, fo_vi ia, fo_vf b, fo_vi ib) {
 
 /* t[c[0..W-1]] */
 FO_INLINE fo_vf fo_vlut(const float* t, const uint8_t* c) {
-#if FO_LB_GATHER
+#if FO_LB_GATHER_VALUES
     return _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)c)), t, 4);
 #else
-    uint64_t w0, w1;
-    memcpy(&w0, c, 8);
-    memcpy(&w1, c + 8, 8);
-    __m128 a = _mm_setr_ps(t[w0 & 255], t[(w0 >> 8) & 255], t[(w0 >> 16) & 255], t[(w0 >> 24) & 255]);
-    __m128 b = _mm_setr_ps(t[(w0 >> 32) & 255], t[(w0 >> 40) & 255], t[(w0 >> 48) & 255], t[w0 >> 56]);
-    __m128 d = _mm_setr_ps(t[w1 & 255], t[(w1 >> 8) & 255], t[(w1 >> 16) & 255], t[(w1 >> 24) & 255]);
-    __m128 e = _mm_setr_ps(t[(w1 >> 32) & 255], t[(w1 >> 40) & 255], t[(w1 >> 48) & 255], t[w1 >> 56]);
-    __m256 lo = _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
-    __m256 hi = _mm256_insertf128_ps(_mm256_castps128_ps256(d), e, 1);
-    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+    return _mm512_insertf32x8(_mm512_castps256_ps512(fo_lut8f(t, c)), fo_lut8f(t, c + 8), 1);
 #endif
 }
 
-/* t[b[0..W-1]] */
+/* t[b[0..W-1]]: by halves, as the avx2 build (fo_lut8x32) */
 FO_INLINE fo_vi fo_vlut32(const uint32_t* t, fo_vi b) {
-#if FO_LB_GATHER
+#if FO_LB_GATHER_BUCKETS
     return _mm512_i32gather_epi32(b, (const void*)t, 4);
 #else
-    uint32_t k[16];
-    _mm512_storeu_si512((void*)k, b);
-    return _mm512_setr_epi32((int)t[k[0]], (int)t[k[1]], (int)t[k[2]], (int)t[k[3]],
-                             (int)t[k[4]], (int)t[k[5]], (int)t[k[6]], (int)t[k[7]],
-                             (int)t[k[8]], (int)t[k[9]], (int)t[k[10]], (int)t[k[11]],
-                             (int)t[k[12]], (int)t[k[13]], (int)t[k[14]], (int)t[k[15]]);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(fo_lut8x32(t, _mm512_castsi512_si256(b))),
+                              fo_lut8x32(t, _mm512_extracti64x4_epi64(b, 1)), 1);
 #endif
 }
 
@@ -273,29 +287,9 @@ FO_INLINE void fo_vsr2(uint16_t* out, fo_vf a, fo_vi ia, fo_vf b, fo_vi ib) {
     _mm256_storeu_si256((__m256i*)out, _mm256_permute4x64_epi64(_mm256_packus_epi32(sa, sb), 0xd8));
 }
 
-/* scalar loads into lanes (cheaper than a gather on Zen 3) */
-FO_INLINE fo_vf fo_vlut(const float* t, const uint8_t* c) {
-    uint64_t w;
-    memcpy(&w, c, 8);
-    __m128 a = _mm_setr_ps(t[w & 255], t[(w >> 8) & 255], t[(w >> 16) & 255], t[(w >> 24) & 255]);
-    __m128 b = _mm_setr_ps(t[(w >> 32) & 255], t[(w >> 40) & 255], t[(w >> 48) & 255], t[w >> 56]);
-    return _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
-}
+FO_INLINE fo_vf fo_vlut(const float* t, const uint8_t* c) { return fo_lut8f(t, c); }
 
-FO_INLINE fo_vi fo_vlut32(const uint32_t* t, fo_vi b) {
-    __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
-    uint64_t q0 = (uint64_t)_mm_cvtsi128_si64(lo), q1 = (uint64_t)_mm_extract_epi64(lo, 1);
-    uint64_t q2 = (uint64_t)_mm_cvtsi128_si64(hi), q3 = (uint64_t)_mm_extract_epi64(hi, 1);
-    __m128i a = _mm_cvtsi32_si128((int)t[(uint32_t)q0]);
-    a = _mm_insert_epi32(a, (int)t[q0 >> 32], 1);
-    a = _mm_insert_epi32(a, (int)t[(uint32_t)q1], 2);
-    a = _mm_insert_epi32(a, (int)t[q1 >> 32], 3);
-    __m128i c = _mm_cvtsi32_si128((int)t[(uint32_t)q2]);
-    c = _mm_insert_epi32(c, (int)t[q2 >> 32], 1);
-    c = _mm_insert_epi32(c, (int)t[(uint32_t)q3], 2);
-    c = _mm_insert_epi32(c, (int)t[q3 >> 32], 3);
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(a), c, 1);
-}
+FO_INLINE fo_vi fo_vlut32(const uint32_t* t, fo_vi b) { return fo_lut8x32(t, b); }
 
 FO_INLINE fo_vi fo_vinc_gt(fo_vi c, fo_vi a, fo_vi b) {
     return _mm256_sub_epi32(c, _mm256_cmpgt_epi32(a, b));
@@ -386,7 +380,8 @@ FO_INLINE void fo_quant_k(const float* x, ptrdiff_t n, uint8_t* codes, float* ab
     {
         fo_venc E;
         fo_venc_init(&E, q, d);
-        for (; i + 4 * FO_W <= n; i += 4 * FO_W)
+        const ptrdiff_t nv = n - n % (4 * FO_W);
+        for (; i < nv; i += 4 * FO_W)
             fo_vcodes4(codes + i,
                        fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i)), &E, posonly),
                        fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + FO_W)), &E, posonly),
