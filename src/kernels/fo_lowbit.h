@@ -163,6 +163,14 @@ FO_INLINE float fo_sgd1(const fo_sgd_p* h, const int mode, float g, float p, flo
     return (mode & 2) ? p - h->lr * (gi + h->mom * b) : p - h->lr * b;
 }
 
+/* the largest |x| bits of x[0..n) */
+static inline uint32_t fo_absmax_bits(const float* x, ptrdiff_t n) {
+    uint32_t mx = 0, a;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) { a = fo_f2u(x[i]) & 0x7fffffffu; mx = a > mx ? a : mx; }
+    return mx;
+}
+
 /* absmax bits -> (absmax, divisor); 1 when the block is all zeros */
 static inline float fo_divisor(uint32_t mx) { return mx ? fo_u2f(mx) : 1.0f; }
 
@@ -461,6 +469,24 @@ FO_INLINE void fo_adam_bf16_mode(float* P, const float* G, uint16_t* s0, uint16_
             fo_vsr2(s1 + i, va, FO_SI(and)(ha, lo16), vb, FO_SI(and)(hb, lo16));
         }
     }
+#else
+    /* the baseline: per block widen into L1, update, round back (plain loops that the
+       compiler vectorizes at SSE2 width; the hash's multiplies keep the fused loop scalar) */
+    for (; i < n; i += FO_QBLOCK) {
+        FO_ALIGNED(64) float b0[FO_QBLOCK];
+        FO_ALIGNED(64) float b1[FO_QBLOCK];
+        const int nq = n - i < FO_QBLOCK ? (int)(n - i) : FO_QBLOCK;
+        const uint32_t bi = base + (uint32_t)i;
+        int k;
+        for (k = 0; k < nq; k++) { b0[k] = fo_bf2f(s0[i + k]); b1[k] = fo_bf2f(s1[i + k]); }
+        for (k = 0; k < nq; k++)
+            P[i + k] = fo_adam1(&h, mode, G[i + k], P[i + k], b0[k], b1[k], &b0[k], &b1[k]);
+        for (k = 0; k < nq; k++) {
+            uint32_t r = fo_fmix32((bi + (uint32_t)k) ^ key);
+            s0[i + k] = fo_bf16_sr(b0[k], r >> 16);
+            s1[i + k] = fo_bf16_sr(b1[k], r & 0xffffu);
+        }
+    }
 #endif
     for (; i < n; i++) {
         float y0, y1;
@@ -579,6 +605,12 @@ FO_INLINE void fo_adam_int8_mode(float* P, const float* G, uint8_t* cd0, float* 
             qb += 1;
             continue;
         }
+#else
+        /* the baseline: decode, then the update in a loop the compiler vectorizes */
+        for (; i < nq; i++) { buf0[i] = v0[c0[i]] * a0; buf1[i] = v1[c1[i]] * a1; }
+        for (i = 0; i < nq; i++) p[i] = fo_adam1(&h, mode, g[i], p[i], buf0[i], buf1[i], &buf0[i], &buf1[i]);
+        m0 = fo_absmax_bits(buf0, nq);
+        m1 = fo_absmax_bits(buf1, nq);
 #endif
         for (; i < nq; i++) {
             float y0, y1;
@@ -762,10 +794,31 @@ FO_ONEBUF_PQ(sgd)
         m0 = fo_vhmax(FO_EPU32(max)(mx0, mx1));                                                \
     }
 #define FO_ONEBUF_VSETUP(OPT) fo_##OPT##_v A; fo_##OPT##_v_init(&A, &h);
+#define FO_ONEBUF_BF16_BASE(OPT, HIGH)
+#define FO_ONEBUF_INT8_BASE(OPT)
 #else
 #define FO_ONEBUF_BF16_VEC(OPT, HIGH)
 #define FO_ONEBUF_INT8_VEC(OPT)
 #define FO_ONEBUF_VSETUP(OPT)
+/* the baseline, as Adam's: separate loops the compiler vectorizes at SSE2 width */
+#define FO_ONEBUF_BF16_BASE(OPT, HIGH)                                                         \
+    for (; i < n; i += FO_QBLOCK) {                                                            \
+        FO_ALIGNED(64) float b0[FO_QBLOCK];                                                    \
+        const int nq = n - i < FO_QBLOCK ? (int)(n - i) : FO_QBLOCK;                           \
+        const uint32_t bi = base + (uint32_t)i;                                                \
+        int k;                                                                                 \
+        for (k = 0; k < nq; k++) b0[k] = fo_bf2f(s0[i + k]);                                   \
+        for (k = 0; k < nq; k++)                                                               \
+            P[i + k] = fo_##OPT##1(&h, mode, G[i + k], P[i + k], b0[k], &b0[k]);               \
+        for (k = 0; k < nq; k++) {                                                             \
+            uint32_t r = fo_fmix32((bi + (uint32_t)k) ^ key);                                  \
+            s0[i + k] = fo_bf16_sr(b0[k], HIGH ? r >> 16 : r & 0xffffu);                       \
+        }                                                                                      \
+    }
+#define FO_ONEBUF_INT8_BASE(OPT)                                                               \
+    for (; i < nq; i++) buf0[i] = v0[c0[i]] * a0;                                              \
+    for (i = 0; i < nq; i++) p[i] = fo_##OPT##1(&h, mode, g[i], p[i], buf0[i], &buf0[i]);      \
+    m0 = fo_absmax_bits(buf0, nq);
 #endif
 
 #define FO_ONEBUF(OPT, HIGH)                                                                   \
@@ -775,6 +828,7 @@ FO_INLINE void fo_##OPT##_bf16_mode(float* P, const float* G, uint16_t* s0, ptrd
     const fo_##OPT##_p h = *hp;                                                                \
     ptrdiff_t i = 0;                                                                           \
     FO_ONEBUF_BF16_VEC(OPT, HIGH)                                                              \
+    FO_ONEBUF_BF16_BASE(OPT, HIGH)                                                             \
     for (; i < n; i++) {                                                                       \
         float y;                                                                               \
         uint32_t r;                                                                            \
@@ -801,6 +855,7 @@ FO_INLINE void fo_##OPT##_int8_mode(float* P, const float* G, uint8_t* cd0, floa
         nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
         i = 0;                                                                                 \
         FO_ONEBUF_INT8_VEC(OPT)                                                                \
+        FO_ONEBUF_INT8_BASE(OPT)                                                               \
         for (; i < nq; i++) {                                                                  \
             float y0;                                                                          \
             p[i] = fo_##OPT##1(&h, mode, g[i], p[i], v0[c0[i]] * a0, &y0);                     \
