@@ -29,7 +29,7 @@ def test_readme_examples_run_and_learn(capsys):
                                     "fastopt.nn.layers", "fastopt.nn.init",
                                     "fastopt.train.schedules", "fastopt.data.minibatch",
                                     "fastopt.train.tuning", "fastopt.data.preprocessing",
-                                    "fastopt.train.checkpoint"])
+                                    "fastopt.train.checkpoint", "fastopt.train.loop"])
 def test_docstring_examples(module):
     import importlib
 
