@@ -97,11 +97,10 @@ def test_checkpoint_extras_are_named_entries(tmp_path):
     t.train_epoch()
     t.save(tmp_path / "c.npz")
     with np.load(tmp_path / "c.npz") as z:
-        extras = sorted(k for k in z.files if k.startswith("extra/"))
+        extras = sorted(k for k in z.files if k.startswith("extra"))
         np.testing.assert_array_equal(z["extra/model/bn1.running_var"], t.model.bns[0].running_var)
-    assert extras == ["extra/epoch", "extra/history"] + [
-        f"extra/model/bn{i}.running_{s}" for i in (1, 2) for s in ("mean", "var")] + [
-        "extra/rng_state"]
+    assert extras == ["extra.json/history", "extra.json/rng_state", "extra/epoch"] + [
+        f"extra/model/bn{i}.running_{s}" for i in (1, 2) for s in ("mean", "var")]
 
 
 def _rewrite(path, change):
@@ -141,9 +140,9 @@ def test_resume_reads_the_names_of_earlier_checkpoints(tmp_path):
      "'bn1.running_mean' is stored twice"),
     (lambda e: e.update({"extra/model/bn1.running_var": np.full(16, -1, np.float32)}),
      "running_var'] must be finite and >= 0"),
-    (lambda e: e.pop("extra/rng_state"), "KeyError: 'rng_state'"),
+    (lambda e: e.pop("extra.json/rng_state"), "KeyError: 'rng_state'"),
     (lambda e: e.update({"extra/epoch": np.asarray(2.5)}), "epoch must be an int"),
-    (lambda e: e.update({"extra/history": np.asarray('json:[{"epoch": true}]')}),
+    (lambda e: e.update({"extra.json/history": np.asarray('[{"epoch": true}]')}),
      "history must be a list of records"),
 ])
 def test_resume_is_all_or_nothing(tmp_path, change, msg):
