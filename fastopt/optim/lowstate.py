@@ -41,6 +41,12 @@ class _LowState:
     format = ""
     __slots__ = ()
 
+    def __setattr__(self, name, value):
+        # the compiled tables hold the buffers: rebinding one would leave them updating the old
+        raise AttributeError(f"{type(self).__name__}.{name} cannot be rebound (the optimizer's "
+                             f"compiled tables point at its buffers): write into them instead, "
+                             f"e.g. state.{self._buffer_name}[...] = values")
+
     def __array__(self, dtype=None, copy=None):
         out = self.to_float32()
         return out if dtype is None else out.astype(dtype)
@@ -66,11 +72,12 @@ class BFloat16State(_LowState):
     """
 
     format = "bfloat16"
+    _buffer_name = "bits"
     __slots__ = ("bits", "flat_bits")
 
     def __init__(self, bits):
-        self.bits = bits = writable(bits)
-        self.flat_bits = bits.reshape(-1)
+        bits = writable(bits)
+        _set(self, bits=bits, flat_bits=bits.reshape(-1))
 
     @classmethod
     def zeros(cls, shape):
@@ -116,15 +123,14 @@ class Int8State(_LowState):
 
     format = "int8"
     block = QBLOCK
+    _buffer_name = "codes"
     __slots__ = ("codes", "flat_codes", "absmax", "map_name", "qmap", "tables")
 
     def __init__(self, codes, absmax, map_name):
-        self.codes = codes = writable(codes)
-        self.flat_codes = codes.reshape(-1)
-        self.absmax = writable(absmax)
-        self.map_name = map_name
-        self.qmap = _MAPS[map_name]()
-        self.tables = self.qmap.kernel_tables()
+        codes = writable(codes)
+        qmap = _MAPS[map_name]()
+        _set(self, codes=codes, flat_codes=codes.reshape(-1), absmax=writable(absmax),
+             map_name=map_name, qmap=qmap, tables=qmap.kernel_tables())
 
     @classmethod
     def zeros(cls, shape, map_name):
@@ -167,6 +173,12 @@ class Int8State(_LowState):
 
     def __setstate__(self, state):
         self.__init__(*state)
+
+
+def _set(obj, **fields):
+    """Bind a state object's fields (once: ``__setattr__`` refuses rebinding)."""
+    for k, v in fields.items():
+        object.__setattr__(obj, k, v)
 
 
 def _check_keys(name, src, fmt, keys):

@@ -24,15 +24,13 @@ import numpy as np
 from ..kernels import _check
 from .. import kernels as _kernels
 from .. import reference as _reference
-from ..reference import lowbit as _reference_lowbit
 from ..nn.flat import FlatParams
-from ..runtime.alloc import staggered_zeros
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
-from . import lowstate
+from . import formats, lowstate
 from ._keywords import checked_keywords, unexpected_keyword
 from .params import ParamSet
-from .registry import MULTI_ARGS, SPECS, run_lowbit, run_multi
+from .registry import MULTI_ARGS, SPECS
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 
@@ -134,18 +132,20 @@ def _plain(value):
 
 
 class _Call:
-    """One compiled call per step: the tensors of one dtype (their indices) and their MultiTensor.
+    """One compiled call per step: the tensors of one dtype and one state format (their
+    indices) and their MultiTensor (rows: param, grad, then each state buffer's kernel rows).
 
-    A ``lowbit`` call's tensors have bfloat16 or int8 state (rows: the bits, or the codes and
-    absmax of each state buffer); ``table`` is its plan for the low-precision kernels,
-    ``offsets`` each tensor's global index (the bfloat16 rounding hash)."""
+    A ``lowbit`` call's tensors keep the optimizer's compact state format; ``table`` is its
+    plan for the low-precision kernels, ``offsets`` each tensor's global index (the bfloat16
+    rounding hash), ``tables`` the format's extra tables (int8: the maps)."""
 
-    __slots__ = ("index", "f32", "lowbit", "mt", "table", "offsets", "tables")
+    __slots__ = ("index", "f32", "lowbit", "fmt", "mt", "table", "offsets", "tables")
 
-    def __init__(self, index, f32, lowbit=False):
+    def __init__(self, index, f32, lowbit=False, fmt=formats.DENSE):
         self.index = index
         self.f32 = f32
         self.lowbit = lowbit
+        self.fmt = fmt
         self.mt = None
 
 
@@ -240,6 +240,7 @@ class Optimizer:
         self.max_grad_norm = max_grad_norm
         self.skip_nonfinite = skip_nonfinite
         self._state_dtype = lowstate.state_format(state_dtype)
+        self._format = formats.get(self._state_dtype)
         self._min_lowbit_size = _check.integer("min_lowbit_size", min_lowbit_size, 0)
         self.seed = seed
         self.skipped_steps = 0
@@ -329,7 +330,7 @@ class Optimizer:
         pgroup = ps.entry_groups
         # the compiled calls' tensors: the arrays, or runs of a FlatParams (one group, and
         # with low-precision state one format: small arrays keep float32 state)
-        lowbit = self.state_dtype != "float32"
+        lowbit = self._format.compact
         if self.flat is not None and (len(self.param_groups) > 1 or lowbit):
             self._runs = self._flat_runs(pgroup)
             self._tensors = [self.flat.data[r] for r, _, _ in self._runs]
@@ -384,28 +385,45 @@ class Optimizer:
         f32 = [i for i, p in enumerate(self._tensors) if _check.is_f32(p) and not lowbit[i]]
         f64 = [i for i, p in enumerate(self._tensors) if not _check.is_f32(p)]
         low = [i for i in range(len(self._tensors)) if lowbit[i]]
-        self._calls = [_Call(ix, is32, lb) for ix, is32, lb in
-                       ((f32, True, False), (f64, False, False), (low, True, True)) if ix]
+        self._calls = self._make_calls([(f32, True, False), (f64, False, False), (low, True, True)])
+
+    def _make_calls(self, index):
+        """The calls of ``index``: (tensor indices, float32, compact state) each."""
+        return [_Call(ix, is32, lb, self._format if lb else formats.DENSE)
+                for ix, is32, lb in index if ix]
+
+    def _tensor_formats(self):
+        """The state format of each compiled tensor."""
+        return [self._format if lb else formats.DENSE for lb in self._tensor_lowbit]
+
+    def _state_formats(self):
+        """The state format of each entry of a state buffer's list (``_states[name]``)."""
+        if self._format.compact:
+            return self._tensor_formats()
+        return [formats.DENSE] * len(self._params)
+
+    def _state_rows(self):
+        """(name, index, format, entry) of every state entry."""
+        fmts = self._state_formats()
+        return [(n, i, f, e) for n, bufs in self._states.items()
+                for i, (f, e) in enumerate(zip(fmts, bufs))]
 
     def _new_states(self):
         """Zero state: per parameter, or with low-precision state per compiled tensor."""
-        # (float32/float64 state starts at staggered offsets from its parameter within a
-        # page, so the step's streams do not collide in the cache: fastopt.runtime.alloc)
-        if self.state_dtype == "float32":
-            return {name: [staggered_zeros(p.shape, p.dtype, like=p, k=j + 1)
-                           for p in self._params]
-                    for j, name in enumerate(self._state_names)}
         unsigned = SPECS[self._kernel].nonnegative
-        return {name: [lowstate.make(self.state_dtype, t.shape, name not in unsigned) if big
-                       else staggered_zeros(t.shape, t.dtype, like=t, k=j + 1)
-                       for t, big in zip(self._tensors, self._tensor_lowbit)]
+        if self._format.compact:     # one entry per compiled tensor, in its format
+            pairs = list(zip(self._tensors, self._tensor_formats()))
+        else:                        # one entry per parameter (a FlatParams: its flat buffer)
+            pairs = [(p, formats.DENSE) for p in self._params]
+        return {name: [fmt.zeros(t.shape, t.dtype, name not in unsigned, like=t, k=j + 1)
+                       for t, fmt in pairs]
                 for j, name in enumerate(self._state_names)}
 
     def _flat_runs(self, pgroup):
         """(slice of the flat buffer, group, low-precision state) for each run of consecutive
         names of one group and one state format."""
         runs = []
-        lowbit = self.state_dtype != "float32"
+        lowbit = self._format.compact
         for name, k in zip(self.flat, pgroup):
             sl = self.flat.slice(name)
             big = lowbit and sl.stop - sl.start >= self.min_lowbit_size
@@ -420,47 +438,42 @@ class Optimizer:
         """For a FlatParams: the slice of the flat buffer each state entry covers."""
         if self.flat is None:
             raise TypeError("state_runs describes an optimizer built on a FlatParams")
-        if self._runs is None or self.state_dtype == "float32":
+        if self._runs is None or not self._format.compact:
             return [slice(0, self.flat.data.size)]
         return [r for r, _, _ in self._runs]
 
     def _tensor_states(self):
         """The state buffers per compiled tensor (views of the flat state for runs)."""
-        if self._runs is None or self.state_dtype != "float32":
+        if self._runs is None or self._format.compact:
             return self._states
         return {n: [bufs[0][r] for r, _, _ in self._runs] for n, bufs in self._states.items()}
 
     @property
     def state_nbytes(self):
         """Bytes of optimizer state (for int8 state, the codes and the absmax)."""
-        return sum(b.nbytes for bufs in self._states.values() for e in bufs
-                   for b in lowstate.buffers(e))
+        return sum(f.nbytes(e) for _, _, f, e in self._state_rows())
 
     def _build(self):
         """The compiled calls' tables (one MultiTensor per dtype) and the aliasing guard."""
         named = {}
-        for n, bufs in self._states.items():
-            for i, e in enumerate(bufs):
-                for j, b in enumerate(lowstate.buffers(e)):
-                    named[f"{n}[{i}]" + (f".{j}" if lowstate.is_lowbit(e) else "")] = b
+        for n, i, f, e in self._state_rows():
+            for j, b in enumerate(f.rows(e)):
+                named[f"{n}[{i}]" + (f".{j}" if f.compact else "")] = b
         self._extents = _check.Extents(**dict(zip(self._names, self._params)), **named)
         everything = self._params + list(named.values())
         states = self._tensor_states()
         for g in self._calls:
             rows = [[self._tensors[i] for i in g.index], None]
             for bufs in states.values():
+                # (each entry's kernel rows: the array, the bits, or the codes and the absmax)
                 entries = [bufs[i] for i in g.index]
-                if g.lowbit:   # the bits, or the codes and the absmax, as the kernels take them
-                    rows += [list(r) for r in zip(*(e.buffers() for e in entries))]
-                else:
-                    rows.append(entries)
+                rows += [list(r) for r in zip(*(g.fmt.rows(e) for e in entries))]
             g.mt = ext._optim.MultiTensor(rows, everything,
                                           [self._tensor_group[i] for i in g.index])
             if g.lowbit:
                 g.table = g.mt.table_capsule()
                 g.offsets = np.array([self._offsets[i] for i in g.index], np.uint64)
-                first = [bufs[g.index[0]] for bufs in states.values()]
-                g.tables = [e.tables for e in first if isinstance(e, lowstate.Int8State)]
+                g.tables = g.fmt.kernel_tables([bufs[g.index[0]] for bufs in states.values()])
         if self.flat is not None:
             self._flat_grads = ([self.flat.grad] if self._runs is None
                                 else [self.flat.grad[r] for r, _, _ in self._runs])
@@ -537,12 +550,11 @@ class Optimizer:
 
     def _check_grads(self, grads):
         """The full checks, with errors naming the array (the fast path found a problem)."""
-        for n, bufs in self._states.items():
-            for i, e in enumerate(bufs):
-                for b in lowstate.buffers(e):
-                    if not b.flags.writeable:
-                        raise ValueError(f"state {n}[{i}] is read-only, but the step updates "
-                                         "it in place")
+        for n, i, f, e in self._state_rows():
+            for b in f.rows(e):
+                if not b.flags.writeable:
+                    raise ValueError(f"state {n}[{i}] is read-only, but the step updates "
+                                     "it in place")
         if self.flat is not None:
             _check.array("params.data", self.flat.data, writable=True)
             _check.array("params.grad", self.flat.grad, writable=False, like=self.flat.data,
@@ -598,8 +610,8 @@ class Optimizer:
         """The FlatParams' buffer and the state arrays are writable (the views in the
         tables of runs do not see a flag set later on the arrays they view)."""
         return (self.flat.data.flags.writeable
-                and all(b.flags.writeable for bufs in self._states.values() for e in bufs
-                        for b in lowstate.buffers(e)))
+                and all(b.flags.writeable for _, _, f, e in self._state_rows()
+                        for b in f.rows(e)))
 
     def _locked_step(self, grads, max_grad_norm):
         grads = self._grad_list(grads)
@@ -631,43 +643,19 @@ class Optimizer:
             groups = [tuple(kw[k] for k in MULTI_ARGS[kernel]) for kw in kwargs]
             nt = get_num_threads()
             for g in self._calls:
-                if g.lowbit:
-                    self._step_lowbit(g, kernel, groups, t, gscale, nt, seed)
-                else:
-                    run_multi(kernel, g.mt, groups, t, gscale, nt)
+                g.fmt.run(kernel, g, groups, t, gscale, nt, seed)
         else:
             if gscale != 1.0:   # clip first, in the gradient's dtype (as the kernels do)
                 # (every array, before the first update; out= keeps a 0-d array an array)
                 grads = [np.multiply(g, g.dtype.type(gscale), out=np.empty_like(g))
                          for g in grads]
             bufs = list(self._tensor_states().values())
+            fmts = self._tensor_formats()
             for i, (p, g) in enumerate(zip(self._tensors, grads)):
                 state = [b[i] for b in bufs] or [None]
                 kw = kwargs[self._tensor_group[i]]
-                if lowstate.is_lowbit(state[0]):
-                    self._reference_lowbit(kernel, p, g, state, kw, t, self._offsets[i], seed)
-                else:
-                    getattr(_reference, kernel)(p, g, *state, **kw)
+                fmts[i].run_reference(kernel, p, g, state, kw, t, self._offsets[i], seed)
         self._step = t
-
-    def _step_lowbit(self, call, kernel, groups, t, gscale, nt, seed):
-        """The low-precision kernel over ``call``'s tensors: one parallel call (gradients bound
-        and checked)."""
-        run_lowbit(kernel, self.state_dtype, call.table, call.mt.ntasks, groups, t, seed,
-                   call.offsets, call.tables, gscale, nt)
-
-    def _reference_lowbit(self, kernel, p, g, state, kw, t, offset, seed):
-        """The NumPy twin of the low-precision step on one tensor."""
-        kw = dict(kw)
-        if self.state_dtype == "bfloat16":
-            fn = getattr(_reference_lowbit, kernel + "_bf16")
-            kw.update(step=t, seed=seed, index_offset=offset)
-            fn(p, g, *[s.bits for s in state], **kw)
-        else:
-            fn = getattr(_reference_lowbit, kernel + "_int8")
-            if kernel != "adam_step":
-                kw.pop("step", None)
-            fn(p, g, *[b for s in state for b in (s.codes, s.absmax)], **kw)
 
     def _grad_stats(self, grads):
         """(sum of squares, all finite) of the bound gradients, over every dtype group."""
@@ -863,8 +851,8 @@ class Optimizer:
             or checks.  (State dicts of earlier versions, which left out ``groups`` when
             there were none and the last three with float32 state, load too.)
         """
-        state = {n: [e.entry() if lowstate.is_lowbit(e) else e.copy() for e in bufs]
-                 for n, bufs in self._states.items()}
+        fmts = self._state_formats()
+        state = {n: [f.entry(e) for f, e in zip(fmts, bufs)] for n, bufs in self._states.items()}
         if self._keys is not None:
             state = {n: dict(zip(self._keys, bufs)) for n, bufs in state.items()}
         groups = [{k: _plain(v) for k, v in g.items() if k != "params"}
@@ -893,7 +881,7 @@ class Optimizer:
         if fmt != self.state_dtype:
             raise ValueError(f"state_dict holds state_dtype={fmt!r}; this optimizer keeps "
                              f"state_dtype={self.state_dtype!r}: build it with the same setting")
-        if fmt != "float32" and "min_lowbit_size" in state_dict:
+        if self._format.compact and "min_lowbit_size" in state_dict:
             size = _check.integer("min_lowbit_size", state_dict["min_lowbit_size"], 0)
             if size != self.min_lowbit_size:
                 raise ValueError(f"state_dict holds min_lowbit_size={size}; this optimizer "
@@ -906,6 +894,9 @@ class Optimizer:
             raise ValueError(f"state_dict has state {got}, expected a dict of "
                              f"{sorted(self._states)}")
         sources = {}
+        fmts = self._state_formats()
+        reason = (f" (state_dtype={self.state_dtype!r}, min_lowbit_size="
+                  f"{self.min_lowbit_size})")
         for name, bufs in self._states.items():
             src = saved[name]
             if self._keys is not None:
@@ -915,22 +906,8 @@ class Optimizer:
                 src = [src[k] for k in self._keys]
             elif not isinstance(src, (list, tuple)) or len(src) != len(bufs):
                 raise ValueError(f"state {name!r} must be a list of {len(bufs)} arrays")
-            checked = []
-            for i, (dst, s) in enumerate(zip(bufs, src)):
-                if lowstate.is_lowbit(dst):
-                    checked.append(dst.check_entry(f"state {name}[{i}]", s))
-                    continue
-                if isinstance(s, Mapping):
-                    raise ValueError(f"state {name}[{i}] is {s.get('format')!r} state; this "
-                                     "optimizer keeps it in float32 (state_dtype="
-                                     f"{self.state_dtype!r}, min_lowbit_size="
-                                     f"{self.min_lowbit_size})")
-                s = np.asarray(s)
-                if s.shape != dst.shape or s.dtype != dst.dtype:
-                    raise ValueError(f"state {name}[{i}] has shape {s.shape} and dtype {s.dtype}, "
-                                     f"expected {dst.shape} and {dst.dtype}")
-                checked.append([s])
-            sources[name] = checked
+            sources[name] = [f.check_entry(f"state {name}[{i}]", dst, s, reason)
+                             for i, (f, dst, s) in enumerate(zip(fmts, bufs, src))]
         hyper = state_dict["hyper"]
         if not isinstance(hyper, dict):
             raise ValueError(f"state_dict['hyper'] must be a dict, got {type(hyper).__name__}")
@@ -962,9 +939,8 @@ class Optimizer:
         self.skipped_steps = skipped
         self.seed = seed
         for name, bufs in self._states.items():
-            for dst, src in zip(bufs, sources[name]):
-                for d, s in zip(lowstate.buffers(dst), src):
-                    np.copyto(d, s)
+            for f, dst, src in zip(fmts, bufs, sources[name]):
+                f.load(dst, src)
         self._step = step
         self._epoch = epoch
 
@@ -1009,7 +985,7 @@ class Optimizer:
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_calls", "_extents", "_flat_grads", "_tensors", "_lock"):
+        for name in ("_calls", "_extents", "_flat_grads", "_tensors", "_lock", "_format"):
             state.pop(name, None)
         state["_call_index"] = [(g.index, g.f32, g.lowbit) for g in self._calls]
         return state
@@ -1020,6 +996,7 @@ class Optimizer:
             _upgrade_state(state)
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._format = formats.get(self._state_dtype)
         ps = self._pset
         if ps.flat is not None:
             # (a FlatParams unpickled from read-only buffers has copied them)
@@ -1027,11 +1004,10 @@ class Optimizer:
         # The state buffers are the optimizer's own: unpickled from read-only (out-of-band)
         # buffers, they are copied to writable memory.  The parameters are the caller's:
         # read-only ones are refused by step(), never written.
+        fmts = self._state_formats()
         for bufs in self._states.values():
-            for i, e in enumerate(bufs):
-                if not lowstate.is_lowbit(e):
-                    bufs[i] = lowstate.writable(e)
-        self._calls = [_Call(*g) for g in groups]
+            bufs[:] = [f.writable(e) for f, e in zip(fmts, bufs)]
+        self._calls = self._make_calls(groups)
         self._tensors = (self._params if self._runs is None
                          else [self.flat.data[r] for r, _, _ in self._runs])
         self._build()
@@ -1118,8 +1094,7 @@ class SGD(Optimizer):
         if loading and m != 0 and states is not None and "momentum_buf" not in states:
             raise ValueError("momentum cannot become non-zero: this optimizer was built without "
                              "momentum, so it has no momentum buffers")
-        if (loading and m == 0 and states and self.state_dtype != "float32"
-                and any(self._tensor_lowbit)):
+        if loading and m == 0 and states and any(self._tensor_lowbit):
             raise ValueError(f"momentum must stay > 0 with state_dtype={self.state_dtype!r} "
                              "(the low-precision momentum kernels need momentum > 0)")
 

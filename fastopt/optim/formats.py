@@ -1,0 +1,212 @@
+"""How an optimizer stores its state: one :class:`StateFormat` per ``state_dtype``.
+
+A format knows everything that depends on how a state buffer is stored, so that the
+optimizer never asks which format it holds:
+
+============  ============================  ==========================================
+format        an entry of ``opt.state``     kernel rows (what the compiled step takes)
+============  ============================  ==========================================
+dense         the parameter's dtype array   the array
+bfloat16      :class:`BFloat16State`        its ``bits`` (uint16)
+int8          :class:`Int8State`            its ``codes`` (uint8), its ``absmax`` (float32)
+============  ============================  ==========================================
+
+Each format makes zero entries (:meth:`StateFormat.zeros`), gives their kernel rows
+(:meth:`~StateFormat.rows`), their float view (:meth:`~StateFormat.values`, as
+``np.asarray``), their bytes, their state-dict entry (:meth:`~StateFormat.entry`), checks
+a state-dict entry before anything is copied (:meth:`~StateFormat.check_entry`) and runs
+the compiled step and its NumPy twin over the tensors kept in it.  :func:`get` finds a
+format by its ``state_dtype`` name (``"float32"`` is the dense format: float32 parameters
+keep float32 state, float64 parameters float64 state); :data:`FORMATS` lists them.
+The bit layouts are specified in :mod:`fastopt.kernels._formats`.
+"""
+
+import numpy as np
+
+from ..reference import lowbit as _reference_lowbit
+from .. import reference as _reference
+from ..runtime.alloc import staggered_zeros
+from .lowstate import BFloat16State, Int8State, _like, writable
+from .registry import run_lowbit, run_multi
+
+__all__ = ["StateFormat", "FORMATS", "get", "DENSE", "BFLOAT16", "INT8"]
+
+
+class StateFormat:
+    """One way of storing optimizer state (a registered singleton: see :func:`get`).
+
+    Attributes
+    ----------
+    name : str
+        The ``state_dtype`` that selects it.
+    compact : bool
+        Fewer bits than the parameters: only float32 parameters of at least
+        ``min_lowbit_size`` elements use it (the others keep dense state), and a FlatParams
+        keeps one entry per run of consecutive names of one group and one format (a dense
+        format keeps one flat buffer).
+    """
+
+    name = ""
+    compact = False
+
+    def zeros(self, shape, dtype, signed, *, like=None, k=1):
+        """A zero state entry for a parameter (or run) of ``shape`` and ``dtype``.
+
+        ``signed``: the buffer may hold negative values (int8 picks its map by it);
+        ``like``, ``k``: the parameter it goes with and the buffer's rank among its
+        parameter's buffers (dense state is staggered from it within a page).
+        """
+        raise NotImplementedError
+
+    def rows(self, entry):
+        """The arrays the compiled kernels take for ``entry``, in order."""
+        raise NotImplementedError
+
+    def values(self, entry):
+        """The values ``entry`` stands for, as an ndarray (``np.asarray(entry)``)."""
+        return np.asarray(entry)
+
+    def nbytes(self, entry):
+        """Bytes of ``entry``'s buffers."""
+        return sum(b.nbytes for b in self.rows(entry))
+
+    def writable(self, entry):
+        """``entry`` with writable, aligned, C-contiguous buffers (copies where needed)."""
+        return entry
+
+    def entry(self, entry):
+        """The state-dict entry of ``entry`` (copies)."""
+        raise NotImplementedError
+
+    def check_entry(self, name, entry, src, reason=""):
+        """The arrays to copy into ``entry``'s rows from the state-dict entry ``src``.
+
+        Raises ValueError naming ``name`` when ``src`` does not fit (nothing is changed);
+        ``reason`` completes the message of a dense buffer offered a compact entry.
+        """
+        raise NotImplementedError
+
+    def load(self, entry, arrays):
+        """Copy ``arrays`` (from :meth:`check_entry`) into ``entry``'s buffers."""
+        for d, s in zip(self.rows(entry), arrays):
+            np.copyto(d, s)
+
+    def kernel_tables(self, entries):
+        """Extra tables the compiled step of one call takes (one entry per state buffer)."""
+        return []
+
+    def run(self, kernel, call, groups, step, gscale, n_threads, seed):
+        """The compiled step of ``kernel`` over ``call``'s tensors (gradients bound)."""
+        raise NotImplementedError
+
+    def run_reference(self, kernel, p, g, entries, kwargs, step, offset, seed):
+        """The NumPy twin of the step on one tensor ``p`` with state ``entries``."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<state format {self.name!r}>"
+
+    def __reduce__(self):
+        return get, (self.name,)
+
+
+class Dense(StateFormat):
+    """State in the parameter's own dtype: plain ndarrays."""
+
+    name = "float32"
+
+    def zeros(self, shape, dtype, signed, *, like=None, k=1):
+        # (staggered from its parameter within a page, so the step's streams do not collide
+        # in the cache: fastopt.runtime.alloc)
+        return staggered_zeros(shape, dtype, like=like, k=k)
+
+    def rows(self, entry):
+        return [entry]
+
+    def writable(self, entry):
+        return writable(entry)
+
+    def entry(self, entry):
+        return entry.copy()
+
+    def check_entry(self, name, entry, src, reason=""):
+        if isinstance(src, dict):
+            raise ValueError(f"{name} is {src.get('format')!r} state; this optimizer keeps it "
+                             f"in float32{reason}")
+        return [_like(name, src, entry)]
+
+    def run(self, kernel, call, groups, step, gscale, n_threads, seed):
+        run_multi(kernel, call.mt, groups, step, gscale, n_threads)
+
+    def run_reference(self, kernel, p, g, entries, kwargs, step, offset, seed):
+        getattr(_reference, kernel)(p, g, *entries, **kwargs)
+
+
+class _Compact(StateFormat):
+    """A format whose entries are state objects with ``buffers()``, ``entry()``,
+    ``check_entry()`` and ``to_float32()`` (:mod:`fastopt.optim.lowstate`)."""
+
+    compact = True
+
+    def rows(self, entry):
+        return entry.buffers()
+
+    def values(self, entry):
+        return entry.to_float32()
+
+    def entry(self, entry):
+        return entry.entry()
+
+    def check_entry(self, name, entry, src, reason=""):
+        return entry.check_entry(name, src)
+
+    def run(self, kernel, call, groups, step, gscale, n_threads, seed):
+        run_lowbit(kernel, self.name, call.table, call.mt.ntasks, groups, step, seed,
+                   call.offsets, call.tables, gscale, n_threads)
+
+
+class BFloat16(_Compact):
+    """bfloat16 state with stochastic rounding: :class:`BFloat16State` entries."""
+
+    name = "bfloat16"
+
+    def zeros(self, shape, dtype, signed, *, like=None, k=1):
+        return BFloat16State.zeros(shape)
+
+    def run_reference(self, kernel, p, g, entries, kwargs, step, offset, seed):
+        fn = getattr(_reference_lowbit, kernel + "_bf16")
+        fn(p, g, *[s.bits for s in entries], **{**kwargs, "step": step, "seed": seed,
+                                                 "index_offset": offset})
+
+
+class Int8(_Compact):
+    """Block-wise int8 state: :class:`Int8State` entries (a signed or unsigned map)."""
+
+    name = "int8"
+
+    def zeros(self, shape, dtype, signed, *, like=None, k=1):
+        return Int8State.zeros(shape, "signed" if signed else "unsigned")
+
+    def kernel_tables(self, entries):
+        return [e.tables for e in entries]
+
+    def run_reference(self, kernel, p, g, entries, kwargs, step, offset, seed):
+        kwargs = dict(kwargs)
+        if kernel != "adam_step":
+            kwargs.pop("step", None)
+        fn = getattr(_reference_lowbit, kernel + "_int8")
+        fn(p, g, *[b for s in entries for b in (s.codes, s.absmax)], **kwargs)
+
+
+DENSE, BFLOAT16, INT8 = Dense(), BFloat16(), Int8()
+
+#: The formats by ``state_dtype`` name.
+FORMATS = {f.name: f for f in (DENSE, BFLOAT16, INT8)}
+
+
+def get(name):
+    """The :class:`StateFormat` of a ``state_dtype`` name (see :data:`FORMATS`)."""
+    try:
+        return FORMATS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"state_dtype must be one of {list(FORMATS)}, got {name!r}") from None
