@@ -73,7 +73,7 @@ def test_readme_sklearn_example_is_float64_and_agrees_with_sklearn_as_quoted(cap
     assert 1e-5 < rel(ours32, theirs32) < 2e-3
 
 
-@pytest.mark.parametrize("module", ["fastopt.kernels", "fastopt.nn.flat", "fastopt.optim.optimizers",
+@pytest.mark.parametrize("module", ["fastopt.kernels", "fastopt.nn.flat", "fastopt.optim.algorithms", "fastopt.optim.optimizer",
                                     "fastopt.nn.layers", "fastopt.nn.init",
                                     "fastopt.train.schedules", "fastopt.data.minibatch",
                                     "fastopt.train.tuning", "fastopt.data.preprocessing",

@@ -34,7 +34,7 @@ import numpy as np
 from autograd.misc import flatten
 from autograd.misc import optimizers as _autograd_optimizers
 
-from ..optim.optimizers import SGD, Adam, RMSprop
+from ..optim.algorithms import SGD, Adam, RMSprop
 
 __all__ = ["adam", "sgd", "rmsprop"]
 

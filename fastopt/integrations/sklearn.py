@@ -54,7 +54,7 @@ from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
 from ..kernels import _check
-from ..optim.optimizers import SGD, Adam
+from ..optim.algorithms import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor", "FastoptAdamOptimizer", "FastoptSGDOptimizer"]
 

@@ -2,12 +2,13 @@
 
 ``fastopt.optim.SPECS`` (see :mod:`fastopt.optim.registry`) lists every optimizer once: its
 state buffers, kernel and reference functions, PyTorch twin and memory traffic.  The
-optimizer classes (:mod:`fastopt.optim.optimizers`), the benchmark, ``fastopt train`` and the
+optimizer classes (:mod:`fastopt.optim.algorithms`), the benchmark, ``fastopt train`` and the
 tests derive their lists from it.
 """
 
 from . import functional
-from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
+from .algorithms import SGD, Adam, AdamW, Momentum, RMSprop
+from .optimizer import Optimizer
 from .params import ParamSet
 from .registry import SPECS, OptimizerSpec
 
