@@ -228,6 +228,63 @@ def test_limited_blas_threads_sets_and_restores_openblas():
     assert blas_threads() == before
 
 
+def test_limited_blas_threads_overlapping_in_two_threads_and_nested():
+    # The OpenBLAS thread count is one setting: with the old context manager, A's exit put back
+    # the count A had saved while B's block (which had found 1 and saved nothing) was still open.
+    import threading
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastopt.runtime.blas import limited_blas_threads
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("needs an OpenBLAS on two threads or more")
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen, errors = [], []
+
+    def thread_a():
+        with limited_blas_threads(1):
+            a_in.set()
+            assert b_in.wait(30)
+        a_out.set()
+
+    def thread_b():
+        assert a_in.wait(30)
+        with limited_blas_threads(1):
+            b_in.set()
+            assert a_out.wait(30)
+            seen.append(blas_threads())
+        seen.append(blas_threads())
+
+    def guarded(fn):
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
+            a_in.set(), b_in.set(), a_out.set()
+
+    threads = [threading.Thread(target=guarded, args=(f,)) for f in (thread_a, thread_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert seen == [[1] * len(before), before]
+    with limited_blas_threads(2):
+        with limited_blas_threads(1):
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == [min(2, b) for b in before]
+    assert blas_threads() == before
+    for bad, exc in [(0, ValueError), (None, TypeError), (1.5, TypeError), (True, TypeError)]:
+        with pytest.raises(exc, match="n must be"):
+            with limited_blas_threads(bad):
+                pass
+    assert blas_threads() == before
+
+
 def test_train_cli_blas_threads_option():
     from fastopt.cli import build_parser
 
