@@ -409,6 +409,7 @@ static int fo_blas_register(size_t setter, size_t exec_async, size_t exec_wait,
     fo_blas_libs[k].max_cpu = max_cpu;
     atomic_store(&fo_blas_libs[k].shared, 0);
     fo_blas_nlibs = k + 1;
+    atomic_thread_fence(memory_order_release);   /* the slot is complete before OpenBLAS sees it */
     ((fo_blas_setter_t)setter)(fo_blas_cbs[k]);
     return k;
 }
