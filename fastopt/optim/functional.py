@@ -35,7 +35,6 @@ import numpy as np
 from ..kernels import _check
 from .. import reference as _reference
 from .._plan import MultiTensor
-from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
 from .registry import MULTI_ARGS, run_multi
 
