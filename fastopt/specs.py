@@ -100,9 +100,9 @@ KERNELS = (
     Kernel(
         "rmsprop", "RmspropHyper",
         hyper=(Hyper("lr", "double", ">=0", None),
-               Hyper("alpha", "double", "[0,1)", 0.99),
+               Hyper("alpha", "double", "[0,1)", 0.9),
                Hyper("eps", "double", ">0", 1e-8),
-               Hyper("eps_inside_sqrt", "bint", "bool", False),
+               Hyper("eps_inside_sqrt", "bint", "bool", True),
                _WD),
         step=False,
         consts=(Const("gscale", "real", "gscale"),
