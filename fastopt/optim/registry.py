@@ -3,8 +3,12 @@
 Every optimizer fastopt has is one :class:`OptimizerSpec` in :data:`SPECS`.  The optimizer
 classes take their state buffer names from it, ``fastopt train`` its ``--optimizer`` choices
 and how ``--beta`` maps to each, the benchmark its rows (bytes moved, the PyTorch twin), and
-the tests their kernel-against-reference list.  Adding an optimizer means adding a kernel
-pair (``fastopt.kernels`` / ``fastopt.reference``), a class, and one entry here.
+the tests their kernel-against-reference list.  What a kernel is (its hyperparameters and
+their order, its state buffers, which of them are never negative) is not repeated here: it
+comes from the kernel table :data:`fastopt.specs.KERNELS`, which the build renders the
+compiled kernels' structs and drivers from.  Adding an optimizer on a new kernel means a row
+of that table, its update rule in ``src/kernels/_optim.pyx.tp``, the wrapper and twin
+(``fastopt.kernels`` / ``fastopt.reference``), a class, and one entry here.
 """
 
 from dataclasses import dataclass, field
