@@ -186,12 +186,12 @@ cdef class MultiTensor:
         Returns -1 when every gradient passes the fast checks (a plain ndarray of the
         parameters' dtype, native byte order, the parameter's shape, C-contiguous,
         aligned, no memory shared with a parameter or a state buffer) and every
-        parameter is still writable with its dtype; else the index of the first array
-        that fails, and the caller runs the full checks to report it.  A gradient that
+        parameter (with its dtype) and state buffer is still writable; else the index of the
+        first array that fails, and the caller runs the full checks to report it.  A gradient that
         is the same array as last time, at the same address, skips the memory check
         (the guarded memory does not move: the optimizer holds those arrays).
         """
-        cdef Py_ssize_t t, d, nd, nt = self.ntensors
+        cdef Py_ssize_t t, d, k, nd, nt = self.ntensors
         cdef object g
         cdef cnp.ndarray ga, pa
         cdef char* lo
@@ -204,6 +204,9 @@ cdef class MultiTensor:
             if (not cnp.PyArray_ISWRITEABLE(pa) or cnp.PyArray_TYPE(pa) != self.type_num
                     or not cnp.PyArray_CheckExact(g)):
                 return t
+            for k in range(2, self.nbufs):     # the state buffers, written too
+                if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>(<list>self.rows[k])[t]):
+                    return t
             ga = <cnp.ndarray>g
             if (cnp.PyArray_TYPE(ga) != self.type_num or not cnp.PyArray_ISNOTSWAPPED(ga)
                     or not cnp.PyArray_IS_C_CONTIGUOUS(ga) or not cnp.PyArray_ISALIGNED(ga)):
