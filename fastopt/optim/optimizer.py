@@ -564,7 +564,7 @@ class Optimizer:
                 grads = [np.multiply(g, g.dtype.type(gscale), out=np.empty_like(g))
                          for g in grads]
             bufs = list(self._tensor_states().values())
-            fmts = [self._format if c else formats.DENSE for c in self._tensor_lowbit]
+            fmts = _state.tensor_formats(self._format, self._tensor_lowbit)
             for i, (p, g) in enumerate(zip(self._tensors, grads)):
                 state = [b[i] for b in bufs] or [None]
                 kw = kwargs[self._tensor_group[i]]

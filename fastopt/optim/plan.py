@@ -4,7 +4,8 @@ The tensors an optimizer updates (its arrays, or runs of a FlatParams) are split
 calls, one per (dtype, state format): float32 tensors with dense state, float64 tensors,
 and the tensors kept in a compact format.  Each call owns a ``MultiTensor`` (the table of
 chunks the compiled kernels walk: param, grad, then each state buffer's kernel rows), built
-once; a step binds the gradients (:meth:`Plan.bind`, which also guards against a gradient
+once (compiled once, not per instruction set: ``fastopt.set_isa`` swaps the kernels under
+it); a step binds the gradients (:meth:`Plan.bind`, which also guards against a gradient
 sharing memory with a parameter or a state buffer) and runs each call's kernel in its
 format (:meth:`Plan.run`).  A plan holds no hyperparameters and no state of its own: it is
 rebuilt from the optimizer after unpickling.
@@ -14,6 +15,7 @@ import math
 
 import numpy as np
 
+from .._plan import MultiTensor
 from ..kernels import _check
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
@@ -81,7 +83,7 @@ class Plan:
                 # (each entry's kernel rows: the array, the bits, or the codes and the absmax)
                 entries = [bufs[i] for i in g.index]
                 rows += [list(r) for r in zip(*(g.fmt.rows(e) for e in entries))]
-            g.mt = ext._optim.MultiTensor(rows, everything, [groups[i] for i in g.index])
+            g.mt = MultiTensor(rows, everything, [groups[i] for i in g.index])
             if g.lowbit:
                 g.table = g.mt.table_capsule()
                 g.offsets = np.array([offsets[i] for i in g.index], np.uint64)

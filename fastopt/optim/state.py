@@ -13,15 +13,21 @@ from collections.abc import Mapping
 from . import formats
 from .params import ParamSet
 
-__all__ = ["zeros", "entry_formats", "rows", "nbytes", "entries", "check_entries", "load",
+__all__ = ["zeros", "tensor_formats", "entry_formats", "rows", "nbytes", "entries", "check_entries", "load",
            "writable", "upgrade_pickle"]
 
 
+def tensor_formats(fmt, tensor_compact):
+    """Each compiled tensor's format: ``fmt`` for the tensors kept compact (``tensor_compact``),
+    dense for the others."""
+    return [fmt if c else formats.DENSE for c in tensor_compact]
+
+
 def entry_formats(fmt, tensor_compact, n_params):
-    """Each entry's format: ``fmt`` for the tensors kept compact (``tensor_compact``), dense for
-    the others; with a dense ``fmt``, one dense entry per parameter."""
+    """Each entry's format: with a compact ``fmt``, one entry per compiled tensor
+    (:func:`tensor_formats`); with a dense one, one dense entry per parameter."""
     if fmt.compact:
-        return [fmt if c else formats.DENSE for c in tensor_compact]
+        return tensor_formats(fmt, tensor_compact)
     return [formats.DENSE] * n_params
 
 
