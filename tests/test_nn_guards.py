@@ -175,3 +175,36 @@ def test_mlp_training_unchanged():
     assert a.sizes == (4, 3, 2) and all(type(s) is int for s in a.sizes)
     assert a.loss_and_grad(X, y) == b.loss_and_grad(X, y)
     np.testing.assert_array_equal(a.params.grad, b.params.grad)
+
+
+@pytest.mark.parametrize("args, error", [((2.7,), TypeError), ((0,), ValueError),
+                                         (("3",), TypeError), ((3, 1), TypeError)])
+def test_batchnorm_shapes_checks_its_arguments(args, error):
+    # before: int(2.7) gave 2 channels silently
+    with pytest.raises(error):
+        fastopt.BatchNorm.shapes(*args)
+    assert fastopt.BatchNorm.shapes(np.int64(3), "bn2") == {"bn2.gamma": (3,), "bn2.beta": (3,)}
+
+
+# ------------------------------------------------------------------ the mechanism
+
+def test_checked_base_class_declares_by_property_class_attribute_or_annotation():
+    from fastopt.kernels._attrs import Checked, fixed
+
+    class Thing(Checked):
+        count: int
+        label = "x"
+        size = fixed("size", "fixed", "it is fixed")
+
+        def __init__(self):
+            self._size = 3
+            self.count = 0
+
+    t = Thing()
+    t.count, t.label, t._anything = 1, "y", 2          # declared, or private
+    assert (t.count, t.label, t._anything) == (1, "y", 2)
+    with pytest.raises(AttributeError, match="did you mean 'count'"):
+        t.cuont = 2
+    with pytest.raises(AttributeError, match="Thing.size cannot be set: it is fixed"):
+        t.size = 4
+    assert t.size == 3 and "cuont" not in vars(t)

@@ -147,7 +147,10 @@ class BatchNorm(Checked):
     @staticmethod
     def shapes(num_features, name="bn"):
         """The FlatParams entries the layer needs: ``{name.gamma: (C,), name.beta: (C,)}``."""
-        return {f"{name}.gamma": (int(num_features),), f"{name}.beta": (int(num_features),)}
+        C = _check.integer("num_features", num_features, 1)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        return {f"{name}.gamma": (C,), f"{name}.beta": (C,)}
 
     @property
     def impl(self):
