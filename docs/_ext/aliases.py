@@ -103,6 +103,14 @@ def missing_reference(app, env, node, contnode):
         hit = documented.get(id(obj))
         if hit is not None:
             return _link(env, app, node["refdoc"], *hit, contnode)
+        if isinstance(obj, (int, float, str, bool, tuple)):
+            # a constant (no identity to go by): the documented constant of the same name
+            # that is the same object (``QBLOCK`` re-exported by fastopt.kernels.lowbit)
+            last = name.rsplit(".", 1)[-1]
+            domain = env.get_domain("py")
+            for other in domain.objects:
+                if other.rsplit(".", 1)[-1] == last and _import(other) is obj:
+                    return _link(env, app, node["refdoc"], other, False, contnode)
     # A method that scikit-learn adds to fastopt's estimators: scikit-learn documents it.
     if target.startswith("fastopt.integrations.sklearn."):
         obj = _import(target)
