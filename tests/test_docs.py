@@ -6,11 +6,9 @@ import doctest
 import importlib
 import inspect
 import io
-import os
 import pkgutil
 import re
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -247,21 +245,3 @@ def test_docstring_examples(module):
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
-
-
-# ---------------------------------------------------------------------------- the Sphinx build
-
-def test_sphinx_build_has_no_warning(tmp_path):
-    """The documented build command, with warnings as errors (CI runs it too, in .ci/run)."""
-    pytest.importorskip("sphinx")
-    pytest.importorskip("numpydoc")
-    pytest.importorskip("pydata_sphinx_theme")
-    import subprocess
-    import sys
-
-    p = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-                        "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")],
-                       capture_output=True, text=True, cwd=ROOT, timeout=900,
-                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
-    assert (tmp_path / "html" / "api" / "generated" / "fastopt.Adam.html").is_file()

@@ -17,7 +17,7 @@ bookkeeping for the positions it uses, and OpenBLAS's threaded LU
 queues jobs on OpenBLAS's own workers, which use the same per-position buffers.
 A large LU in one thread at the same moment as a product in another would
 share them.  fastopt's own pool already removes the slowdown the sharing was
-for (see the README, "Threads"), so nobody has to take that risk.
+for (see the user guide, "Threads and BLAS"), so nobody has to take that risk.
 """
 
 import contextlib
