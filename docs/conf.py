@@ -79,7 +79,9 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"index": [], "changelog": []}
+# no left sidebar on the pages that are not part of a section: it would be empty
+html_sidebars = {page: [] for page in ("index", "getting-started", "conventions", "performance",
+                                       "design", "changelog")}
 html_show_sourcelink = False
 
 

@@ -34,7 +34,8 @@ def rst_blocks(path):
         if not m:
             continue
         indent = len(m.group(1))
-        while i < len(lines) and lines[i].strip().startswith(":"):      # directive options
+        while (i < len(lines) and lines[i].strip().startswith(":")          # directive options
+               and len(lines[i]) - len(lines[i].lstrip()) > indent):
             i += 1
         body = []
         while i < len(lines) and (not lines[i].strip()
