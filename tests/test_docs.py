@@ -222,6 +222,22 @@ def test_readme_links_exist():
         assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
 
 
+def test_paths_the_docs_name_exist():
+    # a file or folder of the repository named in the README or the docs (`src/...`,
+    # `tests/test_layout.py`, `benchmarks/...`) is there; "fastopt/format" is an entry of a
+    # checkpoint file, not a path
+    pattern = re.compile(r"(?<![\w/.:-])((?:fastopt|src|tests|benchmarks|docs|\.ci)/[\w./*<>-]+)")
+    missing = []
+    for path in [ROOT / "README.md", *doc_pages()]:
+        for m in pattern.finditer(path.read_text()):
+            name = m.group(1).rstrip(".,)")
+            if any(c in name for c in "*<>") or name == "fastopt/format":
+                continue
+            if not (ROOT / name).exists():
+                missing.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not missing, missing
+
+
 def test_docs_toctree_covers_every_page():
     text = "\n".join(p.read_text() for p in doc_pages())
     for page in doc_pages():
