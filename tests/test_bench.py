@@ -1,6 +1,7 @@
 """`fastopt bench --quick` runs and its table and JSON hold what they claim (no timing asserts)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -225,3 +226,52 @@ def test_bench_only_groups():
     p = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--only", "state,nope"],
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2 and "unknown group(s) ['nope']" in p.stderr
+
+
+def _bench_main(monkeypatch, *argv):
+    """``fastopt bench argv`` in this process, with a benchmark that fails the test if it runs."""
+    import fastopt.benchmark
+    from fastopt.cli import main
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(fastopt.benchmark, "run", ran)
+    with pytest.raises(SystemExit) as e:
+        main(["bench", *argv])
+    return e.value.code
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_bench_unwritable_output_is_a_usage_error_before_running(tmp_path, monkeypatch, capsys,
+                                                                  option):
+    # Before: the whole benchmark ran, then writing the file raised a traceback.
+    if option == "--plot":
+        pytest.importorskip("matplotlib")
+    (tmp_path / "somefile").write_text("a regular file")
+    bad = tmp_path / "somefile" / "out.x"      # (unwritable even for root)
+    assert _bench_main(monkeypatch, "--quick", option, str(bad)) == 2
+    out, err = capsys.readouterr()
+    assert "usage: fastopt bench" in err
+    assert f"error: {option} {bad}: directory {tmp_path / 'somefile'} is not a directory" in err
+    assert out == ""
+    missing = tmp_path / "no" / "out.x"
+    assert _bench_main(monkeypatch, option, str(missing)) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert _bench_main(monkeypatch, option, str(tmp_path)) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["somefile"]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--distributed", "--plot", "x.png"], "--plot: not taken with --distributed"),
+    (["--distributed", "--only", "state", "--no-torch"],
+     "--only, --no-torch: not taken with --distributed"),
+    (["--only", "state", "--plot", "x.png"], "--plot draws the optimizer rows"),
+])
+def test_bench_options_that_would_be_ignored_or_fail_are_usage_errors(monkeypatch, capsys, argv,
+                                                                      msg):
+    # Before: --distributed ignored --plot, --only, --no-*; --plot with --only state drew nothing.
+    pytest.importorskip("matplotlib")
+    assert _bench_main(monkeypatch, *argv) == 2
+    assert msg in capsys.readouterr().err

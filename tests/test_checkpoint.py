@@ -5,13 +5,17 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import time
+import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastopt
 from fastopt.train.checkpoint import CheckpointError
@@ -217,7 +221,11 @@ def _overlapping_entries(path):
 DAMAGE = {
     # what each raised before instead of CheckpointError, and whether params had changed
     "corrupt json extra (JSONDecodeError, after loading)":
-        lambda p: _rewrite(p, {**_entries(p), "extra/history": np.asarray("json:[{\"loss\": 1.")}),
+        lambda p: _rewrite(p, {**_entries(p), "extra.json/history": np.asarray("[{\"loss\": 1.")}),
+    "json extra is not a string":
+        lambda p: _rewrite(p, {**_entries(p), "extra.json/history": np.arange(3)}),
+    "an extra stored twice":
+        lambda p: _rewrite(p, {**_entries(p), "extra/history": np.asarray(1.0)}),
     "meta state is a list (AttributeError)": lambda p: _edit_meta(p, state=[]),
     "meta without epoch (KeyError)": lambda p: _edit_meta(p, epoch=None),
     "meta hyper is a list (TypeError)": lambda p: _edit_meta(p, hyper=["betas"]),
@@ -253,6 +261,138 @@ def test_huge_declared_array_is_refused_before_allocating(tmp_path):
     assert path.stat().st_size < 10_000
     with pytest.raises(CheckpointError, match=r"declares shape \(1125899906842624,\) of float32"):
         fastopt.load_checkpoint(path, fp, opt)
+
+
+def _bomb(path, key, nbytes):
+    """Rewrite the checkpoint at ``path`` compressed (DEFLATE), with entry ``key`` replaced by
+    ``nbytes`` of float32 zeros: a file of about nbytes / 1000 that declares nbytes."""
+    e = _entries(path)
+    header = _npy_header((nbytes // 4,))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for k, v in e.items():
+            if k != key:
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, v)
+                z.writestr(k + ".npy", buf.getvalue())
+        with z.open(key + ".npy", "w", force_zip64=True) as f:
+            f.write(header)
+            for start in range(0, nbytes, 1 << 20):
+                f.write(bytes(min(1 << 20, nbytes - start)))
+
+
+@pytest.mark.parametrize("key,msg", [
+    ("params/data", r"params/data has shape \(25000000,\), expected \(105,\)"),
+    ("optimizer/state/exp_avg/0", r"declares 100000420 bytes of optimizer state; a Adam of 105 "
+                                  r"float32 parameters keeps at most 1049416"),
+    ("extra/stats", r"corrupt or not a fastopt checkpoint: its metadata and extras declare "
+                    r"1000\d{5} bytes"),
+    ("optimizer/meta", r"its metadata and extras declare 1000\d{5} bytes"),
+])
+def test_small_compressed_file_declaring_a_huge_array_is_refused_before_allocating(tmp_path, key,
+                                                                                  msg):
+    # 100 MB declared in a 0.1 MB file, for a 105-parameter model: refused from the headers,
+    # before anything near that size is allocated (before: allocated and filled, then refused).
+    path, fp, opt = _saved(tmp_path, stats=np.arange(4.0))
+    _bomb(path, key, 100_000_000)
+    assert path.stat().st_size < 200_000
+    data, sd = fp.data.copy(), opt.state_dict()
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=msg):
+            fastopt.load_checkpoint(path, fp, opt)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000
+    np.testing.assert_array_equal(fp.data, data)
+    assert opt.step_count == sd["step"] == 0
+
+
+def test_compressed_checkpoint_loads(tmp_path):
+    # fastopt writes stored (uncompressed) entries; a file compressed by other tools loads too.
+    path, fp, opt = _saved(tmp_path, stats=np.zeros(50_000))   # 400 kB of zeros: compressed 99%
+    e = _entries(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for k, v in e.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, v)
+            z.writestr(k + ".npy", buf.getvalue())
+    assert path.stat().st_size < 10_000
+    extras = fastopt.load_checkpoint(path, fp, opt)
+    np.testing.assert_array_equal(extras["stats"], np.zeros(50_000))
+    np.testing.assert_array_equal(fp.data, e["params/data"])
+    assert opt.step_count == 2
+
+
+# ------------------------------------------------------------------ extras round-trip exactly
+
+def _reload_extras(directory, **extra):
+    fp = fastopt.FlatParams({"w": (3,)})
+    opt = fastopt.SGD(fp, lr=0.1)
+    path = os.path.join(directory, "c.npz")
+    fastopt.save_checkpoint(path, fp, opt, **extra)
+    return fastopt.load_checkpoint(path, fp, opt)
+
+
+def test_string_extras_that_look_encoded_come_back_as_strings(tmp_path):
+    # Before: "json:..." strings came back decoded, or made the file unloadable.
+    strings = {"a": "json:[1, 2]", "b": "json:{", "c": 'json:"x"', "d": "json:", "e": "",
+               "f": "extra.json/x", "g": "trailing NUL\0", "h": "\0", "i": "\ud800 lone surrogate"}
+    nested = {"k": ["json:1", {"json:2": "json:{"}]}
+    extras = _reload_extras(tmp_path, **strings, nested=nested, none=None)
+    assert extras == {**strings, "nested": nested, "none": None}
+    assert all(type(extras[k]) is str for k in strings)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
+    | st.floats(allow_nan=False) | st.text(st.characters(codec=None)),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(st.characters(codec=None), max_size=8), inner, max_size=4),
+    max_leaves=12)
+_prefixed = st.sampled_from(["json:", "extra.json/", "extra/", "\0", ""]).flatmap(
+    lambda prefix: st.text(st.characters(codec=None)).map(lambda t: prefix + t))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
+                       _prefixed | st.text(st.characters(codec=None)) | _json, max_size=5))
+def test_extras_round_trip_exactly(extras):
+    with tempfile.TemporaryDirectory() as d:
+        got = _reload_extras(d, **extras)
+    assert got == extras
+    assert repr(got) == repr(extras)   # (types and float signs included: -0.0 is not 0.0 here)
+
+
+@pytest.mark.parametrize("key", ["a\0b", "\udc80"])
+def test_extra_keys_a_file_cannot_hold_are_refused_before_writing(tmp_path, key):
+    # Before: "a\0b" wrote a checkpoint that could not be loaded; "\udc80" raised UnicodeEncodeError.
+    fp = fastopt.FlatParams({"w": (3,)})
+    with pytest.raises(ValueError, match="extra key .* cannot be stored"):
+        fastopt.save_checkpoint(tmp_path / "c.npz", fp, fastopt.SGD(fp, lr=0.1), **{key: 1})
+    assert os.listdir(tmp_path) == []
+
+
+def test_extra_keys_round_trip(tmp_path):
+    keys = ["a/b", "", "x.npy", "ü", "../x", "extra.json/y", "k" * 300]
+    extras = _reload_extras(tmp_path, **{k: i for i, k in enumerate(keys)}, s="t")
+    assert extras == {**{k: i for i, k in enumerate(keys)}, "s": "t"}
+
+
+def test_format_1_files_still_load(tmp_path):
+    # As written by the previous version: format 1, JSON extras as "json:"-prefixed strings.
+    path, fp, opt = _saved(tmp_path)
+    e = _entries(path)
+    e["fastopt/format"] = np.asarray(1)
+    del e["extra.json/history"]
+    e["extra/history"] = np.asarray('json:[{"loss": 1.0}]')
+    e["extra/note"] = np.asarray("json: not JSON, so a plain string")
+    e["extra/text"] = np.asarray("plain")
+    _rewrite(path, e)
+    extras = fastopt.load_checkpoint(path, fp, opt)
+    assert extras == {"epoch": 2, "history": [{"loss": 1.0}],
+                      "note": "json: not JSON, so a plain string", "text": "plain"}
+    assert opt.step_count == 2
 
 
 def _failing_after_5(epoch):

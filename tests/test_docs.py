@@ -10,9 +10,24 @@ import pkgutil
 import re
 import warnings
 
+import numpy as np
 import pytest
 
 from docs_examples import DOCS, ROOT, check_output, doc_pages, readme_blocks, rst_blocks
+
+
+def _check_dtype_comments(block, namespace, where):
+    """``name = ...  # float64 ...``: after the block ran, ``name`` (an array, or a dict, list
+    or tuple of arrays) has the dtype its comment says."""
+    claims = re.findall(r"^(\w+)\b[^#\n]*=[^#\n]*#\s*(float32|float64)\b", block, re.M)
+    for name, dtype in claims:
+        value = namespace[name]
+        arrays = (value.values() if isinstance(value, dict)
+                  else value if isinstance(value, (list, tuple)) else [value])
+        # (an ndarray, or anything with a dtype: a FlatParams)
+        assert all(np.dtype(getattr(a, "dtype", None) or np.asarray(a).dtype) == dtype
+                   for a in arrays), f"{where}: {name} is not {dtype}"
+    return len(claims)
 
 
 # ---------------------------------------------------------------------------- README
@@ -21,7 +36,9 @@ def test_readme_examples_run_and_learn(capsys):
     blocks = [b for b in readme_blocks() if "import fastopt" in b]
     assert blocks, "README lost its example"
     for i, block in enumerate(blocks):
-        exec(compile(block, f"README.md block {i}", "exec"), {})
+        namespace = {}
+        exec(compile(block, f"README.md block {i}", "exec"), namespace)
+        _check_dtype_comments(block, namespace, f"README.md block {i}")
         out = capsys.readouterr().out.split()
         if "print(" in block:  # the training loop prints its accuracy
             assert float(out[-1]) >= 0.98, f"block {i}"
@@ -71,8 +88,48 @@ def test_docs_examples_run(page, tmp_path, monkeypatch):
             warnings.simplefilter("ignore")   # e.g. scikit-learn's ConvergenceWarning for a short fit
             exec(compile(block, where, "exec"), namespace)
         check_output(block, out.getvalue(), where)
+        _check_dtype_comments(block, namespace, where)
         ran += 1
     assert ran or all(_MPI_MARK in b for b in rst_blocks(page))
+
+
+def test_sklearn_example_is_float64_and_agrees_with_sklearn_as_quoted(capsys):
+    # Before: its comment said float64, but X / 16.0 of the float32 digits is float32.
+    SkMLPClassifier = pytest.importorskip("sklearn.neural_network").MLPClassifier
+
+    (block,) = [b for b in rst_blocks(DOCS / "guide" / "integrations.rst")
+                if "fastopt.integrations.sklearn import MLPClassifier" in b]
+    namespace = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(block, "docs/guide/integrations.rst scikit-learn block", "exec"), namespace)
+    assert _check_dtype_comments(block, namespace, "scikit-learn block") == 1
+    assert namespace["load_digits"]()[0].dtype == np.float32    # "X: float32, as fastopt ships"
+    assert float(capsys.readouterr().out.split()[-1]) == pytest.approx(0.95, abs=0.01)
+    clf, X, y = namespace["clf"], namespace["X"], namespace["y"]
+    assert all(c.dtype == np.float64 for c in clf.coefs_ + clf.intercepts_)
+
+    def rel(ours, theirs):
+        return max(np.max(np.abs(a - b)) / np.max(np.abs(b))
+                   for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_))
+
+    params = dict(hidden_layer_sizes=(128,), max_iter=50, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = SkMLPClassifier(**params).fit(X[::2], y[::2])
+        assert rel(clf, theirs) < 1e-14                     # "about 1e-15 relative in float64"
+        X32 = X.astype(np.float32)                          # "5e-4 after the example's 50 epochs"
+        ours32 = type(clf)(**params).fit(X32[::2], y[::2])
+        theirs32 = SkMLPClassifier(**params).fit(X32[::2], y[::2])
+    assert ours32.coefs_[0].dtype == np.float32
+    assert 1e-5 < rel(ours32, theirs32) < 2e-3
+
+
+def test_dtype_comment_checker_catches_a_wrong_claim():
+    # the control: a comment that says float64 of a float32 array fails
+    block = "X = np.zeros(3, np.float32) / 16.0  # float64\n"
+    with pytest.raises(AssertionError):
+        _check_dtype_comments(block, {"X": np.zeros(3, np.float32)}, "control")
 
 
 def test_example_checker_catches_a_wrong_claim():

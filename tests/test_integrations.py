@@ -200,6 +200,84 @@ def test_partial_fit_warm_start_and_rebound_coefs_match_sklearn(sk, digits, solv
     _assert_same_fit(theirs, ours)
 
 
+def _strided(a):
+    """A copy of ``a`` that is a strided view (every other row of a larger array)."""
+    big = np.zeros((2 * a.shape[0],) + a.shape[1:], a.dtype)
+    big[::2] = a
+    return big[::2]
+
+
+REPLACEMENTS = {   # coefs_ and intercepts_ rebound to arrays of another layout or dtype
+    "fortran": lambda a: np.asfortranarray(a),
+    "float32": lambda a: a.astype(np.float32),
+    "fortran-float32": lambda a: np.asfortranarray(a, dtype=np.float32),
+    "strided": _strided,
+    "float16": lambda a: a.astype(np.float16),
+    "float64-with-float32-X": lambda a: a.astype(np.float64),
+}
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+@pytest.mark.parametrize("how", list(REPLACEMENTS))
+def test_partial_fit_after_coefs_replaced_by_another_layout_or_dtype_matches_sklearn(sk, digits,
+                                                                                     solver, how):
+    # Before: fastopt's drop-ins raised (C-contiguous, state dtype); scikit-learn's keep training.
+    X, y = digits
+    if how == "float64-with-float32-X":
+        X = X.astype(np.float32)
+    classes = np.unique(y)
+    replaced = {}
+
+    def partial(e, X, y):
+        for k in range(2):
+            e.partial_fit(X[k * 90:(k + 1) * 90], y[k * 90:(k + 1) * 90], classes=classes)
+        e.coefs_ = [REPLACEMENTS[how](c) for c in e.coefs_]
+        e.intercepts_ = [REPLACEMENTS[how](c) for c in e.intercepts_]
+        replaced[e] = e.coefs_ + e.intercepts_
+        for k in range(4):
+            e.partial_fit(X[k * 90:(k + 1) * 90], y[k * 90:(k + 1) * 90])
+    theirs, ours = _fit_pair(sk, X, y, fit=partial, solver=solver, learning_rate_init=0.02,
+                             learning_rate="invscaling", power_t=0.25)
+    for e in (theirs, ours):   # updated in place, keeping their layout and dtype
+        assert all(a is b for a, b in zip(e.coefs_ + e.intercepts_, replaced[e]))
+    for a, b in zip(theirs.coefs_ + theirs.intercepts_, ours.coefs_ + ours.intercepts_):
+        assert (b.dtype, b.flags.c_contiguous, b.flags.f_contiguous) == \
+               (a.dtype, a.flags.c_contiguous, a.flags.f_contiguous)
+    exact = how in ("fortran", "strided")     # float64 throughout: the usual agreement
+    tol = {"float16": 2e-3}.get(how, 1e-10 if exact else 2e-5)
+    _assert_same_fit(theirs, ours, rtol=tol)
+    _on_fastopt(ours, "Adam" if solver == "adam" else "SGD")
+    assert ours._optimizer.fastopt_optimizer.step_count == 12    # 6 calls of 2 batches of 50
+    # it keeps training, and in-place writes into the replaced arrays count, as in scikit-learn
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for e in (theirs, ours):
+            e.coefs_[0][:3] = 0.5
+            e.partial_fit(X[:90], y[:90])
+    _assert_same_fit(theirs, ours, rtol=tol)
+
+
+@pytest.mark.parametrize("how,exc", [("read-only", ValueError), ("int", TypeError)])
+def test_partial_fit_refuses_what_sklearn_refuses(sk, digits, how, exc):
+    X, y = digits
+    neural_network, fo_sklearn = sk
+    for cls in (neural_network.MLPClassifier, fo_sklearn.MLPClassifier):
+        e = cls(**{**SMALL, "solver": "adam"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            e.partial_fit(X[:90], y[:90], classes=np.unique(y))
+        if how == "read-only":
+            for c in e.coefs_:
+                c.flags.writeable = False
+        else:
+            e.coefs_ = [c.astype(np.int64) for c in e.coefs_]
+        before = [c.copy() for c in e.coefs_]
+        with pytest.raises(exc):
+            e.partial_fit(X[:90], y[:90])
+        for a, b in zip(e.coefs_, before):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("kw", [dict(solver="adam", learning_rate_init=0.01),
                                 dict(solver="sgd", learning_rate_init=0.05, learning_rate="invscaling",
                                      power_t=0.25)], ids=["adam", "sgd"])

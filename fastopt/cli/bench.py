@@ -4,10 +4,39 @@ import argparse
 import json
 import sys
 
-from .types import positive_int
+from .types import UsageError, check_output_path, positive_int
+
+#: options that only the single-process benchmark takes (--distributed refuses them)
+_SINGLE_PROCESS = {"plot": "--plot", "only": "--only", "no_torch": "--no-torch",
+                   "no_train": "--no-train", "no_load": "--no-load"}
+
+
+def _check_options(args):
+    """The options' combinations that would fail or be ignored: refused before anything runs."""
+    if args.distributed:
+        given = [flag for name, flag in _SINGLE_PROCESS.items() if getattr(args, name)]
+        if given:
+            raise UsageError(f"{', '.join(given)}: not taken with --distributed "
+                             "(it measures the data-parallel step only)")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
+        if args.only and "optimizer" not in args.only:
+            raise UsageError("--plot draws the optimizer rows: add optimizer to --only")
+
+
+def _check_paths(args):
+    """The output files can be written: checked before the benchmark, not after it."""
+    if args.plot:
+        check_output_path("--plot", args.plot)
+    if args.json:
+        check_output_path("--json", args.json)
 
 
 def _cmd_bench_distributed(args):
+    _check_options(args)
     try:
         from ..distributed._mpi import require_mpi
 
@@ -15,12 +44,24 @@ def _cmd_bench_distributed(args):
     except ImportError as e:
         print(f"fastopt bench: error: --distributed: {e}", file=sys.stderr)
         return 2
+    from mpi4py import MPI
+
     from ..benchmark.distributed import format_distributed, run_distributed
     from ..distributed import abort_on_exception
 
+    # Rank 0 writes the JSON: it checks the path, and every rank stops if it cannot.
+    comm = MPI.COMM_WORLD
+    problem = None
+    if comm.Get_rank() == 0:
+        try:
+            _check_paths(args)
+        except UsageError as e:
+            problem = str(e)
+    problem = comm.bcast(problem, root=0)
+    if problem is not None:
+        raise UsageError(problem)
     abort_on_exception()
     result = run_distributed(quick=args.quick, reps=args.reps)
-    from mpi4py import MPI
 
     if MPI.COMM_WORLD.Get_rank() == 0:
         print(format_distributed(result))
@@ -34,15 +75,9 @@ def _cmd_bench_distributed(args):
 def _cmd_bench(args):
     if args.distributed:
         return _cmd_bench_distributed(args)
+    _check_options(args)
+    _check_paths(args)
     from ..benchmark import format_table, plot, run
-
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("fastopt bench: error: --plot needs matplotlib: pip install matplotlib",
-                  file=sys.stderr)
-            return 2
 
     def progress(i, n):
         if sys.stderr.isatty():
@@ -100,4 +135,14 @@ def add_bench(sub):
                    help="under mpiexec: allreduce GB/s, the data-parallel step split into "
                         "compute, communication and optimizer (plain and ZeRO-1), optimizer "
                         "memory per rank, and an alpha-beta scaling model")
-    p.set_defaults(func=_cmd_bench)
+    p.set_defaults(func=_guarded(_cmd_bench, p))
+
+
+def _guarded(fn, parser):
+    """Run ``fn(args)``; a UsageError is the parser's usage message and exit status 2."""
+    def run(args):
+        try:
+            return fn(args)
+        except UsageError as e:
+            parser.error(str(e))
+    return run

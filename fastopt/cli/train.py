@@ -5,14 +5,14 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from ..data.datasets import prepare_data
 from ..optim.registry import SPECS
-from .types import arg_type, nonneg_int, positive_float, positive_int, unit_float
+from .types import (UsageError, arg_type, check_output_path, nonneg_int, positive_float,
+                    positive_int, unit_float)
 
 OPTIMIZERS = tuple(SPECS)
 DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_size=64, seed=0,
@@ -22,36 +22,8 @@ DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_s
 HISTORY_KEYS = ("epoch", "lr", "loss", "acc", "test_loss", "test_acc", "time", "kernel_time")
 
 
-class UsageError(Exception):
-    """A problem with the command's arguments or files: a usage message, exit status 2."""
-
-
 # Batch norm needs two samples per batch when training.
 batch_size_int = arg_type(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs 2 samples)")
-
-
-def check_output_path(option, path, *, replaced=False):
-    """Fail now, not after training, if ``path`` cannot be written.
-
-    ``replaced``: the file is written next to ``path`` and renamed over it
-    (checkpoints), so only the directory must be writable.
-    """
-    full = os.path.abspath(path)
-    directory = os.path.dirname(full)
-    if os.path.isdir(full):
-        raise UsageError(f"{option} {path}: is a directory")
-    if not os.path.isdir(directory):
-        raise UsageError(f"{option} {path}: directory {directory} does not exist")
-    if replaced or not os.path.exists(full):
-        try:  # the one reliable test: create (and remove) a file there
-            fd, probe = tempfile.mkstemp(prefix=".fastopt-probe-", dir=directory)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise UsageError(f"{option} {path}: cannot create files in {directory} "
-                             f"({e.strerror})") from None
-    elif not os.access(full, os.W_OK):
-        raise UsageError(f"{option} {path}: the file is not writable")
 
 
 def check_train_args(args):

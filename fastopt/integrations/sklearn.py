@@ -32,9 +32,18 @@ few epochs; in float32 scikit-learn computes part of each update in float64, fas
 of it in float32, so the two differ at float32 precision).
 
 Hyperparameters fastopt does not take (``momentum=1``; ``beta_2`` that rounds to 1 in
-float32), and parameter arrays it cannot update in place, keep scikit-learn's own
-optimizer for that fit.  The estimators pickle (``joblib.dump``) with the optimizer's
-state, and ``partial_fit`` after loading continues where it stopped.
+float32) keep scikit-learn's own optimizer for that fit.  The estimators pickle
+(``joblib.dump``) with the optimizer's state, and ``partial_fit`` after loading continues
+where it stopped.
+
+``coefs_`` and ``intercepts_`` may be replaced between calls, as with scikit-learn's own
+estimators, by arrays of any layout and floating dtype: the optimizer is rebuilt over the
+new arrays at the next update, its state carried over (in the new arrays' dtype: where
+scikit-learn keeps float64 moments for float32 coefficients, fastopt keeps float32 ones,
+so the two then agree at float32 precision).  Arrays fastopt cannot update in place
+(Fortran-ordered, strided, float16) are updated through a C-contiguous copy (float64 for
+float16), written back after each step; read-only or non-float arrays are refused as
+scikit-learn refuses them (ValueError, TypeError).
 """
 
 import math
@@ -44,6 +53,7 @@ from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
+from ..kernels import _check
 from ..optim.optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor", "FastoptAdamOptimizer", "FastoptSGDOptimizer"]
@@ -53,38 +63,74 @@ def _same_arrays(a, b):
     return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
+def _working_array(i, p):
+    """``p`` when fastopt updates it in place, else a C-contiguous float copy to step and write back."""
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"params[{i}] must be a numpy.ndarray, got {type(p).__name__}")
+    if not p.flags.writeable:
+        raise ValueError(f"params[{i}] is read-only, but it is updated in place")
+    if p.dtype.kind != "f":
+        # (scikit-learn's ``param += update`` refuses the same: a float update into p's dtype)
+        raise TypeError(f"params[{i}] has dtype {p.dtype}; a float update cannot be written into it")
+    try:
+        return _check.array(f"params[{i}]", p, writable=True)
+    except (TypeError, ValueError):
+        return np.array(p, dtype=p.dtype if p.dtype in _check.FLOATS else np.float64, order="C")
+
+
+def _in_dtypes(sd, opt):
+    """The state_dict ``sd`` with its buffers in the dtypes of ``opt``'s (scikit-learn carries its
+    moments over when ``coefs_`` change dtype; here they follow the parameters' dtype)."""
+    state = {}
+    for name, bufs in sd["state"].items():
+        like = opt.state.get(name, [])
+        if len(bufs) == len(like):
+            bufs = [b.astype(d.dtype, copy=False) if isinstance(b, np.ndarray) else b
+                    for b, d in zip(bufs, like)]
+        state[name] = bufs
+    return {**sd, "state": state}
+
+
 class _FastoptMixin:
     """Runs scikit-learn's ``update_params(params, grads)`` on a fastopt optimizer.
 
     The fastopt optimizer (``self._opt``) is built over the arrays of ``params``; when
     ``update_params`` receives other arrays (``coefs_`` rebound, or after unpickling),
-    it is rebuilt over them and its state (step count and buffers) carried over.
-    Subclasses define ``_make(params)`` and ``_step(opt, grads)``.
+    it is rebuilt over them and its state (step count and buffers) carried over.  An
+    array fastopt cannot update in place is stepped as a C-contiguous copy (``self._work``)
+    and written back.  Subclasses define ``_make(params)`` and ``_step(opt, grads)``.
     """
 
     _opt = None
-    _params = None
+    _params = None      # the arrays scikit-learn passes
+    _work = None        # the arrays the optimizer steps: each one of _params, or a copy of it
     _saved = None       # a state_dict waiting for the next build (after unpickling)
 
     def _bind(self, params):
         params = list(params)
-        opt = self._make(params)
+        work = [_working_array(i, p) for i, p in enumerate(params)]
+        opt = self._make(work)
         old = self._opt.state_dict() if self._opt is not None else self._saved
         if old is not None:
-            opt.load_state_dict(old)
-        self._opt, self._params, self._saved = opt, params, None
+            opt.load_state_dict(_in_dtypes(old, opt))
+        self._opt, self._params, self._work, self._saved = opt, params, work, None
 
     def update_params(self, params, grads):
         """Update ``params`` in place from ``grads`` (lists of arrays, in the same order)."""
         if self._params is None or not _same_arrays(params, self._params):
             self._bind(params)
+        copies = [(p, w) for p, w in zip(self._params, self._work) if w is not p]
+        for p, w in copies:
+            np.copyto(w, p)           # (the values now: the user may have written into p)
         try:
             self._step(self._opt, grads)
         except (TypeError, ValueError):
             # A gradient fastopt does not take as it is (non-contiguous, another dtype): convert
             # it, as scikit-learn's NumPy update would, and retry.  A rejected step changed nothing.
-            fixed = [np.ascontiguousarray(g, dtype=p.dtype) for p, g in zip(self._params, grads)]
+            fixed = [np.ascontiguousarray(g, dtype=w.dtype) for w, g in zip(self._work, grads)]
             self._step(self._opt, fixed)
+        for p, w in copies:
+            np.copyto(p, w)
 
     @property
     def fastopt_optimizer(self):
@@ -98,8 +144,8 @@ class _FastoptMixin:
         # The state, not the parameters (the estimator holds those, and passes them again).
         state = self.__dict__.copy()
         state["_saved"] = self._state_dict()
-        state.pop("_opt", None)
-        state.pop("_params", None)
+        for k in ("_opt", "_params", "_work"):
+            state.pop(k, None)
         return state
 
     def __setstate__(self, state):
