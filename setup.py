@@ -7,7 +7,8 @@ level the running CPU supports at import time.  The runtime modules
 ``src/runtime/<name>.pyx`` (``_cpu``: CPU feature detection; ``_threadpool``:
 the thread pool) are compiled once, for the baseline, into ``fastopt/<name>``.
 ``src/common/`` holds what they share (the OpenMP shim, the parallel loop, the
-pool's C code).  Cython directives are set here only.
+pool's C code, the vector-width macros ``fo_simd.h``); a kernel's C lives in a header
+beside it (``src/kernels/fo_lowbit.h``).  Cython directives are set here only.
 
 A kernel written once for several dtypes is a Tempita template
 ``src/kernels/<name>.pyx.tp`` (the templating engine that ships with Cython, as
@@ -154,7 +155,9 @@ class BuildExt(build_ext):
 
 
 SRC = HERE / "src"
-INCLUDE = ["src/common"]
+INCLUDE = ["src/common", "src/kernels"]
+# The C headers the kernel modules include: an edit rebuilds every module (they are few).
+DEPENDS = sorted(str(h.relative_to(HERE)) for d in ("common", "kernels") for h in (SRC / d).glob("*.h"))
 
 
 def _numpy_include():
@@ -196,7 +199,7 @@ def _extensions():
         level_exts = []
         for pyx in sources:
             ext = Extension(f"fastopt._ext.{level}.{pyx.stem}", [str(pyx.relative_to(HERE))],
-                            include_dirs=INCLUDE + [_numpy_include()],
+                            include_dirs=INCLUDE + [_numpy_include()], depends=DEPENDS,
                             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")])
             ext.fastopt_level = level
             ext.fastopt_isa_flags = isa_flags

@@ -1,12 +1,16 @@
 """Per-element cost of the low-precision kernels, one thread, in cache (default 256K elements).
 
-    python benchmarks/lowbit_elem.py [--n 262144] [--rounds 3] [--so OTHER.so ...] [case ...]
+    python benchmarks/lowbit_elem.py [--n 262144] [--rounds 3] [--reps 200] [--clock wall|cpu]
+                                     [--so OTHER.so ...] [case ...]
 
 Cases: adam_f32 (fastopt's float32 Adam, the yardstick), adam_bf16, adam_int8, rms_bf16,
-rms_int8, sgd_bf16, sgd_int8.  Each time is the best of 7 batches of 200 calls, the best
-again over ``--rounds`` rounds that alternate between the built ``_lowbit`` and each
+rms_int8, sgd_bf16, sgd_int8.  Each time is the best of 7 batches of ``--reps`` calls, the
+best again over ``--rounds`` rounds that alternate between the built ``_lowbit`` and each
 ``--so`` (another build of ``fastopt/_ext/<isa>/_lowbit*.so``, e.g. a copy kept from
-before a change): on a shared machine, compare numbers from one run only.
+before a change; its file name labels the column): on a shared
+machine, compare numbers from one run only.  ``--clock cpu`` times the thread's CPU time
+(``time.thread_time``) instead of the wall clock: on a machine shared with other work it
+leaves out the time the thread was not running (use short batches, e.g. ``--reps 20``).
 """
 
 import argparse
@@ -34,6 +38,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1 << 18)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--so", action="append", default=[])
     ap.add_argument("cases", nargs="*")
     args = ap.parse_args()
@@ -67,18 +73,21 @@ def main():
             "sgd_int8": lambda: L.sgd_int8(p, g, c0, a0, st, 1e-3, .9, 0.0, False, 0.0, 1.0, 1),
         }
 
-    def run(f, reps=200):
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
+
+    def run(f, reps=args.reps):
         best = 1e9
         for _ in range(7):
-            t = time.perf_counter()
+            t = clock()
             for _ in range(reps):
                 f()
-            best = min(best, (time.perf_counter() - t) / reps)
+            best = min(best, (clock() - t) / reps)
         return best / n * 1e9
 
     mods = {"built": ext._lowbit}
     for path in args.so:
-        mods[os.path.basename(path)] = _load(path)
+        tag = os.path.basename(path)
+        mods[tag if tag not in mods else path] = _load(path)   # (a repeated name: the path)
     sel = args.cases or list(cases(ext._lowbit))
     res = {}
     for _ in range(args.rounds):
@@ -88,7 +97,7 @@ def main():
                 if k == "adam_f32" and tag != "built":
                     continue
                 res[tag, k] = min(res.get((tag, k), 1e9), run(cs[k]))
-    print(f"ns per element, 1 thread, n = {n} (isa {ext.level})")
+    print(f"ns per element, 1 thread, n = {n} (isa {ext.level}, {args.clock} clock)")
     for k in sel:
         print(f"{k:10s} " + "  ".join(f"{tag}={res[tag, k]:.3f}" for tag in mods
                                       if (tag, k) in res))

@@ -418,6 +418,198 @@ def small_and_threads():
     done("small_and_threads")
 
 
+def _resume_pair(kind, fmt, groups, skip=True):
+    """(params, AdamW, keys) for a resume scenario, built alike on every call.
+
+    ``kind`` is "flat", "list" (PyTorch-style groups) or "dict"; with ``groups`` the second
+    half of the arrays is in a group without weight decay; ``skip``: skip_nonfinite.
+    """
+    kw = dict(lr=0.01, weight_decay=0.3, skip_nonfinite=skip)
+    if fmt != "float32":
+        kw.update(state_dtype=fmt, min_lowbit_size=100)
+    if kind == "flat":
+        fp = make_fp()
+        return fp, fastopt.AdamW(fp, groups=[{"params": ["b1", "b2"], "weight_decay": 0.0}]
+                                 if groups else None, **kw), None
+    rng = np.random.default_rng(11)
+    shapes = [(40, 30), (30,), (1000,), (17, 3)]
+    dtypes = ([np.float32] * 4 if fmt != "float32"
+              else [np.float32, np.float64, np.float32, np.float64])
+    arrays = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+    if kind == "list":
+        spec = ([{"params": arrays[:2]}, {"params": arrays[2:], "weight_decay": 0.0}]
+                if groups else arrays)
+        return arrays, fastopt.AdamW(spec, **kw), None
+    keys = ["W0", "b1", "W2", "b3"]
+    return arrays, fastopt.AdamW(dict(zip(keys, arrays)), groups=[
+        {"params": ["W2", "b3"], "weight_decay": 0.0}] if groups else None, **kw), keys
+
+
+def _grads_like(arrays, step, r, nan=False):
+    out = []
+    for i, a in enumerate(arrays):
+        g = np.random.default_rng([step, r, i, 3]).standard_normal(a.shape).astype(a.dtype)
+        if nan and i == 0:
+            g.reshape(-1)[0] = np.nan
+        out.append(g)
+    return out
+
+
+def _mean_grads(arrays, step):
+    total = None
+    for r in range(size):
+        g = _grads_like(arrays, step, r)
+        total = g if total is None else [np.add(t, x, out=t) for t, x in zip(total, g)]
+    if size > 1:
+        total = [np.divide(t, size, out=t) for t in total]
+    return total
+
+
+def _step_single(params, opt, keys, grads):
+    if isinstance(params, fastopt.FlatParams):
+        params.grad[...] = grads[0]
+        opt.step()
+    else:
+        opt.step(dict(zip(keys, grads)) if keys else grads)
+
+
+def _arrays_of(params):
+    return [params.data] if isinstance(params, fastopt.FlatParams) else params
+
+
+def resume_keeps_everything(directory=None):
+    """A state_dict (or checkpoint) with parameter groups, skipped_steps and any state format
+    loads into a DataParallel as into one optimizer: continuing gives the same bits."""
+    cases = [(kind, fmt, False) for kind in ("flat", "list", "dict")
+             for fmt in ("float32", "bfloat16", "int8")]
+    cases += [(kind, "float32", True) for kind in ("flat", "list", "dict")]
+    for kind, fmt, shard in cases:
+        groups = not shard                  # ZeRO-1 refuses groups: checked below
+        p_ref, ref, keys = _resume_pair(kind, fmt, groups)
+        p_dp, opt, _ = _resume_pair(kind, fmt, groups, skip=not shard)
+        arrays_ref, arrays_dp = _arrays_of(p_ref), _arrays_of(p_dp)
+        # the single-process run: 3 steps, one of them skipped (a NaN)
+        for step in range(1, 4):
+            g = _mean_grads(arrays_ref, step) if step != 2 else \
+                _grads_like(arrays_ref, step, 0, nan=True)
+            _step_single(p_ref, ref, keys, g)
+        assert ref.skipped_steps == 1 and ref.step_count == 2
+        sd = ref.state_dict()
+        for a, b in zip(arrays_dp, arrays_ref):
+            a[...] = b
+        dp = DataParallel(opt, shard_state=shard, deterministic=True, align=64)
+        what = f"{kind} {fmt} shard={shard}"
+        dp.load_state_dict(sd if rank == 0 else None)
+        assert dp.optimizer.skipped_steps == 1, (what, dp.optimizer.skipped_steps)
+        assert dp.step_count == 2, what
+        if groups:
+            assert dp.optimizer.param_groups[1].get("weight_decay") == 0.0, what
+        for step in range(4, 7):
+            _step_single(p_ref, ref, keys, _mean_grads(arrays_ref, step))
+            g = _grads_like(arrays_dp, step, rank)
+            if kind == "flat":
+                p_dp.grad[...] = g[0]
+                dp.step()
+            else:
+                dp.step(dict(zip(keys, g)) if keys else g)
+        for i, (a, b) in enumerate(zip(arrays_dp, arrays_ref)):
+            check_equal(a, b, f"{what}: array {i} after resuming")
+        # and back: the DataParallel's state_dict is the single optimizer's
+        back = dp.state_dict(root=None)
+        mine = ref.state_dict()
+        for key in ("step", "epoch", "hyper", "skipped_steps", "groups", "state_dtype"):
+            if key in mine or key in back:
+                assert back.get(key) == mine.get(key), (what, key, back.get(key), mine.get(key))
+        if shard:
+            # a state_dict with parameter groups cannot be kept by ZeRO-1: refused on every
+            # rank, nothing changed (it used to drop the groups, decaying the biases again)
+            _, grouped, _ = _resume_pair(kind, fmt, True)
+            before = dp.state_dict(root=None)
+            try:
+                dp.load_state_dict(grouped.state_dict() if rank == 0 else None)
+            except ValueError as e:
+                assert "group" in str(e), e
+            else:
+                raise AssertionError(f"{what}: ZeRO-1 dropped a state_dict's parameter groups")
+            after = dp.state_dict(root=None)
+            assert after["step"] == before["step"], what
+            for name in before["state"]:
+                b, a = before["state"][name], after["state"][name]
+                for k in (b if isinstance(b, dict) else range(len(b))):
+                    check_equal(np.asarray(a[k]), np.asarray(b[k]), f"{what}: after refusal")
+    # the same through a checkpoint file written by one process
+    if directory is not None:
+        for fmt in ("float32", "int8"):
+            p_ref, ref, _ = _resume_pair("flat", fmt, True)
+            p_dp, opt, _ = _resume_pair("flat", fmt, True)
+            for step in range(1, 4):
+                g = _mean_grads([p_ref.data], step) if step != 2 else \
+                    _grads_like([p_ref.data], step, 0, nan=True)
+                _step_single(p_ref, ref, None, g)
+            path = os.path.join(directory, f"groups{size}{fmt}.npz")
+            if rank == 0:
+                fastopt.save_checkpoint(path, p_ref, ref, epoch=2)
+            comm.Barrier()
+            dp = DataParallel(opt, deterministic=True)
+            dckpt.load_checkpoint(path, p_dp, dp)
+            assert dp.optimizer.skipped_steps == 1
+            assert dp.optimizer.param_groups[1].get("weight_decay") == 0.0
+            for step in range(4, 6):
+                _step_single(p_ref, ref, None, _mean_grads([p_ref.data], step))
+                p_dp.grad[...] = _grads_like([p_dp.data], step, rank)[0]
+                dp.step()
+            check_equal(p_dp.data, p_ref.data, f"checkpoint {fmt}: after resuming")
+    done("resume_keeps_everything")
+
+
+def weighting_mismatch():
+    """step(weight=...) on some ranks and step() on others: a DistributedError on every rank
+    before anything changes (checked every step), or at the next check (check_every=2)."""
+    for shard in (False, True):
+        for det in (False, True):
+            fp = make_fp()
+            dp = DataParallel(fastopt.Adam(fp, lr=0.01), shard_state=shard, deterministic=det)
+            fp.grad[...] = local_grad(fp.size, np.float32, 1, rank)
+            dp.step(weight=1.0 / size)           # everyone weighted: fine
+            fp.grad[...] = local_grad(fp.size, np.float32, 2, rank)
+            before = fp.data.copy()
+            try:
+                dp.step(weight=1.0 / size) if rank == 0 else dp.step()
+            except DistributedError as e:
+                assert "weight" in str(e), e
+            else:
+                raise AssertionError(f"mixed weighting not detected (shard={shard}, det={det})")
+            check_equal(fp.data, before, "a refused step changed the parameters")
+            assert dp.step_count == 1
+    # with check_every=2 the mixed step is not checked itself, but the next check sees it
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), check_every=2)
+    for step in (1, 2):
+        fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+        dp.step(weight=0.5) if (rank == 0 and step == 2) else dp.step()
+    fp.grad[...] = local_grad(fp.size, np.float32, 3, rank)
+    try:
+        dp.step()
+    except DistributedError as e:
+        assert "weight" in str(e), e
+    else:
+        raise AssertionError("mixed weighting between checks not detected")
+    # a group value changed on one rank between steps: refused too
+    fp = make_fp()
+    dp = DataParallel(fastopt.AdamW(fp, lr=0.01, groups=[{"params": ["b1"], "weight_decay": 0.0}]))
+    fp.grad[...] = 1.0
+    dp.step()
+    if rank == size - 1:
+        dp.optimizer.param_groups[1]["weight_decay"] = 0.5
+    try:
+        dp.step()
+    except DistributedError as e:
+        assert "disagree" in str(e), e
+    else:
+        raise AssertionError("a group value changed on one rank was not detected")
+    done("weighting_mismatch")
+
+
 # ------------------------------------------------------------------ faults (one per launch)
 
 def fault_exception():
@@ -444,6 +636,42 @@ def fault_hang():
     dp.step()
 
 
+def _stuck(where, directory):
+    """Rank 1 is stuck (sleeps) where the others wait in a collective of ``where``: the
+    others' watchdog (timeout=2) must end the job, not hang."""
+    stuck = rank == 1
+    if where == "construct":
+        if stuck:
+            time.sleep(3600)
+        DataParallel(fastopt.Adam(make_fp(), lr=0.01), timeout=2)
+        return
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), timeout=2, shard_state=True)
+    path = os.path.join(directory, "stuck.npz")
+    if where == "load_checkpoint":
+        # the root (rank 0) is stuck reading: the others wait for it
+        if rank == 0:
+            fastopt.save_checkpoint(path, fp, fastopt.Adam(make_fp(), lr=0.01))
+        comm.Barrier()
+        dckpt.load_checkpoint(path, fp, dp, check=lambda extras: time.sleep(3600))
+        return
+    if stuck:
+        time.sleep(3600)
+    if where == "average_buffers":
+        dp.average_buffers([np.ones(3)])
+    elif where == "verify_parameters":
+        dp.verify_parameters()
+    elif where == "load_state_dict":
+        dp.load_state_dict(fastopt.Adam(make_fp(), lr=0.01).state_dict())
+    elif where == "save_checkpoint":
+        dckpt.save_checkpoint(path, fp, dp)
+
+
+for _where in ("construct", "average_buffers", "verify_parameters", "load_state_dict",
+               "save_checkpoint", "load_checkpoint"):
+    globals()[f"fault_stuck_{_where}"] = functools.partial(_stuck, _where)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     directory = None
@@ -451,6 +679,7 @@ if __name__ == "__main__":
         directory = args.pop(0)[len("--dir="):]
     for name in args:
         fn = globals()[name]
-        fn(directory) if name == "checkpoints" else fn()
+        fn(directory) if name in ("checkpoints", "resume_keeps_everything") \
+            or name.startswith("fault_stuck_") else fn()
     if rank == 0:
         print("result " + json.dumps(RESULTS), flush=True)

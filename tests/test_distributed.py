@@ -66,7 +66,7 @@ def launch(n, args, timeout=TIMEOUT, expect_ok=True, module=None):
 
 SCENARIOS = ["deterministic", "weighted", "allreduce_100_steps", "buckets", "state_memory",
              "lists_and_dicts", "state_dicts", "checkpoints", "mismatches", "small_and_threads",
-             "low_precision_state"]
+             "low_precision_state", "resume_keeps_everything", "weighting_mismatch"]
 
 SHAPES = {"W1": (300, 170), "b1": (170,), "W2": (170, 7), "b2": (7,)}
 
@@ -157,6 +157,23 @@ def test_a_rank_that_never_arrives_is_a_timeout_not_a_hang():
     assert "waited more than 2 s" in err and "rank 0 of 2" in err, err
 
 
+STUCK = {"construct": "DataParallel()", "average_buffers": "average_buffers",
+         "verify_parameters": "verify_parameters", "load_state_dict": "load_state_dict",
+         "save_checkpoint": "save_checkpoint", "load_checkpoint": "load_checkpoint"}
+
+
+@needs_mpi
+@pytest.mark.parametrize("where", list(STUCK))
+def test_a_stuck_rank_is_a_timeout_in_every_collective(where, tmp_path):
+    # DataParallel(timeout=2): every collective it (or a distributed checkpoint) makes is
+    # guarded, so a rank that never arrives ends the job instead of hanging the others.
+    rc, out, err = launch(2, [f"--dir={tmp_path}", f"fault_stuck_{where}"], timeout=90,
+                          expect_ok=False)
+    assert rc != 0
+    waiting = 1 if where == "load_checkpoint" else 0     # (there the root is the stuck one)
+    assert f"rank {waiting} of 2 waited more than 2 s in {STUCK[where]}" in err, err
+
+
 # ------------------------------------------------------------------ the command line
 
 def _accuracy(out):
@@ -185,6 +202,28 @@ def test_train_distributed_matches_one_process_and_resumes_anywhere(tmp_path):
     _, out3, _ = launch(3, ["train", "--epochs", "5", "--quiet", "--distributed",
                             "--resume", str(ckpt)], module="fastopt.cli")
     assert "resumed from" in out3 and "epoch   5" in out3, out3
+
+
+def _epoch_line(out, epoch):
+    """The numbers of one epoch's line (not its times): loss, acc, test loss, test acc."""
+    line = next(x for x in out.splitlines() if x.startswith(f"epoch {epoch:3d}"))
+    return line.split("  time")[0]
+
+
+@needs_mpi
+@pytest.mark.parametrize("n", [1, 2])
+def test_train_distributed_int8_resumes_as_if_never_stopped(n, tmp_path):
+    # a plain DataParallel loads its own int8 state (it exited 2 "does not fit"); the
+    # resumed run continues bit for bit (deterministic), parameter groups and all
+    ckpt = tmp_path / "c.npz"
+    base = ["train", "--quiet", "--state-dtype", "int8", "--hidden", "64", "--schedule",
+            "constant", "--distributed", "--deterministic"]
+    launch(n, [*base, "--epochs", "2", "--save", str(ckpt)], module="fastopt.cli")
+    _, resumed, _ = launch(n, [*base, "--epochs", "3", "--resume", str(ckpt)],
+                           module="fastopt.cli")
+    assert f"resumed from {ckpt} after epoch 2" in resumed, resumed
+    _, straight, _ = launch(n, [*base, "--epochs", "3"], module="fastopt.cli")
+    assert _epoch_line(resumed, 3) == _epoch_line(straight, 3), (resumed, straight)
 
 
 @needs_mpi
@@ -218,3 +257,63 @@ def test_docs_example_under_mpiexec(tmp_path):
     # (launch() runs mpi_child.py or a module: tests/fastopt_run_path.py runs the file)
     _, out, err = launch(2, ["runpy", "run_path", str(script)], module="fastopt_run_path")
     assert float(out.split()[-1]) >= 0.98, out
+
+
+def _raw_comm_uses(source):
+    """Uses of a raw communicator attribute (``self.comm``, ``optimizer.comm``) other than
+    setting it and the local queries (``.Get_rank()``, ``.Get_size()``): a collective made
+    through one would escape the timeout guard."""
+    import ast
+
+    tree = ast.parse(source)
+    allowed = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr in ("Get_rank", "Get_size")
+                and isinstance(node.value, ast.Attribute)):
+            allowed.add(id(node.value))
+        elif isinstance(node, ast.Assign):
+            allowed.update(id(t) for t in node.targets)
+    return sorted((node.lineno, ast.unparse(node)) for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr == "comm"
+            and id(node) not in allowed)
+
+
+@pytest.mark.parametrize("name", ["parallel.py", "checkpoint.py"])
+def test_no_collective_escapes_the_guard(name):
+    # DataParallel and the checkpoints make their collectives through the guarded communicator
+    # (the stuck-rank tests above check that it works); the public ``dp.comm`` is raw.
+    source = (ROOT / "fastopt" / "distributed" / name).read_text()
+    assert _raw_comm_uses(source) == []
+    control = ("self.comm = comm\nn = self.comm.Get_size()\nself.comm.Allreduce(x)\n"
+               "c = optimizer.comm\n")
+    assert _raw_comm_uses(control) == [(3, "self.comm"), (4, "optimizer.comm")]
+
+
+def test_a_state_dict_crosses_as_its_structure_and_its_arrays():
+    # load_state_dict sends a state_dict as a pickled skeleton plus each array as bytes:
+    # every state format's entries (dicts of arrays), read-only and strided arrays included
+    from fastopt.distributed.parallel import _fill, _hollow
+
+    ro = np.arange(6, dtype=np.float32)
+    ro.flags.writeable = False
+    sd = {"type": "Adam", "step": 3, "hyper": {"lr": 0.1, "betas": (0.9, 0.999)},
+          "groups": [{}, {"weight_decay": 0.0}], "skipped_steps": 1,
+          "state": {"exp_avg": [ro, np.ones((4, 4))[:, ::2]],
+                    "exp_avg_sq": [{"format": "int8", "block": 256, "map": "unsigned",
+                                    "codes": np.arange(5, dtype=np.uint8),
+                                    "absmax": np.ones(1, np.float32)}, np.zeros(0)]}}
+    arrays = []
+    skeleton = _hollow(sd, arrays)
+    assert len(arrays) == 5 and all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
+    import pickle
+    skeleton = pickle.loads(pickle.dumps(skeleton))
+    back = _fill(skeleton, [a.copy() for a in arrays])
+    assert back["hyper"] == sd["hyper"] and back["groups"] == sd["groups"]
+    assert back["skipped_steps"] == 1 and back["step"] == 3
+    np.testing.assert_array_equal(back["state"]["exp_avg"][0], ro)
+    np.testing.assert_array_equal(back["state"]["exp_avg"][1], np.ones((4, 2)))
+    entry = back["state"]["exp_avg_sq"][0]
+    assert {k: v for k, v in entry.items() if not isinstance(v, np.ndarray)} == \
+        {"format": "int8", "block": 256, "map": "unsigned"}
+    np.testing.assert_array_equal(entry["codes"], np.arange(5, dtype=np.uint8))
+    assert back["state"]["exp_avg_sq"][1].shape == (0,)

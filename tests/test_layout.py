@@ -154,3 +154,142 @@ def test_every_cli_option_has_help_and_shows_its_default():
                 text = " ".join(p.format_help().split())
                 assert re.search(rf"default: {re.escape(str(action.default))}", text), \
                     f"fastopt {name} {action.option_strings}: default not shown"
+
+
+# ------------------------------------------------------------------ seams, not privates
+
+# Objects named like an optimizer: opt, optimizer, self._opt, base_opt, shard_opts, ...
+_OPTIMIZER_NAME = re.compile(r"(?:^|_)(?:opt|optim|optimizer)s?$")
+
+
+def _optimizer_private_reads(source):
+    """``(line, code)`` of every private attribute of an optimizer-named object that
+    ``source`` reads or writes: ``opt._params``, ``self._opt._states``,
+    ``getattr(optimizer, "_keys")`` (dunders such as ``opt.__class__`` are public)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):
+            owner, attr = node.value, node.attr
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+              and isinstance(node.args[1].value, str)):
+            owner, attr = node.args[0], node.args[1].value
+        else:
+            continue
+        if not attr.startswith("_") or (attr.startswith("__") and attr.endswith("__")):
+            continue
+        name = (owner.id if isinstance(owner, ast.Name)
+                else owner.attr if isinstance(owner, ast.Attribute) else None)
+        if name is not None and _OPTIMIZER_NAME.search(name):
+            found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in _py_files() if p.relative_to(PKG).parts[0] != "optim"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_nothing_outside_optim_reads_optimizer_privates(path):
+    # DataParallel, checkpoints, the trainer, the bench: opt.params, opt.like(...),
+    # opt.state_dict() and the public attributes are the seams; privates may change at will.
+    assert _optimizer_private_reads(path.read_text()) == []
+
+
+def test_the_private_read_check_sees_them():
+    # The control: what the old DataParallel did is found, the public seams are not.
+    bad = ("keys = opt._keys\n"
+           "n = sum(b.size for b in self._opt._states.values())\n"
+           "ps = getattr(optimizer, '_params')\n"
+           "base_opt._step = 3\n")
+    good = ("ps = opt.params\nshard = opt.like(views)\nsd = self._opt.state_dict()\n"
+            "name = optimizer.__class__.__name__\nself._opt = opt\nx = dp._groups\n"
+            "options._x = 1\n")
+    assert sorted(line for line, _ in _optimizer_private_reads(bad)) == [1, 2, 3, 4]
+    assert _optimizer_private_reads(good) == []
+
+
+# ------------------------------------------------------------------ import cycles
+
+def _import_graph(files, modules):
+    """{module: the fastopt modules it imports, at any depth (inside functions too)}.
+
+    ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to
+    ``pkg`` (whose ``__init__`` defines ``name``).
+    """
+    graph = {}
+    for path in files:
+        name, is_pkg = _module_name(path)
+        package = name if is_pkg else name.rpartition(".")[0]
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[:len(base) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                out.update(f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod
+                           for a in node.names)
+        graph[name] = {m for m in out if m in modules and m != name}
+    return graph
+
+
+def _cycles(graph):
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+# Cycles that exist and are someone's work in progress (issue 18: the optimizer table):
+# each must still exist (remove it here when it is gone), and no other may appear.
+KNOWN_CYCLES = [["fastopt.optim.optimizers", "fastopt.optim.registry"]]
+
+
+def test_no_import_cycles_even_inside_functions():
+    graph = _import_graph(_py_files(), set(_modules()))
+    assert _cycles(graph) == KNOWN_CYCLES
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_function_level_import(tmp_path):
+    pkg = tmp_path / "fastopt" / "kernels"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("def f():\n    from .a import g\n")
+    (pkg / "c.py").write_text("from . import a\n")        # imports the cycle, is not in it
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        modules = {"fastopt.kernels", "fastopt.kernels.a", "fastopt.kernels.b",
+                   "fastopt.kernels.c"}
+        graph = _import_graph(sorted(pkg.glob("*.py")), modules)
+    finally:
+        ROOT = saved
+    assert _cycles(graph) == [["fastopt.kernels.a", "fastopt.kernels.b"]]

@@ -332,6 +332,38 @@ def test_nonfinite_values(isa):
     assert np.isnan(F.dequantize_blockwise(mc, ma, K.signed_map())[:768]).all()
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize("opt", list(OPTS))
+def test_nonfinite_values_every_optimizer(isa, opt, fmt):
+    """NaN and inf in full and partial blocks and in vector tails, every optimizer, option set
+    and format: the kernel gives the reference's bits (the NaN branches of the vector passes
+    at every width, and of the scalar tails)."""
+    n = 256 * 3 + 77
+    g = np.full(n, 0.5, np.float32)
+    g[[3, 300, n - 5]] = np.nan, np.inf, -np.inf
+    for opts in OPTS[opt]():
+        pk = np.linspace(-1, 1, n, dtype=np.float32)
+        pr = pk.copy()
+        sk, sr = make_state(opt, fmt, n), make_state(opt, fmt, n)
+        for t in (1, 2):
+            call(K, opt, fmt, pk, g, sk, t, opts)
+            call(R, opt, fmt, pr, g, sr, t, opts)
+            np.testing.assert_array_equal(pk, pr, err_msg=f"{opts}, step {t}")
+            assert_state_equal(sk, sr, f"{opts}, step {t}")
+        assert np.isnan(pk[3]) and np.isfinite(pk[600])   # (block 2 holds no NaN or inf)
+
+
+def test_vector_width_of_each_level(isa):
+    """One source, every width: the avx512 build's low-precision kernels run 512-bit vectors,
+    the avx2 build's 256-bit, the baseline's the scalar loops."""
+    from fastopt.runtime import dispatch
+
+    assert dispatch.ext.level == isa
+    assert dispatch.ext._lowbit.vector_bits() == {"baseline": 0, "avx2": 256, "avx512": 512}[isa]
+
+
 # ------------------------------------------------------------------ decay, memory
 
 

@@ -129,7 +129,7 @@ def test_index_offsets_make_arrays_round_independently(rng):
 
 @pytest.mark.parametrize("sd", LOW)
 @pytest.mark.parametrize("name", ["adam", "rmsprop", "sgd"])
-def test_same_bits_for_any_thread_count(rng, name, sd):
+def test_same_bits_for_any_thread_count(isa, rng, name, sd):
     base = _model(rng)
     grads = [_grads(rng, base) for _ in range(4)]
     out = []
@@ -388,9 +388,10 @@ def test_ml_dtypes_bfloat16_names_the_format(rng):
 
 @pytest.mark.parametrize("sd", LOW)
 @pytest.mark.parametrize("name", ["adamw", "rmsprop", "momentum"])
-def test_many_arrays_one_call_same_bits(rng, name, sd):
+def test_many_arrays_one_call_same_bits(isa, rng, name, sd):
     """Many arrays of all sizes with low-precision state (min_lowbit_size=0): the one
-    multi-tensor call gives the reference's bits, and the same bits on 1 and 2 threads."""
+    multi-tensor call gives the reference's bits, and the same bits on 1 and 2 threads, at
+    every ISA level."""
     shapes = [(int(n),) for n in rng.integers(1, 20000, size=40)] + [(257,), (256,), (16385,)]
     base = _model(rng, shapes)
     grads = [_grads(rng, base) for _ in range(3)]

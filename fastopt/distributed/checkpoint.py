@@ -5,6 +5,9 @@ model's parameters and the whole optimizer state (in sharded mode the slices are
 to rank 0 first).  So it loads into any world size: another ``mpiexec -n P`` run, sharded or
 not, with :func:`load_checkpoint`, or one process with :func:`fastopt.load_checkpoint`.
 
+Every collective runs under the DataParallel's ``timeout``: a rank that never arrives
+ends the job instead of hanging the others.
+
 Examples
 --------
 Under ``mpiexec -n 2``::
@@ -22,33 +25,12 @@ and later, with one process::
 import numpy as np
 
 from ..nn.flat import FlatParams
-from ..optim import Optimizer
 from ..train import checkpoint as _single
 from ..train.checkpoint import CheckpointError
 from .errors import raise_collectively
-from .parallel import DataParallel
+from .parallel import DataParallel, guarded_comm
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
-
-
-class _Snapshot(Optimizer):
-    """An Optimizer whose state_dict is a given one (what the single-process writer asks for)."""
-
-    def __init__(self, sd):  # noqa: D107 - no parameters, no kernels: a carrier
-        object.__setattr__(self, "_sd", sd)
-
-    def state_dict(self):
-        return self._sd
-
-
-class _Receiver(Optimizer):
-    """An Optimizer that keeps the state_dict the single-process loader hands it."""
-
-    def __init__(self):  # noqa: D107
-        object.__setattr__(self, "received", None)
-
-    def load_state_dict(self, state_dict):
-        object.__setattr__(self, "received", state_dict)
 
 
 def _check_args(params, dp):
@@ -70,15 +52,23 @@ def save_checkpoint(path, params, optimizer, *, root=0, **extra):
     while writing (disk full, permissions) is raised on every rank.
     """
     _check_args(params, optimizer)
-    comm = optimizer.comm
-    sd = optimizer.state_dict(root=root)
-    problem = None
-    if comm.Get_rank() == root:
-        try:
-            _single.save_checkpoint(path, params, _Snapshot(sd), **extra)
-        except (OSError, TypeError, ValueError) as e:
-            problem = f"{type(e).__name__}: {e}"
-    raise_collectively(comm, problem, f"save_checkpoint({str(path)!r})", exc=CheckpointError)
+    comm = guarded_comm(optimizer)
+    with comm.during(f"save_checkpoint({str(path)!r})"):
+        # in sharded mode the slices, gathered; in plain mode root's optimizer has it all
+        sd = optimizer.state_dict(root=root) if optimizer.shard_state else None
+        problem = None
+        if comm.Get_rank() == root:
+            try:
+                whole = optimizer.optimizer
+                if sd is not None:      # the same class and configuration over the whole model
+                    whole = whole.like(params)
+                    whole.load_state_dict(sd)
+                    sd = None           # (copied: one full-size state on root at a time)
+                _single.save_checkpoint(path, params, whole, **extra)
+            except (OSError, TypeError, ValueError) as e:
+                problem = f"{type(e).__name__}: {e}"
+        raise_collectively(comm, problem, f"save_checkpoint({str(path)!r})",
+                           exc=CheckpointError)
 
 
 def load_checkpoint(path, params, optimizer, *, check=None, root=0):
@@ -86,36 +76,43 @@ def load_checkpoint(path, params, optimizer, *, check=None, root=0):
 
     Collective.  Rank ``root`` reads and checks the file (any checkpoint of
     :func:`save_checkpoint` or :func:`fastopt.save_checkpoint`, written at any world size);
-    the parameters are broadcast and the optimizer state scattered (sharded) or broadcast.
-    All or nothing on every rank: a missing, corrupt or unfitting file raises the same
-    error on every rank (FileNotFoundError or :class:`CheckpointError`) and changes nothing.
+    the parameters are broadcast and the optimizer state scattered (sharded) or broadcast,
+    with its parameter groups and counters, in any state format.  All or nothing on every
+    rank: a missing, corrupt or unfitting file raises the same error on every rank
+    (FileNotFoundError or :class:`CheckpointError`) and changes nothing.
 
     ``check(extras)`` runs on ``root`` before anything changes, as for
     :func:`fastopt.load_checkpoint`; the extras are then returned on every rank.
     """
     _check_args(params, optimizer)
-    comm = optimizer.comm
+    comm = guarded_comm(optimizer)
     rank = comm.Get_rank()
-    problem = kind = None
-    tmp = receiver = extras = None
-    if rank == root:
+    with comm.during(f"load_checkpoint({str(path)!r})"):
+        problem = kind = None
+        tmp = sd = extras = None
+        if rank == root:
+            try:
+                # the file, checked by the single-process loader into an optimizer of the
+                # same class and configuration over a scratch copy of the model
+                tmp = FlatParams(params.shapes, dtype=params.dtype)
+                whole = optimizer.optimizer.like(tmp)
+                extras = _single.load_checkpoint(path, tmp, whole, check=check)
+                sd = whole.state_dict()
+                del whole
+            except FileNotFoundError as e:
+                problem, kind = str(e), "missing"
+            except CheckpointError as e:
+                problem, kind = str(e), "bad"
+        kind = comm.bcast(kind, root=root)
+        raise_collectively(comm, problem, "load_checkpoint",
+                           exc=FileNotFoundError if kind == "missing" else CheckpointError)
         try:
-            tmp = FlatParams(params.shapes, dtype=params.dtype)
-            receiver = type(type(optimizer.optimizer).__name__, (_Receiver,), {})()
-            extras = _single.load_checkpoint(path, tmp, receiver, check=check)
-        except FileNotFoundError as e:
-            problem, kind = str(e), "missing"
-        except CheckpointError as e:
-            problem, kind = str(e), "bad"
-    kind = comm.bcast(kind, root=root)
-    raise_collectively(comm, problem, "load_checkpoint",
-                       exc=FileNotFoundError if kind == "missing" else CheckpointError)
-    try:
-        optimizer.load_state_dict(receiver.received if rank == root else None, root=root)
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this optimizer: {e}") from None
-    if rank == root:
-        np.copyto(params.data, tmp.data)
-    del tmp
-    optimizer.broadcast_parameters(root=root)
-    return comm.bcast(extras, root=root)
+            optimizer.load_state_dict(sd, root=root)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this optimizer: "
+                                  f"{e}") from None
+        if rank == root:
+            np.copyto(params.data, tmp.data)
+        del tmp
+        optimizer.broadcast_parameters(root=root)
+        return comm.bcast(extras, root=root)

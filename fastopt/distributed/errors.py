@@ -10,17 +10,21 @@ for ever in the next collective.  Three tools:
   non-zero status (what ``python -m mpi4py script.py`` does).
 * :class:`Watchdog`: a collective that has not finished after ``timeout`` seconds (another
   rank died, skipped a step, or is stuck) prints what it was waiting for and aborts.
+  :meth:`Watchdog.guard` wraps a communicator so that every call through it is watched
+  (how :class:`~fastopt.distributed.DataParallel` and the distributed checkpoints make
+  every one of their collectives).
 """
 
+import contextlib
 import os
 import sys
 import threading
 import time
 import traceback
 
-from ._mpi import world
+from ._mpi import require_mpi, world
 
-__all__ = ["DistributedError", "raise_collectively", "abort_on_exception", "Watchdog"]
+__all__ = ["DistributedError", "raise_collectively", "abort_on_exception", "Watchdog", "GuardedComm"]
 
 
 class DistributedError(RuntimeError):
@@ -89,9 +93,12 @@ def abort_on_exception(comm=None):
 class Watchdog:
     """Abort the job when a collective has not returned after ``timeout`` seconds.
 
-    ``with watchdog("the gradient reduce-scatter of step 12"): comm.Reduce_scatter(...)``.
-    A daemon thread wakes up a few times per ``timeout``; it costs nothing while the
-    collectives finish in time.  ``timeout=None`` disables it.
+    ``with watchdog("the gradient reduce-scatter of step 12"): comm.Reduce_scatter(...)``,
+    or, so that no collective can escape it, :meth:`guard` a communicator: every call made
+    through the returned :class:`GuardedComm` runs under the watchdog.  A daemon thread
+    wakes up a few times per ``timeout``; it costs nothing while the collectives finish in
+    time.  ``timeout=None`` disables it.  Guarded blocks nest (the inner one's deadline
+    applies while it runs, then the outer one's again).
     """
 
     def __init__(self, comm, timeout):
@@ -101,6 +108,8 @@ class Watchdog:
             raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
         self._deadline = None
         self._what = ""
+        self._next = ""
+        self._outer = []
         self._thread = None
 
     def _start(self):
@@ -114,24 +123,90 @@ class Watchdog:
             deadline = self._deadline
             if deadline is not None and time.monotonic() > deadline:
                 rank, size = self.comm.Get_rank(), self.comm.Get_size()
+                what = self._what
+                if isinstance(what, tuple):     # (what, call) from a GuardedComm
+                    what = f"{what[0]} ({what[1]})" if what[0] else what[1]
                 _write_stderr(
                     f"fastopt.distributed: rank {rank} of {size} waited more than "
-                    f"{self.timeout:g} s in {self._what}; another rank has not reached it "
+                    f"{self.timeout:g} s in {what}; another rank has not reached it "
                     "(it died, skipped a step, or is stuck). Aborting the job.\n")
                 self.comm.Abort(1)
                 return
 
     def __call__(self, what):
-        self._what = what
+        self._next = what
         return self
 
     def __enter__(self):
+        self._arm(self._next)
+        return self
+
+    def __exit__(self, *exc):
+        self._disarm()
+        return False
+
+    def _arm(self, what):
+        """A collective described by ``what`` starts: it must end within ``timeout``."""
+        self._outer.append((self._deadline, self._what))
+        self._what = what
         if self.timeout is not None:
             if self._thread is None:
                 self._start()
             self._deadline = time.monotonic() + self.timeout
-        return self
 
-    def __exit__(self, *exc):
-        self._deadline = None
-        return False
+    def _disarm(self):
+        """It ended: the enclosing block's deadline (if any) applies again."""
+        self._deadline, self._what = self._outer.pop()
+
+    def guard(self, comm, what=""):
+        """``comm`` with every call made through it under this watchdog (a :class:`GuardedComm`)."""
+        return GuardedComm(comm, self, what)
+
+
+class GuardedComm:
+    """A communicator whose every method call runs under a :class:`Watchdog`.
+
+    Attributes and methods are the wrapped communicator's; a call that returns a new
+    communicator (``Split_type``, ``Dup``, ...) returns it guarded too.  ``with
+    comm.during("average_buffers"):`` names what the calls inside are doing, for the
+    message the watchdog prints before it aborts.
+    """
+
+    def __init__(self, comm, watchdog, what=""):
+        if isinstance(comm, GuardedComm):
+            comm = comm.unguarded
+        self.unguarded = comm
+        self.watchdog = watchdog
+        self._what = what
+        self._comm_type = require_mpi().Comm
+
+    @contextlib.contextmanager
+    def during(self, what):
+        """Calls inside the block are described as ``what`` (after the enclosing block's
+        description: ``"save_checkpoint: state_dict"``)."""
+        outer = self._what
+        self._what = f"{outer}: {what}" if outer else what
+        try:
+            yield self
+        finally:
+            self._what = outer
+
+    def __getattr__(self, name):
+        attr = getattr(self.unguarded, name)
+        if not callable(attr):
+            return attr
+        watchdog, comm_type = self.watchdog, self._comm_type
+
+        def call(*args, **kwargs):
+            watchdog._arm((self._what, name))    # (the message is formatted only if it fires)
+            try:
+                out = attr(*args, **kwargs)
+            finally:
+                watchdog._disarm()
+            return GuardedComm(out, watchdog, self._what) if isinstance(out, comm_type) else out
+
+        self.__dict__[name] = call       # the next lookups find it without __getattr__
+        return call
+
+    def __repr__(self):
+        return f"GuardedComm({self.unguarded!r}, timeout={self.watchdog.timeout})"

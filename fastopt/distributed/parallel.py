@@ -34,7 +34,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..kernels import _check
-from ..nn.flat import FlatParams
 from ..optim import Optimizer
 from ..runtime import threads as _threads
 from ..runtime.dispatch import ext
@@ -44,6 +43,9 @@ from .errors import DistributedError, Watchdog, raise_collectively
 from .sharding import shard_bounds, use_node_share
 
 __all__ = ["DataParallel"]
+
+#: Bytes per MPI call when an array is broadcast as bytes (counts are C ints)
+_CHUNK = 1 << 30
 
 
 class _Group:
@@ -67,6 +69,12 @@ class _Group:
         return [buf[o:o + s].reshape(shape)
                 for o, s, shape in zip(self.offsets, self.sizes, self.shapes)]
 
+    def flatten(self, arrays):
+        """The group's arrays (of a list in the order of params) as one flat array."""
+        if not self.index:
+            return np.zeros(0, self.dtype)
+        return np.concatenate([np.asarray(arrays[i]).reshape(-1) for i in self.index])
+
 
 def _pieces(b0, b1, bounds):
     """Per rank: how many elements of bucket [b0, b1) fall in its slice, and where (from b0)."""
@@ -82,6 +90,49 @@ def _pieces(b0, b1, bounds):
 def _short(v, limit=200):
     s = repr(v)
     return s if len(s) <= limit else s[:limit] + "..."
+
+
+class _Slot:
+    """Where the ``index``-th array of a broadcast structure was (see :func:`_hollow`)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+    def __getstate__(self):
+        return self.index
+
+    def __setstate__(self, index):
+        self.index = index
+
+
+def _hollow(obj, arrays):
+    """``obj`` (dicts, lists, tuples) with each numeric ndarray replaced by a :class:`_Slot`,
+    the arrays appended to ``arrays``."""
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        # (C-contiguous and writable, as MPI takes a buffer)
+        ok = obj.flags.c_contiguous and obj.flags.writeable
+        arrays.append(obj if ok else np.array(obj, order="C"))
+        return _Slot(len(arrays) - 1)
+    if isinstance(obj, dict):
+        return {k: _hollow(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [_hollow(v, arrays) for v in obj]
+        return out if isinstance(obj, list) else tuple(out)
+    return obj
+
+
+def _fill(obj, arrays):
+    """The inverse of :func:`_hollow`."""
+    if isinstance(obj, _Slot):
+        return arrays[obj.index]
+    if isinstance(obj, dict):
+        return {k: _fill(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [_fill(v, arrays) for v in obj]
+        return out if isinstance(obj, list) else tuple(out)
+    return obj
 
 
 class DataParallel:
@@ -173,53 +224,56 @@ class DataParallel:
         self.align = block if align is None else _check.integer("align", align, 1)
         self.check_every = _check.integer("check_every", check_every, 0)
         self._watch = Watchdog(comm, timeout)
+        # every collective of this object (and of the distributed checkpoints) goes through
+        # this communicator: none can wait longer than the timeout
+        self._comm = self._watch.guard(comm)
         if abort_on_exception:
             _errors.abort_on_exception(comm)
         self.timings = {"communication": 0.0, "optimizer": 0.0, "steps": 0}
 
-        self._wrapped = optimizer
+        self._params = optimizer.params
         self.flat = optimizer.flat
-        self._describe_and_compare(optimizer)
-
-        if num_threads == "auto":
-            use_node_share(comm)
-        elif num_threads is not None:
-            _threads.set_num_threads(num_threads)
-
-        self._setup_groups(optimizer)
-        if broadcast:
-            self.broadcast_parameters()
-        if self.shard_state:
-            self._opt = self._shard_optimizer(optimizer)
-            self._wrapped = None     # its full-size state is no longer ours to keep
-        else:
-            self._opt = optimizer
+        with self._comm.during("DataParallel()"):
+            self._describe_and_compare(optimizer)
+            if num_threads == "auto":
+                use_node_share(self._comm)
+            elif num_threads is not None:
+                _threads.set_num_threads(num_threads)
+            self._setup_groups()
+            if broadcast:
+                self.broadcast_parameters()
+        self._opt = self._shard_optimizer(optimizer) if self.shard_state else optimizer
+        # the steps since the last consistency check: how many, how many weighted, in what
+        # order (a CRC), so a rank that weighted differently is found at the next check
+        self._weighting = (0, 0, 0)
         self._check_sig = np.zeros(2, np.int64)
 
     # ------------------------------------------------------------ construction
-    def _layout(self, opt):
-        if opt.flat is not None:
-            return ("FlatParams", str(opt.flat.dtype),
-                    [(k, tuple(s)) for k, s in opt.flat.shapes.items()])
-        params = opt._params
-        keys = opt._keys
-        kind = "dict" if keys is not None else "list"
-        names = keys if keys is not None else list(range(len(params)))
-        return (kind, [(k, str(p.dtype), p.shape) for k, p in zip(names, params)])
-
-    def _describe_and_compare(self, opt):
-        desc = {
-            "layout": self._layout(opt),
+    @staticmethod
+    def _config(opt):
+        """What must be equal on every rank besides the layout (collectively compared)."""
+        return {
             "optimizer": f"{type(opt).__name__}(impl={opt.impl!r})",
             "hyperparameters": opt.hyper(),
+            "parameter groups": [{k: v for k, v in g.items() if k != "params"}
+                                 for g in opt.param_groups],
+            "options": dict(max_grad_norm=opt.max_grad_norm, skip_nonfinite=opt.skip_nonfinite,
+                            state_dtype=opt.state_dtype, min_lowbit_size=opt.min_lowbit_size,
+                            seed=opt.seed),
             "schedule": repr(opt.schedule),
             "step count": opt.step_count,
             "epoch": opt.epoch,
+        }
+
+    def _describe_and_compare(self, opt):
+        desc = {
+            "layout": self._params.layout(),
+            **self._config(opt),
             "settings": dict(shard_state=self.shard_state, deterministic=self.deterministic,
                              bucket_size=self.bucket_size, align=self.align,
                              check_every=self.check_every),
         }
-        everyone = self.comm.allgather(desc)
+        everyone = self._comm.allgather(desc)
         problems = []
         for r, d in enumerate(everyone[1:], 1):
             for key, v0 in everyone[0].items():
@@ -245,35 +299,25 @@ class DataParallel:
                     return f"entry {i} = {_short(x)} of {len(la)}", f"{_short(y)} of {len(lb)}"
         return _short(a), _short(b)
 
-    def _setup_groups(self, opt):
-        if opt.flat is not None:
-            fp = opt.flat
+    def _setup_groups(self):
+        ps = self._params
+        if ps.flat is not None:
+            fp = ps.flat
             g = _Group([0], [fp.data.shape], fp.dtype)
             g.pbuf, g.gbuf = fp.data, fp.grad
             self._groups = [g]
-            self._arrays = [fp.data]
         else:
-            arrays = list(opt._params)
-            self._arrays = arrays
             self._groups = []
             for dt in (np.float32, np.float64):
-                index = [i for i, p in enumerate(arrays) if p.dtype == dt]
+                index = [i for i, p in enumerate(ps) if p.dtype == dt]
                 if index:
-                    g = _Group(index, [arrays[i].shape for i in index], dt)
+                    g = _Group(index, [ps[i].shape for i in index], dt)
                     g.gbuf = np.zeros(g.n, dt)
                     if self.shard_state:
                         g.pbuf = np.zeros(g.n, dt)
                     self._groups.append(g)
             # the wrapped optimizer (plain mode) steps on views of the flat gradient buffers
-            views = [None] * len(arrays)
-            for g in self._groups:
-                for i, v in zip(g.index, g.split(g.gbuf)):
-                    views[i] = v
-            keys = opt._keys
-            self._keys = keys
-            self._grad_views = dict(zip(keys, views)) if keys is not None else views
-        if opt.flat is not None:
-            self._keys = None
+            self._grad_views = ps.pack(self._unflatten([g.gbuf for g in self._groups]))
         for g in self._groups:
             g.bounds = shard_bounds(g.n, self.size, self.align)
             lo, hi = g.bounds[self.rank]
@@ -286,8 +330,35 @@ class DataParallel:
                              default=0)
                 g.recv = np.zeros((self.size, widest), g.dtype)
 
+    def _unflatten(self, per_group):
+        """One flat buffer per dtype group -> views shaped like params, in their order."""
+        out = [None] * len(self._params)
+        for g, buf in zip(self._groups, per_group):
+            for i, v in zip(g.index, g.split(buf)):
+                out[i] = v
+        return out
+
+    def _flat_state(self, state):
+        """A state_dict's ``state`` (whole model) -> per name, per dtype group, a flat array."""
+        ps = self._params
+        if not isinstance(state, dict):
+            raise ValueError(f"state_dict['state'] must be a dict, got {type(state).__name__}")
+        flat = {}
+        for name, bufs in state.items():
+            bufs = ps.unpack(bufs, what=f"state {name!r}")
+            for i, (b, p) in enumerate(zip(bufs, ps)):
+                if isinstance(b, Mapping):
+                    raise ValueError(f"state {name}[{i}] is {b.get('format')!r} state; "
+                                     "shard_state=True keeps float32/float64 state only")
+                b = np.asarray(b)
+                if b.shape != p.shape or b.dtype != p.dtype:
+                    raise ValueError(f"state {name}[{i}] has shape {b.shape} and dtype {b.dtype}, "
+                                     f"expected {p.shape} and {p.dtype}")
+            flat[name] = [np.ascontiguousarray(g.flatten(bufs)) for g in self._groups]
+        return flat
+
     def _shard_optimizer(self, opt):
-        """An optimizer of ``opt``'s class and hyperparameters over this rank's slices."""
+        """An optimizer of ``opt``'s class and configuration over this rank's slices."""
         unsupported = [what for what, on in (
             ("max_grad_norm", opt.max_grad_norm is not None),
             ("skip_nonfinite", opt.skip_nonfinite),
@@ -299,31 +370,20 @@ class DataParallel:
             raise ValueError(f"shard_state=True does not support {', '.join(unsupported)} yet: "
                              "use shard_state=False (the full averaged gradient is clipped and "
                              "checked on every rank)")
-        cls = type(opt)
-        shard = cls.__new__(cls)
-        hyper = opt.hyper()
-        lr = hyper.pop("lr")
-        views = [g.pbuf[slice(*g.bounds[self.rank])] for g in self._groups]
-        Optimizer.__init__(shard, views, opt.schedule if opt.schedule is not None else lr,
-                           impl=opt.impl, **hyper)
-        shard.set_epoch(opt.epoch)
-        if opt.step_count or any(np.any(b) for bufs in opt._states.values() for b in bufs):
+        mine = [slice(*g.bounds[self.rank]) for g in self._groups]
+        shard = opt.like([g.pbuf[m] for g, m in zip(self._groups, mine)])
+        fresh = (opt.step_count == 0 and opt.skipped_steps == 0
+                 and not any(np.any(b) for bufs in opt.state.values()
+                             for b in (bufs.values() if isinstance(bufs, Mapping) else bufs)))
+        if fresh:
+            shard.set_epoch(opt.epoch)
+        else:
             # wrapping an optimizer that has stepped (or was loaded): keep its state, sliced
             sd = opt.state_dict()
-            state = {name: [self._flat_state(bufs, g)[slice(*g.bounds[self.rank])].copy()
-                            for g in self._groups]
-                     for name, bufs in sd["state"].items()}
+            state = {name: [buf[m].copy() for buf, m in zip(per_group, mine)]
+                     for name, per_group in self._flat_state(sd["state"]).items()}
             shard.load_state_dict({**sd, "state": state})
         return shard
-
-    def _flat_state(self, bufs, g):
-        """A state name's buffers (a list, or dict keyed like params) for group ``g``, flat."""
-        if isinstance(bufs, Mapping):
-            bufs = [bufs[k] for k in self._keys]
-        if self.flat is not None:
-            return np.asarray(bufs[0]).reshape(-1)
-        return np.concatenate([np.asarray(bufs[i]).reshape(-1) for i in g.index]) \
-            if g.index else np.zeros(0, g.dtype)
 
     # ------------------------------------------------------------ the optimizer's face
     @property
@@ -380,8 +440,7 @@ class DataParallel:
 
     def state_bytes(self):
         """Bytes of optimizer state this rank holds."""
-        return sum(b.nbytes for bufs in self._opt.state.values()
-                   for b in (bufs.values() if isinstance(bufs, Mapping) else bufs))
+        return self._opt.state_nbytes
 
     # ------------------------------------------------------------ collectives
     def _mpitype(self, dtype):
@@ -390,13 +449,28 @@ class DataParallel:
     def broadcast_parameters(self, root=0):
         """Copy rank ``root``'s parameters to every rank (collective)."""
         root = _check.integer("root", root, 0, self.size - 1)
-        with self._watch("broadcast_parameters"):
-            for p in self._arrays:
-                self.comm.Bcast([p.reshape(-1), self._mpitype(p.dtype)], root=root)
+        with self._comm.during("broadcast_parameters"):
+            for p in self._params:
+                self._comm.Bcast([p.reshape(-1), self._mpitype(p.dtype)], root=root)
+
+    def _bcast_arrays(self, obj, root):
+        """``obj`` (rank ``root``'s; dicts, lists and arrays) on every rank: the structure
+        pickled, each array sent as bytes (collective)."""
+        arrays = []
+        skeleton = _hollow(obj, arrays) if self.rank == root else None
+        kinds = [(a.shape, a.dtype.str) for a in arrays] if self.rank == root else None
+        skeleton, kinds = self._comm.bcast((skeleton, kinds), root=root)
+        if self.rank != root:
+            arrays = [np.empty(shape, dtype) for shape, dtype in kinds]
+        for a in arrays:
+            raw = a.reshape(-1).view(np.uint8)
+            for b0 in range(0, raw.size, _CHUNK):
+                self._comm.Bcast([raw[b0:b0 + _CHUNK], self._mpi.BYTE], root=root)
+        return _fill(skeleton, arrays)
 
     def _reduce_slices(self, g, weighted):
         """Reduce-scatter: ``g.red`` = this rank's slice of the sum (divided by P unless weighted)."""
-        comm, mt = self.comm, self._mpitype(g.dtype)
+        comm, mt = self._comm, self._mpitype(g.dtype)
         lo, _ = g.bounds[self.rank]
         for b0, b1 in g.buckets:
             counts, displs = _pieces(b0, b1, g.bounds)
@@ -423,45 +497,55 @@ class DataParallel:
         mt = self._mpitype(g.dtype)
         for b0, b1 in g.buckets:
             counts, displs = _pieces(b0, b1, g.bounds)
-            self.comm.Allgatherv(self._mpi.IN_PLACE, [buf[b0:b1], (counts, displs), mt])
+            self._comm.Allgatherv(self._mpi.IN_PLACE, [buf[b0:b1], (counts, displs), mt])
 
     def _gather_grads(self, grads):
         """Lists and dicts: the gradients, checked, into the flat gradient buffers."""
+        ps = self._params
         if grads is None:
             raise TypeError("step(grads) needs the gradients matching params (the optimizer "
                             "is over a list or dict of arrays)")
-        if self._keys is not None:
-            if not isinstance(grads, Mapping) or set(grads) != set(self._keys):
-                raise ValueError(f"grads must be a dict with the keys of params {self._keys}")
-            grads = [grads[k] for k in self._keys]
-        elif not isinstance(grads, (list, tuple)) or len(grads) != len(self._arrays):
-            raise ValueError(f"grads must be a list of {len(self._arrays)} arrays like params")
+        if ps.keys is not None:
+            if not isinstance(grads, Mapping) or set(grads) != set(ps.keys):
+                raise ValueError(f"grads must be a dict with the keys of params {ps.keys}")
+            grads = [grads[k] for k in ps.keys]
+        elif not isinstance(grads, (list, tuple)) or len(grads) != len(ps):
+            raise ValueError(f"grads must be a list of {len(ps)} arrays like params")
         for g in self._groups:
             for i, v in zip(g.index, g.split(g.gbuf)):
                 src = grads[i]
                 if not isinstance(src, np.ndarray) or src.shape != v.shape or src.dtype != v.dtype:
                     got = (f"{src.dtype} of shape {src.shape}" if isinstance(src, np.ndarray)
                            else type(src).__name__)
-                    raise ValueError(f"grads[{self._keys[i] if self._keys else i}] is {got}, "
+                    raise ValueError(f"grads[{ps.keys[i] if ps.keys else i}] is {got}, "
                                      f"expected {v.dtype} of shape {v.shape} like its parameter")
                 np.copyto(v, src)
 
-    def _check_consistent(self):
-        """One small allreduce: do all ranks have the same step count, epoch and hyperparameters?"""
+    def _check_consistent(self, weighting):
+        """One small allreduce: do all ranks have the same step count, epoch, hyperparameters,
+        options, group values, and weighting (``step(weight=...)`` or not, ``weighting``:
+        since the last check, this step included)?"""
         opt = self._opt
-        key = repr((opt.step_count, opt.epoch, sorted(opt.hyper().items())))
+        steps, weighted, order = weighting
+        key = repr((opt.step_count, opt.epoch, sorted(opt.hyper().items()),
+                    [sorted((k, v) for k, v in g.items() if k != "params")
+                     for g in opt.param_groups],
+                    opt.max_grad_norm, opt.skip_nonfinite,
+                    f"step(weight=...) in {weighted} of {steps} steps ({order:08x})"))
         h = zlib.crc32(key.encode())
         sig = self._check_sig
         sig[0], sig[1] = h, -h
-        with self._watch(f"the consistency check before step {opt.step_count + 1}"):
-            self.comm.Allreduce(self._mpi.IN_PLACE, sig, op=self._mpi.MAX)
-        if sig[0] != -sig[1]:
-            keys = self.comm.allgather(key)
-            raise DistributedError(
-                "the ranks disagree on (step count, epoch, hyperparameters) before step "
-                f"{opt.step_count + 1}, e.g. one rank changed lr or skipped a step: "
-                + "; ".join(f"rank {r}: {_short(k, 300)}" for r, k in enumerate(keys)
-                            if k != keys[0] or r == 0))
+        with self._comm.during(f"the consistency check before step {opt.step_count + 1}"):
+            self._comm.Allreduce(self._mpi.IN_PLACE, sig, op=self._mpi.MAX)
+            if sig[0] != -sig[1]:
+                keys = self._comm.allgather(key)
+                raise DistributedError(
+                    "the ranks disagree on (step count, epoch, hyperparameters, parameter groups, "
+                    "max_grad_norm, skip_nonfinite, weighting) before step "
+                    f"{opt.step_count + 1}: e.g. one rank changed lr, skipped a step, or called "
+                    "step(weight=...) where another called step(): "
+                    + "; ".join(f"rank {r}: {_short(k, 400)}" for r, k in enumerate(keys)
+                                if k != keys[0] or r == 0))
 
     def step(self, grads=None, *, weight=None):
         """Sum this step's gradients over the ranks and update the parameters, identically everywhere.
@@ -475,22 +559,28 @@ class DataParallel:
             This rank's weight in the sum.  Default: every rank ``1/P`` (the mean, right when
             every rank's gradient is the mean over the same number of samples).  With uneven
             parts of a global batch of ``n`` samples, pass ``n_rank / n`` so the sum is the
-            global batch's mean gradient exactly.
+            global batch's mean gradient exactly.  Every rank must pass a weight, or none:
+            the consistency check (``check_every``) raises DistributedError on every rank
+            otherwise.
 
         After the step, in plain mode the gradient buffer holds the averaged gradient; in
         sharded mode only this rank's slice of it was reduced (into a separate buffer) and
         the gradient buffer is left as this rank's local, possibly scaled, gradient.
         """
         opt = self._opt
+        weighted = weight is not None
+        steps, nweighted, order = self._weighting
+        weighting = (steps + 1, nweighted + weighted,
+                     zlib.crc32(b"w" if weighted else b"m", order))
         if self.check_every and opt.step_count % self.check_every == 0 and self.size > 1:
-            self._check_consistent()
+            self._check_consistent(weighting)
+            weighting = (0, 0, 0)
         if self.flat is not None:
             if grads is not None:
                 raise TypeError("this DataParallel reads the FlatParams' grad buffer: call "
                                 "step() with no argument")
         else:
             self._gather_grads(grads)
-        weighted = weight is not None
         if weighted:
             w = _check.at_least("weight", weight, 0.0, float32=any(
                 g.dtype == np.float32 for g in self._groups))
@@ -499,8 +589,9 @@ class DataParallel:
         t0 = time.perf_counter()
         t = opt.step_count + 1
         comm_time = 0.0
+        comm = self._comm
         if not self.shard_state:
-            with self._watch(f"the gradient reduction of step {t}"):
+            with comm.during(f"the gradient reduction of step {t}"):
                 for g in self._groups:
                     if self.deterministic:
                         self._reduce_slices(g, weighted)
@@ -510,8 +601,8 @@ class DataParallel:
                     else:
                         mt = self._mpitype(g.dtype)
                         for b0, b1 in g.buckets:
-                            self.comm.Allreduce(self._mpi.IN_PLACE, [g.gbuf[b0:b1], mt],
-                                                op=self._mpi.SUM)
+                            comm.Allreduce(self._mpi.IN_PLACE, [g.gbuf[b0:b1], mt],
+                                           op=self._mpi.SUM)
                         if not weighted and self.size > 1:
                             np.divide(g.gbuf, self.size, out=g.gbuf)
             t1 = time.perf_counter()
@@ -523,7 +614,7 @@ class DataParallel:
             t2 = time.perf_counter()
             opt_time = t2 - t1
         else:
-            with self._watch(f"the gradient reduce-scatter of step {t}"):
+            with comm.during(f"the gradient reduce-scatter of step {t}"):
                 for g in self._groups:
                     self._reduce_slices(g, weighted)
             t1 = time.perf_counter()
@@ -532,16 +623,17 @@ class DataParallel:
                     self._copy_params_in(g)
             opt.step([g.red for g in self._groups])
             t2 = time.perf_counter()
-            with self._watch(f"the parameter all-gather of step {t}"):
+            with comm.during(f"the parameter all-gather of step {t}"):
                 for g in self._groups:
                     self._allgather(g, g.pbuf)
             if self.flat is None:
                 for g in self._groups:
                     for i, v in zip(g.index, g.split(g.pbuf)):
-                        np.copyto(self._arrays[i], v)
+                        np.copyto(self._params[i], v)
             t3 = time.perf_counter()
             comm_time += (t1 - t0) + (t3 - t2)
             opt_time = t2 - t1
+        self._weighting = weighting
         tm = self.timings
         tm["communication"] += comm_time
         tm["optimizer"] += opt_time
@@ -553,7 +645,7 @@ class DataParallel:
             o0, o1 = g.offsets[k], g.offsets[k + 1]
             a, b = max(lo, o0), min(hi, o1)
             if a < b:
-                g.pbuf[a:b] = self._arrays[i].reshape(-1)[a - o0:b - o0]
+                g.pbuf[a:b] = self._params[i].reshape(-1)[a - o0:b - o0]
 
     def zero_grad(self):
         """Zero the gradient buffer (FlatParams only, as the optimizers' ``zero_grad``)."""
@@ -569,9 +661,10 @@ class DataParallel:
         when they differ, naming the ranks.
         """
         crc = 0
-        for p in self._arrays:
+        for p in self._params:
             crc = zlib.crc32(np.ascontiguousarray(p).view(np.uint8).reshape(-1), crc)
-        crcs = self.comm.allgather(crc)
+        with self._comm.during("verify_parameters"):
+            crcs = self._comm.allgather(crc)
         if len(set(crcs)) > 1:
             raise DistributedError("the ranks' parameters differ: CRC-32 by rank "
                                    + ", ".join(f"{r}: {c:08x}" for r, c in enumerate(crcs)))
@@ -585,24 +678,27 @@ class DataParallel:
         same shapes and dtypes on every rank.
         """
         arrays = list(arrays)
-        for a in arrays:
-            flat = np.ascontiguousarray(a).reshape(-1)
-            parts = self.comm.gather(flat, root=0)
-            if self.rank == 0:
-                total = parts[0].astype(flat.dtype, copy=True)
-                for p in parts[1:]:
-                    if p.shape != flat.shape:
-                        total = None
-                        break
-                    total += p
-                if total is not None:
-                    total /= self.size
-            else:
-                total = None
-            total = self.comm.bcast(total, root=0)
-            if total is None:
-                raise DistributedError("average_buffers: the ranks' arrays have different shapes")
-            a[...] = total.reshape(a.shape)
+        comm = self._comm
+        with comm.during("average_buffers"):
+            for a in arrays:
+                flat = np.ascontiguousarray(a).reshape(-1)
+                parts = comm.gather(flat, root=0)
+                if self.rank == 0:
+                    total = parts[0].astype(flat.dtype, copy=True)
+                    for p in parts[1:]:
+                        if p.shape != flat.shape:
+                            total = None
+                            break
+                        total += p
+                    if total is not None:
+                        total /= self.size
+                else:
+                    total = None
+                total = comm.bcast(total, root=0)
+                if total is None:
+                    raise DistributedError("average_buffers: the ranks' arrays have different "
+                                           "shapes")
+                a[...] = total.reshape(a.shape)
 
     # ------------------------------------------------------------ state
     def state_dict(self, root=0):
@@ -619,124 +715,99 @@ class DataParallel:
             return sd
         local = opt.state_dict()
         full = {}
-        for name, bufs in local["state"].items():
-            per_group = []
-            for g, mine in zip(self._groups, bufs):
-                counts = [hi - lo for lo, hi in g.bounds]
-                displs = [lo for lo, _ in g.bounds]
-                out = np.empty(g.n, g.dtype) if (everyone or self.rank == root) else None
-                mt = self._mpitype(g.dtype)
-                with self._watch("state_dict"):
+        with self._comm.during("state_dict"):
+            for name, bufs in local["state"].items():
+                per_group = []
+                for g, mine in zip(self._groups, bufs):
+                    counts = [hi - lo for lo, hi in g.bounds]
+                    displs = [lo for lo, _ in g.bounds]
+                    out = np.empty(g.n, g.dtype) if (everyone or self.rank == root) else None
+                    mt = self._mpitype(g.dtype)
                     if everyone:
-                        self.comm.Allgatherv([mine, mt], [out, (counts, displs), mt])
+                        self._comm.Allgatherv([mine, mt], [out, (counts, displs), mt])
                     else:
-                        self.comm.Gatherv([mine, mt], [out, (counts, displs), mt] if out is not None
-                                          else None, root=root)
-                per_group.append(out)
-            full[name] = per_group
+                        self._comm.Gatherv([mine, mt], [out, (counts, displs), mt]
+                                           if out is not None else None, root=root)
+                    per_group.append(out)
+                full[name] = per_group
         if not (everyone or self.rank == root):
             return None
-        state = {}
-        for name, per_group in full.items():
-            if self.flat is not None:
-                state[name] = [per_group[0]]
-                continue
-            arrays = [None] * len(self._arrays)
-            for g, buf in zip(self._groups, per_group):
-                for i, v in zip(g.index, g.split(buf)):
-                    arrays[i] = v
-            state[name] = dict(zip(self._keys, arrays)) if self._keys is not None else arrays
+        if self.flat is not None:
+            state = {name: per_group for name, per_group in full.items()}
+        else:
+            state = {name: self._params.pack(self._unflatten(per_group))
+                     for name, per_group in full.items()}
         return {**local, "state": state}
 
     def load_state_dict(self, state_dict, root=0):
         """Load a whole-model state_dict held by rank ``root`` (others may pass None); collective.
 
         The state_dict is one from :meth:`state_dict`, or from a single optimizer over the
-        same model (any world size wrote it).  All or nothing on every rank: a bad one
-        raises on every rank and changes nothing.
+        same model (any world size wrote it), in any state format the optimizer keeps, with
+        its parameter groups and counters.  All or nothing on every rank: a bad one raises
+        ValueError on every rank and changes nothing.
         """
         root = _check.integer("root", root, 0, self.size - 1)
-        flat_state, meta, problem = None, None, None
-        if self.rank == root:
-            try:
-                flat_state, meta = self._normalize(state_dict)
-            except (TypeError, ValueError, KeyError) as e:
-                problem = f"{type(e).__name__}: {e}"
-        raise_collectively(self.comm, problem, "load_state_dict", exc=ValueError)
-        meta = self.comm.bcast(meta, root=root)
-        local_state = {}
-        for name in meta["names"]:
-            per_group = []
-            for gi, g in enumerate(self._groups):
-                mt = self._mpitype(g.dtype)
-                src = flat_state[name][gi] if self.rank == root else None
-                if self.shard_state:
-                    lo, hi = g.bounds[self.rank]
-                    mine = np.empty(hi - lo, g.dtype)
-                    counts = [b - a for a, b in g.bounds]
-                    displs = [a for a, _ in g.bounds]
-                    self.comm.Scatterv([src, (counts, displs), mt] if src is not None else None,
-                                       [mine, mt], root=root)
+        with self._comm.during("load_state_dict"):
+            problem = sd = flat = None
+            if self.rank == root:
+                if not isinstance(state_dict, dict) or "state" not in state_dict:
+                    problem = ("ValueError: state_dict must be a dict from Optimizer.state_dict() "
+                               "or DataParallel.state_dict()")
+                elif self.shard_state:
+                    try:      # the whole state, flat per dtype, to be cut into the slices
+                        groups = state_dict.get("groups")
+                        if isinstance(groups, (list, tuple)) and len(groups) > 1:
+                            raise ValueError(
+                                f"state_dict has {len(groups)} parameter groups; "
+                                "shard_state=True does not support parameter groups yet "
+                                "(load it with shard_state=False)")
+                        flat = self._flat_state(state_dict["state"])
+                        sd = {**state_dict, "state": list(flat)}
+                    except (TypeError, ValueError) as e:
+                        problem = f"{type(e).__name__}: {e}"
                 else:
-                    mine = src if src is not None else np.empty(g.n, g.dtype)
-                    self.comm.Bcast([mine, mt], root=root)
-                per_group.append(mine)
-            if self.shard_state:
-                local_state[name] = per_group
+                    sd = state_dict
+            raise_collectively(self._comm, problem, "load_state_dict", exc=ValueError)
+            if not self.shard_state:
+                sd = self._bcast_arrays(sd, root)     # every format, group and counter
             else:
-                arrays = [None] * len(self._arrays)
-                for g, buf in zip(self._groups, per_group):
-                    for i, v in zip(g.index, g.split(buf)):
-                        arrays[i] = v.reshape(self._arrays[i].shape)
-                local_state[name] = dict(zip(self._keys, arrays)) if self._keys is not None \
-                    else arrays
-        sd = {"type": meta["type"], "step": meta["step"], "epoch": meta["epoch"],
-              "hyper": meta["hyper"], "state": local_state}
-        backup = self._opt.state_dict()
-        problem = None
-        try:
-            self._opt.load_state_dict(sd)
-        except (TypeError, ValueError) as e:
-            problem = f"{type(e).__name__}: {e}"
-        try:
-            raise_collectively(self.comm, problem, "load_state_dict", exc=ValueError)
-        except ValueError:
-            if problem is None:
-                self._opt.load_state_dict(backup)
-            raise
+                sd = self._bcast_arrays(sd, root)     # all but the state: names only
+                sd["state"] = {name: [self._scatter(flat[name][gi] if self.rank == root
+                                                    else None, g, root)
+                                      for gi, g in enumerate(self._groups)]
+                               for name in sd["state"]}
+            backup = self._opt.state_dict()
+            problem = None
+            try:
+                self._opt.load_state_dict(sd)     # the optimizer's own checks, on every rank
+            except (TypeError, ValueError) as e:
+                problem = f"{type(e).__name__}: {e}"
+            try:
+                raise_collectively(self._comm, problem, "load_state_dict", exc=ValueError)
+            except ValueError:
+                if problem is None:
+                    self._opt.load_state_dict(backup)
+                raise
 
-    def _normalize(self, sd):
-        """(per state name, per group: the flat full state; meta) from a whole-model state_dict."""
-        if not isinstance(sd, dict) or not {"type", "step", "hyper", "state"} <= set(sd):
-            raise ValueError("state_dict must be a dict from Optimizer.state_dict() or "
-                             "DataParallel.state_dict()")
-        if sd["type"] != type(self._opt).__name__:
-            raise ValueError(f"state_dict is for {sd['type']}, not {type(self._opt).__name__}")
-        names = list(self._opt._states)
-        state = sd["state"]
-        if not isinstance(state, dict) or set(state) != set(names):
-            raise ValueError(f"state_dict has state {sorted(state) if isinstance(state, dict) else state!r}, "
-                             f"expected {sorted(names)}")
-        flat = {}
-        for name in names:
-            bufs = state[name]
-            if self._keys is not None:
-                if not isinstance(bufs, Mapping) or set(bufs) != set(self._keys):
-                    raise ValueError(f"state {name!r} must be a dict with the keys of params")
-                bufs = [bufs[k] for k in self._keys]
-            if not isinstance(bufs, (list, tuple)) or len(bufs) != len(self._arrays):
-                raise ValueError(f"state {name!r} must be a list of {len(self._arrays)} arrays")
-            for i, (b, p) in enumerate(zip(bufs, self._arrays)):
-                b = np.asarray(b)
-                if b.shape != p.shape or b.dtype != p.dtype:
-                    raise ValueError(f"state {name}[{i}] has shape {b.shape} and dtype {b.dtype}, "
-                                     f"expected {p.shape} and {p.dtype}")
-            flat[name] = [np.ascontiguousarray(self._flat_state(bufs, g)) for g in self._groups]
-        meta = {"type": sd["type"], "step": sd["step"], "epoch": sd.get("epoch", 1),
-                "hyper": sd["hyper"], "names": names}
-        return flat, meta
+    def _scatter(self, full, g, root):
+        """Rank ``root``'s flat buffer ``full`` of group ``g``: this rank's slice of it (a copy)."""
+        lo, hi = g.bounds[self.rank]
+        mine = np.empty(hi - lo, g.dtype)
+        mt = self._mpitype(g.dtype)
+        counts = [b - a for a, b in g.bounds]
+        displs = [a for a, _ in g.bounds]
+        self._comm.Scatterv([full, (counts, displs), mt] if self.rank == root else None,
+                            [mine, mt], root=root)
+        return mine
 
     def __repr__(self):
         mode = "ZeRO-1" if self.shard_state else "allreduce"
         det = ", deterministic" if self.deterministic else ""
         return (f"DataParallel({self._opt!r}, rank {self.rank} of {self.size}, {mode}{det})")
+
+
+def guarded_comm(dp):
+    """The communicator ``dp`` makes its collectives through (under its timeout), for the
+    distributed checkpoints (package-internal)."""
+    return dp._comm

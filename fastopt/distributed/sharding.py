@@ -76,7 +76,7 @@ def node_threads(comm):
     finally:
         node.Free()
     cpus = len(set().union(*map(set, masks)))
-    quota = threads._cgroup_cpu_quota()
+    quota = threads.cgroup_cpu_quota()
     if quota:
         cpus = min(cpus, quota)
     share = cpus // local_size + (1 if local_rank < cpus % local_size else 0)
@@ -93,6 +93,6 @@ def use_node_share(comm):
     from ..runtime import threads
 
     n = node_threads(comm)
-    if threads._explicit is None and "OMP_NUM_THREADS" not in os.environ:
+    if not threads.num_threads_set_explicitly() and "OMP_NUM_THREADS" not in os.environ:
         threads.set_num_threads(n)
     return threads.get_num_threads()

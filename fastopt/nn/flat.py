@@ -136,8 +136,21 @@ class FlatParams:
 
     def _link(self):
         """(Re)build ``params`` and ``grads`` as views of ``data`` and ``grad``."""
-        self.params = self._views(self.data)
-        self.grads = self._views(self.grad)
+        self._params = _Views("params", self._views(self.data))
+        self._grads = _Views("grads", self._views(self.grad))
+
+    @property
+    def params(self):
+        """Name -> writable view of ``data``, of the parameter's shape (a read-only mapping:
+        write into a view, ``fp.params["W"][...] = W``, never rebind it)."""
+        return self._params
+
+    @property
+    def grads(self):
+        """Name -> writable view of ``grad``, of the parameter's shape (a read-only mapping:
+        write into a view, ``fp.grads["W"][...] = dW`` or ``np.matmul(..., out=fp.grads["W"])``;
+        ``fp.grads["W"] = dW`` would leave the optimizer's buffer as it was, so it raises)."""
+        return self._grads
 
     @classmethod
     def from_arrays(cls, arrays, dtype=None):
@@ -201,18 +214,27 @@ class FlatParams:
         """Set every gradient to zero (in place)."""
         self.grad.fill(0.0)
 
+    def __setattr__(self, name, value):
+        # ``data`` and ``grad`` are the buffers every view (and an optimizer) points into:
+        # rebinding one would leave them on the old buffer, so it raises
+        if name in ("data", "grad") and name in self.__dict__:
+            raise AttributeError(f"FlatParams.{name} cannot be rebound (the views and the "
+                                 f"optimizer point into it): write into it, "
+                                 f"fp.{name}[...] = values")
+        object.__setattr__(self, name, value)
+
     # ------------------------------------------------------------ pickling and copying
     # The state is the instance dict without the views (NumPy would pickle or copy each view
     # as an independent array); __setstate__ rebuilds them on the restored buffers.  Pickles
     # written before this existed (whose state still holds "params" and "grads") load too.
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("params", "grads")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_params", "_grads")}
 
     def __setstate__(self, state):
         state = dict(state)
-        state.pop("params", None)
-        state.pop("grads", None)
+        for key in ("params", "grads", "_params", "_grads"):
+            state.pop(key, None)
         layout = state.get("_layout")
         if not isinstance(layout, dict):
             raise ValueError("not a FlatParams state: it has no layout")
@@ -280,6 +302,41 @@ class FlatParams:
         inner = ", ".join(f"{k}: {s}" for k, s in self.shapes.items())
         dtype = "" if self.dtype == _F32 else f", dtype={self.dtype}"
         return f"FlatParams({{{inner}}}, size={self.size}{dtype})"
+
+
+class _Views(Mapping):
+    """A FlatParams' named views: a read-only mapping of writable arrays."""
+
+    __slots__ = ("_what", "_views")
+
+    def __init__(self, what, views):
+        self._what = what
+        self._views = views
+
+    def __getitem__(self, name):
+        return self._views[name]
+
+    def __iter__(self):
+        return iter(self._views)
+
+    def __len__(self):
+        return len(self._views)
+
+    def __setitem__(self, name, value):
+        raise TypeError(f"FlatParams.{self._what}[{name!r}] cannot be rebound (the view is "
+                        f"where the optimizer reads and writes): write into it, "
+                        f"fp.{self._what}[{name!r}][...] = value, or pass "
+                        f"out=fp.{self._what}[{name!r}] to a NumPy function")
+
+    def __delitem__(self, name):
+        raise TypeError(f"FlatParams.{self._what} is a fixed layout: {name!r} cannot be deleted")
+
+    def __reduce__(self):
+        # pickled alone, it is a plain dict of independent arrays (as NumPy pickles views)
+        return dict, (dict(self._views),)
+
+    def __repr__(self):
+        return repr(self._views)
 
 
 def _buffer(key, a, size):

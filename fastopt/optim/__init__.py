@@ -8,6 +8,8 @@ tests derive their lists from it.
 
 from . import functional
 from .optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
+from .params import ParamSet
 from .registry import SPECS, OptimizerSpec
 
-__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "SPECS", "OptimizerSpec", "functional"]
+__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "SPECS", "OptimizerSpec", "functional",
+           "ParamSet"]

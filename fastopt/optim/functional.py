@@ -10,7 +10,9 @@ both dtypes make one compiled call per dtype.  The update rules are those of
 element the same bits.
 
 Every argument is checked before any buffer is touched: a rejected call changes
-nothing.  The optimizer classes (:mod:`fastopt.optim`) run the same compiled calls,
+nothing.  An unknown keyword raises TypeError naming the closest one (``did you mean
+'weight_decay'?``); PyTorch options fastopt does not have (``amsgrad``, ``foreach``, ...)
+are refused as such.  The optimizer classes (:mod:`fastopt.optim`) run the same compiled calls,
 with the tables built once instead of at every call; use them in a training loop
 where the arrays stay the same, and these functions where the state lives elsewhere
 (a framework's own optimizer objects, a functional training loop).
@@ -36,6 +38,7 @@ from ..kernels import _check
 from .. import reference as _reference
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
+from ._keywords import checked_keywords
 from .registry import MULTI_ARGS, run_multi
 
 __all__ = ["sgd", "rmsprop", "adam", "adamw"]
@@ -105,6 +108,7 @@ def _f32(params):
     return any(_check.is_f32(p) for p in params if isinstance(p, np.ndarray)) or not params
 
 
+@checked_keywords
 def sgd(params: Arrays, grads: Arrays, momentum_bufs: Arrays | None, *, lr: float,
         momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
         weight_decay: float = 0.0, impl: str = "fused") -> None:
@@ -125,6 +129,7 @@ def sgd(params: Arrays, grads: Arrays, momentum_bufs: Arrays | None, *, lr: floa
          nesterov=nesterov, weight_decay=weight_decay)
 
 
+@checked_keywords
 def rmsprop(params: Arrays, grads: Arrays, square_avgs: Arrays, *, lr: float, alpha: float = 0.9,
             eps: float = 1e-8, eps_inside_sqrt: bool = True, weight_decay: float = 0.0,
             impl: str = "fused") -> None:
@@ -137,6 +142,7 @@ def rmsprop(params: Arrays, grads: Arrays, square_avgs: Arrays, *, lr: float, al
     _run("rmsprop", params, grads, {"square_avgs": square_avgs}, impl, **hyper)
 
 
+@checked_keywords
 def adam(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays, *, step: int,
          lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
          weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
@@ -154,6 +160,7 @@ def adam(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays, *
          decoupled_weight_decay=decoupled)
 
 
+@checked_keywords
 def adamw(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays, *, step: int,
           lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
           weight_decay: float = 1e-2, impl: str = "fused") -> None:

@@ -69,7 +69,7 @@ class BFloat16State(_LowState):
     __slots__ = ("bits", "flat_bits")
 
     def __init__(self, bits):
-        self.bits = bits
+        self.bits = bits = writable(bits)
         self.flat_bits = bits.reshape(-1)
 
     @classmethod
@@ -119,9 +119,9 @@ class Int8State(_LowState):
     __slots__ = ("codes", "flat_codes", "absmax", "map_name", "qmap", "tables")
 
     def __init__(self, codes, absmax, map_name):
-        self.codes = codes
+        self.codes = codes = writable(codes)
         self.flat_codes = codes.reshape(-1)
-        self.absmax = absmax
+        self.absmax = writable(absmax)
         self.map_name = map_name
         self.qmap = _MAPS[map_name]()
         self.tables = self.qmap.kernel_tables()
@@ -184,6 +184,16 @@ def _like(name, src, dst):
         raise ValueError(f"{name} has shape {src.shape} and dtype {src.dtype}, expected "
                          f"{dst.shape} and {dst.dtype}")
     return src
+
+
+def writable(a):
+    """``a``, or a writable, aligned, C-contiguous copy of it when it is not (a state buffer
+    unpickled from read-only out-of-band buffers: pickle protocol 5, Ray, Dask, shared memory).
+    The state is the optimizer's own, so a copy changes nobody else's memory."""
+    flags = a.flags
+    if type(a) is np.ndarray and flags.writeable and flags.c_contiguous and flags.aligned:
+        return a
+    return np.array(a, dtype=a.dtype, order="C", copy=True, subok=False)
 
 
 def buffers(entry):

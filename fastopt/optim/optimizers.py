@@ -11,8 +11,11 @@ values in one FlatParams give the same bits, for any thread count.
 by array, for comparison.
 """
 
+import difflib
 import itertools
 import math
+import operator
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -27,12 +30,46 @@ from ..runtime.alloc import staggered_zeros
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
 from . import lowstate
+from ._keywords import checked_keywords, unexpected_keyword
+from .params import ParamSet
 from .registry import MULTI_ARGS, SPECS, run_lowbit, run_multi
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 
 _IMPLS = {"fused": _kernels, "reference": _reference}
 
+#: The options every optimizer's constructor takes (documented once, in _OPTIONS_DOC).
+_OPTION_NAMES = ("impl", "max_grad_norm", "skip_nonfinite", "groups", "state_dtype",
+                 "min_lowbit_size", "seed")
+
+
+class _Members(list):
+    """A parameter group's ``params``: a list that refuses changes (the compiled plan maps
+    each array to its group, once)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a parameter group's 'params' cannot change (the optimizer's compiled "
+                        "plan maps each array to its group): to regroup, build another "
+                        "optimizer, opt.like(params, groups=...)")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce__(self):
+        return _Members, (list(self),)
+
+
+def _same_members(group, members):
+    """``group`` (a param_groups entry) still lists ``members`` (arrays, or names)."""
+    now = group.get("params") if isinstance(group, Mapping) else None
+    if not isinstance(now, (list, tuple)) or len(now) != len(members):
+        return False
+    if all(map(operator.is_, now, members)):
+        return True
+    return all(x is y or (type(x) is str and type(y) is str and x == y)
+               for x, y in zip(now, members))
 
 
 def _reference_stats(grads):
@@ -47,6 +84,7 @@ def _reference_stats(grads):
 Params = FlatParams | Sequence[np.ndarray] | Mapping[str, np.ndarray]
 LR = float | Callable[[int], float]
 Impl = Literal["fused", "reference"]
+Groups = Sequence[Mapping[str, Any]]
 
 
 def _scheduled_lr(schedule, epoch, f32=True):
@@ -111,31 +149,78 @@ class Optimizer:
         consecutive names kept in one format and group (``state_runs`` gives their slices).
     state_nbytes : int
         Bytes of optimizer state.
+    params : ParamSet
+        The parameters, read-only (see :class:`~fastopt.optim.params.ParamSet`).
+    param_groups : list of dict
+        Each group's ``params`` and its own hyperparameters: the values may change between
+        steps (checked at the next step), the groups and their members may not.
+
+    Notes
+    -----
+    Every keyword is checked: an unknown one raises TypeError naming the closest valid
+    one (``did you mean 'weight_decay'?``), and PyTorch options fastopt does not have
+    (``amsgrad``, ``foreach``, ``fused``, ``maximize``, ``capturable``,
+    ``differentiable``; RMSprop's ``momentum`` and ``centered``) are refused as such,
+    whatever their value.  The hyperparameters, ``lr``, ``impl``, ``max_grad_norm``,
+    ``skip_nonfinite`` and ``seed`` may be set between steps and are checked as the
+    constructor checks them (a rejected value changes nothing); ``state_dtype`` and
+    ``min_lowbit_size`` are fixed (:meth:`like` builds another optimizer); any other
+    public name raises AttributeError (a subclass declares its own public attributes as
+    class annotations).
+
+    One optimizer may be stepped from several threads: the steps take turns (a lock),
+    each a whole step.  Pickling, :func:`copy.deepcopy` and :func:`copy.copy` give an
+    optimizer with its own lock, state and compiled tables.  Unpickled from read-only
+    buffers (pickle protocol 5 out of band, as Ray, Dask and shared memory pass arrays),
+    the state, which is the optimizer's own, is copied to writable memory; read-only
+    parameters are refused by :meth:`step` (use :meth:`like` over writable copies and
+    :meth:`load_state_dict`).
     """
 
     _kernel = None
     _hyper_names = ()
+
+    # public attributes set in __init__ (a subclass declares its own the same way: a class
+    # annotation; setting any other public name raises AttributeError, so that a misspelled
+    # ``opt.weight_deacy = 0.5`` does not pass silently)
+    skipped_steps: int
+    grad_norm: float | None
+    param_groups: list[dict[str, Any]]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # unknown keywords of a subclass's constructor raise TypeError with a hint
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = checked_keywords(init, f"{cls.__name__}()", cls.__name__)
 
     def __init__(self, params: Params, lr: LR, *, impl: Impl = "fused",
                  max_grad_norm: float | None = None, skip_nonfinite: bool = False,
                  groups: Sequence[Mapping[str, Any]] | None = None,
                  state_dtype: str = "float32", min_lowbit_size: int = 4096, seed: int = 0,
                  **hyper) -> None:
-        if impl not in _IMPLS:
-            raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
-        self.max_grad_norm = (None if max_grad_norm is None
-                              else _check.positive("max_grad_norm", max_grad_norm))
-        self.skip_nonfinite = _check.flag("skip_nonfinite", skip_nonfinite)
-        self.state_dtype = lowstate.state_format(state_dtype)
-        self.min_lowbit_size = _check.integer("min_lowbit_size", min_lowbit_size, 0)
-        self.seed = _check.integer("seed", seed, 0, 2**64 - 1)
+        # (the base class takes the subclass's hyperparameters by name: exactly _hyper_names)
+        unknown = [k for k in hyper if k not in self._hyper_names]
+        if unknown:
+            allowed = ("params", "lr", *_OPTION_NAMES, *self._hyper_names)
+            raise TypeError(unexpected_keyword(f"{type(self).__name__}()", unknown[0], allowed,
+                                               type(self).__name__))
+        missing = [k for k in self._hyper_names if k not in hyper]
+        if missing:
+            raise TypeError(f"{type(self).__name__}() needs the hyperparameters {missing}")
+        object.__setattr__(self, "_lock", threading.Lock())
+        self.impl = impl
+        self.max_grad_norm = max_grad_norm
+        self.skip_nonfinite = skip_nonfinite
+        self._state_dtype = lowstate.state_format(state_dtype)
+        self._min_lowbit_size = _check.integer("min_lowbit_size", min_lowbit_size, 0)
+        self.seed = seed
         self.skipped_steps = 0
         self.grad_norm = None
         self._set_params(params, groups)
         self._validate_hyper(hyper)
         for k, v in hyper.items():
             object.__setattr__(self, k, _plain(v))
-        self.impl = impl
         self._epoch = 1
         self.lr = lr
         self._step = 0
@@ -145,48 +230,76 @@ class Optimizer:
         self._plan_calls()
         self._build()
 
+    # ------------------------------------------------------------ options, checked when set
+    @property
+    def impl(self) -> str:
+        """"fused" (the compiled kernels) or "reference" (the NumPy reference); settable."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, value):
+        if not isinstance(value, str) or value not in _IMPLS:
+            raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {value!r}")
+        self._impl = value
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        """The global gradient norm each step clips to (a finite float > 0), or None; settable."""
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        self._max_grad_norm = (None if value is None
+                               else _check.positive("max_grad_norm", value))
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        """Skip steps whose gradients hold a NaN or an infinity (True or False); settable."""
+        return self._skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value):
+        self._skip_nonfinite = _check.flag("skip_nonfinite", value)
+
+    @property
+    def seed(self) -> int:
+        """The bfloat16 rounding stream (an int in [0, 2**64)); settable."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value):
+        self._seed = _check.integer("seed", value, 0, 2**64 - 1)
+
+    @property
+    def state_dtype(self) -> str:
+        """How the state is stored: "float32", "bfloat16" or "int8" (fixed at construction)."""
+        return self._state_dtype
+
+    @state_dtype.setter
+    def state_dtype(self, value):
+        raise AttributeError("state_dtype is fixed at construction (the state buffers are "
+                             "allocated in it): build another optimizer, "
+                             "opt.like(params, state_dtype=...)")
+
+    @property
+    def min_lowbit_size(self) -> int:
+        """Arrays smaller than this keep float32 state (fixed at construction)."""
+        return self._min_lowbit_size
+
+    @min_lowbit_size.setter
+    def min_lowbit_size(self, value):
+        raise AttributeError("min_lowbit_size is fixed at construction (it decides which "
+                             "buffers are low-precision): build another optimizer, "
+                             "opt.like(params, min_lowbit_size=...)")
+
     # ------------------------------------------------------------ parameters
     def _set_params(self, params, groups):
-        self.flat = None
-        self._keys = None
-        torch_groups = (isinstance(params, (list, tuple)) and len(params) > 0
-                        and all(isinstance(x, Mapping) for x in params))
-        if torch_groups:
-            if groups is not None:
-                raise TypeError("give the parameter groups either as params (a list of dicts) "
-                                "or as groups=, not both")
-            arrays, pgroup, self.param_groups = [], [], []
-            for k, grp in enumerate(params):
-                ps = grp.get("params")
-                if isinstance(ps, np.ndarray) or not isinstance(ps, (list, tuple)):
-                    raise TypeError(f"params[{k}]['params'] must be a list of arrays, "
-                                    f"got {type(ps).__name__}")
-                arrays += list(ps)
-                pgroup += [k] * len(ps)
-                self.param_groups.append({**grp, "params": list(ps)})
-            names = [f"params[{i}]" for i in range(len(arrays))]
-        elif isinstance(params, FlatParams):
-            self.flat = params
-            arrays = [params.data]
-            names = ["params.data"]
-        elif isinstance(params, Mapping):
-            self._keys = list(params)
-            arrays = list(params.values())
-            names = [f"params[{k!r}]" for k in self._keys]
-        elif isinstance(params, (list, tuple)):
-            arrays = list(params)
-            names = [f"params[{i}]" for i in range(len(arrays))]
-        else:
-            raise TypeError("params must be a FlatParams, or a list, tuple or dict of float32 "
-                            f"or float64 arrays (or a list of parameter groups: dicts with "
-                            f"'params'), got {type(params).__name__}")
-        for name, p in zip(names, arrays):
-            _check.array(name, p, writable=True)
-        _check.Extents(**dict(zip(names, arrays)))
-        self._params = arrays
-        self._names = names
-        if not torch_groups:
-            pgroup = self._named_groups(groups)
+        self._pset = ps = ParamSet(params, groups)
+        arrays, names = ps.arrays, ps.names
+        self.param_groups = [{**g, "params": _Members(g["params"])} for g in ps.param_groups]
+        # each group's members, as built (param_groups may change values, not membership)
+        self._members = [g["params"] for g in self.param_groups]
+        pgroup = ps.entry_groups
         # the compiled calls' tensors: the arrays, or runs of a FlatParams (one group, and
         # with low-precision state one format: small arrays keep float32 state)
         lowbit = self.state_dtype != "float32"
@@ -197,7 +310,7 @@ class Optimizer:
             big = [b for _, _, b in self._runs]
         else:
             self._runs = None
-            self._tensors = arrays
+            self._tensors = self._params
             self._tensor_group = pgroup if self.flat is None else [0]
             big = [lowbit and p.size >= self.min_lowbit_size for p in arrays]
         if lowbit:
@@ -210,7 +323,32 @@ class Optimizer:
         # global index of each tensor's first element (the bfloat16 rounding hash)
         self._offsets = list(itertools.accumulate((t.size for t in self._tensors[:-1]), initial=0))
         # hyperparameters must keep their meaning in the narrowest dtype
-        self._f32 = any(_check.is_f32(p) for p in arrays) or not arrays
+        self._f32 = ps.f32
+
+    # the container, as the ParamSet read it
+    @property
+    def params(self) -> ParamSet:
+        """The parameters (a :class:`~fastopt.optim.params.ParamSet`): a read-only sequence
+        of the arrays updated, in order, with ``.keys``, ``.names``, ``.flat``, ``.kind``
+        and ``.layout()``."""
+        return self._pset
+
+    @property
+    def flat(self):
+        """The FlatParams this optimizer updates, or None (arrays)."""
+        return self._pset.flat
+
+    @property
+    def _params(self):
+        return self._pset._arrays
+
+    @property
+    def _names(self):
+        return self._pset.names
+
+    @property
+    def _keys(self):
+        return self._pset.keys
 
     def _plan_calls(self):
         """The compiled calls: float32 and float64 tensors with full-precision state, and the
@@ -235,35 +373,6 @@ class Optimizer:
                        else staggered_zeros(t.shape, t.dtype, like=t, k=j + 1)
                        for t, big in zip(self._tensors, self._tensor_lowbit)]
                 for j, name in enumerate(self._state_names)}
-
-    def _named_groups(self, groups):
-        """Group index per array (per name of a FlatParams) from ``groups=``; sets param_groups."""
-        names = list(self.flat) if self.flat is not None else self._keys
-        if groups is None:
-            self.param_groups = [{"params": names if names is not None else list(self._params)}]
-            return [0] * (len(names) if names is not None else len(self._params))
-        if names is None:
-            raise TypeError("groups= names parameters of a FlatParams or a dict; for a list of "
-                            "arrays pass the groups as params: [{'params': [...], ...}, ...]")
-        if isinstance(groups, Mapping) or not isinstance(groups, (list, tuple)):
-            raise TypeError(f"groups must be a list of dicts, got {type(groups).__name__}")
-        where = {}
-        for k, grp in enumerate(groups, 1):
-            if not isinstance(grp, Mapping) or "params" not in grp:
-                raise TypeError(f"groups[{k - 1}] must be a dict with 'params': a list of names")
-            members = grp["params"]
-            if isinstance(members, str) or not isinstance(members, (list, tuple)):
-                raise TypeError(f"groups[{k - 1}]['params'] must be a list of names")
-            for name in members:
-                if name not in names:
-                    raise ValueError(f"groups[{k - 1}] names {name!r}, which params does not have")
-                if name in where:
-                    raise ValueError(f"{name!r} is in two groups")
-                where[name] = k
-        rest = [n for n in names if n not in where]
-        self.param_groups = [{"params": rest}] + [{**g, "params": list(g["params"])}
-                                                  for g in groups]
-        return [where.get(n, 0) for n in names]
 
     def _flat_runs(self, pgroup):
         """(slice of the flat buffer, group, low-precision state) for each run of consecutive
@@ -397,25 +506,16 @@ class Optimizer:
             return self._flat_grads
         if grads is None:
             raise TypeError("step(grads) needs the gradients matching params")
-        if self._keys is not None:
-            if not isinstance(grads, Mapping):
-                raise TypeError(f"grads must be a dict with the keys of params, "
-                                f"got {type(grads).__name__}")
-            if len(grads) != len(self._keys) or any(k not in grads for k in self._keys):
-                missing = [k for k in self._keys if k not in grads]
-                extra = [k for k in grads if k not in self._keys]
-                raise ValueError(f"grads must have the keys of params: missing {missing}, "
-                                 f"unexpected {extra}")
-            return [grads[k] for k in self._keys]
-        if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
-            raise TypeError(f"grads must be a list of arrays, got {type(grads).__name__}")
-        if len(grads) != len(self._params):
-            raise ValueError(f"grads has {len(grads)} arrays, expected {len(self._params)} "
-                             "like params")
-        return grads
+        return self._pset.unpack(grads, "grads")
 
     def _check_grads(self, grads):
         """The full checks, with errors naming the array (the fast path found a problem)."""
+        for n, bufs in self._states.items():
+            for i, e in enumerate(bufs):
+                for b in lowstate.buffers(e):
+                    if not b.flags.writeable:
+                        raise ValueError(f"state {n}[{i}] is read-only, but the step updates "
+                                         "it in place")
         if self.flat is not None:
             _check.array("params.data", self.flat.data, writable=True)
             _check.array("params.grad", self.flat.grad, writable=False, like=self.flat.data,
@@ -433,6 +533,8 @@ class Optimizer:
     def _bind(self, grads):
         """Check the gradients and point each call's table at them; changes nothing else."""
         calls = self._calls
+        if self._runs is not None and not self._flat_writable():
+            self._check_grads(grads)    # (the tables hold views, which keep their own flags)
         if len(calls) == 1:
             bad = calls[0].mt.bind_grads(grads)
             if bad < 0:
@@ -460,6 +562,19 @@ class Optimizer:
         infinity changes nothing (the step count does not advance; ``skipped_steps`` counts
         it).  ``grad_norm`` holds the norm the last step computed (None without either).
         """
+        # One step at a time: the compiled tables hold the gradients bound last, so two
+        # threads stepping one optimizer (Hogwild style) take turns.
+        with self._lock:
+            self._locked_step(grads, max_grad_norm)
+
+    def _flat_writable(self):
+        """The FlatParams' buffer and the state arrays are writable (the views in the
+        tables of runs do not see a flag set later on the arrays they view)."""
+        return (self.flat.data.flags.writeable
+                and all(b.flags.writeable for bufs in self._states.values() for e in bufs
+                        for b in lowstate.buffers(e)))
+
+    def _locked_step(self, grads, max_grad_norm):
         grads = self._grad_list(grads)
         if max_grad_norm is None:
             max_norm = self.max_grad_norm
@@ -467,6 +582,7 @@ class Optimizer:
             max_norm = _check.positive("max_grad_norm", max_grad_norm)
         t = self._step + 1
         kwargs = [self._kernel_kwargs(t, h) for h in self._group_hyper()]
+        seed = _check.integer("seed", self._seed, 0, 2**64 - 1)
         fused = self.impl == "fused"
         if fused:
             if self._calls:
@@ -489,34 +605,36 @@ class Optimizer:
             nt = get_num_threads()
             for g in self._calls:
                 if g.lowbit:
-                    self._step_lowbit(g, kernel, groups, t, gscale, nt)
+                    self._step_lowbit(g, kernel, groups, t, gscale, nt, seed)
                 else:
                     run_multi(kernel, g.mt, groups, t, gscale, nt)
         else:
+            if gscale != 1.0:   # clip first, in the gradient's dtype (as the kernels do)
+                # (every array, before the first update; out= keeps a 0-d array an array)
+                grads = [np.multiply(g, g.dtype.type(gscale), out=np.empty_like(g))
+                         for g in grads]
             bufs = list(self._tensor_states().values())
             for i, (p, g) in enumerate(zip(self._tensors, grads)):
-                if gscale != 1.0:   # clip first, in the gradient's dtype (as the kernels do)
-                    g = g * g.dtype.type(gscale)
                 state = [b[i] for b in bufs] or [None]
                 kw = kwargs[self._tensor_group[i]]
                 if lowstate.is_lowbit(state[0]):
-                    self._reference_lowbit(kernel, p, g, state, kw, t, self._offsets[i])
+                    self._reference_lowbit(kernel, p, g, state, kw, t, self._offsets[i], seed)
                 else:
                     getattr(_reference, kernel)(p, g, *state, **kw)
         self._step = t
 
-    def _step_lowbit(self, call, kernel, groups, t, gscale, nt):
+    def _step_lowbit(self, call, kernel, groups, t, gscale, nt, seed):
         """The low-precision kernel over ``call``'s tensors: one parallel call (gradients bound
         and checked)."""
-        run_lowbit(kernel, self.state_dtype, call.table, call.mt.ntasks, groups, t, self.seed,
+        run_lowbit(kernel, self.state_dtype, call.table, call.mt.ntasks, groups, t, seed,
                    call.offsets, call.tables, gscale, nt)
 
-    def _reference_lowbit(self, kernel, p, g, state, kw, t, offset):
+    def _reference_lowbit(self, kernel, p, g, state, kw, t, offset, seed):
         """The NumPy twin of the low-precision step on one tensor."""
         kw = dict(kw)
         if self.state_dtype == "bfloat16":
             fn = getattr(_reference_lowbit, kernel + "_bf16")
-            kw.update(step=t, seed=self.seed, index_offset=offset)
+            kw.update(step=t, seed=seed, index_offset=offset)
             fn(p, g, *[s.bits for s in state], **kw)
         else:
             fn = getattr(_reference_lowbit, kernel + "_int8")
@@ -547,8 +665,19 @@ class Optimizer:
         A group's values (``opt.param_groups[k]["weight_decay"] = 0.0``) are checked when they
         change, as the constructor checks them.
         """
+        groups = self.param_groups
+        members = self._members
+        if type(groups) is not list or len(groups) != len(members):
+            self._refuse_regrouping()
+        for g, m in zip(groups, members):
+            if type(g) is not dict or g.get("params") is not m:
+                # (the member lists refuse changes; a group given a list of its own members
+                # again gets the original back)
+                if not _same_members(g, m):
+                    self._refuse_regrouping()
+                g["params"] = m
         base = self.hyper()
-        if len(self.param_groups) == 1 and len(self.param_groups[0]) == 1:
+        if len(groups) == 1 and len(groups[0]) == 1:
             return [base]                  # no groups: the fast path
         snapshot = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
         if snapshot != self._checked_groups:
@@ -567,6 +696,119 @@ class Optimizer:
             self._checked_groups = snapshot
         return [{**base, **{k: _plain(v) for k, v in ov.items()}} for ov in snapshot]
 
+    # ------------------------------------------------------------ the same optimizer elsewhere
+    def _config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments that rebuild this optimizer's configuration
+        (not its parameters, groups or progress): ``type(self)(params, **self._config())``.
+
+        A subclass whose constructor takes other arguments overrides this.
+        """
+        return {"lr": self._schedule if self._schedule is not None else self._lr,
+                **{k: getattr(self, k) for k in self._hyper_names},
+                "impl": self.impl, "max_grad_norm": self.max_grad_norm,
+                "skip_nonfinite": self.skip_nonfinite, "state_dtype": self.state_dtype,
+                "min_lowbit_size": self.min_lowbit_size, "seed": self.seed}
+
+    def _carried_groups(self, params):
+        """(params, groups=) that give ``params`` this optimizer's parameter groups, or raise."""
+        overrides = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        if len(overrides) == 1 and not overrides[0]:
+            return params, None
+        ps = self._pset
+        if ps.kind == "list":
+            # PyTorch-style groups: the same positions in a list of as many arrays
+            if (isinstance(params, (list, tuple)) and len(params) == len(ps)
+                    and not any(isinstance(x, Mapping) for x in params)):
+                where = ps.entry_groups
+                return [{"params": [p for p, k in zip(params, where) if k == j], **ov}
+                        for j, ov in enumerate(overrides)], None
+        elif isinstance(params, (FlatParams, Mapping)):
+            names = set(params)
+            if all(n in names for g in self.param_groups[1:] for n in g["params"]):
+                return params, [{**ov, "params": list(g["params"])}
+                                for g, ov in zip(self.param_groups[1:], overrides[1:])]
+        raise ValueError(f"like(): this optimizer's {len(overrides)} parameter groups cannot be "
+                         f"carried over to {type(params).__name__} params (groups name "
+                         "entries of a FlatParams or dict, or positions of a list of as many "
+                         "arrays): pass groups= (None for none), or PyTorch-style groups as "
+                         "params")
+
+    def like(self, params: Params, **overrides) -> "Optimizer":
+        """A new optimizer of this class and configuration over other parameters, fresh state.
+
+        The new optimizer has this one's hyperparameters, learning rate (or schedule),
+        options (``impl``, ``max_grad_norm``, ``skip_nonfinite``, ``state_dtype``,
+        ``min_lowbit_size``, ``seed``) and parameter groups with their current values,
+        except what ``overrides`` changes; its state is zeros, at step 0 and epoch 1
+        (:meth:`load_state_dict` of this one's :meth:`state_dict` carries the progress
+        over when the layouts match).
+
+        Parameters
+        ----------
+        params : FlatParams, or list, tuple or dict of ndarray, or list of dict
+            The new parameters, as for the constructor.
+        **overrides
+            Constructor keyword arguments to change (``lr=0.1``, ``impl="reference"``,
+            ``groups=None``, ...).  Parameter groups are carried over when ``params``
+            allows it: by name for a FlatParams or a dict that has every grouped name, by
+            position for a list of as many arrays as this optimizer's PyTorch-style
+            groups; otherwise pass ``groups=`` (None for none) or groups as ``params``.
+
+        Returns
+        -------
+        Optimizer
+            A new ``type(self)``.
+
+        Raises
+        ------
+        TypeError
+            An override that is not a constructor keyword, or bad parameters.
+        ValueError
+            A bad value, or groups that cannot be carried over.
+
+        Examples
+        --------
+        >>> import numpy as np, fastopt
+        >>> opt = fastopt.AdamW([np.zeros(3)], lr=0.01, weight_decay=0.1)
+        >>> twin = opt.like([np.ones(3)], lr=0.02)
+        >>> type(twin).__name__, twin.lr, twin.weight_decay, twin.step_count
+        ('AdamW', 0.02, 0.1, 0)
+        """
+        config = self._config()
+        allowed = (*config, "groups")
+        for k in overrides:
+            if k not in allowed:
+                raise TypeError(unexpected_keyword(f"{type(self).__name__}.like()", k, allowed))
+        if "groups" not in overrides:
+            params, groups = self._carried_groups(params)
+            if groups is not None:
+                config["groups"] = groups
+        config.update(overrides)
+        new = type(self)(params, **config)
+        if "groups" not in overrides and new._pset.kind != "list":
+            # group 0 (the names no group lists) may hold overrides set since construction
+            ov0 = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+            if ov0:
+                new.param_groups[0].update(ov0)
+                new._group_hyper()
+        return new
+
+    def _refuse_regrouping(self):
+        groups, members = self.param_groups, self._members
+        if not isinstance(groups, list):
+            what = f"it is a {type(groups).__name__}, not the list of dicts it was"
+        elif len(groups) != len(members):
+            what = f"it has {len(groups)} groups, not {len(members)}"
+        else:
+            k = next(k for k, (g, m) in enumerate(zip(groups, members))
+                     if not _same_members(g, m))
+            what = f"the 'params' of group {k} changed"
+        raise ValueError(f"param_groups must keep the groups and members this optimizer was "
+                         f"built with (its compiled plan maps each array to its group): "
+                         f"{what}.  Change a group's hyperparameters in place "
+                         "(opt.param_groups[k]['lr'] = ...); to regroup, build another "
+                         "optimizer: opt.like(params, groups=...)")
+
     def zero_grad(self) -> None:
         """Zero the FlatParams' grad buffer (with arrays, the gradient arrays are yours)."""
         if self.flat is None:
@@ -582,22 +824,28 @@ class Optimizer:
         or to a dict keyed like ``params`` when it is a dict.  A low-precision buffer is a
         dict recording its format: ``{"format": "bfloat16", "bits": uint16 array}`` or
         ``{"format": "int8", "block": 256, "map": "signed" | "unsigned", "codes": uint8
-        array, "absmax": float32 array}``; the snapshot then also holds ``state_dtype``,
-        ``min_lowbit_size`` and ``seed``.
+        array, "absmax": float32 array}``.
+
+        Returns
+        -------
+        dict
+            ``type`` (the class name), ``step``, ``epoch``, ``hyper`` (:meth:`hyper`),
+            ``state``, ``skipped_steps``, ``groups`` (each parameter group's own
+            hyperparameters, a list of dicts, group 0 first), ``state_dtype``,
+            ``min_lowbit_size`` and ``seed``: everything :meth:`load_state_dict` restores
+            or checks.  (State dicts of earlier versions, which left out ``groups`` when
+            there were none and the last three with float32 state, load too.)
         """
         state = {n: [e.entry() if lowstate.is_lowbit(e) else e.copy() for e in bufs]
                  for n, bufs in self._states.items()}
         if self._keys is not None:
             state = {n: dict(zip(self._keys, bufs)) for n, bufs in state.items()}
-        sd = {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
-              "hyper": self.hyper(), "state": state, "skipped_steps": self.skipped_steps}
-        if self.state_dtype != "float32":
-            sd.update(state_dtype=self.state_dtype, min_lowbit_size=self.min_lowbit_size,
-                      seed=self.seed)
-        if len(self.param_groups) > 1 or len(self.param_groups[0]) > 1:
-            sd["groups"] = [{k: _plain(v) for k, v in g.items() if k != "params"}
-                            for g in self.param_groups]
-        return sd
+        groups = [{k: _plain(v) for k, v in g.items() if k != "params"}
+                  for g in self.param_groups]
+        return {"type": type(self).__name__, "step": self._step, "epoch": self._epoch,
+                "hyper": self.hyper(), "state": state, "skipped_steps": self.skipped_steps,
+                "groups": groups, "state_dtype": self.state_dtype,
+                "min_lowbit_size": self.min_lowbit_size, "seed": self.seed}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` in place; continuing gives the same bits as never stopping.
@@ -618,6 +866,12 @@ class Optimizer:
         if fmt != self.state_dtype:
             raise ValueError(f"state_dict holds state_dtype={fmt!r}; this optimizer keeps "
                              f"state_dtype={self.state_dtype!r}: build it with the same setting")
+        if fmt != "float32" and "min_lowbit_size" in state_dict:
+            size = _check.integer("min_lowbit_size", state_dict["min_lowbit_size"], 0)
+            if size != self.min_lowbit_size:
+                raise ValueError(f"state_dict holds min_lowbit_size={size}; this optimizer "
+                                 f"keeps min_lowbit_size={self.min_lowbit_size}: build it "
+                                 "with the same setting")
         seed = _check.integer("seed", state_dict.get("seed", self.seed), 0, 2**64 - 1)
         saved = state_dict["state"]
         if not isinstance(saved, dict) or set(saved) != set(self._states):
@@ -705,15 +959,30 @@ class Optimizer:
     def __setattr__(self, name, value):
         # A hyperparameter set between steps (``opt.eps = 1e-6``) is checked as the
         # constructor checks it, with the others; a bad value raises and changes nothing.
+        # Options are properties that check themselves.  Any other public name must exist
+        # (a class attribute, or an annotation of the class or a base): a misspelled
+        # ``opt.weight_deacy = 0.5`` raises instead of training with the default.
         if name in self._hyper_names and name in self.__dict__:
             self._validate_hyper({**self.hyper(), name: value}, loading=True)
             value = _plain(value)
+        elif not name.startswith("_") and name not in self.__dict__:
+            cls = type(self)
+            if not hasattr(cls, name) and not any(name in getattr(c, "__annotations__", {})
+                                                   for c in cls.__mro__):
+                known = {n for c in cls.__mro__ for n in (*vars(c), *getattr(
+                    c, "__annotations__", {})) if not n.startswith("_")}
+                known.update(self._hyper_names)
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise AttributeError(
+                    f"{cls.__name__} has no attribute {name!r} to set{hint} (a subclass "
+                    "declares its own public attributes as class annotations)")
         object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_calls", "_extents", "_flat_grads", "_tensors"):
+        for name in ("_calls", "_extents", "_flat_grads", "_tensors", "_lock"):
             state.pop(name, None)
         state["_call_index"] = [(g.index, g.f32, g.lowbit) for g in self._calls]
         return state
@@ -721,6 +990,18 @@ class Optimizer:
     def __setstate__(self, state):
         groups = state.pop("_call_index")
         self.__dict__.update(state)
+        self._lock = threading.Lock()
+        ps = self._pset
+        if ps.flat is not None:
+            # (a FlatParams unpickled from read-only buffers has copied them)
+            ps._arrays[:] = [ps.flat.data]
+        # The state buffers are the optimizer's own: unpickled from read-only (out-of-band)
+        # buffers, they are copied to writable memory.  The parameters are the caller's:
+        # read-only ones are refused by step(), never written.
+        for bufs in self._states.values():
+            for i, e in enumerate(bufs):
+                if not lowstate.is_lowbit(e):
+                    bufs[i] = lowstate.writable(e)
         self._calls = [_Call(*g) for g in groups]
         self._tensors = (self._params if self._runs is None
                          else [self.flat.data[r] for r, _, _ in self._runs])
@@ -786,9 +1067,13 @@ class SGD(Optimizer):
 
     def __init__(self, params: Params, lr: LR, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *, impl: Impl = "fused",
-                 **options) -> None:
-        super().__init__(params, lr, impl=impl, **options, momentum=momentum,
-                         dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                         weight_decay=weight_decay, impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
 
     @property
     def _state_names(self):
@@ -836,11 +1121,37 @@ class Momentum(SGD):
     """
 
     def __init__(self, params: Params, lr: LR, beta: float = 0.9, *, impl: Impl = "fused",
-                 **options) -> None:
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
         beta = _check.unit_interval("beta", beta)
         if beta == 0:
             raise ValueError("beta must be in (0, 1) for momentum; use SGD for plain descent")
-        super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl, **options)
+        super().__init__(params, lr, momentum=beta, dampening=beta, impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
+
+    def _config(self):
+        config = super()._config()
+        config["beta"] = config.pop("momentum")
+        for k in ("dampening", "nesterov", "weight_decay"):
+            del config[k]
+        return config
+
+    def like(self, params: Params, **overrides) -> "Momentum":
+        new = super().like(params, **overrides)
+        # the hyperparameters set since construction (beta sets momentum and dampening)
+        keep = {k: getattr(self, k) for k in self._hyper_names
+                if not ("beta" in overrides and k in ("momentum", "dampening"))}
+        if any(getattr(new, k) != v for k, v in keep.items()):
+            new._validate_hyper({**new.hyper(), **keep}, loading=True)
+            for k, v in keep.items():
+                object.__setattr__(new, k, v)
+            new._checked_groups = None
+            new._group_hyper()
+        return new
+
+    like.__doc__ = Optimizer.like.__doc__
 
 
 class RMSprop(Optimizer):
@@ -871,9 +1182,14 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Params, lr: LR, alpha: float = 0.9, eps: float = 1e-8,
                  eps_inside_sqrt: bool = True, weight_decay: float = 0.0, *,
-                 impl: Impl = "fused", **options) -> None:
-        super().__init__(params, lr, impl=impl, **options, alpha=alpha, eps=eps,
-                         eps_inside_sqrt=eps_inside_sqrt, weight_decay=weight_decay)
+                 impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, alpha=alpha, eps=eps, eps_inside_sqrt=eps_inside_sqrt,
+                         weight_decay=weight_decay, impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
 
     def _validate_hyper(self, h, loading=False):
         _check.rmsprop_hyper(_check.UNCHECKED, h["alpha"], h["eps"], h["eps_inside_sqrt"],
@@ -920,9 +1236,13 @@ class Adam(Optimizer):
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused",
-                 **options) -> None:
-        super().__init__(params, lr, impl=impl, **options, betas=betas, eps=eps,
-                         weight_decay=weight_decay)
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
 
     def _validate_hyper(self, h, loading=False):
         betas = h["betas"]
@@ -972,9 +1292,13 @@ class AdamW(Adam):
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused",
-                 **options) -> None:
-        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, impl=impl,
-                         **options)
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
 
 
 _OPTIONS_DOC = """\

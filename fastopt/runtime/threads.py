@@ -91,6 +91,19 @@ def set_num_threads(n):
     _explicit = None if n is None else _count(n)
 
 
+def num_threads_set_explicitly():
+    """True when a process-wide thread count was set with :func:`set_num_threads`.
+
+    (``OMP_NUM_THREADS`` is not counted: it shapes the default.)
+    """
+    return _explicit is not None
+
+
+def cgroup_cpu_quota():
+    """CPUs allowed by this process's cgroup CPU quota (rounded up), or None without a quota."""
+    return _cgroup_cpu_quota()
+
+
 def default_num_threads():
     """The thread count used when nothing was set (see the module docstring)."""
     return max(1, min(ext._optim.omp_max_threads(), _cpus))

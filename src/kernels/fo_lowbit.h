@@ -1,0 +1,898 @@
+/* fo_lowbit.h - the C of fastopt's low-precision optimizer state (the _lowbit module).
+ *
+ * Why a header: these are the hot loops of Adam/AdamW, RMSprop and SGD with momentum when
+ * the state is bfloat16 (stochastic rounding) or block-wise int8 (dynamic quantization).
+ * They are C, so they live in a C file: compilers, linters and editors see them, and one
+ * source is compiled at every instruction-set level (fo_simd.h): 512-bit vectors in the
+ * avx512 build, 256-bit in the avx2 build, the scalar loops alone in the baseline build.
+ * The formats are specified in fastopt/kernels/_formats.py; the NumPy twins in
+ * fastopt/reference/lowbit.py give the same bits (tests/test_lowbit*.py, every level).
+ *
+ * How: each update rule is written twice, once scalar (fo_adam1, fo_rms1, fo_sgd1: the
+ * reference spelling, the baseline and every tail) and once width-generic (fo_adamv,
+ * fo_rmsv, fo_sgdv), with the same float32 operations in the same order and never
+ * contracted (the modules build with -std=c11, so -ffp-contract=off).  Around them:
+ *   bfloat16  one pass: widen, update, hash the global index, round (fo_*_bf16);
+ *   int8      per block of FO_QBLOCK = 256 elements: (1) decode, the new state into L1 and
+ *             its absmax; (2) the parameter update fused with the first buffer's codes;
+ *             (3) the other buffer's codes (fo_*_int8).  A partial block: decode + update +
+ *             absmax in one pass, then the codes.
+ * A handful of operations whose form differs by width (masks, narrowing, lane shuffles,
+ * table lookups) have one small helper per width below; everything else is written once.
+ *
+ * Table lookups: the decode takes values[code] and the encoder a bucket entry tabn[b], by
+ * scalar loads inserted into lanes (8 at a time; a 512-bit vector is built from two such
+ * halves).  On this project's AMD Zen 3 and Zen 4 machines the gather instructions were
+ * slower at both widths (Zen 4, avx512 build, Adam int8: 1.9 ns/element with gathers for
+ * the values, 1.55 with loads), and so was a 512-bit decode by two-table permutes of the
+ * 256 values (2.2); FO_LB_GATHER_VALUES=1 / FO_LB_GATHER_BUCKETS=1 select the gathers at
+ * 512 bits, to measure on other CPUs (benchmarks/lowbit_elem.py --so).
+ *
+ * These functions trust their arguments: fastopt.kernels.lowbit checks them first.
+ */
+#ifndef FO_LOWBIT_H
+#define FO_LOWBIT_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fo_simd.h"
+
+#define FO_QBLOCK 256  /* elements per int8 quantization block (one absmax each) */
+
+#if defined(FO_IVEC)
+#define FO_LB_VEC 1
+#define FO_W (FO_VBYTES / 4)  /* float32 lanes: 16 (avx512) or 8 (avx2) */
+#else
+#define FO_LB_VEC 0
+#endif
+
+#ifndef FO_LB_GATHER_VALUES
+#define FO_LB_GATHER_VALUES 0
+#endif
+#ifndef FO_LB_GATHER_BUCKETS
+#define FO_LB_GATHER_BUCKETS 0
+#endif
+
+/* The vector width these kernels run at, in bits (0: scalar loops only). */
+static inline int fo_lowbit_vector_bits(void) {
+#if FO_LB_VEC
+    return FO_VBYTES * 8;
+#else
+    return 0;
+#endif
+}
+
+/* ======================================================================= scalar pieces */
+
+static inline uint32_t fo_f2u(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static inline float fo_u2f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+/* bfloat16 bits -> float32 (exact) */
+static inline float fo_bf2f(uint16_t b) { return fo_u2f((uint32_t)b << 16); }
+
+/* MurmurHash3's finalizer */
+static inline uint32_t fo_fmix32(uint32_t h) {
+    h ^= h >> 16; h *= 0x85ebca6bu; h ^= h >> 13; h *= 0xc2b2ae35u; h ^= h >> 16;
+    return h;
+}
+
+/* float32 -> bfloat16 bits, rounded up in magnitude when the low 16 bits plus inc (< 2^16)
+   carry; NaN kept (quiet), inf kept (its low bits are zero). */
+static inline uint16_t fo_bf16_sr(float x, uint32_t inc) {
+    uint32_t u = fo_f2u(x);
+    uint16_t q = (uint16_t)((u >> 16) | 0x40u);
+    uint16_t s = (uint16_t)((u + inc) >> 16);
+    return (u & 0x7fffffffu) > 0x7f800000u ? q : s;
+}
+
+static inline uint64_t fo_splitmix64(uint64_t x) {
+    uint64_t z = x + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* the low 32 bits of the key of (seed, step) for global indices hi * 2^32 + ... */
+static inline uint32_t fo_sr_key(uint64_t seed, uint64_t step, uint64_t hi) {
+    return (uint32_t)fo_splitmix64(fo_splitmix64(fo_splitmix64(seed) ^ step) ^ hi);
+}
+
+/* ---- int8: a quantization map's tables (QuantMap.kernel_tables()) ----
+   A value's float32 magnitude bits a, clamped to [LO, HI], select a bucket
+   b = (a >> shift) - lo (+ nbm for negative values); tab[b] packs the code c of the
+   bucket's lowest value (low 8 bits) and the bucket's one threshold t as its low
+   magnitude bits (bits 8..31).  The code is c + (r > t) for a positive value,
+   c + (r < t) for a negative one, r = a & mask: the count of thresholds below x. */
+typedef struct {
+    const float* values;     /* code -> value in [-1, 1] */
+    const uint32_t* tab;     /* 2 * nbm packed buckets */
+    uint32_t shift, lo, nbm, LO, HI, mask;
+    uint8_t zero;            /* the code of 0 */
+    /* the vector passes' copy of tab (_qtab_fast in _lowbit.pyx.tp): entry (t' << 8) | c
+       with t' = t on the positive side, t ^ mask on the negative one (so "r < t" there is
+       "r ^ mask > t'"); posonly: every negative-side entry is 0 and the lowest positive
+       bucket's code is 0, so every negative value (and LO) takes code 0 */
+    const uint32_t* tabn;
+    int posonly;
+} fo_qtab;
+
+static inline uint8_t fo_code(float xn, const fo_qtab* q) {
+    uint32_t u = fo_f2u(xn), a = u & 0x7fffffffu, neg = u >> 31;
+    uint32_t ac = a < q->LO ? q->LO : (a > q->HI ? q->HI : a);
+    uint32_t e = q->tab[(ac >> q->shift) - q->lo + (neg ? q->nbm : 0)];
+    uint32_t c = e & 0xffu, t = e >> 8, r = ac & q->mask;
+    return (uint8_t)(c + (neg ? (r < t) : (r > t)));
+}
+
+/* ---- hyperparameters, as the kernels read them (filled from _lowbit's structs) ---- */
+typedef struct { float gs, c1, c2, b1, omb1, b2, omb2, eps, wd, decay; int mode; } fo_adam_p;
+typedef struct { float gs, lr, alpha, oma, eps, wd; int has_wd, eps_inside; } fo_rms_p;
+typedef struct { float gs, lr, mom, omd, wd; int has_wd, nesterov; } fo_sgd_p;
+
+/* One element.  Adam's mode: 2 decoupled weight decay, 1 coupled, 0 none.  RMSprop's and
+   SGD's mode: bit 0 weight decay; bit 1 eps inside the square root (RMSprop), Nesterov
+   (SGD).  The new state goes to *y; the new parameter is returned. */
+FO_INLINE float fo_adam1(const fo_adam_p* h, const int mode, float g, float p, float x0,
+                         float x1, float* y0, float* y1) {
+    float gi = g * h->gs, pi = p;
+    if (mode == 2) pi = pi * h->decay;
+    else if (mode == 1) gi = gi + h->wd * pi;
+    float m = h->b1 * x0 + h->omb1 * gi;
+    float v = h->b2 * x1 + h->omb2 * (gi * gi);
+    *y0 = m; *y1 = v;
+    return pi - m / (sqrtf(v) * h->c2 + h->eps) * h->c1;
+}
+
+FO_INLINE float fo_rms1(const fo_rms_p* h, const int mode, float g, float p, float x, float* y) {
+    float gi = g * h->gs;
+    if (mode & 1) gi = gi + h->wd * p;
+    float s = h->alpha * x + h->oma * (gi * gi);
+    *y = s;
+    return (mode & 2) ? p - h->lr * gi / sqrtf(s + h->eps)
+                      : p - h->lr * gi / (sqrtf(s) + h->eps);
+}
+
+FO_INLINE float fo_sgd1(const fo_sgd_p* h, const int mode, float g, float p, float x, float* y) {
+    float gi = g * h->gs;
+    if (mode & 1) gi = gi + h->wd * p;
+    float b = h->mom * x + h->omd * gi;
+    *y = b;
+    return (mode & 2) ? p - h->lr * (gi + h->mom * b) : p - h->lr * b;
+}
+
+/* the largest |x| bits of x[0..n) */
+static inline uint32_t fo_absmax_bits(const float* x, ptrdiff_t n) {
+    uint32_t mx = 0, a;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) { a = fo_f2u(x[i]) & 0x7fffffffu; mx = a > mx ? a : mx; }
+    return mx;
+}
+
+/* absmax bits -> (absmax, divisor); 1 when the block is all zeros */
+static inline float fo_divisor(uint32_t mx) { return mx ? fo_u2f(mx) : 1.0f; }
+
+#if FO_LB_VEC
+/* ======================================================================= vector pieces */
+
+typedef fo_ps fo_vf;
+typedef fo_si fo_vi;
+#define FO_VSET1I(x) FO_EPI32(set1)((int)(x))
+
+/* ---- the width-specific helpers ---- */
+/* t[c[0..7]] (scalar loads into lanes) */
+FO_INLINE __m256 fo_lut8f(const float* t, const uint8_t* c) {
+    uint64_t w;
+    memcpy(&w, c, 8);
+    __m128 a = _mm_setr_ps(t[w & 255], t[(w >> 8) & 255], t[(w >> 16) & 255], t[(w >> 24) & 255]);
+    __m128 b = _mm_setr_ps(t[(w >> 32) & 255], t[(w >> 40) & 255], t[(w >> 48) & 255], t[w >> 56]);
+    return _mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
+}
+
+/* t[b[0..7]] (scalar loads into lanes) */
+FO_INLINE __m256i fo_lut8x32(const uint32_t* t, __m256i b) {
+    __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
+    uint64_t q0 = (uint64_t)_mm_cvtsi128_si64(lo), q1 = (uint64_t)_mm_extract_epi64(lo, 1);
+    uint64_t q2 = (uint64_t)_mm_cvtsi128_si64(hi), q3 = (uint64_t)_mm_extract_epi64(hi, 1);
+    __m128i a = _mm_cvtsi32_si128((int)t[(uint32_t)q0]);
+    a = _mm_insert_epi32(a, (int)t[q0 >> 32], 1);
+    a = _mm_insert_epi32(a, (int)t[(uint32_t)q1], 2);
+    a = _mm_insert_epi32(a, (int)t[q1 >> 32], 3);
+    __m128i c = _mm_cvtsi32_si128((int)t[(uint32_t)q2]);
+    c = _mm_insert_epi32(c, (int)t[q2 >> 32], 1);
+    c = _mm_insert_epi32(c, (int)t[(uint32_t)q3], 2);
+    c = _mm_insert_epi32(c, (int)t[q3 >> 32], 3);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(a), c, 1);
+}
+
+#if FO_VBYTES == 64
+
+/* base + (0, 1, ..., W - 1) */
+FO_INLINE fo_vi fo_viota(uint32_t base) {
+    return _mm512_add_epi32(_mm512_set1_epi32((int)base),
+                            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+/* W bfloat16 -> float32 */
+FO_INLINE fo_vf fo_vbf16(const uint16_t* s) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)s)), 16));
+}
+
+/* fo_bf16_sr on 2W lanes (a, b) with increments (ia, ib), stored as 2W uint16 in order */
+FO_INLINE void fo_vsr2(uint16_t* out, fo_vf a, fo_vi ia, fo_vf b, fo_vi ib) {
+    __m512i ua = _mm512_castps_si512(a), ub = _mm512_castps_si512(b);
+    __m512i q = _mm512_set1_epi32(0x40);
+    __m512i sa = _mm512_srli_epi32(_mm512_add_epi32(ua, ia), 16);
+    __m512i sb = _mm512_srli_epi32(_mm512_add_epi32(ub, ib), 16);
+    sa = _mm512_mask_or_epi32(sa, _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), _mm512_srli_epi32(ua, 16), q);
+    sb = _mm512_mask_or_epi32(sb, _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q), _mm512_srli_epi32(ub, 16), q);
+    _mm512_storeu_si512((void*)out, _mm512_permutexvar_epi64(
+        _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_packus_epi32(sa, sb)));
+}
+
+/* t[c[0..W-1]] */
+FO_INLINE fo_vf fo_vlut(const float* t, const uint8_t* c) {
+#if FO_LB_GATHER_VALUES
+    return _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)c)), t, 4);
+#else
+    return _mm512_insertf32x8(_mm512_castps256_ps512(fo_lut8f(t, c)), fo_lut8f(t, c + 8), 1);
+#endif
+}
+
+/* t[b[0..W-1]]: by halves, as the avx2 build (fo_lut8x32) */
+FO_INLINE fo_vi fo_vlut32(const uint32_t* t, fo_vi b) {
+#if FO_LB_GATHER_BUCKETS
+    return _mm512_i32gather_epi32(b, (const void*)t, 4);
+#else
+    return _mm512_inserti64x4(_mm512_castsi256_si512(fo_lut8x32(t, _mm512_castsi512_si256(b))),
+                              fo_lut8x32(t, _mm512_extracti64x4_epi64(b, 1)), 1);
+#endif
+}
+
+/* c + (a > b), signed */
+FO_INLINE fo_vi fo_vinc_gt(fo_vi c, fo_vi a, fo_vi b) {
+    return _mm512_mask_sub_epi32(c, _mm512_cmpgt_epi32_mask(a, b), c, _mm512_set1_epi32(-1));
+}
+
+/* 4W codes (each in 0..255, in 4 vectors) stored as 4W bytes in order */
+FO_INLINE void fo_vcodes4(uint8_t* out, fo_vi k0, fo_vi k1, fo_vi k2, fo_vi k3) {
+    __m512i w = _mm512_packus_epi16(_mm512_packus_epi32(k0, k1), _mm512_packus_epi32(k2, k3));
+    _mm512_storeu_si512((void*)out, _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), w));
+}
+
+/* the largest lane, unsigned */
+FO_INLINE uint32_t fo_vhmax(fo_vi x) { return (uint32_t)_mm512_reduce_max_epu32(x); }
+
+#else /* FO_VBYTES == 32 */
+
+FO_INLINE fo_vi fo_viota(uint32_t base) {
+    return _mm256_add_epi32(_mm256_set1_epi32((int)base), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* a broadcast load and one byte shuffle into the high halves */
+FO_INLINE fo_vf fo_vbf16(const uint16_t* s) {
+    const __m256i sh = _mm256_setr_epi8(-1, -1, 0, 1, -1, -1, 2, 3, -1, -1, 4, 5, -1, -1, 6, 7,
+                                        -1, -1, 8, 9, -1, -1, 10, 11, -1, -1, 12, 13, -1, -1, 14, 15);
+    return _mm256_castsi256_ps(_mm256_shuffle_epi8(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)s)), sh));
+}
+
+/* NaN lanes (rare: one test per 2W) replaced by (u >> 16) | 0x40 */
+FO_INLINE void fo_vsr2(uint16_t* out, fo_vf a, fo_vi ia, fo_vf b, fo_vi ib) {
+    __m256i ua = _mm256_castps_si256(a), ub = _mm256_castps_si256(b);
+    __m256i sa = _mm256_srli_epi32(_mm256_add_epi32(ua, ia), 16);
+    __m256i sb = _mm256_srli_epi32(_mm256_add_epi32(ub, ib), 16);
+    __m256 na = _mm256_cmp_ps(a, a, _CMP_UNORD_Q), nb = _mm256_cmp_ps(b, b, _CMP_UNORD_Q);
+    if (!_mm256_testz_ps(_mm256_or_ps(na, nb), _mm256_or_ps(na, nb))) {
+        __m256i q = _mm256_set1_epi32(0x40);
+        sa = _mm256_blendv_epi8(sa, _mm256_or_si256(_mm256_srli_epi32(ua, 16), q), _mm256_castps_si256(na));
+        sb = _mm256_blendv_epi8(sb, _mm256_or_si256(_mm256_srli_epi32(ub, 16), q), _mm256_castps_si256(nb));
+    }
+    _mm256_storeu_si256((__m256i*)out, _mm256_permute4x64_epi64(_mm256_packus_epi32(sa, sb), 0xd8));
+}
+
+FO_INLINE fo_vf fo_vlut(const float* t, const uint8_t* c) { return fo_lut8f(t, c); }
+
+FO_INLINE fo_vi fo_vlut32(const uint32_t* t, fo_vi b) { return fo_lut8x32(t, b); }
+
+FO_INLINE fo_vi fo_vinc_gt(fo_vi c, fo_vi a, fo_vi b) {
+    return _mm256_sub_epi32(c, _mm256_cmpgt_epi32(a, b));
+}
+
+FO_INLINE void fo_vcodes4(uint8_t* out, fo_vi k0, fo_vi k1, fo_vi k2, fo_vi k3) {
+    __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(k0, k1), _mm256_packus_epi32(k2, k3));
+    _mm256_storeu_si256((__m256i*)out,
+                        _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+FO_INLINE uint32_t fo_vhmax(fo_vi x) {
+    __m128i r = _mm_max_epu32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    r = _mm_max_epu32(r, _mm_shuffle_epi32(r, 0x4e));
+    r = _mm_max_epu32(r, _mm_shuffle_epi32(r, 0xb1));
+    return (uint32_t)_mm_cvtsi128_si32(r);
+}
+
+#endif /* FO_VBYTES */
+
+/* ---- written once for every width ---- */
+
+/* fo_fmix32 on every lane */
+FO_INLINE fo_vi fo_vfmix(fo_vi x) {
+    x = FO_SI(xor)(x, FO_EPI32(srli)(x, 16));
+    x = FO_EPI32(mullo)(x, FO_VSET1I(0x85ebca6bu));
+    x = FO_SI(xor)(x, FO_EPI32(srli)(x, 13));
+    x = FO_EPI32(mullo)(x, FO_VSET1I(0xc2b2ae35u));
+    return FO_SI(xor)(x, FO_EPI32(srli)(x, 16));
+}
+
+/* |x| bits, for the absmax */
+FO_INLINE fo_vi fo_vabsbits(fo_vf x) { return FO_SI(and)(FO_SI(castps)(x), FO_VSET1I(0x7fffffff)); }
+
+/* a map's constants for the vector encoder */
+typedef struct { fo_vf d; fo_vi LO, HI, nbm, mask8; __m128i sh; const uint32_t* tb; } fo_venc;
+
+FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
+    E->d = FO_PS(set1)(d);
+    E->LO = FO_VSET1I(q->LO);
+    E->HI = FO_VSET1I(q->HI);
+    E->nbm = FO_VSET1I(q->nbm);
+    E->mask8 = FO_VSET1I(q->mask << 8);
+    E->sh = _mm_cvtsi32_si128((int)q->shift);
+    E->tb = q->tabn - q->lo;
+}
+
+/* fo_code of x / d on every lane (x given by its bits u): |x| / d by a true division (the
+   same IEEE quotient as fo_code's), then the bucket lookups of q->tabn (fo_qtab): the same
+   rule with the comparison folded into one signed compare, and for maps whose negative
+   values all take code 0 (posonly) no sign handling at all (the signed quotient of a
+   negative value clamps to LO). */
+FO_INLINE fo_vi fo_vcode(fo_vi u, const fo_venc* E, const int posonly) {
+    fo_vi ac, e, r8;
+    if (posonly) {
+        fo_vf q2 = FO_PS(div)(FO_SI2PS(u), E->d);
+        ac = FO_EPI32(min)(FO_EPI32(max)(FO_SI(castps)(q2), E->LO), E->HI);
+        e = fo_vlut32(E->tb, FO_EPI32(srl)(ac, E->sh));
+        r8 = FO_SI(and)(FO_EPI32(slli)(ac, 8), E->mask8);
+    } else {
+        fo_vf q2 = FO_PS(div)(FO_SI2PS(FO_SI(and)(u, FO_VSET1I(0x7fffffff))), E->d);
+        fo_vi neg = FO_EPI32(srai)(u, 31);
+        ac = FO_EPU32(min)(FO_EPU32(max)(FO_SI(castps)(q2), E->LO), E->HI);
+        e = fo_vlut32(E->tb, FO_EPI32(add)(FO_EPI32(srl)(ac, E->sh), FO_SI(and)(neg, E->nbm)));
+        r8 = FO_SI(and)(FO_EPI32(slli)(FO_SI(xor)(ac, neg), 8), E->mask8);
+    }
+    /* c + (r > t) (positive), c + (r < t) = c + (r ^ mask > t ^ mask) (negative) */
+    return fo_vinc_gt(FO_SI(and)(e, FO_VSET1I(0xff)), r8, e);
+}
+
+#endif /* FO_LB_VEC */
+
+/* Codes and absmax of x[0..n) whose absmax bits mx are already known: a NaN or an infinity
+   in x gives absmax NaN and every code the zero code; all zeros absmax 0 and the zero code. */
+FO_INLINE void fo_quant_k(const float* x, ptrdiff_t n, uint8_t* codes, float* absmax,
+                          const fo_qtab* q, uint32_t mx, const int posonly) {
+    ptrdiff_t i = 0;
+    float d;
+    (void)posonly;
+    if (mx >= 0x7f800000u) {
+        absmax[0] = NAN;
+        memset(codes, q->zero, (size_t)n);
+        return;
+    }
+    d = fo_divisor(mx);
+    absmax[0] = fo_u2f(mx);
+#if FO_LB_VEC
+    {
+        fo_venc E;
+        fo_venc_init(&E, q, d);
+        const ptrdiff_t nv = n - n % (4 * FO_W);
+        for (; i < nv; i += 4 * FO_W)
+            fo_vcodes4(codes + i,
+                       fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i)), &E, posonly),
+                       fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + FO_W)), &E, posonly),
+                       fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 2 * FO_W)), &E, posonly),
+                       fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 3 * FO_W)), &E, posonly));
+    }
+#endif
+    for (; i < n; i++) codes[i] = fo_code(x[i] / d, q);
+}
+
+static inline void fo_quant_known(const float* x, ptrdiff_t n, uint8_t* codes, float* absmax,
+                                  const fo_qtab* q, uint32_t mx) {
+    if (q->posonly) fo_quant_k(x, n, codes, absmax, q, mx, 1);
+    else fo_quant_k(x, n, codes, absmax, q, mx, 0);
+}
+
+/* ======================================================================= Adam / AdamW */
+
+#if FO_LB_VEC
+typedef struct { fo_vf gs, c1, c2, b1, omb1, b2, omb2, eps, wd, decay; } fo_adam_v;
+
+FO_INLINE void fo_adam_v_init(fo_adam_v* a, const fo_adam_p* h) {
+    a->gs = FO_PS(set1)(h->gs); a->c1 = FO_PS(set1)(h->c1); a->c2 = FO_PS(set1)(h->c2);
+    a->b1 = FO_PS(set1)(h->b1); a->omb1 = FO_PS(set1)(h->omb1); a->b2 = FO_PS(set1)(h->b2);
+    a->omb2 = FO_PS(set1)(h->omb2); a->eps = FO_PS(set1)(h->eps); a->wd = FO_PS(set1)(h->wd);
+    a->decay = FO_PS(set1)(h->decay);
+}
+
+/* the moments' update (fo_adam1's first half), p decayed in place for mode 2 */
+FO_INLINE void fo_adamv_moments(const fo_adam_v* A, const int mode, fo_vf g, fo_vf* p,
+                                fo_vf x0, fo_vf x1, fo_vf* y0, fo_vf* y1) {
+    fo_vf gi = FO_PS(mul)(g, A->gs);
+    if (mode == 2) *p = FO_PS(mul)(*p, A->decay);
+    else if (mode == 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, *p));
+    *y0 = FO_PS(add)(FO_PS(mul)(A->b1, x0), FO_PS(mul)(A->omb1, gi));
+    *y1 = FO_PS(add)(FO_PS(mul)(A->b2, x1), FO_PS(mul)(A->omb2, FO_PS(mul)(gi, gi)));
+}
+
+/* p - m / (sqrt(v) c2 + eps) c1 (fo_adam1's second half) */
+FO_INLINE fo_vf fo_adamv_param(const fo_adam_v* A, fo_vf p, fo_vf m, fo_vf v) {
+    fo_vf den = FO_PS(add)(FO_PS(mul)(FO_PS(sqrt)(v), A->c2), A->eps);
+    return FO_PS(sub)(p, FO_PS(mul)(FO_PS(div)(m, den), A->c1));
+}
+
+FO_INLINE fo_vf fo_adamv(const fo_adam_v* A, const int mode, fo_vf g, fo_vf p, fo_vf x0,
+                         fo_vf x1, fo_vf* y0, fo_vf* y1) {
+    fo_adamv_moments(A, mode, g, &p, x0, x1, y0, y1);
+    return fo_adamv_param(A, p, *y0, *y1);
+}
+#endif
+
+/* n elements from global index base (no 2^32 crossing): one pass of widen, update, hash,
+   round; one hash per element, its high half rounds m, its low half v */
+FO_INLINE void fo_adam_bf16_mode(float* P, const float* G, uint16_t* s0, uint16_t* s1,
+                                 ptrdiff_t n, uint32_t base, uint32_t key,
+                                 const fo_adam_p* hp, const int mode) {
+    const fo_adam_p h = *hp;
+    ptrdiff_t i = 0;
+#if FO_LB_VEC
+    {
+        fo_adam_v A;
+        fo_vi idx = fo_viota(base), vkey = FO_VSET1I(key), w = FO_VSET1I(FO_W);
+        fo_vi w2 = FO_VSET1I(2 * FO_W), lo16 = FO_VSET1I(0xffff);
+        fo_adam_v_init(&A, &h);
+        for (; i + 2 * FO_W <= n; i += 2 * FO_W) {
+            fo_vf ma, va, mb, vb;
+            fo_vf pa = fo_adamv(&A, mode, FO_PS(loadu)(G + i), FO_PS(loadu)(P + i),
+                                fo_vbf16(s0 + i), fo_vbf16(s1 + i), &ma, &va);
+            fo_vf pb = fo_adamv(&A, mode, FO_PS(loadu)(G + i + FO_W), FO_PS(loadu)(P + i + FO_W),
+                                fo_vbf16(s0 + i + FO_W), fo_vbf16(s1 + i + FO_W), &mb, &vb);
+            fo_vi ha = fo_vfmix(FO_SI(xor)(idx, vkey));
+            fo_vi hb = fo_vfmix(FO_SI(xor)(FO_EPI32(add)(idx, w), vkey));
+            idx = FO_EPI32(add)(idx, w2);
+            FO_PS(storeu)(P + i, pa);
+            FO_PS(storeu)(P + i + FO_W, pb);
+            fo_vsr2(s0 + i, ma, FO_EPI32(srli)(ha, 16), mb, FO_EPI32(srli)(hb, 16));
+            fo_vsr2(s1 + i, va, FO_SI(and)(ha, lo16), vb, FO_SI(and)(hb, lo16));
+        }
+    }
+#else
+    /* the baseline: per block widen into L1, update, round back (plain loops that the
+       compiler vectorizes at SSE2 width; the hash's multiplies keep the fused loop scalar) */
+    for (; i < n; i += FO_QBLOCK) {
+        FO_ALIGNED(64) float b0[FO_QBLOCK];
+        FO_ALIGNED(64) float b1[FO_QBLOCK];
+        const int nq = n - i < FO_QBLOCK ? (int)(n - i) : FO_QBLOCK;
+        const uint32_t bi = base + (uint32_t)i;
+        int k;
+        for (k = 0; k < nq; k++) { b0[k] = fo_bf2f(s0[i + k]); b1[k] = fo_bf2f(s1[i + k]); }
+        for (k = 0; k < nq; k++)
+            P[i + k] = fo_adam1(&h, mode, G[i + k], P[i + k], b0[k], b1[k], &b0[k], &b1[k]);
+        for (k = 0; k < nq; k++) {
+            uint32_t r = fo_fmix32((bi + (uint32_t)k) ^ key);
+            s0[i + k] = fo_bf16_sr(b0[k], r >> 16);
+            s1[i + k] = fo_bf16_sr(b1[k], r & 0xffffu);
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        float y0, y1;
+        uint32_t r;
+        P[i] = fo_adam1(&h, mode, G[i], P[i], fo_bf2f(s0[i]), fo_bf2f(s1[i]), &y0, &y1);
+        r = fo_fmix32((base + (uint32_t)i) ^ key);
+        s0[i] = fo_bf16_sr(y0, r >> 16);
+        s1[i] = fo_bf16_sr(y1, r & 0xffffu);
+    }
+}
+
+static inline void fo_adam_bf16(float* P, const float* G, uint16_t* s0, uint16_t* s1, ptrdiff_t n,
+                         uint32_t base, uint32_t key, const fo_adam_p* h) {
+    if (h->mode == 2) fo_adam_bf16_mode(P, G, s0, s1, n, base, key, h, 2);
+    else if (h->mode == 1) fo_adam_bf16_mode(P, G, s0, s1, n, base, key, h, 1);
+    else fo_adam_bf16_mode(P, G, s0, s1, n, base, key, h, 0);
+}
+
+#if FO_LB_VEC
+/* A full block's parameter update from the new moments m, v, fused with m's codes: each
+   pass then uses the divider about as much as the others. */
+FO_INLINE void fo_adam_pq(float* p, const float* m, const float* v, uint8_t* codes,
+                          float* absmax, const fo_qtab* q, uint32_t mx, const fo_adam_v* A,
+                          const int posonly) {
+    ptrdiff_t i;
+    if (mx >= 0x7f800000u) {   /* NaN or inf: absmax NaN, the zero code (fo_quant_k) */
+        for (i = 0; i < FO_QBLOCK; i += FO_W)
+            FO_PS(storeu)(p + i, fo_adamv_param(A, FO_PS(loadu)(p + i), FO_PS(load)(m + i),
+                                                FO_PS(load)(v + i)));
+        absmax[0] = NAN;
+        memset(codes, q->zero, FO_QBLOCK);
+        return;
+    }
+    {
+        fo_venc E;
+        fo_venc_init(&E, q, fo_divisor(mx));
+        absmax[0] = fo_u2f(mx);
+        for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {
+            fo_vi k[4];
+            int u;
+            for (u = 0; u < 4; u++) {
+                ptrdiff_t ii = i + u * FO_W;
+                fo_vf mm = FO_PS(load)(m + ii);
+                FO_PS(storeu)(p + ii, fo_adamv_param(A, FO_PS(loadu)(p + ii), mm, FO_PS(load)(v + ii)));
+                k[u] = fo_vcode(FO_SI(castps)(mm), &E, posonly);
+            }
+            fo_vcodes4(codes + i, k[0], k[1], k[2], k[3]);
+        }
+    }
+}
+#endif
+
+/* n elements from the start of a quantization block (cd: codes, ab: one absmax per block):
+   per block (1) decode, the new moments into L1 and their absmax (the decayed parameter
+   too, mode 2); (2) the parameter update fused with m's codes; (3) v's codes.  A partial
+   block (and every block of the baseline): decode + update + absmax in one pass, then the
+   codes.  Every value is the scalar expression's (fo_adam1). */
+FO_INLINE void fo_adam_int8_mode(float* P, const float* G, uint8_t* cd0, float* ab0,
+                                 uint8_t* cd1, float* ab1, ptrdiff_t n, const fo_qtab* q,
+                                 const fo_adam_p* hp, const int mode, const int po0) {
+    const fo_adam_p h = *hp;
+    FO_ALIGNED(64) float buf0[FO_QBLOCK];
+    FO_ALIGNED(64) float buf1[FO_QBLOCK];
+    ptrdiff_t i, j = 0, nq, qb = 0;
+    const float* v0 = q[0].values;
+    const float* v1 = q[1].values;
+#if FO_LB_VEC
+    fo_adam_v A;
+    fo_adam_v_init(&A, &h);
+#endif
+    while (j < n) {
+        const float a0 = ab0[qb], a1 = ab1[qb];
+        float* p = P + j;
+        const float* g = G + j;
+        const uint8_t* c0 = cd0 + j;
+        const uint8_t* c1 = cd1 + j;
+        uint32_t m0 = 0, m1 = 0, t;
+        nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;
+        i = 0;
+#if FO_LB_VEC
+        {
+            fo_vf va0 = FO_PS(set1)(a0), va1 = FO_PS(set1)(a1);
+            fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();
+            if (nq == FO_QBLOCK) {
+                for (; i < FO_QBLOCK; i += FO_W) {
+                    fo_vf m, v, pi = FO_PS(loadu)(p + i);
+                    fo_adamv_moments(&A, mode, FO_PS(loadu)(g + i), &pi,
+                                     FO_PS(mul)(fo_vlut(v0, c0 + i), va0),
+                                     FO_PS(mul)(fo_vlut(v1, c1 + i), va1), &m, &v);
+                    if (mode == 2) FO_PS(storeu)(p + i, pi);
+                    FO_PS(store)(buf0 + i, m);
+                    FO_PS(store)(buf1 + i, v);
+                    mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));
+                    mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));
+                }
+            } else {
+                for (; i + FO_W <= nq; i += FO_W) {
+                    fo_vf m, v;
+                    fo_vf pn = fo_adamv(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),
+                                        FO_PS(mul)(fo_vlut(v0, c0 + i), va0),
+                                        FO_PS(mul)(fo_vlut(v1, c1 + i), va1), &m, &v);
+                    FO_PS(storeu)(p + i, pn);
+                    FO_PS(store)(buf0 + i, m);
+                    FO_PS(store)(buf1 + i, v);
+                    mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));
+                    mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));
+                }
+            }
+            m0 = fo_vhmax(mx0);
+            m1 = fo_vhmax(mx1);
+        }
+        if (nq == FO_QBLOCK) {
+            fo_adam_pq(p, buf0, buf1, cd0 + j, ab0 + qb, &q[0], m0, &A, po0);
+            fo_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], m1);
+            j += nq;
+            qb += 1;
+            continue;
+        }
+#else
+        /* the baseline: decode, then the update in a loop the compiler vectorizes */
+        for (; i < nq; i++) { buf0[i] = v0[c0[i]] * a0; buf1[i] = v1[c1[i]] * a1; }
+        for (i = 0; i < nq; i++) p[i] = fo_adam1(&h, mode, g[i], p[i], buf0[i], buf1[i], &buf0[i], &buf1[i]);
+        m0 = fo_absmax_bits(buf0, nq);
+        m1 = fo_absmax_bits(buf1, nq);
+#endif
+        for (; i < nq; i++) {
+            float y0, y1;
+            p[i] = fo_adam1(&h, mode, g[i], p[i], v0[c0[i]] * a0, v1[c1[i]] * a1, &y0, &y1);
+            buf0[i] = y0;
+            buf1[i] = y1;
+            t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;
+            t = fo_f2u(y1) & 0x7fffffffu; m1 = t > m1 ? t : m1;
+        }
+        fo_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po0);
+        fo_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], m1);
+        j += nq;
+        qb += 1;
+    }
+}
+
+static inline void fo_adam_int8(float* P, const float* G, uint8_t* cd0, float* ab0, uint8_t* cd1,
+                         float* ab1, ptrdiff_t n, const fo_qtab* q, const fo_adam_p* h) {
+    if (q[0].posonly) {
+        if (h->mode == 2) fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 2, 1);
+        else if (h->mode == 1) fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 1, 1);
+        else fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 0, 1);
+    } else {
+        if (h->mode == 2) fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 2, 0);
+        else if (h->mode == 1) fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 1, 0);
+        else fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 0, 0);
+    }
+}
+
+/* ======================================================================= RMSprop, SGD */
+
+#if FO_LB_VEC
+typedef struct { fo_vf gs, lr, alpha, oma, eps, wd; } fo_rms_v;
+typedef struct { fo_vf gs, lr, mom, omd, wd; } fo_sgd_v;
+
+FO_INLINE void fo_rms_v_init(fo_rms_v* a, const fo_rms_p* h) {
+    a->gs = FO_PS(set1)(h->gs); a->lr = FO_PS(set1)(h->lr); a->alpha = FO_PS(set1)(h->alpha);
+    a->oma = FO_PS(set1)(h->oma); a->eps = FO_PS(set1)(h->eps); a->wd = FO_PS(set1)(h->wd);
+}
+
+FO_INLINE void fo_sgd_v_init(fo_sgd_v* a, const fo_sgd_p* h) {
+    a->gs = FO_PS(set1)(h->gs); a->lr = FO_PS(set1)(h->lr); a->mom = FO_PS(set1)(h->mom);
+    a->omd = FO_PS(set1)(h->omd); a->wd = FO_PS(set1)(h->wd);
+}
+
+/* the parameter update alone, from the new state s (also the int8 blocks' second pass) */
+FO_INLINE fo_vf fo_rmsv_param(const fo_rms_v* A, const int mode, fo_vf g, fo_vf p, fo_vf s) {
+    fo_vf gi = FO_PS(mul)(g, A->gs);
+    if (mode & 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, p));
+    fo_vf den = (mode & 2) ? FO_PS(sqrt)(FO_PS(add)(s, A->eps))
+                           : FO_PS(add)(FO_PS(sqrt)(s), A->eps);
+    return FO_PS(sub)(p, FO_PS(div)(FO_PS(mul)(A->lr, gi), den));
+}
+
+FO_INLINE fo_vf fo_rmsv(const fo_rms_v* A, const int mode, fo_vf g, fo_vf p, fo_vf x, fo_vf* y) {
+    fo_vf gi = FO_PS(mul)(g, A->gs);
+    if (mode & 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, p));
+    fo_vf s = FO_PS(add)(FO_PS(mul)(A->alpha, x), FO_PS(mul)(A->oma, FO_PS(mul)(gi, gi)));
+    fo_vf den = (mode & 2) ? FO_PS(sqrt)(FO_PS(add)(s, A->eps))
+                           : FO_PS(add)(FO_PS(sqrt)(s), A->eps);
+    *y = s;
+    return FO_PS(sub)(p, FO_PS(div)(FO_PS(mul)(A->lr, gi), den));
+}
+
+FO_INLINE fo_vf fo_sgdv_param(const fo_sgd_v* A, const int mode, fo_vf g, fo_vf p, fo_vf b) {
+    fo_vf gi = FO_PS(mul)(g, A->gs);
+    if (mode & 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, p));
+    if (mode & 2) return FO_PS(sub)(p, FO_PS(mul)(A->lr, FO_PS(add)(gi, FO_PS(mul)(A->mom, b))));
+    return FO_PS(sub)(p, FO_PS(mul)(A->lr, b));
+}
+
+FO_INLINE fo_vf fo_sgdv(const fo_sgd_v* A, const int mode, fo_vf g, fo_vf p, fo_vf x, fo_vf* y) {
+    fo_vf gi = FO_PS(mul)(g, A->gs);
+    if (mode & 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, p));
+    fo_vf b = FO_PS(add)(FO_PS(mul)(A->mom, x), FO_PS(mul)(A->omd, gi));
+    *y = b;
+    if (mode & 2) return FO_PS(sub)(p, FO_PS(mul)(A->lr, FO_PS(add)(gi, FO_PS(mul)(A->mom, b))));
+    return FO_PS(sub)(p, FO_PS(mul)(A->lr, b));
+}
+
+/* the vector half of FO_ONEBUF: a full block's parameter update from the new state y,
+   fused with y's codes */
+#define FO_ONEBUF_PQ(OPT)                                                                      \
+FO_INLINE void fo_##OPT##_pq(float* p, const float* g, const float* y, uint8_t* codes,         \
+                             float* absmax, const fo_qtab* q, uint32_t mx,                     \
+                             const fo_##OPT##_v* A, const int mode, const int posonly) {       \
+    ptrdiff_t i;                                                                               \
+    if (mx >= 0x7f800000u) {   /* NaN or inf: absmax NaN, the zero code (fo_quant_k) */        \
+        for (i = 0; i < FO_QBLOCK; i += FO_W)                                                  \
+            FO_PS(storeu)(p + i, fo_##OPT##v_param(A, mode, FO_PS(loadu)(g + i),               \
+                                                   FO_PS(loadu)(p + i), FO_PS(load)(y + i)));  \
+        absmax[0] = NAN;                                                                       \
+        memset(codes, q->zero, FO_QBLOCK);                                                     \
+        return;                                                                                \
+    }                                                                                          \
+    {                                                                                          \
+        fo_venc E;                                                                             \
+        fo_venc_init(&E, q, fo_divisor(mx));                                                   \
+        absmax[0] = fo_u2f(mx);                                                                \
+        for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {                                            \
+            fo_vi k[4];                                                                        \
+            int u;                                                                             \
+            for (u = 0; u < 4; u++) {                                                          \
+                ptrdiff_t ii = i + u * FO_W;                                                   \
+                fo_vf yy = FO_PS(load)(y + ii);                                                \
+                FO_PS(storeu)(p + ii, fo_##OPT##v_param(A, mode, FO_PS(loadu)(g + ii),         \
+                                                        FO_PS(loadu)(p + ii), yy));            \
+                k[u] = fo_vcode(FO_SI(castps)(yy), &E, posonly);                               \
+            }                                                                                  \
+            fo_vcodes4(codes + i, k[0], k[1], k[2], k[3]);                                     \
+        }                                                                                      \
+    }                                                                                          \
+}
+FO_ONEBUF_PQ(rms)
+FO_ONEBUF_PQ(sgd)
+#endif /* FO_LB_VEC */
+
+/* The passes of a one-buffer optimizer OPT (rms, sgd), as Adam's; HIGH: the bfloat16
+   buffer takes the hash's high half (buffer 0) or its low half (buffer 1).  Int8 full
+   blocks compute the new state first and update the parameter in the codes' pass. */
+#if FO_LB_VEC
+#define FO_ONEBUF_BF16_VEC(OPT, HIGH)                                                          \
+    {                                                                                          \
+        fo_##OPT##_v A;                                                                        \
+        fo_vi idx = fo_viota(base), vkey = FO_VSET1I(key), w = FO_VSET1I(FO_W);                \
+        fo_vi w2 = FO_VSET1I(2 * FO_W), lo16 = FO_VSET1I(0xffff);                              \
+        fo_##OPT##_v_init(&A, &h);                                                             \
+        for (; i + 2 * FO_W <= n; i += 2 * FO_W) {                                             \
+            fo_vf ya, yb;                                                                      \
+            fo_vf pa = fo_##OPT##v(&A, mode, FO_PS(loadu)(G + i), FO_PS(loadu)(P + i),         \
+                                   fo_vbf16(s0 + i), &ya);                                     \
+            fo_vf pb = fo_##OPT##v(&A, mode, FO_PS(loadu)(G + i + FO_W),                       \
+                                   FO_PS(loadu)(P + i + FO_W), fo_vbf16(s0 + i + FO_W), &yb);  \
+            fo_vi ha = fo_vfmix(FO_SI(xor)(idx, vkey));                                        \
+            fo_vi hb = fo_vfmix(FO_SI(xor)(FO_EPI32(add)(idx, w), vkey));                      \
+            idx = FO_EPI32(add)(idx, w2);                                                      \
+            FO_PS(storeu)(P + i, pa);                                                          \
+            FO_PS(storeu)(P + i + FO_W, pb);                                                   \
+            if (HIGH) { ha = FO_EPI32(srli)(ha, 16); hb = FO_EPI32(srli)(hb, 16); }            \
+            else { ha = FO_SI(and)(ha, lo16); hb = FO_SI(and)(hb, lo16); }                     \
+            fo_vsr2(s0 + i, ya, ha, yb, hb);                                                   \
+        }                                                                                      \
+    }
+#define FO_ONEBUF_INT8_VEC(OPT)                                                                \
+    {                                                                                          \
+        fo_vf va0 = FO_PS(set1)(a0);                                                           \
+        fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                                  \
+        if (nq == FO_QBLOCK) {  /* the new state only: the update waits for the codes */       \
+            for (; i < FO_QBLOCK; i += 2 * FO_W) {                                             \
+                fo_vf ya, yb;                                                                  \
+                (void)fo_##OPT##v(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),          \
+                                  FO_PS(mul)(fo_vlut(v0, c0 + i), va0), &ya);                  \
+                (void)fo_##OPT##v(&A, mode, FO_PS(loadu)(g + i + FO_W),                        \
+                                  FO_PS(loadu)(p + i + FO_W),                                  \
+                                  FO_PS(mul)(fo_vlut(v0, c0 + i + FO_W), va0), &yb);           \
+                FO_PS(store)(buf0 + i, ya);                                                    \
+                FO_PS(store)(buf0 + i + FO_W, yb);                                             \
+                mx0 = FO_EPU32(max)(mx0, fo_vabsbits(ya));                                     \
+                mx1 = FO_EPU32(max)(mx1, fo_vabsbits(yb));                                     \
+            }                                                                                  \
+            fo_##OPT##_pq(p, g, buf0, cd0 + j, ab0 + qb, &q[0], fo_vhmax(FO_EPU32(max)(mx0, mx1)), \
+                          &A, mode, po);                                                       \
+            j += nq;                                                                           \
+            qb += 1;                                                                           \
+            continue;                                                                          \
+        }                                                                                      \
+        for (; i + 2 * FO_W <= nq; i += 2 * FO_W) {                                            \
+            fo_vf ya, yb;                                                                      \
+            fo_vf pa = fo_##OPT##v(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),         \
+                                   FO_PS(mul)(fo_vlut(v0, c0 + i), va0), &ya);                 \
+            fo_vf pb = fo_##OPT##v(&A, mode, FO_PS(loadu)(g + i + FO_W),                       \
+                                   FO_PS(loadu)(p + i + FO_W),                                 \
+                                   FO_PS(mul)(fo_vlut(v0, c0 + i + FO_W), va0), &yb);          \
+            FO_PS(storeu)(p + i, pa);                                                          \
+            FO_PS(storeu)(p + i + FO_W, pb);                                                   \
+            FO_PS(store)(buf0 + i, ya);                                                        \
+            FO_PS(store)(buf0 + i + FO_W, yb);                                                 \
+            mx0 = FO_EPU32(max)(mx0, fo_vabsbits(ya));                                         \
+            mx1 = FO_EPU32(max)(mx1, fo_vabsbits(yb));                                         \
+        }                                                                                      \
+        m0 = fo_vhmax(FO_EPU32(max)(mx0, mx1));                                                \
+    }
+#define FO_ONEBUF_VSETUP(OPT) fo_##OPT##_v A; fo_##OPT##_v_init(&A, &h);
+#define FO_ONEBUF_BF16_BASE(OPT, HIGH)
+#define FO_ONEBUF_INT8_BASE(OPT)
+#else
+#define FO_ONEBUF_BF16_VEC(OPT, HIGH)
+#define FO_ONEBUF_INT8_VEC(OPT)
+#define FO_ONEBUF_VSETUP(OPT)
+/* the baseline, as Adam's: separate loops the compiler vectorizes at SSE2 width */
+#define FO_ONEBUF_BF16_BASE(OPT, HIGH)                                                         \
+    for (; i < n; i += FO_QBLOCK) {                                                            \
+        FO_ALIGNED(64) float b0[FO_QBLOCK];                                                    \
+        const int nq = n - i < FO_QBLOCK ? (int)(n - i) : FO_QBLOCK;                           \
+        const uint32_t bi = base + (uint32_t)i;                                                \
+        int k;                                                                                 \
+        for (k = 0; k < nq; k++) b0[k] = fo_bf2f(s0[i + k]);                                   \
+        for (k = 0; k < nq; k++)                                                               \
+            P[i + k] = fo_##OPT##1(&h, mode, G[i + k], P[i + k], b0[k], &b0[k]);               \
+        for (k = 0; k < nq; k++) {                                                             \
+            uint32_t r = fo_fmix32((bi + (uint32_t)k) ^ key);                                  \
+            s0[i + k] = fo_bf16_sr(b0[k], HIGH ? r >> 16 : r & 0xffffu);                       \
+        }                                                                                      \
+    }
+#define FO_ONEBUF_INT8_BASE(OPT)                                                               \
+    for (; i < nq; i++) buf0[i] = v0[c0[i]] * a0;                                              \
+    for (i = 0; i < nq; i++) p[i] = fo_##OPT##1(&h, mode, g[i], p[i], buf0[i], &buf0[i]);      \
+    m0 = fo_absmax_bits(buf0, nq);
+#endif
+
+#define FO_ONEBUF(OPT, HIGH)                                                                   \
+FO_INLINE void fo_##OPT##_bf16_mode(float* P, const float* G, uint16_t* s0, ptrdiff_t n,       \
+                                    uint32_t base, uint32_t key, const fo_##OPT##_p* hp,       \
+                                    const int mode) {                                          \
+    const fo_##OPT##_p h = *hp;                                                                \
+    ptrdiff_t i = 0;                                                                           \
+    FO_ONEBUF_BF16_VEC(OPT, HIGH)                                                              \
+    FO_ONEBUF_BF16_BASE(OPT, HIGH)                                                             \
+    for (; i < n; i++) {                                                                       \
+        float y;                                                                               \
+        uint32_t r;                                                                            \
+        P[i] = fo_##OPT##1(&h, mode, G[i], P[i], fo_bf2f(s0[i]), &y);                          \
+        r = fo_fmix32((base + (uint32_t)i) ^ key);                                             \
+        s0[i] = fo_bf16_sr(y, HIGH ? r >> 16 : r & 0xffffu);                                   \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+FO_INLINE void fo_##OPT##_int8_mode(float* P, const float* G, uint8_t* cd0, float* ab0,        \
+                                    ptrdiff_t n, const fo_qtab* q, const fo_##OPT##_p* hp,     \
+                                    const int mode, const int po) {                            \
+    const fo_##OPT##_p h = *hp;                                                                \
+    FO_ALIGNED(64) float buf0[FO_QBLOCK];                                                      \
+    ptrdiff_t i, j = 0, nq, qb = 0;                                                            \
+    const float* v0 = q[0].values;                                                             \
+    FO_ONEBUF_VSETUP(OPT)                                                                      \
+    while (j < n) {                                                                            \
+        const float a0 = ab0[qb];                                                              \
+        float* p = P + j;                                                                      \
+        const float* g = G + j;                                                                \
+        const uint8_t* c0 = cd0 + j;                                                           \
+        uint32_t m0 = 0, t;                                                                    \
+        nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
+        i = 0;                                                                                 \
+        FO_ONEBUF_INT8_VEC(OPT)                                                                \
+        FO_ONEBUF_INT8_BASE(OPT)                                                               \
+        for (; i < nq; i++) {                                                                  \
+            float y0;                                                                          \
+            p[i] = fo_##OPT##1(&h, mode, g[i], p[i], v0[c0[i]] * a0, &y0);                     \
+            buf0[i] = y0;                                                                      \
+            t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;                                \
+        }                                                                                      \
+        fo_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po);                                \
+        j += nq;                                                                               \
+        qb += 1;                                                                               \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+static inline void fo_##OPT##_bf16(float* P, const float* G, uint16_t* s0, ptrdiff_t n,               \
+                            uint32_t base, uint32_t key, const fo_##OPT##_p* h, int mode) {    \
+    switch (mode) {                                                                            \
+    case 0: fo_##OPT##_bf16_mode(P, G, s0, n, base, key, h, 0); break;                         \
+    case 1: fo_##OPT##_bf16_mode(P, G, s0, n, base, key, h, 1); break;                         \
+    case 2: fo_##OPT##_bf16_mode(P, G, s0, n, base, key, h, 2); break;                         \
+    default: fo_##OPT##_bf16_mode(P, G, s0, n, base, key, h, 3); break;                        \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+static inline void fo_##OPT##_int8(float* P, const float* G, uint8_t* cd0, float* ab0, ptrdiff_t n,   \
+                            const fo_qtab* q, const fo_##OPT##_p* h, int mode) {               \
+    switch (mode + (q[0].posonly ? 4 : 0)) {                                                   \
+    case 0: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 0, 0); break;                        \
+    case 1: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 1, 0); break;                        \
+    case 2: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 2, 0); break;                        \
+    case 3: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 3, 0); break;                        \
+    case 4: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 0, 1); break;                        \
+    case 5: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 1, 1); break;                        \
+    case 6: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 2, 1); break;                        \
+    default: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 3, 1); break;                       \
+    }                                                                                          \
+}
+
+FO_ONEBUF(rms, 0)
+FO_ONEBUF(sgd, 1)
+
+#endif /* FO_LOWBIT_H */
