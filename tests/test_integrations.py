@@ -510,6 +510,7 @@ def test_fastopt_imports_without_the_integrations_libraries():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
+@pytest.mark.slow  # (seconds: out of the quick loop)
 def test_docs_integration_examples_run(sk, ag, capsys):
     from docs_examples import DOCS, rst_blocks
 
