@@ -138,8 +138,8 @@ class OptimizerSpec:
         kwargs = {**self.example, **overrides}
         if _KERNELS[self.kernel.removesuffix("_step")].step:
             kwargs.setdefault("step", step)
-        if self.kernel == "sgd_step" and not self.state:
-            state = [None]
+        if _KERNELS[self.kernel.removesuffix("_step")].optional and not self.state:
+            state = [None] * len(_KERNELS[self.kernel.removesuffix("_step")].state)
         getattr(impl, self.kernel)(param, grad, *state, **kwargs)
 
     def make(self, params, lr, *, beta: float = 0.9, impl: str = "fused", **options):
