@@ -1,7 +1,7 @@
 """The integrations against the libraries' own optimizers, timed in the same run.
 
-``pytest benchmarks/test_bench_integrations.py --benchmark-only``, or as a script for the README's
-figures (fits alternate between the two, median of ``--repeat``)::
+``pytest benchmarks/test_bench_integrations.py --benchmark-only``, or as a script for the
+figures in docs/guide/integrations.rst (fits alternate between the two, median of ``--repeat``)::
 
     python benchmarks/test_bench_integrations.py --repeat 5 [--quiet 0.9]
 """

@@ -23,7 +23,7 @@ OpenBLAS's workers never use, or hands them to OpenBLAS's own queue
 flag the callback reads.  A library without those entry points is left alone.
 
 Why sharing is not the default: fastopt's own pool already removes the slowdown
-it was for (see the README, "Threads"), and it relies on OpenBLAS internals
+it was for (see the user guide, "Threads and BLAS"), and it relies on OpenBLAS internals
 (``exec_blas_async``, ``blas_num_threads``, ``MAX_THREADS``) that a future
 OpenBLAS may change.
 """
