@@ -197,4 +197,4 @@ def busy(load, slack=LOAD_SLACK):
     shown = ", ".join(f"{value:.2f} {when}" for when, value, _ in readings)
     return (f"the machine is busy: load average {shown} the run, on {load.cores} cores with "
             f"{load.threads} benchmark threads (other work needs more than the "
-            f"{load.cores - load.threads} free cores)")
+            f"{max(load.cores - load.threads, 0)} cores the benchmark leaves free)")
