@@ -29,6 +29,7 @@ from . import data
 from .data.preprocessing import Standardizer
 from .train import schedules, tuning
 from .train.checkpoint import load_checkpoint, save_checkpoint
+from .train.loop import Trainer
 
 # The modules' paths before the layout in folders (fastopt.flat, fastopt.init, ...): the same
 # module objects, so ``import fastopt.init`` and ``from fastopt.checkpoint import ...`` work.
@@ -77,7 +78,7 @@ _blas._init_from_env()
 
 __all__ = [
     "FlatParams", "BatchNorm", "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
-    "Standardizer", "save_checkpoint", "load_checkpoint",
+    "Standardizer", "save_checkpoint", "load_checkpoint", "Trainer",
     "kernels", "reference", "init", "data", "schedules", "tuning", "set_num_threads", "get_num_threads", "num_threads",
     "default_num_threads", "isa", "info", "share_blas_threads", "restore_blas_threads", "__version__",
 ]

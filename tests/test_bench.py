@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_quick_table_and_json(tmp_path):
     out_json = tmp_path / "b.json"
     p = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--quick", "--json",
@@ -93,6 +94,7 @@ def test_bench_quick_table_and_json(tmp_path):
         assert f"warning: {w}" in p.stdout
 
 
+@pytest.mark.slow
 def test_bench_bad_arguments():
     p = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--reps", "x"],
                        capture_output=True, text=True, cwd=ROOT)
@@ -216,6 +218,7 @@ def test_bench_state_bitsandbytes_missing_or_broken(monkeypatch):
     assert "kernel" not in table[1]   # no main-table rows: no main table
 
 
+@pytest.mark.slow
 def test_bench_only_state_cli(tmp_path):
     out_json = tmp_path / "s.json"
     p = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--quick", "--only", "state",
@@ -230,6 +233,7 @@ def test_bench_only_state_cli(tmp_path):
     assert "A list of arrays" not in p.stdout and "Clipping" not in p.stdout
 
 
+@pytest.mark.slow
 def test_bench_only_groups():
     from fastopt.benchmark import suite
     from fastopt.cli import bench

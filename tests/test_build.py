@@ -10,6 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Slow system tests (the compiler): out of the quick loop, pytest -m "not slow".
+pytestmark = pytest.mark.slow
+
 
 def _asan_available():
     cc = shutil.which("gcc")

@@ -3,11 +3,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fastopt
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_info_command_prints_build_facts():
     out = subprocess.run([sys.executable, "-m", "fastopt.cli", "info"], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout
@@ -20,6 +23,7 @@ def test_info_command_prints_build_facts():
     assert "-march=native" not in info["cflags"]
 
 
+@pytest.mark.slow
 def test_info_honours_omp_num_threads():
     import os
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -28,6 +32,7 @@ def test_info_honours_omp_num_threads():
     assert re.search(r"^threads\s+1$", out, re.M)
 
 
+@pytest.mark.slow
 def test_bad_subcommand_exits_2_with_usage():
     p = subprocess.run([sys.executable, "-m", "fastopt.cli", "frobnicate"], capture_output=True,
                        text=True, cwd=ROOT)

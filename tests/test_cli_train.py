@@ -12,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Slow system tests (subprocesses): out of the quick loop, pytest -m "not slow".
+pytestmark = pytest.mark.slow
+
 
 def run(*args, check=True):
     p = subprocess.run([sys.executable, "-m", "fastopt.cli", *args], capture_output=True,

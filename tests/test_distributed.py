@@ -19,6 +19,9 @@ import pytest
 
 import fastopt
 
+# Slow system tests (subprocesses): out of the quick loop, pytest -m "not slow".
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
 

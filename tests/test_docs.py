@@ -77,7 +77,7 @@ def test_readme_sklearn_example_is_float64_and_agrees_with_sklearn_as_quoted(cap
                                     "fastopt.nn.layers", "fastopt.nn.init",
                                     "fastopt.train.schedules", "fastopt.data.minibatch",
                                     "fastopt.train.tuning", "fastopt.data.preprocessing",
-                                    "fastopt.train.checkpoint"])
+                                    "fastopt.train.checkpoint", "fastopt.train.loop"])
 def test_docstring_examples(module):
     import importlib
 
@@ -85,3 +85,17 @@ def test_docstring_examples(module):
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_the_quick_loop_is_documented_and_leaves_out_the_system_tests():
+    import test_cli_train
+    import test_distributed
+    import test_stress
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^markers = \[\s*"slow: ', pyproject, re.M)     # registered
+    addopts = re.search(r'^addopts = "(.*)"$', pyproject, re.M).group(1)
+    assert "-m" not in addopts.split()                  # plain pytest (CI) runs everything
+    assert 'pytest -m "not slow"' in (ROOT / "README.md").read_text()
+    for module in (test_stress, test_distributed, test_cli_train):
+        assert module.pytestmark.name == "slow", module.__name__

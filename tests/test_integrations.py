@@ -510,6 +510,7 @@ def test_fastopt_imports_without_the_integrations_libraries():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
+@pytest.mark.slow  # (seconds: out of the quick loop)
 def test_readme_integration_examples_run(sk, ag, capsys):
     text = (ROOT / "README.md").read_text()
     blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "fastopt.integrations" in b]

@@ -101,6 +101,7 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
         "fastopt.cli", "fastopt.cli.main", "fastopt.optim"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", _modules())
 def test_every_module_imports_alone(module):
     # A fresh interpreter per module: an import cycle fails here whatever was imported first.
@@ -109,6 +110,7 @@ def test_every_module_imports_alone(module):
     assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.slow
 def test_version_option():
     p = subprocess.run([sys.executable, "-m", "fastopt.cli", "--version"], capture_output=True,
                        text=True, cwd=ROOT)
@@ -116,6 +118,7 @@ def test_version_option():
     assert p.stdout.strip() == f"fastopt {fastopt.__version__}"
 
 
+@pytest.mark.slow
 def test_info_imports_only_what_it_prints():
     code = ("import sys; from fastopt.cli import main; main(['info']); "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('fastopt'))))")
@@ -128,6 +131,7 @@ def test_info_imports_only_what_it_prints():
     assert heavy == set()
 
 
+@pytest.mark.slow
 def test_python_m_cli_runs_the_package_main_once():
     # -m fastopt.cli runs cli/__main__.py, which calls fastopt.cli.main: the CLI module itself is
     # imported once, under its own name, never also as __main__.

@@ -244,6 +244,7 @@ def test_dynamic_maps_are_bitsandbytes_maps(signed):
     np.testing.assert_array_equal(m, bf.create_dynamic_map(signed=signed).numpy())
 
 
+@pytest.mark.slow  # (seconds: out of the quick loop)
 @pytest.mark.parametrize("signed", [True, False])
 def test_bucket_rule_is_the_nearest_code(signed, rng):
     """The kernels' one-lookup rule (emulated) = the count of thresholds below x; that count

@@ -232,6 +232,7 @@ def test_gradient_arrays_may_change_between_steps(rng):
 
 # ------------------------------------------------------------------ PyTorch, float64
 
+@pytest.mark.slow  # (seconds: out of the quick loop)
 @pytest.mark.parametrize("name,kwargs,torch_kwargs", [
     ("Adam", dict(lr=1e-2, weight_decay=0.01), dict(lr=1e-2, weight_decay=0.01)),
     ("AdamW", dict(lr=1e-2, weight_decay=0.1), dict(lr=1e-2, weight_decay=0.1)),

@@ -245,3 +245,34 @@ def test_load_state_dict_checks_min_lowbit_size(rng):
     with pytest.raises(ValueError, match="min_lowbit_size=100"):
         other.load_state_dict(opt.state_dict())
     assert other.state_dict()["step"] == before["step"]
+
+
+def test_pickles_from_before_paramset_load_and_continue(rng):
+    # The state an optimizer pickled before ParamSet and the checked options had: the
+    # container in flat/_params/_names/_keys, the options as public attributes.
+    d = {"W": rng.standard_normal(5000).astype(np.float32), "b": np.ones(3, np.float32)}
+    opt = fastopt.AdamW(d, lr=0.01, groups=[{"params": ["b"], "weight_decay": 0.0}],
+                        state_dtype="int8", max_grad_norm=2.0)
+    opt.step({k: np.full(v.shape, 0.5, np.float32) for k, v in d.items()})
+    twin_d = {k: v.copy() for k, v in d.items()}
+    twin = opt.like(twin_d)
+    twin.load_state_dict(opt.state_dict())
+    state = twin.__getstate__()
+    ps = state.pop("_pset")
+    state.update(flat=ps.flat, _params=ps.arrays, _names=ps.names, _keys=ps.keys)
+    del state["_members"]
+    for name in ("impl", "max_grad_norm", "skip_nonfinite", "seed", "state_dtype",
+                 "min_lowbit_size"):
+        state[name] = state.pop("_" + name)
+    state["param_groups"] = [{**g, "params": list(g["params"])} for g in state["param_groups"]]
+    old = fastopt.AdamW.__new__(fastopt.AdamW)
+    old.__setstate__(state)
+    assert old.params.keys == ["W", "b"] and old.params.entry_groups == [0, 1]
+    assert old.max_grad_norm == 2.0 and old.state_dtype == "int8"
+    g = {k: np.full(v.shape, 0.25, np.float32) for k, v in d.items()}
+    opt.step(g)
+    old.step(g)
+    for k in d:
+        np.testing.assert_array_equal(d[k], twin_d[k])
+    with pytest.raises(TypeError, match="cannot change"):
+        old.param_groups[0]["params"].append("b")

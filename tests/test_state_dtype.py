@@ -356,6 +356,7 @@ def test_bad_settings_are_refused(rng):
     assert "state_dtype='int8'" in repr(opt)
 
 
+@pytest.mark.slow  # (seconds: out of the quick loop)
 @pytest.mark.parametrize("sd", LOW)
 def test_training_matches_float32_state(rng, sd):
     """A least-squares problem: low-precision state reaches float32 state's loss."""

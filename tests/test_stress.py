@@ -19,6 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
 
+# Slow system tests (subprocesses): out of the quick loop, pytest -m "not slow".
+pytestmark = pytest.mark.slow
+
 # Variables that would change what a scenario tests; each case sets its own.
 _SCRUBBED = ("OMP_", "GOMP_", "KMP_", "OPENBLAS_NUM_THREADS", "FASTOPT_BLAS_THREADS")
 

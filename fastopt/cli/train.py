@@ -11,15 +11,13 @@ import numpy as np
 
 from ..data.datasets import prepare_data
 from ..optim.registry import SPECS
+from ..train.loop import Trainer
 from .types import (UsageError, arg_type, check_output_path, nonneg_int, positive_float,
                     positive_int, unit_float)
 
 OPTIMIZERS = tuple(SPECS)
 DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_size=64, seed=0,
                 hidden=256, beta=0.9)
-
-
-HISTORY_KEYS = ("epoch", "lr", "loss", "acc", "test_loss", "test_acc", "time", "kernel_time")
 
 
 # Batch norm needs two samples per batch when training.
@@ -45,141 +43,8 @@ def check_train_args(args):
 
 # ------------------------------------------------------------------ the task
 
-def make_optimizer(name, params, lr, *, beta=0.9, impl="fused", **options):
-    """The optimizer ``name`` (see fastopt.optim.SPECS), with ``--beta`` as its momentum/β1/α."""
-    return SPECS[name].make(params, lr, beta=beta, impl=impl, **options)
-
-
-class Run:
-    """One training run: model, optimizer, data, RNG; ``epoch()`` trains one epoch."""
-
-    def __init__(self, *, optimizer, lr, schedule, epochs, batch_size, seed, hidden=256, beta=0.9,
-                 impl="fused", data=None, max_grad_norm=None, distributed=None,
-                 state_dtype="float32"):
-        from ..nn.models import MLP
-        from ..train import schedules
-
-        self.Xtr, self.ytr, self.Xte, self.yte, self.prep_time = data or prepare_data(seed)
-        self.model = MLP((64, hidden, hidden, 10), rng=seed, impl=impl)
-        sched = schedules.by_name(schedule, lr, epochs)
-        self.opt = make_optimizer(optimizer, self.model.params, sched, beta=beta, impl=impl,
-                                  max_grad_norm=max_grad_norm, state_dtype=state_dtype,
-                                  seed=seed)
-        self.dp = None
-        if distributed is not None:
-            # every rank builds the same model and data; the DataParallel takes the optimizer's
-            # place (in sharded mode the full-size optimizer is dropped here)
-            from ..distributed import DataParallel
-
-            self.dp = DataParallel(self.opt, **distributed)
-            self.opt = self.dp
-        self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed + 1)
-        self.epochs_done = 0
-        self.history = []
-
-    def train_epoch(self, progress=None):
-        from ..data import minibatches
-
-        epoch = self.epochs_done + 1
-        self.opt.set_epoch(epoch)
-        model, opt = self.model, self.opt
-        model.kernel_time = 0.0
-        opt_time = 0.0
-        losses, accs, sizes = [], [], []
-        n_batches = math.ceil(len(self.ytr) / self.batch_size)
-        t0 = time.perf_counter()
-        dp = self.dp
-        if dp is not None:
-            from ..distributed import batch_part
-
-            comm_before = dp.timings["communication"]
-        for b, (Xb, yb) in enumerate(minibatches(self.Xtr, self.ytr, batch_size=self.batch_size,
-                                                 rng=self.rng)):
-            if dp is not None:
-                # every rank shuffles alike (same seed): each takes its rows of the global batch
-                if len(yb) // dp.size < 2:  # batch norm needs 2 samples on every rank
-                    continue
-                part = batch_part(len(yb), dp.rank, dp.size)
-                n_global, Xb, yb = len(yb), Xb[part], yb[part]
-            elif len(yb) < 2:  # batch norm needs 2 samples per channel when training
-                continue
-            loss, acc = model.loss_and_grad(Xb, yb)
-            t = time.perf_counter()
-            if dp is not None:
-                opt.step(weight=len(yb) / n_global)   # the sum is the global batch's mean gradient
-            else:
-                opt.step()
-            opt_time += time.perf_counter() - t
-            losses.append(loss)
-            accs.append(acc)
-            sizes.append(len(yb))
-            if progress is not None:
-                progress(epoch, b + 1, n_batches)
-        elapsed = time.perf_counter() - t0
-        sizes = np.asarray(sizes, np.float64)
-        totals = np.array([np.dot(losses, sizes), np.dot(accs, sizes), sizes.sum()])
-        if dp is not None:
-            # the epoch's loss and accuracy over every rank's samples (rank-order sums), and
-            # the batch-norm running statistics averaged, so every rank evaluates one model
-            dp.average_buffers([totals])
-            dp.average_buffers([a for bn in model.bns for a in (bn.running_mean, bn.running_var)])
-        test_loss, test_acc = model.evaluate(self.Xte, self.yte)
-        self.epochs_done = epoch
-        rec = dict(epoch=epoch, lr=opt.lr, loss=float(totals[0] / totals[2]),
-                   acc=float(totals[1] / totals[2]), test_loss=test_loss,
-                   test_acc=test_acc, time=elapsed, kernel_time=model.kernel_time + opt_time)
-        if dp is not None:
-            rec["comm_time"] = dp.timings["communication"] - comm_before
-        self.history.append(rec)
-        return rec
-
-    # -------------------------------------------------------------- checkpoints
-    def save(self, path):
-        if self.dp is not None:
-            from ..distributed import save_checkpoint    # gathered, written by rank 0
-        else:
-            from ..train.checkpoint import save_checkpoint
-
-        save_checkpoint(path, self.model.params, self.opt, epoch=self.epochs_done,
-                        rng_state=self.rng.bit_generator.state, history=self.history,
-                        **{k.replace(".", "__"): v for k, v in self.model.state_dict().items()})
-
-    def resume(self, path):
-        """Continue from a checkpoint of :meth:`save`; all is checked before anything changes."""
-        from ..kernels import _check
-        from ..train.checkpoint import load_checkpoint
-
-        checked = {}
-
-        def check(extras):  # raises ValueError/TypeError/KeyError: load_checkpoint aborts
-            checked["bn"] = self.model.checked_state(
-                {k.replace("__", "."): v for k, v in extras.items() if "__running_" in k})
-            probe = type(self.rng.bit_generator)()
-            probe.state = extras["rng_state"]  # a bad state raises here, not on self.rng
-            checked["rng"] = probe.state
-            checked["epoch"] = _check.integer("epoch", extras["epoch"], 0, _check.C_LLONG_MAX)
-            history = extras.get("history", [])
-            if not (isinstance(history, list) and all(
-                    isinstance(h, dict) and all(isinstance(h.get(k), (int, float))
-                                                for k in HISTORY_KEYS) for h in history)):
-                raise ValueError(f"history must be a list of records with {HISTORY_KEYS}")
-            checked["history"] = history
-
-        # Parameters, optimizer (its epoch and lr included) and the checked extras, or nothing.
-        if self.dp is not None:
-            from ..distributed import load_checkpoint as load_distributed
-
-            # rank 0 reads and checks; every rank then checks the extras it received
-            check(load_distributed(path, self.model.params, self.dp, check=check))
-        else:
-            load_checkpoint(path, self.model.params, self.opt, check=check)
-        for bn, values in checked["bn"]:
-            for k, v in values.items():
-                getattr(bn, k)[...] = v
-        self.rng.bit_generator.state = checked["rng"]
-        self.epochs_done = checked["epoch"]
-        self.history = checked["history"]
+# The training loop is the library's (fastopt.train.Trainer); the CLI parses and prints.
+Run = Trainer
 
 
 def _progress_bar(stream):
@@ -208,17 +73,17 @@ def _cmd_train(args):
             raise UsageError("--plot needs matplotlib: pip install matplotlib "
                              "(or pip install 'fastopt[plot]')") from None
     check_train_args(args)
-    distributed = _distributed_settings(args)
+    strategy = _distributed_strategy(args)
     try:
-        run = Run(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
-                  epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                  hidden=args.hidden, beta=args.beta, impl=args.impl,
-                  max_grad_norm=args.max_grad_norm, distributed=distributed,
-                  state_dtype=args.state_dtype)
+        run = Trainer(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
+                      epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                      hidden=args.hidden, beta=args.beta, impl=args.impl,
+                      max_grad_norm=args.max_grad_norm, state_dtype=args.state_dtype,
+                      strategy=strategy)
     except (ValueError, MemoryError) as e:  # e.g. --hidden too large for this machine
         raise UsageError(f"cannot build the model and optimizer: {type(e).__name__}: {e}") from None
-    dp = run.dp
-    if dp is not None and dp.rank != 0:
+    dp = run.opt if strategy is not None else None
+    if run.strategy.rank != 0:
         sys.stdout = open(os.devnull, "w")      # rank 0 reports for everyone
         args.quiet = True
     if args.resume:
@@ -227,8 +92,8 @@ def _cmd_train(args):
         except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
         print(f"resumed from {args.resume} after epoch {run.epochs_done}")
-    print(f"fastopt {fastopt.__version__} train: UCI digits, {len(run.ytr)} train / "
-          f"{len(run.yte)} held-out samples; MLP 64-{args.hidden}-{args.hidden}-10 with BatchNorm+ReLU "
+    print(f"fastopt {fastopt.__version__} train: UCI digits, {len(run.data[1])} train / "
+          f"{len(run.data[3])} held-out samples; MLP 64-{args.hidden}-{args.hidden}-10 with BatchNorm+ReLU "
           f"({run.model.params.size:,} parameters in one FlatParams)")
     state = run.opt if dp is None else None
     if args.state_dtype != "float32" and state is not None:
@@ -300,7 +165,7 @@ def _cmd_tune(args):
     # Tune on a validation split of the training data: the held-out test set stays unseen.
     Xtr, ytr, _, _, _ = prepare_data(args.seed)
     n_val = len(ytr) // 5
-    data = (Xtr[n_val:], ytr[n_val:], Xtr[:n_val], ytr[:n_val], 0.0)
+    data = (Xtr[n_val:], ytr[n_val:], Xtr[:n_val], ytr[:n_val])
     space = {
         "lr": tuning.log_uniform(1e-4, 1e-1),                 # tier 1
         "beta": tuning.one_minus_log_uniform(0.8, 0.99),      # tier 2
@@ -309,9 +174,9 @@ def _cmd_tune(args):
     }
 
     def objective(p):
-        run = Run(optimizer=args.optimizer, lr=p["lr"], schedule="cosine", epochs=args.epochs,
-                  batch_size=p["batch_size"], seed=args.seed, hidden=p["hidden"],
-                  beta=p["beta"], data=data)
+        run = Trainer(optimizer=args.optimizer, lr=p["lr"], schedule="cosine",
+                      epochs=args.epochs, batch_size=p["batch_size"], seed=args.seed,
+                      hidden=p["hidden"], beta=p["beta"], data=data)
         t = time.perf_counter()
         for _ in range(args.epochs):
             rec = run.train_epoch()
@@ -387,8 +252,8 @@ def add_train(sub):
     p.set_defaults(func=_run_guarded(_cmd_train, p))
 
 
-def _distributed_settings(args):
-    """DataParallel's keyword arguments for ``--distributed``, or None."""
+def _distributed_strategy(args):
+    """The trainer's DataParallelStrategy for ``--distributed``, or None (one process)."""
     if not args.distributed:
         if args.shard_state or args.deterministic:
             raise UsageError("--shard-state and --deterministic need --distributed")
@@ -399,8 +264,10 @@ def _distributed_settings(args):
         require_mpi()
     except ImportError as e:
         raise UsageError(str(e)) from None
-    return dict(shard_state=args.shard_state, deterministic=args.deterministic,
-                timeout=args.timeout)
+    from ..distributed import DataParallelStrategy
+
+    return DataParallelStrategy(shard_state=args.shard_state, deterministic=args.deterministic,
+                                timeout=args.timeout)
 
 
 def add_tune(sub):

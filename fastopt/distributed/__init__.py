@@ -13,13 +13,17 @@ mini-batch (:func:`batch_part`) and calls ``step()``::
 
 Importing this package does not import mpi4py; using it does (an ImportError then says what
 to install).
+
+``fastopt.train.Trainer(..., strategy=DataParallelStrategy(...))`` runs the library's training
+loop this way (what ``fastopt train --distributed`` does).
 """
 
 from .errors import DistributedError, Watchdog, abort_on_exception, raise_collectively
 from .sharding import batch_part, node_threads, shard_bounds, use_node_share
 from .parallel import DataParallel
 from .checkpoint import load_checkpoint, save_checkpoint
+from .training import DataParallelStrategy
 
 __all__ = ["DataParallel", "DistributedError", "batch_part", "shard_bounds", "node_threads", "use_node_share",
            "abort_on_exception", "raise_collectively", "Watchdog", "save_checkpoint",
-           "load_checkpoint"]
+           "load_checkpoint", "DataParallelStrategy"]

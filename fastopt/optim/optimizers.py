@@ -61,6 +61,33 @@ class _Members(list):
         return _Members, (list(self),)
 
 
+def _upgrade_state(state):
+    """A pickled optimizer's state from before ParamSet and the checked options, in place."""
+    ps = ParamSet.__new__(ParamSet)
+    flat, keys = state.pop("flat", None), state.pop("_keys", None)
+    arrays, names = state.pop("_params"), state.pop("_names")
+    kind = "flat" if flat is not None else "dict" if keys is not None else "list"
+    entries = list(flat) if flat is not None else keys if keys is not None else arrays
+    where = {}
+    for k, g in enumerate(state["param_groups"]):
+        for m in g["params"]:
+            where[m if isinstance(m, str) else id(m)] = k
+    entry_groups = [where.get(e if isinstance(e, str) else id(e), 0) for e in entries]
+    fields = dict(_arrays=arrays, names=names, keys=keys, flat=flat, kind=kind,
+                  entries=entries, entry_groups=entry_groups,
+                  param_groups=[dict(g) for g in state["param_groups"]])
+    for k, v in fields.items():
+        object.__setattr__(ps, k, v)
+    state["_pset"] = ps
+    for name in ("impl", "max_grad_norm", "skip_nonfinite", "seed", "state_dtype",
+                 "min_lowbit_size"):
+        if name in state:
+            state["_" + name] = state.pop(name)
+    state["param_groups"] = [{**g, "params": _Members(g["params"])}
+                             for g in state["param_groups"]]
+    state["_members"] = [g["params"] for g in state["param_groups"]]
+
+
 def _same_members(group, members):
     """``group`` (a param_groups entry) still lists ``members`` (arrays, or names)."""
     now = group.get("params") if isinstance(group, Mapping) else None
@@ -989,6 +1016,8 @@ class Optimizer:
 
     def __setstate__(self, state):
         groups = state.pop("_call_index")
+        if "_pset" not in state:
+            _upgrade_state(state)
         self.__dict__.update(state)
         self._lock = threading.Lock()
         ps = self._pset
