@@ -501,7 +501,7 @@ def sklearn_case(dtype="float64", hidden=(1024, 1024), epochs=5, reps=3):
         order = np.random.default_rng(0).permutation(len(y))
         test, train = order[:360], order[360:]
         X = (X / 16.0).astype(dtype)
-        info = {"accuracy": {}}
+        info = {"accuracy": {}, "dtype": dtype}
 
         def fit(name, cls):
             def f():
@@ -618,14 +618,11 @@ def load_step(case, threads):
 
 
 def load_case(name, seconds):
-    """``name`` (one of :data:`LOAD_CASES`) in processes side by side: timed by
-    :func:`fastopt.benchmark.timing.side_by_side`, not in this process (``build`` gives the
-    step of one process, for the pytest-benchmark adapter)."""
-    return LoadCase("load", name, None, _no_build, seconds=seconds)
-
-
-def _no_build(torch):
-    raise TypeError("the under-load cases run in subprocesses: see load_step")
+    """``name`` (one of :data:`LOAD_CASES`) in processes side by side, ``seconds`` of steps
+    each: timed by :func:`fastopt.benchmark.timing.side_by_side`; ``build`` gives the step of
+    one process."""
+    return LoadCase("load", name, None, lambda torch: Workload({"fastopt": load_step(name, None)}),
+                    seconds=seconds)
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ class SklearnRow(Row):
     def from_samples(cls, case, samples, info):
         acc = info["accuracy"]
         return [cls(group=case.group, name=case.name, size=case.size,
-                    dtype=case.name.split()[-1], time=samples["fastopt"].median,
+                    dtype=info["dtype"], time=samples["fastopt"].median,
                     sklearn_time=samples["sklearn"].median, accuracy=acc["fastopt"],
                     sklearn_accuracy=acc["sklearn"])._set_spread(samples)]
 
