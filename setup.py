@@ -13,7 +13,10 @@ beside it (``src/kernels/fo_lowbit.h``).  Cython directives are set here only.
 A kernel written once for several dtypes is a Tempita template
 ``src/kernels/<name>.pyx.tp`` (the templating engine that ships with Cython, as
 scikit-learn's ``.pyx.tp`` files); it is rendered to ``<name>.pyx`` beside it
-(not committed) before Cython runs.
+(not committed) before Cython runs.  Templates see the kernel table
+``fastopt/specs.py`` as ``KERNELS`` (and ``DTYPES``); ``_hyper.pxd.tp`` renders the
+hyperparameter structs the kernel modules cimport from it.  ``src/runtime/_plan.pyx``
+(the multi-tensor plan, ISA-independent) is compiled once, like ``_cpu``.
 
 Environment variables (all optional):
 
@@ -47,6 +50,8 @@ BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "
 
 # The one table of instruction-set levels, read by path: the package is not built yet.
 LEVELS = runpy.run_path(str(HERE / "fastopt" / "runtime" / "levels.py"))["LEVELS"]
+# The one table of optimizer kernels, read by path too: the templates render from it.
+SPECS_PY = HERE / "fastopt" / "specs.py"
 
 
 def _is_x86_64():
@@ -167,14 +172,18 @@ def _numpy_include():
 
 
 def _render_templates(directory):
-    """Render every ``*.pyx.tp`` in ``directory`` to ``*.pyx`` when the template is newer."""
+    """Render every ``*.pyx.tp`` / ``*.pxd.tp`` in ``directory`` (``_optim.pyx.tp`` ->
+    ``_optim.pyx``) when the template or the kernel table is newer than the output."""
     from Cython import Tempita
 
-    for tp in sorted(directory.glob("*.pyx.tp")):
-        out = tp.with_suffix("")  # _optim.pyx.tp -> _optim.pyx
-        if out.exists() and out.stat().st_mtime >= tp.stat().st_mtime:
+    table = runpy.run_path(str(SPECS_PY))
+    for tp in sorted(directory.glob("*.tp")):
+        out = tp.with_suffix("")
+        newest = max(tp.stat().st_mtime, SPECS_PY.stat().st_mtime)
+        if out.exists() and out.stat().st_mtime >= newest:
             continue
-        text = Tempita.sub(tp.read_text(), name=str(tp.relative_to(HERE)))
+        text = Tempita.sub(tp.read_text(), name=str(tp.relative_to(HERE)),
+                           KERNELS=table["KERNELS"], DTYPES=table["DTYPES"])
         header = f"# Generated from {tp.name} by setup.py: edit the template, not this file.\n"
         out.write_text(header + text)
 
@@ -207,8 +216,10 @@ def _extensions():
         # A separate build_dir per level: the generated C embeds the module name.
         exts += cythonize(level_exts, compiler_directives=directives,
                           build_dir=f"build/cython/{level}", include_path=INCLUDE, quiet=True)
-    # Compiled once, for the baseline: CPU probing and the process's one thread pool.
-    runtime = [Extension(f"fastopt.{pyx.stem}", [str(pyx.relative_to(HERE))], include_dirs=INCLUDE)
+    # Compiled once, for the baseline: CPU probing, the process's one thread pool, the plan.
+    runtime = [Extension(f"fastopt.{pyx.stem}", [str(pyx.relative_to(HERE))],
+                         include_dirs=INCLUDE + [_numpy_include()],
+                         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")])
                for pyx in sorted((SRC / "runtime").glob("*.pyx"))]
     exts += cythonize(runtime, compiler_directives=directives, build_dir="build/cython/runtime",
                       include_path=INCLUDE, quiet=True)

@@ -2,8 +2,8 @@
 
 ``pytest benchmarks/test_bench_integrations.py --benchmark-only`` (autograd; scikit-learn's
 MLPClassifier fits are ``fastopt bench``'s sklearn cases, in ``test_bench_cases.py``), or as a
-script for the README's figures (fits alternate between the two, median of ``--repeat``, waiting
-for quiet moments)::
+script for the figures in docs/guide/integrations.rst (fits alternate between the two, median of
+``--repeat``, waiting for quiet moments)::
 
     python benchmarks/test_bench_integrations.py --repeat 5 [--quiet 0.9]
 """

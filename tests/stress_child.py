@@ -11,6 +11,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 import traceback
 
 import numpy as np
@@ -372,4 +373,67 @@ def overlapping_num_threads():
         failures.checked += 1
         if got != expected:
             failures.wrong.append(f"{where}: get_num_threads() = {got}, expected {expected}")
+    failures.exit()
+
+
+def blas_toggling(toggles, matmul_threads=2):
+    """Issue 21: ``share_blas_threads()`` / ``restore_blas_threads()`` called over and over
+    while ``matmul_threads`` Python threads multiply (dgemm, and dsyrk: ``a @ a.T``) and check
+    every product against the one computed before fastopt was imported (``toggles=1``: a single
+    ``share_blas_threads()`` while they multiply).  The old callback switch left OpenBLAS's
+    own workers and the callback's jobs writing the same per-position mailboxes and buffers:
+    a lost job hung NumPy for good."""
+    rng = np.random.default_rng(3)
+    jobs = []
+    for n in THREADED_SIZES:
+        a = rng.standard_normal((n, n))
+        b = rng.standard_normal((n, n))
+        jobs.append(Job(f"dgemm {n}", lambda a=a, b=b: a @ b, RTOL[np.dtype(np.float64)]))
+        jobs.append(Job(f"dsyrk {n}", lambda a=a: a @ a.T, RTOL[np.dtype(np.float64)]))
+    failures = Failures()
+    expected = expected_alone(jobs, failures)
+    stage("products computed before the import")
+    import fastopt
+
+    stop = threading.Event()
+    started = threading.Barrier(matmul_threads + 1)
+
+    def multiply(i):
+        with np.errstate(all="ignore"):
+            try:
+                started.wait(WAIT)
+                k = i
+                while not stop.is_set():
+                    job = jobs[k % len(jobs)]
+                    failures.check(f"thread {i}", job, job.run(), expected[job.name])
+                    k += 1
+            except Exception as exc:  # noqa: BLE001 - reported as a failure
+                failures.error(f"thread {i}", exc)
+
+    threads = [threading.Thread(target=multiply, args=(i,)) for i in range(matmul_threads)]
+    for t in threads:
+        t.start()
+    try:
+        started.wait(WAIT)
+        for k in range(toggles):
+            fastopt.share_blas_threads()
+            time.sleep(0.01)  # pacing only: the multiplying threads run between the switches
+            if toggles > 1:
+                fastopt.restore_blas_threads()
+                time.sleep(0.01)
+            stage(f"toggle {k + 1} of {toggles}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    stage("threads joined")
+    from fastopt.runtime import blas
+
+    calls = blas._calls()  # {library: (calls on fastopt's pool, calls on OpenBLAS's workers)}
+    stage(f"calls {calls}")
+    if blas._loaded_openblas_paths() and not any(shared > 0 for shared, _ in calls.values()):
+        failures.wrong.append("no product ran on fastopt's pool: the test tested nothing")
+    fastopt.restore_blas_threads()
+    for job in jobs:  # NumPy still multiplies right, alone, on OpenBLAS's own threads
+        failures.check("after the toggling", job, job.run(), expected[job.name])
     failures.exit()

@@ -262,11 +262,11 @@ def test_without_mpi4py_the_error_says_what_to_install(tmp_path):
 
 
 @needs_mpi
-def test_readme_example_under_mpiexec(tmp_path):
-    import re
+def test_docs_example_under_mpiexec(tmp_path):
+    # docs/guide/distributed.rst's script (tests/test_docs.py runs the docs' other examples)
+    from docs_examples import DOCS, rst_blocks
 
-    text = (ROOT / "README.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "DataParallel(" in b)
+    block = next(b for b in rst_blocks(DOCS / "guide" / "distributed.rst") if "DataParallel(" in b)
     script = tmp_path / "example.py"
     script.write_text(block)
     # (launch() runs mpi_child.py or a module: tests/fastopt_run_path.py runs the file)

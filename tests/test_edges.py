@@ -1,7 +1,7 @@
 """Kernels against the reference at float32's edges: NaN, +-inf, subnormals, values near 3.4e38.
 
-The kernels and the reference do the same float32 operations in the same order (README,
-"Conventions"), so the optimizer steps agree bit for bit whatever the input, and batch norm's
+The kernels and the reference do the same float32 operations in the same order
+(docs/conventions.rst), so the optimizer steps agree bit for bit whatever the input, and batch norm's
 outputs are NaN and +-inf in the same places.  Every kernel runs on each path: a small array
 (serial loop), and a large one (at least 65,536 elements) on one thread and on two (the
 parallel loop), with the special values at its start, at a block edge and at its end.

@@ -511,14 +511,15 @@ def test_fastopt_imports_without_the_integrations_libraries():
 
 
 @pytest.mark.slow  # (seconds: out of the quick loop)
-def test_readme_integration_examples_run(sk, ag, capsys):
-    text = (ROOT / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "fastopt.integrations" in b]
+def test_docs_integration_examples_run(sk, ag, capsys):
+    from docs_examples import DOCS, rst_blocks
+
+    blocks = [b for b in rst_blocks(DOCS / "guide" / "integrations.rst") if "fastopt.integrations" in b]
     assert len(blocks) >= 2
     for i, block in enumerate(blocks):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            exec(compile(block, f"README.md integrations block {i}", "exec"), {})
+            exec(compile(block, f"docs/guide/integrations.rst block {i}", "exec"), {})
         out = capsys.readouterr().out.split()
         assert float(out[-1]) >= 0.9, f"block {i} printed {out[-1:]}"   # they print an accuracy
 

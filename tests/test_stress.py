@@ -118,3 +118,12 @@ def test_torch_in_the_same_process(blas):
 
 def test_num_threads_overlapping_in_two_threads():
     run_child("overlapping_num_threads()")
+
+
+# ---------------------------------------------------------------------------- 6. BLAS sharing switched
+
+@pytest.mark.parametrize("toggles", [1, 100], ids=["shared-once", "shared-and-restored-100-times"])
+def test_blas_sharing_switched_while_threads_multiply(toggles):
+    # Issue 21: switching OpenBLAS's callback while two threads ran dgemm/dsyrk hung NumPy for
+    # good in every toggling run (and about one single switch in six).
+    run_child(f"blas_toggling({toggles})")

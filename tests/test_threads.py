@@ -228,6 +228,63 @@ def test_limited_blas_threads_sets_and_restores_openblas():
     assert blas_threads() == before
 
 
+def test_limited_blas_threads_overlapping_in_two_threads_and_nested():
+    # The OpenBLAS thread count is one setting: with the old context manager, A's exit put back
+    # the count A had saved while B's block (which had found 1 and saved nothing) was still open.
+    import threading
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastopt.runtime.blas import limited_blas_threads
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("needs an OpenBLAS on two threads or more")
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen, errors = [], []
+
+    def thread_a():
+        with limited_blas_threads(1):
+            a_in.set()
+            assert b_in.wait(30)
+        a_out.set()
+
+    def thread_b():
+        assert a_in.wait(30)
+        with limited_blas_threads(1):
+            b_in.set()
+            assert a_out.wait(30)
+            seen.append(blas_threads())
+        seen.append(blas_threads())
+
+    def guarded(fn):
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
+            a_in.set(), b_in.set(), a_out.set()
+
+    threads = [threading.Thread(target=guarded, args=(f,)) for f in (thread_a, thread_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert seen == [[1] * len(before), before]
+    with limited_blas_threads(2):
+        with limited_blas_threads(1):
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == [min(2, b) for b in before]
+    assert blas_threads() == before
+    for bad, exc in [(0, ValueError), (None, TypeError), (1.5, TypeError), (True, TypeError)]:
+        with pytest.raises(exc, match="n must be"):
+            with limited_blas_threads(bad):
+                pass
+    assert blas_threads() == before
+
+
 def test_train_cli_blas_threads_option():
     from fastopt.cli import build_parser
 
@@ -236,3 +293,157 @@ def test_train_cli_blas_threads_option():
     assert build_parser().parse_args(["tune", "--blas-threads", "2"]).blas_threads == 2
     p = _py("from fastopt.cli import main; main(['train', '--blas-threads', '0'])")
     assert p.returncode == 2 and "--blas-threads" in p.stderr
+
+
+# ---------------------------------------------------------------- issue 21: num_threads objects
+
+def test_one_num_threads_object_entered_again_inside_itself():
+    default = fastopt.get_num_threads()
+    nt, other = fastopt.num_threads(1), fastopt.num_threads(default + 2)
+    with nt:
+        with nt:
+            assert fastopt.get_num_threads() == 1
+            with other:
+                assert fastopt.get_num_threads() == default + 2
+            assert fastopt.get_num_threads() == 1
+        assert fastopt.get_num_threads() == 1
+    assert fastopt.get_num_threads() == default
+    with fastopt.num_threads(3):
+        with fastopt.num_threads(None):  # None inside a block: back to the process setting
+            assert fastopt.get_num_threads() == default
+        assert fastopt.get_num_threads() == 3
+
+
+def test_num_threads_blocks_left_out_of_order_and_unmatched_exit():
+    default = fastopt.get_num_threads()
+    a, b = fastopt.num_threads(1), fastopt.num_threads(default + 1)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)          # an ExitStack may close them in another order
+    assert fastopt.get_num_threads() == default + 1
+    b.__exit__(None, None, None)
+    assert fastopt.get_num_threads() == default
+    with pytest.raises(RuntimeError, match="did not enter it"):
+        a.__exit__(None, None, None)
+    assert fastopt.get_num_threads() == default
+
+
+def test_one_num_threads_object_shared_by_two_threads():
+    # Forced order: A enters, B enters, A leaves (while B is inside), B leaves.  The old object
+    # kept one token: A's exit reset B's token (ValueError) and A kept its override.
+    import threading
+
+    default = fastopt.get_num_threads()
+    shared = fastopt.num_threads(default + 3)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen, errors = [], []
+
+    def look(where, expected):
+        seen.append((where, fastopt.get_num_threads(), expected))
+
+    def thread_a():
+        with shared:
+            a_in.set()
+            assert b_in.wait(30)
+            look("A inside", default + 3)
+        look("A after", default)
+        a_out.set()
+
+    def thread_b():
+        assert a_in.wait(30)
+        with shared:
+            b_in.set()
+            assert a_out.wait(30)
+            look("B inside after A left", default + 3)
+        look("B after", default)
+
+    def guarded(fn):
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
+            a_in.set(), b_in.set(), a_out.set()
+
+    threads = [threading.Thread(target=guarded, args=(f,)) for f in (thread_a, thread_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(seen) == 4
+    assert [(w, got) for w, got, want in seen if got != want] == []
+    assert fastopt.get_num_threads() == default
+
+
+def test_one_num_threads_object_shared_by_asyncio_tasks():
+    import asyncio
+
+    default = fastopt.get_num_threads()
+    shared = fastopt.num_threads(default + 2)
+
+    async def task(name, first, then):
+        await first.wait()
+        with shared:
+            then.set()
+            await asyncio.sleep(0)
+            inside = fastopt.get_num_threads()
+            await asyncio.sleep(0.01 if name == "a" else 0.03)
+        return name, inside, fastopt.get_num_threads()
+
+    async def main():
+        go, a_in, b_in = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        go.set()
+        results = await asyncio.gather(task("a", go, a_in), task("b", a_in, b_in))
+        return results, fastopt.get_num_threads()
+
+    results, after = asyncio.run(main())
+    assert results == [("a", default + 2, default), ("b", default + 2, default)]
+    assert after == default
+
+
+# ---------------------------------------------------------------- issue 21: CPU affinity
+
+_AFFINITY = """
+import os, threading, numpy as np
+
+def masks():
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/status") as f:
+                out[tid] = [l.split(":")[1].strip() for l in f if l.startswith("Cpus_allowed_list")][0]
+        except OSError:
+            pass
+    return sorted(set(out.values()))
+
+before = sorted(os.sched_getaffinity(0))
+import fastopt
+after_import = sorted(os.sched_getaffinity(0))
+p, g = np.ones(1 << 20, np.float32), np.ones(1 << 20, np.float32)
+opt = fastopt.Adam([p], lr=0.1)
+with fastopt.num_threads(2):
+    opt.step([g])
+after_step = sorted(os.sched_getaffinity(0))
+seen = []
+t = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))
+t.start(); t.join()
+print(before == after_import == after_step == seen[0], len(masks()), before, after_import,
+      after_step, seen[0], masks())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and at least two CPUs")
+@pytest.mark.parametrize("name, value", [("OMP_PROC_BIND", "true"), ("OMP_PLACES", "cores"),
+                                         ("GOMP_CPU_AFFINITY", "the first two CPUs")])
+def test_import_and_step_keep_the_cpu_affinity(name, value):
+    # Issue 21: libgomp (linked by the kernel modules) bound the importing thread to the first
+    # OpenMP place when one of these was set: every later thread ran on one CPU.
+    if name == "GOMP_CPU_AFFINITY":
+        value = " ".join(str(c) for c in sorted(os.sched_getaffinity(0))[:2])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_"))}
+    env[name] = value
+    p = subprocess.run([sys.executable, "-c", _AFFINITY], capture_output=True, text=True,
+                       cwd=ROOT, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[:2] == ["True", "1"], p.stdout

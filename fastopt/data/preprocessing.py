@@ -43,8 +43,10 @@ class Standardizer:
     Attributes
     ----------
     mean_ : ndarray of float64, (n_features,)
-    std_ : ndarray of float64, (n_features,)   the biased standard deviation (ddof = 0)
-    scale_ : ndarray of float64, (n_features,) what transform divides by: std_, or 1 where std_ == 0
+    std_ : ndarray of float64, (n_features,)
+        The biased standard deviation (ddof = 0).
+    scale_ : ndarray of float64, (n_features,)
+        What transform divides by: ``std_``, or 1 where ``std_ == 0``.
     n_features_in_ : int
 
     Examples
@@ -117,7 +119,7 @@ class Standardizer:
         return out
 
     def transform(self, X: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
-        """(X - mean_) / scale_ as float32; ``out=X`` works in place (X float32 C-contiguous)."""
+        """``(X - mean_) / scale_`` as float32; ``out=X`` works in place (X float32 C-contiguous)."""
         f = getattr(self, "n_features_in_", 0)
         return self._apply(X, out, getattr(self, "mean_", None), 1.0 / getattr(self, "scale_", 1.0),
                            np.zeros(f), "transform")
@@ -128,7 +130,7 @@ class Standardizer:
 
     def inverse_transform(self, X: np.ndarray, *,
                           out: np.ndarray | None = None) -> np.ndarray:
-        """X · scale_ + mean_: undo :meth:`transform`."""
+        """``X * scale_ + mean_``: undo :meth:`transform`."""
         f = getattr(self, "n_features_in_", 0)
         return self._apply(X, out, np.zeros(f), getattr(self, "scale_", None),
                            getattr(self, "mean_", None), "inverse_transform")

@@ -291,7 +291,7 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     (per-channel coefficients computed in double, rounded once to x's dtype).
     With ``training=False`` (the statistics were constants) :math:`dx = k_1\,dy`:
     x does not enter, so an infinite or NaN x gives a finite dx.  The
-    reference computes the same way (see README, "Conventions").
+    reference computes the same way (see the documentation, "Conventions").
 
     Parameters
     ----------

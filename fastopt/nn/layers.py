@@ -28,7 +28,7 @@ class BatchNorm:
     ----------
     num_features : int
         C, the number of channels.  Inputs ``x`` (and gradients ``dy``) are C-contiguous
-        float32 arrays of shape (N, C) or (N, C, *spatial).
+        float32 arrays of shape ``(N, C)`` or ``(N, C, *spatial)``.
     eps : float, default 1e-5
         Added to the variance (PyTorch's default; the seed suggests 1e-8).
     momentum : float in [0, 1], default 0.1

@@ -33,7 +33,7 @@ def softmax_cross_entropy(logits, labels):
 
 
 class MLP:
-    """``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` classifier; see the module docstring.
+    """The demo classifier, layer sizes ``sizes[0]`` to ``sizes[-1]``; see the module docstring.
 
     Parameters
     ----------

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..kernels import _check
 from .. import reference as _reference
-from ..runtime.dispatch import ext
+from .._plan import MultiTensor
 from ..runtime.threads import get_num_threads
 from ._keywords import checked_keywords
 from .registry import MULTI_ARGS, run_multi
@@ -99,7 +99,7 @@ def _run(kernel, params, grads, states, impl, **hyper):
     for ix in groups_by_dtype:
         rows = [[params[i] for i in ix], [grads[i] for i in ix]]
         rows += [[b[i] for i in ix] for b in states.values()]
-        mt = ext._optim.MultiTensor(rows, [])   # aliasing is checked above
+        mt = MultiTensor(rows, [])   # aliasing is checked above
         mt.set_grads(rows[1])
         run_multi(kernel + "_step", mt, groups, step, 1.0, nt)
 

@@ -3,8 +3,12 @@
 Every optimizer fastopt has is one :class:`OptimizerSpec` in :data:`SPECS`.  The optimizer
 classes take their state buffer names from it, ``fastopt train`` its ``--optimizer`` choices
 and how ``--beta`` maps to each, the benchmark its rows (bytes moved, the PyTorch twin), and
-the tests their kernel-against-reference list.  Adding an optimizer means adding a kernel
-pair (``fastopt.kernels`` / ``fastopt.reference``), a class, and one entry here.
+the tests their kernel-against-reference list.  What a kernel is (its hyperparameters and
+their order, its state buffers, which of them are never negative) is not repeated here: it
+comes from the kernel table :data:`fastopt.specs.KERNELS`, which the build renders the
+compiled kernels' structs and drivers from.  Adding an optimizer on a new kernel means a row
+of that table, its update rule in ``src/kernels/_optim.pyx.tp``, the wrapper and twin
+(``fastopt.kernels`` / ``fastopt.reference``), a class, and one entry here.
 """
 
 from dataclasses import dataclass, field
@@ -13,15 +17,13 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import kernels, reference
+from ..specs import BY_NAME as _KERNELS
 
 __all__ = ["OptimizerSpec", "SPECS", "MULTI_ARGS", "run_multi", "run_lowbit"]
 
 #: The order in which each compiled ``*_multi`` call takes one group's hyperparameters
-#: (the kernels' keyword arguments).
-MULTI_ARGS = {"sgd_step": ("lr", "momentum", "dampening", "nesterov", "weight_decay"),
-              "rmsprop_step": ("lr", "alpha", "eps", "eps_inside_sqrt", "weight_decay"),
-              "adam_step": ("lr", "beta1", "beta2", "eps", "weight_decay",
-                            "decoupled_weight_decay")}
+#: (the kernels' keyword arguments): :data:`fastopt.specs.KERNELS`' order.
+MULTI_ARGS = {f"{k.name}_step": k.hyper_names for k in _KERNELS.values()}
 
 
 def run_multi(kernel, mt, groups, step, gscale, n_threads):
@@ -31,7 +33,7 @@ def run_multi(kernel, mt, groups, step, gscale, n_threads):
     from ..runtime.dispatch import ext
 
     run = getattr(ext._optim, kernel.replace("_step", "_multi"))
-    if kernel == "adam_step":
+    if _KERNELS[kernel.removesuffix("_step")].step:
         run(mt, groups, step, gscale, n_threads)
     else:
         run(mt, groups, gscale, n_threads)
@@ -134,7 +136,7 @@ class OptimizerSpec:
         """One kernel step with :attr:`example`'s arguments (``impl``: ``fastopt.kernels`` or
         ``fastopt.reference``); ``overrides`` replace some of them."""
         kwargs = {**self.example, **overrides}
-        if self.kernel == "adam_step":
+        if _KERNELS[self.kernel.removesuffix("_step")].step:
             kwargs.setdefault("step", step)
         if self.kernel == "sgd_step" and not self.state:
             state = [None]
@@ -163,23 +165,27 @@ class OptimizerSpec:
         return getattr(torch.optim, cls)(tps, **kwargs)
 
 
+def _spec(name, optimizer, kernel, **options):
+    """An optimizer on the kernel ``kernel`` of :data:`fastopt.specs.KERNELS`, which gives its
+    state buffers, which of them are never negative, and its passes (param read and written,
+    grad read, each state buffer read and written)."""
+    k = _KERNELS[kernel]
+    return OptimizerSpec(name, optimizer, f"{kernel}_step", k.state_names, 3 + 2 * len(k.state),
+                         nonnegative=tuple(b.name for b in k.state if b.nonnegative), **options)
+
+
 #: Every optimizer, by name.
 SPECS: dict[str, OptimizerSpec] = {s.name: s for s in (
-    OptimizerSpec("sgd", "SGD", "sgd_step", ("momentum_buf",), 5,
-                  example=dict(lr=1e-3, momentum=0.9),
-                  torch=("SGD", dict(lr=1e-3, momentum=0.9, fused=True)), beta="momentum",
-                  label="sgd-momentum"),
-    OptimizerSpec("momentum", "Momentum", "sgd_step", ("momentum_buf",), 5,
-                  example=dict(lr=1e-3, momentum=0.9, dampening=0.9), beta="beta"),
-    OptimizerSpec("rmsprop", "RMSprop", "rmsprop_step", ("square_avg",), 5,
-                  example=dict(lr=1e-3, alpha=0.99, eps_inside_sqrt=False),
-                  torch=("RMSprop", dict(lr=1e-3, alpha=0.99)), beta="alpha",
-                  nonnegative=("square_avg",)),
-    OptimizerSpec("adam", "Adam", "adam_step", ("exp_avg", "exp_avg_sq"), 7,
-                  example=dict(lr=1e-3), torch=("Adam", dict(lr=1e-3, fused=True)), beta="betas",
-                  nonnegative=("exp_avg_sq",)),
-    OptimizerSpec("adamw", "AdamW", "adam_step", ("exp_avg", "exp_avg_sq"), 7,
-                  example=dict(lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
-                  torch=("AdamW", dict(lr=1e-3, weight_decay=1e-2, fused=True)), beta="betas",
-                  nonnegative=("exp_avg_sq",)),
+    _spec("sgd", "SGD", "sgd", example=dict(lr=1e-3, momentum=0.9),
+          torch=("SGD", dict(lr=1e-3, momentum=0.9, fused=True)), beta="momentum",
+          label="sgd-momentum"),
+    _spec("momentum", "Momentum", "sgd", example=dict(lr=1e-3, momentum=0.9, dampening=0.9),
+          beta="beta"),
+    _spec("rmsprop", "RMSprop", "rmsprop", example=dict(lr=1e-3, alpha=0.99, eps_inside_sqrt=False),
+          torch=("RMSprop", dict(lr=1e-3, alpha=0.99)), beta="alpha"),
+    _spec("adam", "Adam", "adam", example=dict(lr=1e-3),
+          torch=("Adam", dict(lr=1e-3, fused=True)), beta="betas"),
+    _spec("adamw", "AdamW", "adam",
+          example=dict(lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
+          torch=("AdamW", dict(lr=1e-3, weight_decay=1e-2, fused=True)), beta="betas"),
 )}

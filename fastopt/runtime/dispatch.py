@@ -11,6 +11,7 @@ The loaded modules are the attributes of :data:`ext` (``ext._optim``, ...).
 ``set_isa`` swaps them; the tests use it to check every level.
 """
 
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -26,6 +27,31 @@ ext = types.SimpleNamespace(level=None)
 def _module_names(level="baseline"):
     pkg = importlib.import_module(f"fastopt._ext.{level}")
     return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg)
+
+
+@contextlib.contextmanager
+def _affinity_kept():
+    """Give the calling thread back the CPUs it may run on when the block ends.
+
+    The kernel modules link GNU libgomp (for ``omp_get_max_threads``), whose start-up binds
+    the thread that loads it to the first OpenMP place when ``OMP_PROC_BIND``,
+    ``OMP_PLACES`` or ``GOMP_CPU_AFFINITY`` is set: the whole process, every thread started
+    afterwards (NumPy's BLAS, fastopt's pool) included, would run on one CPU.  fastopt runs
+    no OpenMP region, so nothing relies on that binding.
+    """
+    try:
+        before = os.sched_getaffinity(0)
+    except (AttributeError, OSError):  # not Linux
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            if os.sched_getaffinity(0) != before:
+                os.sched_setaffinity(0, before)
+        except OSError:
+            pass
 
 
 def built_levels():
@@ -56,8 +82,9 @@ def set_isa(level=None):
     if level not in _cpu.supported_levels():
         raise ValueError(f"this CPU does not support instruction-set level {level!r} "
                          f"(supported: {', '.join(_cpu.supported_levels())})")
-    modules = {name: importlib.import_module(f"fastopt._ext.{level}.{name}")
-               for name in _module_names(level)}
+    with _affinity_kept():
+        modules = {name: importlib.import_module(f"fastopt._ext.{level}.{name}")
+                   for name in _module_names(level)}
     for name, mod in modules.items():
         setattr(ext, name, mod)
     ext.level = level

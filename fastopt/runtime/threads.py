@@ -23,7 +23,10 @@ import os
 from .dispatch import ext
 
 _explicit = None
-_local = contextvars.ContextVar("fastopt_num_threads", default=None)
+# The ``with num_threads(n)`` blocks open in this thread or asyncio task, innermost last, as
+# (the num_threads object, n) pairs.  Not Token objects: a Token belongs to one entry in one
+# context, so one object entered twice, or by two threads or tasks, could not be left.
+_local = contextvars.ContextVar("fastopt_num_threads", default=())
 
 #: Upper bound for an explicit thread count (the pool's own limit, plus the caller).
 MAX_THREADS = 1024
@@ -111,9 +114,9 @@ def default_num_threads():
 
 def get_num_threads():
     """Threads a large kernel call from this thread will use (small arrays run on one)."""
-    n = _local.get()
-    if n is not None:
-        return n
+    entries = _local.get()
+    if entries and entries[-1][1] is not None:
+        return entries[-1][1]
     if _explicit is not None:
         return _explicit
     return default_num_threads()
@@ -121,16 +124,28 @@ def get_num_threads():
 
 class num_threads:
     """``with fastopt.num_threads(n): ...``: ``n`` threads for kernel calls made by this
-    thread (or asyncio task) inside the block; other threads are not affected."""
+    thread (or asyncio task) inside the block; other threads are not affected.
+
+    ``n=None`` inside an outer block goes back to the process-wide setting.  One object may
+    be entered again inside its own block, and by several threads or tasks at once: each
+    entry is recorded in the calling thread's (or task's) context and each exit removes that
+    context's latest entry of this object, so every thread sees its own blocks only.
+    """
 
     def __init__(self, n):
         self._n = None if n is None else _count(n)
-        self._token = None
 
     def __enter__(self):
-        self._token = _local.set(self._n)
+        _local.set(_local.get() + ((self, self._n),))
         return self
 
     def __exit__(self, *exc):
-        _local.reset(self._token)
-        return False
+        entries = _local.get()
+        for i in range(len(entries) - 1, -1, -1):
+            if entries[i][0] is self:
+                _local.set(entries[:i] + entries[i + 1:])
+                return False
+        raise RuntimeError("num_threads block left in a thread or task that did not enter it")
+
+    def __repr__(self):
+        return f"fastopt.num_threads({self._n!r})"

@@ -43,7 +43,13 @@ static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthrea
     (void)nthreads;
     for (t = 0; t < ntasks; t++) fn(ctx, t);
 }
-static void fo_blas_install(size_t setter_address, int on) { (void)setter_address; (void)on; }
+static int fo_blas_register(size_t setter, size_t exec_async, size_t exec_wait, size_t num_threads,
+                            int max_cpu) {
+    (void)setter; (void)exec_async; (void)exec_wait; (void)num_threads; (void)max_cpu;
+    return -1;
+}
+static void fo_blas_set_shared(int k, int on) { (void)k; (void)on; }
+static unsigned long long fo_blas_calls(int k, int shared) { (void)k; (void)shared; return 0; }
 #else
 
 #include <stdlib.h>
@@ -291,67 +297,132 @@ static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthrea
 /* ------------------------------------------------------------------ OpenBLAS jobs (opt-in)
  *
  * OpenBLAS (>= 0.3.27) can hand its parallel jobs to a caller's function
- * (openblas_set_threads_callback_function).  Its jobs may wait on each other (threaded
- * GEMM), so all of them must run at once: gang mode, one pool thread per job.  Callers
- * are serialized by the pool's master lock: OpenBLAS's callback path keeps one work buffer
- * per job position (blas_thread_buffer[position]) shared by every caller, which its own
- * pool serializes and a callback must too (two Python threads multiplying at once got
- * wrong products without it).
+ * (openblas_set_threads_callback_function).  OpenBLAS then calls dojob(cpu, &queue[i], data)
+ * for each job i, and dojob (its exec_threads) uses two per-`cpu` globals: the mailbox
+ * thread_status[cpu] (set to 1 while the job runs, 0 after) and the work buffer
+ * blas_thread_buffer[cpu].  OpenBLAS's own workers use the same globals: worker k (k <
+ * blas_num_threads - 1) waits on mailbox k and packs into buffer k.
+ *
+ * Why the callback is never removed: exec_blas reads the callback pointer once per call, with
+ * no lock.  Switching the pointer while other threads multiply leaves calls of both kinds in
+ * flight, and a callback job given cpu = k erases mailbox k of a native job waiting there
+ * (the worker never runs it; the GEMM's other positions wait for it for ever: NumPy hung)
+ * or shares buffer k with it (a wrong product).  Nothing outside OpenBLAS can see when no
+ * native job is in flight, so no switch of the pointer is safe.  Instead the pointer is set
+ * once, to a callback that never touches a native worker's mailbox or buffer, and sharing
+ * is a flag the callback reads:
+ *  - native (after restore, and for a library never shared): the callback does what
+ *    OpenBLAS's exec_blas does without a callback.  exec_blas_async(1, &queue[1]) queues jobs
+ *    1.. on OpenBLAS's own workers (its lock, its free-mailbox search), the caller runs job 0
+ *    with cpu = MAX_CPU_NUMBER - 1 (a mailbox no worker has, since there are at most
+ *    MAX_CPU_NUMBER - 1 workers; job 0 brings its own buffers), exec_blas_async_wait waits.
+ *  - shared: the jobs run on fastopt's pool, all at once (gang mode: GEMM jobs wait on each
+ *    other), with cpu = MAX_CPU_NUMBER - 2 - i: above every native worker's index (checked
+ *    at each call against blas_num_threads; when there is no room the call runs natively).
+ *    Shared calls are serialized by the pool's master lock, as they share those slots.
+ * Either way a job runs the same routine on the same partition: the same bits.
  */
 typedef void (*fo_dojob_t)(int thread_num, void *jobdata, int dojob_data);
 typedef void (*fo_blas_cb_t)(int sync, fo_dojob_t dojob, int numjobs, size_t elsize,
                              void *jobdata, int dojob_data);
 typedef void (*fo_blas_setter_t)(fo_blas_cb_t callback);
+typedef int (*fo_blas_async_t)(long pos, void *queue);      /* exec_blas_async(BLASLONG, ...) */
+typedef int (*fo_blas_wait_t)(long num, void *queue);       /* exec_blas_async_wait */
 
-typedef struct { fo_dojob_t dojob; char *data; size_t elsize; int dojob_data; } fo_blas_job_t;
+#define FO_BLAS_MAX_LIBS 8
+
+typedef struct {
+    fo_blas_async_t exec_async;
+    fo_blas_wait_t exec_wait;
+    const int *num_threads;      /* the library's blas_num_threads (workers + 1) */
+    int max_cpu;                 /* its MAX_CPU_NUMBER (the size of its per-cpu arrays) */
+    _Atomic int shared;          /* 1: run its jobs on fastopt's pool */
+    _Atomic uint64_t calls_shared, calls_native;   /* for tests */
+} fo_blas_lib_t;
+
+static fo_blas_lib_t fo_blas_libs[FO_BLAS_MAX_LIBS];
+static int fo_blas_nlibs = 0;   /* under the GIL */
+
+typedef struct { fo_dojob_t dojob; char *data; size_t elsize; int dojob_data; int top; } fo_blas_job_t;
+
+/* x86: a job must not leave its MXCSR behind in the thread that ran it (OpenBLAS builds with
+ * CONSISTENT_FPCSR load one from the job, which the callback path never fills in). */
+#if defined(__x86_64__) || defined(__i386__)
+#define FO_SAVE_FPCSR unsigned int fo_csr = _mm_getcsr()
+#define FO_RESTORE_FPCSR _mm_setcsr(fo_csr)
+#else
+#define FO_SAVE_FPCSR
+#define FO_RESTORE_FPCSR
+#endif
 
 static void fo_blas_task(void *ctx, Py_ssize_t i) {
     fo_blas_job_t *j = (fo_blas_job_t *)ctx;
-    j->dojob((int)i, j->data + (size_t)i * j->elsize, j->dojob_data);
+    FO_SAVE_FPCSR;
+    j->dojob(j->top - (int)i, j->data + (size_t)i * j->elsize, j->dojob_data);
+    FO_RESTORE_FPCSR;
 }
 
-typedef struct { fo_blas_job_t *job; int i; } fo_blas_arg_t;
-
-static void *fo_blas_thread_main(void *arg) {
-    fo_blas_arg_t *a = (fo_blas_arg_t *)arg;
-    fo_blas_task(a->job, a->i);
-    return NULL;
-}
-
-static void fo_blas_callback(int sync, fo_dojob_t dojob, int numjobs, size_t elsize,
-                             void *jobdata, int dojob_data) {
+static void fo_blas_run(fo_blas_lib_t *lib, int sync, fo_dojob_t dojob, int numjobs, size_t elsize,
+                        void *jobdata, int dojob_data) {
     fo_blas_job_t job;
-    pthread_t *tids;
-    fo_blas_arg_t *args;
-    int *started;
-    int i;
+    char *queue = (char *)jobdata;
     (void)sync;
     if (numjobs <= 0) return;
-    job.dojob = dojob; job.data = (char *)jobdata; job.elsize = elsize; job.dojob_data = dojob_data;
-    if (numjobs == 1) { fo_blas_task(&job, 0); return; }
-    if (fo_run_job(fo_blas_task, &job, numjobs, numjobs, 1) == 0) return;
-    /* The pool could not start enough workers: one new thread per job, callers serialized. */
-    tids = (pthread_t *)malloc(sizeof(pthread_t) * (size_t)numjobs);
-    args = (fo_blas_arg_t *)malloc(sizeof(fo_blas_arg_t) * (size_t)numjobs);
-    started = (int *)calloc((size_t)numjobs, sizeof(int));
-    pthread_mutex_lock(&fo_pool.master);
-    for (i = 1; i < numjobs; i++) {
-        if (!tids || !args || !started) break;
-        args[i].job = &job; args[i].i = i;
-        started[i] = pthread_create(&tids[i], NULL, fo_blas_thread_main, &args[i]) == 0;
+    job.dojob = dojob; job.data = queue; job.elsize = elsize; job.dojob_data = dojob_data;
+    if (atomic_load(&lib->shared) && numjobs > 1
+            && lib->max_cpu - 1 - numjobs >= *lib->num_threads - 1) {
+        job.top = lib->max_cpu - 2;
+        if (fo_run_job(fo_blas_task, &job, numjobs, numjobs, 1) == 0) {
+            atomic_fetch_add_explicit(&lib->calls_shared, 1, memory_order_relaxed);
+            return;
+        }
     }
+    /* OpenBLAS's own path (exec_blas without a callback). */
+    atomic_fetch_add_explicit(&lib->calls_native, 1, memory_order_relaxed);
+    job.top = lib->max_cpu - 1;
+    if (numjobs > 1) lib->exec_async(1, queue + elsize);
     fo_blas_task(&job, 0);
-    for (i = 1; i < numjobs; i++) {
-        if (started && started[i]) pthread_join(tids[i], NULL);
-        else fo_blas_task(&job, i);   /* no thread could be had: best effort */
-    }
-    pthread_mutex_unlock(&fo_pool.master);
-    free(tids); free(args); free(started);
+    if (numjobs > 1) lib->exec_wait(numjobs - 1, queue + elsize);
 }
 
-static void fo_blas_install(size_t setter_address, int on) {
-    fo_blas_setter_t setter = (fo_blas_setter_t)setter_address;
-    setter(on ? fo_blas_callback : (fo_blas_cb_t)0);
+/* One callback per library slot (the callback is not told which library calls it). */
+#define FO_BLAS_CB(k) \
+    static void fo_blas_cb##k(int sync, fo_dojob_t dojob, int numjobs, size_t elsize, \
+                              void *jobdata, int dojob_data) { \
+        fo_blas_run(&fo_blas_libs[k], sync, dojob, numjobs, elsize, jobdata, dojob_data); \
+    }
+FO_BLAS_CB(0) FO_BLAS_CB(1) FO_BLAS_CB(2) FO_BLAS_CB(3)
+FO_BLAS_CB(4) FO_BLAS_CB(5) FO_BLAS_CB(6) FO_BLAS_CB(7)
+static const fo_blas_cb_t fo_blas_cbs[FO_BLAS_MAX_LIBS] = {
+    fo_blas_cb0, fo_blas_cb1, fo_blas_cb2, fo_blas_cb3,
+    fo_blas_cb4, fo_blas_cb5, fo_blas_cb6, fo_blas_cb7};
+
+/* Take over one library's jobs, for good, in native mode (the addresses come from the
+ * library itself).  Returns its slot, or -1 when every slot is taken. */
+static int fo_blas_register(size_t setter, size_t exec_async, size_t exec_wait,
+                            size_t num_threads, int max_cpu) {
+    int k = fo_blas_nlibs;
+    if (k >= FO_BLAS_MAX_LIBS) return -1;
+    fo_blas_libs[k].exec_async = (fo_blas_async_t)exec_async;
+    fo_blas_libs[k].exec_wait = (fo_blas_wait_t)exec_wait;
+    fo_blas_libs[k].num_threads = (const int *)num_threads;
+    fo_blas_libs[k].max_cpu = max_cpu;
+    atomic_store(&fo_blas_libs[k].shared, 0);
+    fo_blas_nlibs = k + 1;
+    atomic_thread_fence(memory_order_release);   /* the slot is complete before OpenBLAS sees it */
+    ((fo_blas_setter_t)setter)(fo_blas_cbs[k]);
+    return k;
+}
+
+static void fo_blas_set_shared(int k, int on) {
+    if (k >= 0 && k < fo_blas_nlibs) atomic_store(&fo_blas_libs[k].shared, on ? 1 : 0);
+}
+
+/* Calls of library k run on fastopt's pool (shared = 1) or on OpenBLAS's workers (0). */
+static unsigned long long fo_blas_calls(int k, int shared) {
+    if (k < 0 || k >= fo_blas_nlibs) return 0;
+    return shared ? atomic_load(&fo_blas_libs[k].calls_shared)
+                  : atomic_load(&fo_blas_libs[k].calls_native);
 }
 
 #endif /* pthreads */

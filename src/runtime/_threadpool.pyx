@@ -17,7 +17,10 @@ cdef extern from "fo_threadpool.h":
     fo_pool_t fo_pool
     void fo_pool_init(long spin_ns) noexcept nogil
     void fo_run_tasks(fo_task_fn fn, void* ctx, Py_ssize_t ntasks, int nthreads) noexcept nogil
-    void fo_blas_install(size_t setter_address, int on) noexcept nogil
+    int fo_blas_register(size_t setter, size_t exec_async, size_t exec_wait, size_t num_threads,
+                         int max_cpu) noexcept nogil
+    void fo_blas_set_shared(int k, int on) noexcept nogil
+    unsigned long long fo_blas_calls(int k, int shared) noexcept nogil
 
 import os as _os
 
@@ -48,6 +51,25 @@ def stats():
                 forks=fo_pool.forks, spin_us=fo_pool.spin_ns / 1000.0)
 
 
-def set_blas_callback(size_t setter_address, bint on):
-    """Install (on) or remove the callback that runs an OpenBLAS's jobs on this pool."""
-    fo_blas_install(setter_address, on)
+def blas_register(size_t setter, size_t exec_async, size_t exec_wait, size_t num_threads,
+                  int max_cpu):
+    """Install, for good, the callback that runs one OpenBLAS's parallel jobs (see
+    ``fo_threadpool.h``), in native mode.  The arguments are addresses in that library:
+    ``openblas_set_threads_callback_function``, ``exec_blas_async``, ``exec_blas_async_wait``,
+    ``blas_num_threads``, and its ``MAX_CPU_NUMBER``.  Returns the library's slot, or -1 when
+    the callback cannot be installed (no free slot, or no threads here)."""
+    if max_cpu < 2:
+        raise ValueError(f"max_cpu must be >= 2, got {max_cpu}")
+    if not (setter and exec_async and exec_wait and num_threads):
+        raise ValueError("every address must be non-zero")
+    return fo_blas_register(setter, exec_async, exec_wait, num_threads, max_cpu)
+
+
+def blas_set_shared(int slot, bint on):
+    """Run the jobs of the library in ``slot`` on this pool (on) or on its own workers (off)."""
+    fo_blas_set_shared(slot, on)
+
+
+def blas_calls(int slot):
+    """(calls run on this pool, calls run on OpenBLAS's own workers) of the library in ``slot``."""
+    return fo_blas_calls(slot, 1), fo_blas_calls(slot, 0)

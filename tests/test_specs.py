@@ -1,0 +1,101 @@
+"""The kernel table (``fastopt/specs.py``) against what it describes.
+
+The table is the one home of each kernel's hyperparameters, rules, defaults and state
+buffers: checked here against the wrappers' and the twins' signatures, the argument checks,
+the compiled entry points and the optimizer registry derived from it.
+"""
+
+import inspect
+
+import pytest
+
+from fastopt import kernels, reference, specs
+from fastopt.kernels import _check
+from fastopt.optim import SPECS
+from fastopt.optim.registry import MULTI_ARGS
+from fastopt.runtime.dispatch import ext
+
+KERNELS = {k.name: k for k in specs.KERNELS}
+NAMES = sorted(KERNELS)
+
+# the rules the table may name: (values that pass, values refused with ValueError)
+RULES = {">=0": ([0.0, 2.5], [-1e-3]),
+         ">0": ([1e-3], [0.0, -1.0]),
+         "[0,1)": ([0.0, 0.5], [1.0, -0.1]),
+         "[0,1]": ([0.0, 1.0], [1.5, -0.1])}
+
+
+@pytest.mark.parametrize("impl", [kernels, reference], ids=["kernels", "reference"])
+@pytest.mark.parametrize("name", NAMES)
+def test_signatures_follow_the_table(name, impl):
+    k = KERNELS[name]
+    params = inspect.signature(getattr(impl, f"{name}_step")).parameters.values()
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    keyword = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    assert positional == ["param", "grad", *k.state_names]
+    expected = {h.name: inspect.Parameter.empty if h.default is None else h.default
+                for h in k.hyper}
+    if k.step:
+        expected["step"] = inspect.Parameter.empty
+    assert keyword == expected
+
+
+def _hyper_check(k, values, f32=False):
+    check = getattr(_check, f"{k.name}_hyper")
+    return check(*values, 1, f32) if k.step else check(*values, f32)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rules_are_the_checks(name):
+    """Each hyperparameter's rule, probed alone from valid defaults (lr = 0.1)."""
+    k = KERNELS[name]
+    base = [0.1 if h.default is None else h.default for h in k.hyper]
+    assert _hyper_check(k, base) is not None
+    for i, h in enumerate(k.hyper):
+        if h.rule == "bool":
+            assert h.ctype == "bint"
+            with pytest.raises(TypeError, match=h.name):
+                _hyper_check(k, base[:i] + [1] + base[i + 1:])
+            continue
+        assert h.ctype == "double"
+        ok, bad = RULES[h.rule]
+        for v in ok:
+            _hyper_check(k, base[:i] + [v] + base[i + 1:])
+        for v in bad:
+            with pytest.raises(ValueError, match=h.name):
+                _hyper_check(k, base[:i] + [v] + base[i + 1:])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compiled_entry_points_follow_the_table(name):
+    k = KERNELS[name]
+    doc = getattr(ext._optim, f"{name}_step").__doc__   # (embedsignature: the signature first)
+    head = doc[:doc.index(")")]
+    args = [a.split(":")[0].split()[-1].strip() for a in head[head.index("(") + 1:].split(",")]
+    assert args == (["param", "grad", *k.state_names, *k.hyper_names]
+                    + (["step"] if k.step else []) + ["n_threads"])
+    assert callable(getattr(ext._optim, f"{name}_multi"))
+
+
+def test_registry_derives_from_the_table():
+    assert MULTI_ARGS == {f"{k.name}_step": k.hyper_names for k in specs.KERNELS}
+    for spec in SPECS.values():
+        k = KERNELS[spec.kernel.removesuffix("_step")]
+        assert spec.state == k.state_names
+        assert spec.nonnegative == tuple(b.name for b in k.state if b.nonnegative)
+        assert spec.passes == 3 + 2 * len(k.state)
+    # the values the registry held before it derived them (public names kept)
+    assert SPECS["adam"].state == ("exp_avg", "exp_avg_sq") and SPECS["adam"].passes == 7
+    assert SPECS["rmsprop"].nonnegative == ("square_avg",) and SPECS["sgd"].nonnegative == ()
+    assert MULTI_ARGS["sgd_step"] == ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+
+
+def test_table_is_consistent():
+    for k in specs.KERNELS:
+        names = [c.name for c in k.consts]
+        assert len(set(names)) == len(names) and names[0] == "gscale"
+        assert all(c.kind in ("real", "bint") for c in k.consts)
+        assert k.optional is None or k.optional in names
+        halves = [b.half for b in k.state]
+        assert len(set(halves)) == len(halves) and set(halves) <= {0, 1}
+        assert set(h.rule for h in k.hyper) <= set(RULES) | {"bool"}
