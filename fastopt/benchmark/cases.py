@@ -1,7 +1,8 @@
 """The benchmark's workloads, as data: what each row times, on what, and the bytes it must move.
 
 A :class:`Case` names a row (group, name, size), the bytes the operation must move (from
-the optimizer table, :data:`fastopt.optim.registry.SPECS`), and ``build(torch)``, which
+the kernel table :data:`fastopt.specs.KERNELS`: each state buffer, through
+:data:`fastopt.optim.registry.SPECS`' ``bytes_per_element``), and ``build(torch)``, which
 makes the buffers and returns a :class:`Workload`: the callables compared, by role
 (``"fastopt"``, ``"reference"`` the NumPy twin, ``"roofline"`` the in-process pass that moves
 the same bytes with no arithmetic, ``"torch"`` when PyTorch is given, ...), and how they are
@@ -424,15 +425,20 @@ def bitsandbytes_step(torch, p, g):
     return opt.step
 
 
-def state_bytes(n):
-    """Bytes an Adam step moves with each state dtype (param read and written, grad read, the
-    state read and written): 28 B/elem with float32 state, 20 with bfloat16, 16 with int8
-    plus 16 B per block of 256 for the absmax."""
+def state_bytes(n, kernel="adam"):
+    """Bytes a step of ``kernel`` (a row of :data:`fastopt.specs.KERNELS`) moves on ``n``
+    float32 parameters with each state dtype, by "state" row name: param read and written,
+    grad read (12 B/elem), and each state buffer read and written at its element size, plus
+    for int8 its absmax (a float32 per block, read and written).  Adam: 28 B/elem with float32
+    state, 20 with bfloat16, 16 with int8 plus 16 B per block of 256."""
     from ..kernels import lowbit as L
+    from ..specs import BY_NAME
 
-    per = OPTIMIZERS["adam"].bytes_per_element()      # float32 state
-    return {"adam float32": per * n, "adam bfloat16": (per - 8) * n,
-            "adam int8": (per - 12) * n + 16 * L.absmax_size(n)}
+    k = len(BY_NAME[kernel].state)
+    base = 3 * 4 * n
+    return {f"{kernel} float32": base + k * 2 * 4 * n,
+            f"{kernel} bfloat16": base + k * 2 * 2 * n,
+            f"{kernel} int8": base + k * (2 * n + 2 * 4 * L.absmax_size(n))}
 
 
 def state_case(n, use_bitsandbytes=True):
