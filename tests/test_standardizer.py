@@ -131,3 +131,80 @@ def test_unaligned_arrays():
     with pytest.raises(ValueError, match="out is not aligned"):
         s.transform(X, out=out)
     assert not out.any()
+
+
+# ------------------------------------------------ fitted attributes, checked when set (issue 21)
+
+def _fitted(f=4):
+    X = _data(n=60, f=f)
+    return X, fastopt.Standardizer().fit(X)
+
+
+@pytest.mark.parametrize("attr, value, error, match", [
+    ("mean_", np.zeros(1), ValueError, "mean_ has 1 values, but n_features_in_ is 4"),
+    ("scale_", np.zeros(2), ValueError, "scale_ has 2 values"),
+    ("n_features_in_", 1000, ValueError, "n_features_in_ = 1000, but mean_ has 4"),
+    ("scale_", np.zeros(4), ValueError, "scale_ must be finite and > 0"),
+    ("scale_", [1.0, 1.0, 1.0, np.nan], ValueError, "scale_ must be finite"),
+    ("mean_", np.full(4, np.inf), ValueError, "mean_ must be finite"),
+    ("std_", -np.ones(4), ValueError, "std_ must be finite and >= 0"),
+    ("mean_", None, TypeError, "mean_ must be an array of real numbers"),
+    ("mean_", np.zeros((2, 2)), ValueError, "1-D"),
+    ("n_features_in_", 4.0, TypeError, "n_features_in_ must be an int"),
+    ("n_samples_seen_", -3, ValueError, "n_samples_seen_"),
+])
+def test_fitted_attributes_checked_when_set(attr, value, error, match):
+    # before: a 1-value mean_ (or n_features_in_ = 1000) made transform read past the end of
+    # the statistics (garbage or NaN out, no error); a zero scale_ gave infinities
+    X, s = _fitted()
+    expected = s.transform(X)
+    before = {k: np.copy(getattr(s, k)) for k in ("mean_", "std_", "scale_", "n_features_in_",
+                                                   "n_samples_seen_")}
+    with pytest.raises(error, match=match):
+        setattr(s, attr, value)
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(s, k), v)
+    np.testing.assert_array_equal(s.transform(X), expected)
+
+
+def test_fitted_attributes_set_by_hand():
+    X, s = _fitted()
+    t = fastopt.Standardizer()
+    t.mean_ = s.mean_.tolist()                      # any real sequence, kept as float64
+    t.scale_ = s.scale_.astype(np.float32)
+    with pytest.raises(NotFittedError):             # no n_features_in_ yet
+        t.transform(X)
+    t.n_features_in_ = 4
+    assert t.mean_.dtype == np.float64 and t.mean_ is not s.mean_
+    # the same as the fitted one, whose scale_ is float64 (the kernel takes float32 anyway)
+    np.testing.assert_array_equal(t.transform(X), s.transform(X))
+
+
+def test_misspelled_attribute_raises_with_hint():
+    _, s = _fitted()
+    with pytest.raises(AttributeError, match="did you mean 'mean_'"):
+        s.mean = np.zeros(4)
+    with pytest.raises(AttributeError, match="did you mean 'scale_'"):
+        s.scale = np.ones(4)
+
+
+def test_pickle_round_trip_and_tampered_pickle():
+    import pickle
+
+    X, s = _fitted()
+    s2 = pickle.loads(pickle.dumps(s))
+    np.testing.assert_array_equal(s2.transform(X), s.transform(X))
+
+    class Old:  # a pickle whose state names the attributes as before (public names)
+        def __init__(self, state):
+            self.state = state
+
+        def __reduce__(self):
+            return fastopt.Standardizer, (), self.state
+
+    good = {"mean_": s.mean_, "std_": s.std_, "scale_": s.scale_, "n_features_in_": 4,
+            "n_samples_seen_": 60}
+    s3 = pickle.loads(pickle.dumps(Old(good)))
+    np.testing.assert_array_equal(s3.transform(X), s.transform(X))
+    with pytest.raises(ValueError, match="n_features_in_ = 400"):
+        pickle.loads(pickle.dumps(Old({**good, "n_features_in_": 400})))

@@ -245,3 +245,94 @@ def test_toolkit_modules_reachable_after_import():
     for name in ("init", "data", "schedules", "tuning"):
         assert hasattr(f, name)
     assert callable(f.Standardizer) and callable(f.save_checkpoint)
+
+
+# ------------------------------------------------ checked when called / set (issue 21)
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(batch_size=2, shuffle="False"), TypeError, "shuffle must be True or False"),
+    (dict(batch_size=2, drop_last=None), TypeError, "drop_last must be True or False"),
+])
+def test_minibatches_checks_its_arguments_when_called(kwargs, error, match):
+    # before: a generator, so nothing was checked until the first batch; shuffle="False"
+    # (a truthy string) shuffled
+    with pytest.raises(error, match=match):
+        data.minibatches(np.arange(10), **kwargs)
+
+
+def test_minibatches_unchanged():
+    X = np.arange(10)
+    assert [b.tolist() for b in data.minibatches(X, batch_size=4, rng=0)] == \
+        [[4, 6, 2, 7], [3, 5, 9, 0], [8, 1]]
+    assert [b.tolist() for b in data.minibatches(X, batch_size=4, shuffle=np.bool_(False),
+                                                  drop_last=True)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+@pytest.mark.parametrize("fraction, match", [(-0.1, r"test_fraction must be in \[0, 1\)"),
+                                             (1.0, r"test_fraction must be in \[0, 1\)"),
+                                             (0.9999999, "leaves no training sample"),
+                                             ("0.2", "test_fraction must be a real number")])
+def test_prepare_data_checks_test_fraction(fraction, match):
+    # before: -0.1 silently swapped the split (1617 test samples, 180 training ones)
+    from fastopt.data.datasets import prepare_data
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        prepare_data(0, fraction)
+
+
+def test_prepare_data_default_split_unchanged():
+    from fastopt.data.datasets import prepare_data
+
+    Xtr, ytr, Xte, yte, _ = prepare_data(0)
+    assert (Xtr.shape, Xte.shape) == ((1438, 64), (359, 64))
+    assert prepare_data(0, 0.0)[2].shape == (0, 64)
+
+
+def test_schedule_is_immutable():
+    # before: s.params["lr0"] = 5 changed repr, == and what a pickled copy returns, but not
+    # what s itself returns: an optimizer resumed from a checkpoint trained at another rate
+    import pickle
+
+    s = schedules.cosine(0.1, total_epochs=10)
+    values = [s(e) for e in range(12)]
+    with pytest.raises(TypeError):
+        s.params["lr0"] = 5.0
+    for attr, value in (("params", {"lr0": 5.0}), ("name", "constant")):
+        with pytest.raises(AttributeError, match=f"Schedule.{attr} cannot be set"):
+            setattr(s, attr, value)
+    with pytest.raises(AttributeError, match="no attribute 'lr0'"):
+        s.lr0 = 5.0
+    s2 = pickle.loads(pickle.dumps(s))
+    assert s2 == s and [s2(e) for e in range(12)] == values
+    assert repr(s) == "cosine(lr0=0.1, total_epochs=10, warmup_epochs=0, lr_min=0.0)"
+
+
+def test_schedule_and_sampler_constructors_check_name_and_function():
+    with pytest.raises(TypeError, match="fn must be callable"):
+        schedules.Schedule("mine", 0.1)
+    with pytest.raises(TypeError, match="name must be a str"):
+        schedules.Schedule(None, lambda e: 0.1)
+    with pytest.raises(TypeError, match="draw must be callable"):
+        tuning.Sampler("mine", 3)
+    assert schedules.Schedule("mine", lambda e: 0.5 / e, k=1)(2) == 0.25
+
+
+def test_sampler_is_immutable():
+    smp = tuning.log_uniform(1e-3, 1.0)
+    with pytest.raises(TypeError):
+        smp.params["lo"] = 0.5
+    with pytest.raises(AttributeError, match="Sampler.name cannot be set"):
+        smp.name = "uniform"
+    assert repr(smp) == "log_uniform(0.001, 1.0)"
+
+
+def test_random_search_checks_maximize_and_objective():
+    # before: maximize="no" (truthy) maximized
+    with pytest.raises(TypeError, match="maximize must be True or False"):
+        tuning.random_search(lambda p: 1.0, {"a": 1}, n_trials=2, rng=0, maximize="no")
+    with pytest.raises(TypeError, match="objective must be callable"):
+        tuning.random_search(None, {"a": 1}, n_trials=2, rng=0)
+    trials = tuning.random_search(lambda p: p["x"], {"x": tuning.uniform(0, 1)}, n_trials=5,
+                                  rng=0, maximize=np.bool_(False))
+    assert [t.score for t in trials] == sorted(t.score for t in trials)

@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 
+from ..kernels import _check
 from .preprocessing import Standardizer
 
 __all__ = ["load_digits", "prepare_data"]
@@ -26,12 +27,17 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 def prepare_data(seed: int, test_fraction: float = 0.2):
     """Digits split into train/test (by a seeded shuffle), standardized on train.
 
+    ``test_fraction`` is in [0, 1) and leaves at least one training sample.
     Returns ``(X_train, y_train, X_test, y_test, seconds spent standardizing)``.
     """
+    seed = _check.integer("seed", seed, 0)
+    test_fraction = _check.unit_interval("test_fraction", test_fraction)
     X, y = load_digits()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     n_test = int(round(len(y) * test_fraction))
+    if n_test >= len(y):
+        raise ValueError(f"test_fraction = {test_fraction} leaves no training sample")
     test, train = order[:n_test], order[n_test:]
     scaler = Standardizer()
     t = time.perf_counter()

@@ -41,6 +41,8 @@ def minibatches(X, y=None, *, batch_size, shuffle=True, rng=None, drop_last=Fals
     rng : numpy.random.Generator, int seed or None
     drop_last : bool, default False
         Skip the last batch when it is smaller than ``batch_size``.
+
+    Every argument is checked when ``minibatches`` is called, not at the first batch.
     """
     X = np.asarray(X)
     if X.ndim < 1:
@@ -51,7 +53,13 @@ def minibatches(X, y=None, *, batch_size, shuffle=True, rng=None, drop_last=Fals
         if y.ndim < 1 or y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0] if y.ndim else 0} samples, expected {n} like X")
     batch_size = _int("batch_size", batch_size, 1)
+    shuffle = _check.flag("shuffle", shuffle)
+    drop_last = _check.flag("drop_last", drop_last)
     order = as_generator(rng).permutation(n) if shuffle else None
+    return _batches(X, y, n, batch_size, order, drop_last)
+
+
+def _batches(X, y, n, batch_size, order, drop_last):
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         if drop_last and stop - start < batch_size:

@@ -15,6 +15,7 @@ the mean of :math:`x^2` after centring, which is the variance used here.)
 import numpy as np
 
 from ..kernels import _check
+from ..kernels._attrs import Checked
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
 
@@ -25,7 +26,10 @@ class NotFittedError(ValueError, AttributeError):
     """The Standardizer was used before ``fit``."""
 
 
-class Standardizer:
+_PER_FEATURE = ("mean_", "std_", "scale_")
+
+
+class Standardizer(Checked):
     """Per-feature standardization of a (n_samples, n_features) array, in float32.
 
     The statistics come from one fused, deterministic pass over X
@@ -48,6 +52,15 @@ class Standardizer:
     scale_ : ndarray of float64, (n_features,)
         What transform divides by: ``std_``, or 1 where ``std_ == 0``.
     n_features_in_ : int
+    n_samples_seen_ : int
+
+    Notes
+    -----
+    The fitted attributes may be set by hand (e.g. statistics saved elsewhere) and are
+    checked when set: ``mean_``, ``std_`` and ``scale_`` become float64 copies, finite, one
+    value per feature (``std_ >= 0``, ``scale_ > 0``), as many as ``n_features_in_`` and
+    as each other (a rejected value changes nothing); any other public name raises
+    AttributeError.  Pickles are checked the same way when they load.
 
     Examples
     --------
@@ -85,15 +98,113 @@ class Standardizer:
         if bad.size:
             raise ValueError(f"X has NaN or infinity in feature {int(bad[0])}"
                              + (f" (and {bad.size - 1} more)" if bad.size > 1 else ""))
-        self.mean_ = mean
-        self.std_ = np.sqrt(var)
-        self.scale_ = np.where(self.std_ > 0, self.std_, 1.0)
-        self.n_features_in_ = f
-        self.n_samples_seen_ = n
+        # (the kernel's own results: set together, as one consistent fit)
+        self._mean_ = mean
+        self._std_ = np.sqrt(var)
+        self._scale_ = np.where(self._std_ > 0, self._std_, 1.0)
+        self._n_features_in_ = f
+        self._n_samples_seen_ = n
         return self
 
+    # ------------------------------------------------ fitted attributes, checked when set
+    def _fitted(self, name):
+        try:
+            return self.__dict__["_" + name]
+        except KeyError:
+            raise NotFittedError(f"this Standardizer is not fitted yet: it has no {name} "
+                                 "(call fit(X))") from None
+
+    def _set_per_feature(self, name, value):
+        if value is None or isinstance(value, (str, bytes)):
+            raise TypeError(f"{name} must be an array of real numbers, got "
+                            f"{type(value).__name__}")
+        v = np.asarray(value)
+        if v.dtype == object or v.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must be an array of real numbers, got dtype {v.dtype}")
+        if v.ndim != 1 or v.size == 0:
+            raise ValueError(f"{name} must be a 1-D array with one value per feature, got "
+                             f"shape {v.shape}")
+        with np.errstate(over="ignore"):
+            v = np.array(v, dtype=np.float64)
+        n = self.__dict__.get("_n_features_in_")
+        if n is not None and v.size != n:
+            raise ValueError(f"{name} has {v.size} values, but n_features_in_ is {n}")
+        for other in _PER_FEATURE:
+            o = self.__dict__.get("_" + other)
+            if other != name and o is not None and o.size != v.size:
+                raise ValueError(f"{name} has {v.size} values, but {other} has {o.size}")
+        ok = np.isfinite(v)
+        what = "finite"
+        if name == "scale_":
+            ok &= v > 0
+            what = "finite and > 0"
+        elif name == "std_":
+            ok &= v >= 0
+            what = "finite and >= 0"
+        if not ok.all():
+            j = int(np.flatnonzero(~ok)[0])
+            raise ValueError(f"{name} must be {what}, got {v[j]} at feature {j}")
+        self.__dict__["_" + name] = v
+
+    @property
+    def mean_(self):
+        return self._fitted("mean_")
+
+    @mean_.setter
+    def mean_(self, value):
+        self._set_per_feature("mean_", value)
+
+    @property
+    def std_(self):
+        return self._fitted("std_")
+
+    @std_.setter
+    def std_(self, value):
+        self._set_per_feature("std_", value)
+
+    @property
+    def scale_(self):
+        return self._fitted("scale_")
+
+    @scale_.setter
+    def scale_(self, value):
+        self._set_per_feature("scale_", value)
+
+    @property
+    def n_features_in_(self):
+        return self._fitted("n_features_in_")
+
+    @n_features_in_.setter
+    def n_features_in_(self, value):
+        n = _check.integer("n_features_in_", value, 1)
+        for name in _PER_FEATURE:
+            v = self.__dict__.get("_" + name)
+            if v is not None and v.size != n:
+                raise ValueError(f"n_features_in_ = {n}, but {name} has {v.size} values")
+        self._n_features_in_ = n
+
+    @property
+    def n_samples_seen_(self):
+        return self._fitted("n_samples_seen_")
+
+    @n_samples_seen_.setter
+    def n_samples_seen_(self, value):
+        self._n_samples_seen_ = _check.integer("n_samples_seen_", value, 1)
+
+    def __setstate__(self, state):
+        # every fitted value goes through its check (also pickles written before the checks,
+        # whose state names them without the leading underscore)
+        if not isinstance(state, dict):
+            raise TypeError(f"not a Standardizer state: {type(state).__name__}")
+        names = ("mean_", "std_", "scale_", "n_samples_seen_", "n_features_in_")
+        for name in names:
+            for key in ("_" + name, name):
+                if key in state:
+                    setattr(self, name, state[key])
+                    break
+
     def _check_fitted(self, X, what):
-        if not hasattr(self, "mean_"):
+        if not all("_" + k in self.__dict__ for k in ("mean_", "scale_", "n_features_in_")):
             raise NotFittedError(f"this Standardizer is not fitted yet: call fit(X) before {what}")
         X = self._prepare(X, what)
         if X.shape[1] != self.n_features_in_:

@@ -3,6 +3,7 @@
 import numpy as np
 
 from ..kernels import _check
+from ..kernels._attrs import Checked, fixed, no_rebind
 from .. import kernels as _kernels
 from .. import reference as _reference
 from .flat import FlatParams
@@ -12,7 +13,17 @@ __all__ = ["BatchNorm"]
 _IMPLS = {"fused": _kernels, "reference": _reference}
 
 
-class BatchNorm:
+def _held_by(self):
+    if self._flat is not None:
+        return "it is a view into the FlatParams that the optimizer updates"
+    return "the optimizer and the kernels hold this array"
+
+
+def _stats_held(self):
+    return "the layer's running statistics; load_state_dict() restores them"
+
+
+class BatchNorm(Checked):
     r"""Batch normalization over the channel axis 1 of (N, C) or (N, C, \*spatial) inputs.
 
     .. math::  y = \gamma\,\frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta
@@ -42,6 +53,14 @@ class BatchNorm:
     name : str, default "bn"
     impl : "fused" or "reference"
 
+    Notes
+    -----
+    ``eps``, ``momentum`` and ``impl`` may be set at any time and are checked as the
+    constructor checks them (a rejected value changes nothing).  ``num_features`` and
+    ``name`` are fixed.  ``gamma``, ``beta``, ``dgamma``, ``dbeta`` and the running
+    statistics cannot be rebound (the optimizer and the FlatParams hold them): write into
+    them, ``bn.gamma[...] = values``.  Any other public name raises AttributeError.
+
     Examples
     --------
     >>> import numpy as np, fastopt
@@ -60,11 +79,14 @@ class BatchNorm:
                  params: FlatParams | None = None, name: str = "bn",
                  impl: str = "fused") -> None:
         C = _check.integer("num_features", num_features, 1)
-        self.num_features = C
-        self.eps = _check.positive("eps", eps)
-        self.momentum = _check.unit_interval("momentum", momentum, closed_right=True)
-        self.name = name
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        self.eps = eps
+        self.momentum = momentum
         self.impl = impl
+        self._num_features = C
+        self._name = name
+        self._flat = params
         if params is not None:
             if not isinstance(params, FlatParams):
                 raise TypeError(f"params must be a FlatParams, got {type(params).__name__}")
@@ -75,27 +97,60 @@ class BatchNorm:
                 if params.params[key].shape != (C,):
                     raise ValueError(f"params[{key!r}] has shape {params.params[key].shape}, "
                                      f"expected ({C},)")
-            self.gamma = params.params[f"{name}.gamma"]
-            self.beta = params.params[f"{name}.beta"]
-            self.dgamma = params.grads[f"{name}.gamma"]
-            self.dbeta = params.grads[f"{name}.beta"]
+            self._gamma = params.params[f"{name}.gamma"]
+            self._beta = params.params[f"{name}.beta"]
+            self._dgamma = params.grads[f"{name}.gamma"]
+            self._dbeta = params.grads[f"{name}.beta"]
             dtype = params.dtype
         else:
             dtype = np.dtype(np.float32)
-            self.gamma = np.empty(C, np.float32)
-            self.beta = np.empty(C, np.float32)
-            self.dgamma = np.zeros(C, np.float32)
-            self.dbeta = np.zeros(C, np.float32)
-        self.gamma[...] = 1.0
-        self.beta[...] = 0.0
-        self.running_mean = np.zeros(C, dtype)
-        self.running_var = np.ones(C, dtype)
+            self._gamma = np.empty(C, np.float32)
+            self._beta = np.empty(C, np.float32)
+            self._dgamma = np.zeros(C, np.float32)
+            self._dbeta = np.zeros(C, np.float32)
+        self._gamma[...] = 1.0
+        self._beta[...] = 0.0
+        self._running_mean = np.zeros(C, dtype)
+        self._running_var = np.ones(C, dtype)
         self._cache = None
+
+    num_features = fixed("num_features", "C, the number of channels.",
+                         "it is fixed at construction (build another BatchNorm)")
+    name = fixed("name", "The prefix of the layer's FlatParams entries.",
+                 "it names the layer's FlatParams entries (build another BatchNorm)")
+    gamma = no_rebind("gamma", "The scale, (C,).", "bn", _held_by)
+    beta = no_rebind("beta", "The shift, (C,).", "bn", _held_by)
+    dgamma = no_rebind("dgamma", "The gradient of gamma, written by backward().", "bn", _held_by)
+    dbeta = no_rebind("dbeta", "The gradient of beta, written by backward().", "bn", _held_by)
+    running_mean = no_rebind("running_mean", "The running mean, (C,).", "bn", _stats_held)
+    running_var = no_rebind("running_var", "The running (unbiased) variance, (C,).", "bn",
+                            _stats_held)
+
+    @property
+    def eps(self):
+        """Added to the variance: a finite number > 0 (checked when set)."""
+        return self._eps
+
+    @eps.setter
+    def eps(self, value):
+        self._eps = _check.positive("eps", value)
+
+    @property
+    def momentum(self):
+        """The weight of the new batch in the running statistics, in [0, 1] (checked when set)."""
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value):
+        self._momentum = _check.unit_interval("momentum", value, closed_right=True)
 
     @staticmethod
     def shapes(num_features, name="bn"):
         """The FlatParams entries the layer needs: ``{name.gamma: (C,), name.beta: (C,)}``."""
-        return {f"{name}.gamma": (int(num_features),), f"{name}.beta": (int(num_features),)}
+        C = _check.integer("num_features", num_features, 1)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        return {f"{name}.gamma": (C,), f"{name}.beta": (C,)}
 
     @property
     def impl(self):

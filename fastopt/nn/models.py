@@ -11,6 +11,8 @@ place, so an optimizer updates the whole model with one fused call.
 import numpy as np
 
 from . import init
+from ..kernels import _check
+from ..kernels._attrs import Checked, fixed
 from ..runtime.rng import as_generator
 from .flat import FlatParams
 from .layers import BatchNorm
@@ -32,7 +34,7 @@ def softmax_cross_entropy(logits, labels):
     return loss, grad.astype(np.float32, copy=False)
 
 
-class MLP:
+class MLP(Checked):
     """The demo classifier, layer sizes ``sizes[0]`` to ``sizes[-1]``; see the module docstring.
 
     Parameters
@@ -46,13 +48,33 @@ class MLP:
     params : FlatParams  ``W1, bn1.gamma, bn1.beta, ..., W{L}, b{L}``
     bns : list of BatchNorm
     kernel_time : float  seconds spent in fastopt's batch-norm calls (accumulated)
+
+    Notes
+    -----
+    ``impl`` and ``kernel_time`` may be set (checked as the constructor checks them);
+    ``sizes``, ``params`` and ``bns`` are fixed (the layers point into ``params``: write
+    into it, ``model.params.data[...] = values``); any other public name raises
+    AttributeError.
     """
 
+    sizes = fixed("sizes", "The layer widths, a tuple of int.",
+                  "the layers are built for it (build another MLP)")
+    params = fixed("params", "The FlatParams holding every parameter.",
+                   "the layers and the optimizer point into it: write into it, "
+                   "model.params.data[...] = values")
+    bns = fixed("bns", "The BatchNorm layers, a list.",
+                "they are views into params (build another MLP)")
+
     def __init__(self, sizes=(64, 256, 256, 10), *, rng=None, impl="fused"):
-        sizes = tuple(int(s) for s in sizes)
-        if len(sizes) < 2 or min(sizes) < 1:
+        try:
+            sizes = tuple(sizes)
+        except TypeError:
+            raise TypeError(f"sizes must be a sequence of int, got {type(sizes).__name__}") from None
+        sizes = tuple(_check.integer(f"sizes[{i}]", s, 1) for i, s in enumerate(sizes))
+        if len(sizes) < 2:
             raise ValueError(f"sizes must have at least 2 positive entries, got {sizes}")
-        self.sizes = sizes
+        self.impl = impl
+        self._sizes = sizes
         L = len(sizes) - 1
         shapes = {}
         for i in range(1, L):
@@ -60,23 +82,37 @@ class MLP:
             shapes.update(BatchNorm.shapes(sizes[i], name=f"bn{i}"))
         shapes[f"W{L}"] = (sizes[L - 1], sizes[L])
         shapes[f"b{L}"] = (sizes[L],)
-        self.params = fp = FlatParams(shapes)
+        self._params = fp = FlatParams(shapes)
         gen = as_generator(rng)
         for i in range(1, L):
             init.he(shapes[f"W{i}"], rng=gen, out=fp.params[f"W{i}"])
         init.xavier(shapes[f"W{L}"], rng=gen, out=fp.params[f"W{L}"])
-        self.bns = [BatchNorm(sizes[i], params=fp, name=f"bn{i}", impl=impl) for i in range(1, L)]
+        self._bns = [BatchNorm(sizes[i], params=fp, name=f"bn{i}", impl=impl)
+                     for i in range(1, L)]
         self.kernel_time = 0.0
         self._acts = None
 
     @property
     def impl(self):
-        return self.bns[0].impl if self.bns else "fused"
+        """The batch-norm implementation, "fused" or "reference" (checked when set)."""
+        return self._impl
 
     @impl.setter
     def impl(self, value):
-        for bn in self.bns:
+        if value not in ("fused", "reference"):
+            raise ValueError(f"impl must be one of ['fused', 'reference'], got {value!r}")
+        for bn in getattr(self, "_bns", ()):
             bn.impl = value
+        self._impl = value
+
+    @property
+    def kernel_time(self):
+        """Seconds spent in fastopt's batch-norm calls (accumulated; may be reset, >= 0)."""
+        return self._kernel_time
+
+    @kernel_time.setter
+    def kernel_time(self, value):
+        self._kernel_time = _check.at_least("kernel_time", value, 0.0)
 
     def forward(self, X, training=True):
         """Logits for X (float32, (n, sizes[0]))."""

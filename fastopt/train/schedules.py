@@ -27,8 +27,10 @@ Examples
 """
 
 import math
+import types
 
 from ..kernels import _check
+from ..kernels._attrs import Checked, fixed
 
 __all__ = ["Schedule", "constant", "inverse_time", "exponential", "inverse_sqrt", "step", "cosine"]
 
@@ -45,7 +47,7 @@ def _real(name, x, lo=None, hi=None, lo_open=False, hi_open=False):
 _int = _check.integer
 
 
-class Schedule:
+class Schedule(Checked):
     """A learning rate as a function of the epoch number; call it: ``schedule(epoch)``.
 
     The factories of this module (:func:`constant`, :func:`inverse_time`, ...)
@@ -57,6 +59,11 @@ class Schedule:
     built directly, ``Schedule(name, fn, **params)``, pickles only if ``fn``
     does (a module-level function, not a lambda) and equals only itself.
 
+    A Schedule is immutable: ``name`` and ``params`` cannot be set and ``params`` is a
+    read-only mapping (a factory's function is built from them, so changing them would
+    change what a pickled or copied schedule returns but not this one); any other public
+    name raises AttributeError.  Build another schedule instead.
+
     Examples
     --------
     >>> import pickle
@@ -67,18 +74,37 @@ class Schedule:
     (True, [True, True, True])
     """
 
+    name = fixed("name", "The schedule's name, as repr shows it.",
+                 "a Schedule is immutable (build another one)")
+
     def __init__(self, name, fn, **params):
-        self.name = name
-        self.params = params
+        # (``params`` are the schedule's own labels, shown by repr, compared by ==, and
+        # passed back to the factory that rebuilds it: any names are accepted)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if not callable(fn):
+            raise TypeError(f"fn must be callable (epoch -> lr), got {type(fn).__name__}")
+        self._name = name
+        self._params = dict(params)
         self._fn = fn
         self._factory = None  # set by this module's factories: what rebuilds it from params
+
+    @property
+    def params(self):
+        """The parameters the schedule was built with (a read-only mapping)."""
+        return types.MappingProxyType(self._params)
+
+    @params.setter
+    def params(self, value):
+        raise AttributeError("Schedule.params cannot be set: a Schedule is immutable (build "
+                             "another one)")
 
     def __call__(self, epoch):
         return float(self._fn(_int("epoch", epoch, 0, _check.C_LLONG_MAX)))
 
     def __reduce_ex__(self, protocol):
         if self._factory is not None:
-            return _rebuild, (self._factory, dict(self.params))
+            return _rebuild, (self._factory, dict(self._params))
         return super().__reduce_ex__(protocol)
 
     def __eq__(self, other):
@@ -86,12 +112,12 @@ class Schedule:
             return True
         if not isinstance(other, Schedule) or self._factory is None:
             return NotImplemented
-        return self._factory is other._factory and self.params == other.params
+        return self._factory is other._factory and self._params == other._params
 
     def __hash__(self):
         if self._factory is None:
             return object.__hash__(self)
-        return hash((self._factory.__name__, tuple(sorted(self.params.items()))))
+        return hash((self._factory.__name__, tuple(sorted(self._params.items()))))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

@@ -16,9 +16,11 @@ Examples
 """
 
 import math
+import types
 from dataclasses import dataclass, field
 
 from ..kernels import _check
+from ..kernels._attrs import Checked, fixed
 from ..runtime.rng import as_generator
 
 __all__ = ["Sampler", "log_uniform", "one_minus_log_uniform", "uniform", "integers",
@@ -32,11 +34,23 @@ def _int(name, x):
     return _check.integer(name, x, -(2**63))
 
 
-class Sampler:
-    """Draws one value with ``sampler(rng)``."""
+class Sampler(Checked):
+    """Draws one value with ``sampler(rng)``.
+
+    Immutable: ``name`` and ``params`` (shown by repr; any names) cannot be set.
+    """
+
+    name = fixed("name", "The sampler's name, as repr shows it.",
+                 "a Sampler is immutable (build another one)")
+    params = fixed("params", "The parameters it was built with, as repr shows them.",
+                   "a Sampler is immutable (build another one)")
 
     def __init__(self, name, draw, **params):
-        self.name, self._draw, self.params = name, draw, params
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if not callable(draw):
+            raise TypeError(f"draw must be callable (rng -> value), got {type(draw).__name__}")
+        self._name, self._draw, self._params = name, draw, types.MappingProxyType(dict(params))
 
     def __call__(self, rng):
         return self._draw(rng)
@@ -156,8 +170,12 @@ def random_search(objective, space, *, n_trials, rng, maximize=True):
     list of Trial
         Every trial, best first; NaN scores last.
     """
+    if not callable(objective):
+        raise TypeError(f"objective must be callable (params -> score), got "
+                        f"{type(objective).__name__}")
     if not isinstance(space, dict) or not space:
         raise TypeError("space must be a non-empty dict of name -> sampler")
+    maximize = _check.flag("maximize", maximize)
     n_trials = _int("n_trials", n_trials)
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
