@@ -2,7 +2,7 @@
 
     python benchmarks/lowbit_quick.py [--n 16777216] [--threads 2] [--reps 15]
 
-The same measurements as ``fastopt bench --only state`` (:func:`fastopt.benchmark.suite.bench_state`:
+The same measurements as ``fastopt bench --only state`` (:func:`fastopt.benchmark.cases.state_case`:
 time per step, GB/s, roofline, ratio against PyTorch's fused float32 Adam, state bytes per
 parameter, bitsandbytes' Adam8bit when it is installed), with a size, thread count and number
 of repetitions of one's own.
@@ -11,7 +11,7 @@ of repetitions of one's own.
 import argparse
 
 import fastopt
-from fastopt.benchmark import suite
+from fastopt.benchmark import cases, format_table, measure, suite
 
 
 def main():
@@ -24,10 +24,10 @@ def main():
     fastopt.set_num_threads(args.threads)
     torch = None if args.no_torch else suite._torch()
     notes = []
-    rows = suite.bench_state(args.n, args.reps, torch, notes=notes)
+    rows = measure(cases.state_case(args.n), args.reps, torch, notes)
     meta = dict(version=fastopt.__version__, isa=suite.ext.level, threads=args.threads,
                 torch=None if torch is None else torch.__version__, reps=args.reps, notes=notes)
-    print(suite.format_table({"meta": meta, "rows": rows}))
+    print(format_table({"meta": meta, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The integrations against the libraries' own optimizers, timed in the same run.
 
-``pytest benchmarks/test_bench_integrations.py --benchmark-only``, or as a script for the
-figures in docs/guide/integrations.rst (fits alternate between the two, median of ``--repeat``)::
+``pytest benchmarks/test_bench_integrations.py --benchmark-only`` (autograd; scikit-learn's
+MLPClassifier fits are ``fastopt bench``'s sklearn cases, in ``test_bench_cases.py``), or as a
+script for the figures in docs/guide/integrations.rst (fits alternate between the two, median of
+``--repeat``, waiting for quiet moments)::
 
     python benchmarks/test_bench_integrations.py --repeat 5 [--quiet 0.9]
 """
@@ -40,16 +42,6 @@ def _fit(which, X, y):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")       # ConvergenceWarning after 5 epochs
         return _mlp(which).fit(X, y)
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("which", ["sklearn", "fastopt"])
-def test_mlp_classifier_fit(benchmark, which, dtype):
-    pytest.importorskip("sklearn")
-    X, y, _, _ = _digits()
-    X = X.astype(dtype)
-    benchmark.group = f"MLPClassifier{HIDDEN} digits {EPOCHS} epochs {dtype}"
-    benchmark.pedantic(_fit, args=(which, X, y), rounds=3, iterations=1)
 
 
 def _autograd_problem(n=1 << 20):

@@ -30,6 +30,11 @@ A kernel is described by
     The state buffers after ``param, grad``: name, whether it is never negative (int8 state
     quantizes it with the unsigned map, else the signed one), and which half of the bfloat16
     rounding hash rounds it (0: the high 16 bits, 1: the low 16 bits).
+``lowbit``
+    The prefix of the kernel's C passes with low-precision state in
+    ``src/kernels/fo_lowbit.h`` (``fo_<lowbit>_bf16``, ``fo_<lowbit>_int8`` and their record
+    ``fo_<lowbit>_p``), from which ``src/kernels/_lowbit.pyx.tp`` renders its entry points
+    ``<name>_bf16``, ``<name>_int8`` and ``<name>_{bf16,int8}_multi``; None: float state only.
 ``optional``
     The condition (a struct field) without which the state buffers are not read or written
     (SGD without momentum), or None.
@@ -65,6 +70,7 @@ class Kernel(NamedTuple):
     consts: tuple
     state: tuple
     optional: str | None = None
+    lowbit: str | None = None   # fo_lowbit.h's prefix (fo_<lowbit>_bf16, ...); None: no low-bit state
 
     @property
     def hyper_names(self):
@@ -96,7 +102,8 @@ KERNELS = (
                 Const("has_mom", "bint", "momentum != 0.0"),
                 Const("nesterov", "bint", "nesterov")),
         state=(Buffer("momentum_buf", False, 0),),
-        optional="has_mom"),
+        optional="has_mom",
+        lowbit="sgd"),
     Kernel(
         "rmsprop", "RmspropHyper",
         hyper=(Hyper("lr", "double", ">=0", None),
@@ -113,7 +120,8 @@ KERNELS = (
                 Const("wd", "real", "weight_decay"),
                 Const("has_wd", "bint", "weight_decay != 0.0"),
                 Const("eps_inside", "bint", "eps_inside_sqrt")),
-        state=(Buffer("square_avg", True, 1),)),
+        state=(Buffer("square_avg", True, 1),),
+        lowbit="rms"),
     Kernel(
         "adam", "AdamHyper",
         hyper=(Hyper("lr", "double", ">=0", None),
@@ -136,7 +144,8 @@ KERNELS = (
                 Const("decay", "real", "1.0 - lr * weight_decay"),
                 Const("has_wd", "bint", "weight_decay != 0.0"),
                 Const("decoupled", "bint", "decoupled_weight_decay")),
-        state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1))),
+        state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
+        lowbit="adam"),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}

@@ -667,6 +667,24 @@ def _stuck(where, directory):
         dckpt.save_checkpoint(path, fp, dp)
 
 
+def _bench_stuck(where):
+    """``fastopt bench --distributed`` (timeout=2) with rank 1 stuck ``where``: before it
+    starts, in place of one of its timed collectives, or in place of its data-parallel step."""
+    from fastopt.benchmark import distributed as bench
+
+    if rank == 1:
+        if where == "start":
+            time.sleep(3600)
+        name = {"timing": "_median_time", "step": "_step_split"}[where]
+        setattr(bench, name, lambda *args, **kwargs: time.sleep(3600))
+    bench.run_distributed(quick=True, timeout=2)
+    raise AssertionError("unreachable: the job should have been aborted")
+
+
+for _where in ("start", "timing", "step"):
+    globals()[f"fault_bench_{_where}"] = functools.partial(_bench_stuck, _where)
+
+
 for _where in ("construct", "average_buffers", "verify_parameters", "load_state_dict",
                "save_checkpoint", "load_checkpoint"):
     globals()[f"fault_stuck_{_where}"] = functools.partial(_stuck, _where)

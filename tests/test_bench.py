@@ -36,7 +36,9 @@ def test_bench_quick_table_and_json(tmp_path):
     load = [r for r in rows if r["group"] == "load"]
     lists = [r for r in rows if r["group"] == "list"]
     clip = [r for r in rows if r["group"] == "clip"]
-    from fastopt.benchmark.suite import MAIN_TABLE
+    from fastopt.benchmark.report import TABLES
+
+    MAIN_TABLE = TABLES[0].groups
 
     assert {r["group"] for r in rows} <= set(MAIN_TABLE) | {"sharing", "load", "list", "clip",
                                                            "state"}
@@ -81,6 +83,15 @@ def test_bench_quick_table_and_json(tmp_path):
     assert all(r["bytes"] == 28 * r["size"] for r in adam)
     (adam64,) = [r for r in rows if r["name"] == "adam float64"]
     assert adam64["bytes"] == 56 * adam64["size"]
+    # whether the figures can be trusted: in the JSON, and said in the table when not
+    load = result["meta"]["load"]
+    assert load["threads"] == result["meta"]["threads"] and load["cores"] >= 1
+    for r in result["rows"]:
+        assert set(r["unstable"]) == {k for k, v in r["spread"].items() if v > 0.10}
+    marked = [l for l in lines if "  ! spread " in l]
+    assert len(marked) == sum(1 for r in result["rows"] if r["unstable"])
+    for w in result["meta"]["warnings"]:
+        assert f"warning: {w}" in p.stdout
 
 
 @pytest.mark.slow
@@ -92,9 +103,11 @@ def test_bench_bad_arguments():
 
 def test_bench_sklearn_row_and_table():
     pytest.importorskip("sklearn")
-    from fastopt.benchmark import suite
+    from fastopt.benchmark import cases, measure, suite
 
-    row = suite.bench_sklearn(1, "float32", hidden=(16,), epochs=2)
+    (row,) = measure(cases.sklearn_case("float32", hidden=(16,), epochs=2, reps=1), 3)
+    assert row.size == (16,)
+    row = row.to_dict()
     assert row["group"] == "sklearn" and row["time"] > 0 and row["sklearn_time"] > 0
     assert 0 <= row["accuracy"] <= 1 and abs(row["accuracy"] - row["sklearn_accuracy"]) < 0.05
     meta = dict(version="x", isa="a", threads=1, torch=None, reps=1, blas_shared=False)
@@ -132,11 +145,11 @@ def _check_state_rows(rows, n, torch_installed):
 
 @pytest.mark.parametrize("n", [1000, 4096])
 def test_bench_state_rows(n):
-    from fastopt.benchmark import suite
+    from fastopt.benchmark import cases, measure, suite
 
     torch = suite._torch()
     notes = []
-    rows = suite.bench_state(n, 2, torch, notes=notes)
+    rows = [r.to_dict() for r in measure(cases.state_case(n), 2, torch, notes)]
     _check_state_rows(rows, n, torch is not None)
     try:
         import bitsandbytes  # noqa: F401
@@ -147,7 +160,7 @@ def test_bench_state_rows(n):
         assert ([r["name"] for r in rows[3:]] == ["bitsandbytes Adam8bit"]) != bool(notes)
     else:
         assert len(rows) == 3 and len(notes) == 1 and "bitsandbytes" in notes[0]
-    rows = suite.bench_state(n, 1, None, use_bitsandbytes=False, notes=notes[:0])
+    rows = [r.to_dict() for r in measure(cases.state_case(n, use_bitsandbytes=False), 1)]
     _check_state_rows(rows, n, False)
     assert len(rows) == 3
 
@@ -158,12 +171,15 @@ def test_bench_state_bitsandbytes_missing_or_broken(monkeypatch):
     import types
 
     torch = pytest.importorskip("torch")
-    from fastopt.benchmark import suite
+    from fastopt.benchmark import cases, measure, suite
+
+    def bench_state(n, reps, torch, notes):
+        return [r.to_dict() for r in measure(cases.state_case(n), reps, torch, notes)]
 
     p = np.ones(512, np.float32)
-    assert suite._bitsandbytes_step(None, p, p) == "bitsandbytes not measured: torch not installed"
+    assert cases.bitsandbytes_step(None, p, p) == "bitsandbytes not measured: torch not installed"
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)       # import fails
-    assert suite._bitsandbytes_step(torch, p, p) == "bitsandbytes not installed"
+    assert cases.bitsandbytes_step(torch, p, p) == "bitsandbytes not installed"
 
     class NoCPU:
         def __init__(self, params, lr):
@@ -179,15 +195,15 @@ def test_bench_state_bitsandbytes_missing_or_broken(monkeypatch):
     fake.__version__ = "0.0-test"
     fake.optim = types.SimpleNamespace(Adam8bit=NoCPU)
     monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
-    why = suite._bitsandbytes_step(torch, p, p)
+    why = cases.bitsandbytes_step(torch, p, p)
     assert "cannot step a CPU float32 tensor" in why and "no CUDA device" in why
     notes = []
-    rows = suite.bench_state(512, 1, torch, notes=notes)
+    rows = bench_state(512, 1, torch, notes=notes)
     assert [r["name"] for r in rows] == ["adam float32", "adam bfloat16", "adam int8"]
     assert notes == [why]
     fake.optim.Adam8bit = Works
     notes = []
-    rows = suite.bench_state(8192, 1, torch, notes=notes)
+    rows = bench_state(8192, 1, torch, notes=notes)
     assert notes == [] and rows[-1]["name"] == "bitsandbytes Adam8bit"
     assert rows[-1]["version"] == "0.0-test" and rows[-1]["state_dtype"] == "int8"
     _check_state_rows(rows, 8192, True)
@@ -279,3 +295,149 @@ def test_bench_options_that_would_be_ignored_or_fail_are_usage_errors(monkeypatc
     pytest.importorskip("matplotlib")
     assert _bench_main(monkeypatch, *argv) == 2
     assert msg in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ trusting the figures
+# (injected samples and load averages: nothing here is timed)
+
+
+def test_samples_spread_and_unstable():
+    from fastopt.benchmark.timing import MAX_SPREAD, Samples, unstable
+
+    assert MAX_SPREAD == 0.10
+    steady, noisy = Samples((1.0, 1.0, 1.02)), Samples((1.0, 1.5, 1.0))
+    assert steady.median == 1.0 and steady.spread == pytest.approx(np.std([1, 1, 1.02], ddof=1)
+                                                                    / np.mean([1, 1, 1.02]))
+    assert noisy.spread == pytest.approx(0.2474, abs=1e-4)
+    assert Samples((3.0,)).spread == 0.0 and Samples(()).spread == 0.0
+    assert unstable({"fastopt": steady, "torch": noisy}) == ["torch"]
+    assert unstable({"fastopt": steady, "torch": noisy}, bound=0.3) == []
+    assert noisy.scaled(0.5).times == (0.5, 0.75, 0.5)
+
+
+@pytest.mark.parametrize("before,after,busy", [
+    (0.1, 2.3, False),     # quiet before; after: the benchmark's own 2 threads and 0.3 more
+    (0.4, 2.5, False),     # at the slack exactly: not busy
+    (1.2, 2.0, True),      # someone else used a core before the run
+    (0.1, 3.0, True),      # ... or during it
+    (None, None, False),   # no load average on this system: nothing to say
+])
+def test_busy_machine(before, after, busy):
+    from fastopt.benchmark.timing import Load, busy as why
+
+    msg = why(Load(cores=2, threads=2, before=before, after=after))
+    assert (msg is not None) == busy
+    if busy:
+        assert msg.startswith("the machine is busy: load average ")
+        assert f"{before:.2f} before, {after:.2f} after the run, on 2 cores" in msg
+    # the same load leaves 6 free cores of 8 to the others: not busy
+    assert why(Load(cores=8, threads=2, before=before, after=after)) is None
+
+
+def test_run_warns_on_a_busy_machine(monkeypatch):
+    from fastopt.benchmark import suite, timing
+    from fastopt.benchmark.report import KernelRow
+    from fastopt.benchmark.timing import Samples
+
+    readings = iter([3.5, 4.0])
+    monkeypatch.setattr(timing, "load_average", lambda: next(readings))
+    monkeypatch.setattr(timing, "available_cores", lambda: 2)
+    monkeypatch.setattr(suite, "get_num_threads", lambda: 2)
+    steady = Samples((1e-3, 1e-3, 1e-3))
+
+    def measure(case, reps, torch=None, notes=None):
+        samples = {"fastopt": steady, "reference": Samples((2e-3, 3e-3, 2e-3)),
+                   "roofline": steady}
+        return KernelRow.from_samples(case, samples, {})
+
+    monkeypatch.setattr(suite, "measure", measure)
+    result = suite.run(quick=True, only=["optimizer"], use_torch=False)
+    assert result["meta"]["load"] == dict(cores=2, threads=2, before=3.5, after=4.0)
+    (w,) = result["meta"]["warnings"]
+    assert "the machine is busy: load average 3.50 before, 4.00 after the run" in w
+    text = suite.format_table(result)
+    assert text.splitlines()[-2] == (f"warning: {w}; the figures above cannot be trusted "
+                                     "(rerun on a quiet machine)")
+    rows = result["rows"]
+    assert all(r.unstable == ["reference"] for r in rows)
+    assert text.splitlines()[-1].startswith(f"warning: {len(rows)} row(s) marked !")
+
+
+def _row(name, spreads):
+    """A main-table row from injected samples: ``spreads`` picks which ones disagree."""
+    from fastopt.benchmark.cases import optimizer_case
+    from fastopt.benchmark.report import KernelRow
+    from fastopt.benchmark.timing import Samples
+
+    def samples(t, noisy):
+        return Samples((t, 1.5 * t, t) if noisy else (t, t, t))
+
+    times = {"fastopt": 1e-3, "reference": 4e-3, "roofline": 5e-4, "torch": 2e-3}
+    case = optimizer_case(name, 1 << 16)
+    return KernelRow.from_samples(case, {k: samples(t, k in spreads)
+                                         for k, t in times.items()}, {})[0]
+
+
+def test_table_marks_the_rows_whose_samples_disagree():
+    import json
+
+    from fastopt.benchmark import format_table, to_json
+
+    rows = [_row("adam", ()), _row("rmsprop", ("torch",)), _row("adamw", ("fastopt", "torch"))]
+    meta = dict(version="x", isa="a", threads=2, torch="t", reps=3, blas_shared=False)
+    text = format_table({"meta": meta, "rows": rows})
+    lines = text.splitlines()
+    (adam,) = [l for l in lines if l.startswith("adam ")]
+    (rms,) = [l for l in lines if l.startswith("rmsprop ")]
+    (adamw,) = [l for l in lines if l.startswith("adamw ")]
+    assert "!" not in adam and adam.split()[-2:] == ["4.0x", "2.0x"]
+    assert rms.endswith("  ! spread torch 25%")
+    assert adamw.endswith("  ! spread fastopt 25%, torch 25%")
+    assert "!: the samples of this measurement disagree" in text
+    assert lines[-1] == ("warning: 2 row(s) marked !: their repeated samples disagree by more "
+                         "than 10%; rerun with more --reps or on a quiet machine")
+    # the JSON holds the same facts, and prints the same table
+    data = json.loads(json.dumps(to_json({"meta": meta, "rows": rows})))
+    assert data["rows"][1]["unstable"] == ["torch"]
+    assert data["rows"][1]["spread"]["torch"] == pytest.approx(0.2474, abs=1e-4)
+    assert data["rows"][0]["unstable"] == [] and data["rows"][0]["bytes"] == 28 << 16
+    assert format_table(data) == text
+    # steady samples and a quiet machine: no marks, no warnings
+    quiet = format_table({"meta": {**meta, "warnings": []}, "rows": rows[:1]})
+    assert "!" not in quiet and "warning" not in quiet
+
+
+def test_round_robin_and_each_apart_call_order():
+    from fastopt.benchmark import timing
+
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    out = timing.round_robin(fns, reps=2, warmup=1, between=lambda: calls.append("-"))
+    assert calls == ["a", "-", "b", "-", "c", "-"] * 3
+    assert {k: len(s.times) for k, s in out.items()} == {"a": 2, "b": 2, "c": 2}
+    calls.clear()
+    s = timing.each_apart(fns["a"], reps=4, warmup=2)
+    assert calls == ["a"] * 6 and len(s.times) == 4
+
+
+def test_cases_are_the_benchmarks_cases():
+    """benchmarks/ times the cases fastopt bench runs (no case rebuilt there)."""
+    from fastopt.benchmark.cases import ROLES, run_cases
+
+    text = (ROOT / "benchmarks" / "test_bench_cases.py").read_text()
+    assert "run_cases(" in text and "np.random" not in text
+    assert not list((ROOT / "benchmarks").glob("test_bench_optim.py"))
+    quick = run_cases(quick=True, torch=True)
+    assert [c.group for c in quick].count("optimizer") == 9
+    assert {c.group for c in quick} <= set(ROLES)
+    (case,) = [c for c in quick if c.name == "adam float64"]
+    assert case.bytes == 56 * case.size
+    work = case.build(None)
+    assert list(work.calls) == ["fastopt", "reference", "roofline"]   # no torch given
+
+
+def test_bench_timeout_only_with_distributed(monkeypatch, capsys):
+    assert _bench_main(monkeypatch, "--timeout", "5") == 2
+    assert "--timeout: only taken with --distributed" in capsys.readouterr().err
+    assert _bench_main(monkeypatch, "--distributed", "--timeout", "0") == 2
+    assert "expected a positive finite number, got '0'" in capsys.readouterr().err

@@ -237,6 +237,18 @@ def test_bench_distributed_quick():
         assert needle in out, (needle, out)
 
 
+@needs_mpi
+@pytest.mark.parametrize("where,what", [
+    ("start", "fastopt bench --distributed"),
+    ("timing", "fastopt bench --distributed: timing a collective"),
+    ("step", "DataParallel()")])
+def test_bench_distributed_stuck_rank_is_a_timeout_not_a_hang(where, what):
+    # Before: the benchmark's collectives had no timeout; a stuck rank hung the job.
+    rc, out, err = launch(2, [f"fault_bench_{where}"], timeout=120, expect_ok=False)
+    assert rc != 0
+    assert f"rank 0 of 2 waited more than 2 s in {what}" in err, err
+
+
 def test_without_mpi4py_the_error_says_what_to_install(tmp_path):
     # a module named mpi4py that fails to import stands for a machine without it
     (tmp_path / "mpi4py").mkdir()

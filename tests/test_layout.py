@@ -273,10 +273,7 @@ def _cycles(graph):
 
 # Cycles that exist and are someone's work in progress (issue 18: the optimizer table):
 # each must still exist (remove it here when it is gone), and no other may appear.
-# (registry.OptimizerSpec.optimizer_class imports the classes, which import the registry)
-KNOWN_CYCLES = [["fastopt.optim.algorithms", "fastopt.optim.formats", "fastopt.optim.optimizer",
-                 "fastopt.optim.optimizers", "fastopt.optim.plan", "fastopt.optim.registry",
-                 "fastopt.optim.state"]]
+KNOWN_CYCLES = []
 
 
 def test_no_import_cycles_even_inside_functions():

@@ -99,3 +99,29 @@ def test_table_is_consistent():
         halves = [b.half for b in k.state]
         assert len(set(halves)) == len(halves) and set(halves) <= {0, 1}
         assert set(h.rule for h in k.hyper) <= set(RULES) | {"bool"}
+
+
+def test_one_checker_reads_the_rules_from_the_row():
+    """_check.hyper checks a row it has never seen by its rules alone, in the row's order."""
+    from fastopt.specs import Hyper, Kernel
+
+    toy = Kernel("toy", "ToyHyper", hyper=(Hyper("lr", "double", ">=0", None),
+                                           Hyper("rho", "double", "[0,1)", 0.5),
+                                           Hyper("tau", "double", "[0,1]", 1.0),
+                                           Hyper("eps", "double", ">0", 1e-8),
+                                           Hyper("flip", "bint", "bool", False)),
+                 step=False, consts=(), state=())
+    assert _check.hyper(toy, (0.1, 0.5, 1.0, 1e-8, True), False) == (0.1, 0.5, 1.0, 1e-8, True)
+    assert _check.hyper(toy, (_check.UNCHECKED, 0, 0, 1, False), True)[0] is _check.UNCHECKED
+    for bad, name in [((-1, 0.5, 1, 1, False), "lr"), ((0, 1.0, 1, 1, False), "rho"),
+                      ((0, 0.5, 1.5, 1, False), "tau"), ((0, 0.5, 1, 0.0, False), "eps"),
+                      ((0, 0.5, 1, 1e-46, False), "eps")]:
+        with pytest.raises(ValueError, match=name):
+            _check.hyper(toy, bad, True)
+    with pytest.raises(TypeError, match="flip"):
+        _check.hyper(toy, (0, 0.5, 1, 1, 1), False)
+    with pytest.raises(ValueError, match="momentum"):  # the first failing rule, in the row's order
+        _check.hyper(KERNELS["sgd"], (0.1, 2.0, 2.0, False, -1.0), False)
+    with pytest.raises(ValueError, match=r"betas\[0\]"):
+        _check.hyper(KERNELS["adam"], (0.1, 1.0, 0.9, 1e-8, 0.0, False), False,
+                     names={"beta1": "betas[0]"})

@@ -28,12 +28,16 @@ NET_ALPHA = 25e-6     # seconds per message between machines (TCP on a datacentr
 
 
 def _median_time(comm, fn, reps):
+    """The slowest rank's median time of ``fn`` (collectives on ``comm.unguarded``): the loop
+    runs under one deadline of ``comm``'s watchdog, so the guard costs nothing per call."""
     times = []
-    for _ in range(reps):
-        comm.Barrier()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+    raw = comm.unguarded
+    with comm.watchdog("fastopt bench --distributed: timing a collective"):
+        for _ in range(reps):
+            raw.Barrier()
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
     # the slowest rank's time is the collective's time
     return comm.allreduce(float(np.median(times)), op=_max(comm))
 
@@ -68,7 +72,8 @@ def _step_split(comm, fp, compute, shard, reps, opt_name="adam"):
     import fastopt
     from ..distributed import DataParallel
 
-    dp = DataParallel(fastopt.Adam(fp, lr=1e-4), comm, shard_state=shard, abort_on_exception=False)
+    dp = DataParallel(fastopt.Adam(fp, lr=1e-4), comm.unguarded, shard_state=shard,
+                      abort_on_exception=False, timeout=comm.watchdog.timeout)
     for _ in range(2):  # warm-up
         compute()
         dp.step()
@@ -97,8 +102,13 @@ def _step_split(comm, fp, compute, shard, reps, opt_name="adam"):
     return {k: comm.allreduce(v, op=_max(comm)) for k, v in out.items()}
 
 
-def run_distributed(comm=None, *, quick=False, reps=None):
-    """The measurements, as a dict (the same on every rank)."""
+def run_distributed(comm=None, *, quick=False, reps=None, timeout=None):
+    """The measurements, as a dict (the same on every rank).
+
+    ``timeout``: seconds any collective may wait (a rank died or is stuck) before the job is
+    aborted with a message (:class:`~fastopt.distributed.Watchdog`); None waits for ever.
+    Every collective goes through the watchdog: the benchmark's own, and its DataParallel's.
+    """
     import fastopt
     from ..distributed._mpi import world
     from ..nn.models import MLP
@@ -108,7 +118,10 @@ def run_distributed(comm=None, *, quick=False, reps=None):
     from ..distributed import use_node_share
     from ..runtime.blas import limited_blas_threads
 
+    from ..distributed import Watchdog
+
     comm = world(comm)
+    comm = Watchdog(comm, timeout).guard(comm, "fastopt bench --distributed")
     use_node_share(comm)
     with limited_blas_threads(1):   # as fastopt train: one BLAS thread per rank
         return _run(comm, quick, reps)
@@ -121,6 +134,7 @@ def _run(comm, quick, reps):
     from ..distributed import batch_part
 
     rank, size = comm.Get_rank(), comm.Get_size()
+    raw = comm.unguarded     # the timed collectives: under one deadline each (_median_time)
     reps = reps or (5 if quick else 11)
     sizes = [1 << 20] if quick else [1 << 20, 1 << 24]
     big = sizes[-1]
@@ -145,14 +159,14 @@ def _run(comm, quick, reps):
     mpi = require_mpi()
     for n in sizes:
         buf = np.ones(n, np.float32)
-        t = _median_time(comm, lambda: comm.Allreduce(mpi.IN_PLACE, buf, op=mpi.SUM), reps)
+        t = _median_time(comm, lambda: raw.Allreduce(mpi.IN_PLACE, buf, op=mpi.SUM), reps)
         algbw = buf.nbytes / t / 1e9
         res["allreduce"].append({"n": n, "time": t, "algbw": algbw,
                                  "busbw": algbw * 2 * (size - 1) / size,
                                  "of_copy": algbw / res["copy_gbs"]})
     tiny = np.ones(2, np.float32)
     res["alpha"] = _median_time(
-        comm, lambda: [comm.Allreduce(mpi.IN_PLACE, tiny, op=mpi.SUM) for _ in range(100)],
+        comm, lambda: [raw.Allreduce(mpi.IN_PLACE, tiny, op=mpi.SUM) for _ in range(100)],
         reps) / 100
 
     # the MLP of fastopt train, a global batch of 256

@@ -4,7 +4,11 @@ import argparse
 import json
 import sys
 
-from .types import UsageError, check_output_path, positive_int
+from .types import UsageError, check_output_path, positive_float, positive_int
+
+#: seconds a collective of ``fastopt bench --distributed`` may wait (``--timeout``): the
+#: longest wait is a rank timing its part alone (seconds) while the others wait at a barrier
+DISTRIBUTED_TIMEOUT = 300.0
 
 #: options that only the single-process benchmark takes (--distributed refuses them)
 _SINGLE_PROCESS = {"plot": "--plot", "only": "--only", "no_torch": "--no-torch",
@@ -13,6 +17,8 @@ _SINGLE_PROCESS = {"plot": "--plot", "only": "--only", "no_torch": "--no-torch",
 
 def _check_options(args):
     """The options' combinations that would fail or be ignored: refused before anything runs."""
+    if not args.distributed and args.timeout is not None:
+        raise UsageError("--timeout: only taken with --distributed (a collective's time limit)")
     if args.distributed:
         given = [flag for name, flag in _SINGLE_PROCESS.items() if getattr(args, name)]
         if given:
@@ -61,7 +67,8 @@ def _cmd_bench_distributed(args):
     if problem is not None:
         raise UsageError(problem)
     abort_on_exception()
-    result = run_distributed(quick=args.quick, reps=args.reps)
+    timeout = DISTRIBUTED_TIMEOUT if args.timeout is None else args.timeout
+    result = run_distributed(quick=args.quick, reps=args.reps, timeout=timeout)
 
     if MPI.COMM_WORLD.Get_rank() == 0:
         print(format_distributed(result))
@@ -77,7 +84,7 @@ def _cmd_bench(args):
         return _cmd_bench_distributed(args)
     _check_options(args)
     _check_paths(args)
-    from ..benchmark import format_table, plot, run
+    from ..benchmark import format_table, plot, run, to_json
 
     def progress(i, n):
         if sys.stderr.isatty():
@@ -92,7 +99,7 @@ def _cmd_bench(args):
     print(format_table(result))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=1, default=list)
+            json.dump(to_json(result), f, indent=1, default=list)
         print(f"wrote {args.json}")
     if args.plot:
         plot(result, args.plot)
@@ -100,7 +107,7 @@ def _cmd_bench(args):
     return 0
 
 
-#: The row groups of ``--only``: :data:`fastopt.benchmark.suite.GROUPS`, spelled out here so
+#: The row groups of ``--only``: :data:`fastopt.benchmark.cases.GROUPS`, spelled out here so
 #: that building the parser does not load the benchmark (a test keeps the two equal).
 GROUPS = ("optimizer", "list", "clip", "state", "sklearn", "batchnorm", "train", "model", "sharing",
           "load")
@@ -135,6 +142,10 @@ def add_bench(sub):
                    help="under mpiexec: allreduce GB/s, the data-parallel step split into "
                         "compute, communication and optimizer (plain and ZeRO-1), optimizer "
                         "memory per rank, and an alpha-beta scaling model")
+    p.add_argument("--timeout", type=positive_float, metavar="SECONDS",
+                   help="with --distributed: abort the job when a collective waits longer than "
+                        f"this (a rank died or is stuck), instead of hanging (None: "
+                        f"{DISTRIBUTED_TIMEOUT:g} s)")
     p.set_defaults(func=_guarded(_cmd_bench, p))
 
 

@@ -14,6 +14,8 @@ import operator
 
 import numpy as np
 
+from ..specs import BY_NAME as _KERNELS
+
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 
@@ -237,43 +239,71 @@ def _finite_constant(name, x, f32):
 UNCHECKED = object()
 
 
-def _lr(lr, f32):
-    return lr if lr is UNCHECKED else at_least("lr", lr, 0.0, float32=f32)
+# A hyperparameter's rule in the kernel table (:class:`fastopt.specs.Hyper`) -> its check.
+_RULES = {
+    ">=0": lambda name, x, f32: at_least(name, x, 0.0, float32=f32),
+    ">0": lambda name, x, f32: positive(name, x, float32=f32),
+    "[0,1)": lambda name, x, f32: unit_interval(name, x, float32=f32),
+    "[0,1]": lambda name, x, f32: unit_interval(name, x, closed_right=True, float32=f32),
+    "bool": lambda name, x, f32: flag(name, x),
+}
+
+
+def _sgd_rules(h, step, f32):
+    nesterov_rule(h["nesterov"], h["momentum"], h["dampening"])
+
+
+def _adam_rules(h, step, f32):
+    lr = h["lr"]
+    if lr is not UNCHECKED and step is not None:   # the per-step constants the update is computed with
+        _finite_constant("lr / (1 - beta1**step)", lr / (1 - h["beta1"]**step), f32)
+        if h["decoupled_weight_decay"]:
+            _finite_constant("the decay factor 1 - lr * weight_decay",
+                             1 - lr * h["weight_decay"], f32)
+
+
+#: The rules between a kernel's hyperparameters (after each one's own rule holds).
+_JOINT = {"sgd": _sgd_rules, "adam": _adam_rules}
+
+
+def hyper(kernel, values, f32, *, step=None, names=None):
+    """The hyperparameters of ``kernel`` (a row of :data:`fastopt.specs.KERNELS`), checked for
+    buffers of float32 (``f32``) or float64, in the table's order.
+
+    ``values`` holds them in that order; each must meet its rule in the table (an ``lr`` of
+    :data:`UNCHECKED` is left to the caller), then the kernel's joint rules hold (with the
+    per-step constants of step ``step``; None: not checked).  ``names`` renames arguments in
+    the messages (``{"beta1": "betas[0]"}``).  Returns the checked values, a tuple.
+    """
+    checked = {}
+    for h, x in zip(kernel.hyper, values, strict=True):
+        if h.name == "lr" and x is UNCHECKED:
+            checked["lr"] = x
+            continue
+        name = names.get(h.name, h.name) if names else h.name
+        checked[h.name] = _RULES[h.rule](name, x, f32)
+    joint = _JOINT.get(kernel.name)
+    if joint is not None:
+        joint(checked, step, f32)
+    return tuple(checked.values())
 
 
 def sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, f32):
     """SGD's hyperparameters, checked for buffers of float32 (``f32``) or float64."""
-    lr = _lr(lr, f32)
-    momentum = unit_interval("momentum", momentum, float32=f32)
-    dampening = unit_interval("dampening", dampening, closed_right=True, float32=f32)
-    nesterov = flag("nesterov", nesterov)
-    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=f32)
-    nesterov_rule(nesterov, momentum, dampening)
-    return lr, momentum, dampening, nesterov, weight_decay
+    return hyper(_KERNELS["sgd"], (lr, momentum, dampening, nesterov, weight_decay), f32)
 
 
 def rmsprop_hyper(lr, alpha, eps, eps_inside_sqrt, weight_decay, f32):
     """RMSprop's hyperparameters, checked for buffers of float32 (``f32``) or float64."""
-    return (_lr(lr, f32), unit_interval("alpha", alpha, float32=f32),
-            positive("eps", eps, float32=f32), flag("eps_inside_sqrt", eps_inside_sqrt),
-            at_least("weight_decay", weight_decay, 0.0, float32=f32))
+    return hyper(_KERNELS["rmsprop"], (lr, alpha, eps, eps_inside_sqrt, weight_decay), f32)
 
 
 def adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step, f32, *,
                names=("beta1", "beta2")):
     """Adam's hyperparameters, checked for buffers of float32 (``f32``) or float64, with the
     per-step constants of step ``step`` (None: not checked)."""
-    lr = _lr(lr, f32)
-    beta1 = unit_interval(names[0], beta1, float32=f32)
-    beta2 = unit_interval(names[1], beta2, float32=f32)
-    eps = positive("eps", eps, float32=f32)
-    weight_decay = at_least("weight_decay", weight_decay, 0.0, float32=f32)
-    decoupled = flag("decoupled_weight_decay", decoupled_weight_decay)
-    if lr is not UNCHECKED and step is not None:   # the per-step constants the update is computed with
-        _finite_constant("lr / (1 - beta1**step)", lr / (1 - beta1**step), f32)
-        if decoupled:
-            _finite_constant("the decay factor 1 - lr * weight_decay", 1 - lr * weight_decay, f32)
-    return lr, beta1, beta2, eps, weight_decay, decoupled
+    return hyper(_KERNELS["adam"], (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay),
+                 f32, step=step, names={"beta1": names[0], "beta2": names[1]})
 
 
 def sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay):

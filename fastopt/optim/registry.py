@@ -11,6 +11,7 @@ of that table, its update rule in ``src/kernels/_optim.pyx.tp``, the wrapper and
 (``fastopt.kernels`` / ``fastopt.reference``), a class, and one entry here.
 """
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -128,9 +129,14 @@ class OptimizerSpec:
 
     @property
     def optimizer_class(self) -> type:
-        from . import optimizers
+        """The class :attr:`optimizer`, from the public namespace :mod:`fastopt.optim`.
 
-        return getattr(optimizers, self.optimizer)
+        Looked up, not imported: the classes import this registry (their state buffers and
+        compiled calls), so the registry names them and never imports them (no import cycle).
+        The package has always finished loading by then: importing this module runs
+        ``fastopt/optim/__init__.py``, which imports the classes, first.
+        """
+        return getattr(sys.modules[__package__], self.optimizer)
 
     def call(self, impl, param, grad, state, *, step: int = 1, **overrides) -> None:
         """One kernel step with :attr:`example`'s arguments (``impl``: ``fastopt.kernels`` or
@@ -138,8 +144,8 @@ class OptimizerSpec:
         kwargs = {**self.example, **overrides}
         if _KERNELS[self.kernel.removesuffix("_step")].step:
             kwargs.setdefault("step", step)
-        if self.kernel == "sgd_step" and not self.state:
-            state = [None]
+        if _KERNELS[self.kernel.removesuffix("_step")].optional and not self.state:
+            state = [None] * len(_KERNELS[self.kernel.removesuffix("_step")].state)
         getattr(impl, self.kernel)(param, grad, *state, **kwargs)
 
     def make(self, params, lr, *, beta: float = 0.9, impl: str = "fused", **options):
