@@ -422,6 +422,14 @@ def blas_toggling(toggles, matmul_threads=2):
                 fastopt.restore_blas_threads()
                 time.sleep(0.01)
             stage(f"toggle {k + 1} of {toggles}")
+        # keep multiplying, shared, until a product has run on fastopt's pool (a slow build,
+        # e.g. under the sanitizers, may start none within the pacing sleeps above)
+        from fastopt.runtime import blas as _blas
+        fastopt.share_blas_threads()
+        deadline = time.monotonic() + WAIT
+        while (_blas._loaded_openblas_paths() and time.monotonic() < deadline
+               and not any(shared > 0 for shared, _ in _blas._calls().values())):
+            time.sleep(0.01)
     finally:
         stop.set()
         for t in threads:
