@@ -14,7 +14,17 @@ update rules.
 
 __version__ = "0.1.0"
 
+import os as _os
 import sys as _sys
+
+# The compiled modules link GNU libgomp, whose start-up binds the loading thread to one CPU
+# when OMP_PROC_BIND / OMP_PLACES / GOMP_CPU_AFFINITY is set (fastopt runs no OpenMP region).
+# runtime.dispatch keeps the affinity around the kernel modules' load; this keeps it around the
+# whole package import too, whichever module loads libgomp first (e.g. under LD_PRELOAD).
+try:
+    _affinity_before_import = _os.sched_getaffinity(0)
+except (AttributeError, OSError):  # not Linux
+    _affinity_before_import = None
 
 from .runtime import blas as _blas, dispatch as _dispatch, threads as _threads
 from .runtime.blas import restore_blas_threads, share_blas_threads
@@ -82,3 +92,11 @@ __all__ = [
     "kernels", "reference", "init", "data", "schedules", "tuning", "set_num_threads", "get_num_threads", "num_threads",
     "default_num_threads", "isa", "info", "share_blas_threads", "restore_blas_threads", "__version__",
 ]
+
+if _affinity_before_import is not None:
+    try:
+        if _os.sched_getaffinity(0) != _affinity_before_import:
+            _os.sched_setaffinity(0, _affinity_before_import)
+    except OSError:
+        pass
+del _affinity_before_import
