@@ -120,20 +120,40 @@ class SyncStats(Checked, BatchNormSync):
         return f"SyncStats(rank {self.rank} of {self.size}{det})"
 
     # ------------------------------------------------------------ the calls
+    def register(self, layers):
+        """Check (collectively) that every rank has ``layers`` (BatchNorm) with the same names,
+        widths and dtypes; raises DistributedError on every rank otherwise.
+
+        :func:`sync_batchnorm` and :class:`SyncBatchNorm` do it; a layer given this object
+        as its ``sync`` otherwise is registered at its first call.  (Registered layers make
+        every call the same size, so ranks that call them in another order get a
+        DistributedError; a first call made where another rank calls a registered layer is a
+        collective mismatch, which MPI reports as an error on a rank: the job then aborts.)
+        """
+        layers = list(layers)
+        for i, bn in enumerate(layers):
+            if not isinstance(bn, BatchNorm):
+                raise TypeError(f"layers[{i}] must be a BatchNorm, got {type(bn).__name__}")
+        keys = [(bn.name, bn.num_features, str(bn.gamma.dtype)) for bn in layers]
+        with self._gcomm.during("SyncStats.register"):
+            everyone = self._gcomm.allgather(keys)
+        differ = [(r, k) for r, k in enumerate(everyone) if k != keys]
+        if differ:
+            def show(ks):
+                return ", ".join(f"{k[0]} with C = {k[1]}, {k[2]}" for k in ks) or "none"
+            raise DistributedError(
+                "synchronized batch norm: the ranks' layers differ (names, widths or dtypes, "
+                "or their order): " + "; ".join(f"rank {r}: {show(k)}"
+                                                 for r, k in enumerate(everyone)))
+        for bn, key in zip(layers, keys):
+            self._widths[bn.name] = key[1:]
+            self._width = max(self._width, bn.num_features)
+
     def _register(self, layer, signature):
         """At a layer's first call: every rank has it, with the same width and dtype."""
-        key = (layer.name, layer.num_features, str(layer.gamma.dtype))
-        if self._widths.get(layer.name) == key[1:]:
-            return
-        with self._gcomm.during(f"{signature}: the layer's first call"):
-            everyone = self._gcomm.allgather(key)
-        if any(k != key for k in everyone):
-            raise DistributedError(
-                "synchronized batch norm: the ranks' layers differ (another width or dtype, or "
-                "called in another order): " + "; ".join(
-                    f"rank {r}: {k[0]} with C = {k[1]}, {k[2]}" for r, k in enumerate(everyone)))
-        self._widths[layer.name] = key[1:]
-        self._width = max(self._width, layer.num_features)
+        if self._widths.get(layer.name) != (layer.num_features, str(layer.gamma.dtype)):
+            with self._gcomm.during(f"{signature}: the layer's first call"):
+                self.register([layer])
 
     def _signature_hash(self, signature):
         """16 bits of the call's signature and number (exact in double, squared and summed)."""
@@ -275,6 +295,7 @@ class SyncBatchNorm(BatchNorm):
             raise TypeError("pass comm, deterministic and timeout to the SyncStats given as "
                             "sync, not to SyncBatchNorm")
         super().__init__(num_features, sync=sync, **options)
+        sync.register([self])
 
 
 def sync_batchnorm(layers, comm=None, *, deterministic=False, timeout=None):
@@ -302,6 +323,7 @@ def sync_batchnorm(layers, comm=None, *, deterministic=False, timeout=None):
         if not isinstance(bn, BatchNorm):
             raise TypeError(f"layers[{i}] must be a BatchNorm, got {type(bn).__name__}")
     stats = SyncStats(comm, deterministic=deterministic, timeout=timeout)
+    stats.register(bns)
     for bn in bns:
         bn.sync = stats
     return stats
