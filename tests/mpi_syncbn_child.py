@@ -276,7 +276,9 @@ def small_parts():
 
 def stuck_forward():
     """The last rank never reaches the layer: the others' watchdog (timeout 2 s) aborts."""
-    bn, _ = _layer(sync=SyncStats(timeout=2))
+    stats = SyncStats(timeout=2)
+    bn, _ = _layer(sync=stats)
+    stats.register([bn])
     if rank == size - 1:
         time.sleep(3600)
     bn.forward(_x(4))
