@@ -152,6 +152,11 @@ def test_a_layer_with_a_sync_calls_it_and_keeps_the_bits(impl):
     b.forward(x)
     with pytest.raises(ValueError, match="weight is for synchronized batch norm"):
         b.backward(dy, weight=0.5)
+    # the backward pass goes with its forward: the sync it had then
+    a.forward(x)
+    a.sync = None
+    a.backward(dy)
+    assert sync.calls[-1][0] == "sums" and len(sync.calls) == 6
 
 
 def test_a_refused_input_is_refused_through_the_sync_before_anything_changes():

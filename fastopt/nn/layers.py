@@ -219,10 +219,10 @@ class BatchNorm(Checked):
         return (f"{self.name}.{phase}(x of shape (N, {', '.join(map(str, shape))}), "
                 f"{self.gamma.dtype}, eps={self.eps!r}, momentum={self.momentum!r})")
 
-    def _synced(self, phase, x, call, on_reduce):
-        """``call(reduce)`` with this layer's ``sync`` as the reduction; a refusal before the
-        reduction (a bad argument on this process) is refused on every process."""
-        sync, signature = self._sync, self._signature(phase, x)
+    def _synced(self, sync, phase, x, call, on_reduce):
+        """``call(reduce)`` with ``sync`` as the reduction; a refusal before the reduction (a
+        bad argument on this process) is refused on every process."""
+        signature = self._signature(phase, x)
         reached = []
 
         def reduce(*args):
@@ -262,11 +262,13 @@ class BatchNorm(Checked):
             return whole
 
         inference = isinstance(training, (bool, np.bool_)) and not training
-        if self._sync is not None and not inference:
-            y, mean, invstd = self._synced("forward", x, call, stats)
+        sync = None if inference else self._sync
+        if sync is not None:
+            y, mean, invstd = self._synced(sync, "forward", x, call, stats)
         else:
             y, mean, invstd = call(None)
-        self._cache = (x, mean, invstd, bool(training), tuple(counts))
+        # (the backward pass of a synchronized forward uses the same sync and counts)
+        self._cache = (x, mean, invstd, bool(training), sync, tuple(counts))
         return y
 
     __call__ = forward
@@ -286,7 +288,7 @@ class BatchNorm(Checked):
         """
         if self._cache is None:
             raise RuntimeError("backward() called before forward()")
-        x, mean, invstd, training, counts = self._cache
+        x, mean, invstd, training, sync, counts = self._cache
 
         def call(reduce):
             if weight is not None:
@@ -300,8 +302,8 @@ class BatchNorm(Checked):
             w = float(weight) if weight is not None else counts[0] / counts[1]
             return sync.sums(self, signature, n, sum_dy, sum_dy_xmu, w)
 
-        if counts:      # (the forward was synchronized)
-            return self._synced("backward", x, call, sums)
+        if sync is not None:
+            return self._synced(sync, "backward", x, call, sums)
         if weight is not None:
             raise ValueError("weight is for synchronized batch norm (sync), after a training "
                              "forward")
