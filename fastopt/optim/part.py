@@ -1,0 +1,255 @@
+"""Parts of an optimizer: the optimizer of a range of its parameters' elements, and its state
+cut out of, and put back into, the whole optimizer's state dict (ZeRO-1's slices).
+
+The *flat vector* of a dtype is the optimizer's arrays of that dtype, flattened and
+concatenated in order (for a FlatParams: its ``data``).  The optimizer's compiled tensors
+(its arrays, or runs of a FlatParams) are ranges of these vectors: :func:`extents` lists
+them, each with its parameter group, its state format, the global index of its first
+element (the bfloat16 rounding hash) and the granularity a cut inside it must keep (int8
+state: its 256-element quantization blocks, which must not be split; otherwise 1).
+
+:func:`part` builds, over views of some pieces of those ranges, an optimizer of the same
+class and configuration in which every element keeps its group, its state format, its
+quantization block and its rounding index: each element's update is then the one the whole
+optimizer would make (the kernels are elementwise within a block), bit for bit.
+
+:class:`StateLayout` describes the ``state`` of an optimizer's state dict as *streams*:
+per buffer name, per kind of row (the values of dense state of one dtype, bfloat16 bits,
+int8 codes, int8 absmax), the concatenation of every entry's row in order.  The streams of
+the parts of a flat vector, concatenated in order, are the whole optimizer's streams: so a
+state dict is cut into parts, and parts joined into a state dict, by moving contiguous
+ranges of typed arrays (:meth:`StateLayout.streams`, :meth:`StateLayout.state`).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..kernels._formats import QBLOCK, absmax_size
+from .registry import SPECS
+
+__all__ = ["Extent", "extents", "snap", "pieces", "part", "piece_sizes", "StateLayout"]
+
+
+class Extent(NamedTuple):
+    """One compiled tensor of an optimizer, as a range of the flat vector of its dtype."""
+
+    dtype: np.dtype
+    start: int
+    stop: int
+    group: int
+    fmt: str           # its state format: "float32" (dense, in the dtype), "bfloat16", "int8"
+    offset: int        # the global index of its first element (the bfloat16 rounding hash)
+    block: int         # a cut inside it falls on start + k * block
+
+
+def extents(opt):
+    """The compiled tensors of ``opt`` (an :class:`~fastopt.optim.Optimizer`), in order."""
+    compact = opt._format.compact
+    if opt.flat is not None:
+        slices = ([slice(0, opt.flat.data.size)] if opt._runs is None
+                  else [r for r, _, _ in opt._runs])
+    else:
+        pos, slices = {}, []
+        for t in opt._tensors:
+            a = pos.get(t.dtype, 0)
+            slices.append(slice(a, a + t.size))
+            pos[t.dtype] = a + t.size
+    out = []
+    for i, (t, sl) in enumerate(zip(opt._tensors, slices)):
+        fmt = opt._format.name if compact and opt._tensor_lowbit[i] else "float32"
+        out.append(Extent(np.dtype(t.dtype), sl.start, sl.stop, opt._tensor_group[i], fmt,
+                          int(opt._offsets[i]), QBLOCK if fmt == "int8" else 1))
+    return out
+
+
+def snap(exts, dtype, x):
+    """The largest cut ``<= x`` of the flat vector of ``dtype`` that splits no block of ``exts``."""
+    for e in exts:
+        if e.dtype == dtype and e.start < x < e.stop:
+            return e.start + (x - e.start) // e.block * e.block
+    return x
+
+
+def pieces(exts, dtype, lo, hi):
+    """The pieces ``(extent, a, b)`` of ``[lo, hi)`` of the flat vector of ``dtype``, in order."""
+    out = []
+    for e in exts:
+        a, b = max(lo, e.start), min(hi, e.stop)
+        if e.dtype == dtype and a < b:
+            out.append((e, a, b))
+    return out
+
+
+def part(opt, views):
+    """An optimizer of ``opt``'s class and configuration over pieces of its tensors.
+
+    Parameters
+    ----------
+    opt : Optimizer
+        The whole optimizer (not changed).
+    views : list of (Extent or None, int, ndarray)
+        Per piece: the extent it is cut from (None: an empty piece, which keeps a dtype
+        present), the index of its first element in the flat vector, and the 1-D array it
+        updates in place (views into the caller's buffers).
+
+    Returns
+    -------
+    Optimizer
+        Over a dict of the pieces (keys ``"0"``, ``"1"``, ... in order): each piece in its
+        extent's parameter group (all groups kept, empty or not, with their current values),
+        state format and rounding index, at step 0 and epoch 1 with zero state.
+    """
+    names = [str(k) for k in range(len(views))]
+    ngroups = len(opt.param_groups)
+    overrides = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    groups = [{**overrides[k], "params": [n for n, (e, _, _) in zip(names, views)
+                                          if e is not None and e.group == k]}
+              for k in range(1, ngroups)]
+    new = opt.like(dict(zip(names, (v for _, _, v in views))), groups=groups)
+    if overrides[0]:
+        new.param_groups[0].update(overrides[0])
+        new._group_hyper()
+    # each piece keeps its extent's state format and its elements' rounding indices
+    new._tensor_lowbit = [e is not None and e.fmt != "float32" for e, _, _ in views]
+    new._offsets = [0 if e is None else e.offset + (a - e.start) for e, a, _ in views]
+    new._plan_calls()
+    new._states = new._new_states()
+    new._build()
+    return new
+
+
+def piece_sizes(extent, n):
+    """``{kind: (dtype, elements)}``: the stream lengths ``n`` elements of ``extent`` add
+    to each state buffer's streams (see :class:`StateLayout`)."""
+    return {kind: (dt, m) for kind, dt, m in _kinds(extent.fmt, extent.dtype, n)}
+
+
+def _kinds(fmt, dtype, size):
+    """The rows of one state entry: ``[(kind, dtype, length), ...]``."""
+    if fmt == "bfloat16":
+        return [("bits", np.dtype(np.uint16), size)]
+    if fmt == "int8":
+        return [("codes", np.dtype(np.uint8), size),
+                ("absmax", np.dtype(np.float32), absmax_size(size))]
+    return [(f"values {np.dtype(dtype).name}", np.dtype(dtype), size)]
+
+
+class StateLayout:
+    """The entries of an optimizer's state dict ``state``, and their streams.
+
+    Attributes
+    ----------
+    names : list of str
+        The state buffers' names.
+    keys : list or None
+        The dict keys the entries are keyed by (a dict of parameters), else None (a list).
+    entries : list of (str, dtype, tuple)
+        Each entry's format, dtype and shape, in order.
+    maps : dict of str to str
+        Each buffer's int8 quantization map ("signed" or "unsigned").
+    """
+
+    def __init__(self, opt):
+        self.names = list(opt._state_names)
+        self.keys = opt._keys
+        fmts = opt._state_formats()
+        like = opt._tensors if opt._format.compact else opt._params
+        self.entries = [(f.name, np.dtype(t.dtype), tuple(t.shape)) for f, t in zip(fmts, like)]
+        nonneg = SPECS[opt._kernel].nonnegative
+        self.maps = {n: "unsigned" if n in nonneg else "signed" for n in self.names}
+
+    def sizes(self):
+        """``{kind: (dtype, elements)}``: the length of each stream of one buffer."""
+        out = {}
+        for fmt, dt, shape in self.entries:
+            for kind, kdt, n in _kinds(fmt, dt, int(np.prod(shape, dtype=np.int64))):
+                out[kind] = (kdt, out.get(kind, (kdt, 0))[1] + n)
+        return out
+
+    def _rows(self, name, i, src):
+        """The rows of entry ``i`` of buffer ``name`` (a state-dict entry), checked."""
+        fmt, dt, shape = self.entries[i]
+        what = f"state {name}[{i if self.keys is None else repr(self.keys[i])}]"
+        if fmt == "float32":
+            if isinstance(src, dict):
+                raise ValueError(f"{what} is {src.get('format')!r} state; this optimizer keeps "
+                                 f"it in {dt.name}")
+            arrays = [src]
+        else:
+            if not isinstance(src, dict) or src.get("format") != fmt:
+                got = src.get("format") if isinstance(src, dict) else type(src).__name__
+                raise ValueError(f"{what} must be {fmt} state (a dict with format={fmt!r}), "
+                                 f"got {got!r}")
+            if fmt == "int8":
+                if src.get("block") != QBLOCK:
+                    raise ValueError(f"{what} has int8 blocks of {src.get('block')!r} "
+                                     f"elements, expected {QBLOCK}")
+                if src.get("map") != self.maps[name]:
+                    raise ValueError(f"{what} uses the {src.get('map')!r} quantization map, "
+                                     f"expected {self.maps[name]!r}")
+            fields = ("bits",) if fmt == "bfloat16" else ("codes", "absmax")
+            missing = [k for k in fields if k not in src]
+            if missing:
+                raise ValueError(f"{what} lacks {missing}")
+            arrays = [src[k] for k in fields]
+        out = []
+        size = int(np.prod(shape, dtype=np.int64))
+        for (kind, kdt, n), a in zip(_kinds(fmt, dt, size), arrays):
+            a = np.asarray(a)
+            want = shape if kind != "absmax" else (n,)
+            if a.shape != want or a.dtype != kdt:
+                raise ValueError(f"{what} has {kind} of shape {a.shape} and dtype {a.dtype}, "
+                                 f"expected {want} and {kdt}")
+            out.append((kind, a.reshape(-1)))
+        return out
+
+    def streams(self, state):
+        """``{name: {kind: 1-D array}}`` from a state dict's ``state``; ValueError (naming the
+        entry) when it does not fit this layout."""
+        if not isinstance(state, dict) or set(state) != set(self.names):
+            got = sorted(state) if isinstance(state, dict) else repr(state)
+            raise ValueError(f"state_dict has state {got}, expected a dict of {sorted(self.names)}")
+        out = {}
+        for name in self.names:
+            src = state[name]
+            if self.keys is not None:
+                if not isinstance(src, dict) or set(src) != set(self.keys):
+                    raise ValueError(f"state {name!r} must be a dict with the keys of params "
+                                     f"{self.keys}")
+                src = [src[k] for k in self.keys]
+            elif not isinstance(src, (list, tuple)) or len(src) != len(self.entries):
+                raise ValueError(f"state {name!r} must be a list of {len(self.entries)} entries")
+            rows = {}
+            for i, s in enumerate(src):
+                for kind, a in self._rows(name, i, s):
+                    rows.setdefault(kind, []).append(a)
+            sizes = self.sizes()
+            out[name] = {kind: (np.concatenate(rows[kind]) if kind in rows
+                                else np.zeros(0, dt)) for kind, (dt, _) in sizes.items()}
+        return out
+
+    def state(self, streams):
+        """The state dict ``state`` whose streams are ``streams`` (``{name: {kind: array}}``,
+        each of :meth:`sizes`' length); the entries are views of the streams."""
+        out = {}
+        for name in self.names:
+            pos = dict.fromkeys(streams[name], 0)
+            entries = []
+            for fmt, dt, shape in self.entries:
+                size = int(np.prod(shape, dtype=np.int64))
+                rows = {}
+                for kind, _, n in _kinds(fmt, dt, size):
+                    a = pos[kind]
+                    rows[kind] = streams[name][kind][a:a + n]
+                    pos[kind] = a + n
+                if fmt == "bfloat16":
+                    entries.append({"format": fmt, "bits": rows["bits"].reshape(shape)})
+                elif fmt == "int8":
+                    entries.append({"format": fmt, "block": QBLOCK, "map": self.maps[name],
+                                    "codes": rows["codes"].reshape(shape),
+                                    "absmax": rows["absmax"]})
+                else:
+                    entries.append(rows[f"values {dt.name}"].reshape(shape))
+            out[name] = entries if self.keys is None else dict(zip(self.keys, entries))
+        return out
