@@ -14,7 +14,11 @@ update everywhere.
   holds the optimizer state of its slice only and updates that slice with the fused kernel;
   then the parameters are all-gathered.  The same bytes cross the network as with an
   allreduce (a reduce-scatter plus an all-gather *is* a ring allreduce), but the optimizer
-  state and the optimizer's work per rank are 1/P of the whole.
+  state and the optimizer's work per rank are 1/P of the whole.  Every optimizer feature
+  works sharded: each element keeps its parameter group, state format, int8 block (the
+  slices split none) and bfloat16 rounding index (:mod:`fastopt.optim.part`); clipping and
+  the non-finite guard use the whole gradient's norm and flag (each rank's slice's sum of
+  squares in double and non-finite flag, allgathered and added in rank order).
 
 ``deterministic=True`` (either mode) replaces MPI's reduction by an all-to-all exchange of
 the slices (which only moves bytes) and a sum in rank order ``((g0 + g1) + g2) + ...`` on the
@@ -24,7 +28,11 @@ ranks: each element's sum is computed once, on one rank, and copied to the other
 plain mode relies on ``MPI_Allreduce`` giving every rank the same result, which the MPI
 standard recommends and Open MPI and MPICH do; :meth:`DataParallel.verify_parameters`
 checks it).  An elementwise kernel gives the same bits on a slice as on the whole buffer,
-so the two modes also agree with each other bit for bit in deterministic mode.
+so the two modes also agree with each other bit for bit in deterministic mode, except
+through the clipping norm: plain mode adds the squares in its compiled tasks' order, ZeRO-1
+per slice then in rank order, so ``grad_norm`` may differ in its last bits, and with it the
+clip factor of float64 parameters (for float32 ones the factor is rounded to float32 first,
+which absorbs the difference except on a rounding boundary).
 """
 
 import math
@@ -164,7 +172,8 @@ class DataParallel:
         (Bounds the deterministic mode's receive buffer too.)
     align : int or None
         The slices' granularity in elements; default the kernels' block
-        (``16384``), so no slice splits a block.
+        (``16384``), so no slice splits a block.  With int8 state a cut that would split a
+        256-element quantization block of an array (or run) moves back to its start.
     broadcast : bool, default True
         Start every rank from rank 0's parameters (:meth:`broadcast_parameters`).
     num_threads : "auto", int or None, default "auto"
