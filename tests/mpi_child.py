@@ -9,6 +9,7 @@ launcher checks as ``result <json>``.
 import functools
 import json
 import os
+import pickle
 import sys
 import time
 
@@ -313,6 +314,19 @@ def checkpoints(directory):
         sd3 = dp3.state_dict(root=None)
         check_equal(sd3["state"]["exp_avg_sq"][0], exp["exp_avg_sq"], "single: exp_avg_sq")
         assert dp3.step_count == 2
+    # a sharded run with groups, clipping, the guard and int8 state writes a checkpoint the
+    # launcher loads in one process (test_distributed.py)
+    fp4, opt4, _ = _resume_pair("flat", "int8", True, clip=5.0)
+    dp4 = DataParallel(opt4, shard_state=True, deterministic=True, align=100)
+    for step in range(1, 5):
+        _dp_step(fp4, dp4, None, _grads_like([fp4.data], step, rank, nan=step == 2))
+    assert dp4.optimizer.skipped_steps == 1
+    dckpt.save_checkpoint(os.path.join(directory, f"features{size}.npz"), fp4, dp4, epoch=4)
+    sd4 = dp4.state_dict()
+    if rank == 0:
+        np.save(os.path.join(directory, f"features_data{size}.npy"), fp4.data)
+        with open(os.path.join(directory, f"features_sd{size}.pkl"), "wb") as f:
+            pickle.dump(sd4, f)
     # missing and corrupt files: the same error on every rank, nothing changed
     garbage = os.path.join(directory, f"garbage{size}.npz")
     if rank == 0:
@@ -648,8 +662,8 @@ def zero1_every_feature():
 
 
 def zero1_clip_without_nan():
-    """Clipping alone, with float32 and float64 parameters, 3 ranks' slices and buckets: the
-    same parameters as plain data parallel; a grad_stats seam misuse is a TypeError."""
+    """Clipping alone (SGD with momentum), float32 and float64 parameters, with buckets: the
+    same parameters as plain data parallel (float64: to 1e-13, the clip factor's bits)."""
     for dtype in (np.float32, np.float64):
         runs = []
         for shard in (False, True):
@@ -669,15 +683,6 @@ def zero1_clip_without_nan():
             assert np.allclose(fb.data, fa.data, rtol=1e-13, atol=0), \
                 np.abs(fb.data - fa.data).max()
         assert b.optimizer.grad_norm > 10.0
-    opt = fastopt.SGD([np.zeros(3)], lr=0.1, max_grad_norm=1.0)
-    for bad in ((1.0,), (-1.0, True), ("1", True), (1.0, 1)):
-        try:
-            opt.step([np.ones(3)], grad_stats=bad)
-        except TypeError as e:
-            assert "grad_stats" in str(e), e
-        else:
-            raise AssertionError(f"grad_stats={bad!r} accepted")
-    assert opt.step_count == 0
     done("zero1_clip_without_nan")
 
 
