@@ -658,6 +658,15 @@ def zero1_every_feature():
                     for e in exts:
                         if e.fmt == "int8" and e.start < lo < e.stop:
                             assert (lo - e.start) % 256 == 0, (what, lo, e)
+    # wrapping an optimizer that has stepped: each rank keeps its slices of that state
+    for kind in ("flat", "list", "dict"):
+        for fmt in ("float32", "bfloat16", "int8"):
+            params, opt, keys = _resume_pair(kind, fmt, True)
+            for step in (1, 2):
+                _step_single(params, opt, keys, _mean_grads(_arrays_of(params), step))
+            want = opt.state_dict()
+            dp = DataParallel(opt, shard_state=True, deterministic=True, align=100)
+            check_state_dicts(dp.state_dict(root=None), want, f"wrapped after 2 steps {kind} {fmt}")
     done("zero1_every_feature")
 
 

@@ -63,10 +63,12 @@ def _parts(opt, buf, cuts):
     return parts
 
 
+@pytest.mark.parametrize("impl", ["fused", "reference"])
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("kind", ["flat", "list", "dict"])
-def test_parts_update_as_the_whole_and_their_state_joins_into_its_state_dict(kind, fmt):
+def test_parts_update_as_the_whole_and_their_state_joins_into_its_state_dict(kind, fmt, impl):
     params, whole = _whole(kind, fmt)
+    whole.impl = impl
     buf = _flat_of(params).copy()
     # cuts off every block boundary: inside W1, inside b1 (a run of its own with groups)
     parts = _parts(whole, buf, [1234, 3100])
