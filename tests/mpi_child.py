@@ -537,12 +537,7 @@ def resume_keeps_everything(directory=None):
                     assert any(w in str(e) for w in words), e
                 else:
                     raise AssertionError(f"{what}: ZeRO-1 took a state_dict that does not fit")
-            after = dp.state_dict(root=None)
-            assert after["step"] == before["step"], what
-            for name in before["state"]:
-                b, a = before["state"][name], after["state"][name]
-                for k in (b if isinstance(b, dict) else range(len(b))):
-                    check_equal(np.asarray(a[k]), np.asarray(b[k]), f"{what}: after refusal")
+            check_state_dicts(dp.state_dict(root=None), before, f"{what}: after refusal")
     # the same through a checkpoint file written by one process
     if directory is not None:
         for fmt, shard in (("float32", False), ("int8", False), ("float32", True),

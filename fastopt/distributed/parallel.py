@@ -79,12 +79,6 @@ class _Group:
         return [buf[o:o + s].reshape(shape)
                 for o, s, shape in zip(self.offsets, self.sizes, self.shapes)]
 
-    def flatten(self, arrays):
-        """The group's arrays (of a list in the order of params) as one flat array."""
-        if not self.index:
-            return np.zeros(0, self.dtype)
-        return np.concatenate([np.asarray(arrays[i]).reshape(-1) for i in self.index])
-
 
 def _pieces(b0, b1, bounds):
     """Per rank: how many elements of bucket [b0, b1) fall in its slice, and where (from b0)."""
@@ -821,6 +815,10 @@ class DataParallel:
                                "or DataParallel.state_dict()")
                 elif self.shard_state:
                     try:      # the whole state as streams, to be cut into the slices
+                        kind = type(self._opt).__name__
+                        if state_dict.get("type") != kind:     # (the optimizer's message)
+                            raise ValueError(f"state_dict is for {state_dict.get('type')}, "
+                                             f"not {kind}")
                         streams = self._whole_layout.streams(state_dict["state"])
                         sd = {**state_dict, "state": None}
                     except (TypeError, ValueError) as e:
