@@ -3,6 +3,8 @@ optimizer does (groups, every state format, int8 blocks, bfloat16 rounding indic
 their state dicts cut from and join into the whole one (ZeRO-1's machinery, without MPI).
 """
 
+import math
+
 import numpy as np
 import pytest
 
@@ -51,10 +53,19 @@ def _step_whole(params, opt, g):
 
 
 def _parts(opt, buf, cuts):
-    """Parts of ``opt`` over ``buf`` (the flat float32 vector) cut at ``cuts`` (snapped)."""
+    """Parts of ``opt`` over ``buf`` (the flat float32 vector) cut at ``cuts``, each moved
+    back to the start of the int8 block it would split (any such cut gives the whole's bits;
+    DataParallel cuts at chunk starts only, for the norm)."""
     exts = P.extents(opt)
     n = buf.size
-    edges = [0] + [P.snap(exts, np.dtype(np.float32), c) for c in cuts] + [n]
+
+    def snap(x):
+        for e in exts:
+            if e.fmt == "int8" and e.start < x < e.stop:
+                return e.start + (x - e.start) // 256 * 256
+        return x
+
+    edges = [0] + [snap(c) for c in cuts] + [n]
     parts = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         ps = P.pieces(exts, np.dtype(np.float32), lo, hi)
@@ -161,3 +172,31 @@ def test_grad_stats_is_checked_before_anything_changes(bad):
         opt.step([np.ones(3)], grad_stats=bad)
     assert opt.step_count == 0
     np.testing.assert_array_equal(p, np.ones(3))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_norm_order_gives_the_bits_of_the_fused_step(dtype, fmt):
+    # chunk sums (one sum_of_squares each) added in NormOrder's order: the whole optimizer's
+    # grad_norm, bit for bit; parts cut at NormOrder.cuts split no chunk
+    from fastopt.runtime.dispatch import ext
+
+    if dtype == np.float64 and fmt != "float32":
+        pytest.skip("low-precision state takes float32 parameters")
+    shapes = {"W1": (300, 170), "b1": (170,), "W2": (170, 7), "b2": (7,)}
+    fp = fastopt.FlatParams(shapes, dtype=dtype)
+    kw = dict(state_dtype=fmt, min_lowbit_size=100) if fmt != "float32" else {}
+    opt = fastopt.Adam(fp, lr=0.01, max_grad_norm=1.0, groups=[{"params": ["b1"], "lr": 0.1}],
+                       **kw)
+    order = P.NormOrder(opt)
+    cuts = order.cuts(np.dtype(dtype))
+    assert cuts[0] == 0 and cuts[-1] == fp.size and 16_384 in cuts and 16_383 not in cuts
+    assert sorted((a, b) for _, a, b in order.chunks) == list(zip(cuts[:-1], cuts[1:]))
+    other_order_differs = False
+    for seed in range(5):
+        fp.grad[...] = np.random.default_rng(seed).standard_normal(fp.size) * 1e3
+        sums = [ext._optim.sum_of_squares(fp.grad[a:b], 1) for _, a, b in order.chunks]
+        opt.step()
+        assert math.sqrt(order.total(np.array(sums))) == opt.grad_norm
+        other_order_differs |= math.sqrt(sum(sums[::-1])) != opt.grad_norm
+    assert other_order_differs      # (the control: the order is what makes the bits)

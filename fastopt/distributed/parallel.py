@@ -15,10 +15,12 @@ update everywhere.
   then the parameters are all-gathered.  The same bytes cross the network as with an
   allreduce (a reduce-scatter plus an all-gather *is* a ring allreduce), but the optimizer
   state and the optimizer's work per rank are 1/P of the whole.  Every optimizer feature
-  works sharded: each element keeps its parameter group, state format, int8 block (the
-  slices split none) and bfloat16 rounding index (:mod:`fastopt.optim.part`); clipping and
-  the non-finite guard use the whole gradient's norm and flag (each rank's slice's sum of
-  squares in double and non-finite flag, allgathered and added in rank order).
+  works sharded: the slices are whole compiled chunks of the wrapped optimizer (at most
+  16,384 elements of one array or run, so no int8 block is split), and each element keeps
+  its parameter group, state format and bfloat16 rounding index (:mod:`fastopt.optim.part`);
+  clipping and the non-finite guard use the whole gradient's norm and flag: each rank sums
+  the squares of its chunks, one allgather brings every chunk's sum to every rank, and they
+  are added in the wrapped optimizer's own order.
 
 ``deterministic=True`` (either mode) replaces MPI's reduction by an all-to-all exchange of
 the slices (which only moves bytes) and a sum in rank order ``((g0 + g1) + g2) + ...`` on the
@@ -28,11 +30,9 @@ ranks: each element's sum is computed once, on one rank, and copied to the other
 plain mode relies on ``MPI_Allreduce`` giving every rank the same result, which the MPI
 standard recommends and Open MPI and MPICH do; :meth:`DataParallel.verify_parameters`
 checks it).  An elementwise kernel gives the same bits on a slice as on the whole buffer,
-so the two modes also agree with each other bit for bit in deterministic mode, except
-through the clipping norm: plain mode adds the squares in its compiled tasks' order, ZeRO-1
-per slice then in rank order, so ``grad_norm`` may differ in its last bits, and with it the
-clip factor of float64 parameters (for float32 ones the factor is rounded to float32 first,
-which absorbs the difference except on a rounding boundary).
+so the two modes also agree with each other bit for bit in deterministic mode, with
+clipping, the guard, parameter groups and any state format too (the norm's squares are
+added in the same order; with ``impl="reference"`` plain mode adds them with NumPy instead).
 """
 
 import math
@@ -166,8 +166,9 @@ class DataParallel:
         (Bounds the deterministic mode's receive buffer too.)
     align : int or None
         The slices' granularity in elements; default the kernels' block
-        (``16384``), so no slice splits a block.  With int8 state a cut that would split a
-        256-element quantization block of an array (or run) moves back to its start.
+        (``16384``), so no slice splits a block.  In sharded mode a cut inside one of the
+        optimizer's compiled chunks (16,384 elements from the start of each array, or run of
+        a FlatParams) moves back to the chunk's start.
     broadcast : bool, default True
         Start every rank from rank 0's parameters (:meth:`broadcast_parameters`).
     num_threads : "auto", int or None, default "auto"
@@ -238,8 +239,12 @@ class DataParallel:
 
         self._params = optimizer.params
         self.flat = optimizer.flat
-        # ZeRO-1: the optimizer's tensors on the flat buffers (the slices split no int8 block)
-        self._extents = _part.extents(optimizer) if self.shard_state else None
+        # ZeRO-1: the optimizer's tensors on the flat buffers, and its compiled chunks (the
+        # slices are whole chunks: the norm is added as one optimizer adds it, no int8 block
+        # is split)
+        if self.shard_state:
+            self._extents = _part.extents(optimizer)
+            self._norm = _part.NormOrder(optimizer)
         with self._comm.during("DataParallel()"):
             self._describe_and_compare(optimizer)
             if num_threads == "auto":
@@ -328,8 +333,8 @@ class DataParallel:
         for g in self._groups:
             g.bounds = shard_bounds(g.n, self.size, self.align)
             if self.shard_state:
-                edges = ([0] + [_part.snap(self._extents, g.dtype, hi) for _, hi in g.bounds[:-1]]
-                         + [g.n])
+                cuts = self._norm.cuts(g.dtype)
+                edges = [0] + [_part.snap(cuts, hi) for _, hi in g.bounds[:-1]] + [g.n]
                 g.bounds = list(zip(edges[:-1], edges[1:]))
             lo, hi = g.bounds[self.rank]
             step = self.bucket_size or max(g.n, 1)
@@ -380,6 +385,27 @@ class DataParallel:
         self._whole_members = (None if ps.kind == "list"
                                else [list(g["params"]) for g in opt.param_groups])
         self._whole_entry_groups = list(ps.entry_groups)
+        # the clipping norm: this rank's chunks of the reduced gradient, and where every
+        # chunk's sum lands in the gathered buffer (each rank's, then its finiteness flag)
+        by_dtype = {g.dtype: g for g in self._groups}
+        owned = [[] for _ in range(self.size)]
+        self._norm_views = []
+        for c, (dt, a, b) in enumerate(self._norm.chunks):
+            g = by_dtype[dt]
+            r = next(r for r, (lo, hi) in enumerate(g.bounds) if lo <= a and b <= hi)
+            owned[r].append(c)
+            if r == self.rank:
+                lo = g.bounds[r][0]
+                self._norm_views.append(g.red[a - lo:b - lo])
+        self._norm_counts = [len(o) + 1 for o in owned]
+        self._norm_displs = np.concatenate([[0], np.cumsum(self._norm_counts[:-1])]).tolist()
+        self._norm_take = np.empty(len(self._norm.chunks), np.int64)
+        for r, o in enumerate(owned):
+            self._norm_take[o] = self._norm_displs[r] + np.arange(len(o))
+        self._norm_flags = np.array([d + n - 1 for d, n in zip(self._norm_displs,
+                                                                  self._norm_counts)])
+        self._norm_send = np.zeros(len(self._norm_views) + 1)
+        self._norm_recv = np.zeros(sum(self._norm_counts))
         fresh = (opt.step_count == 0 and opt.skipped_steps == 0
                  and not any(np.any(b) for bufs in opt.state.values()
                              for b in (bufs.values() if isinstance(bufs, Mapping) else bufs)))
@@ -682,24 +708,24 @@ class DataParallel:
         tm["steps"] += 1
 
     def _grad_stats(self):
-        """ZeRO-1: (sum of squares, all finite) of the whole reduced gradient, identical on
-        every rank: each rank's slices' sum in double, gathered (one pair per rank) and added
-        in rank order, so the same gradients give the same bits whatever MPI does."""
-        nt = _threads.get_num_threads()
-        total, finite = 0.0, True
-        for g in self._groups:
-            s = ext._optim.sum_of_squares(g.red, nt)
-            if not math.isfinite(s):
-                # (float64 squares beyond 1e308 overflow: look at the values themselves)
-                finite = finite and g.dtype == np.float64 and bool(np.isfinite(g.red).all())
-            total += s
-        mine = np.array([total, 0.0 if finite else 1.0])
-        every = np.empty((self.size, 2))
-        self._comm.Allgather(mine, every)
-        total = 0.0
-        for r in range(self.size):
-            total += float(every[r, 0])
-        return total, not every[:, 1].any()
+        """ZeRO-1: (sum of squares, all finite) of the whole reduced gradient, the bits one
+        optimizer over the whole model computes: each rank sums the squares of its compiled
+        chunks (in double, as the fused step does), one allgather brings every chunk's sum to
+        every rank, and they are added in the whole optimizer's order
+        (:class:`fastopt.optim.part.NormOrder`)."""
+        send = self._norm_send
+        for i, v in enumerate(self._norm_views):
+            send[i] = ext._optim.sum_of_squares(v, 1)
+        # (a finite chunk sum has finite values; else, float64 squares may have overflowed)
+        ok = bool(np.isfinite(send[:-1]).all()) or all(bool(np.isfinite(g.red).all())
+                                                       for g in self._groups)
+        send[-1] = 1.0 if ok else 0.0
+        recv = self._norm_recv
+        self._comm.Allgatherv([send, self._mpi.DOUBLE],
+                              [recv, (self._norm_counts, self._norm_displs), self._mpi.DOUBLE])
+        total = self._norm.total(recv[self._norm_take])
+        finite = math.isfinite(total) or (self._norm.wide and bool(recv[self._norm_flags].all()))
+        return total, finite
 
     def _copy_params_in(self, g):
         lo, hi = g.bounds[self.rank]

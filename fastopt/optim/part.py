@@ -4,9 +4,12 @@ cut out of, and put back into, the whole optimizer's state dict (ZeRO-1's slices
 The *flat vector* of a dtype is the optimizer's arrays of that dtype, flattened and
 concatenated in order (for a FlatParams: its ``data``).  The optimizer's compiled tensors
 (its arrays, or runs of a FlatParams) are ranges of these vectors: :func:`extents` lists
-them, each with its parameter group, its state format, the global index of its first
-element (the bfloat16 rounding hash) and the granularity a cut inside it must keep (int8
-state: its 256-element quantization blocks, which must not be split; otherwise 1).
+them, each with its parameter group, its state format and the global index of its first
+element (the bfloat16 rounding hash).  Its compiled plan cuts each tensor into *chunks* of
+at most 16,384 elements (from the tensor's start) and adds the squares of the gradient (the
+clipping norm) chunk by chunk in a fixed order: :class:`NormOrder` keeps that order, and
+:meth:`NormOrder.cuts` the chunk starts, where a part may begin (so a part splits no chunk,
+and so no 256-element int8 quantization block either: chunks are whole blocks).
 
 :func:`part` builds, over views of some pieces of those ranges, an optimizer of the same
 class and configuration in which every element keeps its group, its state format, its
@@ -21,6 +24,7 @@ state dict is cut into parts, and parts joined into a state dict, by moving cont
 ranges of typed arrays (:meth:`StateLayout.streams`, :meth:`StateLayout.state`).
 """
 
+import bisect
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +32,8 @@ import numpy as np
 from ..kernels._formats import QBLOCK, absmax_size
 from .registry import SPECS
 
-__all__ = ["Extent", "extents", "snap", "pieces", "part", "piece_sizes", "StateLayout"]
+__all__ = ["Extent", "extents", "NormOrder", "snap", "pieces", "part", "piece_sizes",
+           "StateLayout"]
 
 
 class Extent(NamedTuple):
@@ -40,7 +45,6 @@ class Extent(NamedTuple):
     group: int
     fmt: str           # its state format: "float32" (dense, in the dtype), "bfloat16", "int8"
     offset: int        # the global index of its first element (the bfloat16 rounding hash)
-    block: int         # a cut inside it falls on start + k * block
 
 
 def extents(opt):
@@ -59,16 +63,70 @@ def extents(opt):
     for i, (t, sl) in enumerate(zip(opt._tensors, slices)):
         fmt = opt._format.name if compact and opt._tensor_lowbit[i] else "float32"
         out.append(Extent(np.dtype(t.dtype), sl.start, sl.stop, opt._tensor_group[i], fmt,
-                          int(opt._offsets[i]), QBLOCK if fmt == "int8" else 1))
+                          int(opt._offsets[i])))
     return out
 
 
-def snap(exts, dtype, x):
-    """The largest cut ``<= x`` of the flat vector of ``dtype`` that splits no block of ``exts``."""
-    for e in exts:
-        if e.dtype == dtype and e.start < x < e.stop:
-            return e.start + (x - e.start) // e.block * e.block
-    return x
+class NormOrder:
+    """How an optimizer's fused step adds the squares of the gradient (its clipping norm and
+    non-finite guard): per compiled call, per task, per chunk, each sum in double from 0.
+
+    Parameters
+    ----------
+    opt : Optimizer
+        Read once (its extents and compiled plan).
+
+    Attributes
+    ----------
+    chunks : list of (dtype, int, int)
+        Every chunk as a range of the flat vector of its dtype, in the order they are added.
+    wide : bool
+        Some call is over float64 (whose squares may overflow: then the values are checked).
+    """
+
+    def __init__(self, opt):
+        exts = extents(opt)
+        self.chunks, self._tasks = [], []
+        for call in opt._plan.calls:
+            tasks = call.mt.chunks()
+            self._tasks.append([len(t) for t in tasks])
+            for task in tasks:
+                for t, off, n in task:
+                    e = exts[call.index[t]]
+                    if e.fmt == "int8" and off % QBLOCK:   # (chunks are whole int8 blocks)
+                        raise RuntimeError(f"a compiled chunk starts inside an int8 block of "
+                                           f"tensor {call.index[t]}, at {off}")
+                    self.chunks.append((e.dtype, e.start + off, e.start + off + n))
+        self.wide = any(not c.f32 for c in opt._plan.calls)
+
+    def cuts(self, dtype):
+        """Where a part of the flat vector of ``dtype`` may begin or end: every chunk's start,
+        and the end (sorted)."""
+        out = sorted({a for dt, a, _ in self.chunks if dt == dtype}
+                     | {b for dt, _, b in self.chunks if dt == dtype})
+        return out or [0]
+
+    def total(self, sums):
+        """The sum of squares the fused step computes, from each chunk's (``sums``, in the
+        order of :attr:`chunks`; one chunk's sum is ``sum_of_squares`` of its elements)."""
+        sums = sums.tolist() if isinstance(sums, np.ndarray) else list(sums)
+        total, k = 0.0, 0
+        for tasks in self._tasks:
+            call = 0.0
+            for m in tasks:
+                task = 0.0
+                for x in sums[k:k + m]:
+                    task = task + x
+                call = call + task
+                k += m
+            total += call
+        return total
+
+
+def snap(cuts, x):
+    """The largest of the sorted ``cuts`` that is ``<= x`` (``x`` itself when none is)."""
+    i = bisect.bisect_right(cuts, x)
+    return cuts[i - 1] if i else x
 
 
 def pieces(exts, dtype, lo, hi):
