@@ -149,7 +149,8 @@ def part(opt, views):
     views : list of (Extent or None, int, ndarray)
         Per piece: the extent it is cut from (None: an empty piece, which keeps a dtype
         present), the index of its first element in the flat vector, and the 1-D array it
-        updates in place (views into the caller's buffers).
+        updates in place (views into the caller's buffers).  A piece of an extent with int8
+        state starts on one of its 256-element blocks (the start of a chunk always does).
 
     Returns
     -------
