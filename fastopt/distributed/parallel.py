@@ -385,8 +385,24 @@ class DataParallel:
         self._whole_members = (None if ps.kind == "list"
                                else [list(g["params"]) for g in opt.param_groups])
         self._whole_entry_groups = list(ps.entry_groups)
-        # the clipping norm: this rank's chunks of the reduced gradient, and where every
-        # chunk's sum lands in the gathered buffer (each rank's, then its finiteness flag)
+        self._setup_norm()
+        fresh = (opt.step_count == 0 and opt.skipped_steps == 0
+                 and not any(np.any(b) for bufs in opt.state.values()
+                             for b in (bufs.values() if isinstance(bufs, Mapping) else bufs)))
+        if fresh:
+            shard.set_epoch(opt.epoch)
+        else:
+            # wrapping an optimizer that has stepped (or was loaded): keep its state, sliced
+            sd = opt.state_dict()
+            streams = self._whole_layout.streams(sd["state"])
+            shard.load_state_dict({**sd, "state": self._layout.state(
+                {name: {kind: self._my_range(kind, s) for kind, s in per.items()}
+                 for name, per in streams.items()})})
+        return shard
+
+    def _setup_norm(self):
+        """ZeRO-1's clipping norm: this rank's chunks of the reduced gradient, and where each
+        chunk's sum lands in the gathered buffer (each rank's sums, then its finiteness flag)."""
         by_dtype = {g.dtype: g for g in self._groups}
         owned = [[] for _ in range(self.size)]
         self._norm_views = []
@@ -406,19 +422,6 @@ class DataParallel:
                                                                   self._norm_counts)])
         self._norm_send = np.zeros(len(self._norm_views) + 1)
         self._norm_recv = np.zeros(sum(self._norm_counts))
-        fresh = (opt.step_count == 0 and opt.skipped_steps == 0
-                 and not any(np.any(b) for bufs in opt.state.values()
-                             for b in (bufs.values() if isinstance(bufs, Mapping) else bufs)))
-        if fresh:
-            shard.set_epoch(opt.epoch)
-        else:
-            # wrapping an optimizer that has stepped (or was loaded): keep its state, sliced
-            sd = opt.state_dict()
-            streams = self._whole_layout.streams(sd["state"])
-            shard.load_state_dict({**sd, "state": self._layout.state(
-                {name: {kind: self._my_range(kind, s) for kind, s in per.items()}
-                 for name, per in streams.items()})})
-        return shard
 
     def _my_range(self, kind, stream):
         """This rank's range of a whole state stream of ``kind``."""
