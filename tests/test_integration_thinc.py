@@ -18,15 +18,18 @@ def _weights(seed=0):
 
 def _rounds(opt, weights, n, seed=1, scale=1.0, order=None):
     rng = np.random.default_rng(seed)
-    grads = {}
     for r in range(n):
+        grads = []
         for k in (order or list(SHAPES)):
             g = (rng.standard_normal(SHAPES[k]) * scale).astype(np.float32)
             w, g2 = opt(k, weights[k], g)
-            assert w is weights[k]
-            assert not g2.any()                   # zeroed in place, as thinc expects
-            grads[k] = g2
+            if isinstance(opt, F.Optimizer):
+                assert w is weights[k] and g2 is g     # updated in place
+            weights[k] = w
+            grads.append(g)
         opt.step_schedules()
+        # zeroed in place by the end of the round (finish_update), as thinc expects
+        assert not any(g.any() for g in grads)
     return weights
 
 
@@ -105,6 +108,26 @@ def test_order_changes_and_partial_rounds_fall_back():
     _close(ours.averages, theirs.averages)
 
 
+def test_a_round_cut_short_without_step_schedules_warns_and_stops_batching():
+    opt = F.Adam(0.01)
+    w = _weights()
+    keys = list(SHAPES)
+    rng = np.random.default_rng(0)
+
+    def call(k):
+        return opt(k, w[k], rng.standard_normal(SHAPES[k]).astype(np.float32))
+
+    for _ in range(2):
+        for k in keys:
+            call(k)
+    for k in keys[:2]:             # a round without the last two, and no step_schedules()
+        call(k)
+    with pytest.warns(RuntimeWarning, match="batching is off"):
+        call(keys[0])
+    assert opt.batch is False
+    assert not opt._pending
+
+
 def test_refusals():
     with pytest.raises(ValueError, match="RAdam"):
         F.Optimizer(0.01, use_radam=True)
@@ -135,8 +158,9 @@ def test_trains_a_thinc_model_as_thincs_optimizer_does():
             model.finish_update(opt)
             opt.step_schedules()
             losses.append(float(((Yh - Y) ** 2).sum()))
-        params = {(n.id, name): n.get_param(name).copy() for n in model.walk()
-                  for name in n.param_names if n.has_param(name)}
+        params = {i: a for i, a in enumerate(
+            n.get_param(name).copy() for n in model.walk()
+            for name in n.param_names if n.has_param(name))}
         return losses, params, model
 
     la, pa, model = train(F.Adam(0.01))

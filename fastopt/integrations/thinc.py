@@ -40,6 +40,7 @@ RAdam (``use_radam=True``) is not in fastopt yet: it raises ValueError.
 """
 
 import math
+import warnings
 
 import numpy as np
 from thinc.optimizers import ADAM_DEFAULTS, SGD_DEFAULTS
@@ -134,6 +135,19 @@ class Optimizer(_ThincOptimizer):
                 return weights, gradient
         k = len(self._pending)
         if k >= len(self._order) or self._order[k] != key:
+            if any(key == p[0] for p in self._pending):
+                # the last round ended before its last parameter, and nothing ran the
+                # deferred calls before this one: the weights were read late
+                warnings.warn(
+                    "fastopt.integrations.thinc: an update ended before the last parameter "
+                    "of the learned order, and its deferred calls ran only now; batching is "
+                    "off for this optimizer from here on (call optimizer.step_schedules() or "
+                    "optimizer.flush() after model.finish_update() to keep it, or pass "
+                    "batch=False)", RuntimeWarning, stacklevel=2)
+                self.batch = False
+                self._unbatch()
+                self._eager(key, weights, gradient, lr_scale)
+                return weights, gradient
             self._unbatch()
             self._seen = [key]
             self._eager(key, weights, gradient, lr_scale)
@@ -171,10 +185,18 @@ class Optimizer(_ThincOptimizer):
                 gradient *= clip / norm
 
     def _hyper(self, key, lr_scale):
-        """(lr, b1, b2, eps) of this key's update (thinc's schedules at this step)."""
+        """(lr, b1, b2, eps) of this key's update (thinc's schedules at this step).
+
+        In thinc's form the betas are rounded to float32 first, as thinc's kernel takes them:
+        it computes ``1 - beta`` in float32 from the rounded beta (for beta2 = 0.999,
+        0.00099998713 rather than 0.001), and fastopt then does the same.
+        """
         args = self._args(key)
-        return (self.learn_rate(self.step, **args) * lr_scale, self.b1(self.step, **args),
-                self.b2(self.step, **args), self.eps(self.step, **args))
+        b1, b2 = self.b1(self.step, **args), self.b2(self.step, **args)
+        if self.adam_form == "thinc":
+            b1, b2 = float(np.float32(b1)), float(np.float32(b2))
+        return (self.learn_rate(self.step, **args) * lr_scale, b1, b2,
+                self.eps(self.step, **args))
 
     def _is_adam(self, b1, b2):
         if b1 > 0.0 and b2 > 0.0:
