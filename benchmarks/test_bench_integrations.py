@@ -294,9 +294,15 @@ def main(argv=None):
                          "(fraction, e.g. 0.9) over 2 s: on a shared machine, time only quiet moments")
     ap.add_argument("--only", default="sklearn,autograd,torch,thinc",
                     help="comma-separated sections to run (default: all)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for fastopt and PyTorch (default: fastopt's default); on a "
+                         "busy machine 1 gives steadier figures")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
     import fastopt
+
+    if args.threads:
+        fastopt.set_num_threads(args.threads)
 
     if "torch" in only:
         torch_rows(args.repeat, args.quiet)
