@@ -91,3 +91,13 @@ def test_bad_gradient_refused_before_anything_changes():
     with pytest.raises(TypeError, match="grads\\[0\\]"):
         opt.step([np.ones(4)])
     assert np.array_equal(p, np.ones(4, np.float32)) and opt.step_count == 0
+
+
+def test_pieces_of_an_optimizer_refuse_it():
+    # ZeRO-1 steps pieces of each tensor: a piece's norm is not its parameter's
+    from fastopt.optim import part as _part
+
+    opt = fastopt.Adam([np.zeros(8, np.float32)], lr=0.1)
+    opt.clip_per_param = 1.0
+    with pytest.raises(ValueError, match="clip_per_param"):
+        _part.part(opt, [])
