@@ -6,14 +6,22 @@ Run under ``mpiexec -n P``.  Measures, with P ranks:
   and the in-place ``MPI_Allreduce`` of float32 buffers: GB/s of the buffer
   (``bytes / time``, "algorithm bandwidth") and bus bandwidth (``× 2(P−1)/P``, the bytes each
   rank must send and receive in a ring), and its ratio to the copy bandwidth;
+* where the time of the 16M allreduce goes: the same bytes through out-of-place
+  ``MPI_Allreduce``, ``MPI_Reduce_scatter_block`` + ``MPI_Allgather``, 4 MiB buckets,
+  ``MPI_Iallreduce``, and the MPI-3 shared-memory window of
+  :class:`~fastopt.distributed.shm.SharedAllreduce` (one node), each as a ratio to the copy;
 * the latency α of an 8-byte allreduce;
 * a data-parallel step split into compute, communication and optimizer, plain allreduce
   against ZeRO-1, and the optimizer state per rank: the MLP of ``fastopt train`` (real
   forward/backward on this rank's part of a global batch of 256) and a synthetic model of
-  ``size`` float32 parameters (compute: copying a gradient in);
+  ``size`` float32 parameters in 16 layers (compute: copying each layer's gradient in, last
+  layer first); each sequential (the allreduce after the backward pass), overlapped
+  (``overlap=True``: buckets sent as the layers finish), overlapped with a bfloat16 wire,
+  and ZeRO-1;
 * the alpha-beta model of that step on M machines (a ring over M nodes: ``2(M−1)`` messages
   of ``S/M`` bytes; ZeRO-1 sends the same bytes as a reduce-scatter plus an all-gather, and
-  divides the optimizer's time and state by M), with the measured optimizer time.
+  divides the optimizer's time and state by M), with the measured optimizer time, for
+  float32 and for bfloat16 on the wire (half the bytes).
 """
 
 import time
@@ -23,6 +31,9 @@ import numpy as np
 __all__ = ["run_distributed", "format_distributed", "scaling_model"]
 
 LINKS_GBIT = (10, 25, 100)
+LAYERS = 16           # the synthetic model's layers
+MLP_BUCKET = 64 << 10          # overlap buckets (bytes): the MLP's layers are 10 KB to 256 KB
+SYNTH_BUCKET = 4 << 20
 MACHINES = (2, 4, 8, 16, 32, 64)
 NET_ALPHA = 25e-6     # seconds per message between machines (TCP on a datacentre network)
 
@@ -50,11 +61,13 @@ def _max(comm):
 
 def scaling_model(n_params, opt_seconds, *, state_bytes_per_param=8, grad_bytes=4,
                   alpha=NET_ALPHA, links=LINKS_GBIT, machines=MACHINES):
-    """Rows ``(M, link Gb/s, plain step s, ZeRO-1 step s, plain state B, ZeRO-1 state B)``.
+    """Rows ``(M, link Gb/s, plain step s, ZeRO-1 step s, plain state B, ZeRO-1 state B,
+    bfloat16-wire step s)``.
 
     ``opt_seconds``: the optimizer's time for the whole model on one machine.  Communication
     of a ring allreduce, or a reduce-scatter plus an all-gather, over M machines:
-    ``2(M−1)·α + 2(M−1)/M · S/B`` with ``S = n_params · grad_bytes`` and B the link's bytes/s.
+    ``2(M−1)·α + 2(M−1)/M · S/B`` with ``S = n_params · grad_bytes`` and B the link's bytes/s;
+    the bfloat16 wire sends ``S/2`` (an all-to-all plus an all-gather of 2-byte elements).
     """
     rows = []
     size = n_params * grad_bytes
@@ -62,44 +75,94 @@ def scaling_model(n_params, opt_seconds, *, state_bytes_per_param=8, grad_bytes=
         for link in links:
             bw = link * 1e9 / 8
             comm = 2 * (m - 1) * alpha + 2 * (m - 1) / m * size / bw
+            half = 2 * (m - 1) * alpha + 2 * (m - 1) / m * size / 2 / bw
             rows.append((m, link, comm + opt_seconds, comm + opt_seconds / m,
                          n_params * state_bytes_per_param,
-                         -(-n_params // m) * state_bytes_per_param))
+                         -(-n_params // m) * state_bytes_per_param, half + opt_seconds))
     return rows
 
 
-def _step_split(comm, fp, compute, shard, reps, opt_name="adam"):
+#: The data-parallel variants the step table compares: (key, label, DataParallel options)
+MODES = (("plain", "sequential allreduce", dict()),
+         ("overlap", "overlapped", dict(overlap=True)),
+         ("bf16", "overlapped, bfloat16 wire", dict(overlap=True, wire_dtype="bfloat16")),
+         ("zero1", "ZeRO-1", dict(shard_state=True)))
+
+
+def _step_split(comm, fp, compute, reps, **options):
+    """One data-parallel variant's step, split: compute alone, exposed communication (the
+    time ``step()`` waits for it), optimizer, and the whole step; the slowest rank's."""
     import fastopt
     from ..distributed import DataParallel
 
-    dp = DataParallel(fastopt.Adam(fp, lr=1e-4), comm.unguarded, shard_state=shard,
-                      abort_on_exception=False, timeout=comm.watchdog.timeout)
+    dp = DataParallel(fastopt.Adam(fp, lr=1e-4), comm.unguarded, abort_on_exception=False,
+                      timeout=comm.watchdog.timeout, **options)
     for _ in range(2):  # warm-up
         compute()
         dp.step()
+    before = dict(dp.timings)
+    steps = []
+    for _ in range(reps):
+        comm.Barrier()
+        t = time.perf_counter()
+        compute()
+        dp.step()
+        steps.append(time.perf_counter() - t)
+    n = dp.timings["steps"] - before["steps"]
+    comm_s = (dp.timings["communication"] - before["communication"]) / n
+    opt_s = (dp.timings["optimizer"] - before["optimizer"]) / n
+    dp.detach()           # compute alone: the backward pass no longer starts reductions
     comp = []
     for _ in range(reps):
         comm.Barrier()
         t = time.perf_counter()
         compute()
         comp.append(time.perf_counter() - t)
-    before = dict(dp.timings)
-    comm.Barrier()
-    t = time.perf_counter()
-    for _ in range(reps):
-        compute()
-        dp.step()
-    total = (time.perf_counter() - t) / reps
-    n = dp.timings["steps"] - before["steps"]
-    out = {
-        "compute": float(np.median(comp)),
-        "communication": (dp.timings["communication"] - before["communication"]) / n,
-        "optimizer": (dp.timings["optimizer"] - before["optimizer"]) / n,
-        "step": total,
-        "state_bytes": dp.state_bytes(),
-    }
+    out = {"compute": float(np.median(comp)), "communication": comm_s, "optimizer": opt_s,
+           "step": float(np.median(steps)), "state_bytes": dp.state_bytes()}
     # the slowest rank decides
     return {k: comm.allreduce(v, op=_max(comm)) for k, v in out.items()}
+
+
+def _allreduce_ways(comm, n, reps, copy_t):
+    """The 16M allreduce's time, several ways (see the module docstring): rows of
+    (name, seconds, ratio to the copy)."""
+    from ..distributed._mpi import require_mpi
+    from ..distributed.shm import SharedAllreduce
+
+    mpi = require_mpi()
+    raw = comm.unguarded
+    size = raw.Get_size()
+    buf = np.ones(n, np.float32)
+    out = np.empty_like(buf)
+    rows = []
+
+    def add(name, fn):
+        t = _median_time(comm, fn, reps)
+        rows.append((name, t, copy_t / t))
+
+    add("MPI_Allreduce, out of place", lambda: raw.Allreduce(buf, out, op=mpi.SUM))
+    if n % size == 0:
+        part = np.empty(n // size, np.float32)
+        add("MPI_Reduce_scatter_block + MPI_Allgather",
+            lambda: (raw.Reduce_scatter_block(buf, part, op=mpi.SUM), raw.Allgather(part, out)))
+    step = 1 << 20
+    add("MPI_Allreduce in place, 4 MiB buckets",
+        lambda: [raw.Allreduce(mpi.IN_PLACE, buf[b:b + step], op=mpi.SUM)
+                 for b in range(0, n, step)])
+    add("MPI_Iallreduce in place + MPI_Wait",
+        lambda: raw.Iallreduce(mpi.IN_PLACE, buf, op=mpi.SUM).Wait())
+    shared = None
+    with comm.watchdog("fastopt bench --distributed: the shared window"):
+        try:
+            shared = SharedAllreduce(raw, n)
+        except ValueError:       # ranks on several nodes
+            pass
+    if shared is not None:
+        shared.buffer[...] = 1.0
+        add("shared-memory window (MPI-3), rank-order sum", shared.allreduce)
+        shared.free()
+    return rows
 
 
 def run_distributed(comm=None, *, quick=False, reps=None, timeout=None):
@@ -169,23 +232,35 @@ def _run(comm, quick, reps):
         comm, lambda: [raw.Allreduce(mpi.IN_PLACE, tiny, op=mpi.SUM) for _ in range(100)],
         reps) / 100
 
+    res["ways"] = _allreduce_ways(comm, big, reps, src.nbytes / res["copy_gbs"] / 1e9)
+
     # the MLP of fastopt train, a global batch of 256
     Xtr, ytr, _, _, _ = prepare_data(0)
     model = MLP((64, 256, 256, 10), rng=0)
     part = batch_part(256, rank, size)
     Xb, yb = Xtr[:256][part], ytr[:256][part]
-    res["mlp"] = {"params": model.params.size}
-    for shard in (False, True):
-        res["mlp"]["zero1" if shard else "plain"] = _step_split(
-            comm, model.params, lambda: model.loss_and_grad(Xb, yb), shard, reps * 3)
+    res["mlp"] = {"params": model.params.size, "bucket_bytes": MLP_BUCKET}
+    for key, _, options in MODES:
+        if "overlap" in options:
+            options = dict(options, bucket_bytes=MLP_BUCKET)
+        res["mlp"][key] = _step_split(comm, model.params, lambda: model.loss_and_grad(Xb, yb),
+                                      reps * 3, **options)
 
-    # a synthetic model of `big` parameters
-    fp = fastopt.FlatParams({"w": (big,)})
+    # a synthetic model of `big` parameters in LAYERS layers, the last one's gradient first
+    names = [f"layer{i}" for i in range(LAYERS)]
+    fp = fastopt.FlatParams({k: (big // LAYERS,) for k in names})
     g = np.random.default_rng(rank).standard_normal(big).astype(np.float32)
-    res["synthetic"] = {"params": big}
-    for shard in (False, True):
-        res["synthetic"]["zero1" if shard else "plain"] = _step_split(
-            comm, fp, lambda: np.copyto(fp.grad, g), shard, reps)
+
+    def backward():
+        for k in reversed(names):
+            np.copyto(fp.grads[k], g[fp.slice(k)])
+            fp.grads_ready(k)
+
+    res["synthetic"] = {"params": big, "bucket_bytes": SYNTH_BUCKET}
+    for key, _, options in MODES:
+        if "overlap" in options:
+            options = dict(options, bucket_bytes=SYNTH_BUCKET)
+        res["synthetic"][key] = _step_split(comm, fp, backward, reps, **options)
     del fp, g
     opt_one = res["synthetic"]["plain"]["optimizer"]
     res["model"] = {"n_params": big, "opt_seconds": opt_one, "alpha": NET_ALPHA,
@@ -208,29 +283,40 @@ def format_distributed(res):
     for a in res["allreduce"]:
         lines.append(f"{'allreduce ' + _size(a['n']):44} {_ms(a['time'])} ms {a['algbw']:6.1f}  "
                      f"{a['busbw']:8.1f}  {a['of_copy']:6.2f}")
+    lines.append(f"the {_size(res['allreduce'][-1]['n'])} float32 allreduce, other ways "
+                 f"{'time':>9}  {'/ copy':>6}")
+    for name, t, ratio in res["ways"]:
+        lines.append(f"  {name:48} {_ms(t)} ms {ratio:6.2f}")
     lines.append(f"allreduce latency (8 bytes): alpha = {res['alpha'] * 1e6:.1f} us")
     lines.append("")
     lines.append(f"{'data-parallel step (Adam)':44} {'compute':>9} {'communication':>14} "
                  f"{'optimizer':>10} {'step':>9}  state per rank")
     for key, label in (("mlp", "MLP 64-256-256-10, batch 256"),
-                       ("synthetic", f"synthetic {_size(res['synthetic']['params'])} params")):
-        for mode, name in (("plain", "allreduce"), ("zero1", "ZeRO-1")):
+                       ("synthetic", f"synthetic {_size(res['synthetic']['params'])} params, "
+                                     f"{LAYERS} layers")):
+        lines.append(f"{label} (overlap buckets of {_size(res[key]['bucket_bytes'])}B)")
+        for mode, name, _ in MODES:
             r = res[key][mode]
-            lines.append(f"{label + ', ' + name:44} {_ms(r['compute'])} {_ms(r['communication']):>14} "
+            lines.append(f"  {name:42} {_ms(r['compute'])} {_ms(r['communication']):>14} "
                          f"{_ms(r['optimizer']):>10} {_ms(r['step'])}  {r['state_bytes'] / 1e6:8.2f} MB")
-    lines.append("(ms per step; the slowest rank's time)")
+        seq, ovl = res[key]["plain"]["step"], res[key]["overlap"]["step"]
+        lines.append(f"  overlapped step / sequential step: {ovl / seq:.2f}")
+    lines.append("(ms per step, medians, the slowest rank's; communication: the time step() "
+                 "waits for it, after the backward pass)")
     m = res["model"]
     lines.append("")
     lines.append(f"alpha-beta model, {_size(m['n_params'])} float32 parameters, Adam: step = "
                  f"2(M-1)*alpha + 2(M-1)/M * bytes/link + optimizer (ZeRO-1: optimizer/M); "
                  f"alpha = {m['alpha'] * 1e6:.0f} us, optimizer {m['opt_seconds'] * 1e3:.2f} ms "
                  "(measured above)")
-    head = f"{'machines':>8}" + "".join(f"  {f'{l} Gb/s plain':>15} {'ZeRO-1':>8}" for l in LINKS_GBIT)
+    head = f"{'machines':>8}" + "".join(f"  {f'{l} Gb/s plain':>15} {'bf16':>8} {'ZeRO-1':>8}"
+                                         for l in LINKS_GBIT)
     lines.append(head + "   state/rank plain -> ZeRO-1")
     rows = m["rows"]
     for mach in MACHINES:
         sel = [r for r in rows if r[0] == mach]
-        line = f"{mach:>8}" + "".join(f"  {r[2] * 1e3:12.1f} ms {r[3] * 1e3:5.1f} ms" for r in sel)
+        line = f"{mach:>8}" + "".join(f"  {r[2] * 1e3:12.1f} ms {r[6] * 1e3:5.1f} ms "
+                                      f"{r[3] * 1e3:5.1f} ms" for r in sel)
         line += f"   {sel[0][4] / 1e6:.0f} MB -> {sel[0][5] / 1e6:.1f} MB"
         lines.append(line)
     return "\n".join(lines)
