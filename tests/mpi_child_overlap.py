@@ -273,6 +273,60 @@ def overlap_arguments():
     done("overlap_arguments")
 
 
+def shared_allreduce():
+    """The MPI-3 shared-window allreduce: the rank-order sum's bits on every rank, call after
+    call, for both dtypes and sizes that do not divide evenly (or are empty)."""
+    from fastopt.distributed.shm import SharedAllreduce
+
+    for dtype in (np.float32, np.float64):
+        for n in (0, 1, 17, 100_003):
+            red = SharedAllreduce(comm, n, dtype)
+            for step in range(1, 4):
+                red.buffer[...] = local_grad(n, dtype, step, rank)
+                red.allreduce()
+                total = local_grad(n, dtype, step, 0).copy()
+                for r in range(1, size):
+                    total += local_grad(n, dtype, step, r)
+                check_equal(red.buffer, total, f"shared {np.dtype(dtype)} n={n} step {step}")
+            red.free()
+            red.free()
+    _refused(lambda: SharedAllreduce(comm, -1), ValueError, "n")
+    _refused(lambda: SharedAllreduce(comm, 3, np.int32), TypeError, "float32 or float64")
+    done("shared_allreduce")
+
+
+def train_cli_overlap():
+    """fastopt train --distributed overlaps by default: the same numbers as --no-overlap (bit
+    for bit: --deterministic), and the bfloat16 wire trains too."""
+    import contextlib
+    import io
+
+    from fastopt.cli import main
+
+    def run(*extra):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(["train", "--epochs", "2", "--quiet", "--hidden", "32", "--distributed",
+                       *extra])
+        assert rc in (0, None), rc
+        return buf.getvalue()
+
+    def numbers(out):
+        return [line.split("time")[0] for line in out.splitlines() if line.startswith("epoch")]
+
+    over = run("--deterministic")
+    plain = run("--deterministic", "--no-overlap")
+    if rank == 0:
+        assert "overlapped with the backward pass" in over and "overlapped" not in plain
+        assert numbers(over) == numbers(plain) and len(numbers(over)) == 2, (over, plain)
+    bf16 = run("--wire-dtype", "bfloat16", "--error-feedback")
+    if rank == 0:
+        assert "bfloat16 on the wire, error feedback" in bf16, bf16
+        acc = float(bf16.split("held-out accuracy:")[1].split()[0])
+        assert acc > 0.85, bf16
+    done("train_cli_overlap")
+
+
 # ------------------------------------------------------------------ faults (one per launch)
 
 def fault_overlap_hang():

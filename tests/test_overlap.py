@@ -18,7 +18,7 @@ from fastopt.kernels._formats import bf16_to_float32, float32_to_bf16
 from test_distributed import launch, needs_mpi
 
 SCENARIOS = ["overlap_equals_sequential", "overlap_lists_and_dicts", "overlap_mlp_hook",
-             "bf16_wire", "overlap_arguments"]
+             "bf16_wire", "overlap_arguments", "shared_allreduce", "train_cli_overlap"]
 
 
 @pytest.fixture(scope="module", params=[pytest.param(2, id="n=2"), pytest.param(3, id="n=3")])

@@ -89,44 +89,76 @@ MODES = (("plain", "sequential allreduce", dict()),
          ("zero1", "ZeRO-1", dict(shard_state=True)))
 
 
-def _step_split(comm, fp, compute, reps, **options):
-    """One data-parallel variant's step, split: compute alone, exposed communication (the
-    time ``step()`` waits for it), optimizer, and the whole step; the slowest rank's."""
+def _step_split(comm, fp, compute, reps, modes):
+    """Each data-parallel variant's step, split: compute alone, exposed communication (the
+    time ``step()`` waits for it), optimizer, and the whole step; the slowest rank's.
+
+    ``modes``: (key, DataParallel options) pairs.  The variants run interleaved (one step of
+    each in turn, rotating), so a change in the machine's load falls on all of them alike.
+    All step the same parameters; an overlapped variant's hook is attached for its own steps
+    only.
+    """
     import fastopt
     from ..distributed import DataParallel
 
-    dp = DataParallel(fastopt.Adam(fp, lr=1e-4), comm.unguarded, abort_on_exception=False,
-                      timeout=comm.watchdog.timeout, **options)
-    for _ in range(2):  # warm-up
-        compute()
-        dp.step()
-    before = dict(dp.timings)
-    steps = []
-    for _ in range(reps):
+    dps = {}
+    for key, options in modes:
+        dps[key] = dp = DataParallel(fastopt.Adam(fp, lr=1e-4), comm.unguarded,
+                                     abort_on_exception=False, timeout=comm.watchdog.timeout,
+                                     **options)
+        dp.detach()
+    keys = list(dps)
+    steps = {k: [] for k in keys}
+
+    def one(key, timed):
+        dp = dps[key]
+        if dp.overlap:
+            dp.attach()
         comm.Barrier()
         t = time.perf_counter()
         compute()
         dp.step()
-        steps.append(time.perf_counter() - t)
-    n = dp.timings["steps"] - before["steps"]
-    comm_s = (dp.timings["communication"] - before["communication"]) / n
-    opt_s = (dp.timings["optimizer"] - before["optimizer"]) / n
-    dp.detach()           # compute alone: the backward pass no longer starts reductions
+        if timed:
+            steps[key].append(time.perf_counter() - t)
+        dp.detach()
+
+    for key in keys:   # warm-up
+        one(key, False)
+        one(key, False)
+    before = {k: dict(dps[k].timings) for k in keys}
+    for rep in range(reps):
+        for i in range(len(keys)):
+            one(keys[(rep + i) % len(keys)], True)
     comp = []
-    for _ in range(reps):
+    for _ in range(reps):       # compute alone (no hook attached)
         comm.Barrier()
         t = time.perf_counter()
         compute()
         comp.append(time.perf_counter() - t)
-    out = {"compute": float(np.median(comp)), "communication": comm_s, "optimizer": opt_s,
-           "step": float(np.median(steps)), "state_bytes": dp.state_bytes()}
-    # the slowest rank decides
-    return {k: comm.allreduce(v, op=_max(comm)) for k, v in out.items()}
+    out = {}
+    for k in keys:
+        tm, b = dps[k].timings, before[k]
+        n = tm["steps"] - b["steps"]
+        r = {"compute": float(np.median(comp)),
+             "communication": (tm["communication"] - b["communication"]) / n,
+             "optimizer": (tm["optimizer"] - b["optimizer"]) / n,
+             "step": float(np.median(steps[k])), "state_bytes": dps[k].state_bytes()}
+        # the slowest rank decides
+        out[k] = {name: comm.allreduce(v, op=_max(comm)) for name, v in r.items()}
+    return out
 
 
-def _allreduce_ways(comm, n, reps, copy_t):
-    """The 16M allreduce's time, several ways (see the module docstring): rows of
-    (name, seconds, ratio to the copy)."""
+def _modes(bucket_bytes):
+    """MODES as (key, options), the overlapped ones with buckets of ``bucket_bytes``."""
+    return [(key, dict(options, bucket_bytes=bucket_bytes) if "overlap" in options else options)
+            for key, _, options in MODES]
+
+
+def _allreduce_ways(comm, n, reps):
+    """The ``n``-element float32 allreduce's time, several ways (see the module docstring):
+    rows of (name, seconds, copy seconds, ratio).  Each way alternates with a memory copy of
+    the same bytes on every rank at once (``np.copyto``), so the ratio compares the two
+    under the same load, whatever else the machine is doing."""
     from ..distributed._mpi import require_mpi
     from ..distributed.shm import SharedAllreduce
 
@@ -135,12 +167,23 @@ def _allreduce_ways(comm, n, reps, copy_t):
     size = raw.Get_size()
     buf = np.ones(n, np.float32)
     out = np.empty_like(buf)
+    src, dst = np.ones_like(buf), np.empty_like(buf)
     rows = []
 
     def add(name, fn):
-        t = _median_time(comm, fn, reps)
-        rows.append((name, t, copy_t / t))
+        ways, copies = [], []
+        with comm.watchdog(f"fastopt bench --distributed: timing {name}"):
+            for _ in range(reps):
+                for f, ts in ((lambda: np.copyto(dst, src), copies), (fn, ways)):
+                    raw.Barrier()
+                    t = time.perf_counter()
+                    f()
+                    ts.append(time.perf_counter() - t)
+        t_way = comm.allreduce(float(np.median(ways)), op=_max(comm))
+        t_copy = comm.allreduce(float(np.median(copies)), op=_max(comm))
+        rows.append((name, t_way, t_copy, t_copy / t_way))
 
+    add("MPI_Allreduce in place", lambda: raw.Allreduce(mpi.IN_PLACE, buf, op=mpi.SUM))
     add("MPI_Allreduce, out of place", lambda: raw.Allreduce(buf, out, op=mpi.SUM))
     if n % size == 0:
         part = np.empty(n // size, np.float32)
@@ -160,8 +203,9 @@ def _allreduce_ways(comm, n, reps, copy_t):
             pass
     if shared is not None:
         shared.buffer[...] = 1.0
-        add("shared-memory window (MPI-3), rank-order sum", shared.allreduce)
-        shared.free()
+        add("MPI-3 shared-memory window, rank-order sum", shared.allreduce)
+        with comm.watchdog("fastopt bench --distributed: the shared window"):
+            shared.free()
     return rows
 
 
@@ -232,7 +276,7 @@ def _run(comm, quick, reps):
         comm, lambda: [raw.Allreduce(mpi.IN_PLACE, tiny, op=mpi.SUM) for _ in range(100)],
         reps) / 100
 
-    res["ways"] = _allreduce_ways(comm, big, reps, src.nbytes / res["copy_gbs"] / 1e9)
+    res["ways"] = _allreduce_ways(comm, big, reps)
 
     # the MLP of fastopt train, a global batch of 256
     Xtr, ytr, _, _, _ = prepare_data(0)
@@ -240,11 +284,8 @@ def _run(comm, quick, reps):
     part = batch_part(256, rank, size)
     Xb, yb = Xtr[:256][part], ytr[:256][part]
     res["mlp"] = {"params": model.params.size, "bucket_bytes": MLP_BUCKET}
-    for key, _, options in MODES:
-        if "overlap" in options:
-            options = dict(options, bucket_bytes=MLP_BUCKET)
-        res["mlp"][key] = _step_split(comm, model.params, lambda: model.loss_and_grad(Xb, yb),
-                                      reps * 3, **options)
+    res["mlp"].update(_step_split(comm, model.params, lambda: model.loss_and_grad(Xb, yb),
+                                  reps * 3, _modes(MLP_BUCKET)))
 
     # a synthetic model of `big` parameters in LAYERS layers, the last one's gradient first
     names = [f"layer{i}" for i in range(LAYERS)]
@@ -257,10 +298,7 @@ def _run(comm, quick, reps):
             fp.grads_ready(k)
 
     res["synthetic"] = {"params": big, "bucket_bytes": SYNTH_BUCKET}
-    for key, _, options in MODES:
-        if "overlap" in options:
-            options = dict(options, bucket_bytes=SYNTH_BUCKET)
-        res["synthetic"][key] = _step_split(comm, fp, backward, reps, **options)
+    res["synthetic"].update(_step_split(comm, fp, backward, reps, _modes(SYNTH_BUCKET)))
     del fp, g
     opt_one = res["synthetic"]["plain"]["optimizer"]
     res["model"] = {"n_params": big, "opt_seconds": opt_one, "alpha": NET_ALPHA,
@@ -283,10 +321,11 @@ def format_distributed(res):
     for a in res["allreduce"]:
         lines.append(f"{'allreduce ' + _size(a['n']):44} {_ms(a['time'])} ms {a['algbw']:6.1f}  "
                      f"{a['busbw']:8.1f}  {a['of_copy']:6.2f}")
-    lines.append(f"the {_size(res['allreduce'][-1]['n'])} float32 allreduce, other ways "
-                 f"{'time':>9}  {'/ copy':>6}")
-    for name, t, ratio in res["ways"]:
-        lines.append(f"  {name:48} {_ms(t)} ms {ratio:6.2f}")
+    lines.append(f"the {_size(res['allreduce'][-1]['n'])} float32 allreduce, several ways, "
+                 "each against a copy of its bytes on every rank at once, alternating")
+    lines.append(f"  {'':48} {'time':>9}     {'copy':>9}     {'copy / time':>11}")
+    for name, t, tc, ratio in res["ways"]:
+        lines.append(f"  {name:48} {_ms(t)} ms  {_ms(tc)} ms  {ratio:11.2f}")
     lines.append(f"allreduce latency (8 bytes): alpha = {res['alpha'] * 1e6:.1f} us")
     lines.append("")
     lines.append(f"{'data-parallel step (Adam)':44} {'compute':>9} {'communication':>14} "

@@ -591,10 +591,18 @@ class DataParallel:
 
     def detach(self):
         """Remove the FlatParams hook of ``overlap=True`` (the model's backward pass then no
-        longer starts reductions).  Idempotent."""
+        longer starts reductions; :meth:`ready` still does).  Idempotent."""
         if self._unhook is not None:
             self._unhook()
             self._unhook = None
+
+    def attach(self):
+        """Install the FlatParams hook again after :meth:`detach` (``overlap=True`` over a
+        FlatParams does at construction).  Idempotent."""
+        if not (self.overlap and self._reducers and self.flat is not None):
+            raise ValueError("attach() needs overlap=True over a FlatParams")
+        if self._unhook is None:
+            self._unhook = self.flat.add_grad_hook(self._on_grads_ready)
 
     @property
     def residuals(self):
