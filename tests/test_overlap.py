@@ -109,3 +109,24 @@ def test_mlp_backward_marks_every_parameter_ready_once_last_layer_first():
     model.loss_and_grad(X, np.arange(10) % 3)
     assert sorted(seen) == sorted(model.params.shapes) and len(seen) == len(set(seen))
     assert seen[:2] == ["W3", "b3"] and seen[-3:] == ["W1", "bn1.gamma", "bn1.beta"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--no-overlap"], "need --distributed"),
+    (["--wire-dtype", "bfloat16"], "need --distributed"),
+    (["--error-feedback"], "need --distributed"),
+    (["--bucket-bytes", "4096"], "need --distributed"),
+    (["--bucket-bytes", "0"], "a positive integer"),
+    (["--wire-dtype", "float16"], "invalid choice"),
+    (["--distributed", "--shard-state", "--wire-dtype", "bfloat16"], "not with --shard-state"),
+    (["--distributed", "--error-feedback"], "needs --wire-dtype bfloat16"),
+])
+def test_train_overlap_options_are_checked(capsys, argv, message):
+    from fastopt.cli import main
+
+    try:
+        rc = main(["train", "--epochs", "1", *argv])
+    except SystemExit as e:          # (argparse's own refusals)
+        rc = e.code
+    assert rc == 2
+    assert message in capsys.readouterr().err

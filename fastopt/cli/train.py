@@ -251,6 +251,9 @@ def add_train(sub):
     g.add_argument("--no-overlap", action="store_true",
                    help="with --distributed: reduce the gradients after the backward pass, not "
                         "bucket by bucket during it (the default without --shard-state)")
+    g.add_argument("--bucket-bytes", type=positive_int, default=None,
+                   help="with --distributed: bytes of gradient per overlapped (or bfloat16) "
+                        "collective (default 64 KiB: the MLP's layers hold 10 KB to 256 KB)")
     g.add_argument("--wire-dtype", choices=("native", "bfloat16"), default="native",
                    help="with --distributed: send the gradients in bfloat16 (half the bytes; "
                         "rounded to nearest even, summed in float32)")
@@ -268,9 +271,9 @@ def _distributed_strategy(args):
     """The trainer's DataParallelStrategy for ``--distributed``, or None (one process)."""
     if not args.distributed:
         if (args.shard_state or args.deterministic or args.no_overlap or args.error_feedback
-                or args.wire_dtype != "native"):
-            raise UsageError("--shard-state, --deterministic, --no-overlap, --wire-dtype and "
-                             "--error-feedback need --distributed")
+                or args.wire_dtype != "native" or args.bucket_bytes is not None):
+            raise UsageError("--shard-state, --deterministic, --no-overlap, --wire-dtype, "
+                             "--error-feedback and --bucket-bytes need --distributed")
         return None
     if args.shard_state and args.wire_dtype != "native":
         raise UsageError("--wire-dtype bfloat16: not with --shard-state (ZeRO-1 sends float32)")
@@ -289,7 +292,8 @@ def _distributed_strategy(args):
     return DataParallelStrategy(shard_state=args.shard_state, deterministic=args.deterministic,
                                 timeout=args.timeout,
                                 overlap=not (args.shard_state or args.no_overlap),
-                                wire_dtype=args.wire_dtype, error_feedback=args.error_feedback)
+                                wire_dtype=args.wire_dtype, error_feedback=args.error_feedback,
+                                bucket_bytes=args.bucket_bytes or 64 << 10)
 
 
 def add_tune(sub):
