@@ -77,7 +77,9 @@ def pack_bf16(x, out, tmp):
     np.add(tmp, u, out=tmp)
     np.right_shift(tmp, 16, out=tmp)
     np.copyto(out, tmp, casting="unsafe")
-    if np.isnan(np.add.reduce(x, dtype=np.float32)):     # (one pass; a NaN or inf sum)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(x, dtype=np.float32)        # (one pass: NaN if x has one)
+    if np.isnan(total):
         nan = np.isnan(x)
         if nan.any():
             out[nan] = ((u[nan] >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16)
