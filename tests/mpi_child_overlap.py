@@ -40,6 +40,8 @@ def _run_flat(steps=3, order="backward", weights=None, **kw):
     for step in range(1, steps + 1):
         fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
         w = None if weights is None else weights[rank]
+        if w is not None and dp.bucketed and not kw.get("overlap"):
+            dp.begin_step(weight=w)
         if kw.get("overlap"):
             if w is not None:
                 dp.begin_step(weight=w)
@@ -79,6 +81,13 @@ def overlap_equals_sequential():
                     if det or size == 2:
                         check_equal(g, ref_g, what)
                         check_equal(p, ref_p, what)
+                    if det and bucket_bytes in (None, 2000):
+                        # the shared window sums in rank order too: the same bits
+                        for ov in (False, True):
+                            p, g = _run_flat(overlap=ov, transport="shared_window",
+                                             weights=wts, bucket_bytes=bucket_bytes)
+                            check_equal(g, ref_g, what + f" shared window overlap={ov}")
+                            check_equal(p, ref_p, what + f" shared window overlap={ov}")
                     else:
                         bound = _rounding_bound(3, wts)
                         assert np.all(np.abs(g.astype(np.float64) - ref_g) <= bound), what
@@ -91,14 +100,16 @@ def overlap_lists_and_dicts():
               for i, (s, dt) in enumerate([((30, 20), np.float32), ((20,), np.float64),
                                            ((20, 5), np.float32), ((5,), np.float64)])]
     keys = ["a", "b", "c", "d"]
-    for as_dict in (False, True):
-        for marked in ((), (3, 1), (3, 2, 1, 0)):
+    for as_dict, marked, transport in [(d, m, t) for d in (False, True)
+                                       for m in ((), (3, 1), (3, 2, 1, 0))
+                                       for t in ("mpi", "shared_window")]:
+        if True:
             params = [a.copy() for a in arrays]
             ref_params = [a.copy() for a in arrays]
             P = dict(zip(keys, params)) if as_dict else params
             R = dict(zip(keys, ref_params)) if as_dict else ref_params
             dp = DataParallel(fastopt.Adam(P, lr=0.01), overlap=True, deterministic=True,
-                              bucket_bytes=256)
+                              bucket_bytes=256, transport=transport)
             ref = DataParallel(fastopt.Adam(R, lr=0.01), deterministic=True)
             for step in range(1, 4):
                 grads = [np.random.default_rng([step, rank, i]).standard_normal(a.shape)
@@ -109,7 +120,7 @@ def overlap_lists_and_dicts():
                 dp.step(None if len(marked) == len(arrays) else G)
                 ref.step(G)
             for a, b in zip(params, ref_params):
-                check_equal(a, b, f"dict={as_dict} marked={marked}")
+                check_equal(a, b, f"dict={as_dict} marked={marked} {transport}")
     done("overlap_lists_and_dicts")
 
 
@@ -242,6 +253,12 @@ def overlap_arguments():
     _refused(lambda: DataParallel(opt, wire_dtype="bfloat16", shard_state=True), ValueError,
              "shard_state=False")
     _refused(lambda: DataParallel(opt, error_feedback=True), ValueError, "needs wire_dtype")
+    _refused(lambda: DataParallel(opt, transport=None), TypeError, "transport must be a str")
+    _refused(lambda: DataParallel(opt, transport="tcp"), ValueError, "transport must be")
+    _refused(lambda: DataParallel(opt, transport="shared_window", shard_state=True), ValueError,
+             "shard_state=False")
+    _refused(lambda: DataParallel(opt, transport="shared_window", wire_dtype="bfloat16"),
+             ValueError, "wire_dtype='native'")
     _refused(lambda: DataParallel(fastopt.Adam(make_fp(np.float64)), wire_dtype="bfloat16"),
              ValueError, "float32 parameters")
     plain = DataParallel(fastopt.Adam(make_fp(), lr=0.01))

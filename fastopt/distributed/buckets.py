@@ -118,7 +118,11 @@ class BucketReducer:
         Where each parameter starts in ``gbuf`` (``len(params) + 1`` entries, the last ``n``).
     bucket_bytes : int
         Bytes of ``gbuf`` per bucket (at least one element).
-    mode : {"allreduce", "exchange"}
+    mode : {"allreduce", "exchange", "window"}
+        "window": the ranks share one node; each bucket is copied into an MPI-3 shared-memory
+        window when it is complete, and :meth:`finish` sums the slices in rank order straight
+        from the others' windows (:class:`~fastopt.distributed.shm.SharedAllreduce`): the
+        deterministic mode's bits.
     wire_dtype : {"native", "bfloat16"}
         "bfloat16" needs float32 and the exchange mode.
     error_feedback : bool
@@ -154,6 +158,12 @@ class BucketReducer:
                 b.counts, b.displs = _pieces(b.lo, b.hi, self.bounds)
                 b.mine = b.counts[self.rank]
                 b.recv = np.empty((self.size, b.mine), dt)
+        self.shared = None
+        if mode == "window":
+            from .shm import SharedAllreduce
+
+            with watchdog("DataParallel(): the shared-memory window"):
+                self.shared = SharedAllreduce(comm.unguarded, n, gbuf.dtype)
         if wire_dtype == "bfloat16":
             self.packed = np.empty(n, np.uint16)          # this rank's bits, then the sums'
             self._tmp = np.empty(n, np.uint32)
@@ -219,6 +229,8 @@ class BucketReducer:
             np.multiply(g, self._weight, out=g)
         if self.mode == "allreduce":
             self._requests.append(comm.Iallreduce(mpi.IN_PLACE, [g, self.mpitype], op=mpi.SUM))
+        elif self.mode == "window":
+            np.copyto(self.shared.buffer[b.lo:b.hi], g)
         else:
             if self.wire == "bfloat16":
                 if self.residual is not None:
@@ -248,6 +260,9 @@ class BucketReducer:
         if self.mode == "allreduce":
             if not weighted and self.size > 1:
                 np.divide(self.gbuf, self.size, out=self.gbuf)
+        elif self.mode == "window":
+            with self.watchdog(what):
+                self.shared.reduce_into(self.gbuf, divide=not weighted)
         else:
             self._gather(weighted, what)
         self._weight = None

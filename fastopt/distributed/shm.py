@@ -109,6 +109,39 @@ class SharedAllreduce:
                 np.copyto(self.buffer[a:b], v[r][a:b])
         self._sync()                          # no one writes its buffer while others read it
 
+    def reduce_into(self, out, *, divide=False):
+        """The sum over the ranks of :attr:`buffer` into ``out`` (collective; :attr:`buffer`
+        is left partly overwritten).
+
+        As :meth:`allreduce` (rank-order sums, the same bits on every rank), divided by the
+        number of ranks when ``divide``; ``out``: an array of ``n`` elements of the dtype.
+        """
+        self._sync()
+        lo, hi = self.bounds[self.rank]
+        v = self._views
+        mine = v[self.rank][lo:hi]        # only this rank reads this slice of its buffer
+        if self.size == 1:
+            pass
+        elif self.rank == 0:
+            np.add(mine, v[1][lo:hi], out=mine)
+        else:
+            t = self._tmp if self.rank >= 2 else None
+            if t is not None:
+                np.add(v[0][lo:hi], v[1][lo:hi], out=t)
+                for r in range(2, self.rank):
+                    np.add(t, v[r][lo:hi], out=t)
+                np.add(t, mine, out=mine)
+            else:
+                np.add(v[0][lo:hi], mine, out=mine)
+        for r in range(2 if self.rank == 0 else self.rank + 1, self.size):
+            np.add(mine, v[r][lo:hi], out=mine)
+        if divide and self.size > 1:
+            np.divide(mine, self.size, out=mine)
+        self._sync()
+        for r, (a, b) in enumerate(self.bounds):
+            np.copyto(out[a:b], v[r][a:b])
+        self._sync()
+
     def free(self):
         """Release the window and the node communicator (collective)."""
         if self._win is not None:

@@ -75,7 +75,7 @@ class DataParallelStrategy:
         rank's weight ``n_local / n_global`` (:meth:`DataParallel.begin_step`), so the
         buckets the backward pass starts are scaled as :meth:`step` will ask."""
         dp = self._wrapped()
-        if (dp.overlap or dp.wire_dtype != "native") and not dp.shard_state:
+        if dp.bucketed:
             dp.begin_step(weight=n_local / n_global)
 
     def step(self, optimizer, n_local, n_global):
