@@ -346,12 +346,13 @@ def train_cli_overlap():
 
 # ------------------------------------------------------------------ faults (one per launch)
 
-def fault_overlap_hang():
+def fault_overlap_hang(transport="mpi"):
     """Rank 1 launches its first buckets, then stops: the others wait in step() on pending
-    requests; the watchdog (timeout=2) must end the job, not hang."""
+    requests (or the shared window's barrier); the watchdog (timeout=2) must end the job."""
     fp = make_fp()
     dp = DataParallel(fastopt.Adam(fp, lr=0.01), overlap=True, timeout=2, bucket_bytes=4000,
-                      check_every=0)     # (so the wait is on the pending requests)
+                      check_every=0,     # (so the wait is on the pending requests)
+                      transport=transport)
     dp.ready("b2")
     dp.ready("W2")
     if rank == 1:
@@ -369,6 +370,10 @@ def fault_overlap_exception():
         raise RuntimeError("boom with requests pending")
     dp.step()
     raise AssertionError("unreachable: the job should have been aborted")
+
+
+def fault_overlap_hang_window():
+    fault_overlap_hang("shared_window")
 
 
 if __name__ == "__main__":

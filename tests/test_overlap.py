@@ -36,9 +36,9 @@ def test_overlap_scenario(mpi_run, scenario):
 
 @pytest.mark.slow
 @needs_mpi
-@pytest.mark.parametrize("n", [2, 3])
-def test_a_rank_that_stops_with_requests_pending_is_a_timeout_not_a_hang(n):
-    rc, out, err = launch(n, ["fault_overlap_hang"], timeout=90, expect_ok=False,
+@pytest.mark.parametrize("n,transport", [(2, ""), (3, ""), (2, "_window")])
+def test_a_rank_that_stops_with_requests_pending_is_a_timeout_not_a_hang(n, transport):
+    rc, out, err = launch(n, [f"fault_overlap_hang{transport}"], timeout=90, expect_ok=False,
                           module="mpi_child_overlap")
     assert rc != 0
     assert "waited more than 2 s in the gradient reduction of step 1" in err, err
