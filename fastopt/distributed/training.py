@@ -110,6 +110,14 @@ class DataParallelStrategy:
         dp = self._wrapped()
         return batch_part(n, dp.rank, dp.size)
 
+    def begin_step(self, optimizer, n_local, n_global):
+        """Before the backward pass: with ``overlap=True`` or a bfloat16 wire, announce this
+        rank's weight ``n_local / n_global`` (:meth:`DataParallel.begin_step`), so the
+        buckets the backward pass starts are scaled as :meth:`step` will ask."""
+        dp = self._wrapped()
+        if dp.bucketed:
+            dp.begin_step(weight=n_local / n_global)
+
     def step(self, optimizer, n_local, n_global):
         """Step with this rank's gradient weighted ``n_local / n_global``: the sum over the
         ranks is the global batch's mean gradient."""

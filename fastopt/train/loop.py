@@ -113,6 +113,12 @@ class SingleProcess:
         """The rows of a global batch of ``n`` samples this process trains on: all of them."""
         return slice(0, n)
 
+    def begin_step(self, optimizer, n_local, n_global):
+        """Before the backward pass of a step on ``n_local`` of ``n_global`` samples (a
+        strategy that overlaps communication with it announces the weight here): nothing.
+
+        Optional for a strategy: the trainer calls it when the strategy has it."""
+
     def step(self, optimizer, n_local, n_global):
         """One step of ``optimizer`` on a gradient of ``n_local`` of ``n_global`` samples."""
         optimizer.step()
@@ -339,6 +345,7 @@ class Trainer:
         n_batches = math.ceil(len(ytr) / self._batch_size)
         t0 = time.perf_counter()
         comm_before = strategy.communication_time()
+        begin_step = getattr(strategy, "begin_step", None)
         for b, (Xb, yb) in enumerate(minibatches(Xtr, ytr, batch_size=self._batch_size,
                                                  rng=self._rng)):
             # every process shuffles alike (same seed) and takes its rows of the global batch;
@@ -349,6 +356,8 @@ class Trainer:
                 continue
             rows = strategy.local_rows(n_global)
             Xb, yb = Xb[rows], yb[rows]
+            if begin_step is not None:
+                begin_step(opt, len(yb), n_global)
             loss, acc = model.loss_and_grad(Xb, yb)
             t = time.perf_counter()
             strategy.step(opt, len(yb), n_global)
