@@ -35,10 +35,14 @@ typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
 
 #if !(defined(__unix__) || defined(__APPLE__)) || defined(__STDC_NO_ATOMICS__)
 /* No pthreads or no C11 atomics (e.g. MSVC): the kernels run on the calling thread. */
-typedef struct { int nworkers; long spin_ns; unsigned long long forks, jobs, serial_busy; } fo_pool_t;
+typedef struct {
+    int nworkers; long spin_ns; unsigned long long forks, jobs, serial_busy;
+    unsigned long long tasks_master, tasks_workers, wakes_spin, wakes_sleep, wakes_empty,
+        master_sleeps, wake_ns, wake_count;
+} fo_pool_t;
 static fo_pool_t fo_pool;
 static void fo_pool_init(long spin_ns) { fo_pool.spin_ns = spin_ns; }
-static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+static void fo_pool_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
     Py_ssize_t t;
     (void)nthreads;
     for (t = 0; t < ntasks; t++) fn(ctx, t);
@@ -95,6 +99,11 @@ typedef struct {
     _Atomic uint64_t forks;      /* times this pool was reset in a forked child */
     _Atomic uint64_t jobs;       /* parallel jobs run (for tests) */
     _Atomic uint64_t serial_busy;/* calls run serially because the pool was busy */
+    /* diagnostics (fastopt._threadpool.stats()): who ran the tasks, how workers woke */
+    _Atomic uint64_t tasks_master, tasks_workers;
+    _Atomic uint64_t wakes_spin, wakes_sleep, wakes_empty, master_sleeps;
+    _Atomic uint64_t wake_ns, wake_count;   /* publish -> a worker's first task */
+    _Atomic long published_ns;
 } fo_pool_t;
 
 static fo_pool_t fo_pool;
@@ -121,16 +130,18 @@ static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old)
     return v;
 }
 
-/* Claim and run tasks of job g until none is left. */
-static void fo_claim(uint32_t g, int once) {
+/* Claim and run tasks of job g until none is left.  Returns how many it ran. */
+static int64_t fo_claim(uint32_t g, int once) {
+    int64_t ran = 0;
     for (;;) {
         uint64_t t = atomic_load(&fo_pool.ticket);
         uint32_t i = (uint32_t)t;
         int64_t n, d;
-        if ((uint32_t)(t >> 32) != g || i == FO_CLOSED) return;
+        if ((uint32_t)(t >> 32) != g || i == FO_CLOSED) return ran;
         n = atomic_load(&fo_pool.ntasks);
-        if ((int64_t)i >= n) return;
+        if ((int64_t)i >= n) return ran;
         if (!atomic_compare_exchange_weak(&fo_pool.ticket, &t, t + 1)) continue;
+        ran++;
         /* Task i of job g is ours: the job cannot end before we finish it, so its fields hold. */
         atomic_load(&fo_pool.fn)(atomic_load(&fo_pool.ctx), (Py_ssize_t)i);
         d = atomic_fetch_add(&fo_pool.done, 1) + 1;
@@ -139,7 +150,7 @@ static void fo_claim(uint32_t g, int once) {
             pthread_cond_signal(&fo_pool.finished);
             pthread_mutex_unlock(&fo_pool.lock);
         }
-        if (once) return;
+        if (once) return ran;
     }
 }
 
@@ -153,6 +164,7 @@ static void *fo_worker_main(void *arg) {
     free(arg);
     for (;;) {
         uint32_t g = fo_spin_while_equal(&fo_pool.gen, seen);
+        int slept = 0;
         if (g == seen) {
             pthread_mutex_lock(&fo_pool.lock);
             atomic_fetch_add(&fo_pool.sleeping, 1);
@@ -160,9 +172,25 @@ static void *fo_worker_main(void *arg) {
                 pthread_cond_wait(&fo_pool.wake, &fo_pool.lock);
             atomic_fetch_sub(&fo_pool.sleeping, 1);
             pthread_mutex_unlock(&fo_pool.lock);
+            slept = 1;
         }
         seen = g;
-        if (id <= atomic_load(&fo_pool.want)) fo_claim(g, atomic_load(&fo_pool.once));
+        if (id <= atomic_load(&fo_pool.want)) {
+            long woke = fo_now_ns();
+            long pub = atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed);
+            int64_t ran = fo_claim(g, atomic_load(&fo_pool.once));
+            atomic_fetch_add_explicit(slept ? &fo_pool.wakes_sleep : &fo_pool.wakes_spin, 1,
+                                      memory_order_relaxed);
+            if (ran > 0) {
+                atomic_fetch_add_explicit(&fo_pool.tasks_workers, (uint64_t)ran, memory_order_relaxed);
+                if (woke >= pub) {
+                    atomic_fetch_add_explicit(&fo_pool.wake_ns, (uint64_t)(woke - pub), memory_order_relaxed);
+                    atomic_fetch_add_explicit(&fo_pool.wake_count, 1, memory_order_relaxed);
+                }
+            } else {
+                atomic_fetch_add_explicit(&fo_pool.wakes_empty, 1, memory_order_relaxed);
+            }
+        }
     }
     return NULL;
 }
@@ -207,8 +235,10 @@ static void fo_reset(void) {
 
 static void fo_atfork_prepare(void) { pthread_mutex_lock(&fo_pool.master); }
 static void fo_atfork_parent(void) { pthread_mutex_unlock(&fo_pool.master); }
+static void fo_backend_after_fork(void);
 static void fo_atfork_child(void) {
     fo_reset();
+    fo_backend_after_fork();
     atomic_fetch_add(&fo_pool.forks, 1);
 }
 
@@ -258,6 +288,7 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
     atomic_store(&fo_pool.want, workers);
     atomic_store(&fo_pool.once, once);
     atomic_store(&fo_pool.ticket, (uint64_t)g << 32);
+    atomic_store_explicit(&fo_pool.published_ns, fo_now_ns(), memory_order_relaxed);
     atomic_store(&fo_pool.gen, g);
     if (atomic_load(&fo_pool.sleeping) > 0) {
         pthread_mutex_lock(&fo_pool.lock);
@@ -265,7 +296,8 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         pthread_mutex_unlock(&fo_pool.lock);
     }
     atomic_fetch_add_explicit(&fo_pool.jobs, 1, memory_order_relaxed);
-    fo_claim(g, once);
+    atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)fo_claim(g, once),
+                              memory_order_relaxed);
     /* Wait for the tasks other threads hold: spin, then yield, then sleep. */
     start = 0;
     i = 0;
@@ -276,6 +308,7 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
             sched_yield();
             continue;
         }
+        atomic_fetch_add_explicit(&fo_pool.master_sleeps, 1, memory_order_relaxed);
         pthread_mutex_lock(&fo_pool.lock);
         atomic_store(&fo_pool.master_sleeping, 1);
         while (atomic_load(&fo_pool.done) < (int64_t)ntasks)
@@ -290,7 +323,7 @@ serial:
     return 0;
 }
 
-static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+static void fo_pool_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
     fo_run_job(fn, ctx, ntasks, nthreads, 0);
 }
 
@@ -426,4 +459,74 @@ static unsigned long long fo_blas_calls(int k, int shared) {
 }
 
 #endif /* pthreads */
+/* ------------------------------------------------------------------ the OpenMP backend
+ *
+ * FASTOPT_THREADING=openmp (fastopt.runtime.threads.set_backend("openmp")): the same tasks in
+ * a static-schedule OpenMP parallel region, thread k of the team taking the k-th run of
+ * ntasks / nthreads consecutive tasks, as the kernels did before the pool.  Kept to compare
+ * against and for dedicated, pinned machines.  Its caveats, which the pool has not:
+ *  - the region ends at a barrier: one descheduled team thread (another process on the
+ *    cores) holds every call up for a scheduler time slice;
+ *  - GNU libgomp's team threads do not exist in a child forked after the parent ran a
+ *    region, and its next region waits for them for ever: in such a child this backend
+ *    falls back to the pool (fo_backend_after_fork);
+ *  - libgomp's idle team threads spin (OMP_WAIT_POLICY, GOMP_SPINCOUNT) on cores that
+ *    NumPy's BLAS threads may want.
+ * Which thread computes a task never changes its result: both backends give the same bits.
+ */
+#define FO_BACKEND_POOL 0
+#define FO_BACKEND_OPENMP 1
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FO_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define FO_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#else
+#define FO_LOAD(x) (*(volatile int *)&(x))
+#define FO_STORE(x, v) (*(volatile int *)&(x) = (v))
+#endif
+
+static int fo_backend = FO_BACKEND_POOL;            /* read once per call */
+static int fo_omp_used = 0;                         /* an OpenMP region ran in this process */
+static unsigned long long fo_omp_fork_fallbacks = 0;/* forked children moved to the pool */
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FO_HAVE_OPENMP_BACKEND 1
+static void fo_omp_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+    Py_ssize_t t;
+    int nt = (Py_ssize_t)nthreads < ntasks ? nthreads : (int)ntasks;
+    FO_STORE(fo_omp_used, 1);
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (t = 0; t < ntasks; t++) fn(ctx, t);
+}
+#else
+#define FO_HAVE_OPENMP_BACKEND 0
+static void fo_omp_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+    fo_pool_run(fn, ctx, ntasks, nthreads);
+}
+#endif
+
+static void fo_backend_after_fork(void) {
+    if (FO_LOAD(fo_omp_used) && FO_LOAD(fo_backend) == FO_BACKEND_OPENMP) {
+        FO_STORE(fo_backend, FO_BACKEND_POOL);
+        fo_omp_fork_fallbacks++;
+    }
+}
+
+/* The kernels' parallel-for (the capsule fastopt._threadpool.runner). */
+static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+    if (nthreads > 1 && ntasks > 1
+            && FO_LOAD(fo_backend) == FO_BACKEND_OPENMP) {
+        fo_omp_run(fn, ctx, ntasks, nthreads);
+        return;
+    }
+    fo_pool_run(fn, ctx, ntasks, nthreads);
+}
+
+static int fo_set_backend(int b) {
+    if (b == FO_BACKEND_OPENMP && !FO_HAVE_OPENMP_BACKEND) return -1;
+    FO_STORE(fo_backend, b);
+    return 0;
+}
+
 #endif
