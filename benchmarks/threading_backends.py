@@ -50,6 +50,7 @@ for name, (kind, size, loops) in cases.items():
             K.batchnorm_backward(dy, x, gamma, mu, s, out=(dx, None, None))
     for _ in range(3 * loops):
         step()
+    before = fastopt._threadpool.stats()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
@@ -57,7 +58,11 @@ for name, (kind, size, loops) in cases.items():
             step()
         times.append((time.perf_counter() - t) / loops)
     out[name] = sorted(times)[len(times) // 2]
-out["pool"] = fastopt._threadpool.stats()
+    after = fastopt._threadpool.stats()
+    d = {k: after[k] - before[k] for k in ("jobs", "tasks_master", "tasks_workers", "wakes_spin",
+                                           "wakes_sleep", "wakes_empty", "master_sleeps")}
+    d["wake_us"] = after["wake_us"]
+    out["stats " + name] = d
 print(json.dumps(out))
 """
 
@@ -88,6 +93,7 @@ def main(argv=None):
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
     ap.add_argument("--config", action="append", type=parse_config,
                     help="NAME:VAR=VALUE,... (default: pool and openmp); the last is the reference")
+    ap.add_argument("--stats", action="store_true", help="print the pool's counters per case")
     a = ap.parse_args(argv)
     configs = a.config or [("pool", {"FASTOPT_THREADING": "pool"}),
                            ("openmp", {"FASTOPT_THREADING": "openmp"})]
@@ -104,6 +110,12 @@ def main(argv=None):
             line.append(f"  {k:15s} {cells} ms")
             for c, _ in configs[:-1]:
                 ratios[c][k].append(res[c][k] / res[ref][k])
+        if a.stats:
+            for c, _ in configs:
+                for k in cases:
+                    st = res[c]["stats " + k]
+                    if st["jobs"]:
+                        line.append(f"    {c} {k}: " + " ".join(f"{x}={y if not isinstance(y, float) else round(y, 1)}" for x, y in st.items()))
         print("\n".join(line), flush=True)
     print(f"load after {loadavg()}")
     for c in ratios:
