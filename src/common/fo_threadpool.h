@@ -13,8 +13,8 @@
  *    late finds no task left and goes back to waiting: nobody waits for a descheduled
  *    thread except for the one block it holds.  Which thread computes a block never
  *    changes its result, so results are the same bits for any thread count.
- *  - Waiting workers spin for a short while (yielding the core to anyone else who wants
- *    it), then sleep on a condition variable.
+ *  - Waiting workers spin for a short while (FASTOPT_SPIN_US, PAUSE only: no system call,
+ *    see fo_spin_while_equal), then sleep on a condition variable.
  *  - One master at a time: a caller that finds the pool busy (another Python thread is
  *    in a kernel) runs its tasks itself, so concurrent callers never oversubscribe.
  *  - Fork: a pthread_atfork handler resets the pool in the child (its workers do not
@@ -115,17 +115,19 @@ static inline long fo_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Spin (politely) until *word != old or spin_ns elapse.  Returns the last value read. */
+/* Spin until *word != old or spin_ns elapse, with PAUSE only (the clock read every 64 rounds).
+ * No sched_yield: on the VMs where it was measured (issue 23: 2-vCPU AMD EPYC guest) a system
+ * call costs 0.5-2.5 us, and a worker that yields is not on its core when the next job comes:
+ * it took part in 0-66% of back-to-back 64K Adam calls, against 91-94% spinning with PAUSE
+ * only, and 100% for libgomp's workers, which spin the same way (benchmarks/c/pool_harness.c). */
 static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old) {
     long limit = atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
-    long start = 0;
+    long start = fo_now_ns();
     uint32_t v;
-    int i = 0;
+    unsigned i = 0;
     while ((v = atomic_load_explicit(word, memory_order_acquire)) == old) {
-        if (++i < 64) { FO_RELAX(); continue; }
-        if (start == 0) start = fo_now_ns();
-        else if (fo_now_ns() - start >= limit) break;
-        sched_yield();   /* give the core to any runnable thread (ours or another process's) */
+        FO_RELAX();
+        if ((++i & 63) == 0 && fo_now_ns() - start >= limit) break;
     }
     return v;
 }
@@ -259,7 +261,7 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
     uint32_t g;
     int workers;
     long start;
-    int i;
+    unsigned i;
     if (ntasks <= 0) return 0;
     if (!once && (nthreads <= 1 || ntasks == 1 || ntasks >= (Py_ssize_t)FO_CLOSED)) goto serial;
     if (once) {
@@ -298,16 +300,14 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
     atomic_fetch_add_explicit(&fo_pool.jobs, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)fo_claim(g, once),
                               memory_order_relaxed);
-    /* Wait for the tasks other threads hold: spin, then yield, then sleep. */
-    start = 0;
+    /* Wait for the tasks other threads hold: spin (PAUSE only, as the workers), then sleep. */
+    start = fo_now_ns();
     i = 0;
     while (atomic_load(&fo_pool.done) < (int64_t)ntasks) {
-        if (++i < 256) { FO_RELAX(); continue; }
-        if (start == 0) start = fo_now_ns();
-        if (fo_now_ns() - start < atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed)) {
-            sched_yield();
+        FO_RELAX();
+        if ((++i & 63) != 0
+                || fo_now_ns() - start < atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed))
             continue;
-        }
         atomic_fetch_add_explicit(&fo_pool.master_sleeps, 1, memory_order_relaxed);
         pthread_mutex_lock(&fo_pool.lock);
         atomic_store(&fo_pool.master_sleeping, 1);
