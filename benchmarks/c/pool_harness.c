@@ -5,11 +5,13 @@
  *
  *   gcc -O3 -mavx2 -mfma -fno-math-errno -fno-trapping-math -fopenmp -DFO_POOL_DIAG \
  *       -I<dir of fo_threadpool.h> pool_harness.c -o harness -lm
- *   ./harness pool|openmp adam|planes N REPS [LOOPS [THREADS [GAP_US]]]
+ *   ./harness pool|openmp|ompdyn adam|planes N REPS [LOOPS [THREADS [GAP_US]]]
  *
  * Prints the median time per call in microseconds and, for the pool, the share of tasks the
  * calling thread ran and the mean publish-to-first-task latency of the worker. */
+#define _GNU_SOURCE
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,7 @@ static __thread uint64_t last_end;
 static __thread int last_call = -1;
 static __thread int is_main = 0;
 static uint64_t call_start, *join;   /* per call: a worker's first task start - call start */
+static int *cpu_main, *cpu_worker;   /* per call: the CPU each ran its first task on */
 
 static inline void record(uint64_t start, uint64_t end);
 
@@ -37,8 +40,11 @@ static inline void record(uint64_t start, uint64_t end) {
         dur[k] = end - start;
         gap[k] = last_call == call_id ? start - last_end : 0;
     }
-    if (!is_main && last_call != call_id && join[call_id] == 0)
+    if (!is_main && last_call != call_id && join[call_id] == 0) {
         join[call_id] = start > call_start ? start - call_start : 1;
+        cpu_worker[call_id] = sched_getcpu();
+    }
+    if (is_main && last_call != call_id) cpu_main[call_id] = sched_getcpu();
     last_end = end;
     last_call = call_id;
 }
@@ -73,6 +79,14 @@ static void plane_task(void *ctx, Py_ssize_t t) {
     record(t0, __rdtsc());
 }
 
+/* OpenMP with the pool's hand-out order (one task at a time, in turn): is interleaving the
+ * blocks of the two threads what costs, or how the threads wait? */
+static void omp_dynamic(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+    Py_ssize_t t;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (t = 0; t < ntasks; t++) fn(ctx, t);
+}
+
 static double now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -99,8 +113,8 @@ static double median_nz(uint64_t *v, long n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 5) { fprintf(stderr, "usage: harness pool|openmp adam|planes N REPS [LOOPS]\n"); return 2; }
-    int omp = strcmp(argv[1], "openmp") == 0;
+    if (argc < 5) { fprintf(stderr, "usage: harness pool|openmp|ompdyn adam|planes N REPS [LOOPS]\n"); return 2; }
+    int omp = strcmp(argv[1], "openmp") == 0, dyn = strcmp(argv[1], "ompdyn") == 0;
     int adam = strcmp(argv[2], "adam") == 0;
     long n = atol(argv[3]);
     int reps = atoi(argv[4]);
@@ -120,6 +134,8 @@ int main(int argc, char **argv) {
     cap = ntasks * reps * loops;
     dur = calloc(cap, sizeof *dur);
     join = calloc(reps * loops + 2, sizeof *join);
+    cpu_main = calloc(reps * loops + 2, sizeof *cpu_main);
+    cpu_worker = calloc(reps * loops + 2, sizeof *cpu_worker);
     is_main = 1;
     gap = calloc(cap, sizeof *gap);
     for (int r = 0; r < 3; r++) fo_run_tasks(fn, ctx, ntasks, nthreads);
@@ -134,7 +150,8 @@ int main(int argc, char **argv) {
         double t = now_us();   /* (includes the gaps: compare the medians of the same GAP_US) */
         for (int l = 0; l < loops; l++) {
             call_id++; call_start = __rdtsc();
-            fo_run_tasks(fn, ctx, ntasks, nthreads);
+            if (dyn) omp_dynamic(fn, ctx, ntasks, nthreads);
+            else fo_run_tasks(fn, ctx, ntasks, nthreads);
             if (gap_us > 0) { double w = now_us(); while (now_us() - w < gap_us) ; }
         }
         times[r] = (now_us() - t) / loops;
@@ -142,13 +159,18 @@ int main(int argc, char **argv) {
     double per_us = (__rdtsc() - k0) / (now_us() - c0);   /* TSC cycles per microsecond */
     long ns = nsamples < cap ? nsamples : cap;
     qsort(times, reps, sizeof(double), cmp);
-    long joined = 0;
-    for (long c = 1; c <= (long)reps * loops; c++) joined += join[c] != 0;
-    printf("%.2f task=%.3fus claim=%.3fus joined=%.2f join=%.2fus", times[reps / 2],
-           median_nz(dur, ns) / per_us, median_nz(gap, ns) / per_us,
-           (double)joined / (reps * loops), median_nz(join + 1, (long)reps * loops) / per_us);
+    long joined = 0, same_cpu = 0, main_moves = 0;
+    for (long c = 1; c <= (long)reps * loops; c++) {
+        joined += join[c] != 0;
+        same_cpu += join[c] != 0 && cpu_main[c] == cpu_worker[c];
+        main_moves += c > 1 && cpu_main[c] != cpu_main[c - 1];
+    }
+    printf("%.2f task=%.3fus claim=%.3fus joined=%.2f same_cpu=%ld main_moves=%ld join=%.2fus",
+           times[reps / 2], median_nz(dur, ns) / per_us, median_nz(gap, ns) / per_us,
+           (double)joined / (reps * loops), same_cpu, main_moves,
+           median_nz(join + 1, (long)reps * loops) / per_us);
 #ifdef FO_POOL_DIAG
-    if (!omp) {
+    if (!omp && !dyn) {
         uint64_t m = fo_pool.tasks_master - m0, w = fo_pool.tasks_workers - w0;
         printf(" master_share=%.2f wake_us=%.1f sleeps=%llu", m + w ? (double)m / (m + w) : 0.0,
                fo_pool.wake_count ? fo_pool.wake_ns / 1e3 / fo_pool.wake_count : 0.0,
