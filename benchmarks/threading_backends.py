@@ -8,6 +8,8 @@ from children run back to back; the figures printed are the per-round ratios and
 median, with the load average before and after.
 
     python benchmarks/threading_backends.py --rounds 5
+    python benchmarks/threading_backends.py --config main:PYTHON=/path/to/other/python \
+        --config pool:FASTOPT_THREADING=pool --config openmp:FASTOPT_THREADING=openmp
     python benchmarks/threading_backends.py --config pool:FASTOPT_THREADING=pool \\
         --config spin1ms:FASTOPT_THREADING=pool,FASTOPT_SPIN_US=1000 --config omp:FASTOPT_THREADING=openmp
 
@@ -32,7 +34,7 @@ import fastopt
 from fastopt import kernels as K
 
 cases, reps = json.loads(sys.argv[1]), int(sys.argv[2])
-out = {"backend": fastopt.runtime.threads.get_backend(), "threads": fastopt.get_num_threads()}
+out = {"threads": fastopt.get_num_threads()}
 rng = np.random.default_rng(0)
 for name, (kind, size, loops) in cases.items():
     if kind == "adam":
@@ -59,9 +61,9 @@ for name, (kind, size, loops) in cases.items():
         times.append((time.perf_counter() - t) / loops)
     out[name] = sorted(times)[len(times) // 2]
     after = fastopt._threadpool.stats()
-    d = {k: after[k] - before[k] for k in ("jobs", "tasks_master", "tasks_workers", "wakes_spin",
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in ("jobs", "tasks_master", "tasks_workers", "wakes_spin",
                                            "wakes_sleep", "wakes_empty", "master_sleeps")}
-    d["wake_us"] = after["wake_us"]
+    d["wake_us"] = after.get("wake_us")
     out["stats " + name] = d
 print(json.dumps(out))
 """
@@ -74,7 +76,8 @@ def loadavg():
 
 def child(env_extra, cases, reps):
     env = dict(os.environ, **env_extra)
-    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases), str(reps)], env=env,
+    python = env.pop("PYTHON", sys.executable)   # another build of fastopt (e.g. main's)
+    r = subprocess.run([python, "-c", CHILD, json.dumps(cases), str(reps)], env=env,
                        capture_output=True, text=True, timeout=600)
     if r.returncode:
         raise SystemExit(r.stderr)

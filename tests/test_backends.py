@@ -216,3 +216,36 @@ def test_child_forked_after_openmp_regions_runs_on_the_pool():
     code, out, err = _py(FORK_AFTER_OPENMP, FASTOPT_THREADING="openmp")
     assert code == 0, out + err
     assert out.strip() == "ok"
+
+
+# ------------------------------------------------------------------ the pool's ranges
+
+def _settled_task_count(expected, timeout=10.0):
+    """tasks run by the caller + by the workers; a worker adds its count just after the call
+    returns, so poll (bounded) until it is in."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        st = _threadpool.stats()
+        total = st["tasks_master"] + st["tasks_workers"]
+        if total >= expected or time.monotonic() > deadline:
+            return total
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("nblocks", [5, 7, 13])
+@pytest.mark.parametrize("nt", [2, 3, 5, 8])
+def test_pool_runs_every_block_once_for_any_split(nt, nblocks):
+    # The pool cuts a call into one range per thread (uneven when nt does not divide the
+    # blocks) and threads take what is left of the others': every block must run exactly
+    # once, and the bits must be those of one thread.
+    n = (nblocks - 1) * 16384 + 100                 # nblocks blocks, above PARALLEL_MIN
+    serial = _adam(n, 1)
+    st = _threadpool.stats()
+    before, jobs = st["tasks_master"] + st["tasks_workers"], st["jobs"]
+    pooled = _adam(n, nt)                           # 3 steps
+    assert _threadpool.stats()["jobs"] == jobs + 3
+    assert _settled_task_count(before + 3 * nblocks) == before + 3 * nblocks
+    for a, b in zip(pooled, serial):
+        assert a.tobytes() == b.tobytes()

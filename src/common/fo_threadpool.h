@@ -15,8 +15,9 @@
  *    nobody waits for a late or descheduled thread except for the one block it holds.  The
  *    master returns once every task is done.  Which thread computes a block never changes
  *    its result, so results are the same bits for any thread count and either backend.
- *  - Waiting threads spin for a short while (FASTOPT_SPIN_US, PAUSE only: no system call,
- *    see fo_spin_while_equal), then sleep on a condition variable.
+ *  - Waiting threads spin for a short while (FASTOPT_SPIN_US): PAUSE only for the first
+ *    20 us (no system call, see fo_keep_waiting), then yielding the core to anyone who wants
+ *    it; then they sleep on a condition variable.
  *  - One master at a time: a caller that finds the pool busy (another Python thread is
  *    in a kernel) runs its tasks itself, so concurrent callers never oversubscribe.
  *  - Fork: a pthread_atfork handler resets the pool in the child (its workers do not
@@ -30,11 +31,11 @@
  * Each thread adds the count of tasks it ran to `done` once, when it has no task left.
  *
  * Measured on a 2-vCPU AMD EPYC (Zen 4) VM (issue 23; benchmarks/c/pool_harness.c): with
- * one shared ticket and idle threads calling sched_yield, the worker took part in 0-66% of
- * back-to-back Adam 64K calls (a system call costs 0.5-2.5 us there; a yielding worker is
- * off its core when the job comes) against 100% for libgomp's, and blocks handed out in
- * turn cost 1.25x at 64K even inside OpenMP (schedule(dynamic, 1) against static: each
- * block moves to the other core's cache at every call).
+ * one shared ticket and idle threads calling sched_yield from the start, the worker took
+ * part in 0-66% of back-to-back Adam 64K calls (a system call costs 0.5-2.5 us there; a
+ * yielding worker is off its core when the job comes) against 100% for libgomp's, and blocks
+ * handed out in turn cost 1.25x at 64K even inside OpenMP (schedule(dynamic, 1) against
+ * static: each block moves to the other core's cache at every call).
  */
 #ifndef FO_THREADPOOL_H
 #define FO_THREADPOOL_H
@@ -133,20 +134,35 @@ static inline long fo_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Spin until *word != old or spin_ns elapse, with PAUSE only (the clock read every 64 rounds).
- * No sched_yield: on the VMs where it was measured (issue 23: 2-vCPU AMD EPYC guest) a system
- * call costs 0.5-2.5 us, and a worker that yields is not on its core when the next job comes:
- * it took part in 0-66% of back-to-back 64K Adam calls, against 91-94% spinning with PAUSE
- * only, and 100% for libgomp's workers, which spin the same way (benchmarks/c/pool_harness.c). */
+/* How long a waiting thread spins with PAUSE only before it starts yielding its core. */
+#define FO_PAUSE_NS 20000L
+
+/* One round of waiting that began at `start`: PAUSE, and every 64 rounds a look at the clock;
+ * past FO_PAUSE_NS, sched_yield.  Returns 0 once spin_ns have elapsed (time to sleep).
+ *
+ * Why PAUSE first: on the VMs where it was measured (issue 23: a 2-vCPU AMD EPYC guest) a
+ * system call costs 0.5-2.5 us, and a worker that yields is off its core when the next job
+ * comes: with sched_yield from the start it took part in 0-66% of back-to-back Adam 64K
+ * calls, libgomp's workers (PAUSE only) in 100% (benchmarks/c/pool_harness.c).  Why yield
+ * after a while: when other processes want the cores (the last round's load cases), a
+ * thread with nothing to do gives its core away instead of burning its time slice. */
+static inline int fo_keep_waiting(long start, unsigned *round) {
+    long elapsed;
+    FO_RELAX();
+    if ((++*round & 63) != 0) return 1;
+    elapsed = fo_now_ns() - start;
+    if (elapsed >= atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed)) return 0;
+    if (elapsed >= FO_PAUSE_NS) sched_yield();
+    return 1;
+}
+
+/* Spin until *word != old or spin_ns elapse.  Returns the last value read. */
 static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old) {
-    long limit = atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
     long start = fo_now_ns();
+    unsigned round = 0;
     uint32_t v;
-    unsigned i = 0;
-    while ((v = atomic_load_explicit(word, memory_order_acquire)) == old) {
-        FO_RELAX();
-        if ((++i & 63) == 0 && fo_now_ns() - start >= limit) break;
-    }
+    while ((v = atomic_load_explicit(word, memory_order_acquire)) == old)
+        if (!fo_keep_waiting(start, &round)) break;
     return v;
 }
 
@@ -348,14 +364,11 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
     atomic_fetch_add_explicit(&fo_pool.jobs, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)fo_claim(g, 0, once),
                               memory_order_relaxed);
-    /* Wait for the tasks other threads hold: spin (PAUSE only, as the workers), then sleep. */
+    /* Wait for the tasks other threads hold: spin as the workers do, then sleep. */
     start = fo_now_ns();
     i = 0;
     while (atomic_load(&fo_pool.done) < (int64_t)ntasks) {
-        FO_RELAX();
-        if ((++i & 63) != 0
-                || fo_now_ns() - start < atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed))
-            continue;
+        if (fo_keep_waiting(start, &i)) continue;
         atomic_fetch_add_explicit(&fo_pool.master_sleeps, 1, memory_order_relaxed);
         pthread_mutex_lock(&fo_pool.lock);
         atomic_store(&fo_pool.master_sleeping, 1);
