@@ -15,9 +15,8 @@
  *    nobody waits for a late or descheduled thread except for the one block it holds.  The
  *    master returns once every task is done.  Which thread computes a block never changes
  *    its result, so results are the same bits for any thread count and either backend.
- *  - Waiting threads spin for a short while (FASTOPT_SPIN_US): PAUSE only for the first
- *    20 us (no system call, see fo_keep_waiting), then yielding the core to anyone who wants
- *    it; then they sleep on a condition variable.
+ *  - Waiting threads spin for a short while (FASTOPT_SPIN_US, PAUSE only: no system call,
+ *    see fo_keep_waiting), then sleep on a condition variable.
  *  - One master at a time: a caller that finds the pool busy (another Python thread is
  *    in a kernel) runs its tasks itself, so concurrent callers never oversubscribe.
  *  - Fork: a pthread_atfork handler resets the pool in the child (its workers do not
@@ -31,9 +30,8 @@
  * Each thread adds the count of tasks it ran to `done` once, when it has no task left.
  *
  * Measured on a 2-vCPU AMD EPYC (Zen 4) VM (issue 23; benchmarks/c/pool_harness.c): with
- * one shared ticket and idle threads calling sched_yield from the start, the worker took
- * part in 0-66% of back-to-back Adam 64K calls (a system call costs 0.5-2.5 us there; a
- * yielding worker is off its core when the job comes) against 100% for libgomp's, and blocks
+ * one shared ticket and idle threads calling sched_yield, the worker took part in 0-66% of
+ * back-to-back Adam 64K calls (see fo_keep_waiting) against 100% for libgomp's, and blocks
  * handed out in turn cost 1.25x at 64K even inside OpenMP (schedule(dynamic, 1) against
  * static: each block moves to the other core's cache at every call).
  */
@@ -134,26 +132,20 @@ static inline long fo_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* How long a waiting thread spins with PAUSE only before it starts yielding its core. */
-#define FO_PAUSE_NS 20000L
-
-/* One round of waiting that began at `start`: PAUSE, and every 64 rounds a look at the clock;
- * past FO_PAUSE_NS, sched_yield.  Returns 0 once spin_ns have elapsed (time to sleep).
+/* One round of waiting that began at `start`: PAUSE, and every 64 rounds a look at the clock.
+ * Returns 0 once spin_ns have elapsed (time to sleep).
  *
- * Why PAUSE first: on the VMs where it was measured (issue 23: a 2-vCPU AMD EPYC guest) a
- * system call costs 0.5-2.5 us, and a worker that yields is off its core when the next job
- * comes: with sched_yield from the start it took part in 0-66% of back-to-back Adam 64K
- * calls, libgomp's workers (PAUSE only) in 100% (benchmarks/c/pool_harness.c).  Why yield
- * after a while: when other processes want the cores (the last round's load cases), a
- * thread with nothing to do gives its core away instead of burning its time slice. */
+ * No sched_yield (the pool yielded in its waits until issue 23).  On the machine where it was
+ * measured (a 2-vCPU AMD EPYC guest, Linux 6.18) a system call costs 0.5-2.5 us, and with
+ * other processes on the cores a thread that keeps yielding is not picked again for a long
+ * while (the EEVDF scheduler moves a yielding task's deadline one slice later at each yield):
+ * the worker took part in 0-1% of back-to-back Adam 64K calls yielding, 21-94% spinning with
+ * PAUSE only, and libgomp's workers, which spin with PAUSE only, in 100%
+ * (benchmarks/c/pool_harness.c). */
 static inline int fo_keep_waiting(long start, unsigned *round) {
-    long elapsed;
     FO_RELAX();
     if ((++*round & 63) != 0) return 1;
-    elapsed = fo_now_ns() - start;
-    if (elapsed >= atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed)) return 0;
-    if (elapsed >= FO_PAUSE_NS) sched_yield();
-    return 1;
+    return fo_now_ns() - start < atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
 }
 
 /* Spin until *word != old or spin_ns elapse.  Returns the last value read. */
