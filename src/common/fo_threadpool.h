@@ -137,11 +137,11 @@ static inline long fo_now_ns(void) {
  *
  * No sched_yield (the pool yielded in its waits until issue 23).  On the machine where it was
  * measured (a 2-vCPU AMD EPYC guest, Linux 6.18) a system call costs 0.5-2.5 us, and with
- * other processes on the cores a thread that keeps yielding is not picked again for a long
- * while (the EEVDF scheduler moves a yielding task's deadline one slice later at each yield):
- * the worker took part in 0-1% of back-to-back Adam 64K calls yielding, 21-94% spinning with
- * PAUSE only, and libgomp's workers, which spin with PAUSE only, in 100%
- * (benchmarks/c/pool_harness.c). */
+ * other processes on the cores a worker that kept yielding was not running when the next
+ * job came: it took part in 0-1% of back-to-back Adam 64K calls (its mean publish-to-first-
+ * task time 4-28 ms), against 21-94% spinning with PAUSE only and 100% for libgomp's workers,
+ * which spin with PAUSE only (benchmarks/c/pool_harness.c).  Likely why: Linux's EEVDF
+ * scheduler (6.6 and later) moves a yielding task's deadline one slice later at each yield. */
 static inline int fo_keep_waiting(long start, unsigned *round) {
     FO_RELAX();
     if ((++*round & 63) != 0) return 1;
