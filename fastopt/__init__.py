@@ -37,7 +37,7 @@ def _not_built(error):
             f"fastopt: you are running fastopt from its source directory ({root}), whose "
             "fastopt/ has no compiled modules: Python imports it before the installed "
             "package. Leave the source tree (cd elsewhere) and relaunch Python, or build it "
-            f"in place with pip install -e . ({error})")
+            "in place with pip install -e .")
     return ImportError(f"fastopt: its compiled modules are missing from {here}; was the "
                        f"package built? (pip install fastopt, or pip install . from the "
                        f"source tree) ({error})")
