@@ -178,18 +178,23 @@ def _read_npz(path, target):
     if target is not None:
         raise DataError(f"{path}: an .npz file holds its target in 'y'; target= (--target) "
                         "is for CSV files")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive of arrays, as "
+                        "numpy.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("X", "y") if k not in z.files]
-            if missing:
-                raise DataError(f"{path}: no array named {' or '.join(map(repr, missing))}; "
-                                f"the file has {', '.join(map(repr, z.files)) or 'no arrays'} "
-                                "(an .npz for fastopt holds X, samples x features, and y)")
-            X, y = z["X"], z["y"]
+            files = list(z.files)
+            X, y = (z[k] if k in files else None for k in ("X", "y"))
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npz file: {e}") from None
-    except ValueError as e:   # an object array (pickled): np.load refuses it
-        raise DataError(f"{path}: {e}") from None
+    except ValueError:   # an object array (pickled): np.load refuses it
+        raise DataError(f"{path}: holds an object (pickled) array; fastopt reads arrays of "
+                        "numbers or strings only (loading pickled data could run code)") from None
+    missing = [k for k, a in (("X", X), ("y", y)) if a is None]
+    if missing:
+        raise DataError(f"{path}: no array named {' or '.join(map(repr, missing))}; the file "
+                        f"has {', '.join(map(repr, files)) or 'no arrays'} (an .npz for fastopt "
+                        "holds X, samples x features, and y)")
     if X.ndim != 2:
         raise DataError(f"{path}: X must be 2-D (samples x features), got shape {X.shape}")
     if X.dtype.kind not in "biuf":
@@ -237,7 +242,7 @@ def _targets(path, name, y, task):
         cells = values.astype(np.int64)
     classes, index = np.unique(cells, return_inverse=True)
     if len(classes) < 2:
-        raise DataError(f"{path}: target {name!r} has a single class ({classes[0]!r}); "
+        raise DataError(f"{path}: target {name!r} has a single class ({classes[0].item()!r}); "
                         "classification needs at least 2")
     return index.astype(np.int64).reshape(-1), classes
 
