@@ -116,3 +116,23 @@ def test_split_is_seeded_and_standardizes_on_the_training_part(tmp_path):
                           target="y", source="x"), seed=0, test_fraction=0.9)
     with pytest.raises(TypeError, match="table must be a Table"):
         split_table((X, X), seed=0)
+
+
+def test_trainer_regression_arguments_are_checked():
+    from fastopt.train import Trainer
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 2)).astype(np.float32)
+    with pytest.raises(ValueError, match="task 'regression' needs data"):
+        Trainer(task="regression")
+    with pytest.raises(ValueError, match="task must be one of classification, regression"):
+        Trainer(task="ranking")
+    with pytest.raises(TypeError, match="y_train must be a 1-D float array of targets"):
+        Trainer(task="regression", data=(X[:20], np.arange(20), X[20:], np.arange(10.0)))
+    t = Trainer(task="regression", hidden=8, epochs=2, data=(X[:20], X[:20, 0] * 50.0 + 7,
+                                                             X[20:], X[20:, 0] * 50.0 + 7))
+    rec = t.fit()[-1]
+    assert set(rec) >= {"r2", "test_r2", "loss", "test_loss"} and "acc" not in rec
+    loss, r2 = t.evaluate()
+    assert loss == pytest.approx(rec["test_loss"]) and r2 == pytest.approx(rec["test_r2"])
+    assert t.model.loss == "mse" and t.model.sizes[-1] == 1
