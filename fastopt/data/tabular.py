@@ -22,7 +22,7 @@ Tasks
 -----
 ``"classification"``
     The targets are class labels: their distinct values, sorted, become the classes 0..C-1
-    (:attr:`Table.classes` keeps the original labels).  Numeric labels must be whole numbers.
+    (``Table.classes`` keeps the original labels).  Numeric labels must be whole numbers.
 ``"regression"``
     The targets are real numbers (float32).
 

@@ -47,7 +47,7 @@ from ..runtime.threads import get_num_threads
 from ._keywords import checked_keywords
 from .registry import MULTI_ARGS, run_multi
 
-__all__ = ["sgd", "rmsprop", "adam", "adamw"]
+__all__ = ["sgd", "rmsprop", "adam", "adamw", "PlanCache", "plans"]
 
 Arrays = Sequence[np.ndarray]
 
@@ -95,7 +95,7 @@ class PlanCache:
 
     A plan is what the argument checks found: the positions of each dtype's arrays, after
     every parameter and state array passed (C-contiguous, aligned, writable, like its
-    parameter, no memory shared).  The key (:func:`fastopt._plan.layout_key`) holds, for each
+    parameter, no memory shared).  The key (``fastopt._plan.layout_key``) holds, for each
     parameter and state array, its identity, type, data address, dtype, flags, shape and
     strides: a call whose key matches passes the same checks, so they are skipped; a changed
     array (reshaped, made read-only, another buffer) or an array freed and replaced (even at
