@@ -393,6 +393,7 @@ class Trainer:
             if progress is not None:
                 progress(epoch, b + 1, n_batches)
         elapsed = time.perf_counter() - t0
+        kernel_time = model.kernel_time + opt_time   # (before the evaluation's batch norm)
         sizes = np.asarray(sizes, np.float64)
         totals = np.array([np.dot(losses, sizes), np.dot(accs, sizes), sizes.sum()])
         # the epoch's loss and accuracy over every process's samples, and the batch-norm
@@ -408,11 +409,11 @@ class Trainer:
             scale2 = self._y_scale ** 2
             rec = dict(epoch=epoch, lr=opt.lr, loss=loss * scale2, r2=1.0 - loss,
                        test_loss=test_loss * scale2, test_r2=test_acc, time=elapsed,
-                       kernel_time=model.kernel_time + opt_time)
+                       kernel_time=kernel_time)
         else:
             rec = dict(epoch=epoch, lr=opt.lr, loss=loss, acc=acc, test_loss=test_loss,
                        test_acc=test_acc, time=elapsed,
-                       kernel_time=model.kernel_time + opt_time)
+                       kernel_time=kernel_time)
         if comm_before is not None:
             rec["comm_time"] = strategy.communication_time() - comm_before
         self._history.append(rec)
