@@ -8,9 +8,10 @@ tests derive their lists from it.
 
 from . import functional
 from .algorithms import SGD, Adam, AdamW, Momentum, RMSprop
+from .ema import EMA
 from .optimizer import Optimizer
 from .params import ParamSet
 from .registry import SPECS, OptimizerSpec
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "SPECS", "OptimizerSpec", "functional",
-           "ParamSet"]
+           "ParamSet", "EMA"]

@@ -199,6 +199,7 @@ class Optimizer:
         object.__setattr__(self, "_lock", threading.Lock())
         self.impl = impl
         self.max_grad_norm = max_grad_norm
+        self.clip_per_param = None
         self.skip_nonfinite = skip_nonfinite
         self._state_dtype = lowstate.state_format(state_dtype)
         self._format = formats.get(self._state_dtype)
@@ -240,6 +241,65 @@ class Optimizer:
     def max_grad_norm(self, value):
         self._max_grad_norm = (None if value is None
                                else _check.positive("max_grad_norm", value))
+
+    @property
+    def clip_per_param(self) -> float | None:
+        """Clip each parameter's gradient to this norm on its own (a finite float > 0), or
+        None (the default); settable.
+
+        Each step, before the global ``max_grad_norm`` and the non-finite guard: a gradient
+        (for a FlatParams, each name's slice) whose norm exceeds it is scaled by
+        ``clip_per_param / (norm + 1e-6)`` (PyTorch's ``clip_grad_norm_`` rule, per
+        parameter; thinc's ``grad_clip``).  The gradient arrays are not changed: a clipped
+        one is scaled into a buffer the optimizer keeps (allocated at its first clip), which
+        the step then reads (one more pass over the clipped arrays only).
+        """
+        return self.__dict__.get("_clip_per_param")   # (None in optimizers pickled before it)
+
+    @clip_per_param.setter
+    def clip_per_param(self, value):
+        self._clip_per_param = (None if value is None
+                                else _check.positive("clip_per_param", value))
+
+    def _clip_each(self, grads):
+        """``grads`` with each one whose norm exceeds ``clip_per_param`` replaced by a scaled
+        copy (in buffers kept between steps)."""
+        limit = self.clip_per_param
+        scratch = self.__dict__.setdefault("_clip_scratch", {})
+        if self.flat is not None:
+            g = self.flat.grad
+            _check.array("params.grad", g, writable=False, like=self.flat.data,
+                         like_name="params.data")
+            slices = [self.flat.slice(n) for n in self.flat]
+            scales = [self._clip_scale(g[sl], limit) for sl in slices]
+            if all(c is None for c in scales):
+                return grads
+            buf = scratch.get("flat")
+            if buf is None or buf.shape != g.shape:
+                buf = scratch["flat"] = np.empty_like(g)
+            np.copyto(buf, g)
+            for sl, c in zip(slices, scales):
+                if c is not None:
+                    np.multiply(buf[sl], buf.dtype.type(c), out=buf[sl])
+            return [buf] if self._runs is None else [buf[r] for r, _, _ in self._runs]
+        out = list(grads)
+        for i, (g, p, name) in enumerate(zip(grads, self._params, self._names)):
+            _check.array(name.replace("params", "grads", 1), g, writable=False, like=p,
+                         like_name=name)
+            c = self._clip_scale(g, limit)
+            if c is not None:
+                buf = scratch.get(i)
+                if buf is None or buf.shape != g.shape or buf.dtype != g.dtype:
+                    buf = scratch[i] = np.empty_like(g)
+                np.multiply(g, g.dtype.type(c), out=buf)
+                out[i] = buf
+        return out
+
+    @staticmethod
+    def _clip_scale(g, limit):
+        """The factor that clips ``g`` to norm ``limit`` (PyTorch's rule), or None."""
+        norm = _kernels.global_norm(g) if g.size else 0.0
+        return limit / (norm + 1e-6) if norm > limit else None
 
     @property
     def skip_nonfinite(self) -> bool:
@@ -502,7 +562,8 @@ class Optimizer:
         self._plan.bind(grads, self._check_grads)
 
     def step(self, grads: Sequence[np.ndarray] | Mapping[str, np.ndarray] | None = None, *,
-             max_grad_norm: float | None = None) -> None:
+             max_grad_norm: float | None = None,
+             grad_stats: tuple[float, bool] | None = None) -> None:
         """Update every parameter in place from its gradient.
 
         Everything is checked before the first parameter is updated: a rejected
@@ -515,11 +576,16 @@ class Optimizer:
         are not changed.  With ``skip_nonfinite`` a step whose gradients hold a NaN or an
         infinity changes nothing (the step count does not advance; ``skipped_steps`` counts
         it).  ``grad_norm`` holds the norm the last step computed (None without either).
+
+        ``grad_stats=(sum_of_squares, finite)`` gives the clipping and the guard the
+        statistics of a larger gradient this step's gradients are part of, instead of their
+        own (ZeRO-1: each rank updates a slice, with the whole gradient's norm); the clip
+        factor is then computed from it by the same rule.
         """
         # One step at a time: the compiled tables hold the gradients bound last, so two
         # threads stepping one optimizer (Hogwild style) take turns.
         with self._lock:
-            self._locked_step(grads, max_grad_norm)
+            self._locked_step(grads, max_grad_norm, grad_stats)
 
     def _flat_writable(self):
         """The FlatParams' buffer and the state arrays are writable (the views in the
@@ -529,12 +595,22 @@ class Optimizer:
                         for _, _, f, e in _state.rows(self._states, self._state_formats())
                         for b in f.rows(e)))
 
-    def _locked_step(self, grads, max_grad_norm):
+    def _locked_step(self, grads, max_grad_norm, grad_stats=None):
         grads = self._grad_list(grads)
+        if self.clip_per_param is not None:
+            grads = self._clip_each(grads)
         if max_grad_norm is None:
             max_norm = self.max_grad_norm
         else:
             max_norm = _check.positive("max_grad_norm", max_grad_norm)
+        if grad_stats is not None:
+            if (not isinstance(grad_stats, tuple) or len(grad_stats) != 2
+                    or not isinstance(grad_stats[0], (int, float, np.floating))
+                    or isinstance(grad_stats[0], bool)
+                    or not isinstance(grad_stats[1], (bool, np.bool_))
+                    or not grad_stats[0] >= 0 and not math.isnan(grad_stats[0])):
+                raise TypeError("grad_stats must be a tuple (sum of squares: a float >= 0, "
+                                f"finite: a bool), got {grad_stats!r}")
         t = self._step + 1
         kwargs = [self._kernel_kwargs(t, h) for h in self._group_hyper()]
         seed = _check.integer("seed", self._seed, 0, 2**64 - 1)
@@ -548,7 +624,12 @@ class Optimizer:
             self._last_grads = list(grads)      # what zero_grad() zeroes
         gscale = 1.0
         if max_norm is not None or self.skip_nonfinite:
-            sumsq, finite = self._plan.grad_stats(grads) if fused else _reference_stats(grads)
+            if grad_stats is not None:
+                sumsq, finite = float(grad_stats[0]), bool(grad_stats[1])
+            elif fused:
+                sumsq, finite = self._plan.grad_stats(grads)
+            else:
+                sumsq, finite = _reference_stats(grads)
             norm = math.sqrt(sumsq)
             self.grad_norm = norm
             if self.skip_nonfinite and not finite:
@@ -704,6 +785,7 @@ class Optimizer:
                 config["groups"] = groups
         config.update(overrides)
         new = type(self)(params, **config)
+        new.clip_per_param = self.clip_per_param
         if "groups" not in overrides and new._pset.kind != "list":
             # group 0 (the names no group lists) may hold overrides set since construction
             ov0 = {k: v for k, v in self.param_groups[0].items() if k != "params"}
