@@ -334,3 +334,26 @@ def test_the_quick_loop_is_documented_and_leaves_out_the_system_tests():
     assert 'pytest -m "not slow"' in (ROOT / "README.md").read_text()
     for module in (test_stress, test_distributed, test_cli_train):
         assert module.pytestmark.name == "slow", module.__name__
+
+
+@pytest.mark.slow
+def test_sync_batchnorm_example_under_mpiexec_prints_one_process_accuracy(tmp_path):
+    # docs/guide/distributed.rst's synchronized batch-norm script (an MPI block: the loop
+    # above skips it): 2 ranks print what the same script prints in one process
+    import subprocess
+    import sys
+
+    from test_distributed import MPIEXEC, launch, mpi4py
+
+    if mpi4py is None or MPIEXEC is None:
+        pytest.skip("needs mpi4py and mpiexec: pip install '.[mpi]'")
+    block = next(b for b in rst_blocks(DOCS / "guide" / "distributed.rst")
+                 if "sync_batchnorm(" in b)
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    one = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    _, out, _ = launch(2, ["runpy", "run_path", str(script)], module="fastopt_run_path")
+    assert out.split()[-1] == one.stdout.split()[-1], (out, one.stdout)
+    assert float(one.stdout.split()[-1]) == pytest.approx(0.97, abs=0.01)     # "about 0.97"

@@ -139,7 +139,10 @@ def _cmd_train(args):
           f"batch size {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
     if dp is not None:
         mode = "ZeRO-1 (sharded optimizer state)" if dp.shard_state else "allreduce"
-        print(f"distributed: {dp.size} ranks, {mode}{', deterministic' if dp.deterministic else ''}; "
+        sync = ("synchronized batch norm" if run.strategy.sync_bn
+                else "batch norm per rank (--no-sync-bn)")
+        print(f"distributed: {dp.size} ranks, {mode}{', deterministic' if dp.deterministic else ''}, "
+              f"{sync}; "
               f"each rank takes 1/{dp.size} of every global batch of {args.batch_size}; "
               f"optimizer state {dp.state_bytes() / 1e6:.2f} MB on rank 0")
     bar = _progress_bar(sys.stderr) if not args.quiet else None
@@ -301,6 +304,11 @@ def add_train(sub):
                    help="with --distributed: ZeRO-1, each rank keeps 1/P of the optimizer state")
     g.add_argument("--deterministic", action="store_true",
                    help="with --distributed: sum gradients in rank order (same bits every run)")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --distributed (default on): batch norm normalizes with the "
+                        "statistics of the whole global batch (two small collectives per layer "
+                        "and step), so the ranks train the model one process trains; "
+                        "--no-sync-bn: each rank normalizes with its own rows")
     g.add_argument("--timeout", type=positive_float, default=300.0,
                    help="with --distributed: abort the job when a rank waits this many seconds "
                         "for the others in a collective")
@@ -311,8 +319,9 @@ def add_train(sub):
 def _distributed_strategy(args):
     """The trainer's DataParallelStrategy for ``--distributed``, or None (one process)."""
     if not args.distributed:
-        if args.shard_state or args.deterministic:
-            raise UsageError("--shard-state and --deterministic need --distributed")
+        if args.shard_state or args.deterministic or args.sync_bn is not None:
+            raise UsageError("--shard-state, --deterministic and --sync-bn/--no-sync-bn need "
+                             "--distributed")
         return None
     try:
         from ..distributed._mpi import require_mpi
@@ -323,7 +332,7 @@ def _distributed_strategy(args):
     from ..distributed import DataParallelStrategy
 
     return DataParallelStrategy(shard_state=args.shard_state, deterministic=args.deterministic,
-                                timeout=args.timeout)
+                                timeout=args.timeout, sync_bn=args.sync_bn is not False)
 
 
 def add_tune(sub):
