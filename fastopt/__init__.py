@@ -26,6 +26,28 @@ try:
 except (AttributeError, OSError):  # not Linux
     _affinity_before_import = None
 
+
+def _not_built(error):
+    """The ImportError for a package directory without its compiled modules."""
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    root = _os.path.dirname(here)
+    if _os.path.isfile(_os.path.join(root, "setup.py")) and _os.path.isdir(
+            _os.path.join(root, "src", "kernels")):
+        return ImportError(
+            f"fastopt: you are running fastopt from its source directory ({root}), whose "
+            "fastopt/ has no compiled modules: Python imports it before the installed "
+            "package. Leave the source tree (cd elsewhere) and relaunch Python, or build it "
+            "in place with pip install -e .")
+    return ImportError(f"fastopt: its compiled modules are missing from {here}; was the "
+                       f"package built? (pip install fastopt, or pip install . from the "
+                       f"source tree) ({error})")
+
+
+try:
+    from . import _cpu  # noqa: F401 - the first compiled module the import needs
+except ImportError as _e:
+    raise _not_built(_e) from None
+
 from .runtime import blas as _blas, dispatch as _dispatch, threads as _threads
 from .runtime.blas import restore_blas_threads, share_blas_threads
 from .runtime.dispatch import ext as _ext

@@ -1,5 +1,6 @@
 """`fastopt bench --quick` runs and its table and JSON hold what they claim (no timing asserts)."""
 
+import contextlib
 import json
 import os
 
@@ -465,3 +466,46 @@ def test_bench_threading_rows_time_both_backends():
     assert "pool/openmp" in text and "FASTOPT_THREADING=openmp" in text
     back = report.typed(report.to_json(result)["rows"])
     assert back == rows
+
+
+def test_roofline_is_one_module_with_the_loops_of_every_level():
+    # fastopt._roofline is built once; ext._roofline follows set_isa; each level's passes
+    # move and add the values they are given.
+    from fastopt import _roofline
+    from fastopt.runtime import dispatch
+
+    assert dispatch.ext._roofline.level == dispatch.ext.level
+    assert not any(name == "_roofline" for name in dispatch._module_names("baseline"))
+    rng = np.random.default_rng(0)
+    n = 3 * 16384 + 5   # several blocks and a tail
+    for level in dispatch.supported_levels():
+        r = _roofline.Roofline(level)
+        x, y = rng.standard_normal(n, np.float32), rng.standard_normal(n, np.float32)
+        out = np.empty_like(x)
+        r.map(x, y, out, 2)
+        np.testing.assert_array_equal(out, x + y)
+        r.map(x, None, out, 1)
+        np.testing.assert_array_equal(out, x + np.float32(1))
+        assert r.reduce(x, y, 2) == pytest.approx(float(x.astype(np.float64).sum()
+                                                        + y.astype(np.float64).sum()), rel=1e-9)
+        a, b, c = x.copy(), y.copy(), out.copy()
+        r.update([a, b, c], x, 2)
+        np.testing.assert_array_equal(a, x + x)
+        np.testing.assert_array_equal(b, y + x)
+        np.testing.assert_array_equal(c, out + x)
+        with fastopt_isa(level):
+            assert dispatch.ext._roofline.level == level
+    with pytest.raises(ValueError, match="level must be one of"):
+        _roofline.Roofline("sse9")
+
+
+@contextlib.contextmanager
+def fastopt_isa(level):
+    from fastopt.runtime import dispatch
+
+    before = dispatch.ext.level
+    dispatch.set_isa(level)
+    try:
+        yield
+    finally:
+        dispatch.set_isa(before)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "fastopt"
 
 # Lower layers first; a module may import its own layer and the layers below it.
-LAYERS = [{"runtime", "specs", "_cpu", "_threadpool", "_plan", "_ext"}, {"kernels", "reference"}, {"optim", "nn"},
+LAYERS = [{"runtime", "specs", "_cpu", "_threadpool", "_plan", "_roofline", "_ext"}, {"kernels", "reference"}, {"optim", "nn"},
           {"data", "train"}, {"integrations", "distributed"}, {"benchmark"}, {"cli"}]
 
 

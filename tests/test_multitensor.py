@@ -315,6 +315,130 @@ def test_functional_checks_everything_first(rng):
     np.testing.assert_allclose(params[0], before[0] - 0.1 * grads[0])
 
 
+def _adam_run(params, grads_seq, clear):
+    """F.adam over the gradients of grads_seq; clear: drop the plan cache before each call."""
+    m, v = [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
+    for t, grads in enumerate(grads_seq, 1):
+        if clear:
+            F.plans.clear()
+        F.adam(params, grads, m, v, step=t, lr=0.01, weight_decay=0.1)
+    return m, v
+
+
+def test_functional_plan_cache_hit_gives_the_bits_of_a_fresh_plan(rng):
+    dtypes = [np.float32, np.float64, np.float32, np.float64]
+    params = [rng.standard_normal(s).astype(d) for s, d in zip(SHAPES[:4], dtypes)]
+    grads_seq = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params]
+                 for _ in range(4)]
+    cold = [p.copy() for p in params]
+    cold_state = _adam_run(cold, grads_seq, clear=True)
+    warm = [p.copy() for p in params]
+    F.plans.clear()
+    hits = F.plans.hits
+    warm_state = _adam_run(warm, grads_seq, clear=False)
+    assert F.plans.hits - hits == 3          # the first call builds the plan, 3 reuse it
+    for a, b in zip(warm + warm_state[0] + warm_state[1], cold + cold_state[0] + cold_state[1]):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_functional_plan_cache_never_uses_a_stale_plan(rng):
+    params = _arrays(rng, np.float32, SHAPES[:3])
+    grads = _arrays(rng, np.float32, SHAPES[:3])
+    m, v = [np.zeros_like(p) for p in params], [np.zeros_like(p) for p in params]
+    F.plans.clear()
+    F.adam(params, grads, m, v, step=1, lr=0.1)
+    F.adam(params, grads, m, v, step=2, lr=0.1)
+    assert F.plans.hits >= 1
+
+    def unchanged(call, error, match):
+        before = [a.copy() for a in params + m + v]
+        with pytest.raises(error, match=match):
+            call()
+        for a, b in zip(params + m + v, before):
+            np.testing.assert_array_equal(a, b)
+
+    # the same array objects, changed since the plan: each is refused as a fresh call is
+    params[1].flags.writeable = False
+    unchanged(lambda: F.adam(params, grads, m, v, step=3, lr=0.1), ValueError,
+              r"params\[1\] is read-only")
+    params[1].flags.writeable = True
+    m[2].shape = (m[2].size,) + (1,) * (m[2].ndim - 1) if m[2].ndim > 1 else (1, m[2].size)
+    unchanged(lambda: F.adam(params, grads, m, v, step=3, lr=0.1), ValueError,
+              r"exp_avgs\[2\] has shape")
+    m[2].shape = params[2].shape
+    # a gradient that shares memory with a state buffer, on a cached plan
+    unchanged(lambda: F.adam(params, grads[:2] + [v[2]], m, v, step=3, lr=0.1),
+              ValueError, r"grads\[2\] and exp_avg_sqs\[2\] share memory")
+    # a state buffer replaced by an alias of another (a new object: another key)
+    unchanged(lambda: F.adam(params, grads, m, [m[0]] + v[1:], step=3, lr=0.1), ValueError,
+              r"exp_avgs\[0\] and exp_avg_sqs\[0\] share memory")
+    # the same object, its memory moved (resize reallocates: 64 MB is always a new mapping)
+    addr = v[0].ctypes.data
+    v[0].resize(16 << 20, refcheck=False)
+    v[0].resize(params[0].shape, refcheck=False)
+    v[0][...] = 0.0
+    assert v[0].ctypes.data != addr
+    misses = F.plans.misses
+    F.adam(params, grads, m, v, step=3, lr=0.1)
+    assert F.plans.misses == misses + 1
+
+
+def test_layout_key_tells_every_checked_property_apart():
+    from fastopt._plan import layout_key
+
+    a = np.zeros((4, 6), np.float32)
+    base = layout_key([[a]])
+    assert isinstance(base, bytes) and layout_key([[a]]) == base
+    a.shape = (6, 4)                                      # the same object, reshaped
+    assert layout_key([[a]]) != base
+    a.shape = (4, 6)
+    assert layout_key([[a]]) == base
+    a.flags.writeable = False                             # the same object, read-only
+    assert layout_key([[a]]) != base
+    a.flags.writeable = True
+    assert layout_key([[a.view()]]) != base               # another object, same memory
+    assert layout_key([[a], []]) == base and layout_key([[], [a]]) == base
+    assert layout_key([[a, [1.0]]]) is None
+
+
+def test_plan_cache_is_bounded_and_shared_safely_by_threads(rng):
+    import threading
+    from fastopt.optim.functional import PlanCache
+
+    cache = PlanCache(max_arrays=9)
+    for k in range(5):
+        cache.put(("adam", 2, 1, bytes([k])), [[0]])            # 3 arrays each
+    assert len(cache) == 3 and cache.get(("adam", 2, 1, bytes([0]))) is None
+    assert cache.get(("adam", 2, 1, bytes([4]))) == [[0]]
+    # threads stepping their own arrays through the shared cache get the serial bits
+    F.plans.clear()
+    work = [(_arrays(rng, np.float32, SHAPES[:3]), _arrays(rng, np.float32, SHAPES[:3]))
+            for _ in range(4)]
+    expected = []
+    for params, grads in work:
+        mine = [p.copy() for p in params]
+        _adam_run(mine, [grads] * 20, clear=True)
+        expected.append(mine)
+    errors = []
+
+    def run(params, grads):
+        try:
+            _adam_run(params, [grads] * 20, clear=False)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=w) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    for (params, _), exp in zip(work, expected):
+        for a, b in zip(params, exp):
+            np.testing.assert_array_equal(a, b)
+
+
 # ------------------------------------------------------------------ pickle and copy
 
 @pytest.mark.parametrize("how", ["pickle", "deepcopy"])

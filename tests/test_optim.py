@@ -210,8 +210,67 @@ def test_zero_grad():
     fp.grad[...] = 1.0
     opt.zero_grad()
     assert not fp.grad.any()
-    with pytest.raises(TypeError, match="FlatParams"):
-        fastopt.Adam([np.zeros(2, np.float32)]).zero_grad()
+    with pytest.raises(TypeError, match="no argument"):
+        opt.zero_grad([fp.grad])
+
+
+def test_zero_grad_list_zeroes_the_last_steps_gradients():
+    # As torch's opt.zero_grad(): the gradient arrays the last step read, in place.
+    params = [np.ones(3, np.float32), np.ones((2, 2))]
+    grads = [np.full(3, 0.5, np.float32), np.full((2, 2), -1.0)]
+    opt = fastopt.Adam(params, lr=0.1)
+    opt.zero_grad()                       # before any step: nothing to zero
+    assert grads[0].all() and grads[1].all()
+    opt.step(grads)
+    kept = [g for g in grads]
+    opt.zero_grad()
+    assert all(g is k for g, k in zip(grads, kept))
+    assert not grads[0].any() and not grads[1].any()
+    assert grads[0].dtype == np.float32 and grads[1].dtype == np.float64
+
+
+def test_zero_grad_dict_and_explicit_gradients():
+    params = {"W": np.ones((2, 3), np.float32), "b": np.ones(3, np.float32)}
+    opt = fastopt.SGD(params, lr=0.1)
+    grads = {"W": np.ones((2, 3), np.float32), "b": np.ones(3, np.float32)}
+    opt.zero_grad(grads)                  # the given ones, before any step
+    assert not grads["W"].any() and not grads["b"].any()
+    # reading the gradients of a later step: the last step's are those it read
+    g2 = {"W": np.full((2, 3), 2.0, np.float32), "b": np.full(3, 2.0, np.float32)}
+    opt.step(grads)
+    opt.step(g2)
+    grads["W"][...] = 7.0
+    opt.zero_grad()
+    assert not g2["W"].any() and not g2["b"].any() and (grads["W"] == 7.0).all()
+
+
+def test_zero_grad_refuses_bad_gradients_and_changes_nothing():
+    params = [np.ones(3, np.float32), np.ones(2, np.float32)]
+    opt = fastopt.Adam(params)
+    g = [np.ones(3, np.float32), np.ones(2, np.float32)]
+    with pytest.raises(ValueError, match="2 arrays|length|expected"):
+        opt.zero_grad(g[:1])
+    with pytest.raises(ValueError, match=r"grads\[1\] has shape \(3,\)"):
+        opt.zero_grad([g[0], np.ones(3, np.float32)])
+    assert g[0].all()
+    ro = np.ones(2, np.float32)
+    ro.flags.writeable = False
+    opt.step([g[0], ro])                  # a read-only gradient is fine for a step...
+    with pytest.raises(ValueError, match=r"grads\[1\] is read-only"):
+        opt.zero_grad()                   # ...not for zeroing: refused before any write
+    assert g[0].all() and ro.all()
+    with pytest.raises(TypeError, match="list or tuple|grads"):
+        opt.zero_grad(np.ones(3, np.float32))
+
+
+def test_optimizer_params_is_the_public_accessor():
+    params = {"W": np.ones((2, 3), np.float32), "b": np.ones(3, np.float32)}
+    opt = fastopt.Adam(params)
+    assert len(opt.params) == 2
+    assert all(a is b for a, b in zip(opt.params, params.values()))
+    assert opt.params.keys == ["W", "b"] and opt.params.kind == "dict"
+    with pytest.raises(AttributeError):
+        opt.params = [np.ones(3, np.float32)]
 
 
 @pytest.mark.parametrize("name,kw", OPTIMIZERS, ids=OPT_IDS)

@@ -1,4 +1,5 @@
-"""``fastopt train`` and ``fastopt tune``: the seed's whole method on the UCI digits."""
+"""``fastopt train`` and ``fastopt tune``: the seed's whole method on the UCI digits, or on the
+user's own data (``--data FILE``: :mod:`fastopt.data.tabular` reads it)."""
 
 import argparse
 import json
@@ -10,6 +11,7 @@ import time
 import numpy as np
 
 from ..data.datasets import prepare_data
+from ..data.tabular import DataError, load_table, split_table
 from ..optim.registry import SPECS
 from ..train.loop import Trainer
 from .types import (UsageError, arg_type, check_output_path, nonneg_int, positive_float,
@@ -22,6 +24,7 @@ DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_s
 
 # Batch norm needs two samples per batch when training.
 batch_size_int = arg_type(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs 2 samples)")
+held_out_fraction = arg_type(float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
 
 
 def check_train_args(args):
@@ -39,6 +42,36 @@ def check_train_args(args):
         check_output_path("--save", args.save, replaced=True)
     if args.plot:
         check_output_path("--plot", args.plot)
+
+
+# ------------------------------------------------------------------ the data
+
+def load_data(args, test_fraction):
+    """(description, (X_train, y_train, X_test, y_test)) for ``--data`` (or the digits),
+    split with ``--seed``; every problem with the file or the options is a UsageError."""
+    if args.data is None:
+        if args.target is not None:
+            raise UsageError("--target needs --data (the digits have no columns to choose)")
+        if args.task == "regression":
+            raise UsageError("--task regression needs --data: the digits are a classification")
+        try:
+            data = prepare_data(args.seed, test_fraction)[:4]
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return "UCI digits", data
+    try:
+        table = load_table(args.data, target=args.target, task=args.task)
+        data = split_table(table, args.seed, test_fraction)
+    except (FileNotFoundError, DataError, ValueError, TypeError) as e:
+        raise UsageError(f"--data: {e}") from None
+    what = (f"{len(table.classes)} classes" if table.task == "classification"
+            else f"target {table.target!r}")
+    return f"{table.source} ({table.task}, {what}, {table.X.shape[1]} features)", data
+
+
+def _scores(task):
+    """(record key, label) of the score of ``task``: accuracy or R²."""
+    return ("acc", "acc") if task == "classification" else ("r2", "R2")
 
 
 # ------------------------------------------------------------------ the task
@@ -73,13 +106,14 @@ def _cmd_train(args):
             raise UsageError("--plot needs matplotlib: pip install matplotlib "
                              "(or pip install 'fastopt[plot]')") from None
     check_train_args(args)
+    described, data = load_data(args, args.val_split)
     strategy = _distributed_strategy(args)
     try:
         run = Trainer(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
                       epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       hidden=args.hidden, beta=args.beta, impl=args.impl,
                       max_grad_norm=args.max_grad_norm, state_dtype=args.state_dtype,
-                      strategy=strategy)
+                      strategy=strategy, data=data, task=args.task)
     except (ValueError, MemoryError) as e:  # e.g. --hidden too large for this machine
         raise UsageError(f"cannot build the model and optimizer: {type(e).__name__}: {e}") from None
     dp = run.opt if strategy is not None else None
@@ -92,8 +126,9 @@ def _cmd_train(args):
         except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
         print(f"resumed from {args.resume} after epoch {run.epochs_done}")
-    print(f"fastopt {fastopt.__version__} train: UCI digits, {len(run.data[1])} train / "
-          f"{len(run.data[3])} held-out samples; MLP 64-{args.hidden}-{args.hidden}-10 with BatchNorm+ReLU "
+    sizes = "-".join(map(str, run.model.sizes))
+    print(f"fastopt {fastopt.__version__} train: {described}, {len(run.data[1])} train / "
+          f"{len(run.data[3])} held-out samples; MLP {sizes} with BatchNorm+ReLU "
           f"({run.model.params.size:,} parameters in one FlatParams)")
     state = run.opt if dp is None else None
     if args.state_dtype != "float32" and state is not None:
@@ -114,11 +149,12 @@ def _cmd_train(args):
               f"each rank takes 1/{dp.size} of every global batch of {args.batch_size}; "
               f"optimizer state {dp.state_bytes() / 1e6:.2f} MB on rank 0")
     bar = _progress_bar(sys.stderr) if not args.quiet else None
+    key, label = _scores(run.task)
     for _ in range(run.epochs_done, args.epochs):
         r = run.train_epoch(bar)
         share = r["kernel_time"] / r["time"] if r["time"] > 0 else 0.0
-        print(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  loss {r['loss']:.4f}  acc {r['acc']:.4f}  "
-              f"test loss {r['test_loss']:.4f}  test acc {r['test_acc']:.4f}  "
+        print(f"epoch {r['epoch']:3d}  lr {r['lr']:.2e}  loss {r['loss']:.4f}  {label} "
+              f"{r[key]:.4f}  test loss {r['test_loss']:.4f}  test {label} {r['test_' + key]:.4f}  "
               f"time {r['time'] * 1e3:6.1f} ms  kernels {share:5.1%}"
               + (f"  communication {r['comm_time'] / r['time']:5.1%}" if "comm_time" in r else ""),
               flush=True)
@@ -128,7 +164,11 @@ def _cmd_train(args):
     if hist:
         times = [h["time"] for h in hist]
         kt = [h["kernel_time"] for h in hist]
-        print(f"held-out accuracy: {hist[-1]['test_acc']:.4f}")
+        if run.task == "classification":
+            print(f"held-out accuracy: {hist[-1]['test_acc']:.4f}")
+        else:
+            print(f"held-out R2: {hist[-1]['test_r2']:.4f} (mean squared error "
+                  f"{hist[-1]['test_loss']:.6g})")
         print(f"time per epoch: {np.mean(times) * 1e3:.1f} ms (median {np.median(times) * 1e3:.1f} ms), "
               f"of which fastopt kernels ({args.impl}): {np.mean(kt) * 1e3:.1f} ms "
               f"= {sum(kt) / sum(times):.1%}")
@@ -151,12 +191,14 @@ def _plot(hist, path):
     a.plot(ep, [h["loss"] for h in hist], label="train")
     a.plot(ep, [h["test_loss"] for h in hist], label="held-out")
     a.set_xlabel("epoch")
-    a.set_ylabel("cross-entropy")
+    regression = "r2" in hist[0] if hist else False
+    key = "r2" if regression else "acc"
+    a.set_ylabel("mean squared error" if regression else "cross-entropy")
     a.legend()
-    b.plot(ep, [h["acc"] for h in hist], label="train")
-    b.plot(ep, [h["test_acc"] for h in hist], label="held-out")
+    b.plot(ep, [h[key] for h in hist], label="train")
+    b.plot(ep, [h["test_" + key] for h in hist], label="held-out")
     b.set_xlabel("epoch")
-    b.set_ylabel("accuracy")
+    b.set_ylabel("R²" if regression else "accuracy")
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -169,9 +211,13 @@ def _cmd_tune(args):
     if args.json:
         check_output_path("--json", args.json)
     # Tune on a validation split of the training data: the held-out test set stays unseen.
-    Xtr, ytr, _, _, _ = prepare_data(args.seed)
+    described, (Xtr, ytr, _, _) = load_data(args, 0.2)
     n_val = len(ytr) // 5
+    if n_val < 1 or len(ytr) - n_val < 2:
+        raise UsageError(f"--data: {len(ytr)} training samples are too few to tune on (a "
+                         "validation split of 1/5 needs at least 1 sample, training 2)")
     data = (Xtr[n_val:], ytr[n_val:], Xtr[:n_val], ytr[:n_val])
+    key, label = _scores(args.task)
     space = {
         "lr": tuning.log_uniform(1e-4, 1e-1),                 # tier 1
         "beta": tuning.one_minus_log_uniform(0.8, 0.99),      # tier 2
@@ -182,25 +228,28 @@ def _cmd_tune(args):
     def objective(p):
         run = Trainer(optimizer=args.optimizer, lr=p["lr"], schedule="cosine",
                       epochs=args.epochs, batch_size=p["batch_size"], seed=args.seed,
-                      hidden=p["hidden"], beta=p["beta"], data=data)
+                      hidden=p["hidden"], beta=p["beta"], data=data, task=args.task)
         t = time.perf_counter()
         for _ in range(args.epochs):
             rec = run.train_epoch()
         p["_time"] = time.perf_counter() - t
-        return rec["test_acc"] if math.isfinite(rec["loss"]) else float("nan")
+        return rec["test_" + key] if math.isfinite(rec["loss"]) else float("nan")
 
-    print(f"fastopt tune: random search, {args.trials} trials x {args.epochs} epochs, "
-          f"optimizer {args.optimizer}, scored by validation accuracy "
+    print(f"fastopt tune: random search on {described}, {args.trials} trials x {args.epochs} "
+          f"epochs, optimizer {args.optimizer}, scored by validation "
+          f"{'accuracy' if key == 'acc' else 'R2'} "
           f"({len(data[1])} train / {len(data[3])} validation samples)")
     trials = tuning.random_search(objective, space, n_trials=args.trials, rng=args.seed)
-    print(f"{'rank':>4}  {'val acc':>7}  {'lr':>9}  {'beta':>6}  {'hidden':>6}  {'batch':>5}  "
-          f"{'time':>7}")
+    print(f"{'rank':>4}  {'val ' + label:>7}  {'lr':>9}  {'beta':>6}  {'hidden':>6}  "
+          f"{'batch':>5}  {'time':>7}")
     for rank, t in enumerate(trials, 1):
         p = t.params
         print(f"{rank:>4}  {t.score:7.4f}  {p['lr']:9.2e}  {p['beta']:6.4f}  {p['hidden']:>6}  "
               f"{p['batch_size']:>5}  {p['_time']:6.2f}s")
     best = trials[0].params
-    print(f"best: fastopt train --optimizer {args.optimizer} --lr {best['lr']:.3g} "
+    on = "" if args.data is None else f"--data {args.data} --task {args.task} " + (
+        f"--target {args.target} " if args.target is not None else "")
+    print(f"best: fastopt train {on}--optimizer {args.optimizer} --lr {best['lr']:.3g} "
           f"--beta {best['beta']:.4g} --hidden {best['hidden']} --batch-size {best['batch_size']}")
     if args.json:
         with open(args.json, "w") as f:
@@ -210,11 +259,14 @@ def _cmd_tune(args):
 
 
 def add_train(sub):
-    p = sub.add_parser("train", help="train an MLP on the UCI digits with fastopt's kernels",
-                       description="Train a 64-H-H-10 MLP (BatchNorm + ReLU, He init, softmax "
-                                   "cross-entropy) on the UCI handwritten digits shipped with "
-                                   "fastopt, with input standardization, mini-batches, an "
-                                   "optimizer and a learning-rate schedule.",
+    p = sub.add_parser("train", help="train an MLP on the UCI digits, or your data, with "
+                                     "fastopt's kernels",
+                       description="Train an F-H-H-C MLP (BatchNorm + ReLU, He init, softmax "
+                                   "cross-entropy; one output and the squared error for "
+                                   "--task regression) on the UCI handwritten digits shipped "
+                                   "with fastopt or on --data FILE, with input "
+                                   "standardization, mini-batches, an optimizer and a "
+                                   "learning-rate schedule.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"],
                    help="the optimizer (fastopt.optim.SPECS)")
@@ -242,6 +294,10 @@ def add_train(sub):
     p.add_argument("--save", metavar="NPZ", help="write a checkpoint after every epoch")
     p.add_argument("--resume", metavar="NPZ", help="continue from a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data(p)
+    p.add_argument("--val-split", type=held_out_fraction, default=0.2, metavar="FRACTION",
+                   help="the share of the samples held out for evaluation (test loss and "
+                        "score), drawn with --seed")
     g = p.add_argument_group("data-parallel training over MPI (run under mpiexec; "
                              "pip install 'fastopt[mpi]')")
     g.add_argument("--distributed", action="store_true",
@@ -319,8 +375,24 @@ def add_tune(sub):
     p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
                    help="seed of the split and of the search")
     p.add_argument("--json", metavar="PATH", help="also write the trials as JSON")
+    _add_data(p)
     _add_blas_threads(p)
     p.set_defaults(func=_run_guarded(_cmd_tune, p))
+
+
+def _add_data(p):
+    g = p.add_argument_group("your own data (default: the UCI digits shipped with fastopt)")
+    g.add_argument("--data", metavar="FILE",
+                   help="an .npz with arrays X (samples x features) and y, or a CSV file (one "
+                        "sample per row; a header row is detected)")
+    g.add_argument("--target", metavar="COLUMN",
+                   help="the CSV's target column, by header name or 0-based index (default: "
+                        "the last column)")
+    g.add_argument("--task", choices=("classification", "regression"),
+                   default="classification",
+                   help="classification: the targets are class labels (words or integers), "
+                        "softmax cross-entropy, accuracy; regression: real targets, mean "
+                        "squared error, R2")
 
 
 def _add_blas_threads(p):

@@ -17,7 +17,10 @@ from ..runtime.rng import as_generator
 from .flat import FlatParams
 from .layers import BatchNorm
 
-__all__ = ["MLP", "softmax_cross_entropy"]
+__all__ = ["MLP", "softmax_cross_entropy", "mean_squared_error", "LOSSES"]
+
+#: The losses an MLP may train with.
+LOSSES = ("cross_entropy", "mse")
 
 
 def softmax_cross_entropy(logits, labels):
@@ -34,6 +37,25 @@ def softmax_cross_entropy(logits, labels):
     return loss, grad.astype(np.float32, copy=False)
 
 
+def mean_squared_error(outputs, targets):
+    """Mean squared error of a one-output model's ``outputs`` (n, 1) against ``targets`` (n,),
+    and its gradient with respect to the outputs (float32)."""
+    diff = outputs[:, 0].astype(np.float64) - targets
+    n = outputs.shape[0]
+    loss = float(np.dot(diff, diff) / n)
+    grad = (2.0 / n) * diff[:, None]
+    return loss, grad.astype(np.float32)
+
+
+def _r2(outputs, targets):
+    """The coefficient of determination of ``outputs`` (n, 1) for ``targets``: 1 - SSE/SST
+    (NaN when the targets do not vary)."""
+    diff = outputs[:, 0].astype(np.float64) - targets
+    centred = targets - targets.mean(dtype=np.float64)
+    sst = float(np.dot(centred, centred))
+    return 1.0 - float(np.dot(diff, diff)) / sst if sst > 0 else float("nan")
+
+
 class MLP(Checked):
     """The demo classifier, layer sizes ``sizes[0]`` to ``sizes[-1]``; see the module docstring.
 
@@ -42,6 +64,10 @@ class MLP(Checked):
     sizes : sequence of int, e.g. (64, 256, 256, 10)
     rng : numpy.random.Generator, int seed or None (initialization)
     impl : "fused" or "reference" (the batch-norm implementation)
+    loss : {"cross_entropy", "mse"}, default "cross_entropy"
+        Softmax cross-entropy against integer labels (a classifier: the score is the
+        accuracy), or the mean squared error of the one output (``sizes[-1] == 1``) against
+        real targets (a regressor: the score is R², 1 - SSE/SST).
 
     Attributes
     ----------
@@ -64,8 +90,12 @@ class MLP(Checked):
                    "model.params.data[...] = values")
     bns = fixed("bns", "The BatchNorm layers, a list.",
                 "they are views into params (build another MLP)")
+    loss = fixed("loss", 'The loss, "cross_entropy" or "mse".',
+                 "the output layer is built for it (build another MLP)")
+    _loss = "cross_entropy"     # (MLPs pickled before the option)
 
-    def __init__(self, sizes=(64, 256, 256, 10), *, rng=None, impl="fused"):
+    def __init__(self, sizes=(64, 256, 256, 10), *, rng=None, impl="fused",
+                 loss="cross_entropy"):
         try:
             sizes = tuple(sizes)
         except TypeError:
@@ -73,6 +103,11 @@ class MLP(Checked):
         sizes = tuple(_check.integer(f"sizes[{i}]", s, 1) for i, s in enumerate(sizes))
         if len(sizes) < 2:
             raise ValueError(f"sizes must have at least 2 positive entries, got {sizes}")
+        if not isinstance(loss, str) or loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+        if loss == "mse" and sizes[-1] != 1:
+            raise ValueError(f"loss 'mse' needs one output (sizes[-1] == 1), got {sizes[-1]}")
+        self._loss = loss
         self.impl = impl
         self._sizes = sizes
         L = len(sizes) - 1
@@ -156,22 +191,31 @@ class MLP(Checked):
             if i > 1:
                 da = dz @ fp[f"W{i}"].T
 
+    def _loss_and_score(self, outputs, y):
+        if self.loss == "mse":
+            loss, grad = mean_squared_error(outputs, y)
+            return loss, _r2(outputs, y), grad
+        loss, grad = softmax_cross_entropy(outputs, y)
+        return loss, float((outputs.argmax(axis=1) == y).mean()), grad
+
     def loss_and_grad(self, X, y):
-        """Forward, loss, backward: returns (loss, accuracy) on the batch; fills params.grad."""
-        logits = self.forward(X, training=True)
-        loss, dlogits = softmax_cross_entropy(logits, y)
-        self.backward(dlogits)
-        return loss, float((logits.argmax(axis=1) == y).mean())
+        """Forward, loss, backward: returns (loss, score) on the batch (the score: accuracy,
+        or R² with ``loss="mse"``); fills params.grad."""
+        outputs = self.forward(X, training=True)
+        loss, score, grad = self._loss_and_score(outputs, y)
+        self.backward(grad)
+        return loss, score
 
     def predict(self, X):
-        """Class predictions (inference mode: batch norm uses its running statistics)."""
-        return self.forward(X, training=False).argmax(axis=1)
+        """Class predictions, or the regressor's outputs (n,) (inference mode: batch norm
+        uses its running statistics)."""
+        outputs = self.forward(X, training=False)
+        return outputs[:, 0] if self.loss == "mse" else outputs.argmax(axis=1)
 
     def evaluate(self, X, y):
-        """(loss, accuracy) in inference mode."""
-        logits = self.forward(X, training=False)
-        loss, _ = softmax_cross_entropy(logits, y)
-        return loss, float((logits.argmax(axis=1) == y).mean())
+        """(loss, score) in inference mode (the score: accuracy, or R² with ``loss="mse"``)."""
+        loss, score, _ = self._loss_and_score(self.forward(X, training=False), y)
+        return loss, score
 
     def state_dict(self):
         """The batch-norm running statistics (the parameters live in ``params``)."""

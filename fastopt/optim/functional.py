@@ -12,10 +12,14 @@ element the same bits.
 Every argument is checked before any buffer is touched: a rejected call changes
 nothing.  An unknown keyword raises TypeError naming the closest one (``did you mean
 'weight_decay'?``); PyTorch options fastopt does not have (``amsgrad``, ``foreach``, ...)
-are refused as such.  The optimizer classes (:mod:`fastopt.optim`) run the same compiled calls,
-with the tables built once instead of at every call; use them in a training loop
-where the arrays stay the same, and these functions where the state lives elsewhere
-(a framework's own optimizer objects, a functional training loop).
+are refused as such.  The optimizer classes (:mod:`fastopt.optim`) run the same compiled calls.
+
+The checks of the parameters and the state are cached per list of arrays (:data:`plans`, a
+:class:`PlanCache`): a call with the same arrays, unchanged (same buffers, shapes, strides,
+dtypes and flags), skips them and checks only its gradients, so a framework's optimizer
+that calls these functions every step, per parameter or per model, pays for the full checks
+once.  Use them where the state lives elsewhere (a framework's own optimizer objects, a
+functional training loop), and the optimizer classes in a loop of your own.
 
 Examples
 --------
@@ -30,18 +34,20 @@ Examples
 array([0.9, 0.9, 0.9])
 """
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..kernels import _check
 from .. import reference as _reference
-from .._plan import MultiTensor
+from .._plan import MultiTensor, layout_key
 from ..runtime.threads import get_num_threads
 from ._keywords import checked_keywords
 from .registry import MULTI_ARGS, run_multi
 
-__all__ = ["sgd", "rmsprop", "adam", "adamw"]
+__all__ = ["sgd", "rmsprop", "adam", "adamw", "PlanCache", "plans"]
 
 Arrays = Sequence[np.ndarray]
 
@@ -84,23 +90,111 @@ def _checked(params, grads, states):
     return [g for g in (f32, f64) if g]
 
 
+class PlanCache:
+    """The plans of recent calls, keyed by the layout of their arrays (thread-safe, bounded).
+
+    A plan is what the argument checks found: the positions of each dtype's arrays, after
+    every parameter and state array passed (C-contiguous, aligned, writable, like its
+    parameter, no memory shared).  The key (``fastopt._plan.layout_key``) holds, for each
+    parameter and state array, its identity, type, data address, dtype, flags, shape and
+    strides: a call whose key matches passes the same checks, so they are skipped; a changed
+    array (reshaped, made read-only, another buffer) or an array freed and replaced (even at
+    the same identity) gives another key.  No array is referenced: the cache keeps no memory
+    alive.  The gradients are checked at every call (they are often new arrays), by the
+    compiled plan's fast checks.
+
+    Parameters
+    ----------
+    max_arrays : int
+        The bound: the least recently used plans are dropped while the plans hold more
+        arrays than this.
+    """
+
+    def __init__(self, max_arrays=16384):
+        self._entries = OrderedDict()
+        self._arrays = 0
+        self._max = max_arrays
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self):
+        return len(self._entries)
+
+    def get(self, key):
+        """The plan stored under ``key``, or None."""
+        with self._lock:
+            plan = self._entries.get(key)
+            if plan is None:
+                self.misses += 1
+            else:
+                self._entries.move_to_end(key)
+                self.hits += 1
+            return plan
+
+    def put(self, key, plan):
+        """Store ``plan`` under ``key``, dropping the oldest plans over the bound."""
+        n = _arrays_of(key)
+        if n > self._max:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = plan
+            self._arrays += n
+            while self._arrays > self._max:
+                old, _ = self._entries.popitem(last=False)
+                self._arrays -= _arrays_of(old)
+
+    def clear(self):
+        """Drop every plan."""
+        with self._lock:
+            self._entries.clear()
+            self._arrays = 0
+
+
+def _arrays_of(key):
+    """How many arrays the plan of ``key`` (kernel, states, params, layout) covers."""
+    return key[2] * (1 + key[1])
+
+
+#: The plans of the functional API's recent calls.
+plans = PlanCache()
+
+
 def _run(kernel, params, grads, states, impl, **hyper):
-    groups_by_dtype = _checked(params, grads, states)
     if impl == "reference":
+        _checked(params, grads, states)
         fn = getattr(_reference, kernel + "_step")
         for i, p in enumerate(params):
             fn(p, grads[i], *([b[i] for b in states.values()] or [None]), **hyper)
         return
     if impl != "fused":
+        _checked(params, grads, states)
         raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
+    layout = layout_key([params, *states.values()])
+    key = None if layout is None else (kernel, len(states), len(params), layout)
+    groups_by_dtype = None if key is None else plans.get(key)
+    checked = groups_by_dtype is None
+    if checked:
+        groups_by_dtype = _checked(params, grads, states)
+        if key is not None:
+            plans.put(key, groups_by_dtype)
+    # every table built and every gradient bound before the first update
+    calls = []
+    for ix in groups_by_dtype:
+        rows = [[params[i] for i in ix], None] + [[b[i] for i in ix] for b in states.values()]
+        calls.append((MultiTensor(rows), [grads[i] for i in ix]))
+    if not checked and any(mt.bind_grads(g) != -1 for mt, g in calls):
+        _checked(params, grads, states)     # names the problem (or passes: a memmap gradient)
+        checked = True
+    if checked:
+        for mt, g in calls:
+            mt.set_grads(g)
     step = hyper.pop("step", 1)
     groups = [tuple(hyper[k] for k in MULTI_ARGS[kernel + "_step"])]
     nt = get_num_threads()
-    for ix in groups_by_dtype:
-        rows = [[params[i] for i in ix], [grads[i] for i in ix]]
-        rows += [[b[i] for i in ix] for b in states.values()]
-        mt = MultiTensor(rows, [])   # aliasing is checked above
-        mt.set_grads(rows[1])
+    for mt, _ in calls:
         run_multi(kernel + "_step", mt, groups, step, 1.0, nt)
 
 

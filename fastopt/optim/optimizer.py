@@ -620,6 +620,8 @@ class Optimizer:
                 self._bind(grads)
         else:
             self._check_grads(grads)
+        if self.flat is None:
+            self._last_grads = list(grads)      # what zero_grad() zeroes
         gscale = 1.0
         if max_norm is not None or self.skip_nonfinite:
             if grad_stats is not None:
@@ -808,12 +810,48 @@ class Optimizer:
                          "(opt.param_groups[k]['lr'] = ...); to regroup, build another "
                          "optimizer: opt.like(params, groups=...)")
 
-    def zero_grad(self) -> None:
-        """Zero the FlatParams' grad buffer (with arrays, the gradient arrays are yours)."""
-        if self.flat is None:
-            raise TypeError("zero_grad() needs an optimizer built on a FlatParams; with "
-                            "arrays, the gradient arrays belong to the caller")
-        self.flat.grad.fill(0.0)
+    def zero_grad(self, grads: Sequence[np.ndarray] | Mapping[str, np.ndarray] | None = None
+                  ) -> None:
+        """Set the gradients to zero, in place, as ``torch.optim.Optimizer.zero_grad()`` does.
+
+        Parameters
+        ----------
+        grads : list or dict of ndarray, optional
+            For list or dict parameters: the gradient arrays to zero (matching ``params``, as
+            ``step(grads)`` takes them).  Default: the arrays the last :meth:`step` read (a
+            loop that accumulates into the same arrays zeroes them as a PyTorch loop does);
+            before the first step there is nothing to zero.  For a FlatParams: its ``grad``
+            buffer (give no argument).
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``grads`` does not match ``params``, or a gradient array is read-only (checked for
+            every array before the first is zeroed: a refused call changes nothing).
+
+        Notes
+        -----
+        Unlike PyTorch's default ``set_to_none=True``, fastopt does not own the gradients
+        of list and dict parameters: the arrays stay yours and are filled with zeros.  The
+        optimizer keeps references to the gradients of the last step (released when the
+        next step binds others).
+        """
+        if self.flat is not None:
+            if grads is not None:
+                raise TypeError("zero_grad() of an optimizer over a FlatParams zeroes its grad "
+                                "buffer: call it with no argument")
+            _check.array("params.grad", self.flat.grad, writable=True)
+            self.flat.grad.fill(0.0)
+            return
+        if grads is None:
+            arrays = getattr(self, "_last_grads", None) or []
+        else:
+            arrays = self._pset.unpack(grads, "grads")
+        names = [n.replace("params", "grads", 1) for n in self._names]
+        for name, p, g in zip(names, self._params, arrays):
+            _check.array(name, g, writable=True, like=p, like_name=name.replace("grads", "params", 1))
+        for g in arrays:
+            g.fill(0)
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -949,7 +987,7 @@ class Optimizer:
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_plan", "_tensors", "_lock", "_format"):
+        for name in ("_plan", "_tensors", "_lock", "_format", "_last_grads"):
             state.pop(name, None)
         return state
 

@@ -7,7 +7,9 @@ CPU supports and that was built, unless the environment variable
 level this CPU cannot run, or that was not built, is an error (rather than a
 crash with an illegal instruction).
 
-The loaded modules are the attributes of :data:`ext` (``ext._optim``, ...).
+The loaded modules are the attributes of :data:`ext` (``ext._optim``, ...), with
+``ext._roofline``, the benchmark's roofline passes for the level (``fastopt._roofline``, built
+once with its loops compiled for every level).
 ``set_isa`` swaps them; the tests use it to check every level.
 """
 
@@ -17,7 +19,7 @@ import os
 import pkgutil
 import types
 
-from .. import _cpu
+from .. import _cpu, _roofline
 from .levels import NAMES as LEVELS
 
 #: The kernel modules of the active level, as attributes (``ext._optim``).
@@ -87,6 +89,8 @@ def set_isa(level=None):
                    for name in _module_names(level)}
     for name, mod in modules.items():
         setattr(ext, name, mod)
+    # the benchmark's roofline: one module, its loops compiled for every level
+    ext._roofline = _roofline.Roofline(level)
     ext.level = level
     return level
 

@@ -44,10 +44,15 @@ from ..optim.registry import SPECS
 from . import schedules
 from .checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["Trainer", "SingleProcess", "make_optimizer", "HISTORY_KEYS"]
+__all__ = ["Trainer", "SingleProcess", "make_optimizer", "HISTORY_KEYS", "REGRESSION_KEYS",
+           "TASKS"]
 
 #: The fields of every record of :attr:`Trainer.history` (a distributed run adds ``comm_time``).
 HISTORY_KEYS = ("epoch", "lr", "loss", "acc", "test_loss", "test_acc", "time", "kernel_time")
+#: The fields of a regression's records: the loss is the MSE, the score R².
+REGRESSION_KEYS = ("epoch", "lr", "loss", "r2", "test_loss", "test_r2", "time", "kernel_time")
+#: The tasks a Trainer trains for.
+TASKS = ("classification", "regression")
 
 _MODEL = "model/"     # the prefix of the model's state entries among a checkpoint's extras
 _STRATEGY_METHODS = ("wrap", "local_rows", "step", "average", "communication_time",
@@ -139,8 +144,9 @@ class SingleProcess:
         return load_checkpoint(path, params, optimizer, check=check)
 
 
-def _checked_data(data):
-    """``data`` as (X_train, y_train, X_test, y_test), checked; and the number of classes."""
+def _checked_data(data, task="classification"):
+    """``data`` as (X_train, y_train, X_test, y_test), checked; and the number of outputs
+    (classes, or 1 for a regression)."""
     if not isinstance(data, (tuple, list)) or len(data) != 4:
         raise TypeError("data must be a tuple (X_train, y_train, X_test, y_test), got "
                         + (f"{len(data)} items" if isinstance(data, (tuple, list))
@@ -158,6 +164,13 @@ def _checked_data(data):
         if not np.isfinite(X).all():
             raise ValueError(f"data: {name} has non-finite values")
     for name, y in (("y_train", ytr), ("y_test", yte)):
+        if task == "regression":
+            if y.dtype.kind != "f" or y.ndim != 1:
+                raise TypeError(f"data: {name} must be a 1-D float array of targets (a "
+                                f"regression), got {y.dtype} of shape {y.shape}")
+            if not np.isfinite(y).all():
+                raise ValueError(f"data: {name} has non-finite values")
+            continue
         if y.dtype.kind not in "iu" or y.ndim != 1:
             raise TypeError(f"data: {name} must be a 1-D array of integer class labels, "
                             f"got {y.dtype} of shape {y.shape}")
@@ -172,6 +185,8 @@ def _checked_data(data):
     if len(ytr) < 2 or len(yte) < 1:
         raise ValueError(f"data: needs at least 2 training and 1 test samples, got {len(ytr)} "
                          f"and {len(yte)}")
+    if task == "regression":
+        return (Xtr, ytr, Xte, yte), 1
     n_classes = int(max(ytr.max(), yte.max())) + 1
     return (Xtr, ytr, Xte, yte), n_classes
 
@@ -185,12 +200,15 @@ def _choice(name, value, choices):
 
 
 class Trainer:
-    """Train an MLP classifier with a fastopt optimizer: the loop of ``fastopt train``.
+    """Train an MLP classifier or regressor with a fastopt optimizer: the loop of ``fastopt train``.
 
     The model is a :class:`fastopt.nn.models.MLP` ``features -> hidden -> hidden -> classes``
-    (BatchNorm + ReLU), its parameters in one FlatParams; each epoch shuffles the training
-    samples into mini-batches, steps the optimizer once per batch, and evaluates on the test
-    samples.  The learning rate follows ``schedule`` over ``epochs`` epochs.
+    (BatchNorm + ReLU; one output and the squared error for a regression), its parameters in
+    one FlatParams; each epoch shuffles the training samples into mini-batches, steps the
+    optimizer once per batch, and evaluates on the test samples.  The learning rate follows
+    ``schedule`` over ``epochs`` epochs.  A regression trains on the targets standardized
+    with the training targets' mean and standard deviation, and reports its losses (mean
+    squared errors) in the targets' own units.
 
     Parameters
     ----------
@@ -216,8 +234,13 @@ class Trainer:
     impl : {"fused", "reference"}, default "fused"
         fastopt's compiled kernels or the NumPy reference (model and optimizer).
     data : tuple (X_train, y_train, X_test, y_test), optional
-        float32 samples x features and integer labels; default the UCI digits of
-        :func:`fastopt.data.datasets.prepare_data` split with ``seed``.
+        float32 samples x features, and integer labels (float targets for a regression);
+        default the UCI digits of :func:`fastopt.data.datasets.prepare_data` split with
+        ``seed``.  :func:`fastopt.data.tabular.load_table` and
+        :func:`~fastopt.data.tabular.split_table` read a user's file into one.
+    task : {"classification", "regression"}, default "classification"
+        Softmax cross-entropy and accuracy, or the mean squared error and R²
+        (``data`` is then required).
     max_grad_norm : float or None, default None
         Clip the gradients to this global norm inside each step.
     state_dtype : {"float32", "bfloat16", "int8"}, default "float32"
@@ -239,9 +262,11 @@ class Trainer:
         The shuffling generator (seeded with ``seed + 1``).
     epochs_done : int
         Epochs trained (restored by :meth:`resume`).
+    task : str
+        As given.
     history : list of dict
-        One record per epoch trained (:data:`HISTORY_KEYS`, and ``comm_time`` with a strategy
-        that communicates).
+        One record per epoch trained (:data:`HISTORY_KEYS`, or :data:`REGRESSION_KEYS` for a
+        regression, and ``comm_time`` with a strategy that communicates).
 
     Raises
     ------
@@ -259,7 +284,7 @@ class Trainer:
 
     def __init__(self, *, optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_size=64,
                  seed=0, hidden=256, beta=0.9, impl="fused", data=None, max_grad_norm=None,
-                 state_dtype="float32", strategy=None):
+                 state_dtype="float32", strategy=None, task="classification"):
         from ..data.datasets import prepare_data
         from ..nn.models import MLP
 
@@ -282,9 +307,20 @@ class Trainer:
             raise TypeError(f"strategy must provide {', '.join(_STRATEGY_METHODS)} (as "
                             f"SingleProcess does); {type(strategy).__name__} lacks "
                             f"{', '.join(missing)}")
-        data, n_classes = _checked_data(prepare_data(seed)[:4] if data is None else data)
+        _choice("task", task, TASKS)
+        if task == "regression" and data is None:
+            raise ValueError("task 'regression' needs data (the digits are a classification)")
+        data, n_outputs = _checked_data(prepare_data(seed)[:4] if data is None else data, task)
         self._data = data
-        self._model = MLP((data[0].shape[1], hidden, hidden, n_classes), rng=seed, impl=impl)
+        self._task = task
+        # a regression trains on standardized targets: (y - mean) / scale
+        self._y_mean, self._y_scale = 0.0, 1.0
+        if task == "regression":
+            self._y_mean = float(data[1].mean(dtype=np.float64))
+            std = float(data[1].std(dtype=np.float64))
+            self._y_scale = std if std > 0 else 1.0
+        self._model = MLP((data[0].shape[1], hidden, hidden, n_outputs), rng=seed, impl=impl,
+                          loss="mse" if task == "regression" else "cross_entropy")
         sched = schedules.by_name(schedule, lr, epochs)
         opt = make_optimizer(optimizer, self._model.params, sched, beta=beta, impl=impl,
                              max_grad_norm=max_grad_norm, state_dtype=state_dtype, seed=seed)
@@ -309,6 +345,19 @@ class Trainer:
     batch_size = property(lambda self: self._batch_size, doc="Samples per global batch.")
     rng = property(lambda self: self._rng, doc="The shuffling generator.")
     epochs_done = property(lambda self: self._epochs_done, doc="Epochs trained.")
+    task = property(lambda self: self._task, doc='"classification" or "regression".')
+
+    @property
+    def history_keys(self):
+        """The fields of this trainer's records (:data:`HISTORY_KEYS` or
+        :data:`REGRESSION_KEYS`)."""
+        return REGRESSION_KEYS if self._task == "regression" else HISTORY_KEYS
+
+    def _targets(self, y):
+        """The model's targets for ``y``: standardized for a regression."""
+        if self._task == "regression":
+            return ((y.astype(np.float64) - self._y_mean) / self._y_scale)
+        return y
 
     @property
     def history(self):
@@ -355,7 +404,7 @@ class Trainer:
             if not (trains(n_global) if callable(trains) else n_global // strategy.size >= 2):
                 continue
             rows = strategy.local_rows(n_global)
-            Xb, yb = Xb[rows], yb[rows]
+            Xb, yb = Xb[rows], self._targets(yb[rows])
             if begin_step is not None:
                 begin_step(opt, len(yb), n_global)
             loss, acc = model.loss_and_grad(Xb, yb)
@@ -368,6 +417,7 @@ class Trainer:
             if progress is not None:
                 progress(epoch, b + 1, n_batches)
         elapsed = time.perf_counter() - t0
+        kernel_time = model.kernel_time + opt_time   # (before the evaluation's batch norm)
         sizes = np.asarray(sizes, np.float64)
         totals = np.array([np.dot(losses, sizes), np.dot(accs, sizes), sizes.sum()])
         # the epoch's loss and accuracy over every process's samples, and the batch-norm
@@ -375,11 +425,20 @@ class Trainer:
         strategy.average([totals])
         if not getattr(strategy, "sync_bn", False):
             strategy.average([a for bn in model.bns for a in (bn.running_mean, bn.running_var)])
-        test_loss, test_acc = model.evaluate(Xte, yte)
+        test_loss, test_acc = model.evaluate(Xte, self._targets(yte))
         self._epochs_done = epoch
-        rec = dict(epoch=epoch, lr=opt.lr, loss=float(totals[0] / totals[2]),
-                   acc=float(totals[1] / totals[2]), test_loss=test_loss,
-                   test_acc=test_acc, time=elapsed, kernel_time=model.kernel_time + opt_time)
+        loss, acc = float(totals[0] / totals[2]), float(totals[1] / totals[2])
+        if self._task == "regression":
+            # the losses in the targets' units; R² = 1 - MSE / variance (1 on the training
+            # targets, which are standardized)
+            scale2 = self._y_scale ** 2
+            rec = dict(epoch=epoch, lr=opt.lr, loss=loss * scale2, r2=1.0 - loss,
+                       test_loss=test_loss * scale2, test_r2=test_acc, time=elapsed,
+                       kernel_time=kernel_time)
+        else:
+            rec = dict(epoch=epoch, lr=opt.lr, loss=loss, acc=acc, test_loss=test_loss,
+                       test_acc=test_acc, time=elapsed,
+                       kernel_time=kernel_time)
         if comm_before is not None:
             rec["comm_time"] = strategy.communication_time() - comm_before
         self._history.append(rec)
@@ -402,12 +461,14 @@ class Trainer:
         return self.history
 
     def evaluate(self, X=None, y=None):
-        """(loss, accuracy) of the model in inference mode; default on the test samples."""
+        """(loss, accuracy) of the model in inference mode, or (MSE in the targets' units,
+        R²) for a regression; default on the test samples."""
         if (X is None) != (y is None):
             raise TypeError("evaluate needs both X and y, or neither (the test samples)")
         if X is None:
             X, y = self._data[2], self._data[3]
-        return self._model.evaluate(X, y)
+        loss, score = self._model.evaluate(X, self._targets(y))
+        return loss * self._y_scale ** 2, score
 
     # -------------------------------------------------------------- checkpoints
     def save(self, path):
@@ -465,9 +526,11 @@ class Trainer:
         probe.state = extras["rng_state"]  # a bad state raises here, not on self.rng
         epoch = _check.integer("epoch", extras["epoch"], 0, _check.C_LLONG_MAX)
         history = extras.get("history", [])
+        keys = self.history_keys
         if not (isinstance(history, list) and all(
                 isinstance(h, dict) and all(isinstance(h.get(k), numbers.Real)
                                             and not isinstance(h.get(k), bool)
-                                            for k in HISTORY_KEYS) for h in history)):
-            raise ValueError(f"history must be a list of records with {HISTORY_KEYS}")
+                                            for k in keys) for h in history)):
+            raise ValueError(f"history must be a list of records with {keys} (a checkpoint "
+                             f"of a {self._task} run)")
         return {"model": model, "rng": probe.state, "epoch": epoch, "history": history}

@@ -12,6 +12,7 @@ was built before.
 from libc.stdlib cimport malloc, free
 
 from cpython.pycapsule cimport PyCapsule_New
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 cimport numpy as cnp
 
 cnp.import_array()
@@ -245,3 +246,45 @@ cdef class MultiTensor:
         """The plan, for tests: a list of tasks, each a list of (tensor, offset, length)."""
         return [[(self.ctensor[c], self.coffset[c], self.clength[c])
                  for c in range(self.first[k], self.first[k + 1])] for k in range(self.ntasks)]
+
+
+
+def layout_key(rows):
+    """A key for the layout of the arrays in ``rows`` (lists of arrays): a bytes object, or
+    None when one item is not an ndarray.
+
+    Per array: its identity, its type, the address of its data, its dtype (type number and
+    byte order), its flags (writable, aligned, contiguous, ...), its shape and its strides:
+    everything the argument checks read.  Two calls with equal keys pass or fail the same
+    checks, and a plan built for one serves the other, even when an array was freed and a
+    new one took its identity.
+    """
+    cdef object row, a, t
+    cdef cnp.ndarray arr
+    cdef Py_ssize_t size = 0, at = 0, d, nd
+    cdef list arrays = []
+    for row in rows:
+        for a in row:
+            if not cnp.PyArray_Check(a):
+                return None
+            arrays.append(a)
+            size += 7 + 2 * cnp.PyArray_NDIM(<cnp.ndarray>a)
+    cdef bytes key = PyBytes_FromStringAndSize(NULL, size * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* w = <Py_ssize_t*>PyBytes_AS_STRING(key)
+    for a in arrays:
+        arr = <cnp.ndarray>a
+        nd = cnp.PyArray_NDIM(arr)
+        w[at] = <Py_ssize_t><void*>a
+        t = type(a)
+        w[at + 1] = <Py_ssize_t><void*>t
+        w[at + 2] = <Py_ssize_t>cnp.PyArray_DATA(arr)
+        w[at + 3] = cnp.PyArray_TYPE(arr)
+        w[at + 4] = cnp.PyArray_ISNOTSWAPPED(arr)
+        w[at + 5] = cnp.PyArray_FLAGS(arr)
+        w[at + 6] = nd
+        at += 7
+        for d in range(nd):
+            w[at + d] = cnp.PyArray_DIMS(arr)[d]
+            w[at + nd + d] = cnp.PyArray_STRIDES(arr)[d]
+        at += 2 * nd
+    return key
