@@ -26,18 +26,28 @@ A kernel is described by
     The fields of the hyperparameter struct, in order: name, ``"real"`` (the buffers'
     dtype) or ``"bint"``, and the C expression (over the hyperparameters, ``step`` and
     ``gscale``, evaluated in double) it holds.  Changing an expression changes result bits.
+    A ``"bint"`` constant is a *mode flag*: the update rule branches on it, and every loop
+    over elements is compiled once per combination of the flags (:attr:`Kernel.modes`: bit
+    ``i`` of the kernel's mode is its ``i``-th flag; ``fo_hyper.h`` names the bits
+    ``FO_<NAME>_<FLAG>`` and computes a struct's mode), so no flag is tested per element.
 ``state``
     The state buffers after ``param, grad``: name, whether it is never negative (int8 state
     quantizes it with the unsigned map, else the signed one), and which half of the bfloat16
     rounding hash rounds it (0: the high 16 bits, 1: the low 16 bits).
 ``lowbit``
-    The prefix of the kernel's C passes with low-precision state in
-    ``src/kernels/fo_lowbit.h`` (``fo_<lowbit>_bf16``, ``fo_<lowbit>_int8`` and their record
-    ``fo_<lowbit>_p``), from which ``src/kernels/_lowbit.pyx.tp`` renders its entry points
-    ``<name>_bf16``, ``<name>_int8`` and ``<name>_{bf16,int8}_multi``; None: float state only.
+    Whether the kernel also runs with bfloat16 and int8 state: ``src/kernels/_lowbit.pyx.tp``
+    then instantiates ``fo_lowbit.h``'s generic passes for it (one- or two-buffer) and renders
+    its entry points ``<name>_bf16``, ``<name>_int8`` and ``<name>_{bf16,int8}_multi``.
 ``optional``
     The condition (a struct field) without which the state buffers are not read or written
-    (SGD without momentum), or None.
+    (SGD without momentum), or None.  It is a mode flag; the low-precision passes
+    are instantiated only for the modes where it holds.
+
+The update rule itself is C, written once in ``src/kernels/fo_rules.h`` (for float, double
+and the vectors of ``fo_simd.h``) and read by the dense loops of ``_optim`` and the passes of
+``fo_lowbit.h``; its NumPy twin is in ``fastopt/reference``.  The C structs the rules read
+(``<Struct>_f32``, ``<Struct>_f64`` and the broadcast ``<Struct>_vec``) are rendered from this
+table into ``src/kernels/fo_hyper.h``.
 """
 
 from typing import NamedTuple
@@ -70,7 +80,7 @@ class Kernel(NamedTuple):
     consts: tuple
     state: tuple
     optional: str | None = None
-    lowbit: str | None = None   # fo_lowbit.h's prefix (fo_<lowbit>_bf16, ...); None: no low-bit state
+    lowbit: bool = False  # also bfloat16 and int8 state (fo_lowbit.h's generic passes)
 
     @property
     def hyper_names(self):
@@ -79,6 +89,11 @@ class Kernel(NamedTuple):
     @property
     def state_names(self):
         return tuple(b.name for b in self.state)
+
+    @property
+    def modes(self):
+        """The mode flags (the ``"bint"`` constants), bit ``i`` of the mode the ``i``-th."""
+        return tuple(c.name for c in self.consts if c.kind == "bint")
 
 
 _WD = Hyper("weight_decay", "double", ">=0", 0.0)
@@ -103,7 +118,7 @@ KERNELS = (
                 Const("nesterov", "bint", "nesterov")),
         state=(Buffer("momentum_buf", False, 0),),
         optional="has_mom",
-        lowbit="sgd"),
+        lowbit=True),
     Kernel(
         "rmsprop", "RmspropHyper",
         hyper=(Hyper("lr", "double", ">=0", None),
@@ -121,7 +136,7 @@ KERNELS = (
                 Const("has_wd", "bint", "weight_decay != 0.0"),
                 Const("eps_inside", "bint", "eps_inside_sqrt")),
         state=(Buffer("square_avg", True, 1),),
-        lowbit="rms"),
+        lowbit=True),
     Kernel(
         "adam", "AdamHyper",
         hyper=(Hyper("lr", "double", ">=0", None),
@@ -145,7 +160,7 @@ KERNELS = (
                 Const("has_wd", "bint", "weight_decay != 0.0"),
                 Const("decoupled", "bint", "decoupled_weight_decay")),
         state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
-        lowbit="adam"),
+        lowbit=True),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}
