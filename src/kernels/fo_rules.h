@@ -74,8 +74,11 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x, 
 #define FO_RULE_OF_HALVES2(NAME, STRUCT)                                                   \
 FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0, T x1,    \
                           T* y0, T* y1) {                                                  \
-    FO_R(fo_##NAME##_state)(k, mode, g, p, x0, x1, y0, y1);                                \
-    return FO_R(fo_##NAME##_param)(k, mode, g, p, *y0, *y1);                               \
+    T s0, s1;                                                                              \
+    FO_R(fo_##NAME##_state)(k, mode, g, p, x0, x1, &s0, &s1);                              \
+    *y0 = s0;                                                                              \
+    *y1 = s1;                                                                              \
+    return FO_R(fo_##NAME##_param)(k, mode, g, p, s0, s1);                                 \
 }
 
 /* ---- the scalar instantiations */
