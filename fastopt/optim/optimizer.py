@@ -16,7 +16,6 @@ values in one FlatParams give the same bits, for any thread count.
 by array, for comparison.
 """
 
-import difflib
 import itertools
 import math
 import operator
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..kernels import _check
+from ..kernels._attrs import Checked
 from .. import kernels as _kernels
 from .. import reference as _reference
 from ..nn.flat import FlatParams
@@ -124,7 +124,7 @@ def _constructor_names(row, pairs, fixed):
     return tuple(names)
 
 
-class Optimizer:
+class Optimizer(Checked):
     """Base class of the optimizers.
 
     A subclass declares ``_spec = fastopt.optim.registry.spec(name, kernel, ...)`` (its entry
@@ -206,6 +206,8 @@ class Optimizer:
             cls._spec = register(cls._spec, cls)
             cls._kernel = cls._spec.name
             cls._hyper_names = _constructor_names(cls._spec.row, cls._pairs, cls._fixed)
+        for name in cls._hyper_names:       # public attributes (Checked)
+            cls.__annotations__.setdefault(name, Any)
         # unknown keywords of a subclass's constructor raise TypeError with a hint
         init = cls.__dict__.get("__init__")
         if init is not None:
@@ -933,25 +935,14 @@ class Optimizer:
     def __setattr__(self, name, value):
         # A hyperparameter set between steps (``opt.eps = 1e-6``) is checked as the
         # constructor checks it, with the others; a bad value raises and changes nothing.
-        # Options are properties that check themselves.  Any other public name must exist
-        # (a class attribute, or an annotation of the class or a base): a misspelled
+        # Options are properties that check themselves.  Any other public name must be
+        # declared (Checked: a class attribute, or an annotation of the class or a base; the
+        # hyperparameters are annotated by __init_subclass__): a misspelled
         # ``opt.weight_deacy = 0.5`` raises instead of training with the default.
         if name in self._hyper_names and name in self.__dict__:
             self._validate_hyper({**self.hyper(), name: value}, loading=True)
             value = _plain(value)
-        elif not name.startswith("_") and name not in self.__dict__:
-            cls = type(self)
-            if not hasattr(cls, name) and not any(name in getattr(c, "__annotations__", {})
-                                                   for c in cls.__mro__):
-                known = {n for c in cls.__mro__ for n in (*vars(c), *getattr(
-                    c, "__annotations__", {})) if not n.startswith("_")}
-                known.update(self._hyper_names)
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise AttributeError(
-                    f"{cls.__name__} has no attribute {name!r} to set{hint} (a subclass "
-                    "declares its own public attributes as class annotations)")
-        object.__setattr__(self, name, value)
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
