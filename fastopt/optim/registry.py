@@ -115,8 +115,14 @@ class OptimizerSpec:
         """The optimizer on ``params`` with learning rate ``lr`` and ``beta`` as :attr:`beta`;
         ``options`` are the optimizers' common options (``max_grad_norm``, ``skip_nonfinite``,
         ``groups``)."""
-        value = (beta, 0.999) if self.beta == "betas" else beta
-        return self.optimizer_class(params, lr=lr, **{self.beta: value}, impl=impl, **options)
+        cls = self.optimizer_class
+        parts = getattr(cls, "_pairs", {}).get(self.beta)
+        if parts:   # (Adam's betas: beta1, the others at the table's defaults)
+            defaults = {h.name: h.default for h in self.row.hyper}
+            value = (beta, *(defaults[p] for p in parts[1:]))
+        else:
+            value = beta
+        return cls(params, lr=lr, **{self.beta: value}, impl=impl, **options)
 
     def torch_step(self, torch, param, grad) -> Callable[[], Any]:
         """A PyTorch optimizer's ``step`` on copies of ``param`` and ``grad``."""
