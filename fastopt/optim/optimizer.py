@@ -233,6 +233,10 @@ class Optimizer(Checked):
         self.skip_nonfinite = skip_nonfinite
         self._state_dtype = lowstate.state_format(state_dtype)
         self._format = formats.get(self._state_dtype)
+        if self._format.compact and not self._spec.row.lowbit:
+            raise ValueError(f"state_dtype={self._state_dtype!r}: {type(self).__name__} keeps "
+                             f"its state in float32 (its kernel {self._spec.row.name!r} has no "
+                             "low-precision variant)")
         self._min_lowbit_size = _check.integer("min_lowbit_size", min_lowbit_size, 0)
         self.seed = seed
         self.skipped_steps = 0
