@@ -58,6 +58,7 @@ class Hyper(NamedTuple):
     ctype: str            # "double" or "bint": the entry points' argument type
     rule: str             # ">=0", ">0", "[0,1)", "[0,1]", "bool"
     default: object       # the wrappers' default (None: required, as lr)
+    doc: str = ""         # what the generated docstrings add to the rule (a sentence), if anything
 
 
 class Const(NamedTuple):
@@ -81,6 +82,7 @@ class Kernel(NamedTuple):
     state: tuple
     optional: str | None = None
     lowbit: bool = False  # also bfloat16 and int8 state (fo_lowbit.h's generic passes)
+    doc: str = ""         # the wrappers' docstring: summary, formula, notes (Parameters generated)
 
     @property
     def hyper_names(self):
@@ -96,7 +98,78 @@ class Kernel(NamedTuple):
         return tuple(c.name for c in self.consts if c.kind == "bint")
 
 
-_WD = Hyper("weight_decay", "double", ">=0", 0.0)
+
+# The wrappers' docstrings (fastopt.kernels.<name>_step; the low-precision ones refer to them):
+# summary, formula and notes.  Their Parameters section is generated from the row.
+
+_SGD_DOC = r"""One SGD step (optionally with momentum, Nesterov, weight decay), in place.
+
+.. math::
+
+    g &= \nabla + \lambda\,\theta \\
+    b &\leftarrow \mu\,b + (1-\tau)\,g \qquad\text{(if } \mu > 0) \\
+    d &= g + \mu\,b \text{ (nesterov) },\quad b \text{ (momentum) },\quad g \text{ (else)} \\
+    \theta &\leftarrow \theta - \eta\,d
+
+With ``dampening=0`` this is ``torch.optim.SGD`` step for step (its first
+step sets ``b = g``, which is what ``0·b + g`` gives from zeros). With
+``dampening=momentum`` it is the seed's exponentially weighted momentum
+:math:`v = \beta v + (1-\beta)\,dW,\ w \leftarrow w - \alpha v` (PyTorch
+instead copies ``g`` into the buffer on its first step when dampening is
+non-zero; fastopt, like the seed, starts from zeros).
+
+Examples
+--------
+>>> import numpy as np, fastopt.kernels as K
+>>> p = np.ones(3, np.float32); g = np.full(3, 0.5, np.float32)
+>>> buf = np.zeros(3, np.float32)
+>>> K.sgd_step(p, g, buf, lr=0.1, momentum=0.9)
+>>> p
+array([0.95, 0.95, 0.95], dtype=float32)
+"""
+
+_RMSPROP_DOC = r"""One RMSprop step, in place.
+
+.. math::
+
+    g &= \nabla + \lambda\,\theta \\
+    s &\leftarrow \alpha\,s + (1-\alpha)\,g^2 \\
+    \theta &\leftarrow \theta - \eta\,\frac{g}{\sqrt{s + \epsilon}}
+          \quad\text{(seed, eps_inside_sqrt=True)} \quad\text{or}\quad
+          \theta - \eta\,\frac{g}{\sqrt{s} + \epsilon} \quad\text{(PyTorch)}
+
+The seed puts ε inside the square root; ``torch.optim.RMSprop`` adds it
+outside (``eps_inside_sqrt=False``).  PyTorch's default ``alpha`` is
+0.99; fastopt follows the seed's β ≈ 0.9.
+"""
+
+_ADAM_DOC = r"""One Adam (or AdamW) step, in place; ``step`` counts from 1.
+
+.. math::
+
+    \theta &\leftarrow (1 - \eta\lambda)\,\theta,\ g = \nabla
+             \quad\text{(decoupled, AdamW)} \quad\text{else}\quad
+             g = \nabla + \lambda\,\theta \quad\text{(L2, torch.optim.Adam)} \\
+    m &\leftarrow \beta_1 m + (1-\beta_1)\,g \\
+    v &\leftarrow \beta_2 v + (1-\beta_2)\,g^2 \\
+    \theta &\leftarrow \theta - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}
+
+This is the seed's Adam, and ``torch.optim.Adam``/``AdamW`` step for step.
+In the buffers' dtype the last line is computed in the order of Kingma & Ba's efficient
+form, as PyTorch orders it,
+
+.. math::
+
+    \theta \leftarrow \theta - \frac{m}{\sqrt{v}\,c_2 + \epsilon}\,c_1, \quad
+    c_1 = \frac{\eta}{1-\beta_1^t},\ c_2 = \frac{1}{\sqrt{1-\beta_2^t}}
+
+(``c1``, ``c2`` computed in double and rounded once), so no intermediate
+overflows for the moments Adam produces (forming :math:`m/(1-\beta_1^t)`
+alone can) and subnormal moments keep their bits; the reference computes
+the same operations.
+"""
+
+_WD = Hyper("weight_decay", "double", ">=0", 0.0, "The weight decay (see the formula).")
 
 KERNELS = (
     Kernel(
@@ -104,7 +177,8 @@ KERNELS = (
         hyper=(Hyper("lr", "double", ">=0", None),
                Hyper("momentum", "double", "[0,1)", 0.0),
                Hyper("dampening", "double", "[0,1]", 0.0),
-               Hyper("nesterov", "bint", "bool", False),
+               Hyper("nesterov", "bint", "bool", False,
+                     "Needs momentum > 0 and dampening == 0."),
                _WD),
         step=False,
         consts=(Const("gscale", "real", "gscale"),
@@ -118,13 +192,15 @@ KERNELS = (
                 Const("nesterov", "bint", "nesterov")),
         state=(Buffer("momentum_buf", False, 0),),
         optional="has_mom",
-        lowbit=True),
+        lowbit=True,
+        doc=_SGD_DOC),
     Kernel(
         "rmsprop", "RmspropHyper",
         hyper=(Hyper("lr", "double", ">=0", None),
                Hyper("alpha", "double", "[0,1)", 0.9),
                Hyper("eps", "double", ">0", 1e-8),
-               Hyper("eps_inside_sqrt", "bint", "bool", True),
+               Hyper("eps_inside_sqrt", "bint", "bool", True,
+                     "The seed's g / sqrt(s + eps); False: PyTorch's g / (sqrt(s) + eps)."),
                _WD),
         step=False,
         consts=(Const("gscale", "real", "gscale"),
@@ -136,10 +212,12 @@ KERNELS = (
                 Const("has_wd", "bint", "weight_decay != 0.0"),
                 Const("eps_inside", "bint", "eps_inside_sqrt")),
         state=(Buffer("square_avg", True, 1),),
-        lowbit=True),
+        lowbit=True,
+        doc=_RMSPROP_DOC),
     Kernel(
         "adam", "AdamHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
+        hyper=(Hyper("lr", "double", ">=0", None,
+                     "With lr / (1 - beta1**step) finite in the buffers' dtype."),
                Hyper("beta1", "double", "[0,1)", 0.9),
                Hyper("beta2", "double", "[0,1)", 0.999),
                Hyper("eps", "double", ">0", 1e-8),
@@ -160,7 +238,8 @@ KERNELS = (
                 Const("has_wd", "bint", "weight_decay != 0.0"),
                 Const("decoupled", "bint", "decoupled_weight_decay")),
         state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
-        lowbit=True),
+        lowbit=True,
+        doc=_ADAM_DOC),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}

@@ -13,6 +13,8 @@ from fastopt.optim.params import ParamSet
 OPTIMIZERS = [(fastopt.SGD, dict(lr=0.1, momentum=0.9)), (fastopt.Momentum, dict(lr=0.1)),
               (fastopt.RMSprop, dict(lr=0.01)), (fastopt.Adam, dict(lr=0.01)),
               (fastopt.AdamW, dict(lr=0.01, weight_decay=0.1))]
+OPTIMIZERS += [(s.cls, dict(lr=0.01)) for s in fastopt.optim.SPECS.values()   # any other
+               if s.cls not in {c for c, _ in OPTIMIZERS}]
 
 
 def _arrays(rng, n=3, dtype=np.float32):

@@ -39,7 +39,8 @@ from .. import reference as _reference
 from .._plan import MultiTensor
 from ..runtime.threads import get_num_threads
 from ._keywords import checked_keywords
-from .registry import MULTI_ARGS, run_multi
+from ..specs import BY_NAME as _KERNELS
+from .formats import DENSE
 
 __all__ = ["sgd", "rmsprop", "adam", "adamw"]
 
@@ -94,14 +95,15 @@ def _run(kernel, params, grads, states, impl, **hyper):
     if impl != "fused":
         raise ValueError(f"impl must be 'fused' or 'reference', got {impl!r}")
     step = hyper.pop("step", 1)
-    groups = [tuple(hyper[k] for k in MULTI_ARGS[kernel + "_step"])]
+    row = _KERNELS[kernel]
+    groups = [tuple(hyper[k] for k in row.hyper_names)]
     nt = get_num_threads()
     for ix in groups_by_dtype:
         rows = [[params[i] for i in ix], [grads[i] for i in ix]]
         rows += [[b[i] for i in ix] for b in states.values()]
         mt = MultiTensor(rows, [])   # aliasing is checked above
         mt.set_grads(rows[1])
-        run_multi(kernel + "_step", mt, groups, step, 1.0, nt)
+        DENSE.run_multi(row, mt, groups, step, 1.0, nt)
 
 
 def _f32(params):
@@ -117,8 +119,8 @@ def sgd(params: Arrays, grads: Arrays, momentum_bufs: Arrays | None, *, lr: floa
     ``momentum_bufs`` may be None when ``momentum == 0``.
     """
     _lists(params=params, grads=grads, momentum_bufs=momentum_bufs)
-    lr, momentum, dampening, nesterov, weight_decay = _check.sgd_hyper(
-        lr, momentum, dampening, nesterov, weight_decay, _f32(params))
+    lr, momentum, dampening, nesterov, weight_decay = _check.hyper(
+        _KERNELS["sgd"], (lr, momentum, dampening, nesterov, weight_decay), _f32(params))
     states = {}
     if momentum != 0:
         if momentum_bufs is None:
@@ -135,8 +137,8 @@ def rmsprop(params: Arrays, grads: Arrays, square_avgs: Arrays, *, lr: float, al
             impl: str = "fused") -> None:
     """RMSprop over lists of arrays (see :func:`fastopt.kernels.rmsprop_step`)."""
     _lists(params=params, grads=grads, square_avgs=square_avgs)
-    lr, alpha, eps, eps_inside_sqrt, weight_decay = _check.rmsprop_hyper(
-        lr, alpha, eps, eps_inside_sqrt, weight_decay, _f32(params))
+    lr, alpha, eps, eps_inside_sqrt, weight_decay = _check.hyper(
+        _KERNELS["rmsprop"], (lr, alpha, eps, eps_inside_sqrt, weight_decay), _f32(params))
     hyper = dict(lr=lr, alpha=alpha, eps=eps, eps_inside_sqrt=eps_inside_sqrt,
                  weight_decay=weight_decay)
     _run("rmsprop", params, grads, {"square_avgs": square_avgs}, impl, **hyper)
@@ -153,8 +155,9 @@ def adam(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays, *
     """
     _lists(params=params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs)
     step = _check.integer("step", step, 1, _check.C_LLONG_MAX)
-    lr, beta1, beta2, eps, weight_decay, decoupled = _check.adam_hyper(
-        lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step, _f32(params))
+    lr, beta1, beta2, eps, weight_decay, decoupled = _check.hyper(
+        _KERNELS["adam"], (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay),
+        _f32(params), step=step)
     _run("adam", params, grads, {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}, impl,
          step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
          decoupled_weight_decay=decoupled)
