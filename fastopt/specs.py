@@ -33,7 +33,9 @@ A kernel is described by
 ``state``
     The state buffers after ``param, grad``: name, whether it is never negative (int8 state
     quantizes it with the unsigned map, else the signed one), and which half of the bfloat16
-    rounding hash rounds it (0: the high 16 bits, 1: the low 16 bits).
+    rounding hash rounds it (0: the high 16 bits, 1: the low 16 bits), and its value before
+    the first step (``init``: 0 by default, or the name of a hyperparameter, as Adagrad's
+    ``initial_accumulator_value``; the optimizers fill new state with it).
 ``lowbit``
     Whether the kernel also runs with bfloat16 and int8 state: ``src/kernels/_lowbit.pyx.tp``
     then instantiates ``fo_lowbit.h``'s generic passes for it (one- or two-buffer) and renders
@@ -71,6 +73,7 @@ class Buffer(NamedTuple):
     name: str
     nonnegative: bool     # int8: the unsigned map (else the signed one)
     half: int             # bfloat16 rounding hash: 0 its high 16 bits, 1 its low 16 bits
+    init: float | str = 0.0   # its value before the first step, or the hyperparameter giving it
 
 
 class Kernel(NamedTuple):

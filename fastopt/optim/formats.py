@@ -25,6 +25,7 @@ The bit layouts are specified in :mod:`fastopt.kernels._formats`.
 
 import numpy as np
 
+from ..kernels._formats import float32_to_bf16, quantize_blockwise
 from ..reference import lowbit as _reference_lowbit
 from .. import reference as _reference
 from ..runtime.alloc import staggered_zeros
@@ -58,6 +59,11 @@ class StateFormat:
         ``like``, ``k``: the parameter it goes with and the buffer's rank among its
         parameter's buffers (dense state is staggered from it within a page).
         """
+        raise NotImplementedError
+
+    def fill(self, entry, value):
+        """Set every value of ``entry`` to ``value`` (a buffer's initial value), as this
+        format stores it (rounded to nearest, or quantized)."""
         raise NotImplementedError
 
     def rows(self, entry):
@@ -125,6 +131,9 @@ class Dense(StateFormat):
         # in the cache: fastopt.runtime.alloc)
         return staggered_zeros(shape, dtype, like=like, k=k)
 
+    def fill(self, entry, value):
+        entry[...] = value
+
     def rows(self, entry):
         return [entry]
 
@@ -191,6 +200,9 @@ class BFloat16(_Compact):
     def zeros(self, shape, dtype, signed, *, like=None, k=1):
         return BFloat16State.zeros(shape)
 
+    def fill(self, entry, value):
+        entry.bits[...] = float32_to_bf16(np.full(entry.shape, value, np.float32))
+
     def run(self, kernel, call, groups, step, gscale, n_threads, seed):
         # (rows: param, grad, each buffer's bits; rounding hashes (seed, step, offsets[t] + i))
         getattr(ext._lowbit, f"{kernel.name}_bf16_multi")(
@@ -209,6 +221,10 @@ class Int8(_Compact):
 
     def zeros(self, shape, dtype, signed, *, like=None, k=1):
         return Int8State.zeros(shape, "signed" if signed else "unsigned")
+
+    def fill(self, entry, value):
+        quantize_blockwise(np.full(entry.shape, value, np.float32), entry.qmap,
+                           codes=entry.codes, absmax=entry.absmax)
 
     def kernel_tables(self, entries):
         return [e.tables for e in entries]

@@ -385,10 +385,29 @@ class Optimizer(Checked):
         return _state.entry_formats(self._format, self._tensor_lowbit, len(self._params))
 
     def _new_states(self):
-        """Zero state: per parameter, or with a compact format per compiled tensor."""
+        """New state: per parameter, or with a compact format per compiled tensor; each buffer
+        at its initial value (the kernel row's ``init``: zero, or a hyperparameter's value)."""
         fmts = self._state_formats()
         like = self._tensors if self._format.compact else self._params
-        return _state.zeros(self._state_names, fmts, like, self._spec.nonnegative)
+        states = _state.zeros(self._state_names, fmts, like, self._spec.nonnegative)
+        for b in self._spec.row.state:
+            value = self._initial_value(b)
+            if b.name in states and value != 0:
+                _state.fill(states[b.name], fmts, value)
+        return states
+
+    def _initial_value(self, buffer):
+        """A state buffer's value before the first step: the row's number, or the optimizer's
+        hyperparameter it names (which a parameter group may not override: the state of
+        every group is made at once)."""
+        if not isinstance(buffer.init, str):
+            return buffer.init
+        value = getattr(self, buffer.init)
+        for i, g in enumerate(self.param_groups):
+            if g.get(buffer.init, value) != value:
+                raise ValueError(f"param_groups[{i}]: {buffer.init} is the optimizer's (the "
+                                 f"initial value of {buffer.name}), not a group's")
+        return value
 
     def _flat_runs(self, pgroup):
         """(slice of the flat buffer, group, low-precision state) for each run of consecutive
