@@ -46,8 +46,9 @@ class OptimizerSpec:
         does (the benchmark and the parity tests use both).
     torch : (str, dict) or None
         The ``torch.optim`` class and its arguments that take the same step, or None.
-    beta : str
-        The constructor argument ``fastopt train --beta`` sets.
+    beta : str or None
+        The constructor argument ``fastopt train --beta`` sets (None: the optimizer has no
+        such argument, as Adagrad; ``--beta`` does not apply to it).
     label : str
         The benchmark's row name, when it differs from ``name``.
     nonnegative : tuple of str
@@ -62,7 +63,7 @@ class OptimizerSpec:
     passes: int
     example: dict[str, Any] = field(default_factory=dict)
     torch: tuple[str, dict[str, Any]] | None = None
-    beta: str = "beta"
+    beta: str | None = "beta"
     label: str = ""
     nonnegative: tuple[str, ...] = ()
     cls: type | None = field(default=None, compare=False, repr=False)
@@ -116,6 +117,8 @@ class OptimizerSpec:
         ``options`` are the optimizers' common options (``max_grad_norm``, ``skip_nonfinite``,
         ``groups``)."""
         cls = self.optimizer_class
+        if self.beta is None:
+            return cls(params, lr=lr, impl=impl, **options)
         parts = getattr(cls, "_pairs", {}).get(self.beta)
         if parts:   # (Adam's betas: beta1, the others at the table's defaults)
             defaults = {h.name: h.default for h in self.row.hyper}
