@@ -243,6 +243,35 @@ KERNELS = (
         state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
         lowbit=True,
         doc=_ADAM_DOC),
+    Kernel(
+        "adagrad", "AdagradHyper",
+        hyper=(Hyper("lr", "double", ">=0", None),
+               Hyper("lr_decay", "double", ">=0", 0.0,
+                     "The step t uses lr / (1 + (t - 1) lr_decay)."),
+               Hyper("eps", "double", ">0", 1e-10),
+               _WD,
+               Hyper("initial_accumulator_value", "double", ">=0", 0.0,
+                     "The value the optimizers start sum at (the step does not read it).")),
+        step=True,
+        consts=(Const("gscale", "real", "gscale"),
+                Const("clr", "real", "lr / (1.0 + (step - 1) * lr_decay)"),
+                Const("eps", "real", "eps"),
+                Const("wd", "real", "weight_decay"),
+                Const("has_wd", "bint", "weight_decay != 0.0")),
+        state=(Buffer("sum", True, 1, init="initial_accumulator_value"),),
+        lowbit=True,
+        doc=r"""One Adagrad step, in place; ``step`` counts from 1.
+
+        .. math::
+
+            g &= \nabla + \lambda\,\theta \\
+            s &\leftarrow s + g^2 \\
+            \theta &\leftarrow \theta - \frac{\eta}{1 + (t-1)\,\delta}\,\frac{g}{\sqrt{s} + \epsilon}
+
+        ``torch.optim.Adagrad`` step for step, in its order of operations (its defaults:
+        ``lr=1e-2``, ``eps=1e-10``).  ``initial_accumulator_value`` is where the optimizers
+        start ``s``; a direct call takes ``sum`` as given.
+        """),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}

@@ -1,4 +1,4 @@
-"""The optimizers: SGD, Momentum, RMSprop, Adam and AdamW.
+"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW and Adagrad.
 
 Each class is a docstring, an explicit constructor and its entry of the registry
 (``_spec``: its name, kernel, PyTorch twin, benchmark row; defining the class registers
@@ -228,6 +228,51 @@ class AdamW(Adam):
         super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          impl=impl, max_grad_norm=max_grad_norm,
                          skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad, as ``torch.optim.Adagrad`` (same defaults, same operations in its order).
+
+    See :func:`fastopt.kernels.adagrad_step`: the squared gradients accumulate in ``sum``,
+    which starts at ``initial_accumulator_value``, and each step divides by its square root.
+
+    Parameters
+    ----------
+%(params)s
+%(lr)s
+    lr_decay : float >= 0, default 0.0
+        The step ``t`` uses ``lr / (1 + (t - 1) lr_decay)``.
+    eps : float > 0, default 1e-10
+    weight_decay : float >= 0, default 0.0
+        L2 penalty added to the gradient.
+    initial_accumulator_value : float >= 0, default 0.0
+        The value ``sum`` starts at.
+%(options)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> params = [np.ones(2, np.float32)]
+    >>> opt = fastopt.Adagrad(params, lr=0.1)
+    >>> opt.step([np.array([2.0, -0.5], np.float32)])   # the first step moves by lr·sign(g)
+    >>> params[0]
+    array([0.9, 1.1], dtype=float32)
+    """
+
+    _spec = spec("adagrad", "adagrad", example=dict(lr=1e-2),
+                 torch=("Adagrad", dict(lr=1e-2)), beta=None)
+
+    def __init__(self, params: Params, lr: LR = 1e-2, lr_decay: float = 0.0, eps: float = 1e-10,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0, *,
+                 impl: Impl = "fused", max_grad_norm: float | None = None,
+                 skip_nonfinite: bool = False, groups: Groups | None = None,
+                 state_dtype: str = "float32", min_lowbit_size: int = 4096,
+                 seed: int = 0) -> None:
+        super().__init__(params, lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value, impl=impl,
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
+                         groups=groups, state_dtype=state_dtype,
                          min_lowbit_size=min_lowbit_size, seed=seed)
 
 

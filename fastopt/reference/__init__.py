@@ -15,7 +15,7 @@ import numpy as np
 from ..kernels import _check
 from ..specs import BY_NAME as KERNELS
 
-__all__ = ["sgd_step", "rmsprop_step", "adam_step", "global_norm", "clip_grad_norm_"]
+__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "global_norm", "clip_grad_norm_"]
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
@@ -71,6 +71,20 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
     c2 = 1 / math.sqrt(1 - beta2**step)
     denom = np.sqrt(exp_avg_sq) * c2 + eps
     param -= exp_avg / denom * c1
+
+
+def adagrad_step(param: np.ndarray, grad: np.ndarray, sum: np.ndarray, *, step: int, lr: float,
+                 lr_decay: float = 0.0, eps: float = 1e-10, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0) -> None:
+    """Adagrad, in place (NumPy reference of :func:`fastopt.kernels.adagrad_step`), in
+    ``torch.optim.Adagrad``'s order of operations."""
+    step, (lr, lr_decay, eps, weight_decay, _) = _check.step_args(
+        KERNELS["adagrad"], param, grad, (sum,),
+        (lr, lr_decay, eps, weight_decay, initial_accumulator_value), step)
+    g = grad + weight_decay * param if weight_decay != 0 else grad
+    clr = lr / (1 + (step - 1) * lr_decay)
+    sum[...] = sum + g * g
+    param -= clr * (g / (np.sqrt(sum) + eps))
 
 
 def global_norm(grad: np.ndarray) -> float:

@@ -218,4 +218,26 @@ FO_RULE T FO_R(fo_adam_param)(const FO_K(AdamHyper)* k, const int mode, T g, T p
 
 FO_RULE_OF_HALVES2(adam, AdamHyper)
 
+/* ---- Adagrad (torch.optim.Adagrad's order): g' = g gs (+ wd p);  s = s + g'^2;
+        p - clr (g' / (sqrt(s) + eps)), clr = lr / (1 + (t - 1) lr_decay) */
+#define FO_SPLIT_adagrad 1
+
+FO_RULE T FO_R(fo_adagrad_grad)(const FO_K(AdagradHyper)* k, const int mode, T g, T p) {
+    T gi = fo_mul(g, k->gscale);
+    if (mode & FO_ADAGRAD_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
+    return gi;
+}
+
+FO_RULE T FO_R(fo_adagrad_state)(const FO_K(AdagradHyper)* k, const int mode, T g, T p, T x) {
+    T gi = FO_R(fo_adagrad_grad)(k, mode, g, p);
+    return fo_add(x, fo_mul(gi, gi));
+}
+
+FO_RULE T FO_R(fo_adagrad_param)(const FO_K(AdagradHyper)* k, const int mode, T g, T p, T s) {
+    T gi = FO_R(fo_adagrad_grad)(k, mode, g, p);
+    return fo_sub(p, fo_mul(k->clr, fo_div(gi, fo_add(fo_sqrt(s), k->eps))));
+}
+
+FO_RULE_OF_HALVES1(adagrad, AdagradHyper)
+
 #endif /* FO_RULES_BODY */
