@@ -272,6 +272,37 @@ KERNELS = (
         ``lr=1e-2``, ``eps=1e-10``).  ``initial_accumulator_value`` is where the optimizers
         start ``s``; a direct call takes ``sum`` as given.
         """),
+    Kernel(
+        "lion", "LionHyper",
+        hyper=(Hyper("lr", "double", ">=0", None),
+               Hyper("beta1", "double", "[0,1)", 0.9),
+               Hyper("beta2", "double", "[0,1)", 0.99),
+               Hyper("weight_decay", "double", ">=0", 0.0,
+                     "Decoupled: the parameters shrink by lr * weight_decay each step.")),
+        step=False,
+        consts=(Const("gscale", "real", "gscale"),
+                Const("lr", "real", "lr"),
+                Const("beta1", "real", "beta1"),
+                Const("one_minus_beta1", "real", "1.0 - beta1"),
+                Const("beta2", "real", "beta2"),
+                Const("one_minus_beta2", "real", "1.0 - beta2"),
+                Const("decay", "real", "1.0 - lr * weight_decay"),
+                Const("has_wd", "bint", "weight_decay != 0.0")),
+        state=(Buffer("exp_avg", False, 0),),
+        lowbit=True,
+        doc=r"""One Lion step (Chen et al. 2023, "Symbolic Discovery of Optimization
+        Algorithms"), in place.
+
+        .. math::
+
+            \theta &\leftarrow (1 - \eta\lambda)\,\theta \\
+            c &= \beta_1 m + (1-\beta_1)\,\nabla \\
+            \theta &\leftarrow \theta - \eta\,\operatorname{sign}(c) \\
+            m &\leftarrow \beta_2 m + (1-\beta_2)\,\nabla
+
+        ``sign`` as :func:`numpy.sign` (0 for 0, NaN for NaN: a non-finite gradient reaches
+        the parameters, where ``skip_nonfinite`` guards them).
+        """),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}

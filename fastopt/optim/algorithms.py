@@ -1,4 +1,4 @@
-"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW and Adagrad.
+"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW, Adagrad and Lion.
 
 Each class is a docstring, an explicit constructor and its entry of the registry
 (``_spec``: its name, kernel, PyTorch twin, benchmark row; defining the class registers
@@ -271,6 +271,48 @@ class Adagrad(Optimizer):
                  seed: int = 0) -> None:
         super().__init__(params, lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                          initial_accumulator_value=initial_accumulator_value, impl=impl,
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
+                         groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
+
+
+class Lion(Optimizer):
+    r"""Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
+
+    See :func:`fastopt.kernels.lion_step`: each parameter moves by ``lr`` along the sign of
+    an interpolation of its momentum and gradient; one momentum buffer; weight decay is
+    decoupled.  The paper suggests a learning rate 3-10x smaller than AdamW's and a weight
+    decay 3-10x larger.
+
+    Parameters
+    ----------
+%(params)s
+%(lr)s
+    betas : (float, float), each in [0, 1), default (0.9, 0.99)
+        The update's interpolation (beta1) and the momentum's decay (beta2).
+    weight_decay : float >= 0, default 0.0
+        Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
+%(options)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> params = [np.zeros(3, np.float32)]
+    >>> opt = fastopt.Lion(params, lr=0.5)
+    >>> opt.step([np.array([2.0, -0.5, 0.0], np.float32)])   # -lr·sign(g) at the first step
+    >>> params[0]
+    array([-0.5,  0.5,  0. ], dtype=float32)
+    """
+
+    _spec = spec("lion", "lion", example=dict(lr=1e-4), beta="betas")
+    _pairs = {"betas": ("beta1", "beta2")}
+
+    def __init__(self, params: Params, lr: LR = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, weight_decay=weight_decay, impl=impl,
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
                          groups=groups, state_dtype=state_dtype,
                          min_lowbit_size=min_lowbit_size, seed=seed)

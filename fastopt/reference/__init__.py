@@ -15,7 +15,7 @@ import numpy as np
 from ..kernels import _check
 from ..specs import BY_NAME as KERNELS
 
-__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "global_norm", "clip_grad_norm_"]
+__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "global_norm", "clip_grad_norm_"]
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
@@ -85,6 +85,19 @@ def adagrad_step(param: np.ndarray, grad: np.ndarray, sum: np.ndarray, *, step: 
     clr = lr / (1 + (step - 1) * lr_decay)
     sum[...] = sum + g * g
     param -= clr * (g / (np.sqrt(sum) + eps))
+
+
+def lion_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, *, lr: float,
+              beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0) -> None:
+    """Lion, in place (NumPy reference of :func:`fastopt.kernels.lion_step`), from Chen et
+    al. 2023, Algorithm 2: the update interpolates with beta1, the momentum with beta2."""
+    _, (lr, beta1, beta2, weight_decay) = _check.step_args(
+        KERNELS["lion"], param, grad, (exp_avg,), (lr, beta1, beta2, weight_decay))
+    c = beta1 * exp_avg + (1 - beta1) * grad
+    if weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    param -= lr * np.sign(c)
+    exp_avg[...] = beta2 * exp_avg + (1 - beta2) * grad
 
 
 def global_norm(grad: np.ndarray) -> float:

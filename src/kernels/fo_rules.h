@@ -240,4 +240,17 @@ FO_RULE T FO_R(fo_adagrad_param)(const FO_K(AdagradHyper)* k, const int mode, T 
 
 FO_RULE_OF_HALVES1(adagrad, AdagradHyper)
 
+/* ---- Lion (Chen et al. 2023): p' = p decay (decoupled weight decay, decay = 1 - lr wd);
+        c = beta1 m + (1 - beta1) g';  p' - lr sign(c);  m = beta2 m + (1 - beta2) g'
+        (g' = g gs).  The update needs the old m: one function, no halves. */
+#define FO_SPLIT_lion 0
+
+FO_RULE T FO_R(fo_lion)(const FO_K(LionHyper)* k, const int mode, T g, T p, T x, T* y) {
+    T gi = fo_mul(g, k->gscale);
+    T c = fo_add(fo_mul(k->beta1, x), fo_mul(k->one_minus_beta1, gi));
+    if (mode & FO_LION_HAS_WD) p = fo_mul(p, k->decay);
+    *y = fo_add(fo_mul(k->beta2, x), fo_mul(k->one_minus_beta2, gi));
+    return fo_sub(p, fo_mul(k->lr, fo_sign(c)));
+}
+
 #endif /* FO_RULES_BODY */
