@@ -1,22 +1,26 @@
 /* fo_lowbit.h - the C of fastopt's low-precision optimizer state (the _lowbit module).
  *
- * Why a header: these are the hot loops of Adam/AdamW, RMSprop and SGD with momentum when
- * the state is bfloat16 (stochastic rounding) or block-wise int8 (dynamic quantization).
- * They are C, so they live in a C file: compilers, linters and editors see them, and one
- * source is compiled at every instruction-set level (fo_simd.h): 512-bit vectors in the
- * avx512 build, 256-bit in the avx2 build, the scalar loops alone in the baseline build.
- * The formats are specified in fastopt/kernels/_formats.py; the NumPy twins in
- * fastopt/reference/lowbit.py give the same bits (tests/test_lowbit*.py, every level).
+ * Why a header: these are the hot loops of every optimizer of the kernel table with
+ * low-precision state (fastopt/specs.py, lowbit=True) when the state is bfloat16 (stochastic
+ * rounding) or block-wise int8 (dynamic quantization).  They are C, so they live in a C
+ * file: compilers, linters and editors see them, and one source is compiled at every
+ * instruction-set level (fo_simd.h): 512-bit vectors in the avx512 build, 256-bit in the
+ * avx2 build, the scalar loops alone in the baseline build.  The formats are specified in
+ * fastopt/kernels/_formats.py; the NumPy twins in fastopt/reference/lowbit.py give the same
+ * bits (tests/test_lowbit*.py, every level).
  *
- * How: each update rule is written twice, once scalar (fo_adam1, fo_rms1, fo_sgd1: the
- * reference spelling, the baseline and every tail) and once width-generic (fo_adamv,
- * fo_rmsv, fo_sgdv), with the same float32 operations in the same order and never
- * contracted (the modules build with -std=c11, so -ffp-contract=off).  Around them:
- *   bfloat16  one pass: widen, update, hash the global index, round (fo_*_bf16);
+ * How: nothing here is particular to an optimizer.  Its update rule is fo_rules.h's (the
+ * same one the dense float32/float64 loops run: fo_<name>_f32 for the baseline and every
+ * tail, fo_<name>_vec for the vectors, float32 operations in the same order and never
+ * contracted: the modules build with -std=c11, so -ffp-contract=off), and the passes below
+ * are macros over the kernel, for one state buffer (FO_PASSES1) or two (FO_PASSES2),
+ * instantiated by _lowbit.pyx.tp for every such row of the table:
+ *   bfloat16  one pass: widen, update, hash the global index, round (fo_<name>_bf16_mode);
  *   int8      per block of FO_QBLOCK = 256 elements: (1) decode, the new state into L1 and
- *             its absmax; (2) the parameter update fused with the first buffer's codes;
- *             (3) the other buffer's codes (fo_*_int8).  A partial block: decode + update +
- *             absmax in one pass, then the codes.
+ *             its absmax; (2) the parameter update fused with the first buffer's codes (a
+ *             rule given in halves: FO_SPLIT_<name>; else the update is in pass 1);
+ *             (3) the other buffer's codes (fo_<name>_int8_mode).  A partial block: decode +
+ *             update + absmax in one pass, then the codes.
  * A handful of operations whose form differs by width (masks, narrowing, lane shuffles,
  * table lookups) have one small helper per width below; everything else is written once.
  *
