@@ -225,26 +225,6 @@ KERNELS = (
         state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
         lowbit="adam",
         doc=_ADAM_DOC),
-    Kernel(
-        "signum", "SignumHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
-               Hyper("beta", "double", "[0,1)", 0.9),
-               _WD),
-        step=False,
-        consts=(Const("gscale", "real", "gscale"),
-                Const("lr", "real", "lr"),
-                Const("beta", "real", "beta"),
-                Const("one_minus_beta", "real", "1.0 - beta"),
-                Const("wd", "real", "weight_decay"),
-                Const("has_wd", "bint", "weight_decay != 0.0")),
-        state=(Buffer("momentum_buf", False, 0),),
-        doc=r"""One Signum step (sign of the momentum, Bernstein et al. 2018), in place.
-
-        .. math::
-
-            g = \nabla + \lambda\,\theta, \quad b \leftarrow \beta\,b + (1-\beta)\,g, \quad
-            \theta \leftarrow \theta - \eta\,\operatorname{sign}(b)
-        """),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}

@@ -231,33 +231,6 @@ class AdamW(Adam):
                          min_lowbit_size=min_lowbit_size, seed=seed)
 
 
-class Signum(Optimizer):
-    r"""Signum: descent along the sign of the momentum (Bernstein et al. 2018).
-
-    See :func:`fastopt.kernels.signum_step`.
-
-    Parameters
-    ----------
-%(params)s
-%(lr)s
-    beta : float in [0, 1), default 0.9
-    weight_decay : float >= 0, default 0.0
-%(options)s
-    """
-
-    _spec = spec("signum", "signum", example=dict(lr=1e-3, beta=0.9), beta="beta")
-
-    def __init__(self, params: Params, lr: LR, beta: float = 0.9, weight_decay: float = 0.0, *,
-                 impl: Impl = "fused", max_grad_norm: float | None = None,
-                 skip_nonfinite: bool = False, groups: Groups | None = None,
-                 state_dtype: str = "float32", min_lowbit_size: int = 4096,
-                 seed: int = 0) -> None:
-        super().__init__(params, lr, beta=beta, weight_decay=weight_decay, impl=impl,
-                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
-                         groups=groups, state_dtype=state_dtype,
-                         min_lowbit_size=min_lowbit_size, seed=seed)
-
-
 #: The optimizer classes of the registry, in the order they were defined (the package's
 #: exports: fastopt.SGD, fastopt.optim.SGD, ...).
 __all__ = [entry.optimizer for entry in SPECS.values()]

@@ -15,7 +15,7 @@ import numpy as np
 from ..kernels import _check
 from ..specs import BY_NAME as KERNELS
 
-__all__ = ["sgd_step", "rmsprop_step", "adam_step", "signum_step", "global_norm", "clip_grad_norm_"]
+__all__ = ["sgd_step", "rmsprop_step", "adam_step", "global_norm", "clip_grad_norm_"]
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
@@ -71,16 +71,6 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
     c2 = 1 / math.sqrt(1 - beta2**step)
     denom = np.sqrt(exp_avg_sq) * c2 + eps
     param -= exp_avg / denom * c1
-
-
-def signum_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray, *, lr: float,
-                beta: float = 0.9, weight_decay: float = 0.0) -> None:
-    """Signum, in place (NumPy reference of :func:`fastopt.kernels.signum_step`)."""
-    _, (lr, beta, weight_decay) = _check.step_args(KERNELS["signum"], param, grad,
-                                                   (momentum_buf,), (lr, beta, weight_decay))
-    g = grad + weight_decay * param if weight_decay != 0 else grad
-    momentum_buf[...] = beta * momentum_buf + (1 - beta) * g
-    param -= lr * np.sign(momentum_buf)
 
 
 def global_norm(grad: np.ndarray) -> float:
