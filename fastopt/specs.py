@@ -10,8 +10,12 @@ loads this file by path before the package is built, and renders from :data:`KER
 * ``src/kernels/_optim.pyx.tp``: per kernel its parallel task, its several-groups driver and
   its entry points ``<name>_step`` (one flat array) and ``<name>_multi`` (a plan).
 
-:mod:`fastopt.optim.registry` takes ``MULTI_ARGS`` (the order of one group's
-hyperparameters) and each optimizer's state buffers from here.
+The Python side is derived from it too: the step functions of :mod:`fastopt.kernels`,
+:mod:`fastopt.kernels.lowbit` and :mod:`fastopt.reference.lowbit` (signatures, checks,
+docstrings: ``fastopt/kernels/_make.py``), the state formats' compiled calls
+(:mod:`fastopt.optim.formats`), the optimizer classes' hyperparameters, checks and state
+buffers (:class:`fastopt.Optimizer`), the registry's buffers and bytes, and the test grids.
+Adding an optimizer: see the documentation's "Adding an optimizer" page.
 
 A kernel is described by
 
@@ -42,8 +46,13 @@ A kernel is described by
     its entry points ``<name>_bf16``, ``<name>_int8`` and ``<name>_{bf16,int8}_multi``.
 ``optional``
     The condition (a struct field) without which the state buffers are not read or written
-    (SGD without momentum), or None.  It is a mode flag; the low-precision passes
-    are instantiated only for the modes where it holds.
+    (SGD without momentum), or None.  It is a mode flag; the low-precision passes are
+    instantiated only for the modes where it holds.  Its expression is Python too
+    (``"momentum != 0.0"``): the wrappers, the classes and the low-precision kernels
+    evaluate it.
+``doc``
+    The step functions' docstring: summary, formula, notes and examples (the Parameters
+    section is generated from ``hyper``, with each :class:`Hyper`'s ``doc`` note).
 
 The update rule itself is C, written once in ``src/kernels/fo_rules.h`` (for float, double
 and the vectors of ``fo_simd.h``) and read by the dense loops of ``_optim`` and the passes of

@@ -9,6 +9,7 @@ launcher checks as ``result <json>``.
 import functools
 import json
 import os
+import pickle
 import sys
 import time
 
@@ -18,6 +19,7 @@ import fastopt
 from fastopt.distributed import (DataParallel, DistributedError, batch_part, node_threads,
                                  shard_bounds)
 from fastopt.distributed import checkpoint as dckpt
+from fastopt.optim import part as optim_part
 from mpi4py import MPI
 
 comm = MPI.COMM_WORLD
@@ -147,8 +149,7 @@ def allreduce_100_steps():
 
 def low_precision_state():
     """Plain mode with bfloat16 / int8 state: every rank steps the averaged gradient, so the
-    parameters equal one process's on the rank-order mean, bit for bit (deterministic);
-    ZeRO-1 refuses low-precision state on every rank."""
+    parameters equal one process's on the rank-order mean, bit for bit (deterministic)."""
     for sd in ("bfloat16", "int8"):
         fp, ref_fp = make_fp(), make_fp()
         dp = DataParallel(fastopt.Adam(fp, lr=1e-3, state_dtype=sd, min_lowbit_size=1000),
@@ -162,12 +163,6 @@ def low_precision_state():
         dp.verify_parameters()
         check_equal(fp.data, ref_fp.data, f"{sd} state")
         assert dp.state_bytes() == ref.state_nbytes < 8 * fp.size / 1.5
-        try:
-            DataParallel(fastopt.Adam(make_fp(), state_dtype=sd), shard_state=True)
-        except ValueError as e:
-            assert "state_dtype" in str(e), e
-        else:
-            raise AssertionError("shard_state=True took low-precision state")
     done("low_precision_state")
 
 
@@ -319,6 +314,19 @@ def checkpoints(directory):
         sd3 = dp3.state_dict(root=None)
         check_equal(sd3["state"]["exp_avg_sq"][0], exp["exp_avg_sq"], "single: exp_avg_sq")
         assert dp3.step_count == 2
+    # a sharded run with groups, clipping, the guard and int8 state writes a checkpoint the
+    # launcher loads in one process (test_distributed.py)
+    fp4, opt4, _ = _resume_pair("flat", "int8", True, clip=5.0)
+    dp4 = DataParallel(opt4, shard_state=True, deterministic=True, align=100)
+    for step in range(1, 5):
+        _dp_step(fp4, dp4, None, _grads_like([fp4.data], step, rank, nan=step == 2))
+    assert dp4.optimizer.skipped_steps == 1
+    dckpt.save_checkpoint(os.path.join(directory, f"features{size}.npz"), fp4, dp4, epoch=4)
+    sd4 = dp4.state_dict()
+    if rank == 0:
+        np.save(os.path.join(directory, f"features_data{size}.npy"), fp4.data)
+        with open(os.path.join(directory, f"features_sd{size}.pkl"), "wb") as f:
+            pickle.dump(sd4, f)
     # missing and corrupt files: the same error on every rank, nothing changed
     garbage = os.path.join(directory, f"garbage{size}.npz")
     if rank == 0:
@@ -378,16 +386,7 @@ def mismatches():
     else:
         raise AssertionError("per-step hyperparameter mismatch not detected")
     check_equal(fp.data, before, "a refused step changed the parameters")
-    # clipping, the guard and groups need the whole gradient: refused when sharding, on
-    # every rank alike; plain mode clips the averaged gradient
-    for options in (dict(max_grad_norm=1.0), dict(skip_nonfinite=True),
-                    dict(groups=[{"params": ["b1", "b2"], "weight_decay": 0.0}])):
-        try:
-            DataParallel(fastopt.AdamW(make_fp(), lr=0.01, **options), shard_state=True)
-        except ValueError as e:
-            assert "shard_state=True does not support" in str(e), e
-        else:
-            raise AssertionError(f"{options} accepted with shard_state=True")
+    # plain mode clips the averaged gradient, identically on every rank
     fp = make_fp()
     dp = DataParallel(fastopt.Adam(fp, lr=0.01, max_grad_norm=0.5))
     fp.grad[...] = local_grad(fp.size, np.float32, 1, rank)
@@ -418,18 +417,20 @@ def small_and_threads():
     done("small_and_threads")
 
 
-def _resume_pair(kind, fmt, groups, skip=True):
+def _resume_pair(kind, fmt, groups, skip=True, clip=None):
     """(params, AdamW, keys) for a resume scenario, built alike on every call.
 
     ``kind`` is "flat", "list" (PyTorch-style groups) or "dict"; with ``groups`` the second
-    half of the arrays is in a group without weight decay; ``skip``: skip_nonfinite.
+    half of the arrays is in a group without weight decay (and its own lr); ``skip``:
+    skip_nonfinite; ``clip``: max_grad_norm.
     """
-    kw = dict(lr=0.01, weight_decay=0.3, skip_nonfinite=skip)
+    kw = dict(lr=0.01, weight_decay=0.3, skip_nonfinite=skip, max_grad_norm=clip)
     if fmt != "float32":
         kw.update(state_dtype=fmt, min_lowbit_size=100)
     if kind == "flat":
         fp = make_fp()
-        return fp, fastopt.AdamW(fp, groups=[{"params": ["b1", "b2"], "weight_decay": 0.0}]
+        return fp, fastopt.AdamW(fp, groups=[{"params": ["b1", "b2"], "weight_decay": 0.0,
+                                               "lr": 0.02}]
                                  if groups else None, **kw), None
     rng = np.random.default_rng(11)
     shapes = [(40, 30), (30,), (1000,), (17, 3)]
@@ -437,12 +438,14 @@ def _resume_pair(kind, fmt, groups, skip=True):
               else [np.float32, np.float64, np.float32, np.float64])
     arrays = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
     if kind == "list":
-        spec = ([{"params": arrays[:2]}, {"params": arrays[2:], "weight_decay": 0.0}]
+        spec = ([{"params": arrays[:2]}, {"params": arrays[2:], "weight_decay": 0.0,
+                                          "lr": 0.02}]
                 if groups else arrays)
         return arrays, fastopt.AdamW(spec, **kw), None
     keys = ["W0", "b1", "W2", "b3"]
     return arrays, fastopt.AdamW(dict(zip(keys, arrays)), groups=[
-        {"params": ["W2", "b3"], "weight_decay": 0.0}] if groups else None, **kw), keys
+        {"params": ["W2", "b3"], "weight_decay": 0.0, "lr": 0.02}] if groups else None,
+        **kw), keys
 
 
 def _grads_like(arrays, step, r, nan=False):
@@ -480,13 +483,12 @@ def _arrays_of(params):
 def resume_keeps_everything(directory=None):
     """A state_dict (or checkpoint) with parameter groups, skipped_steps and any state format
     loads into a DataParallel as into one optimizer: continuing gives the same bits."""
-    cases = [(kind, fmt, False) for kind in ("flat", "list", "dict")
-             for fmt in ("float32", "bfloat16", "int8")]
-    cases += [(kind, "float32", True) for kind in ("flat", "list", "dict")]
+    cases = [(kind, fmt, shard) for kind in ("flat", "list", "dict")
+             for fmt in ("float32", "bfloat16", "int8") for shard in (False, True)]
     for kind, fmt, shard in cases:
-        groups = not shard                  # ZeRO-1 refuses groups: checked below
+        groups = True
         p_ref, ref, keys = _resume_pair(kind, fmt, groups)
-        p_dp, opt, _ = _resume_pair(kind, fmt, groups, skip=not shard)
+        p_dp, opt, _ = _resume_pair(kind, fmt, groups)
         arrays_ref, arrays_dp = _arrays_of(p_ref), _arrays_of(p_dp)
         # the single-process run: 3 steps, one of them skipped (a NaN)
         for step in range(1, 4):
@@ -520,26 +522,26 @@ def resume_keeps_everything(directory=None):
         for key in ("step", "epoch", "hyper", "skipped_steps", "groups", "state_dtype"):
             if key in mine or key in back:
                 assert back.get(key) == mine.get(key), (what, key, back.get(key), mine.get(key))
+        check_state_dicts(back, mine, what)
         if shard:
-            # a state_dict with parameter groups cannot be kept by ZeRO-1: refused on every
-            # rank, nothing changed (it used to drop the groups, decaying the biases again)
-            _, grouped, _ = _resume_pair(kind, fmt, True)
+            # a state_dict in another format (or without the groups) does not fit: refused on
+            # every rank, nothing changed
+            other = {"float32": "int8", "bfloat16": "float32", "int8": "bfloat16"}[fmt]
             before = dp.state_dict(root=None)
-            try:
-                dp.load_state_dict(grouped.state_dict() if rank == 0 else None)
-            except ValueError as e:
-                assert "group" in str(e), e
-            else:
-                raise AssertionError(f"{what}: ZeRO-1 dropped a state_dict's parameter groups")
-            after = dp.state_dict(root=None)
-            assert after["step"] == before["step"], what
-            for name in before["state"]:
-                b, a = before["state"][name], after["state"][name]
-                for k in (b if isinstance(b, dict) else range(len(b))):
-                    check_equal(np.asarray(a[k]), np.asarray(b[k]), f"{what}: after refusal")
+            for bad, words in ((_resume_pair(kind, other, True)[1].state_dict(), ("state",)),
+                               (_resume_pair(kind, fmt, False)[1].state_dict(),
+                                ("group", "entries"))):
+                try:
+                    dp.load_state_dict(bad if rank == 0 else None)
+                except ValueError as e:
+                    assert any(w in str(e) for w in words), e
+                else:
+                    raise AssertionError(f"{what}: ZeRO-1 took a state_dict that does not fit")
+            check_state_dicts(dp.state_dict(root=None), before, f"{what}: after refusal")
     # the same through a checkpoint file written by one process
     if directory is not None:
-        for fmt in ("float32", "int8"):
+        for fmt, shard in (("float32", False), ("int8", False), ("float32", True),
+                           ("int8", True), ("bfloat16", True)):
             p_ref, ref, _ = _resume_pair("flat", fmt, True)
             p_dp, opt, _ = _resume_pair("flat", fmt, True)
             for step in range(1, 4):
@@ -550,7 +552,7 @@ def resume_keeps_everything(directory=None):
             if rank == 0:
                 fastopt.save_checkpoint(path, p_ref, ref, epoch=2)
             comm.Barrier()
-            dp = DataParallel(opt, deterministic=True)
+            dp = DataParallel(opt, deterministic=True, shard_state=shard, align=100)
             dckpt.load_checkpoint(path, p_dp, dp)
             assert dp.optimizer.skipped_steps == 1
             assert dp.optimizer.param_groups[1].get("weight_decay") == 0.0
@@ -558,8 +560,118 @@ def resume_keeps_everything(directory=None):
                 _step_single(p_ref, ref, None, _mean_grads([p_ref.data], step))
                 p_dp.grad[...] = _grads_like([p_dp.data], step, rank)[0]
                 dp.step()
-            check_equal(p_dp.data, p_ref.data, f"checkpoint {fmt}: after resuming")
+            check_equal(p_dp.data, p_ref.data, f"checkpoint {fmt} shard={shard}: after resuming")
+            check_state_dicts(dp.state_dict(root=None), ref.state_dict(),
+                              f"checkpoint {fmt} shard={shard}")
     done("resume_keeps_everything")
+
+
+def check_state_dicts(a, b, what):
+    """Two state dicts hold the same counters, hyperparameters, groups and state bits."""
+    for key in ("type", "step", "epoch", "hyper", "skipped_steps", "groups", "state_dtype",
+                "min_lowbit_size", "seed"):
+        assert a.get(key) == b.get(key), (what, key, a.get(key), b.get(key))
+    assert set(a["state"]) == set(b["state"]), what
+    for name, ea in a["state"].items():
+        eb = b["state"][name]
+        assert type(ea) is type(eb) and len(ea) == len(eb), (what, name)
+        for k in (ea if isinstance(ea, dict) else range(len(ea))):
+            x, y = ea[k], eb[k]
+            if isinstance(y, dict):
+                assert isinstance(x, dict) and set(x) == set(y), (what, name, k)
+                for f in y:
+                    if isinstance(y[f], np.ndarray):
+                        assert x[f].dtype == y[f].dtype and x[f].shape == y[f].shape, (what, f)
+                        check_equal(x[f], y[f], f"{what}: state {name}[{k}][{f!r}]")
+                    else:
+                        assert x[f] == y[f], (what, name, k, f)
+            else:
+                assert x.dtype == y.dtype and x.shape == y.shape, (what, name, k)
+                check_equal(x, y, f"{what}: state {name}[{k}]")
+
+
+def _dp_step(params, dp, keys, grads):
+    if isinstance(params, fastopt.FlatParams):
+        params.grad[...] = grads[0]
+        dp.step()
+    else:
+        dp.step(dict(zip(keys, grads)) if keys else grads)
+
+
+def zero1_every_feature():
+    """ZeRO-1 with parameter groups, clipping, the non-finite guard and every state format
+    equals plain data parallel (deterministic mode: the same reduced gradient), over a
+    FlatParams, a list (float32 and float64 arrays) and a dict: the parameters, every state
+    bit, the step and skip counts and the clipping norm, bit for bit."""
+    clip = 5.0                                     # below every step's norm: always clipping
+    for kind in ("flat", "list", "dict"):
+        for fmt in ("float32", "bfloat16", "int8"):
+            runs = {}
+            for shard in (False, True):
+                params, opt, keys = _resume_pair(kind, fmt, True, clip=clip)
+                # align=100: slices cut inside runs and arrays, off the int8 blocks unless snapped
+                runs[shard] = (params, DataParallel(opt, shard_state=shard, deterministic=True,
+                                                    align=100))
+            what = f"ZeRO-1 {kind} {fmt}"
+            norms = {False: [], True: []}
+            for step in range(1, 7):
+                for shard, (params, dp) in runs.items():
+                    g = _grads_like(_arrays_of(params), step, rank,
+                                    nan=(step == 3 and rank == size - 1))
+                    _dp_step(params, dp, keys, g)
+                    norms[shard].append(dp.optimizer.grad_norm)
+            (p_plain, plain), (p_shard, shard) = runs[False], runs[True]
+            for i, (a, b) in enumerate(zip(_arrays_of(p_shard), _arrays_of(p_plain))):
+                check_equal(a, b, f"{what}: array {i}")
+            assert shard.optimizer.skipped_steps == plain.optimizer.skipped_steps == 1, what
+            assert shard.step_count == plain.step_count == 5, what
+            for s, (x, y) in enumerate(zip(norms[True], norms[False]), 1):
+                if s == 3:
+                    assert not np.isfinite(x) and not np.isfinite(y), (what, x, y)
+                else:
+                    assert y > clip and x == y, (what, s, x, y)
+            shard.verify_parameters()
+            sd = shard.state_dict(root=None)
+            check_state_dicts(sd, plain.state_dict(root=None), what)
+            assert len(sd["groups"]) == 2 and sd["groups"][1]["lr"] == 0.02, sd["groups"]
+            if fmt == "int8":
+                # every slice starts on a quantization block of its tensor (align=100 is not)
+                exts = optim_part.extents(_resume_pair(kind, fmt, True)[1])
+                for lo, _ in shard.shard:
+                    for e in exts:
+                        if e.fmt == "int8" and e.start < lo < e.stop:
+                            assert (lo - e.start) % 256 == 0, (what, lo, e)
+    # wrapping an optimizer that has stepped: each rank keeps its slices of that state
+    for kind in ("flat", "list", "dict"):
+        for fmt in ("float32", "bfloat16", "int8"):
+            params, opt, keys = _resume_pair(kind, fmt, True)
+            for step in (1, 2):
+                _step_single(params, opt, keys, _mean_grads(_arrays_of(params), step))
+            want = opt.state_dict()
+            dp = DataParallel(opt, shard_state=True, deterministic=True, align=100)
+            check_state_dicts(dp.state_dict(root=None), want, f"wrapped after 2 steps {kind} {fmt}")
+    done("zero1_every_feature")
+
+
+def zero1_clip_without_nan():
+    """Clipping alone (SGD with momentum), float32 and float64 parameters, with buckets and
+    the default slices (whole 16,384-element chunks): the same bits as plain data parallel."""
+    for dtype in (np.float32, np.float64):
+        runs = []
+        for shard in (False, True):
+            fp = make_fp(dtype)
+            runs.append((fp, DataParallel(fastopt.SGD(fp, lr=0.1, momentum=0.9,
+                                                      max_grad_norm=10.0),
+                                          shard_state=shard, deterministic=True,
+                                          bucket_size=5000)))
+        for step in range(1, 5):
+            for fp, dp in runs:
+                fp.grad[...] = local_grad(fp.size, dtype, step, rank)
+                dp.step()
+        (fa, a), (fb, b) = runs
+        check_equal(fb.data, fa.data, f"clipped {np.dtype(dtype)}")
+        assert b.optimizer.grad_norm == a.optimizer.grad_norm > 10.0
+    done("zero1_clip_without_nan")
 
 
 def weighting_mismatch():

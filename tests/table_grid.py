@@ -75,3 +75,12 @@ def signed(name):
 
 def combos(*lists):
     return list(itertools.product(*lists))
+
+
+def constructor_args(spec, lr_=0.01):
+    """Arguments for the registered optimizer ``spec`` (its class): ``lr``, and its optional
+    state switched on where the constructor takes the hyperparameter (SGD's momentum)."""
+    import inspect
+
+    params = inspect.signature(spec.cls).parameters
+    return {"lr": lr_, **{n: 0.9 for n in _check.optional_names(spec.row) if n in params}}

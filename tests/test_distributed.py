@@ -68,6 +68,7 @@ def launch(n, args, timeout=TIMEOUT, expect_ok=True, module=None):
 
 
 SCENARIOS = ["deterministic", "weighted", "allreduce_100_steps", "buckets", "state_memory",
+             "zero1_every_feature", "zero1_clip_without_nan",
              "lists_and_dicts", "state_dicts", "checkpoints", "mismatches", "small_and_threads",
              "low_precision_state", "resume_keeps_everything", "weighting_mismatch"]
 
@@ -134,6 +135,37 @@ def test_checkpoint_of_a_sharded_run_loads_in_one_process(mpi_run):
     for name in ("exp_avg", "exp_avg_sq"):
         np.testing.assert_array_equal(opt.state[name][0], expected[name])
     assert opt.step_count == 3
+
+
+@needs_mpi
+def test_checkpoint_of_a_sharded_run_with_every_feature_loads_in_one_process(mpi_run):
+    # ZeRO-1 with parameter groups, clipping, the guard and int8 state: the gathered file is
+    # the state one optimizer over the whole model holds (its state dict, bit for bit)
+    import pickle
+
+    n, _, _, d = mpi_run
+    fp = fastopt.FlatParams(SHAPES)
+    opt = fastopt.AdamW(fp, lr=0.01, weight_decay=0.3, max_grad_norm=5.0, skip_nonfinite=True,
+                        state_dtype="int8", min_lowbit_size=100,
+                        groups=[{"params": ["b1", "b2"], "weight_decay": 0.0, "lr": 0.02}])
+    assert fastopt.load_checkpoint(d / f"features{n}.npz", fp, opt) == {"epoch": 4}
+    np.testing.assert_array_equal(fp.data, np.load(d / f"features_data{n}.npy"))
+    want = pickle.loads((d / f"features_sd{n}.pkl").read_bytes())
+    got = opt.state_dict()
+    for key in ("step", "skipped_steps", "groups", "hyper", "state_dtype"):
+        assert got[key] == want[key], key
+    assert got["step"] == 3 and got["skipped_steps"] == 1
+    for name, entries in want["state"].items():
+        assert len(got["state"][name]) == len(entries) == len(opt.state_runs)
+        for a, b in zip(got["state"][name], entries):
+            if isinstance(b, dict):
+                for f, v in b.items():
+                    if isinstance(v, np.ndarray):
+                        np.testing.assert_array_equal(a[f], v)
+                    else:
+                        assert a[f] == v
+            else:
+                np.testing.assert_array_equal(a, b)
 
 
 # ------------------------------------------------------------------ faults: no hang, non-zero exit

@@ -29,9 +29,12 @@ BN_SHAPES = [(256, 1024), (4096, 1024), (64, 64, 56, 56)]
 QUICK_SIZES = {"64K": 1 << 16, "1M": 1 << 20}
 QUICK_BN_SHAPES = [(256, 1024), (16, 16, 28, 28)]
 
-#: The optimizers benchmarked, by row name: every entry of the registry (those with a PyTorch
-#: twin also time it; the others leave the torch column empty).
-OPTIMIZERS = {spec.bench_name: spec for spec in SPECS.values()}
+#: The optimizers benchmarked: those with a PyTorch twin to compare against, by row name.
+# Every registered optimizer with a PyTorch twin, and those on a kernel of the table that no
+# twinned one runs (a kernel added without a twin gets its rows, against the roofline and NumPy).
+OPTIMIZERS = {spec.bench_name: spec for spec in SPECS.values() if spec.torch is not None}
+OPTIMIZERS.update({spec.bench_name: spec for spec in SPECS.values()
+                   if spec.row.name not in {s.row.name for s in OPTIMIZERS.values()}})
 
 #: (arrays, smallest, largest): the list-mode rows (sizes drawn uniformly, fixed seed).
 LIST_CASES = [(200, 64, 1024), (100, 1024, 10240)]

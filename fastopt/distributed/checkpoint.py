@@ -28,7 +28,7 @@ from ..nn.flat import FlatParams
 from ..train import checkpoint as _single
 from ..train.checkpoint import CheckpointError
 from .errors import raise_collectively
-from .parallel import DataParallel, guarded_comm
+from .parallel import DataParallel, guarded_comm, whole_like
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
 
@@ -61,7 +61,7 @@ def save_checkpoint(path, params, optimizer, *, root=0, **extra):
             try:
                 whole = optimizer.optimizer
                 if sd is not None:      # the same class and configuration over the whole model
-                    whole = whole.like(params)
+                    whole = whole_like(optimizer, params)
                     whole.load_state_dict(sd)
                     sd = None           # (copied: one full-size state on root at a time)
                 _single.save_checkpoint(path, params, whole, **extra)
@@ -95,7 +95,7 @@ def load_checkpoint(path, params, optimizer, *, check=None, root=0):
                 # the file, checked by the single-process loader into an optimizer of the
                 # same class and configuration over a scratch copy of the model
                 tmp = FlatParams(params.shapes, dtype=params.dtype)
-                whole = optimizer.optimizer.like(tmp)
+                whole = whole_like(optimizer, tmp)
                 extras = _single.load_checkpoint(path, tmp, whole, check=check)
                 sd = whole.state_dict()
                 del whole

@@ -14,7 +14,13 @@ update everywhere.
   holds the optimizer state of its slice only and updates that slice with the fused kernel;
   then the parameters are all-gathered.  The same bytes cross the network as with an
   allreduce (a reduce-scatter plus an all-gather *is* a ring allreduce), but the optimizer
-  state and the optimizer's work per rank are 1/P of the whole.
+  state and the optimizer's work per rank are 1/P of the whole.  Every optimizer feature
+  works sharded: the slices are whole compiled chunks of the wrapped optimizer (at most
+  16,384 elements of one array or run, so no int8 block is split), and each element keeps
+  its parameter group, state format and bfloat16 rounding index (:mod:`fastopt.optim.part`);
+  clipping and the non-finite guard use the whole gradient's norm and flag: each rank sums
+  the squares of its chunks, one allgather brings every chunk's sum to every rank, and they
+  are added in the wrapped optimizer's own order.
 
 ``deterministic=True`` (either mode) replaces MPI's reduction by an all-to-all exchange of
 the slices (which only moves bytes) and a sum in rank order ``((g0 + g1) + g2) + ...`` on the
@@ -24,9 +30,12 @@ ranks: each element's sum is computed once, on one rank, and copied to the other
 plain mode relies on ``MPI_Allreduce`` giving every rank the same result, which the MPI
 standard recommends and Open MPI and MPICH do; :meth:`DataParallel.verify_parameters`
 checks it).  An elementwise kernel gives the same bits on a slice as on the whole buffer,
-so the two modes also agree with each other bit for bit in deterministic mode.
+so the two modes also agree with each other bit for bit in deterministic mode, with
+clipping, the guard, parameter groups and any state format too (the norm's squares are
+added in the same order; with ``impl="reference"`` plain mode adds them with NumPy instead).
 """
 
+import math
 import time
 import zlib
 from collections.abc import Mapping
@@ -35,6 +44,7 @@ import numpy as np
 
 from ..kernels import _check
 from ..optim import Optimizer
+from ..optim import part as _part
 from ..runtime import threads as _threads
 from ..runtime.dispatch import ext
 from ._mpi import require_mpi, world
@@ -68,12 +78,6 @@ class _Group:
         """Views of the flat ``buf`` shaped like the group's arrays."""
         return [buf[o:o + s].reshape(shape)
                 for o, s, shape in zip(self.offsets, self.sizes, self.shapes)]
-
-    def flatten(self, arrays):
-        """The group's arrays (of a list in the order of params) as one flat array."""
-        if not self.index:
-            return np.zeros(0, self.dtype)
-        return np.concatenate([np.asarray(arrays[i]).reshape(-1) for i in self.index])
 
 
 def _pieces(b0, b1, bounds):
@@ -162,7 +166,9 @@ class DataParallel:
         (Bounds the deterministic mode's receive buffer too.)
     align : int or None
         The slices' granularity in elements; default the kernels' block
-        (``16384``), so no slice splits a block.
+        (``16384``), so no slice splits a block.  In sharded mode a cut inside one of the
+        optimizer's compiled chunks (16,384 elements from the start of each array, or run of
+        a FlatParams) moves back to the chunk's start.
     broadcast : bool, default True
         Start every rank from rank 0's parameters (:meth:`broadcast_parameters`).
     num_threads : "auto", int or None, default "auto"
@@ -233,6 +239,12 @@ class DataParallel:
 
         self._params = optimizer.params
         self.flat = optimizer.flat
+        # ZeRO-1: the optimizer's tensors on the flat buffers, and its compiled chunks (the
+        # slices are whole chunks: the norm is added as one optimizer adds it, no int8 block
+        # is split)
+        if self.shard_state:
+            self._extents = _part.extents(optimizer)
+            self._norm = _part.NormOrder(optimizer)
         with self._comm.during("DataParallel()"):
             self._describe_and_compare(optimizer)
             if num_threads == "auto":
@@ -320,6 +332,10 @@ class DataParallel:
             self._grad_views = ps.pack(self._unflatten([g.gbuf for g in self._groups]))
         for g in self._groups:
             g.bounds = shard_bounds(g.n, self.size, self.align)
+            if self.shard_state:
+                cuts = self._norm.cuts(g.dtype)
+                edges = [0] + [_part.snap(cuts, hi) for _, hi in g.bounds[:-1]] + [g.n]
+                g.bounds = list(zip(edges[:-1], edges[1:]))
             lo, hi = g.bounds[self.rank]
             step = self.bucket_size or max(g.n, 1)
             g.buckets = [(b, min(b + step, g.n)) for b in range(0, g.n, step)]
@@ -338,40 +354,38 @@ class DataParallel:
                 out[i] = v
         return out
 
-    def _flat_state(self, state):
-        """A state_dict's ``state`` (whole model) -> per name, per dtype group, a flat array."""
-        ps = self._params
-        if not isinstance(state, dict):
-            raise ValueError(f"state_dict['state'] must be a dict, got {type(state).__name__}")
-        flat = {}
-        for name, bufs in state.items():
-            bufs = ps.unpack(bufs, what=f"state {name!r}")
-            for i, (b, p) in enumerate(zip(bufs, ps)):
-                if isinstance(b, Mapping):
-                    raise ValueError(f"state {name}[{i}] is {b.get('format')!r} state; "
-                                     "shard_state=True keeps float32/float64 state only")
-                b = np.asarray(b)
-                if b.shape != p.shape or b.dtype != p.dtype:
-                    raise ValueError(f"state {name}[{i}] has shape {b.shape} and dtype {b.dtype}, "
-                                     f"expected {p.shape} and {p.dtype}")
-            flat[name] = [np.ascontiguousarray(g.flatten(bufs)) for g in self._groups]
-        return flat
-
     def _shard_optimizer(self, opt):
-        """An optimizer of ``opt``'s class and configuration over this rank's slices."""
-        unsupported = [what for what, on in (
-            ("max_grad_norm", opt.max_grad_norm is not None),
-            ("skip_nonfinite", opt.skip_nonfinite),
-            ("parameter groups", len(opt.param_groups) > 1 or len(opt.param_groups[0]) > 1),
-            (f"state_dtype={opt.state_dtype!r}", opt.state_dtype != "float32"))
-            if on]
-        if unsupported:
-            # each rank would see only its slice's norm / its slice of the groups
-            raise ValueError(f"shard_state=True does not support {', '.join(unsupported)} yet: "
-                             "use shard_state=False (the full averaged gradient is clipped and "
-                             "checked on every rank)")
-        mine = [slice(*g.bounds[self.rank]) for g in self._groups]
-        shard = opt.like([g.pbuf[m] for g, m in zip(self._groups, mine)])
+        """An optimizer of ``opt``'s class and configuration over this rank's slices: each
+        element in its group, state format, int8 block and bfloat16 rounding index
+        (:func:`fastopt.optim.part.part`)."""
+        views, grads, sizes = [], [], [{} for _ in range(self.size)]
+        for g in self._groups:
+            for r, (lo, hi) in enumerate(g.bounds):
+                mine = _part.pieces(self._extents, g.dtype, lo, hi)
+                for e, a, b in mine:
+                    for kind, (dt, n) in _part.piece_sizes(e, b - a).items():
+                        sizes[r][kind] = sizes[r].get(kind, 0) + n
+                if r != self.rank:
+                    continue
+                if not mine:          # (an empty piece keeps the dtype present)
+                    views.append((None, lo, g.pbuf[lo:lo]))
+                    grads.append(g.red[:0])
+                for e, a, b in mine:
+                    views.append((e, a, g.pbuf[a:b]))
+                    grads.append(g.red[a - lo:b - lo])
+        shard = _part.part(opt, views)
+        self._shard_grads = shard.params.pack(grads)
+        # the state dicts' streams: the whole optimizer's layout, this rank's, every rank's lengths
+        self._whole_layout = _part.StateLayout(opt)
+        self._layout = _part.StateLayout(shard)
+        self._stream_counts = {kind: [sizes[r].get(kind, 0) for r in range(self.size)]
+                               for kind in self._whole_layout.sizes()}
+        # the whole optimizer's groups (to rebuild it over the whole model: checkpoints)
+        ps = opt.params
+        self._whole_members = (None if ps.kind == "list"
+                               else [list(g["params"]) for g in opt.param_groups])
+        self._whole_entry_groups = list(ps.entry_groups)
+        self._setup_norm()
         fresh = (opt.step_count == 0 and opt.skipped_steps == 0
                  and not any(np.any(b) for bufs in opt.state.values()
                              for b in (bufs.values() if isinstance(bufs, Mapping) else bufs)))
@@ -380,10 +394,58 @@ class DataParallel:
         else:
             # wrapping an optimizer that has stepped (or was loaded): keep its state, sliced
             sd = opt.state_dict()
-            state = {name: [buf[m].copy() for buf, m in zip(per_group, mine)]
-                     for name, per_group in self._flat_state(sd["state"]).items()}
-            shard.load_state_dict({**sd, "state": state})
+            streams = self._whole_layout.streams(sd["state"])
+            shard.load_state_dict({**sd, "state": self._layout.state(
+                {name: {kind: self._my_range(kind, s) for kind, s in per.items()}
+                 for name, per in streams.items()})})
         return shard
+
+    def _setup_norm(self):
+        """ZeRO-1's clipping norm: this rank's chunks of the reduced gradient, and where each
+        chunk's sum lands in the gathered buffer (each rank's sums, then its finiteness flag)."""
+        by_dtype = {g.dtype: g for g in self._groups}
+        owned = [[] for _ in range(self.size)]
+        self._norm_views = []
+        for c, (dt, a, b) in enumerate(self._norm.chunks):
+            g = by_dtype[dt]
+            r = next(r for r, (lo, hi) in enumerate(g.bounds) if lo <= a and b <= hi)
+            owned[r].append(c)
+            if r == self.rank:
+                lo = g.bounds[r][0]
+                self._norm_views.append(g.red[a - lo:b - lo])
+        self._norm_counts = [len(o) + 1 for o in owned]
+        self._norm_displs = np.concatenate([[0], np.cumsum(self._norm_counts[:-1])]).tolist()
+        self._norm_take = np.empty(len(self._norm.chunks), np.int64)
+        for r, o in enumerate(owned):
+            self._norm_take[o] = self._norm_displs[r] + np.arange(len(o))
+        self._norm_flags = np.array([d + n - 1 for d, n in zip(self._norm_displs,
+                                                                  self._norm_counts)])
+        self._norm_send = np.zeros(len(self._norm_views) + 1)
+        self._norm_recv = np.zeros(sum(self._norm_counts))
+
+    def _my_range(self, kind, stream):
+        """This rank's range of a whole state stream of ``kind``."""
+        counts = self._stream_counts[kind]
+        a = sum(counts[:self.rank])
+        return stream[a:a + counts[self.rank]]
+
+    def _like_whole(self, params):
+        """An optimizer like the wrapped one (class, configuration, groups with their current
+        values) over the whole model ``params``, fresh."""
+        opt = self._opt
+        if not self.shard_state:
+            return opt.like(params)
+        ov = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        if self._whole_members is None:       # a list: PyTorch-style groups, by position
+            where = self._whole_entry_groups
+            spec = [{"params": [p for p, k in zip(params, where) if k == j], **o}
+                    for j, o in enumerate(ov)]
+            return opt.like(spec if len(spec) > 1 or ov[0] else list(params), groups=None)
+        new = opt.like(params, groups=[{**o, "params": list(m)}
+                                       for o, m in zip(ov[1:], self._whole_members[1:])])
+        if ov[0]:
+            new.param_groups[0].update(ov[0])
+        return new
 
     # ------------------------------------------------------------ the optimizer's face
     @property
@@ -444,7 +506,9 @@ class DataParallel:
 
     # ------------------------------------------------------------ collectives
     def _mpitype(self, dtype):
-        return self._mpi.FLOAT if dtype == np.float32 else self._mpi.DOUBLE
+        dtype = np.dtype(dtype)
+        return {"float32": self._mpi.FLOAT, "float64": self._mpi.DOUBLE,
+                "uint16": self._mpi.UNSIGNED_SHORT, "uint8": self._mpi.UNSIGNED_CHAR}[dtype.name]
 
     def broadcast_parameters(self, root=0):
         """Copy rank ``root``'s parameters to every rank (collective)."""
@@ -618,26 +682,53 @@ class DataParallel:
                 for g in self._groups:
                     self._reduce_slices(g, weighted)
             t1 = time.perf_counter()
+            stats = None
+            if opt.max_grad_norm is not None or opt.skip_nonfinite:
+                with comm.during(f"the gradient norm of step {t}"):
+                    stats = self._grad_stats()
+            t1b = time.perf_counter()
             if self.flat is None:      # this rank's slice of the parameters, fresh
                 for g in self._groups:
                     self._copy_params_in(g)
-            opt.step([g.red for g in self._groups])
+            opt.step(self._shard_grads, grad_stats=stats)
             t2 = time.perf_counter()
-            with comm.during(f"the parameter all-gather of step {t}"):
-                for g in self._groups:
-                    self._allgather(g, g.pbuf)
-            if self.flat is None:
+            updated = opt.step_count == t        # (a skipped step is skipped on every rank)
+            if updated:
+                with comm.during(f"the parameter all-gather of step {t}"):
+                    for g in self._groups:
+                        self._allgather(g, g.pbuf)
+            if self.flat is None and updated:
                 for g in self._groups:
                     for i, v in zip(g.index, g.split(g.pbuf)):
                         np.copyto(self._params[i], v)
             t3 = time.perf_counter()
-            comm_time += (t1 - t0) + (t3 - t2)
-            opt_time = t2 - t1
+            comm_time += (t1b - t0) + (t3 - t2)
+            opt_time = t2 - t1b
         self._weighting = weighting
         tm = self.timings
         tm["communication"] += comm_time
         tm["optimizer"] += opt_time
         tm["steps"] += 1
+
+    def _grad_stats(self):
+        """ZeRO-1: (sum of squares, all finite) of the whole reduced gradient, the bits one
+        optimizer over the whole model computes: each rank sums the squares of its compiled
+        chunks (in double, as the fused step does), one allgather brings every chunk's sum to
+        every rank, and they are added in the whole optimizer's order
+        (:class:`fastopt.optim.part.NormOrder`)."""
+        send = self._norm_send
+        for i, v in enumerate(self._norm_views):
+            send[i] = ext._optim.sum_of_squares(v, 1)
+        # (a finite chunk sum has finite values; else, float64 squares may have overflowed)
+        ok = bool(np.isfinite(send[:-1]).all()) or all(bool(np.isfinite(g.red).all())
+                                                       for g in self._groups)
+        send[-1] = 1.0 if ok else 0.0
+        recv = self._norm_recv
+        self._comm.Allgatherv([send, self._mpi.DOUBLE],
+                              [recv, (self._norm_counts, self._norm_displs), self._mpi.DOUBLE])
+        total = self._norm.total(recv[self._norm_take])
+        finite = math.isfinite(total) or (self._norm.wide and bool(recv[self._norm_flags].all()))
+        return total, finite
 
     def _copy_params_in(self, g):
         lo, hi = g.bounds[self.rank]
@@ -714,30 +805,27 @@ class DataParallel:
             sd = opt.state_dict() if (everyone or self.rank == root) else None
             return sd
         local = opt.state_dict()
+        mine = self._layout.streams(local["state"])
+        here = everyone or self.rank == root
         full = {}
         with self._comm.during("state_dict"):
-            for name, bufs in local["state"].items():
-                per_group = []
-                for g, mine in zip(self._groups, bufs):
-                    counts = [hi - lo for lo, hi in g.bounds]
-                    displs = [lo for lo, _ in g.bounds]
-                    out = np.empty(g.n, g.dtype) if (everyone or self.rank == root) else None
-                    mt = self._mpitype(g.dtype)
+            for name in self._whole_layout.names:
+                full[name] = {}
+                for kind, (dt, total) in self._whole_layout.sizes().items():
+                    counts = self._stream_counts[kind]
+                    displs = np.concatenate([[0], np.cumsum(counts[:-1])]).tolist()
+                    out = np.empty(total, dt) if here else None
+                    mt = self._mpitype(dt)
+                    send = [mine[name].get(kind, np.zeros(0, dt)), mt]
                     if everyone:
-                        self._comm.Allgatherv([mine, mt], [out, (counts, displs), mt])
+                        self._comm.Allgatherv(send, [out, (counts, displs), mt])
                     else:
-                        self._comm.Gatherv([mine, mt], [out, (counts, displs), mt]
-                                           if out is not None else None, root=root)
-                    per_group.append(out)
-                full[name] = per_group
-        if not (everyone or self.rank == root):
+                        self._comm.Gatherv(send, [out, (counts, displs), mt] if here else None,
+                                           root=root)
+                    full[name][kind] = out
+        if not here:
             return None
-        if self.flat is not None:
-            state = {name: per_group for name, per_group in full.items()}
-        else:
-            state = {name: self._params.pack(self._unflatten(per_group))
-                     for name, per_group in full.items()}
-        return {**local, "state": state}
+        return {**local, "state": self._whole_layout.state(full)}
 
     def load_state_dict(self, state_dict, root=0):
         """Load a whole-model state_dict held by rank ``root`` (others may pass None); collective.
@@ -749,34 +837,31 @@ class DataParallel:
         """
         root = _check.integer("root", root, 0, self.size - 1)
         with self._comm.during("load_state_dict"):
-            problem = sd = flat = None
+            problem = sd = streams = None
             if self.rank == root:
                 if not isinstance(state_dict, dict) or "state" not in state_dict:
                     problem = ("ValueError: state_dict must be a dict from Optimizer.state_dict() "
                                "or DataParallel.state_dict()")
                 elif self.shard_state:
-                    try:      # the whole state, flat per dtype, to be cut into the slices
-                        groups = state_dict.get("groups")
-                        if isinstance(groups, (list, tuple)) and len(groups) > 1:
-                            raise ValueError(
-                                f"state_dict has {len(groups)} parameter groups; "
-                                "shard_state=True does not support parameter groups yet "
-                                "(load it with shard_state=False)")
-                        flat = self._flat_state(state_dict["state"])
-                        sd = {**state_dict, "state": list(flat)}
+                    try:      # the whole state as streams, to be cut into the slices
+                        kind = type(self._opt).__name__
+                        if state_dict.get("type") != kind:     # (the optimizer's message)
+                            raise ValueError(f"state_dict is for {state_dict.get('type')}, "
+                                             f"not {kind}")
+                        streams = self._whole_layout.streams(state_dict["state"])
+                        sd = {**state_dict, "state": None}
                     except (TypeError, ValueError) as e:
                         problem = f"{type(e).__name__}: {e}"
                 else:
                     sd = state_dict
             raise_collectively(self._comm, problem, "load_state_dict", exc=ValueError)
-            if not self.shard_state:
-                sd = self._bcast_arrays(sd, root)     # every format, group and counter
-            else:
-                sd = self._bcast_arrays(sd, root)     # all but the state: names only
-                sd["state"] = {name: [self._scatter(flat[name][gi] if self.rank == root
-                                                    else None, g, root)
-                                      for gi, g in enumerate(self._groups)]
-                               for name in sd["state"]}
+            sd = self._bcast_arrays(sd, root)     # plain: everything; sharded: all but the state
+            if self.shard_state:
+                sd["state"] = self._layout.state(
+                    {name: {kind: self._scatter(streams[name][kind] if streams else None,
+                                                kind, dt, root)
+                            for kind, (dt, _) in self._whole_layout.sizes().items()}
+                     for name in self._whole_layout.names})
             backup = self._opt.state_dict()
             problem = None
             try:
@@ -790,13 +875,12 @@ class DataParallel:
                     self._opt.load_state_dict(backup)
                 raise
 
-    def _scatter(self, full, g, root):
-        """Rank ``root``'s flat buffer ``full`` of group ``g``: this rank's slice of it (a copy)."""
-        lo, hi = g.bounds[self.rank]
-        mine = np.empty(hi - lo, g.dtype)
-        mt = self._mpitype(g.dtype)
-        counts = [b - a for a, b in g.bounds]
-        displs = [a for a, _ in g.bounds]
+    def _scatter(self, full, kind, dtype, root):
+        """Rank ``root``'s whole state stream ``full`` of ``kind``: this rank's range (a copy)."""
+        counts = self._stream_counts[kind]
+        displs = np.concatenate([[0], np.cumsum(counts[:-1])]).tolist()
+        mine = np.empty(counts[self.rank], dtype)
+        mt = self._mpitype(dtype)
         self._comm.Scatterv([full, (counts, displs), mt] if self.rank == root else None,
                             [mine, mt], root=root)
         return mine
@@ -811,3 +895,9 @@ def guarded_comm(dp):
     """The communicator ``dp`` makes its collectives through (under its timeout), for the
     distributed checkpoints (package-internal)."""
     return dp._comm
+
+
+def whole_like(dp, params):
+    """An optimizer like ``dp``'s whole one (class, configuration, parameter groups) over the
+    whole model ``params``, fresh (package-internal: the distributed checkpoints)."""
+    return dp._like_whole(params)

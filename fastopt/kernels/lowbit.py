@@ -67,7 +67,7 @@ def _run(kernel, variant, param, grad, states, values, step, extra):
     checks, then the compiled call of ``src/kernels/_lowbit.pyx.tp`` (gradient scale 1)."""
     step, hyper, arrays, extra = _c.step_args(kernel, variant, param, grad, states, values,
                                               step, extra)
-    arrays = [_flat(a) if a.ndim != 1 else a for a in arrays]
+    arrays = [_flat(a) for a in arrays]
     run = getattr(ext._lowbit, f"{kernel.name}_{variant}")
     if variant == "bf16":
         run(_flat(param), _flat(grad), *arrays, *hyper, step, *extra, 1.0, get_num_threads())

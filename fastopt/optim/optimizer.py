@@ -566,7 +566,8 @@ class Optimizer(Checked):
         self._plan.bind(grads, self._check_grads)
 
     def step(self, grads: Sequence[np.ndarray] | Mapping[str, np.ndarray] | None = None, *,
-             max_grad_norm: float | None = None) -> None:
+             max_grad_norm: float | None = None,
+             grad_stats: tuple[float, bool] | None = None) -> None:
         """Update every parameter in place from its gradient.
 
         Everything is checked before the first parameter is updated: a rejected
@@ -579,11 +580,16 @@ class Optimizer(Checked):
         are not changed.  With ``skip_nonfinite`` a step whose gradients hold a NaN or an
         infinity changes nothing (the step count does not advance; ``skipped_steps`` counts
         it).  ``grad_norm`` holds the norm the last step computed (None without either).
+
+        ``grad_stats=(sum_of_squares, finite)`` gives the clipping and the guard the
+        statistics of a larger gradient this step's gradients are part of, instead of their
+        own (ZeRO-1: each rank updates a slice, with the whole gradient's norm); the clip
+        factor is then computed from it by the same rule.
         """
         # One step at a time: the compiled tables hold the gradients bound last, so two
         # threads stepping one optimizer (Hogwild style) take turns.
         with self._lock:
-            self._locked_step(grads, max_grad_norm)
+            self._locked_step(grads, max_grad_norm, grad_stats)
 
     def _flat_writable(self):
         """The FlatParams' buffer and the state arrays are writable (the views in the
@@ -593,12 +599,20 @@ class Optimizer(Checked):
                         for _, _, f, e in _state.rows(self._states, self._state_formats())
                         for b in f.rows(e)))
 
-    def _locked_step(self, grads, max_grad_norm):
+    def _locked_step(self, grads, max_grad_norm, grad_stats=None):
         grads = self._grad_list(grads)
         if max_grad_norm is None:
             max_norm = self.max_grad_norm
         else:
             max_norm = _check.positive("max_grad_norm", max_grad_norm)
+        if grad_stats is not None:
+            if (not isinstance(grad_stats, tuple) or len(grad_stats) != 2
+                    or not isinstance(grad_stats[0], (int, float, np.floating))
+                    or isinstance(grad_stats[0], bool)
+                    or not isinstance(grad_stats[1], (bool, np.bool_))
+                    or not grad_stats[0] >= 0 and not math.isnan(grad_stats[0])):
+                raise TypeError("grad_stats must be a tuple (sum of squares: a float >= 0, "
+                                f"finite: a bool), got {grad_stats!r}")
         t = self._step + 1
         kwargs = [self._kernel_kwargs(t, h) for h in self._group_hyper()]
         seed = _check.integer("seed", self._seed, 0, 2**64 - 1)
@@ -610,7 +624,12 @@ class Optimizer(Checked):
             self._check_grads(grads)
         gscale = 1.0
         if max_norm is not None or self.skip_nonfinite:
-            sumsq, finite = self._plan.grad_stats(grads) if fused else _reference_stats(grads)
+            if grad_stats is not None:
+                sumsq, finite = float(grad_stats[0]), bool(grad_stats[1])
+            elif fused:
+                sumsq, finite = self._plan.grad_stats(grads)
+            else:
+                sumsq, finite = _reference_stats(grads)
             norm = math.sqrt(sumsq)
             self.grad_norm = norm
             if self.skip_nonfinite and not finite:

@@ -148,7 +148,7 @@ def spec(name, kernel, **options) -> OptimizerSpec:
     :data:`fastopt.specs.KERNELS`, which gives its state buffers, which of them are never
     negative, and its passes (param read and written, grad read, each state buffer read and
     written); ``options``: the other fields of :class:`OptimizerSpec`.  The class it is
-    declared in (``_spec = spec(...)``) fills in :attr:`OptimizerSpec.optimizer`."""
+    declared in (``_spec = spec(...)``) fills in its ``optimizer``."""
     k = _KERNELS[kernel]
     return OptimizerSpec(name, "", f"{kernel}_step", k.state_names, 3 + 2 * len(k.state),
                          nonnegative=tuple(b.name for b in k.state if b.nonnegative), **options)
