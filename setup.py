@@ -203,8 +203,12 @@ class BuildExt(build_ext):
 
 SRC = HERE / "src"
 INCLUDE = ["src/common", "src/kernels"]
-# The C headers the kernel modules include: an edit rebuilds every module (they are few).
-DEPENDS = sorted(str(h.relative_to(HERE)) for d in ("common", "kernels") for h in (SRC / d).glob("*.h"))
+# The C headers the kernel modules include: an edit rebuilds every module (they are few); the
+# rendered ones (fo_hyper.h from fo_hyper.h.tp) too, through the table they are rendered from.
+DEPENDS = sorted({str(h.relative_to(HERE)) for d in ("common", "kernels")
+                  for h in list((SRC / d).glob("*.h")) + [t.with_suffix("") for t in
+                                                          (SRC / d).glob("*.h.tp")]}
+                 | {str(SPECS_PY.relative_to(HERE))})
 RUNTIME_DEPENDS = sorted(str(h.relative_to(HERE)) for h in (SRC / "runtime").glob("*.h"))
 
 
@@ -215,8 +219,9 @@ def _numpy_include():
 
 
 def _render_templates(directory):
-    """Render every ``*.pyx.tp`` / ``*.pxd.tp`` in ``directory`` (``_optim.pyx.tp`` ->
-    ``_optim.pyx``) when the template or the kernel table is newer than the output."""
+    """Render every ``*.pyx.tp`` / ``*.pxd.tp`` / ``*.h.tp`` in ``directory`` (``_optim.pyx.tp``
+    -> ``_optim.pyx``, beside it) when the template or the kernel table is newer than the
+    output."""
     from Cython import Tempita
 
     table = runpy.run_path(str(SPECS_PY))
@@ -227,7 +232,8 @@ def _render_templates(directory):
             continue
         text = Tempita.sub(tp.read_text(), name=str(tp.relative_to(HERE)),
                            KERNELS=table["KERNELS"], DTYPES=table["DTYPES"])
-        header = f"# Generated from {tp.name} by setup.py: edit the template, not this file.\n"
+        note = f"Generated from {tp.name} by setup.py: edit the template, not this file."
+        header = f"/* {note} */\n" if out.suffix == ".h" else f"# {note}\n"
         out.write_text(header + text)
 
 

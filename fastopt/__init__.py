@@ -56,7 +56,8 @@ from . import kernels, reference
 from .nn import init
 from .nn.flat import FlatParams
 from .nn.layers import BatchNorm
-from .optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop, functional
+from .optim import Optimizer, functional
+from .optim.algorithms import *  # noqa: F403 (every optimizer class: SGD, Adam, ...)
 from . import data
 from .data.preprocessing import Standardizer
 from .train import schedules, tuning
@@ -111,7 +112,7 @@ def info() -> dict:
 _blas._init_from_env()
 
 __all__ = [
-    "FlatParams", "BatchNorm", "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
+    "FlatParams", "BatchNorm", "Optimizer", *optim.algorithms.__all__,
     "Standardizer", "save_checkpoint", "load_checkpoint", "Trainer",
     "kernels", "reference", "init", "data", "schedules", "tuning", "set_num_threads", "get_num_threads", "num_threads",
     "default_num_threads", "isa", "info", "share_blas_threads", "restore_blas_threads", "__version__",

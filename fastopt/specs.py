@@ -10,8 +10,12 @@ loads this file by path before the package is built, and renders from :data:`KER
 * ``src/kernels/_optim.pyx.tp``: per kernel its parallel task, its several-groups driver and
   its entry points ``<name>_step`` (one flat array) and ``<name>_multi`` (a plan).
 
-:mod:`fastopt.optim.registry` takes ``MULTI_ARGS`` (the order of one group's
-hyperparameters) and each optimizer's state buffers from here.
+The Python side is derived from it too: the step functions of :mod:`fastopt.kernels`,
+:mod:`fastopt.kernels.lowbit` and :mod:`fastopt.reference.lowbit` (signatures, checks,
+docstrings: ``fastopt/kernels/_make.py``), the state formats' compiled calls
+(:mod:`fastopt.optim.formats`), the optimizer classes' hyperparameters, checks and state
+buffers (:class:`fastopt.Optimizer`), the registry's buffers and bytes, and the test grids.
+Adding an optimizer: see the documentation's "Adding an optimizer" page.
 
 A kernel is described by
 
@@ -26,18 +30,35 @@ A kernel is described by
     The fields of the hyperparameter struct, in order: name, ``"real"`` (the buffers'
     dtype) or ``"bint"``, and the C expression (over the hyperparameters, ``step`` and
     ``gscale``, evaluated in double) it holds.  Changing an expression changes result bits.
+    A ``"bint"`` constant is a *mode flag*: the update rule branches on it, and every loop
+    over elements is compiled once per combination of the flags (:attr:`Kernel.modes`: bit
+    ``i`` of the kernel's mode is its ``i``-th flag; ``fo_hyper.h`` names the bits
+    ``FO_<NAME>_<FLAG>`` and computes a struct's mode), so no flag is tested per element.
 ``state``
     The state buffers after ``param, grad``: name, whether it is never negative (int8 state
     quantizes it with the unsigned map, else the signed one), and which half of the bfloat16
-    rounding hash rounds it (0: the high 16 bits, 1: the low 16 bits).
+    rounding hash rounds it (0: the high 16 bits, 1: the low 16 bits), and its value before
+    the first step (``init``: 0 by default, or the name of a hyperparameter, as Adagrad's
+    ``initial_accumulator_value``; the optimizers fill new state with it).
 ``lowbit``
-    The prefix of the kernel's C passes with low-precision state in
-    ``src/kernels/fo_lowbit.h`` (``fo_<lowbit>_bf16``, ``fo_<lowbit>_int8`` and their record
-    ``fo_<lowbit>_p``), from which ``src/kernels/_lowbit.pyx.tp`` renders its entry points
-    ``<name>_bf16``, ``<name>_int8`` and ``<name>_{bf16,int8}_multi``; None: float state only.
+    Whether the kernel also runs with bfloat16 and int8 state: ``src/kernels/_lowbit.pyx.tp``
+    then instantiates ``fo_lowbit.h``'s generic passes for it (one- or two-buffer) and renders
+    its entry points ``<name>_bf16``, ``<name>_int8`` and ``<name>_{bf16,int8}_multi``.
 ``optional``
     The condition (a struct field) without which the state buffers are not read or written
-    (SGD without momentum), or None.
+    (SGD without momentum), or None.  It is a mode flag; the low-precision passes are
+    instantiated only for the modes where it holds.  Its expression is Python too
+    (``"momentum != 0.0"``): the wrappers, the classes and the low-precision kernels
+    evaluate it.
+``doc``
+    The step functions' docstring: summary, formula, notes and examples (the Parameters
+    section is generated from ``hyper``, with each :class:`Hyper`'s ``doc`` note).
+
+The update rule itself is C, written once in ``src/kernels/fo_rules.h`` (for float, double
+and the vectors of ``fo_simd.h``) and read by the dense loops of ``_optim`` and the passes of
+``fo_lowbit.h``; its NumPy twin is in ``fastopt/reference``.  The C structs the rules read
+(``<Struct>_f32``, ``<Struct>_f64`` and the broadcast ``<Struct>_vec``) are rendered from this
+table into ``src/kernels/fo_hyper.h``.
 """
 
 from typing import NamedTuple
@@ -48,6 +69,7 @@ class Hyper(NamedTuple):
     ctype: str            # "double" or "bint": the entry points' argument type
     rule: str             # ">=0", ">0", "[0,1)", "[0,1]", "bool"
     default: object       # the wrappers' default (None: required, as lr)
+    doc: str = ""         # what the generated docstrings add to the rule (a sentence), if anything
 
 
 class Const(NamedTuple):
@@ -60,6 +82,7 @@ class Buffer(NamedTuple):
     name: str
     nonnegative: bool     # int8: the unsigned map (else the signed one)
     half: int             # bfloat16 rounding hash: 0 its high 16 bits, 1 its low 16 bits
+    init: float | str = 0.0   # its value before the first step, or the hyperparameter giving it
 
 
 class Kernel(NamedTuple):
@@ -70,7 +93,8 @@ class Kernel(NamedTuple):
     consts: tuple
     state: tuple
     optional: str | None = None
-    lowbit: str | None = None   # fo_lowbit.h's prefix (fo_<lowbit>_bf16, ...); None: no low-bit state
+    lowbit: bool = False  # also bfloat16 and int8 state (fo_lowbit.h's generic passes)
+    doc: str = ""         # the wrappers' docstring: summary, formula, notes (Parameters generated)
 
     @property
     def hyper_names(self):
@@ -80,8 +104,84 @@ class Kernel(NamedTuple):
     def state_names(self):
         return tuple(b.name for b in self.state)
 
+    @property
+    def modes(self):
+        """The mode flags (the ``"bint"`` constants), bit ``i`` of the mode the ``i``-th."""
+        return tuple(c.name for c in self.consts if c.kind == "bint")
 
-_WD = Hyper("weight_decay", "double", ">=0", 0.0)
+
+
+# The wrappers' docstrings (fastopt.kernels.<name>_step; the low-precision ones refer to them):
+# summary, formula and notes.  Their Parameters section is generated from the row.
+
+_SGD_DOC = r"""One SGD step (optionally with momentum, Nesterov, weight decay), in place.
+
+.. math::
+
+    g &= \nabla + \lambda\,\theta \\
+    b &\leftarrow \mu\,b + (1-\tau)\,g \qquad\text{(if } \mu > 0) \\
+    d &= g + \mu\,b \text{ (nesterov) },\quad b \text{ (momentum) },\quad g \text{ (else)} \\
+    \theta &\leftarrow \theta - \eta\,d
+
+With ``dampening=0`` this is ``torch.optim.SGD`` step for step (its first
+step sets ``b = g``, which is what ``0·b + g`` gives from zeros). With
+``dampening=momentum`` it is the seed's exponentially weighted momentum
+:math:`v = \beta v + (1-\beta)\,dW,\ w \leftarrow w - \alpha v` (PyTorch
+instead copies ``g`` into the buffer on its first step when dampening is
+non-zero; fastopt, like the seed, starts from zeros).
+
+Examples
+--------
+>>> import numpy as np, fastopt.kernels as K
+>>> p = np.ones(3, np.float32); g = np.full(3, 0.5, np.float32)
+>>> buf = np.zeros(3, np.float32)
+>>> K.sgd_step(p, g, buf, lr=0.1, momentum=0.9)
+>>> p
+array([0.95, 0.95, 0.95], dtype=float32)
+"""
+
+_RMSPROP_DOC = r"""One RMSprop step, in place.
+
+.. math::
+
+    g &= \nabla + \lambda\,\theta \\
+    s &\leftarrow \alpha\,s + (1-\alpha)\,g^2 \\
+    \theta &\leftarrow \theta - \eta\,\frac{g}{\sqrt{s + \epsilon}}
+          \quad\text{(seed, eps_inside_sqrt=True)} \quad\text{or}\quad
+          \theta - \eta\,\frac{g}{\sqrt{s} + \epsilon} \quad\text{(PyTorch)}
+
+The seed puts ε inside the square root; ``torch.optim.RMSprop`` adds it
+outside (``eps_inside_sqrt=False``).  PyTorch's default ``alpha`` is
+0.99; fastopt follows the seed's β ≈ 0.9.
+"""
+
+_ADAM_DOC = r"""One Adam (or AdamW) step, in place; ``step`` counts from 1.
+
+.. math::
+
+    \theta &\leftarrow (1 - \eta\lambda)\,\theta,\ g = \nabla
+             \quad\text{(decoupled, AdamW)} \quad\text{else}\quad
+             g = \nabla + \lambda\,\theta \quad\text{(L2, torch.optim.Adam)} \\
+    m &\leftarrow \beta_1 m + (1-\beta_1)\,g \\
+    v &\leftarrow \beta_2 v + (1-\beta_2)\,g^2 \\
+    \theta &\leftarrow \theta - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}
+
+This is the seed's Adam, and ``torch.optim.Adam``/``AdamW`` step for step.
+In the buffers' dtype the last line is computed in the order of Kingma & Ba's efficient
+form, as PyTorch orders it,
+
+.. math::
+
+    \theta \leftarrow \theta - \frac{m}{\sqrt{v}\,c_2 + \epsilon}\,c_1, \quad
+    c_1 = \frac{\eta}{1-\beta_1^t},\ c_2 = \frac{1}{\sqrt{1-\beta_2^t}}
+
+(``c1``, ``c2`` computed in double and rounded once), so no intermediate
+overflows for the moments Adam produces (forming :math:`m/(1-\beta_1^t)`
+alone can) and subnormal moments keep their bits; the reference computes
+the same operations.
+"""
+
+_WD = Hyper("weight_decay", "double", ">=0", 0.0, "The weight decay (see the formula).")
 
 KERNELS = (
     Kernel(
@@ -89,7 +189,8 @@ KERNELS = (
         hyper=(Hyper("lr", "double", ">=0", None),
                Hyper("momentum", "double", "[0,1)", 0.0),
                Hyper("dampening", "double", "[0,1]", 0.0),
-               Hyper("nesterov", "bint", "bool", False),
+               Hyper("nesterov", "bint", "bool", False,
+                     "Needs momentum > 0 and dampening == 0."),
                _WD),
         step=False,
         consts=(Const("gscale", "real", "gscale"),
@@ -103,13 +204,15 @@ KERNELS = (
                 Const("nesterov", "bint", "nesterov")),
         state=(Buffer("momentum_buf", False, 0),),
         optional="has_mom",
-        lowbit="sgd"),
+        lowbit=True,
+        doc=_SGD_DOC),
     Kernel(
         "rmsprop", "RmspropHyper",
         hyper=(Hyper("lr", "double", ">=0", None),
                Hyper("alpha", "double", "[0,1)", 0.9),
                Hyper("eps", "double", ">0", 1e-8),
-               Hyper("eps_inside_sqrt", "bint", "bool", True),
+               Hyper("eps_inside_sqrt", "bint", "bool", True,
+                     "The seed's g / sqrt(s + eps); False: PyTorch's g / (sqrt(s) + eps)."),
                _WD),
         step=False,
         consts=(Const("gscale", "real", "gscale"),
@@ -121,10 +224,12 @@ KERNELS = (
                 Const("has_wd", "bint", "weight_decay != 0.0"),
                 Const("eps_inside", "bint", "eps_inside_sqrt")),
         state=(Buffer("square_avg", True, 1),),
-        lowbit="rms"),
+        lowbit=True,
+        doc=_RMSPROP_DOC),
     Kernel(
         "adam", "AdamHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
+        hyper=(Hyper("lr", "double", ">=0", None,
+                     "With lr / (1 - beta1**step) finite in the buffers' dtype."),
                Hyper("beta1", "double", "[0,1)", 0.9),
                Hyper("beta2", "double", "[0,1)", 0.999),
                Hyper("eps", "double", ">0", 1e-8),
@@ -145,7 +250,68 @@ KERNELS = (
                 Const("has_wd", "bint", "weight_decay != 0.0"),
                 Const("decoupled", "bint", "decoupled_weight_decay")),
         state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
-        lowbit="adam"),
+        lowbit=True,
+        doc=_ADAM_DOC),
+    Kernel(
+        "adagrad", "AdagradHyper",
+        hyper=(Hyper("lr", "double", ">=0", None),
+               Hyper("lr_decay", "double", ">=0", 0.0,
+                     "The step t uses lr / (1 + (t - 1) lr_decay)."),
+               Hyper("eps", "double", ">0", 1e-10),
+               _WD,
+               Hyper("initial_accumulator_value", "double", ">=0", 0.0,
+                     "The value the optimizers start sum at (the step does not read it).")),
+        step=True,
+        consts=(Const("gscale", "real", "gscale"),
+                Const("clr", "real", "lr / (1.0 + (step - 1) * lr_decay)"),
+                Const("eps", "real", "eps"),
+                Const("wd", "real", "weight_decay"),
+                Const("has_wd", "bint", "weight_decay != 0.0")),
+        state=(Buffer("sum", True, 1, init="initial_accumulator_value"),),
+        lowbit=True,
+        doc=r"""One Adagrad step, in place; ``step`` counts from 1.
+
+        .. math::
+
+            g &= \nabla + \lambda\,\theta \\
+            s &\leftarrow s + g^2 \\
+            \theta &\leftarrow \theta - \frac{\eta}{1 + (t-1)\,\delta}\,\frac{g}{\sqrt{s} + \epsilon}
+
+        ``torch.optim.Adagrad`` step for step, in its order of operations (its defaults:
+        ``lr=1e-2``, ``eps=1e-10``).  ``initial_accumulator_value`` is where the optimizers
+        start ``s``; a direct call takes ``sum`` as given.
+        """),
+    Kernel(
+        "lion", "LionHyper",
+        hyper=(Hyper("lr", "double", ">=0", None),
+               Hyper("beta1", "double", "[0,1)", 0.9),
+               Hyper("beta2", "double", "[0,1)", 0.99),
+               Hyper("weight_decay", "double", ">=0", 0.0,
+                     "Decoupled: the parameters shrink by lr * weight_decay each step.")),
+        step=False,
+        consts=(Const("gscale", "real", "gscale"),
+                Const("lr", "real", "lr"),
+                Const("beta1", "real", "beta1"),
+                Const("one_minus_beta1", "real", "1.0 - beta1"),
+                Const("beta2", "real", "beta2"),
+                Const("one_minus_beta2", "real", "1.0 - beta2"),
+                Const("decay", "real", "1.0 - lr * weight_decay"),
+                Const("has_wd", "bint", "weight_decay != 0.0")),
+        state=(Buffer("exp_avg", False, 0),),
+        lowbit=True,
+        doc=r"""One Lion step (Chen et al. 2023, "Symbolic Discovery of Optimization
+        Algorithms"), in place.
+
+        .. math::
+
+            \theta &\leftarrow (1 - \eta\lambda)\,\theta \\
+            c &= \beta_1 m + (1-\beta_1)\,\nabla \\
+            \theta &\leftarrow \theta - \eta\,\operatorname{sign}(c) \\
+            m &\leftarrow \beta_2 m + (1-\beta_2)\,\nabla
+
+        ``sign`` as :func:`numpy.sign` (0 for 0, NaN for NaN: a non-finite gradient reaches
+        the parameters, where ``skip_nonfinite`` guards them).
+        """),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}

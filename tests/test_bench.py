@@ -70,7 +70,9 @@ def test_bench_quick_table_and_json(tmp_path):
         assert r["time"] > 0 and r["reference_time"] > 0
         if r["group"] in ("optimizer", "batchnorm", "model"):
             assert r["bytes"] > 0 and r["roofline_time"] > 0
-            assert ("torch_time" in r) == torch_installed
+            # (an optimizer without a PyTorch twin, as Lion, has no torch column)
+            twin = r["group"] != "optimizer" or OPTIMIZERS[r["name"].split()[0]].torch
+            assert ("torch_time" in r) == (torch_installed and twin is not None)
     if not torch_installed:
         assert "torch not installed" in lines[0]
     expected_load = ["adam 1M", "batchnorm 4096x1024", "MLP train step", "MLP step, BLAS 1 thread"]
@@ -423,13 +425,15 @@ def test_round_robin_and_each_apart_call_order():
 
 def test_cases_are_the_benchmarks_cases():
     """benchmarks/ times the cases fastopt bench runs (no case rebuilt there)."""
-    from fastopt.benchmark.cases import ROLES, run_cases
+    from fastopt.benchmark.cases import OPTIMIZERS, QUICK_SIZES, ROLES, run_cases
 
     text = (ROOT / "benchmarks" / "test_bench_cases.py").read_text()
     assert "run_cases(" in text and "np.random" not in text
     assert not list((ROOT / "benchmarks").glob("test_bench_optim.py"))
     quick = run_cases(quick=True, torch=True)
-    assert [c.group for c in quick].count("optimizer") == 9
+    # each optimizer row at each quick size, and Adam in float64 (9 for the 4 twinned ones)
+    assert [c.group for c in quick].count("optimizer") == len(OPTIMIZERS) * len(QUICK_SIZES) + 1
+    assert {"sgd-momentum", "rmsprop", "adam", "adamw"} <= set(OPTIMIZERS)
     assert {c.group for c in quick} <= set(ROLES)
     (case,) = [c for c in quick if c.name == "adam float64"]
     assert case.bytes == 56 * case.size

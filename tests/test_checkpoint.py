@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastopt
+from fastopt.optim import SPECS
 from fastopt.train.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,8 @@ def _train(fp, opt, steps, start=0):
         opt.step()
 
 
-@pytest.mark.parametrize("cls", [fastopt.Adam, fastopt.AdamW, fastopt.RMSprop, fastopt.Momentum])
+# every optimizer of the registry (those with state by default: SGD's comes with momentum)
+@pytest.mark.parametrize("cls", [s.cls for s in SPECS.values() if s.name != "sgd"])
 def test_resume_gives_the_same_bits(tmp_path, cls):
     path = tmp_path / "ckpt.npz"
     fp, opt = _model(), cls(_model(), lr=0.01)

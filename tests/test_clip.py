@@ -14,6 +14,8 @@ import fastopt
 from fastopt import kernels as K
 from fastopt.optim import SPECS
 
+import table_grid
+
 SHAPES = [(3,), (50, 40), (70_001,), (0,), (17, 3)]
 
 
@@ -23,7 +25,8 @@ def _arrays(rng, dtype, scale=1.0):
 
 def _make(name, params, **kw):
     args = {"sgd": dict(lr=0.05, momentum=0.9), "momentum": dict(lr=0.05),
-            "rmsprop": dict(lr=0.01), "adam": dict(lr=0.01), "adamw": dict(lr=0.01)}[name]
+            "rmsprop": dict(lr=0.01), "adam": dict(lr=0.01), "adamw": dict(lr=0.01)}.get(name)
+    args = args or table_grid.constructor_args(SPECS[name])   # an optimizer added since
     return getattr(fastopt, SPECS[name].optimizer)(params, **args, **kw)
 
 

@@ -4,10 +4,14 @@ PyTorch-style groups over lists of arrays, groups by name over a FlatParams or a
 each must give the bits of separate optimizers over each group's arrays.
 """
 
+import inspect
+
 import numpy as np
 import pytest
 
 import fastopt
+from fastopt.kernels import _check
+from fastopt.optim import SPECS
 
 
 def _model(rng, dtype=np.float32):
@@ -30,12 +34,13 @@ def _separate(model, cls, **kw):
     return w, b
 
 
-@pytest.mark.parametrize("cls", [fastopt.AdamW, fastopt.SGD, fastopt.RMSprop])
+# every optimizer of the registry with a weight_decay argument
+@pytest.mark.parametrize("cls", [s.cls for s in SPECS.values()
+                                 if "weight_decay" in inspect.signature(s.cls).parameters])
 @pytest.mark.parametrize("form", ["torch", "dict", "flat"])
 def test_groups_give_the_bits_of_separate_optimizers(cls, form, rng):
     kw = dict(lr=0.01, weight_decay=0.1)
-    if cls is fastopt.SGD:
-        kw["momentum"] = 0.9
+    kw.update({n: 0.9 for n in _check.optional_names(cls._spec.row)})   # SGD: with momentum
     model = _model(rng)
     ref = {k: v.copy() for k, v in model.items()}
     bias_group = {"params": BIASES, "weight_decay": 0.0, "lr": 0.005}

@@ -10,6 +10,8 @@ from fastopt import kernels as K
 from fastopt import reference as R
 from fastopt.optim import SPECS
 
+import table_grid
+
 SIZES = [0, 1, 7, 17, 4097, 1_000_003]
 RTOL, ATOL = 1e-5, 1e-6
 STEPS = 10
@@ -40,11 +42,13 @@ def _adam_options():
                    beta2=betas[1])
 
 
-# The kernels come from the one registry of optimizers; each needs its grid of options here
-# (a kernel added to the registry without one fails at collection with a KeyError).
-KERNELS = sorted({spec.kernel for spec in SPECS.values()})
+# The kernels come from the kernel table; each has its grid of options: written here, or
+# from its row (table_grid.options) for a kernel without one.
+KERNELS = [f"{k}_step" for k in table_grid.KERNELS]
 OPTIONS = {"sgd_step": _sgd_options, "rmsprop_step": _rmsprop_options, "adam_step": _adam_options}
-CASES = [(kernel.removesuffix("_step"), o) for kernel in KERNELS for o in OPTIONS[kernel]()]
+CASES = [(kernel.removesuffix("_step"), o) for kernel in KERNELS
+         for o in (OPTIONS[kernel]() if kernel in OPTIONS
+                   else table_grid.options(kernel.removesuffix("_step")))]
 
 
 def _case_id(case):
@@ -55,22 +59,11 @@ def _case_id(case):
 def make_buffers(name, n, rng, opts=None, dtype=np.float32):
     """param and zero state buffers for kernel ``name``."""
     param = rng.standard_normal(n).astype(dtype)
-    if name == "sgd":
-        state = [np.zeros(n, dtype)] if (opts or {}).get("momentum", 0) else [None]
-    elif name == "rmsprop":
-        state = [np.zeros(n, dtype)]
-    else:
-        state = [np.zeros(n, dtype), np.zeros(n, dtype)]
-    return param, state
+    return param, table_grid.dense_state(name, n, dtype, opts)
 
 
 def call(mod, name, param, grad, state, t, opts):
-    if name == "sgd":
-        mod.sgd_step(param, grad, state[0], lr=0.05, **opts)
-    elif name == "rmsprop":
-        mod.rmsprop_step(param, grad, state[0], lr=0.01, **opts)
-    else:
-        mod.adam_step(param, grad, state[0], state[1], step=t, lr=0.01, **opts)
+    table_grid.call_dense(mod, name, param, grad, state, t, opts)
 
 
 def _copy(state):
@@ -179,7 +172,7 @@ def test_global_norm_is_accurate_in_double():
 @pytest.mark.parametrize("name", [k.removesuffix("_step") for k in KERNELS])
 def test_nan_in_grad_propagates_like_reference(isa, name, rng):
     n = 100_003
-    opts = {"momentum": 0.9} if name == "sgd" else {}
+    opts = table_grid.options(name)[0]     # the defaults (SGD: with momentum)
     p_k, s_k = make_buffers(name, n, rng, opts)
     p_r, s_r = p_k.copy(), _copy(s_k)
     grad = rng.standard_normal(n).astype(np.float32)

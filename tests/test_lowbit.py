@@ -13,6 +13,8 @@ from fastopt.kernels import _formats as F
 from fastopt.kernels import lowbit as K
 from fastopt.reference import lowbit as R
 
+import table_grid
+
 SIZES = [0, 1, 7, 17, 255, 256, 257, 4097, 16385, 100_003]
 STEPS = 5
 
@@ -36,9 +38,12 @@ def _sgd_opts():
         yield dict(momentum=0.9, dampening=damp, nesterov=nesterov, weight_decay=wd)
 
 
-OPTS = {"adam": _adam_opts, "rmsprop": _rmsprop_opts, "sgd": _sgd_opts}
-NSTATE = {"adam": 2, "rmsprop": 1, "sgd": 1}
-SIGNED = {"adam": [True, False], "rmsprop": [False], "sgd": [True]}
+# Every kernel of the table with low-precision state; its grid of options written here, or
+# from its row (table_grid.options) for a kernel without one.
+_HAND = {"adam": _adam_opts, "rmsprop": _rmsprop_opts, "sgd": _sgd_opts}
+OPTS = {k: _HAND.get(k, lambda k=k: iter(table_grid.options(k))) for k in table_grid.LOWBIT}
+NSTATE = {k: len(table_grid.KERNELS[k].state) for k in OPTS}
+SIGNED = {k: table_grid.signed(k) for k in OPTS}
 CASES = [(opt, fmt, o) for opt in OPTS for fmt in ("bf16", "int8") for o in OPTS[opt]()]
 
 
@@ -60,10 +65,10 @@ def make_state(opt, fmt, n):
 def call(mod, opt, fmt, p, g, state, t, opts, seed=7, index_offset=0):
     fn = getattr(mod, f"{opt}_step_{fmt}")
     kw = dict(opts)
-    lr = {"adam": 0.01, "rmsprop": 0.01, "sgd": 0.05}[opt]
+    lr = table_grid.lr(opt)
     if fmt == "bf16":
         kw.update(seed=seed, index_offset=index_offset, step=t)
-    elif opt == "adam":
+    elif table_grid.KERNELS[opt].step:
         kw.update(step=t)
     fn(p, g, *state, lr=lr, **kw)
 
@@ -121,13 +126,7 @@ def test_bf16_update_is_the_float32_update(isa, opt, rng):
     sbf = [F.float32_to_bf16(s) for s in s32]
     p32, pbf = p.copy(), p.copy()
     opts = next(OPTS[opt]())
-    lr = {"adam": 0.01, "rmsprop": 0.01, "sgd": 0.05}[opt]
-    if opt == "adam":
-        K32.adam_step(p32, g, *s32, step=3, lr=lr, **opts)
-    elif opt == "rmsprop":
-        K32.rmsprop_step(p32, g, *s32, lr=lr, **opts)
-    else:
-        K32.sgd_step(p32, g, *s32, lr=lr, **opts)
+    table_grid.call_dense(K32, opt, p32, g, s32, 3, opts)
     call(K, opt, "bf16", pbf, g, sbf, 3, opts)
     np.testing.assert_array_equal(pbf, p32)
     # the stored state is the float32 state rounded down or up to a neighbouring bfloat16

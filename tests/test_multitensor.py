@@ -16,6 +16,8 @@ from fastopt import functional as F
 from fastopt.optim import SPECS
 from fastopt.runtime.dispatch import ext
 
+import table_grid
+
 BLOCK = ext._optim.block_size()
 # sizes that fill tasks with several small arrays, cut arrays at BLOCK, leave empty arrays
 SIZES = [3, 0, BLOCK, BLOCK + 1, 70_001, 1, 5000, 64, 1000, 2 * BLOCK - 7]
@@ -29,7 +31,8 @@ def _spec_args(name):
             "momentum": dict(lr=0.05, beta=0.8),
             "rmsprop": dict(lr=0.01, alpha=0.95, weight_decay=0.01),
             "adam": dict(lr=0.01, weight_decay=0.02),
-            "adamw": dict(lr=0.01, weight_decay=0.05)}[name]
+            "adamw": dict(lr=0.01, weight_decay=0.05)}.get(name) \
+        or table_grid.constructor_args(SPECS[name])   # an optimizer added since
 
 
 def _arrays(rng, dtype=np.float32, shapes=SHAPES):

@@ -78,6 +78,8 @@ OPTIMIZERS = [
     ("Adam", dict(lr=0.01, betas=(0.8, 0.99), weight_decay=1e-2)),
     ("AdamW", dict(lr=0.01)),
 ]
+OPTIMIZERS += [(s.optimizer, dict(lr=0.01)) for s in fastopt.optim.SPECS.values()   # any other
+               if s.optimizer not in {n for n, _ in OPTIMIZERS}]
 OPT_IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o in OPTIMIZERS]
 
 

@@ -18,7 +18,7 @@ import pytest
 import fastopt
 from fastopt import functional as F
 
-CLASSES = [fastopt.SGD, fastopt.Momentum, fastopt.RMSprop, fastopt.Adam, fastopt.AdamW]
+CLASSES = [spec.cls for spec in fastopt.optim.SPECS.values()]   # every optimizer of the registry
 
 
 def _arrays(rng, n=3, size=300, dtype=np.float32):

@@ -51,6 +51,8 @@ def test_every_level_uses_the_one_plan_class():
 def test_optimizer_built_before_set_isa_steps_after_it(name, state_dtype):
     """Built under the first level, stepped under each level in turn (clipping on, two
     groups): same bits as an optimizer built fresh under the level it steps under."""
+    if state_dtype != "float32" and not SPECS[name].row.lowbit:
+        pytest.skip(f"{name}'s kernel has float state only")
     dispatch.set_isa(LEVELS[0])
     options = dict(max_grad_norm=5.0, state_dtype=state_dtype,
                    groups=[{"params": ["b", "d"], "lr": 1e-3}])

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+from fastopt.optim import SPECS
 from fastopt.train import CheckpointError, SingleProcess, Trainer
 from fastopt.train.loop import HISTORY_KEYS
 
@@ -88,6 +89,28 @@ def test_save_and_resume_continue_bit_identically(tmp_path, state_dtype):
     resumed = Trainer(**kw)
     resumed.resume(path)
     assert resumed.epochs_done == 1 and _numbers(resumed.history) == _numbers(first.history)
+    resumed.fit()
+    _assert_same(_snapshot(resumed), _snapshot(full))
+
+
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", list(SPECS))
+def test_every_registered_optimizer_trains_and_resumes(tmp_path, name, state_dtype):
+    """``fastopt train --optimizer NAME`` for every entry of the registry (its choices): the
+    trainer builds it (``--beta`` mapped as the entry says), trains, and resumes from a
+    checkpoint to the same bits."""
+    if state_dtype != "float32" and not SPECS[name].row.lowbit:
+        pytest.skip(f"{name}'s kernel has float state only")
+    kw = {**SMALL, "optimizer": name, "epochs": 2, "state_dtype": state_dtype, "hidden": 96}
+    path = tmp_path / "c.npz"
+    full = Trainer(**kw)
+    full.fit()
+    assert type(full.opt) is SPECS[name].cls and np.all(np.isfinite(full.model.params.data))
+    first = Trainer(**kw)
+    first.train_epoch()
+    first.save(path)
+    resumed = Trainer(**kw)
+    resumed.resume(path)
     resumed.fit()
     _assert_same(_snapshot(resumed), _snapshot(full))
 

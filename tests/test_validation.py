@@ -7,7 +7,10 @@ import pytest
 
 from fastopt import kernels as K
 from fastopt import reference as R
+from fastopt.kernels import _check
 from fastopt.optim import SPECS
+
+import table_grid
 
 N = 10
 
@@ -26,18 +29,14 @@ def run(mod, kernel, b, **override):
     args = dict(b)
     args.update({k: v for k, v in override.items() if k in args})
     hyper = {k: v for k, v in override.items() if k not in args}
-    if kernel == "sgd":
-        h = dict(lr=0.1, momentum=0.9)
+    if kernel in table_grid.KERNELS:   # any kernel of the table: lr 0.1, step 1, its state on
+        k = table_grid.KERNELS[kernel]
+        h = dict(lr=0.1, **{n: 0.9 for n in _check.optional_names(k)})
+        if k.step:
+            h["step"] = 1
         h.update(hyper)
-        mod.sgd_step(args["param"], args["grad"], args["state1"], **h)
-    elif kernel == "rmsprop":
-        h = dict(lr=0.1)
-        h.update(hyper)
-        mod.rmsprop_step(args["param"], args["grad"], args["state1"], **h)
-    elif kernel == "adam":
-        h = dict(lr=0.1, step=1)
-        h.update(hyper)
-        mod.adam_step(args["param"], args["grad"], args["state1"], args["state2"], **h)
+        state = [args[f"state{i + 1}"] for i in range(len(k.state))]
+        getattr(mod, f"{kernel}_step")(args["param"], args["grad"], *state, **h)
     elif kernel == "clip":
         h = dict(max_norm=1.0)
         h.update(hyper)

@@ -30,7 +30,11 @@ QUICK_SIZES = {"64K": 1 << 16, "1M": 1 << 20}
 QUICK_BN_SHAPES = [(256, 1024), (16, 16, 28, 28)]
 
 #: The optimizers benchmarked: those with a PyTorch twin to compare against, by row name.
+# Every registered optimizer with a PyTorch twin, and those on a kernel of the table that no
+# twinned one runs (a kernel added without a twin gets its rows, against the roofline and NumPy).
 OPTIMIZERS = {spec.bench_name: spec for spec in SPECS.values() if spec.torch is not None}
+OPTIMIZERS.update({spec.bench_name: spec for spec in SPECS.values()
+                   if spec.row.name not in {s.row.name for s in OPTIMIZERS.values()}})
 
 #: (arrays, smallest, largest): the list-mode rows (sizes drawn uniformly, fixed seed).
 LIST_CASES = [(200, 64, 1024), (100, 1024, 10240)]
@@ -166,7 +170,7 @@ def optimizer_case(name, n, dtype=np.float32):
         calls = {"fastopt": lambda: spec.call(K, p, g, s, step=10),
                  "reference": lambda: spec.call(R, p, g, s_ref, step=10),
                  "roofline": lambda: ext._roofline.update(f32, g.view(np.float32), nt)}
-        if torch is not None:
+        if torch is not None and spec.torch is not None:
             calls["torch"] = spec.torch_step(torch, p, g)
         return Workload(calls, reduced=("reference",) if n >= (1 << 23) else (),
                         foreign=("torch",))

@@ -22,142 +22,36 @@ infinities, subnormals and values near the dtype's limits give the same results
 import numpy as np
 
 from . import _check
+from ._make import function_name, make
 from ..runtime.dispatch import ext
+from ..specs import KERNELS
 from ..runtime.threads import get_num_threads
 
-__all__ = ["sgd_step", "rmsprop_step", "adam_step", "global_norm", "clip_grad_norm_"]
+__all__ = ["global_norm", "clip_grad_norm_"]
 
 
 def _flat(a):
     return a if a.ndim == 1 else a.reshape(-1)
 
 
-def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
-             momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-             weight_decay: float = 0.0) -> None:
-    r"""One SGD step (optionally with momentum, Nesterov, weight decay), in place.
-
-    .. math::
-
-        g &= \nabla + \lambda\,\theta \\
-        b &\leftarrow \mu\,b + (1-\tau)\,g \qquad\text{(if } \mu > 0) \\
-        d &= g + \mu\,b \text{ (nesterov) },\quad b \text{ (momentum) },\quad g \text{ (else)} \\
-        \theta &\leftarrow \theta - \eta\,d
-
-    With ``dampening=0`` this is ``torch.optim.SGD`` step for step (its first
-    step sets ``b = g``, which is what ``0·b + g`` gives from zeros). With
-    ``dampening=momentum`` it is the seed's exponentially weighted momentum
-    :math:`v = \beta v + (1-\beta)\,dW,\ w \leftarrow w - \alpha v` (PyTorch
-    instead copies ``g`` into the buffer on its first step when dampening is
-    non-zero; fastopt, like the seed, starts from zeros).
-
-    Parameters
-    ----------
-    param : ndarray of float32 or float64, updated in place
-    grad : ndarray like param, read only
-    momentum_buf : ndarray like param, or None, updated in place
-        Zeros at the start. May be None when ``momentum == 0``.
-    lr : float >= 0
-    momentum : float in [0, 1)
-    dampening : float in [0, 1]
-    nesterov : bool (needs momentum > 0 and dampening == 0)
-    weight_decay : float >= 0 (L2 penalty added to the gradient)
-
-    Examples
-    --------
-    >>> import numpy as np, fastopt.kernels as K
-    >>> p = np.ones(3, np.float32); g = np.full(3, 0.5, np.float32)
-    >>> buf = np.zeros(3, np.float32)
-    >>> K.sgd_step(p, g, buf, lr=0.1, momentum=0.9)
-    >>> p
-    array([0.95, 0.95, 0.95], dtype=float32)
-    """
-    lr, momentum, dampening, nesterov, weight_decay = _check.sgd(
-        param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay)
-    ext._optim.sgd_step(_flat(param), _flat(grad),
-                        _flat(momentum_buf) if momentum != 0 else None,
-                        lr, momentum, dampening, nesterov, weight_decay, get_num_threads())
+def _run(kernel, variant, param, grad, states, values, step, extra):
+    """A dense step function's runner (see :mod:`fastopt.kernels._make`): the checks, then
+    the compiled call (a state buffer the step does not use is passed as None)."""
+    step, hyper = _check.step_args(kernel, param, grad, states, values, step)
+    if _check.uses_state(kernel, dict(zip(kernel.hyper_names, hyper))):
+        states = [_flat(s) for s in states]
+    else:
+        states = [None] * len(states)
+    getattr(ext._optim, f"{kernel.name}_step")(_flat(param), _flat(grad), *states, *hyper,
+                                               *(() if step is None else (step,)),
+                                               get_num_threads())
 
 
-def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *, lr: float,
-                 alpha: float = 0.9, eps: float = 1e-8, eps_inside_sqrt: bool = True,
-                 weight_decay: float = 0.0) -> None:
-    r"""One RMSprop step, in place.
-
-    .. math::
-
-        g &= \nabla + \lambda\,\theta \\
-        s &\leftarrow \alpha\,s + (1-\alpha)\,g^2 \\
-        \theta &\leftarrow \theta - \eta\,\frac{g}{\sqrt{s + \epsilon}}
-              \quad\text{(seed, eps_inside_sqrt=True)} \quad\text{or}\quad
-              \theta - \eta\,\frac{g}{\sqrt{s} + \epsilon} \quad\text{(PyTorch)}
-
-    The seed puts ε inside the square root; ``torch.optim.RMSprop`` adds it
-    outside (``eps_inside_sqrt=False``).  PyTorch's default ``alpha`` is
-    0.99; fastopt follows the seed's β ≈ 0.9.
-
-    Parameters
-    ----------
-    param : ndarray of float32 or float64, updated in place
-    grad : ndarray like param, read only
-    square_avg : ndarray like param, updated in place (zeros at the start)
-    lr : float >= 0
-    alpha : float in [0, 1)
-    eps : float > 0
-    eps_inside_sqrt : bool
-    weight_decay : float >= 0
-    """
-    lr, alpha, eps, eps_inside_sqrt, weight_decay = _check.rmsprop(
-        param, grad, square_avg, lr, alpha, eps, eps_inside_sqrt, weight_decay)
-    ext._optim.rmsprop_step(_flat(param), _flat(grad), _flat(square_avg), lr, alpha, eps,
-                            eps_inside_sqrt, weight_decay, get_num_threads())
-
-
-def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray, *,
-              step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-              weight_decay: float = 0.0, decoupled_weight_decay: bool = False) -> None:
-    r"""One Adam (or AdamW) step, in place; ``step`` counts from 1.
-
-    .. math::
-
-        \theta &\leftarrow (1 - \eta\lambda)\,\theta,\ g = \nabla
-                 \quad\text{(decoupled, AdamW)} \quad\text{else}\quad
-                 g = \nabla + \lambda\,\theta \quad\text{(L2, torch.optim.Adam)} \\
-        m &\leftarrow \beta_1 m + (1-\beta_1)\,g \\
-        v &\leftarrow \beta_2 v + (1-\beta_2)\,g^2 \\
-        \theta &\leftarrow \theta - \eta\,\frac{m / (1-\beta_1^t)}{\sqrt{v / (1-\beta_2^t)} + \epsilon}
-
-    This is the seed's Adam, and ``torch.optim.Adam``/``AdamW`` step for step.
-    In the buffers' dtype the last line is computed in the order of Kingma & Ba's efficient
-    form, as PyTorch orders it,
-
-    .. math::
-
-        \theta \leftarrow \theta - \frac{m}{\sqrt{v}\,c_2 + \epsilon}\,c_1, \quad
-        c_1 = \frac{\eta}{1-\beta_1^t},\ c_2 = \frac{1}{\sqrt{1-\beta_2^t}}
-
-    (``c1``, ``c2`` computed in double and rounded once), so no intermediate
-    overflows for the moments Adam produces (forming :math:`m/(1-\beta_1^t)`
-    alone can) and subnormal moments keep their bits; the reference computes
-    the same operations.
-
-    Parameters
-    ----------
-    param : ndarray of float32 or float64, updated in place
-    grad : ndarray like param, read only
-    exp_avg, exp_avg_sq : ndarray like param, updated in place (zeros at the start)
-    step : int, 1 <= step <= 2**63 - 1
-    lr : float >= 0 (with ``lr / (1 - beta1**step)`` finite in the buffers' dtype)
-    beta1, beta2 : float in [0, 1), below 1 in float32 too (for float32 buffers)
-    eps : float > 0, not 0 in float32 (for float32 buffers)
-    weight_decay : float >= 0
-    decoupled_weight_decay : bool
-    """
-    step, lr, beta1, beta2, eps, weight_decay, decoupled = _check.adam(
-        param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-        decoupled_weight_decay)
-    ext._optim.adam_step(_flat(param), _flat(grad), _flat(exp_avg), _flat(exp_avg_sq),
-                         lr, beta1, beta2, eps, weight_decay, decoupled, step, get_num_threads())
+# sgd_step, rmsprop_step, adam_step, ...: one per row of the kernel table
+for _k in KERNELS:
+    globals()[function_name(_k, "step")] = make(_k, "step", _run, globals())
+    __all__.insert(-2, function_name(_k, "step"))
+del _k
 
 
 def global_norm(grad: np.ndarray) -> float:

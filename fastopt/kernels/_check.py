@@ -11,10 +11,9 @@ import bisect
 import math
 import numbers
 import operator
+import re
 
 import numpy as np
-
-from ..specs import BY_NAME as _KERNELS
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
@@ -288,57 +287,55 @@ def hyper(kernel, values, f32, *, step=None, names=None):
     return tuple(checked.values())
 
 
-def sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, f32):
-    """SGD's hyperparameters, checked for buffers of float32 (``f32``) or float64."""
-    return hyper(_KERNELS["sgd"], (lr, momentum, dampening, nesterov, weight_decay), f32)
+def optional_names(kernel):
+    """The hyperparameters on which ``kernel`` (a row of :data:`fastopt.specs.KERNELS`) uses
+    its state buffers at all (SGD: ``momentum``), from its ``optional`` condition; ()."""
+    if kernel.optional is None:
+        return ()
+    words = set(re.findall(r"[A-Za-z_]\w*", _consts(kernel)[kernel.optional]))
+    return tuple(n for n in kernel.hyper_names if n in words)
 
 
-def rmsprop_hyper(lr, alpha, eps, eps_inside_sqrt, weight_decay, f32):
-    """RMSprop's hyperparameters, checked for buffers of float32 (``f32``) or float64."""
-    return hyper(_KERNELS["rmsprop"], (lr, alpha, eps, eps_inside_sqrt, weight_decay), f32)
+def uses_state(kernel, hyper):
+    """Whether ``kernel`` reads and writes its state buffers with the hyperparameters
+    ``hyper`` (a dict): its ``optional`` condition, a C expression that is Python too
+    (``"momentum != 0.0"``), evaluated on the checked values; True without one."""
+    if kernel.optional is None:
+        return True
+    return bool(eval(_consts(kernel)[kernel.optional], {"__builtins__": {}}, dict(hyper)))
 
 
-def adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step, f32, *,
-               names=("beta1", "beta2")):
-    """Adam's hyperparameters, checked for buffers of float32 (``f32``) or float64, with the
-    per-step constants of step ``step`` (None: not checked)."""
-    return hyper(_KERNELS["adam"], (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay),
-                 f32, step=step, names={"beta1": names[0], "beta2": names[1]})
+def _consts(kernel):
+    return {c.name: c.expr for c in kernel.consts}
 
 
-def sgd(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay):
+def step_args(kernel, param, grad, states, values, step=None):
+    """The checks of one call of ``fastopt.kernels.<name>_step`` and of its twin in
+    :mod:`fastopt.reference`: float32 or float64 ``param`` and ``grad``, the state buffers
+    ``states`` (in the row's order) like ``param``, the step count (kernels whose constants
+    depend on it), the hyperparameters ``values`` (in the row's order) for buffers of
+    ``param``'s dtype; no two arrays share memory.
+
+    Returns ``(step, hyper)``: the checked step (None when the kernel takes none) and the
+    checked hyperparameters, a tuple in the row's order.  A state buffer of a kernel whose
+    ``optional`` condition does not hold may be None (it is not used).
+    """
     array("param", param, writable=True)
     array("grad", grad, writable=False, like=param)
-    hyper = sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, is_f32(param))
-    if hyper[1] != 0:
-        if momentum_buf is None:
-            raise ValueError(f"momentum_buf is None, but momentum > 0 needs a {param.dtype} "
-                             "buffer like param (zeros at the start)")
-        array("momentum_buf", momentum_buf, writable=True, like=param)
-    elif momentum_buf is not None:
-        array("momentum_buf", momentum_buf, writable=False, like=param)
-    disjoint(param=param, grad=grad, momentum_buf=momentum_buf)
-    return hyper
-
-
-def rmsprop(param, grad, square_avg, lr, alpha, eps, eps_inside_sqrt, weight_decay):
-    array("param", param, writable=True)
-    array("grad", grad, writable=False, like=param)
-    array("square_avg", square_avg, writable=True, like=param)
-    disjoint(param=param, grad=grad, square_avg=square_avg)
-    return rmsprop_hyper(lr, alpha, eps, eps_inside_sqrt, weight_decay, is_f32(param))
-
-
-def adam(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-         decoupled_weight_decay):
-    array("param", param, writable=True)
-    array("grad", grad, writable=False, like=param)
-    array("exp_avg", exp_avg, writable=True, like=param)
-    array("exp_avg_sq", exp_avg_sq, writable=True, like=param)
-    disjoint(param=param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
-    step = integer("step", step, 1, C_LLONG_MAX)
-    return (step, *adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step,
-                              is_f32(param)))
+    step = integer("step", step, 1, C_LLONG_MAX) if kernel.step else None
+    checked = hyper(kernel, values, is_f32(param), step=step)
+    used = uses_state(kernel, dict(zip(kernel.hyper_names, checked)))
+    for b, s in zip(kernel.state, states, strict=True):
+        if used:
+            if s is None and kernel.optional is not None:
+                need = " and ".join(f"{n} > 0" for n in optional_names(kernel))
+                raise ValueError(f"{b.name} is None, but {need} needs a {param.dtype} buffer "
+                                 "like param (zeros at the start)")
+            array(b.name, s, writable=True, like=param)
+        elif s is not None:
+            array(b.name, s, writable=False, like=param)
+    disjoint(param=param, grad=grad, **dict(zip(kernel.state_names, states)))
+    return step, checked
 
 
 # ------------------------------------------------------- batch normalization

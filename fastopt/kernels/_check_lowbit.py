@@ -83,29 +83,49 @@ def step(step, lo=1):
     return _check.integer("step", step, lo, _check.C_LLONG_MAX)
 
 
-def momentum_positive(momentum):
-    if momentum == 0:
-        raise ValueError("momentum must be > 0 with low-precision state (with momentum = 0 "
-                         "SGD has no state: use fastopt.kernels.sgd_step)")
+def step_args(kernel, fmt, param, grad, states, values, step_, extra):
+    """The checks of one call of ``fastopt.kernels.lowbit.<name>_step_<fmt>`` (``fmt``:
+    ``"bf16"`` or ``"int8"``) and of its twin in :mod:`fastopt.reference.lowbit`.
 
+    ``states``: each state buffer's bits (bf16) or its codes and absmax (int8), in the row's
+    order; ``values``: the hyperparameters in the row's order, checked as the float32 kernels
+    check them; ``step_``: the step count (bf16 always: it feeds the rounding hash; int8 for
+    kernels whose constants depend on it; else None); ``extra``: ``(seed, index_offset)``
+    (bf16) or each buffer's QuantMap or None (int8).  The state must be used (the row's
+    ``optional`` condition holds: SGD needs momentum > 0).
 
-def adam(param, grad, step_, lr, beta1, beta2, eps, weight_decay, decoupled):
+    Returns ``(step, hyper, arrays, extra)``: the checked step (or None), hyperparameters,
+    the state arrays the kernels take (bf16: uint16 views) and the checked ``extra`` (int8:
+    each buffer's map, None replaced by the unsigned map for a buffer that is never
+    negative, else the signed one).
+    """
     params(param, grad)
-    st = step(step_)
-    return (st, *_check.adam_hyper(lr, beta1, beta2, eps, weight_decay, decoupled, st, True))
+    st = step(step_) if (kernel.step or fmt == "bf16") else None
+    hyper = _check.hyper(kernel, values, True, step=st if kernel.step else None)
+    if not _check.uses_state(kernel, dict(zip(kernel.hyper_names, hyper))):
+        for n in _check.optional_names(kernel):
+            raise ValueError(f"{n} must be > 0 with low-precision state (with {n} = 0 "
+                             f"{kernel.name.upper()} has no state: use "
+                             f"fastopt.kernels.{kernel.name}_step)")
+    named = {"param": param, "grad": grad}
+    if fmt == "bf16":
+        arrays = [bf16(b.name, s, param) for b, s in zip(kernel.state, states, strict=True)]
+        extra = seed_offset(*extra, param.size)
+        named.update(zip(kernel.state_names, arrays))
+    else:
+        arrays = list(states)
+        maps = []
+        for i, b in enumerate(kernel.state):
+            codes, absmax = states[2 * i], states[2 * i + 1]
+            int8(b.name, codes, absmax, param)
+            named[b.name] = codes
+            named[b.name + "_absmax"] = absmax
+        for b, m in zip(kernel.state, extra, strict=True):
+            maps.append(qmap(f"{b.name}_map", m, unsigned_map if b.nonnegative else signed_map))
+        extra = tuple(maps)
+    _check.disjoint(**named)
+    return st, hyper, arrays, extra
 
 
-def rmsprop(param, grad, lr, alpha, eps, eps_inside_sqrt, weight_decay):
-    params(param, grad)
-    return _check.rmsprop_hyper(lr, alpha, eps, eps_inside_sqrt, weight_decay, True)
-
-
-def sgd(param, grad, lr, momentum, dampening, nesterov, weight_decay):
-    params(param, grad)
-    hyper = _check.sgd_hyper(lr, momentum, dampening, nesterov, weight_decay, True)
-    momentum_positive(hyper[1])
-    return hyper
-
-
-__all__ = ["params", "bf16", "int8", "qmap", "seed_offset", "step", "adam", "rmsprop", "sgd",
+__all__ = ["params", "bf16", "int8", "qmap", "seed_offset", "step", "step_args",
            "signed_map", "unsigned_map"]

@@ -6,12 +6,12 @@ optimizer classes (:mod:`fastopt.optim.algorithms`), the benchmark, ``fastopt tr
 tests derive their lists from it.
 """
 
-from . import functional
-from .algorithms import SGD, Adam, AdamW, Momentum, RMSprop
+from . import algorithms, functional
+from .algorithms import *  # noqa: F403 (the classes of the registry: SGD, Momentum, ...)
 from .ema import EMA
 from .optimizer import Optimizer
 from .params import ParamSet
 from .registry import SPECS, OptimizerSpec
 
-__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "SPECS", "OptimizerSpec", "functional",
+__all__ = ["Optimizer", *algorithms.__all__, "SPECS", "OptimizerSpec", "functional",
            "ParamSet", "EMA"]

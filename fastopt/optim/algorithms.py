@@ -1,15 +1,17 @@
-"""The optimizers: SGD, Momentum, RMSprop, Adam and AdamW.
+"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW, Adagrad and Lion.
 
-Each class names its kernel in :data:`fastopt.optim.SPECS`, checks its hyperparameters and
-maps them to the kernel's keywords; everything else (parameters, groups, state formats,
-the compiled plan, the step, state dicts) is :class:`~fastopt.optim.optimizer.Optimizer`'s.
+Each class is a docstring, an explicit constructor and its entry of the registry
+(``_spec``: its name, kernel, PyTorch twin, benchmark row; defining the class registers
+it in :data:`fastopt.optim.SPECS`).  Its hyperparameters' names, checks and order, its
+kernel's arguments and its state buffers follow from the kernel's row of
+:data:`fastopt.specs.KERNELS`; everything else (parameters, groups, state formats, the
+compiled plan, the step, state dicts) is :class:`~fastopt.optim.optimizer.Optimizer`'s.
+The docstrings' shared parts are filled in (%(params)s, %(lr)s, %(options)s).
 """
 
 from ..kernels import _check
-from .optimizer import _OPTIONS_DOC, LR, Groups, Impl, Optimizer, Params
-from .registry import SPECS
-
-__all__ = ["SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
+from .optimizer import LR, Groups, Impl, Optimizer, Params
+from .registry import SPECS, spec
 
 
 class SGD(Optimizer):
@@ -21,12 +23,8 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : FlatParams, or list, tuple or dict of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
-        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
-        list or dict of gradients).  Updated in place.
-    lr : float >= 0 or callable
-        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+%(params)s
+%(lr)s
     momentum : float in [0, 1), default 0.0
     dampening : float in [0, 1], default 0.0
     nesterov : bool, default False
@@ -54,8 +52,9 @@ class SGD(Optimizer):
     array([-0.5, -0.5])
     """
 
-    _kernel = "sgd"
-    _hyper_names = ("momentum", "dampening", "nesterov", "weight_decay")
+    _spec = spec("sgd", "sgd", example=dict(lr=1e-3, momentum=0.9),
+                 torch=("SGD", dict(lr=1e-3, momentum=0.9, fused=True)), beta="momentum",
+                 label="sgd-momentum")
 
     def __init__(self, params: Params, lr: LR, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *, impl: Impl = "fused",
@@ -66,28 +65,6 @@ class SGD(Optimizer):
                          weight_decay=weight_decay, impl=impl, max_grad_norm=max_grad_norm,
                          skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
                          min_lowbit_size=min_lowbit_size, seed=seed)
-
-    @property
-    def _state_names(self):
-        # momentum buffers when the optimizer or any group has momentum
-        if self.momentum != 0 or any(g.get("momentum", 0) != 0 for g in self.param_groups):
-            return SPECS["sgd"].state
-        return ()
-
-    def _validate_hyper(self, h, loading=False):
-        _, m, _, _, _ = _check.sgd_hyper(_check.UNCHECKED, h["momentum"], h["dampening"],
-                                         h["nesterov"], h["weight_decay"], self._f32)
-        states = self.__dict__.get("_states")
-        if loading and m != 0 and states is not None and "momentum_buf" not in states:
-            raise ValueError("momentum cannot become non-zero: this optimizer was built without "
-                             "momentum, so it has no momentum buffers")
-        if loading and m == 0 and states and any(self._tensor_lowbit):
-            raise ValueError(f"momentum must stay > 0 with state_dtype={self.state_dtype!r} "
-                             "(the low-precision momentum kernels need momentum > 0)")
-
-    def _kernel_kwargs(self, t, h):
-        return dict(lr=h["lr"], momentum=h["momentum"], dampening=h["dampening"],
-                    nesterov=h["nesterov"], weight_decay=h["weight_decay"])
 
 
 class Momentum(SGD):
@@ -101,15 +78,14 @@ class Momentum(SGD):
 
     Parameters
     ----------
-    params : FlatParams, or list, tuple or dict of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
-        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
-        list or dict of gradients).  Updated in place.
-    lr : float >= 0 or callable
-        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+%(params)s
+%(lr)s
     beta : float in (0, 1), default 0.9
 %(options)s
     """
+
+    _spec = spec("momentum", "sgd", example=dict(lr=1e-3, momentum=0.9, dampening=0.9),
+                 beta="beta")
 
     def __init__(self, params: Params, lr: LR, beta: float = 0.9, *, impl: Impl = "fused",
                  max_grad_norm: float | None = None, skip_nonfinite: bool = False,
@@ -153,12 +129,8 @@ class RMSprop(Optimizer):
 
     Parameters
     ----------
-    params : FlatParams, or list, tuple or dict of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
-        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
-        list or dict of gradients).  Updated in place.
-    lr : float >= 0 or callable
-        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+%(params)s
+%(lr)s
     alpha : float in [0, 1), default 0.9
         The seed's β: the weight of the old mean square.
     eps : float > 0, default 1e-8
@@ -168,8 +140,9 @@ class RMSprop(Optimizer):
 %(options)s
     """
 
-    _kernel = "rmsprop"
-    _hyper_names = ("alpha", "eps", "eps_inside_sqrt", "weight_decay")
+    _spec = spec("rmsprop", "rmsprop",
+                 example=dict(lr=1e-3, alpha=0.99, eps_inside_sqrt=False),
+                 torch=("RMSprop", dict(lr=1e-3, alpha=0.99)), beta="alpha")
 
     def __init__(self, params: Params, lr: LR, alpha: float = 0.9, eps: float = 1e-8,
                  eps_inside_sqrt: bool = True, weight_decay: float = 0.0, *,
@@ -182,14 +155,6 @@ class RMSprop(Optimizer):
                          skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
                          min_lowbit_size=min_lowbit_size, seed=seed)
 
-    def _validate_hyper(self, h, loading=False):
-        _check.rmsprop_hyper(_check.UNCHECKED, h["alpha"], h["eps"], h["eps_inside_sqrt"],
-                             h["weight_decay"], self._f32)
-
-    def _kernel_kwargs(self, t, h):
-        return dict(lr=h["lr"], alpha=h["alpha"], eps=h["eps"],
-                    eps_inside_sqrt=h["eps_inside_sqrt"], weight_decay=h["weight_decay"])
-
 
 class Adam(Optimizer):
     r"""Adam (the seed's, with bias correction), L2 weight decay as ``torch.optim.Adam``.
@@ -198,12 +163,8 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : FlatParams, or list, tuple or dict of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
-        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
-        list or dict of gradients).  Updated in place.
-    lr : float >= 0 or callable
-        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+%(params)s
+%(lr)s
     betas : (float, float), each in [0, 1), default (0.9, 0.999)
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 0.0
@@ -221,9 +182,10 @@ class Adam(Optimizer):
     array([-0.01,  0.01,  0.  ], dtype=float32)
     """
 
-    _kernel = "adam"
-    _hyper_names = ("betas", "eps", "weight_decay")
-    _decoupled = False
+    _spec = spec("adam", "adam", example=dict(lr=1e-3),
+                 torch=("Adam", dict(lr=1e-3, fused=True)), beta="betas")
+    _pairs = {"betas": ("beta1", "beta2")}
+    _fixed = {"decoupled_weight_decay": False}
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused",
@@ -235,27 +197,6 @@ class Adam(Optimizer):
                          skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
                          min_lowbit_size=min_lowbit_size, seed=seed)
 
-    def _validate_hyper(self, h, loading=False):
-        betas = h["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        _check.adam_hyper(_check.UNCHECKED, betas[0], betas[1], h["eps"], h["weight_decay"],
-                          self._decoupled, None, self._f32, names=("betas[0]", "betas[1]"))
-
-    def _kernel_kwargs(self, t, h):
-        lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
-        key = (lr, b1, b2, eps, wd)
-        checked = self.__dict__.setdefault("_checked_steps", {})
-        if checked.get(key, t + 1) > t:
-            # lr / (1 - beta1**t) only shrinks as t grows: one check holds for later steps
-            # until the hyperparameters change (or the step count goes back, on loading)
-            _check.adam_hyper(lr, b1, b2, eps, wd, self._decoupled, t, self._f32)
-            if len(checked) > 64:
-                checked.clear()
-            checked[key] = t
-        return dict(lr=lr, beta1=b1, beta2=b2, eps=eps, weight_decay=wd,
-                    decoupled_weight_decay=self._decoupled, step=t)
-
 
 class AdamW(Adam):
     r"""Adam with decoupled weight decay, as ``torch.optim.AdamW``.
@@ -265,12 +206,8 @@ class AdamW(Adam):
 
     Parameters
     ----------
-    params : FlatParams, or list, tuple or dict of ndarray
-        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
-        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
-        list or dict of gradients).  Updated in place.
-    lr : float >= 0 or callable
-        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).
+%(params)s
+%(lr)s
     betas : (float, float), each in [0, 1), default (0.9, 0.999)
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 1e-2
@@ -278,8 +215,10 @@ class AdamW(Adam):
 %(options)s
     """
 
-    _kernel = "adamw"
-    _decoupled = True
+    _spec = spec("adamw", "adam",
+                 example=dict(lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
+                 torch=("AdamW", dict(lr=1e-3, weight_decay=1e-2, fused=True)), beta="betas")
+    _fixed = {"decoupled_weight_decay": True}
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused",
@@ -292,6 +231,93 @@ class AdamW(Adam):
                          min_lowbit_size=min_lowbit_size, seed=seed)
 
 
-for _cls in (SGD, Momentum, RMSprop, Adam, AdamW):
-    if _cls.__doc__:   # (None under python -OO)
-        _cls.__doc__ = _cls.__doc__.replace("%(options)s", _OPTIONS_DOC)
+class Adagrad(Optimizer):
+    r"""Adagrad, as ``torch.optim.Adagrad`` (same defaults, same operations in its order).
+
+    See :func:`fastopt.kernels.adagrad_step`: the squared gradients accumulate in ``sum``,
+    which starts at ``initial_accumulator_value``, and each step divides by its square root.
+
+    Parameters
+    ----------
+%(params)s
+%(lr)s
+    lr_decay : float >= 0, default 0.0
+        The step ``t`` uses ``lr / (1 + (t - 1) lr_decay)``.
+    eps : float > 0, default 1e-10
+    weight_decay : float >= 0, default 0.0
+        L2 penalty added to the gradient.
+    initial_accumulator_value : float >= 0, default 0.0
+        The value ``sum`` starts at.
+%(options)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> params = [np.ones(2, np.float32)]
+    >>> opt = fastopt.Adagrad(params, lr=0.1)
+    >>> opt.step([np.array([2.0, -0.5], np.float32)])   # the first step moves by lr·sign(g)
+    >>> params[0]
+    array([0.9, 1.1], dtype=float32)
+    """
+
+    _spec = spec("adagrad", "adagrad", example=dict(lr=1e-2),
+                 torch=("Adagrad", dict(lr=1e-2)), beta=None)
+
+    def __init__(self, params: Params, lr: LR = 1e-2, lr_decay: float = 0.0, eps: float = 1e-10,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0, *,
+                 impl: Impl = "fused", max_grad_norm: float | None = None,
+                 skip_nonfinite: bool = False, groups: Groups | None = None,
+                 state_dtype: str = "float32", min_lowbit_size: int = 4096,
+                 seed: int = 0) -> None:
+        super().__init__(params, lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                         initial_accumulator_value=initial_accumulator_value, impl=impl,
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
+                         groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
+
+
+class Lion(Optimizer):
+    r"""Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
+
+    See :func:`fastopt.kernels.lion_step`: each parameter moves by ``lr`` along the sign of
+    an interpolation of its momentum and gradient; one momentum buffer; weight decay is
+    decoupled.  The paper suggests a learning rate 3-10x smaller than AdamW's and a weight
+    decay 3-10x larger.
+
+    Parameters
+    ----------
+%(params)s
+%(lr)s
+    betas : (float, float), each in [0, 1), default (0.9, 0.99)
+        The update's interpolation (beta1) and the momentum's decay (beta2).
+    weight_decay : float >= 0, default 0.0
+        Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
+%(options)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> params = [np.zeros(3, np.float32)]
+    >>> opt = fastopt.Lion(params, lr=0.5)
+    >>> opt.step([np.array([2.0, -0.5, 0.0], np.float32)])   # -lr·sign(g) at the first step
+    >>> params[0]
+    array([-0.5,  0.5,  0. ], dtype=float32)
+    """
+
+    _spec = spec("lion", "lion", example=dict(lr=1e-4), beta="betas")
+    _pairs = {"betas": ("beta1", "beta2")}
+
+    def __init__(self, params: Params, lr: LR = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, weight_decay=weight_decay, impl=impl,
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
+                         groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
+
+
+#: The optimizer classes of the registry, in the order they were defined (the package's
+#: exports: fastopt.SGD, fastopt.optim.SGD, ...).
+__all__ = [entry.optimizer for entry in SPECS.values()]

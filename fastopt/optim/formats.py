@@ -15,7 +15,9 @@ Each format makes zero entries (:meth:`StateFormat.zeros`), gives their kernel r
 (:meth:`~StateFormat.rows`), their float view (:meth:`~StateFormat.values`, as
 ``np.asarray``), their bytes, their state-dict entry (:meth:`~StateFormat.entry`), checks
 a state-dict entry before anything is copied (:meth:`~StateFormat.check_entry`) and runs
-the compiled step and its NumPy twin over the tensors kept in it.  :func:`get` finds a
+the compiled step and its NumPy twin over the tensors kept in it (for any row of the
+kernel table :data:`fastopt.specs.KERNELS`: each format knows the names and arguments of its
+compiled calls and twins, ``<kernel>_multi``, ``<kernel>_bf16_multi``, ...).  :func:`get` finds a
 format by its ``state_dtype`` name (``"float32"`` is the dense format: float32 parameters
 keep float32 state, float64 parameters float64 state); :data:`FORMATS` lists them.
 The bit layouts are specified in :mod:`fastopt.kernels._formats`.
@@ -23,11 +25,12 @@ The bit layouts are specified in :mod:`fastopt.kernels._formats`.
 
 import numpy as np
 
+from ..kernels._formats import float32_to_bf16, quantize_blockwise
 from ..reference import lowbit as _reference_lowbit
 from .. import reference as _reference
 from ..runtime.alloc import staggered_zeros
+from ..runtime.dispatch import ext
 from .lowstate import BFloat16State, Int8State, _like, writable
-from .registry import run_lowbit, run_multi
 
 __all__ = ["StateFormat", "FORMATS", "get", "DENSE", "BFLOAT16", "INT8"]
 
@@ -56,6 +59,11 @@ class StateFormat:
         ``like``, ``k``: the parameter it goes with and the buffer's rank among its
         parameter's buffers (dense state is staggered from it within a page).
         """
+        raise NotImplementedError
+
+    def fill(self, entry, value):
+        """Set every value of ``entry`` to ``value`` (a buffer's initial value), as this
+        format stores it (rounded to nearest, or quantized)."""
         raise NotImplementedError
 
     def rows(self, entry):
@@ -96,11 +104,14 @@ class StateFormat:
         return []
 
     def run(self, kernel, call, groups, step, gscale, n_threads, seed):
-        """The compiled step of ``kernel`` over ``call``'s tensors (gradients bound)."""
+        """The compiled step of ``kernel`` (a row of :data:`fastopt.specs.KERNELS`) over
+        ``call``'s tensors (gradients bound): ``groups`` holds one tuple of hyperparameters
+        per group, in the row's order; the gradients are scaled by ``gscale``."""
         raise NotImplementedError
 
     def run_reference(self, kernel, p, g, entries, kwargs, step, offset, seed):
-        """The NumPy twin of the step on one tensor ``p`` with state ``entries``."""
+        """The NumPy twin of the step of ``kernel`` on one tensor ``p`` with state ``entries``
+        (``kwargs``: the dense kernel's keyword arguments)."""
         raise NotImplementedError
 
     def __repr__(self):
@@ -120,6 +131,9 @@ class Dense(StateFormat):
         # in the cache: fastopt.runtime.alloc)
         return staggered_zeros(shape, dtype, like=like, k=k)
 
+    def fill(self, entry, value):
+        entry[...] = value
+
     def rows(self, entry):
         return [entry]
 
@@ -136,10 +150,20 @@ class Dense(StateFormat):
         return [_like(name, src, entry)]
 
     def run(self, kernel, call, groups, step, gscale, n_threads, seed):
-        run_multi(kernel, call.mt, groups, step, gscale, n_threads)
+        self.run_multi(kernel, call.mt, groups, step, gscale, n_threads)
+
+    @staticmethod
+    def run_multi(kernel, mt, groups, step, gscale, n_threads):
+        """The compiled ``<kernel>_multi`` over the MultiTensor ``mt`` (the functional API's
+        call too); ``step`` is passed to kernels whose constants depend on it."""
+        run = getattr(ext._optim, f"{kernel.name}_multi")
+        if kernel.step:
+            run(mt, groups, step, gscale, n_threads)
+        else:
+            run(mt, groups, gscale, n_threads)
 
     def run_reference(self, kernel, p, g, entries, kwargs, step, offset, seed):
-        getattr(_reference, kernel)(p, g, *entries, **kwargs)
+        getattr(_reference, f"{kernel.name}_step")(p, g, *entries, **kwargs)
 
 
 class _Compact(StateFormat):
@@ -160,42 +184,62 @@ class _Compact(StateFormat):
     def check_entry(self, name, entry, src, reason=""):
         return entry.check_entry(name, src)
 
-    def run(self, kernel, call, groups, step, gscale, n_threads, seed):
-        run_lowbit(kernel, self.name, call.table, call.mt.ntasks, groups, step, seed,
-                   call.offsets, call.tables, gscale, n_threads)
+    #: the suffix of its compiled calls and twins (``<kernel>_bf16_multi``, ``<kernel>_step_bf16``)
+    suffix = ""
+
+    def _twin(self, kernel):
+        return getattr(_reference_lowbit, f"{kernel.name}_step_{self.suffix}")
 
 
 class BFloat16(_Compact):
     """bfloat16 state with stochastic rounding: :class:`BFloat16State` entries."""
 
     name = "bfloat16"
+    suffix = "bf16"
 
     def zeros(self, shape, dtype, signed, *, like=None, k=1):
         return BFloat16State.zeros(shape)
 
+    def fill(self, entry, value):
+        entry.bits[...] = float32_to_bf16(np.full(entry.shape, value, np.float32))
+
+    def run(self, kernel, call, groups, step, gscale, n_threads, seed):
+        # (rows: param, grad, each buffer's bits; rounding hashes (seed, step, offsets[t] + i))
+        getattr(ext._lowbit, f"{kernel.name}_bf16_multi")(
+            call.table, call.mt.ntasks, groups, step, seed, call.offsets, gscale, n_threads)
+
     def run_reference(self, kernel, p, g, entries, kwargs, step, offset, seed):
-        fn = getattr(_reference_lowbit, kernel + "_bf16")
-        fn(p, g, *[s.bits for s in entries], **{**kwargs, "step": step, "seed": seed,
-                                                 "index_offset": offset})
+        self._twin(kernel)(p, g, *[s.bits for s in entries],
+                           **{**kwargs, "step": step, "seed": seed, "index_offset": offset})
 
 
 class Int8(_Compact):
     """Block-wise int8 state: :class:`Int8State` entries (a signed or unsigned map)."""
 
     name = "int8"
+    suffix = "int8"
 
     def zeros(self, shape, dtype, signed, *, like=None, k=1):
         return Int8State.zeros(shape, "signed" if signed else "unsigned")
 
+    def fill(self, entry, value):
+        quantize_blockwise(np.full(entry.shape, value, np.float32), entry.qmap,
+                           codes=entry.codes, absmax=entry.absmax)
+
     def kernel_tables(self, entries):
         return [e.tables for e in entries]
 
+    def run(self, kernel, call, groups, step, gscale, n_threads, seed):
+        # (rows: param, grad, each buffer's codes and absmax; one map table per buffer)
+        getattr(ext._lowbit, f"{kernel.name}_int8_multi")(
+            call.table, call.mt.ntasks, *call.tables, groups, step, gscale, n_threads)
+
     def run_reference(self, kernel, p, g, entries, kwargs, step, offset, seed):
         kwargs = dict(kwargs)
-        if kernel != "adam_step":
+        if not kernel.step:
             kwargs.pop("step", None)
-        fn = getattr(_reference_lowbit, kernel + "_int8")
-        fn(p, g, *[b for s in entries for b in (s.codes, s.absmax)], **kwargs)
+        self._twin(kernel)(p, g, *[b for s in entries for b in (s.codes, s.absmax)],
+                           **kwargs)
 
 
 DENSE, BFLOAT16, INT8 = Dense(), BFloat16(), Int8()

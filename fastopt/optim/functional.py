@@ -34,6 +34,7 @@ Examples
 array([0.9, 0.9, 0.9])
 """
 
+import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -41,13 +42,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..kernels import _check
+from ..kernels._make import parameters
 from .. import reference as _reference
 from .._plan import MultiTensor, layout_key
 from ..runtime.threads import get_num_threads
 from ._keywords import checked_keywords
-from .registry import MULTI_ARGS, run_multi
+from ..specs import BY_NAME as _KERNELS
+from ..specs import KERNELS
+from .formats import DENSE
 
-__all__ = ["sgd", "rmsprop", "adam", "adamw", "PlanCache", "plans"]
+__all__ = [k.name for k in KERNELS] + ["adamw", "PlanCache", "plans"]
 
 Arrays = Sequence[np.ndarray]
 
@@ -167,7 +171,8 @@ def _run(kernel, params, grads, states, impl, **hyper):
         _checked(params, grads, states)
         fn = getattr(_reference, kernel + "_step")
         for i, p in enumerate(params):
-            fn(p, grads[i], *([b[i] for b in states.values()] or [None]), **hyper)
+            fn(p, grads[i], *([b[i] for b in states.values()]
+                              or [None] * len(_KERNELS[kernel].state)), **hyper)
         return
     if impl != "fused":
         _checked(params, grads, states)
@@ -192,73 +197,88 @@ def _run(kernel, params, grads, states, impl, **hyper):
         for mt, g in calls:
             mt.set_grads(g)
     step = hyper.pop("step", 1)
-    groups = [tuple(hyper[k] for k in MULTI_ARGS[kernel + "_step"])]
+    row = _KERNELS[kernel]
+    groups = [tuple(hyper[k] for k in row.hyper_names)]
     nt = get_num_threads()
     for mt, _ in calls:
-        run_multi(kernel + "_step", mt, groups, step, 1.0, nt)
+        DENSE.run_multi(row, mt, groups, step, 1.0, nt)
 
 
 def _f32(params):
     return any(_check.is_f32(p) for p in params if isinstance(p, np.ndarray)) or not params
 
 
-@checked_keywords
-def sgd(params: Arrays, grads: Arrays, momentum_bufs: Arrays | None, *, lr: float,
-        momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-        weight_decay: float = 0.0, impl: str = "fused") -> None:
-    """SGD with momentum over lists of arrays (see :func:`fastopt.kernels.sgd_step`).
-
-    ``momentum_bufs`` may be None when ``momentum == 0``.
-    """
-    _lists(params=params, grads=grads, momentum_bufs=momentum_bufs)
-    lr, momentum, dampening, nesterov, weight_decay = _check.sgd_hyper(
-        lr, momentum, dampening, nesterov, weight_decay, _f32(params))
-    states = {}
-    if momentum != 0:
-        if momentum_bufs is None:
-            raise ValueError("momentum_bufs is None, but momentum > 0 needs one buffer per "
-                             "parameter (zeros at the start)")
-        states["momentum_bufs"] = momentum_bufs
-    _run("sgd", params, grads, states, impl, lr=lr, momentum=momentum, dampening=dampening,
-         nesterov=nesterov, weight_decay=weight_decay)
-
-
-@checked_keywords
-def rmsprop(params: Arrays, grads: Arrays, square_avgs: Arrays, *, lr: float, alpha: float = 0.9,
-            eps: float = 1e-8, eps_inside_sqrt: bool = True, weight_decay: float = 0.0,
-            impl: str = "fused") -> None:
-    """RMSprop over lists of arrays (see :func:`fastopt.kernels.rmsprop_step`)."""
-    _lists(params=params, grads=grads, square_avgs=square_avgs)
-    lr, alpha, eps, eps_inside_sqrt, weight_decay = _check.rmsprop_hyper(
-        lr, alpha, eps, eps_inside_sqrt, weight_decay, _f32(params))
-    hyper = dict(lr=lr, alpha=alpha, eps=eps, eps_inside_sqrt=eps_inside_sqrt,
-                 weight_decay=weight_decay)
-    _run("rmsprop", params, grads, {"square_avgs": square_avgs}, impl, **hyper)
+def _step(kernel, params, grads, states, values, step, impl):
+    """One step of ``kernel`` (a row of the kernel table) over lists: ``states`` holds each
+    state buffer's list (in the row's order), ``values`` the hyperparameters (row's order)."""
+    named = {f"{b.name}s": s for b, s in zip(kernel.state, states)}
+    _lists(params=params, grads=grads, **named)
+    if kernel.step:
+        step = _check.integer("step", step, 1, _check.C_LLONG_MAX)
+    hyper = _check.hyper(kernel, values, _f32(params), step=step)
+    kwargs = dict(zip(kernel.hyper_names, hyper))
+    used = {}
+    if _check.uses_state(kernel, kwargs):
+        for name, bufs in named.items():
+            if bufs is None:
+                if kernel.optional is None:
+                    raise TypeError(f"{name} must be a list or tuple of arrays, got NoneType")
+                need = " and ".join(f"{n} > 0" for n in _check.optional_names(kernel))
+                raise ValueError(f"{name} is None, but {need} needs one buffer per parameter "
+                                 "(zeros at the start)")
+            used[name] = bufs
+    if kernel.step:
+        kwargs["step"] = step
+    _run(kernel.name, params, grads, used, impl, **kwargs)
 
 
-@checked_keywords
-def adam(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays, *, step: int,
-         lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-         weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
-         impl: str = "fused") -> None:
-    """Adam (or AdamW) over lists of arrays (see :func:`fastopt.kernels.adam_step`).
+def _functional(kernel):
+    """``fastopt.functional.<kernel>``: the kernel's step over lists of arrays, with the
+    signature of ``fastopt.kernels.<kernel>_step`` (each state buffer a list, named in the
+    plural) and ``impl``; unknown keywords raise TypeError with the closest name."""
+    P = inspect.Parameter
+    state = Arrays | None if kernel.optional else Arrays
+    params = [P("params", P.POSITIONAL_OR_KEYWORD, annotation=Arrays),
+              P("grads", P.POSITIONAL_OR_KEYWORD, annotation=Arrays)]
+    params += [P(f"{b.name}s", P.POSITIONAL_OR_KEYWORD, annotation=state) for b in kernel.state]
+    params += [p for p in parameters(kernel, "step") if p.kind is P.KEYWORD_ONLY]
+    params.append(P("impl", P.KEYWORD_ONLY, default="fused", annotation=str))
+    defaults = [p.name for p in params if p.default is not P.empty]
+    head = ", ".join(p.name for p in params if p.kind is P.POSITIONAL_OR_KEYWORD)
+    kw = ", ".join(f"{p.name}=_d_{p.name}" if p.name in defaults else p.name
+                   for p in params if p.kind is P.KEYWORD_ONLY)
+    source = (f"def _factory(_kernel, _step, {', '.join('_d_' + n for n in defaults)}):\n"
+              f"    def {kernel.name}({head}, *, {kw}):\n"
+              f"        _step(_kernel, params, grads, ({''.join(f'{b.name}s, ' for b in kernel.state)}), "
+              f"({''.join(h + ', ' for h in kernel.hyper_names)}), "
+              f"{'step' if kernel.step else 'None'}, impl)\n"
+              f"    return {kernel.name}\n")
+    local = {}
+    exec(source, globals(), local)   # (the function's globals: this module's)
+    fn = local["_factory"](kernel, _step, *[p.default for p in params if p.name in defaults])
+    fn.__qualname__ = kernel.name
+    fn.__signature__ = inspect.Signature(params, return_annotation=None)
+    when = " and ".join(f"{n} == 0" for n in _check.optional_names(kernel))
+    fn.__doc__ = (f"The {kernel.name} step over lists of arrays (see "
+                  f":func:`fastopt.kernels.{kernel.name}_step`, whose arguments it takes, each "
+                  "state buffer a list of arrays like ``params``)."
+                  + ("\n\n``step`` counts from 1 and is the same for every array of the call."
+                     if kernel.step else "")
+                  + (f"\n\nThe state lists may be None when {when}." if when else "") + "\n")
+    return checked_keywords(fn)
 
-    ``step`` counts from 1 and is the same for every array of the call.
-    """
-    _lists(params=params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs)
-    step = _check.integer("step", step, 1, _check.C_LLONG_MAX)
-    lr, beta1, beta2, eps, weight_decay, decoupled = _check.adam_hyper(
-        lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, step, _f32(params))
-    _run("adam", params, grads, {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}, impl,
-         step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-         decoupled_weight_decay=decoupled)
+
+# sgd, rmsprop, adam, ...: one per row of the kernel table
+for _k in KERNELS:
+    globals()[_k.name] = _functional(_k)
+del _k
 
 
 @checked_keywords
 def adamw(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays, *, step: int,
           lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
           weight_decay: float = 1e-2, impl: str = "fused") -> None:
-    """AdamW (decoupled weight decay) over lists of arrays: :func:`adam` with
+    """AdamW (decoupled weight decay) over lists of arrays: :func:`fastopt.functional.adam` with
     ``decoupled_weight_decay=True`` and PyTorch's default ``weight_decay=1e-2``."""
     adam(params, grads, exp_avgs, exp_avg_sqs, step=step, lr=lr, beta1=beta1, beta2=beta2,
          eps=eps, weight_decay=weight_decay, decoupled_weight_decay=True, impl=impl)

@@ -16,7 +16,6 @@ values in one FlatParams give the same bits, for any thread count.
 by array, for comparison.
 """
 
-import difflib
 import itertools
 import math
 import operator
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..kernels import _check
+from ..kernels._attrs import Checked
 from .. import kernels as _kernels
 from .. import reference as _reference
 from ..nn.flat import FlatParams
@@ -36,7 +36,7 @@ from . import state as _state
 from ._keywords import checked_keywords, unexpected_keyword
 from .params import ParamSet
 from .plan import Plan, split
-from .registry import MULTI_ARGS, SPECS
+from .registry import SPECS, register
 
 __all__ = ["Optimizer"]
 
@@ -110,9 +110,30 @@ def _plain(value):
     return float(value)
 
 
-class Optimizer:
-    """Base class.  Subclasses set ``_kernel`` (the :data:`SPECS` entry whose kernel they run),
-    ``_hyper_names``, and implement ``_validate_hyper`` and ``_kernel_kwargs``.
+def _constructor_names(row, pairs, fixed):
+    """A class's hyperparameters after ``lr``: the row's, a pair's parts under its name,
+    without those the class fixes."""
+    names = []
+    for h in row.hyper:
+        if h.name == "lr":
+            continue
+        pair = next((p for p, parts in pairs.items() if h.name in parts), None)
+        name = pair or h.name
+        if h.name not in fixed and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+class Optimizer(Checked):
+    """Base class of the optimizers.
+
+    A subclass declares ``_spec = fastopt.optim.registry.spec(name, kernel, ...)`` (its entry
+    of :data:`SPECS`; defining the class registers it), and, when its constructor's
+    hyperparameters are not exactly the kernel's (:data:`fastopt.specs.KERNELS`, after
+    ``lr``), ``_pairs`` (a constructor argument that holds several of them:
+    ``{"betas": ("beta1", "beta2")}``) and ``_fixed`` (those the class sets itself:
+    ``{"decoupled_weight_decay": True}``).  Its hyperparameters (``_hyper_names``), their
+    checks, the kernel's arguments and the state buffers follow from the kernel's row.
 
     Parameters
     ----------
@@ -166,7 +187,10 @@ class Optimizer:
     """
 
     _kernel = None
+    _spec = None
     _hyper_names = ()
+    _pairs: dict = {}
+    _fixed: dict = {}
 
     # public attributes set in __init__ (a subclass declares its own the same way: a class
     # annotation; setting any other public name raises AttributeError, so that a misspelled
@@ -177,6 +201,13 @@ class Optimizer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        document(cls)
+        if "_spec" in cls.__dict__:       # an optimizer of the registry: its plumbing from the table
+            cls._spec = register(cls._spec, cls)
+            cls._kernel = cls._spec.name
+            cls._hyper_names = _constructor_names(cls._spec.row, cls._pairs, cls._fixed)
+        for name in cls._hyper_names:       # public attributes (Checked)
+            cls.__annotations__.setdefault(name, Any)
         # unknown keywords of a subclass's constructor raise TypeError with a hint
         init = cls.__dict__.get("__init__")
         if init is not None:
@@ -203,6 +234,10 @@ class Optimizer:
         self.skip_nonfinite = skip_nonfinite
         self._state_dtype = lowstate.state_format(state_dtype)
         self._format = formats.get(self._state_dtype)
+        if self._format.compact and not self._spec.row.lowbit:
+            raise ValueError(f"state_dtype={self._state_dtype!r}: {type(self).__name__} keeps "
+                             f"its state in float32 (its kernel {self._spec.row.name!r} has no "
+                             "low-precision variant)")
         self._min_lowbit_size = _check.integer("min_lowbit_size", min_lowbit_size, 0)
         self.seed = seed
         self.skipped_steps = 0
@@ -410,10 +445,29 @@ class Optimizer:
         return _state.entry_formats(self._format, self._tensor_lowbit, len(self._params))
 
     def _new_states(self):
-        """Zero state: per parameter, or with a compact format per compiled tensor."""
+        """New state: per parameter, or with a compact format per compiled tensor; each buffer
+        at its initial value (the kernel row's ``init``: zero, or a hyperparameter's value)."""
         fmts = self._state_formats()
         like = self._tensors if self._format.compact else self._params
-        return _state.zeros(self._state_names, fmts, like, SPECS[self._kernel].nonnegative)
+        states = _state.zeros(self._state_names, fmts, like, self._spec.nonnegative)
+        for b in self._spec.row.state:
+            value = self._initial_value(b)
+            if b.name in states and value != 0:
+                _state.fill(states[b.name], fmts, value)
+        return states
+
+    def _initial_value(self, buffer):
+        """A state buffer's value before the first step: the row's number, or the optimizer's
+        hyperparameter it names (which a parameter group may not override: the state of
+        every group is made at once)."""
+        if not isinstance(buffer.init, str):
+            return buffer.init
+        value = getattr(self, buffer.init)
+        for i, g in enumerate(self.param_groups):
+            if g.get(buffer.init, value) != value:
+                raise ValueError(f"param_groups[{i}]: {buffer.init} is the optimizer's (the "
+                                 f"initial value of {buffer.name}), not a group's")
+        return value
 
     def _flat_runs(self, pgroup):
         """(slice of the flat buffer, group, low-precision state) for each run of consecutive
@@ -468,7 +522,17 @@ class Optimizer:
 
     @property
     def _state_names(self):
-        return SPECS[self._kernel].state
+        """The state buffers: the kernel's, or none when no group uses them (SGD without
+        momentum: its row's ``optional`` condition holds for no group)."""
+        row = self._spec.row
+        if row.optional is None:
+            return self._spec.state
+        base = self.hyper()
+        for g in (base, *self.param_groups):
+            h = {**base, **{k: v for k, v in g.items() if k in base}}
+            if _check.uses_state(row, dict(zip(row.hyper_names, self._kernel_values(h)))):
+                return self._spec.state
+        return ()
 
     @property
     def state(self):
@@ -637,9 +701,9 @@ class Optimizer:
                 return
             if max_norm is not None and norm > max_norm:
                 gscale = max_norm / (norm + 1e-6)
-        kernel = SPECS[self._kernel].kernel
+        kernel = self._spec.row
         if fused:
-            groups = [tuple(kw[k] for k in MULTI_ARGS[kernel]) for kw in kwargs]
+            groups = [tuple(kw[k] for k in kernel.hyper_names) for kw in kwargs]
             self._plan.run(kernel, groups, t, gscale, get_num_threads(), seed)
         else:
             if gscale != 1.0:   # clip first, in the gradient's dtype (as the kernels do)
@@ -653,11 +717,6 @@ class Optimizer:
                 kw = kwargs[self._tensor_group[i]]
                 fmts[i].run_reference(kernel, p, g, state, kw, t, self._offsets[i], seed)
         self._step = t
-
-    def _kernel_kwargs(self, t, h):
-        """The kernel's keyword arguments for step ``t`` with hyperparameters ``h`` (a dict of
-        ``lr`` and the ``_hyper_names``, checked)."""
-        raise NotImplementedError
 
     def _group_hyper(self):
         """Each parameter group's hyperparameters: the optimizer's, with the group's own values.
@@ -958,31 +1017,75 @@ class Optimizer:
             lr = _scheduled_lr(self._schedule, epoch, self._f32)  # with a schedule, lr follows the epoch
         return {k: _plain(v) for k, v in hyper.items()}, lr
 
-    def _validate_hyper(self, hyper, loading=False):
-        pass
+    # ------------------------------------------------------------ the kernel's row
+    def _kernel_values(self, h, lr=None):
+        """The kernel's hyperparameters in the row's order, from the constructor's names
+        ``h`` (``lr``: instead of ``h["lr"]``)."""
+        values = dict(self._fixed)
+        for name, parts in self._pairs.items():
+            values.update(zip(parts, h[name]))
+        for name in self._hyper_names:
+            if name not in self._pairs:
+                values[name] = h[name]
+        values["lr"] = h["lr"] if lr is None else lr
+        return tuple(values[n] for n in self._spec.row.hyper_names)
+
+    def _validate_hyper(self, h, loading=False):
+        """Check the hyperparameters ``h`` (the constructor's names; ``lr`` is checked
+        apart) by the rules of the kernel's row; ``loading``: values set after construction,
+        which may not switch the kernel's state buffers on or off."""
+        row = self._spec.row
+        for name, parts in self._pairs.items():
+            value = h[name]
+            if not isinstance(value, (tuple, list)) or len(value) != len(parts):
+                what = "a pair" if len(parts) == 2 else f"a tuple of {len(parts)}"
+                raise TypeError(f"{name} must be {what} ({', '.join(parts)}), got {value!r}")
+        names = {part: f"{name}[{i}]" for name, parts in self._pairs.items()
+                 for i, part in enumerate(parts)}
+        checked = _check.hyper(row, self._kernel_values(h, lr=_check.UNCHECKED), self._f32,
+                               names=names)
+        if not (loading and row.optional):
+            return
+        used = _check.uses_state(row, dict(zip(row.hyper_names, checked)))
+        states = self.__dict__.get("_states")
+        for n in _check.optional_names(row):
+            if used and states is not None and not set(row.state_names) <= set(states):
+                raise ValueError(f"{n} cannot become non-zero: this optimizer was built "
+                                 f"without {n}, so it has no {n} buffers")
+            if not used and states and any(self._tensor_lowbit):
+                raise ValueError(f"{n} must stay > 0 with state_dtype={self.state_dtype!r} "
+                                 f"(the low-precision {n} kernels need {n} > 0)")
+
+    def _kernel_kwargs(self, t, h):
+        """The kernel's keyword arguments for step ``t`` with hyperparameters ``h`` (a dict of
+        ``lr`` and the ``_hyper_names``, checked; a kernel whose constants depend on the step
+        count has them checked for step ``t``)."""
+        row = self._spec.row
+        values = self._kernel_values(h)
+        kwargs = dict(zip(row.hyper_names, values))
+        if row.step:
+            checked = self.__dict__.setdefault("_checked_steps", {})
+            if checked.get(values, t + 1) > t:
+                # (Adam's lr / (1 - beta1**t) only shrinks as t grows: one check holds for
+                # later steps until the hyperparameters change, or the step count goes back)
+                _check.hyper(row, values, self._f32, step=t)
+                if len(checked) > 64:
+                    checked.clear()
+                checked[values] = t
+            kwargs["step"] = t
+        return kwargs
 
     def __setattr__(self, name, value):
         # A hyperparameter set between steps (``opt.eps = 1e-6``) is checked as the
         # constructor checks it, with the others; a bad value raises and changes nothing.
-        # Options are properties that check themselves.  Any other public name must exist
-        # (a class attribute, or an annotation of the class or a base): a misspelled
+        # Options are properties that check themselves.  Any other public name must be
+        # declared (Checked: a class attribute, or an annotation of the class or a base; the
+        # hyperparameters are annotated by __init_subclass__): a misspelled
         # ``opt.weight_deacy = 0.5`` raises instead of training with the default.
         if name in self._hyper_names and name in self.__dict__:
             self._validate_hyper({**self.hyper(), name: value}, loading=True)
             value = _plain(value)
-        elif not name.startswith("_") and name not in self.__dict__:
-            cls = type(self)
-            if not hasattr(cls, name) and not any(name in getattr(c, "__annotations__", {})
-                                                   for c in cls.__mro__):
-                known = {n for c in cls.__mro__ for n in (*vars(c), *getattr(
-                    c, "__annotations__", {})) if not n.startswith("_")}
-                known.update(self._hyper_names)
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise AttributeError(
-                    f"{cls.__name__} has no attribute {name!r} to set{hint} (a subclass "
-                    "declares its own public attributes as class annotations)")
-        object.__setattr__(self, name, value)
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -1023,6 +1126,20 @@ class Optimizer:
 
 
 
+#: The docstrings' shared parts: an optimizer class's docstring says %(params)s, %(lr)s and
+#: %(options)s where they go (see :func:`document`).
+_PARAMS_DOC = """\
+    params : FlatParams, or list, tuple or dict of ndarray
+        The model: a :class:`fastopt.FlatParams` (``step()`` reads its grad buffer), or
+        C-contiguous float32 or float64 arrays (``step(grads)`` then takes the matching
+        list or dict of gradients).  Updated in place.\
+"""
+
+_LR_DOC = """\
+    lr : float >= 0 or callable
+        The learning rate, or a schedule ``f(epoch) -> lr`` (:mod:`fastopt.schedules`).\
+"""
+
 _OPTIONS_DOC = """\
     impl : {"fused", "reference"}, default "fused"
         The compiled kernels or the NumPy reference (:mod:`fastopt.reference`).
@@ -1047,5 +1164,12 @@ _OPTIONS_DOC = """\
         The bfloat16 rounding stream: the same seed gives the same bits, for any thread count.\
 """
 
-if Optimizer.__doc__:   # (None under python -OO)
-    Optimizer.__doc__ = Optimizer.__doc__.replace("%(options)s", _OPTIONS_DOC)
+def document(cls):
+    """Fill in the shared parts of ``cls``'s docstring (%(params)s, %(lr)s, %(options)s)."""
+    if cls.__doc__:   # (None under python -OO)
+        cls.__doc__ = (cls.__doc__.replace("%(params)s", _PARAMS_DOC)
+                       .replace("%(lr)s", _LR_DOC).replace("%(options)s", _OPTIONS_DOC))
+    return cls
+
+
+document(Optimizer)

@@ -1,18 +1,17 @@
 """The one registry of optimizers.
 
-Every optimizer fastopt has is one :class:`OptimizerSpec` in :data:`SPECS`.  The optimizer
-classes take their state buffer names from it, ``fastopt train`` its ``--optimizer`` choices
-and how ``--beta`` maps to each, the benchmark its rows (bytes moved, the PyTorch twin), and
-the tests their kernel-against-reference list.  What a kernel is (its hyperparameters and
-their order, its state buffers, which of them are never negative) is not repeated here: it
-comes from the kernel table :data:`fastopt.specs.KERNELS`, which the build renders the
-compiled kernels' structs and drivers from.  Adding an optimizer on a new kernel means a row
-of that table, its update rule in ``src/kernels/_optim.pyx.tp``, the wrapper and twin
-(``fastopt.kernels`` / ``fastopt.reference``), a class, and one entry here.
+Every optimizer fastopt has is one :class:`OptimizerSpec` in :data:`SPECS`, declared next to
+its class (``_spec = spec(...)`` in :mod:`fastopt.optim.algorithms`; defining the class
+registers it, in the order of definition).  ``fastopt train`` takes its ``--optimizer``
+choices and how ``--beta`` maps to each from here, the benchmark its rows (bytes moved, the
+PyTorch twin), the package its exports and the tests their grids.  What a kernel is (its
+hyperparameters and their order, its state buffers, which of them are never negative) is
+not repeated here: it comes from the kernel table :data:`fastopt.specs.KERNELS`.  Adding an
+optimizer: see the documentation's "Adding an optimizer" page.
 """
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -20,41 +19,7 @@ import numpy as np
 from .. import kernels, reference
 from ..specs import BY_NAME as _KERNELS
 
-__all__ = ["OptimizerSpec", "SPECS", "MULTI_ARGS", "run_multi", "run_lowbit"]
-
-#: The order in which each compiled ``*_multi`` call takes one group's hyperparameters
-#: (the kernels' keyword arguments): :data:`fastopt.specs.KERNELS`' order.
-MULTI_ARGS = {f"{k.name}_step": k.hyper_names for k in _KERNELS.values()}
-
-
-def run_multi(kernel, mt, groups, step, gscale, n_threads):
-    """The compiled multi-tensor call of ``kernel`` (e.g. "adam_step") over the MultiTensor
-    ``mt``: ``groups`` holds one tuple of hyperparameters (in :data:`MULTI_ARGS` order) per
-    hyperparameter group; the gradients are scaled by ``gscale``."""
-    from ..runtime.dispatch import ext
-
-    run = getattr(ext._optim, kernel.replace("_step", "_multi"))
-    if _KERNELS[kernel.removesuffix("_step")].step:
-        run(mt, groups, step, gscale, n_threads)
-    else:
-        run(mt, groups, gscale, n_threads)
-
-
-def run_lowbit(kernel, state_dtype, table, ntasks, groups, step, seed, offsets, tables, gscale,
-               n_threads):
-    """The compiled low-precision step of ``kernel`` over a MultiTensor plan (``table``: its
-    ``table_capsule()``, rows param, grad, then each state buffer's bits (bfloat16) or codes
-    and absmax (int8)); ``groups`` holds one tuple in :data:`MULTI_ARGS` order per group;
-    bfloat16 rounding hashes (seed, step, offsets[t] + i); ``tables``: each int8 buffer's
-    ``QuantMap.kernel_tables()``."""
-    from ..runtime.dispatch import ext
-
-    if state_dtype == "bfloat16":
-        run = getattr(ext._lowbit, kernel.replace("_step", "_bf16_multi"))
-        run(table, ntasks, groups, step, seed, offsets, gscale, n_threads)
-    else:
-        run = getattr(ext._lowbit, kernel.replace("_step", "_int8_multi"))
-        run(table, ntasks, *tables, groups, step, gscale, n_threads)
+__all__ = ["OptimizerSpec", "SPECS", "spec", "register"]
 
 
 @dataclass(frozen=True)
@@ -81,8 +46,9 @@ class OptimizerSpec:
         does (the benchmark and the parity tests use both).
     torch : (str, dict) or None
         The ``torch.optim`` class and its arguments that take the same step, or None.
-    beta : str
-        The constructor argument ``fastopt train --beta`` sets.
+    beta : str or None
+        The constructor argument ``fastopt train --beta`` sets (None: the optimizer has no
+        such argument, as Adagrad; ``--beta`` does not apply to it).
     label : str
         The benchmark's row name, when it differs from ``name``.
     nonnegative : tuple of str
@@ -97,9 +63,15 @@ class OptimizerSpec:
     passes: int
     example: dict[str, Any] = field(default_factory=dict)
     torch: tuple[str, dict[str, Any]] | None = None
-    beta: str = "beta"
+    beta: str | None = "beta"
     label: str = ""
     nonnegative: tuple[str, ...] = ()
+    cls: type | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def row(self):
+        """The kernel's row of :data:`fastopt.specs.KERNELS`."""
+        return _KERNELS[self.kernel.removesuffix("_step")]
 
     @property
     def bench_name(self) -> str:
@@ -115,14 +87,6 @@ class OptimizerSpec:
         return getattr(kernels, self.kernel)
 
     @property
-    def hyper_check(self) -> Callable[..., Any]:
-        """The hyperparameter constraints (``fastopt.kernels._check.<kernel>_hyper``) that the
-        kernels, the reference, :mod:`fastopt.functional` and the classes share."""
-        from ..kernels import _check
-
-        return getattr(_check, self.kernel.replace("_step", "_hyper"))
-
-    @property
     def reference_fn(self) -> Callable[..., Any]:
         """The NumPy twin in :mod:`fastopt.reference`."""
         return getattr(reference, self.kernel)
@@ -131,29 +95,37 @@ class OptimizerSpec:
     def optimizer_class(self) -> type:
         """The class :attr:`optimizer`, from the public namespace :mod:`fastopt.optim`.
 
-        Looked up, not imported: the classes import this registry (their state buffers and
-        compiled calls), so the registry names them and never imports them (no import cycle).
-        The package has always finished loading by then: importing this module runs
-        ``fastopt/optim/__init__.py``, which imports the classes, first.
+        Registered by the class itself (the classes import this registry, never the
+        reverse: no import cycle); a spec made by hand names a class of that namespace.
         """
+        if self.cls is not None:
+            return self.cls
         return getattr(sys.modules[__package__], self.optimizer)
 
     def call(self, impl, param, grad, state, *, step: int = 1, **overrides) -> None:
         """One kernel step with :attr:`example`'s arguments (``impl``: ``fastopt.kernels`` or
         ``fastopt.reference``); ``overrides`` replace some of them."""
         kwargs = {**self.example, **overrides}
-        if _KERNELS[self.kernel.removesuffix("_step")].step:
+        if self.row.step:
             kwargs.setdefault("step", step)
-        if _KERNELS[self.kernel.removesuffix("_step")].optional and not self.state:
-            state = [None] * len(_KERNELS[self.kernel.removesuffix("_step")].state)
+        if self.row.optional and not self.state:
+            state = [None] * len(self.row.state)
         getattr(impl, self.kernel)(param, grad, *state, **kwargs)
 
     def make(self, params, lr, *, beta: float = 0.9, impl: str = "fused", **options):
         """The optimizer on ``params`` with learning rate ``lr`` and ``beta`` as :attr:`beta`;
         ``options`` are the optimizers' common options (``max_grad_norm``, ``skip_nonfinite``,
         ``groups``)."""
-        value = (beta, 0.999) if self.beta == "betas" else beta
-        return self.optimizer_class(params, lr=lr, **{self.beta: value}, impl=impl, **options)
+        cls = self.optimizer_class
+        if self.beta is None:
+            return cls(params, lr=lr, impl=impl, **options)
+        parts = getattr(cls, "_pairs", {}).get(self.beta)
+        if parts:   # (Adam's betas: beta1, the others at the table's defaults)
+            defaults = {h.name: h.default for h in self.row.hyper}
+            value = (beta, *(defaults[p] for p in parts[1:]))
+        else:
+            value = beta
+        return cls(params, lr=lr, **{self.beta: value}, impl=impl, **options)
 
     def torch_step(self, torch, param, grad) -> Callable[[], Any]:
         """A PyTorch optimizer's ``step`` on copies of ``param`` and ``grad``."""
@@ -171,27 +143,27 @@ class OptimizerSpec:
         return getattr(torch.optim, cls)(tps, **kwargs)
 
 
-def _spec(name, optimizer, kernel, **options):
-    """An optimizer on the kernel ``kernel`` of :data:`fastopt.specs.KERNELS`, which gives its
-    state buffers, which of them are never negative, and its passes (param read and written,
-    grad read, each state buffer read and written)."""
+def spec(name, kernel, **options) -> OptimizerSpec:
+    """The registry entry of an optimizer class on the kernel ``kernel`` of
+    :data:`fastopt.specs.KERNELS`, which gives its state buffers, which of them are never
+    negative, and its passes (param read and written, grad read, each state buffer read and
+    written); ``options``: the other fields of :class:`OptimizerSpec`.  The class it is
+    declared in (``_spec = spec(...)``) fills in its ``optimizer``."""
     k = _KERNELS[kernel]
-    return OptimizerSpec(name, optimizer, f"{kernel}_step", k.state_names, 3 + 2 * len(k.state),
+    return OptimizerSpec(name, "", f"{kernel}_step", k.state_names, 3 + 2 * len(k.state),
                          nonnegative=tuple(b.name for b in k.state if b.nonnegative), **options)
 
 
-#: Every optimizer, by name.
-SPECS: dict[str, OptimizerSpec] = {s.name: s for s in (
-    _spec("sgd", "SGD", "sgd", example=dict(lr=1e-3, momentum=0.9),
-          torch=("SGD", dict(lr=1e-3, momentum=0.9, fused=True)), beta="momentum",
-          label="sgd-momentum"),
-    _spec("momentum", "Momentum", "sgd", example=dict(lr=1e-3, momentum=0.9, dampening=0.9),
-          beta="beta"),
-    _spec("rmsprop", "RMSprop", "rmsprop", example=dict(lr=1e-3, alpha=0.99, eps_inside_sqrt=False),
-          torch=("RMSprop", dict(lr=1e-3, alpha=0.99)), beta="alpha"),
-    _spec("adam", "Adam", "adam", example=dict(lr=1e-3),
-          torch=("Adam", dict(lr=1e-3, fused=True)), beta="betas"),
-    _spec("adamw", "AdamW", "adam",
-          example=dict(lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
-          torch=("AdamW", dict(lr=1e-3, weight_decay=1e-2, fused=True)), beta="betas"),
-)}
+def register(entry: OptimizerSpec, cls: type) -> OptimizerSpec:
+    """Add the optimizer class ``cls`` with its entry ``entry`` (from :func:`spec`) to
+    :data:`SPECS`; returns the completed entry."""
+    if entry.name in SPECS and SPECS[entry.name].cls is not cls:
+        raise ValueError(f"optimizer {entry.name!r} is registered already (by "
+                         f"{SPECS[entry.name].optimizer})")
+    entry = replace(entry, optimizer=cls.__name__, cls=cls)
+    SPECS[entry.name] = entry
+    return entry
+
+
+#: Every optimizer, by name, in the order its class was defined.
+SPECS: dict[str, OptimizerSpec] = {}

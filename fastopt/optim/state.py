@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from . import formats
 from .params import ParamSet
 
-__all__ = ["zeros", "tensor_formats", "entry_formats", "rows", "nbytes", "entries", "check_entries", "load",
+__all__ = ["zeros", "fill", "tensor_formats", "entry_formats", "rows", "nbytes", "entries", "check_entries", "load",
            "writable", "upgrade_pickle"]
 
 
@@ -37,6 +37,12 @@ def zeros(names, fmts, like, nonnegative):
     return {name: [f.zeros(t.shape, t.dtype, name not in nonnegative, like=t, k=j + 1)
                    for t, f in zip(like, fmts)]
             for j, name in enumerate(names)}
+
+
+def fill(entries, fmts, value):
+    """Set every entry of one state buffer (a list, in the formats ``fmts``) to ``value``."""
+    for f, e in zip(fmts, entries):
+        f.fill(e, value)
 
 
 def rows(states, fmts):

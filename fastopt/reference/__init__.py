@@ -13,16 +13,18 @@ import math
 import numpy as np
 
 from ..kernels import _check
+from ..specs import BY_NAME as KERNELS
 
-__all__ = ["sgd_step", "rmsprop_step", "adam_step", "global_norm", "clip_grad_norm_"]
+__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "global_norm", "clip_grad_norm_"]
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
              momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
              weight_decay: float = 0.0) -> None:
     """SGD with momentum, in place (NumPy reference of :func:`fastopt.kernels.sgd_step`)."""
-    lr, momentum, dampening, nesterov, weight_decay = _check.sgd(
-        param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay)
+    _, (lr, momentum, dampening, nesterov, weight_decay) = _check.step_args(
+        KERNELS["sgd"], param, grad, (momentum_buf,),
+        (lr, momentum, dampening, nesterov, weight_decay))
     g = grad + weight_decay * param if weight_decay != 0 else grad
     if momentum != 0:
         momentum_buf[...] = momentum * momentum_buf + (1 - dampening) * g
@@ -36,8 +38,9 @@ def rmsprop_step(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray, *,
                  alpha: float = 0.9, eps: float = 1e-8, eps_inside_sqrt: bool = True,
                  weight_decay: float = 0.0) -> None:
     """RMSprop, in place (NumPy reference of :func:`fastopt.kernels.rmsprop_step`)."""
-    lr, alpha, eps, eps_inside_sqrt, weight_decay = _check.rmsprop(
-        param, grad, square_avg, lr, alpha, eps, eps_inside_sqrt, weight_decay)
+    _, (lr, alpha, eps, eps_inside_sqrt, weight_decay) = _check.step_args(
+        KERNELS["rmsprop"], param, grad, (square_avg,),
+        (lr, alpha, eps, eps_inside_sqrt, weight_decay))
     g = grad + weight_decay * param if weight_decay != 0 else grad
     square_avg[...] = alpha * square_avg + (1 - alpha) * g**2
     if eps_inside_sqrt:
@@ -50,9 +53,9 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
               step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
               weight_decay: float = 0.0, decoupled_weight_decay: bool = False) -> None:
     """Adam / AdamW, in place (NumPy reference of :func:`fastopt.kernels.adam_step`)."""
-    step, lr, beta1, beta2, eps, weight_decay, decoupled = _check.adam(
-        param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-        decoupled_weight_decay)
+    step, (lr, beta1, beta2, eps, weight_decay, decoupled) = _check.step_args(
+        KERNELS["adam"], param, grad, (exp_avg, exp_avg_sq),
+        (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay), step)
     if decoupled:
         param *= 1 - lr * weight_decay
         g = grad
@@ -68,6 +71,33 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_
     c2 = 1 / math.sqrt(1 - beta2**step)
     denom = np.sqrt(exp_avg_sq) * c2 + eps
     param -= exp_avg / denom * c1
+
+
+def adagrad_step(param: np.ndarray, grad: np.ndarray, sum: np.ndarray, *, step: int, lr: float,
+                 lr_decay: float = 0.0, eps: float = 1e-10, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0) -> None:
+    """Adagrad, in place (NumPy reference of :func:`fastopt.kernels.adagrad_step`), in
+    ``torch.optim.Adagrad``'s order of operations."""
+    step, (lr, lr_decay, eps, weight_decay, _) = _check.step_args(
+        KERNELS["adagrad"], param, grad, (sum,),
+        (lr, lr_decay, eps, weight_decay, initial_accumulator_value), step)
+    g = grad + weight_decay * param if weight_decay != 0 else grad
+    clr = lr / (1 + (step - 1) * lr_decay)
+    sum[...] = sum + g * g
+    param -= clr * (g / (np.sqrt(sum) + eps))
+
+
+def lion_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, *, lr: float,
+              beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0) -> None:
+    """Lion, in place (NumPy reference of :func:`fastopt.kernels.lion_step`), from Chen et
+    al. 2023, Algorithm 2: the update interpolates with beta1, the momentum with beta2."""
+    _, (lr, beta1, beta2, weight_decay) = _check.step_args(
+        KERNELS["lion"], param, grad, (exp_avg,), (lr, beta1, beta2, weight_decay))
+    c = beta1 * exp_avg + (1 - beta1) * grad
+    if weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    param -= lr * np.sign(c)
+    exp_avg[...] = beta2 * exp_avg + (1 - beta2) * grad
 
 
 def global_norm(grad: np.ndarray) -> float:

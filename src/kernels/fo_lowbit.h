@@ -1,22 +1,26 @@
 /* fo_lowbit.h - the C of fastopt's low-precision optimizer state (the _lowbit module).
  *
- * Why a header: these are the hot loops of Adam/AdamW, RMSprop and SGD with momentum when
- * the state is bfloat16 (stochastic rounding) or block-wise int8 (dynamic quantization).
- * They are C, so they live in a C file: compilers, linters and editors see them, and one
- * source is compiled at every instruction-set level (fo_simd.h): 512-bit vectors in the
- * avx512 build, 256-bit in the avx2 build, the scalar loops alone in the baseline build.
- * The formats are specified in fastopt/kernels/_formats.py; the NumPy twins in
- * fastopt/reference/lowbit.py give the same bits (tests/test_lowbit*.py, every level).
+ * Why a header: these are the hot loops of every optimizer of the kernel table with
+ * low-precision state (fastopt/specs.py, lowbit=True) when the state is bfloat16 (stochastic
+ * rounding) or block-wise int8 (dynamic quantization).  They are C, so they live in a C
+ * file: compilers, linters and editors see them, and one source is compiled at every
+ * instruction-set level (fo_simd.h): 512-bit vectors in the avx512 build, 256-bit in the
+ * avx2 build, the scalar loops alone in the baseline build.  The formats are specified in
+ * fastopt/kernels/_formats.py; the NumPy twins in fastopt/reference/lowbit.py give the same
+ * bits (tests/test_lowbit*.py, every level).
  *
- * How: each update rule is written twice, once scalar (fo_adam1, fo_rms1, fo_sgd1: the
- * reference spelling, the baseline and every tail) and once width-generic (fo_adamv,
- * fo_rmsv, fo_sgdv), with the same float32 operations in the same order and never
- * contracted (the modules build with -std=c11, so -ffp-contract=off).  Around them:
- *   bfloat16  one pass: widen, update, hash the global index, round (fo_*_bf16);
+ * How: nothing here is particular to an optimizer.  Its update rule is fo_rules.h's (the
+ * same one the dense float32/float64 loops run: fo_<name>_f32 for the baseline and every
+ * tail, fo_<name>_vec for the vectors, float32 operations in the same order and never
+ * contracted: the modules build with -std=c11, so -ffp-contract=off), and the passes below
+ * are macros over the kernel, for one state buffer (FO_PASSES1) or two (FO_PASSES2),
+ * instantiated by _lowbit.pyx.tp for every such row of the table:
+ *   bfloat16  one pass: widen, update, hash the global index, round (fo_<name>_bf16_mode);
  *   int8      per block of FO_QBLOCK = 256 elements: (1) decode, the new state into L1 and
- *             its absmax; (2) the parameter update fused with the first buffer's codes;
- *             (3) the other buffer's codes (fo_*_int8).  A partial block: decode + update +
- *             absmax in one pass, then the codes.
+ *             its absmax; (2) the parameter update fused with the first buffer's codes (a
+ *             rule given in halves: FO_SPLIT_<name>; else the update is in pass 1);
+ *             (3) the other buffer's codes (fo_<name>_int8_mode).  A partial block: decode +
+ *             update + absmax in one pass, then the codes.
  * A handful of operations whose form differs by width (masks, narrowing, lane shuffles,
  * table lookups) have one small helper per width below; everything else is written once.
  *
@@ -39,6 +43,7 @@
 #include <string.h>
 
 #include "fo_simd.h"
+#include "fo_rules.h"
 
 #define FO_QBLOCK 256  /* elements per int8 quantization block (one absmax each) */
 
@@ -125,42 +130,6 @@ static inline uint8_t fo_code(float xn, const fo_qtab* q) {
     uint32_t e = q->tab[(ac >> q->shift) - q->lo + (neg ? q->nbm : 0)];
     uint32_t c = e & 0xffu, t = e >> 8, r = ac & q->mask;
     return (uint8_t)(c + (neg ? (r < t) : (r > t)));
-}
-
-/* ---- hyperparameters, as the kernels read them (filled from _lowbit's structs) ---- */
-typedef struct { float gs, c1, c2, b1, omb1, b2, omb2, eps, wd, decay; int mode; } fo_adam_p;
-typedef struct { float gs, lr, alpha, oma, eps, wd; int has_wd, eps_inside; } fo_rms_p;
-typedef struct { float gs, lr, mom, omd, wd; int has_wd, nesterov; } fo_sgd_p;
-
-/* One element.  Adam's mode: 2 decoupled weight decay, 1 coupled, 0 none.  RMSprop's and
-   SGD's mode: bit 0 weight decay; bit 1 eps inside the square root (RMSprop), Nesterov
-   (SGD).  The new state goes to *y; the new parameter is returned. */
-FO_INLINE float fo_adam1(const fo_adam_p* h, const int mode, float g, float p, float x0,
-                         float x1, float* y0, float* y1) {
-    float gi = g * h->gs, pi = p;
-    if (mode == 2) pi = pi * h->decay;
-    else if (mode == 1) gi = gi + h->wd * pi;
-    float m = h->b1 * x0 + h->omb1 * gi;
-    float v = h->b2 * x1 + h->omb2 * (gi * gi);
-    *y0 = m; *y1 = v;
-    return pi - m / (sqrtf(v) * h->c2 + h->eps) * h->c1;
-}
-
-FO_INLINE float fo_rms1(const fo_rms_p* h, const int mode, float g, float p, float x, float* y) {
-    float gi = g * h->gs;
-    if (mode & 1) gi = gi + h->wd * p;
-    float s = h->alpha * x + h->oma * (gi * gi);
-    *y = s;
-    return (mode & 2) ? p - h->lr * gi / sqrtf(s + h->eps)
-                      : p - h->lr * gi / (sqrtf(s) + h->eps);
-}
-
-FO_INLINE float fo_sgd1(const fo_sgd_p* h, const int mode, float g, float p, float x, float* y) {
-    float gi = g * h->gs;
-    if (mode & 1) gi = gi + h->wd * p;
-    float b = h->mom * x + h->omd * gi;
-    *y = b;
-    return (mode & 2) ? p - h->lr * (gi + h->mom * b) : p - h->lr * b;
 }
 
 /* the largest |x| bits of x[0..n) */
@@ -406,302 +375,36 @@ static inline void fo_quant_known(const float* x, ptrdiff_t n, uint8_t* codes, f
     else fo_quant_k(x, n, codes, absmax, q, mx, 0);
 }
 
-/* ======================================================================= Adam / AdamW */
+/* ======================================================================= the passes
+ *
+ * Generic over the kernel: FO_PASSES1(NAME, STRUCT, HIGH) for a kernel with one state buffer,
+ * FO_PASSES2(NAME, STRUCT) for two, define (per mode: a compile-time constant)
+ *   fo_<NAME>_bf16_mode(P, G, s0[, s1], n, base, key, h, mode)
+ *   fo_<NAME>_int8_mode(P, G, cd0, ab0[, cd1, ab1], n, q, h, mode, posonly)
+ * from the kernel's rule in fo_rules.h (fo_<NAME>_f32, fo_<NAME>_vec, and when
+ * FO_SPLIT_<NAME> its halves fo_<NAME>_state_vec / fo_<NAME>_param_vec) and its structs in
+ * fo_hyper.h (STRUCT_f32, STRUCT_vec).  _lowbit.pyx.tp instantiates them for every kernel
+ * of the table with low-precision state, with the switch over its modes.
+ * HIGH: the one-buffer kernel's bfloat16 buffer takes the hash's high half (1) or its low
+ * half (0); with two buffers the first takes the high half, the second the low half.
+ * int8, full blocks of a split kernel: the new state first, and the parameter update in the
+ * pass of the first buffer's codes. */
+
+#define FO_IF(c, ...) FO_IF_(c, __VA_ARGS__)
+#define FO_IF_(c, ...) FO_IF_##c(__VA_ARGS__)
+#define FO_IF_1(...) __VA_ARGS__
+#define FO_IF_0(...)
 
 #if FO_LB_VEC
-typedef struct { fo_vf gs, c1, c2, b1, omb1, b2, omb2, eps, wd, decay; } fo_adam_v;
-
-FO_INLINE void fo_adam_v_init(fo_adam_v* a, const fo_adam_p* h) {
-    a->gs = FO_PS(set1)(h->gs); a->c1 = FO_PS(set1)(h->c1); a->c2 = FO_PS(set1)(h->c2);
-    a->b1 = FO_PS(set1)(h->b1); a->omb1 = FO_PS(set1)(h->omb1); a->b2 = FO_PS(set1)(h->b2);
-    a->omb2 = FO_PS(set1)(h->omb2); a->eps = FO_PS(set1)(h->eps); a->wd = FO_PS(set1)(h->wd);
-    a->decay = FO_PS(set1)(h->decay);
-}
-
-/* the moments' update (fo_adam1's first half), p decayed in place for mode 2 */
-FO_INLINE void fo_adamv_moments(const fo_adam_v* A, const int mode, fo_vf g, fo_vf* p,
-                                fo_vf x0, fo_vf x1, fo_vf* y0, fo_vf* y1) {
-    fo_vf gi = FO_PS(mul)(g, A->gs);
-    if (mode == 2) *p = FO_PS(mul)(*p, A->decay);
-    else if (mode == 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, *p));
-    *y0 = FO_PS(add)(FO_PS(mul)(A->b1, x0), FO_PS(mul)(A->omb1, gi));
-    *y1 = FO_PS(add)(FO_PS(mul)(A->b2, x1), FO_PS(mul)(A->omb2, FO_PS(mul)(gi, gi)));
-}
-
-/* p - m / (sqrt(v) c2 + eps) c1 (fo_adam1's second half) */
-FO_INLINE fo_vf fo_adamv_param(const fo_adam_v* A, fo_vf p, fo_vf m, fo_vf v) {
-    fo_vf den = FO_PS(add)(FO_PS(mul)(FO_PS(sqrt)(v), A->c2), A->eps);
-    return FO_PS(sub)(p, FO_PS(mul)(FO_PS(div)(m, den), A->c1));
-}
-
-FO_INLINE fo_vf fo_adamv(const fo_adam_v* A, const int mode, fo_vf g, fo_vf p, fo_vf x0,
-                         fo_vf x1, fo_vf* y0, fo_vf* y1) {
-    fo_adamv_moments(A, mode, g, &p, x0, x1, y0, y1);
-    return fo_adamv_param(A, p, *y0, *y1);
-}
-#endif
-
-/* n elements from global index base (no 2^32 crossing): one pass of widen, update, hash,
-   round; one hash per element, its high half rounds m, its low half v */
-FO_INLINE void fo_adam_bf16_mode(float* P, const float* G, uint16_t* s0, uint16_t* s1,
-                                 ptrdiff_t n, uint32_t base, uint32_t key,
-                                 const fo_adam_p* hp, const int mode) {
-    const fo_adam_p h = *hp;
-    ptrdiff_t i = 0;
-#if FO_LB_VEC
-    {
-        fo_adam_v A;
-        fo_vi idx = fo_viota(base), vkey = FO_VSET1I(key), w = FO_VSET1I(FO_W);
-        fo_vi w2 = FO_VSET1I(2 * FO_W), lo16 = FO_VSET1I(0xffff);
-        fo_adam_v_init(&A, &h);
-        for (; i + 2 * FO_W <= n; i += 2 * FO_W) {
-            fo_vf ma, va, mb, vb;
-            fo_vf pa = fo_adamv(&A, mode, FO_PS(loadu)(G + i), FO_PS(loadu)(P + i),
-                                fo_vbf16(s0 + i), fo_vbf16(s1 + i), &ma, &va);
-            fo_vf pb = fo_adamv(&A, mode, FO_PS(loadu)(G + i + FO_W), FO_PS(loadu)(P + i + FO_W),
-                                fo_vbf16(s0 + i + FO_W), fo_vbf16(s1 + i + FO_W), &mb, &vb);
-            fo_vi ha = fo_vfmix(FO_SI(xor)(idx, vkey));
-            fo_vi hb = fo_vfmix(FO_SI(xor)(FO_EPI32(add)(idx, w), vkey));
-            idx = FO_EPI32(add)(idx, w2);
-            FO_PS(storeu)(P + i, pa);
-            FO_PS(storeu)(P + i + FO_W, pb);
-            fo_vsr2(s0 + i, ma, FO_EPI32(srli)(ha, 16), mb, FO_EPI32(srli)(hb, 16));
-            fo_vsr2(s1 + i, va, FO_SI(and)(ha, lo16), vb, FO_SI(and)(hb, lo16));
-        }
-    }
-#else
-    /* the baseline: per block widen into L1, update, round back (plain loops that the
-       compiler vectorizes at SSE2 width; the hash's multiplies keep the fused loop scalar) */
-    for (; i < n; i += FO_QBLOCK) {
-        FO_ALIGNED(64) float b0[FO_QBLOCK];
-        FO_ALIGNED(64) float b1[FO_QBLOCK];
-        const int nq = n - i < FO_QBLOCK ? (int)(n - i) : FO_QBLOCK;
-        const uint32_t bi = base + (uint32_t)i;
-        int k;
-        for (k = 0; k < nq; k++) { b0[k] = fo_bf2f(s0[i + k]); b1[k] = fo_bf2f(s1[i + k]); }
-        for (k = 0; k < nq; k++)
-            P[i + k] = fo_adam1(&h, mode, G[i + k], P[i + k], b0[k], b1[k], &b0[k], &b1[k]);
-        for (k = 0; k < nq; k++) {
-            uint32_t r = fo_fmix32((bi + (uint32_t)k) ^ key);
-            s0[i + k] = fo_bf16_sr(b0[k], r >> 16);
-            s1[i + k] = fo_bf16_sr(b1[k], r & 0xffffu);
-        }
-    }
-#endif
-    for (; i < n; i++) {
-        float y0, y1;
-        uint32_t r;
-        P[i] = fo_adam1(&h, mode, G[i], P[i], fo_bf2f(s0[i]), fo_bf2f(s1[i]), &y0, &y1);
-        r = fo_fmix32((base + (uint32_t)i) ^ key);
-        s0[i] = fo_bf16_sr(y0, r >> 16);
-        s1[i] = fo_bf16_sr(y1, r & 0xffffu);
-    }
-}
-
-static inline void fo_adam_bf16(float* P, const float* G, uint16_t* s0, uint16_t* s1, ptrdiff_t n,
-                         uint32_t base, uint32_t key, const fo_adam_p* h) {
-    if (h->mode == 2) fo_adam_bf16_mode(P, G, s0, s1, n, base, key, h, 2);
-    else if (h->mode == 1) fo_adam_bf16_mode(P, G, s0, s1, n, base, key, h, 1);
-    else fo_adam_bf16_mode(P, G, s0, s1, n, base, key, h, 0);
-}
-
-#if FO_LB_VEC
-/* A full block's parameter update from the new moments m, v, fused with m's codes: each
-   pass then uses the divider about as much as the others. */
-FO_INLINE void fo_adam_pq(float* p, const float* m, const float* v, uint8_t* codes,
-                          float* absmax, const fo_qtab* q, uint32_t mx, const fo_adam_v* A,
-                          const int posonly) {
-    ptrdiff_t i;
-    if (mx >= 0x7f800000u) {   /* NaN or inf: absmax NaN, the zero code (fo_quant_k) */
-        for (i = 0; i < FO_QBLOCK; i += FO_W)
-            FO_PS(storeu)(p + i, fo_adamv_param(A, FO_PS(loadu)(p + i), FO_PS(load)(m + i),
-                                                FO_PS(load)(v + i)));
-        absmax[0] = NAN;
-        memset(codes, q->zero, FO_QBLOCK);
-        return;
-    }
-    {
-        fo_venc E;
-        fo_venc_init(&E, q, fo_divisor(mx));
-        absmax[0] = fo_u2f(mx);
-        for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {
-            fo_vi k[4];
-            int u;
-            for (u = 0; u < 4; u++) {
-                ptrdiff_t ii = i + u * FO_W;
-                fo_vf mm = FO_PS(load)(m + ii);
-                FO_PS(storeu)(p + ii, fo_adamv_param(A, FO_PS(loadu)(p + ii), mm, FO_PS(load)(v + ii)));
-                k[u] = fo_vcode(FO_SI(castps)(mm), &E, posonly);
-            }
-            fo_vcodes4(codes + i, k[0], k[1], k[2], k[3]);
-        }
-    }
-}
-#endif
-
-/* n elements from the start of a quantization block (cd: codes, ab: one absmax per block):
-   per block (1) decode, the new moments into L1 and their absmax (the decayed parameter
-   too, mode 2); (2) the parameter update fused with m's codes; (3) v's codes.  A partial
-   block (and every block of the baseline): decode + update + absmax in one pass, then the
-   codes.  Every value is the scalar expression's (fo_adam1). */
-FO_INLINE void fo_adam_int8_mode(float* P, const float* G, uint8_t* cd0, float* ab0,
-                                 uint8_t* cd1, float* ab1, ptrdiff_t n, const fo_qtab* q,
-                                 const fo_adam_p* hp, const int mode, const int po0) {
-    const fo_adam_p h = *hp;
-    FO_ALIGNED(64) float buf0[FO_QBLOCK];
-    FO_ALIGNED(64) float buf1[FO_QBLOCK];
-    ptrdiff_t i, j = 0, nq, qb = 0;
-    const float* v0 = q[0].values;
-    const float* v1 = q[1].values;
-#if FO_LB_VEC
-    fo_adam_v A;
-    fo_adam_v_init(&A, &h);
-#endif
-    while (j < n) {
-        const float a0 = ab0[qb], a1 = ab1[qb];
-        float* p = P + j;
-        const float* g = G + j;
-        const uint8_t* c0 = cd0 + j;
-        const uint8_t* c1 = cd1 + j;
-        uint32_t m0 = 0, m1 = 0, t;
-        nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;
-        i = 0;
-#if FO_LB_VEC
-        {
-            fo_vf va0 = FO_PS(set1)(a0), va1 = FO_PS(set1)(a1);
-            fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();
-            if (nq == FO_QBLOCK) {
-                for (; i < FO_QBLOCK; i += FO_W) {
-                    fo_vf m, v, pi = FO_PS(loadu)(p + i);
-                    fo_adamv_moments(&A, mode, FO_PS(loadu)(g + i), &pi,
-                                     FO_PS(mul)(fo_vlut(v0, c0 + i), va0),
-                                     FO_PS(mul)(fo_vlut(v1, c1 + i), va1), &m, &v);
-                    if (mode == 2) FO_PS(storeu)(p + i, pi);
-                    FO_PS(store)(buf0 + i, m);
-                    FO_PS(store)(buf1 + i, v);
-                    mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));
-                    mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));
-                }
-            } else {
-                for (; i + FO_W <= nq; i += FO_W) {
-                    fo_vf m, v;
-                    fo_vf pn = fo_adamv(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),
-                                        FO_PS(mul)(fo_vlut(v0, c0 + i), va0),
-                                        FO_PS(mul)(fo_vlut(v1, c1 + i), va1), &m, &v);
-                    FO_PS(storeu)(p + i, pn);
-                    FO_PS(store)(buf0 + i, m);
-                    FO_PS(store)(buf1 + i, v);
-                    mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));
-                    mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));
-                }
-            }
-            m0 = fo_vhmax(mx0);
-            m1 = fo_vhmax(mx1);
-        }
-        if (nq == FO_QBLOCK) {
-            fo_adam_pq(p, buf0, buf1, cd0 + j, ab0 + qb, &q[0], m0, &A, po0);
-            fo_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], m1);
-            j += nq;
-            qb += 1;
-            continue;
-        }
-#else
-        /* the baseline: decode, then the update in a loop the compiler vectorizes */
-        for (; i < nq; i++) { buf0[i] = v0[c0[i]] * a0; buf1[i] = v1[c1[i]] * a1; }
-        for (i = 0; i < nq; i++) p[i] = fo_adam1(&h, mode, g[i], p[i], buf0[i], buf1[i], &buf0[i], &buf1[i]);
-        m0 = fo_absmax_bits(buf0, nq);
-        m1 = fo_absmax_bits(buf1, nq);
-#endif
-        for (; i < nq; i++) {
-            float y0, y1;
-            p[i] = fo_adam1(&h, mode, g[i], p[i], v0[c0[i]] * a0, v1[c1[i]] * a1, &y0, &y1);
-            buf0[i] = y0;
-            buf1[i] = y1;
-            t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;
-            t = fo_f2u(y1) & 0x7fffffffu; m1 = t > m1 ? t : m1;
-        }
-        fo_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po0);
-        fo_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], m1);
-        j += nq;
-        qb += 1;
-    }
-}
-
-static inline void fo_adam_int8(float* P, const float* G, uint8_t* cd0, float* ab0, uint8_t* cd1,
-                         float* ab1, ptrdiff_t n, const fo_qtab* q, const fo_adam_p* h) {
-    if (q[0].posonly) {
-        if (h->mode == 2) fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 2, 1);
-        else if (h->mode == 1) fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 1, 1);
-        else fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 0, 1);
-    } else {
-        if (h->mode == 2) fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 2, 0);
-        else if (h->mode == 1) fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 1, 0);
-        else fo_adam_int8_mode(P, G, cd0, ab0, cd1, ab1, n, q, h, 0, 0);
-    }
-}
-
-/* ======================================================================= RMSprop, SGD */
-
-#if FO_LB_VEC
-typedef struct { fo_vf gs, lr, alpha, oma, eps, wd; } fo_rms_v;
-typedef struct { fo_vf gs, lr, mom, omd, wd; } fo_sgd_v;
-
-FO_INLINE void fo_rms_v_init(fo_rms_v* a, const fo_rms_p* h) {
-    a->gs = FO_PS(set1)(h->gs); a->lr = FO_PS(set1)(h->lr); a->alpha = FO_PS(set1)(h->alpha);
-    a->oma = FO_PS(set1)(h->oma); a->eps = FO_PS(set1)(h->eps); a->wd = FO_PS(set1)(h->wd);
-}
-
-FO_INLINE void fo_sgd_v_init(fo_sgd_v* a, const fo_sgd_p* h) {
-    a->gs = FO_PS(set1)(h->gs); a->lr = FO_PS(set1)(h->lr); a->mom = FO_PS(set1)(h->mom);
-    a->omd = FO_PS(set1)(h->omd); a->wd = FO_PS(set1)(h->wd);
-}
-
-/* the parameter update alone, from the new state s (also the int8 blocks' second pass) */
-FO_INLINE fo_vf fo_rmsv_param(const fo_rms_v* A, const int mode, fo_vf g, fo_vf p, fo_vf s) {
-    fo_vf gi = FO_PS(mul)(g, A->gs);
-    if (mode & 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, p));
-    fo_vf den = (mode & 2) ? FO_PS(sqrt)(FO_PS(add)(s, A->eps))
-                           : FO_PS(add)(FO_PS(sqrt)(s), A->eps);
-    return FO_PS(sub)(p, FO_PS(div)(FO_PS(mul)(A->lr, gi), den));
-}
-
-FO_INLINE fo_vf fo_rmsv(const fo_rms_v* A, const int mode, fo_vf g, fo_vf p, fo_vf x, fo_vf* y) {
-    fo_vf gi = FO_PS(mul)(g, A->gs);
-    if (mode & 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, p));
-    fo_vf s = FO_PS(add)(FO_PS(mul)(A->alpha, x), FO_PS(mul)(A->oma, FO_PS(mul)(gi, gi)));
-    fo_vf den = (mode & 2) ? FO_PS(sqrt)(FO_PS(add)(s, A->eps))
-                           : FO_PS(add)(FO_PS(sqrt)(s), A->eps);
-    *y = s;
-    return FO_PS(sub)(p, FO_PS(div)(FO_PS(mul)(A->lr, gi), den));
-}
-
-FO_INLINE fo_vf fo_sgdv_param(const fo_sgd_v* A, const int mode, fo_vf g, fo_vf p, fo_vf b) {
-    fo_vf gi = FO_PS(mul)(g, A->gs);
-    if (mode & 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, p));
-    if (mode & 2) return FO_PS(sub)(p, FO_PS(mul)(A->lr, FO_PS(add)(gi, FO_PS(mul)(A->mom, b))));
-    return FO_PS(sub)(p, FO_PS(mul)(A->lr, b));
-}
-
-FO_INLINE fo_vf fo_sgdv(const fo_sgd_v* A, const int mode, fo_vf g, fo_vf p, fo_vf x, fo_vf* y) {
-    fo_vf gi = FO_PS(mul)(g, A->gs);
-    if (mode & 1) gi = FO_PS(add)(gi, FO_PS(mul)(A->wd, p));
-    fo_vf b = FO_PS(add)(FO_PS(mul)(A->mom, x), FO_PS(mul)(A->omd, gi));
-    *y = b;
-    if (mode & 2) return FO_PS(sub)(p, FO_PS(mul)(A->lr, FO_PS(add)(gi, FO_PS(mul)(A->mom, b))));
-    return FO_PS(sub)(p, FO_PS(mul)(A->lr, b));
-}
-
-/* the vector half of FO_ONEBUF: a full block's parameter update from the new state y,
-   fused with y's codes */
-#define FO_ONEBUF_PQ(OPT)                                                                      \
-FO_INLINE void fo_##OPT##_pq(float* p, const float* g, const float* y, uint8_t* codes,         \
-                             float* absmax, const fo_qtab* q, uint32_t mx,                     \
-                             const fo_##OPT##_v* A, const int mode, const int posonly) {       \
+/* A full block's parameter update from the new state y (y0, y1), fused with the codes of
+   the first buffer: each pass then uses the divider about as much as the others. */
+#define FO_PQ_BODY(PARAM_CALL, Y)                                                              \
     ptrdiff_t i;                                                                               \
     if (mx >= 0x7f800000u) {   /* NaN or inf: absmax NaN, the zero code (fo_quant_k) */        \
-        for (i = 0; i < FO_QBLOCK; i += FO_W)                                                  \
-            FO_PS(storeu)(p + i, fo_##OPT##v_param(A, mode, FO_PS(loadu)(g + i),               \
-                                                   FO_PS(loadu)(p + i), FO_PS(load)(y + i)));  \
+        for (i = 0; i < FO_QBLOCK; i += FO_W) {                                                \
+            const ptrdiff_t ii = i;                                                            \
+            FO_PS(storeu)(p + ii, PARAM_CALL);                                                 \
+        }                                                                                      \
         absmax[0] = NAN;                                                                       \
         memset(codes, q->zero, FO_QBLOCK);                                                     \
         return;                                                                                \
@@ -714,36 +417,48 @@ FO_INLINE void fo_##OPT##_pq(float* p, const float* g, const float* y, uint8_t* 
             fo_vi k[4];                                                                        \
             int u;                                                                             \
             for (u = 0; u < 4; u++) {                                                          \
-                ptrdiff_t ii = i + u * FO_W;                                                   \
-                fo_vf yy = FO_PS(load)(y + ii);                                                \
-                FO_PS(storeu)(p + ii, fo_##OPT##v_param(A, mode, FO_PS(loadu)(g + ii),         \
-                                                        FO_PS(loadu)(p + ii), yy));            \
-                k[u] = fo_vcode(FO_SI(castps)(yy), &E, posonly);                               \
+                const ptrdiff_t ii = i + u * FO_W;                                             \
+                FO_PS(storeu)(p + ii, PARAM_CALL);                                             \
+                k[u] = fo_vcode(FO_SI(castps)(FO_PS(load)(Y + ii)), &E, posonly);              \
             }                                                                                  \
             fo_vcodes4(codes + i, k[0], k[1], k[2], k[3]);                                     \
         }                                                                                      \
-    }                                                                                          \
-}
-FO_ONEBUF_PQ(rms)
-FO_ONEBUF_PQ(sgd)
-#endif /* FO_LB_VEC */
+    }
 
-/* The passes of a one-buffer optimizer OPT (rms, sgd), as Adam's; HIGH: the bfloat16
-   buffer takes the hash's high half (buffer 0) or its low half (buffer 1).  Int8 full
-   blocks compute the new state first and update the parameter in the codes' pass. */
+#define FO_PQ1(NAME, STRUCT)                                                                   \
+FO_INLINE void fo_##NAME##_pq(float* p, const float* g, const float* y, uint8_t* codes,        \
+                              float* absmax, const fo_qtab* q, uint32_t mx,                    \
+                              const STRUCT##_vec* A, const int mode, const int posonly) {      \
+    FO_PQ_BODY(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii),      \
+                                     FO_PS(load)(y + ii)), y)                                  \
+}
+#define FO_PQ2(NAME, STRUCT)                                                                   \
+FO_INLINE void fo_##NAME##_pq(float* p, const float* g, const float* y0, const float* y1,      \
+                              uint8_t* codes, float* absmax, const fo_qtab* q, uint32_t mx,    \
+                              const STRUCT##_vec* A, const int mode, const int posonly) {      \
+    FO_PQ_BODY(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii),      \
+                                     FO_PS(load)(y0 + ii), FO_PS(load)(y1 + ii)), y0)          \
+}
+#else
+#define FO_PQ1(NAME, STRUCT)
+#define FO_PQ2(NAME, STRUCT)
+#endif
+
+/* ---- one state buffer */
 #if FO_LB_VEC
-#define FO_ONEBUF_BF16_VEC(OPT, HIGH)                                                          \
+#define FO_P1_BF16_VEC(NAME, STRUCT, HIGH)                                                     \
     {                                                                                          \
-        fo_##OPT##_v A;                                                                        \
+        STRUCT##_vec A;                                                                        \
         fo_vi idx = fo_viota(base), vkey = FO_VSET1I(key), w = FO_VSET1I(FO_W);                \
         fo_vi w2 = FO_VSET1I(2 * FO_W), lo16 = FO_VSET1I(0xffff);                              \
-        fo_##OPT##_v_init(&A, &h);                                                             \
+        fo_##NAME##_vec_init(&A, &h);                                                          \
         for (; i + 2 * FO_W <= n; i += 2 * FO_W) {                                             \
             fo_vf ya, yb;                                                                      \
-            fo_vf pa = fo_##OPT##v(&A, mode, FO_PS(loadu)(G + i), FO_PS(loadu)(P + i),         \
-                                   fo_vbf16(s0 + i), &ya);                                     \
-            fo_vf pb = fo_##OPT##v(&A, mode, FO_PS(loadu)(G + i + FO_W),                       \
-                                   FO_PS(loadu)(P + i + FO_W), fo_vbf16(s0 + i + FO_W), &yb);  \
+            fo_vf pa = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(G + i), FO_PS(loadu)(P + i),     \
+                                       fo_vbf16(s0 + i), &ya);                                 \
+            fo_vf pb = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(G + i + FO_W),                   \
+                                       FO_PS(loadu)(P + i + FO_W), fo_vbf16(s0 + i + FO_W),    \
+                                       &yb);                                                   \
             fo_vi ha = fo_vfmix(FO_SI(xor)(idx, vkey));                                        \
             fo_vi hb = fo_vfmix(FO_SI(xor)(FO_EPI32(add)(idx, w), vkey));                      \
             idx = FO_EPI32(add)(idx, w2);                                                      \
@@ -754,36 +469,39 @@ FO_ONEBUF_PQ(sgd)
             fo_vsr2(s0 + i, ya, ha, yb, hb);                                                   \
         }                                                                                      \
     }
-#define FO_ONEBUF_INT8_VEC(OPT)                                                                \
-    {                                                                                          \
-        fo_vf va0 = FO_PS(set1)(a0);                                                           \
-        fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                                  \
-        if (nq == FO_QBLOCK) {  /* the new state only: the update waits for the codes */       \
+/* a full block of a split kernel: the new state only; the update waits for the codes */
+#define FO_P1_INT8_FULL(NAME)                                                                  \
+        if (nq == FO_QBLOCK) {                                                                 \
             for (; i < FO_QBLOCK; i += 2 * FO_W) {                                             \
-                fo_vf ya, yb;                                                                  \
-                (void)fo_##OPT##v(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),          \
-                                  FO_PS(mul)(fo_vlut(v0, c0 + i), va0), &ya);                  \
-                (void)fo_##OPT##v(&A, mode, FO_PS(loadu)(g + i + FO_W),                        \
-                                  FO_PS(loadu)(p + i + FO_W),                                  \
-                                  FO_PS(mul)(fo_vlut(v0, c0 + i + FO_W), va0), &yb);           \
+                fo_vf ya = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i),                \
+                                                 FO_PS(loadu)(p + i),                          \
+                                                 FO_PS(mul)(fo_vlut(v0, c0 + i), va0));        \
+                fo_vf yb = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),         \
+                                                 FO_PS(loadu)(p + i + FO_W),                   \
+                                                 FO_PS(mul)(fo_vlut(v0, c0 + i + FO_W), va0)); \
                 FO_PS(store)(buf0 + i, ya);                                                    \
                 FO_PS(store)(buf0 + i + FO_W, yb);                                             \
                 mx0 = FO_EPU32(max)(mx0, fo_vabsbits(ya));                                     \
                 mx1 = FO_EPU32(max)(mx1, fo_vabsbits(yb));                                     \
             }                                                                                  \
-            fo_##OPT##_pq(p, g, buf0, cd0 + j, ab0 + qb, &q[0], fo_vhmax(FO_EPU32(max)(mx0, mx1)), \
-                          &A, mode, po);                                                       \
+            fo_##NAME##_pq(p, g, buf0, cd0 + j, ab0 + qb, &q[0],                               \
+                           fo_vhmax(FO_EPU32(max)(mx0, mx1)), &A, mode, po);                   \
             j += nq;                                                                           \
             qb += 1;                                                                           \
             continue;                                                                          \
-        }                                                                                      \
+        }
+#define FO_P1_INT8_VEC(NAME)                                                                   \
+    {                                                                                          \
+        fo_vf va0 = FO_PS(set1)(a0);                                                           \
+        fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                                  \
+        FO_IF(FO_SPLIT_##NAME, FO_P1_INT8_FULL(NAME))                                          \
         for (; i + 2 * FO_W <= nq; i += 2 * FO_W) {                                            \
             fo_vf ya, yb;                                                                      \
-            fo_vf pa = fo_##OPT##v(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),         \
-                                   FO_PS(mul)(fo_vlut(v0, c0 + i), va0), &ya);                 \
-            fo_vf pb = fo_##OPT##v(&A, mode, FO_PS(loadu)(g + i + FO_W),                       \
-                                   FO_PS(loadu)(p + i + FO_W),                                 \
-                                   FO_PS(mul)(fo_vlut(v0, c0 + i + FO_W), va0), &yb);          \
+            fo_vf pa = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),     \
+                                       FO_PS(mul)(fo_vlut(v0, c0 + i), va0), &ya);             \
+            fo_vf pb = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),                   \
+                                       FO_PS(loadu)(p + i + FO_W),                             \
+                                       FO_PS(mul)(fo_vlut(v0, c0 + i + FO_W), va0), &yb);      \
             FO_PS(storeu)(p + i, pa);                                                          \
             FO_PS(storeu)(p + i + FO_W, pb);                                                   \
             FO_PS(store)(buf0 + i, ya);                                                        \
@@ -793,15 +511,16 @@ FO_ONEBUF_PQ(sgd)
         }                                                                                      \
         m0 = fo_vhmax(FO_EPU32(max)(mx0, mx1));                                                \
     }
-#define FO_ONEBUF_VSETUP(OPT) fo_##OPT##_v A; fo_##OPT##_v_init(&A, &h);
-#define FO_ONEBUF_BF16_BASE(OPT, HIGH)
-#define FO_ONEBUF_INT8_BASE(OPT)
+#define FO_P_VSETUP(NAME, STRUCT) STRUCT##_vec A; fo_##NAME##_vec_init(&A, &h);
+#define FO_P1_BF16_BASE(NAME, HIGH)
+#define FO_P1_INT8_BASE(NAME)
 #else
-#define FO_ONEBUF_BF16_VEC(OPT, HIGH)
-#define FO_ONEBUF_INT8_VEC(OPT)
-#define FO_ONEBUF_VSETUP(OPT)
-/* the baseline, as Adam's: separate loops the compiler vectorizes at SSE2 width */
-#define FO_ONEBUF_BF16_BASE(OPT, HIGH)                                                         \
+#define FO_P1_BF16_VEC(NAME, STRUCT, HIGH)
+#define FO_P1_INT8_VEC(NAME)
+#define FO_P_VSETUP(NAME, STRUCT)
+/* the baseline: per block widen into L1, update, round back (plain loops that the compiler
+   vectorizes at SSE2 width; the hash's multiplies keep a fused loop scalar) */
+#define FO_P1_BF16_BASE(NAME, HIGH)                                                            \
     for (; i < n; i += FO_QBLOCK) {                                                            \
         FO_ALIGNED(64) float b0[FO_QBLOCK];                                                    \
         const int nq = n - i < FO_QBLOCK ? (int)(n - i) : FO_QBLOCK;                           \
@@ -809,43 +528,47 @@ FO_ONEBUF_PQ(sgd)
         int k;                                                                                 \
         for (k = 0; k < nq; k++) b0[k] = fo_bf2f(s0[i + k]);                                   \
         for (k = 0; k < nq; k++)                                                               \
-            P[i + k] = fo_##OPT##1(&h, mode, G[i + k], P[i + k], b0[k], &b0[k]);               \
+            P[i + k] = fo_##NAME##_f32(&h, mode, G[i + k], P[i + k], b0[k], &b0[k]);           \
         for (k = 0; k < nq; k++) {                                                             \
             uint32_t r = fo_fmix32((bi + (uint32_t)k) ^ key);                                  \
             s0[i + k] = fo_bf16_sr(b0[k], HIGH ? r >> 16 : r & 0xffffu);                       \
         }                                                                                      \
     }
-#define FO_ONEBUF_INT8_BASE(OPT)                                                               \
+/* the baseline: decode, then the update in a loop the compiler vectorizes */
+#define FO_P1_INT8_BASE(NAME)                                                                  \
     for (; i < nq; i++) buf0[i] = v0[c0[i]] * a0;                                              \
-    for (i = 0; i < nq; i++) p[i] = fo_##OPT##1(&h, mode, g[i], p[i], buf0[i], &buf0[i]);      \
+    for (i = 0; i < nq; i++) p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], buf0[i], &buf0[i]);  \
     m0 = fo_absmax_bits(buf0, nq);
 #endif
 
-#define FO_ONEBUF(OPT, HIGH)                                                                   \
-FO_INLINE void fo_##OPT##_bf16_mode(float* P, const float* G, uint16_t* s0, ptrdiff_t n,       \
-                                    uint32_t base, uint32_t key, const fo_##OPT##_p* hp,       \
-                                    const int mode) {                                          \
-    const fo_##OPT##_p h = *hp;                                                                \
+#define FO_PASSES1(NAME, STRUCT, HIGH)                                                         \
+FO_IF(FO_SPLIT_##NAME, FO_PQ1(NAME, STRUCT))                                                   \
+                                                                                               \
+FO_INLINE void fo_##NAME##_bf16_mode(float* P, const float* G, uint16_t* s0, ptrdiff_t n,      \
+                                     uint32_t base, uint32_t key, const STRUCT##_f32* hp,      \
+                                     const int mode) {                                         \
+    const STRUCT##_f32 h = *hp;                                                                \
     ptrdiff_t i = 0;                                                                           \
-    FO_ONEBUF_BF16_VEC(OPT, HIGH)                                                              \
-    FO_ONEBUF_BF16_BASE(OPT, HIGH)                                                             \
+    FO_P1_BF16_VEC(NAME, STRUCT, HIGH)                                                         \
+    FO_P1_BF16_BASE(NAME, HIGH)                                                                \
     for (; i < n; i++) {                                                                       \
         float y;                                                                               \
         uint32_t r;                                                                            \
-        P[i] = fo_##OPT##1(&h, mode, G[i], P[i], fo_bf2f(s0[i]), &y);                          \
+        P[i] = fo_##NAME##_f32(&h, mode, G[i], P[i], fo_bf2f(s0[i]), &y);                      \
         r = fo_fmix32((base + (uint32_t)i) ^ key);                                             \
         s0[i] = fo_bf16_sr(y, HIGH ? r >> 16 : r & 0xffffu);                                   \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
-FO_INLINE void fo_##OPT##_int8_mode(float* P, const float* G, uint8_t* cd0, float* ab0,        \
-                                    ptrdiff_t n, const fo_qtab* q, const fo_##OPT##_p* hp,     \
-                                    const int mode, const int po) {                            \
-    const fo_##OPT##_p h = *hp;                                                                \
+FO_INLINE void fo_##NAME##_int8_mode(float* P, const float* G, uint8_t* cd0, float* ab0,       \
+                                     ptrdiff_t n, const fo_qtab* q, const STRUCT##_f32* hp,    \
+                                     const int mode, const int po) {                           \
+    const STRUCT##_f32 h = *hp;                                                                \
     FO_ALIGNED(64) float buf0[FO_QBLOCK];                                                      \
     ptrdiff_t i, j = 0, nq, qb = 0;                                                            \
     const float* v0 = q[0].values;                                                             \
-    FO_ONEBUF_VSETUP(OPT)                                                                      \
+    FO_P_VSETUP(NAME, STRUCT)                                                                  \
+    (void)po;                                                                                  \
     while (j < n) {                                                                            \
         const float a0 = ab0[qb];                                                              \
         float* p = P + j;                                                                      \
@@ -854,11 +577,11 @@ FO_INLINE void fo_##OPT##_int8_mode(float* P, const float* G, uint8_t* cd0, floa
         uint32_t m0 = 0, t;                                                                    \
         nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
         i = 0;                                                                                 \
-        FO_ONEBUF_INT8_VEC(OPT)                                                                \
-        FO_ONEBUF_INT8_BASE(OPT)                                                               \
+        FO_P1_INT8_VEC(NAME)                                                                   \
+        FO_P1_INT8_BASE(NAME)                                                                  \
         for (; i < nq; i++) {                                                                  \
             float y0;                                                                          \
-            p[i] = fo_##OPT##1(&h, mode, g[i], p[i], v0[c0[i]] * a0, &y0);                     \
+            p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], v0[c0[i]] * a0, &y0);                 \
             buf0[i] = y0;                                                                      \
             t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;                                \
         }                                                                                      \
@@ -866,33 +589,155 @@ FO_INLINE void fo_##OPT##_int8_mode(float* P, const float* G, uint8_t* cd0, floa
         j += nq;                                                                               \
         qb += 1;                                                                               \
     }                                                                                          \
-}                                                                                              \
-                                                                                               \
-static inline void fo_##OPT##_bf16(float* P, const float* G, uint16_t* s0, ptrdiff_t n,               \
-                            uint32_t base, uint32_t key, const fo_##OPT##_p* h, int mode) {    \
-    switch (mode) {                                                                            \
-    case 0: fo_##OPT##_bf16_mode(P, G, s0, n, base, key, h, 0); break;                         \
-    case 1: fo_##OPT##_bf16_mode(P, G, s0, n, base, key, h, 1); break;                         \
-    case 2: fo_##OPT##_bf16_mode(P, G, s0, n, base, key, h, 2); break;                         \
-    default: fo_##OPT##_bf16_mode(P, G, s0, n, base, key, h, 3); break;                        \
-    }                                                                                          \
-}                                                                                              \
-                                                                                               \
-static inline void fo_##OPT##_int8(float* P, const float* G, uint8_t* cd0, float* ab0, ptrdiff_t n,   \
-                            const fo_qtab* q, const fo_##OPT##_p* h, int mode) {               \
-    switch (mode + (q[0].posonly ? 4 : 0)) {                                                   \
-    case 0: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 0, 0); break;                        \
-    case 1: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 1, 0); break;                        \
-    case 2: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 2, 0); break;                        \
-    case 3: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 3, 0); break;                        \
-    case 4: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 0, 1); break;                        \
-    case 5: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 1, 1); break;                        \
-    case 6: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 2, 1); break;                        \
-    default: fo_##OPT##_int8_mode(P, G, cd0, ab0, n, q, h, 3, 1); break;                       \
-    }                                                                                          \
 }
 
-FO_ONEBUF(rms, 0)
-FO_ONEBUF(sgd, 1)
+/* ---- two state buffers (one hash per element: its high half rounds s0, its low half s1) */
+#if FO_LB_VEC
+#define FO_P2_BF16_VEC(NAME, STRUCT)                                                           \
+    {                                                                                          \
+        STRUCT##_vec A;                                                                        \
+        fo_vi idx = fo_viota(base), vkey = FO_VSET1I(key), w = FO_VSET1I(FO_W);                \
+        fo_vi w2 = FO_VSET1I(2 * FO_W), lo16 = FO_VSET1I(0xffff);                              \
+        fo_##NAME##_vec_init(&A, &h);                                                          \
+        for (; i + 2 * FO_W <= n; i += 2 * FO_W) {                                             \
+            fo_vf ma, va, mb, vb;                                                              \
+            fo_vf pa = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(G + i), FO_PS(loadu)(P + i),     \
+                                       fo_vbf16(s0 + i), fo_vbf16(s1 + i), &ma, &va);          \
+            fo_vf pb = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(G + i + FO_W),                   \
+                                       FO_PS(loadu)(P + i + FO_W), fo_vbf16(s0 + i + FO_W),    \
+                                       fo_vbf16(s1 + i + FO_W), &mb, &vb);                     \
+            fo_vi ha = fo_vfmix(FO_SI(xor)(idx, vkey));                                        \
+            fo_vi hb = fo_vfmix(FO_SI(xor)(FO_EPI32(add)(idx, w), vkey));                      \
+            idx = FO_EPI32(add)(idx, w2);                                                      \
+            FO_PS(storeu)(P + i, pa);                                                          \
+            FO_PS(storeu)(P + i + FO_W, pb);                                                   \
+            fo_vsr2(s0 + i, ma, FO_EPI32(srli)(ha, 16), mb, FO_EPI32(srli)(hb, 16));           \
+            fo_vsr2(s1 + i, va, FO_SI(and)(ha, lo16), vb, FO_SI(and)(hb, lo16));               \
+        }                                                                                      \
+    }
+#define FO_P2_INT8_FULL(NAME)                                                                  \
+            if (nq == FO_QBLOCK) {                                                             \
+                for (; i < FO_QBLOCK; i += FO_W) {                                             \
+                    fo_vf m, v;                                                                \
+                    fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),  \
+                                          FO_PS(mul)(fo_vlut(v0, c0 + i), va0),                \
+                                          FO_PS(mul)(fo_vlut(v1, c1 + i), va1), &m, &v);       \
+                    FO_PS(store)(buf0 + i, m);                                                 \
+                    FO_PS(store)(buf1 + i, v);                                                 \
+                    mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));                                  \
+                    mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));                                  \
+                }                                                                              \
+                fo_##NAME##_pq(p, g, buf0, buf1, cd0 + j, ab0 + qb, &q[0],                     \
+                               fo_vhmax(mx0), &A, mode, po0);                                  \
+                fo_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], fo_vhmax(mx1));             \
+                j += nq;                                                                       \
+                qb += 1;                                                                       \
+                continue;                                                                      \
+            }
+#define FO_P2_INT8_VEC(NAME)                                                                   \
+        {                                                                                      \
+            fo_vf va0 = FO_PS(set1)(a0), va1 = FO_PS(set1)(a1);                                \
+            fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                              \
+            FO_IF(FO_SPLIT_##NAME, FO_P2_INT8_FULL(NAME))                                      \
+            for (; i + FO_W <= nq; i += FO_W) {                                                \
+                fo_vf m, v;                                                                    \
+                fo_vf pn = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i), \
+                                           FO_PS(mul)(fo_vlut(v0, c0 + i), va0),               \
+                                           FO_PS(mul)(fo_vlut(v1, c1 + i), va1), &m, &v);      \
+                FO_PS(storeu)(p + i, pn);                                                      \
+                FO_PS(store)(buf0 + i, m);                                                     \
+                FO_PS(store)(buf1 + i, v);                                                     \
+                mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));                                      \
+                mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));                                      \
+            }                                                                                  \
+            m0 = fo_vhmax(mx0);                                                                \
+            m1 = fo_vhmax(mx1);                                                                \
+        }
+#define FO_P2_BF16_BASE(NAME)
+#define FO_P2_INT8_BASE(NAME)
+#else
+#define FO_P2_BF16_VEC(NAME, STRUCT)
+#define FO_P2_INT8_VEC(NAME)
+#define FO_P2_BF16_BASE(NAME)                                                                  \
+    for (; i < n; i += FO_QBLOCK) {                                                            \
+        FO_ALIGNED(64) float b0[FO_QBLOCK];                                                    \
+        FO_ALIGNED(64) float b1[FO_QBLOCK];                                                    \
+        const int nq = n - i < FO_QBLOCK ? (int)(n - i) : FO_QBLOCK;                           \
+        const uint32_t bi = base + (uint32_t)i;                                                \
+        int k;                                                                                 \
+        for (k = 0; k < nq; k++) { b0[k] = fo_bf2f(s0[i + k]); b1[k] = fo_bf2f(s1[i + k]); }  \
+        for (k = 0; k < nq; k++)                                                               \
+            P[i + k] = fo_##NAME##_f32(&h, mode, G[i + k], P[i + k], b0[k], b1[k], &b0[k],     \
+                                       &b1[k]);                                                \
+        for (k = 0; k < nq; k++) {                                                             \
+            uint32_t r = fo_fmix32((bi + (uint32_t)k) ^ key);                                  \
+            s0[i + k] = fo_bf16_sr(b0[k], r >> 16);                                            \
+            s1[i + k] = fo_bf16_sr(b1[k], r & 0xffffu);                                        \
+        }                                                                                      \
+    }
+#define FO_P2_INT8_BASE(NAME)                                                                  \
+        for (; i < nq; i++) { buf0[i] = v0[c0[i]] * a0; buf1[i] = v1[c1[i]] * a1; }            \
+        for (i = 0; i < nq; i++)                                                               \
+            p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], buf0[i], buf1[i], &buf0[i], &buf1[i]);\
+        m0 = fo_absmax_bits(buf0, nq);                                                         \
+        m1 = fo_absmax_bits(buf1, nq);
+#endif
+
+#define FO_PASSES2(NAME, STRUCT)                                                               \
+FO_IF(FO_SPLIT_##NAME, FO_PQ2(NAME, STRUCT))                                                   \
+                                                                                               \
+FO_INLINE void fo_##NAME##_bf16_mode(float* P, const float* G, uint16_t* s0, uint16_t* s1,     \
+                                     ptrdiff_t n, uint32_t base, uint32_t key,                 \
+                                     const STRUCT##_f32* hp, const int mode) {                 \
+    const STRUCT##_f32 h = *hp;                                                                \
+    ptrdiff_t i = 0;                                                                           \
+    FO_P2_BF16_VEC(NAME, STRUCT)                                                               \
+    FO_P2_BF16_BASE(NAME)                                                                      \
+    for (; i < n; i++) {                                                                       \
+        float y0, y1;                                                                          \
+        uint32_t r;                                                                            \
+        P[i] = fo_##NAME##_f32(&h, mode, G[i], P[i], fo_bf2f(s0[i]), fo_bf2f(s1[i]), &y0, &y1);\
+        r = fo_fmix32((base + (uint32_t)i) ^ key);                                             \
+        s0[i] = fo_bf16_sr(y0, r >> 16);                                                       \
+        s1[i] = fo_bf16_sr(y1, r & 0xffffu);                                                   \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+FO_INLINE void fo_##NAME##_int8_mode(float* P, const float* G, uint8_t* cd0, float* ab0,       \
+                                     uint8_t* cd1, float* ab1, ptrdiff_t n, const fo_qtab* q,  \
+                                     const STRUCT##_f32* hp, const int mode, const int po0) {  \
+    const STRUCT##_f32 h = *hp;                                                                \
+    FO_ALIGNED(64) float buf0[FO_QBLOCK];                                                      \
+    FO_ALIGNED(64) float buf1[FO_QBLOCK];                                                      \
+    ptrdiff_t i, j = 0, nq, qb = 0;                                                            \
+    const float* v0 = q[0].values;                                                             \
+    const float* v1 = q[1].values;                                                             \
+    FO_P_VSETUP(NAME, STRUCT)                                                                  \
+    while (j < n) {                                                                            \
+        const float a0 = ab0[qb], a1 = ab1[qb];                                                \
+        float* p = P + j;                                                                      \
+        const float* g = G + j;                                                                \
+        const uint8_t* c0 = cd0 + j;                                                           \
+        const uint8_t* c1 = cd1 + j;                                                           \
+        uint32_t m0 = 0, m1 = 0, t;                                                            \
+        nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
+        i = 0;                                                                                 \
+        FO_P2_INT8_VEC(NAME)                                                                   \
+        FO_P2_INT8_BASE(NAME)                                                                  \
+        for (; i < nq; i++) {                                                                  \
+            float y0, y1;                                                                      \
+            p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], v0[c0[i]] * a0, v1[c1[i]] * a1,       \
+                                   &y0, &y1);                                                  \
+            buf0[i] = y0;                                                                      \
+            buf1[i] = y1;                                                                      \
+            t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;                                \
+            t = fo_f2u(y1) & 0x7fffffffu; m1 = t > m1 ? t : m1;                                \
+        }                                                                                      \
+        fo_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po0);                               \
+        fo_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], m1);                                \
+        j += nq;                                                                               \
+        qb += 1;                                                                               \
+    }                                                                                          \
+}
 
 #endif /* FO_LOWBIT_H */

@@ -1,0 +1,256 @@
+/* fo_rules.h - each optimizer's update rule, written once.
+ *
+ * Why: an update rule is run by the dense float32 and float64 loops of _optim and by the
+ * bfloat16 and int8 passes of fo_lowbit.h (scalar tails and 256/512-bit vectors).  Each copy
+ * of a rule is a chance for the copies to drift apart by one rounding, so every rule is
+ * spelled once, below, over an arithmetic: fo_add, fo_sub, fo_mul, fo_div, fo_sqrt, fo_sign
+ * and the hyperparameter struct k.  This header instantiates the rules three times:
+ *
+ *   suffix  T        k                  arithmetic
+ *   _f32    float    <Struct>_f32 *     C operators, sqrtf          (dense float32, tails)
+ *   _f64    double   <Struct>_f64 *     C operators, sqrt           (dense float64)
+ *   _vec    fo_ps    <Struct>_vec *     FO_PS(add), ... (fo_simd.h)  (lowbit vectors)
+ *
+ * The structs and the mode bits FO_<NAME>_<FLAG> come from fo_hyper.h, rendered from the
+ * kernel table (fastopt/specs.py).  Every operation is one IEEE operation in the written
+ * order and the modules build with -std=c11 (no contraction into FMA), so the three
+ * instantiations give the same float32 bits, and the NumPy twins (fastopt/reference) the
+ * same bits too.  The mode is a compile-time constant at every call: each loop is compiled
+ * once per mode, with no flag tested per element.
+ *
+ * A kernel's rule is either
+ *   one function  fo_<name>(k, mode, g, p, x..., &y...) -> the new parameter, the new state in
+ *                 *y (x: the state before the step); and #define FO_SPLIT_<name> 0; or
+ *   two halves    fo_<name>_state(k, mode, g, p, x..., &y...) (the new state) and
+ *                 fo_<name>_param(k, mode, g, p, y...) -> the new parameter from the new state,
+ *                 with FO_SPLIT_<name> 1 and the whole rule from FO_RULE_OF_HALVES<nbuf>.
+ *                 The int8 pass then updates a full block's parameters in the codes' pass,
+ *                 which balances the divider between its passes; a kernel whose state may be
+ *                 absent (the table's optional: SGD without momentum) must be given in halves
+ *                 (the dense loop then calls fo_<name>_param alone, with zeros for y).
+ * g is the raw gradient: every rule multiplies it by k->gscale (clipping; 1 otherwise) first.
+ * A new kernel: its table row (the struct, flags, state), its rule here, its NumPy twin.
+ */
+#ifndef FO_RULES_BODY
+#ifndef FO_RULES_H
+#define FO_RULES_H
+
+#include <math.h>
+
+#include "fo_simd.h"
+#include "fo_hyper.h"
+
+#define FO_RULE FO_INLINE
+
+/* sign(x) as numpy.sign: +-1, +0 for +-0, NaN for NaN (x - x) */
+FO_INLINE float fo_sign_f32(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x - x); }
+FO_INLINE double fo_sign_f64(double x) { return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : x - x); }
+
+#if defined(FO_IVEC)
+#if FO_VBYTES == 64
+FO_INLINE fo_ps fo_sign_vec(fo_ps x) {
+    const fo_ps z = _mm512_setzero_ps();
+    fo_ps r = _mm512_sub_ps(x, x);
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, z, _CMP_LT_OQ), r, _mm512_set1_ps(-1.0f));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, z, _CMP_GT_OQ), r, _mm512_set1_ps(1.0f));
+}
+#else
+FO_INLINE fo_ps fo_sign_vec(fo_ps x) {
+    const fo_ps z = _mm256_setzero_ps();
+    fo_ps r = _mm256_sub_ps(x, x);
+    r = _mm256_blendv_ps(r, _mm256_set1_ps(-1.0f), _mm256_cmp_ps(x, z, _CMP_LT_OQ));
+    return _mm256_blendv_ps(r, _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, z, _CMP_GT_OQ));
+}
+#endif
+#endif
+
+/* The whole rule of a kernel given in halves: the state, then the parameter from it. */
+#define FO_RULE_OF_HALVES1(NAME, STRUCT)                                                   \
+FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x, T* y) {   \
+    T s = FO_R(fo_##NAME##_state)(k, mode, g, p, x);                                       \
+    *y = s;                                                                                \
+    return FO_R(fo_##NAME##_param)(k, mode, g, p, s);                                      \
+}
+#define FO_RULE_OF_HALVES2(NAME, STRUCT)                                                   \
+FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0, T x1,    \
+                          T* y0, T* y1) {                                                  \
+    T s0, s1;                                                                              \
+    FO_R(fo_##NAME##_state)(k, mode, g, p, x0, x1, &s0, &s1);                              \
+    *y0 = s0;                                                                              \
+    *y1 = s1;                                                                              \
+    return FO_R(fo_##NAME##_param)(k, mode, g, p, s0, s1);                                 \
+}
+
+/* ---- the scalar instantiations */
+#define fo_add(a, b) ((a) + (b))
+#define fo_sub(a, b) ((a) - (b))
+#define fo_mul(a, b) ((a) * (b))
+#define fo_div(a, b) ((a) / (b))
+
+#define T float
+#define FO_R(name) name##_f32
+#define FO_K(s) s##_f32
+#define fo_sqrt(a) sqrtf(a)
+#define fo_sign(a) fo_sign_f32(a)
+#define FO_RULES_BODY
+#include "fo_rules.h"
+#undef FO_RULES_BODY
+#undef T
+#undef FO_R
+#undef FO_K
+#undef fo_sqrt
+#undef fo_sign
+
+#define T double
+#define FO_R(name) name##_f64
+#define FO_K(s) s##_f64
+#define fo_sqrt(a) sqrt(a)
+#define fo_sign(a) fo_sign_f64(a)
+#define FO_RULES_BODY
+#include "fo_rules.h"
+#undef FO_RULES_BODY
+#undef T
+#undef FO_R
+#undef FO_K
+#undef fo_sqrt
+#undef fo_sign
+
+#undef fo_add
+#undef fo_sub
+#undef fo_mul
+#undef fo_div
+
+/* ---- the vector instantiation (the builds whose low-precision passes are vectorized) */
+#if defined(FO_IVEC)
+#define fo_add(a, b) FO_PS(add)(a, b)
+#define fo_sub(a, b) FO_PS(sub)(a, b)
+#define fo_mul(a, b) FO_PS(mul)(a, b)
+#define fo_div(a, b) FO_PS(div)(a, b)
+#define T fo_ps
+#define FO_R(name) name##_vec
+#define FO_K(s) s##_vec
+#define fo_sqrt(a) FO_PS(sqrt)(a)
+#define fo_sign(a) fo_sign_vec(a)
+#define FO_RULES_BODY
+#include "fo_rules.h"
+#undef FO_RULES_BODY
+#undef T
+#undef FO_R
+#undef FO_K
+#undef fo_sqrt
+#undef fo_sign
+#undef fo_add
+#undef fo_sub
+#undef fo_mul
+#undef fo_div
+#endif
+
+#endif /* FO_RULES_H */
+#else /* FO_RULES_BODY: ===================================================== the rules */
+
+/* ---- SGD: g' = g gs (+ wd p);  b = momentum b + (1 - dampening) g';
+        p - lr (g' + momentum b) (Nesterov), p - lr b; without momentum p - lr g' */
+#define FO_SPLIT_sgd 1
+
+FO_RULE T FO_R(fo_sgd_grad)(const FO_K(SgdHyper)* k, const int mode, T g, T p) {
+    T gi = fo_mul(g, k->gscale);
+    if (mode & FO_SGD_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
+    return gi;
+}
+
+FO_RULE T FO_R(fo_sgd_state)(const FO_K(SgdHyper)* k, const int mode, T g, T p, T x) {
+    T gi = FO_R(fo_sgd_grad)(k, mode, g, p);
+    return fo_add(fo_mul(k->momentum, x), fo_mul(k->one_minus_damp, gi));
+}
+
+FO_RULE T FO_R(fo_sgd_param)(const FO_K(SgdHyper)* k, const int mode, T g, T p, T b) {
+    T gi = FO_R(fo_sgd_grad)(k, mode, g, p);
+    if (!(mode & FO_SGD_HAS_MOM)) return fo_sub(p, fo_mul(k->lr, gi));
+    if (mode & FO_SGD_NESTEROV) return fo_sub(p, fo_mul(k->lr, fo_add(gi, fo_mul(k->momentum, b))));
+    return fo_sub(p, fo_mul(k->lr, b));
+}
+
+FO_RULE_OF_HALVES1(sgd, SgdHyper)
+
+/* ---- RMSprop: g' = g gs (+ wd p);  s = alpha s + (1 - alpha) g'^2;
+        p - lr g' / sqrt(s + eps) (eps inside), p - lr g' / (sqrt(s) + eps) */
+#define FO_SPLIT_rmsprop 1
+
+FO_RULE T FO_R(fo_rmsprop_grad)(const FO_K(RmspropHyper)* k, const int mode, T g, T p) {
+    T gi = fo_mul(g, k->gscale);
+    if (mode & FO_RMSPROP_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
+    return gi;
+}
+
+FO_RULE T FO_R(fo_rmsprop_state)(const FO_K(RmspropHyper)* k, const int mode, T g, T p, T x) {
+    T gi = FO_R(fo_rmsprop_grad)(k, mode, g, p);
+    return fo_add(fo_mul(k->alpha, x), fo_mul(k->one_minus_alpha, fo_mul(gi, gi)));
+}
+
+FO_RULE T FO_R(fo_rmsprop_param)(const FO_K(RmspropHyper)* k, const int mode, T g, T p, T s) {
+    T gi = FO_R(fo_rmsprop_grad)(k, mode, g, p);
+    T den = (mode & FO_RMSPROP_EPS_INSIDE) ? fo_sqrt(fo_add(s, k->eps))
+                                           : fo_add(fo_sqrt(s), k->eps);
+    return fo_sub(p, fo_div(fo_mul(k->lr, gi), den));
+}
+
+FO_RULE_OF_HALVES1(rmsprop, RmspropHyper)
+
+/* ---- Adam / AdamW: p' = p decay (decoupled) or g' = g gs + wd p (coupled);
+        m = beta1 m + (1 - beta1) g';  v = beta2 v + (1 - beta2) g'^2;
+        p' - m / (sqrt(v) c2 + eps) c1, with c1 = lr / (1 - beta1^t), c2 = 1 / sqrt(1 - beta2^t)
+        (nothing overflows for the moments Adam produces; subnormal moments keep their bits) */
+#define FO_SPLIT_adam 1
+
+FO_RULE void FO_R(fo_adam_state)(const FO_K(AdamHyper)* k, const int mode, T g, T p, T x0,
+                                 T x1, T* y0, T* y1) {
+    T gi = fo_mul(g, k->gscale);
+    if (!(mode & FO_ADAM_DECOUPLED) && (mode & FO_ADAM_HAS_WD)) gi = fo_add(gi, fo_mul(k->wd, p));
+    *y0 = fo_add(fo_mul(k->beta1, x0), fo_mul(k->one_minus_beta1, gi));
+    *y1 = fo_add(fo_mul(k->beta2, x1), fo_mul(k->one_minus_beta2, fo_mul(gi, gi)));
+}
+
+FO_RULE T FO_R(fo_adam_param)(const FO_K(AdamHyper)* k, const int mode, T g, T p, T m, T v) {
+    (void)g;
+    if (mode & FO_ADAM_DECOUPLED) p = fo_mul(p, k->decay);
+    return fo_sub(p, fo_mul(fo_div(m, fo_add(fo_mul(fo_sqrt(v), k->c2), k->eps)), k->c1));
+}
+
+FO_RULE_OF_HALVES2(adam, AdamHyper)
+
+/* ---- Adagrad (torch.optim.Adagrad's order): g' = g gs (+ wd p);  s = s + g'^2;
+        p - clr (g' / (sqrt(s) + eps)), clr = lr / (1 + (t - 1) lr_decay) */
+#define FO_SPLIT_adagrad 1
+
+FO_RULE T FO_R(fo_adagrad_grad)(const FO_K(AdagradHyper)* k, const int mode, T g, T p) {
+    T gi = fo_mul(g, k->gscale);
+    if (mode & FO_ADAGRAD_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
+    return gi;
+}
+
+FO_RULE T FO_R(fo_adagrad_state)(const FO_K(AdagradHyper)* k, const int mode, T g, T p, T x) {
+    T gi = FO_R(fo_adagrad_grad)(k, mode, g, p);
+    return fo_add(x, fo_mul(gi, gi));
+}
+
+FO_RULE T FO_R(fo_adagrad_param)(const FO_K(AdagradHyper)* k, const int mode, T g, T p, T s) {
+    T gi = FO_R(fo_adagrad_grad)(k, mode, g, p);
+    return fo_sub(p, fo_mul(k->clr, fo_div(gi, fo_add(fo_sqrt(s), k->eps))));
+}
+
+FO_RULE_OF_HALVES1(adagrad, AdagradHyper)
+
+/* ---- Lion (Chen et al. 2023): p' = p decay (decoupled weight decay, decay = 1 - lr wd);
+        c = beta1 m + (1 - beta1) g';  p' - lr sign(c);  m = beta2 m + (1 - beta2) g'
+        (g' = g gs).  The update needs the old m: one function, no halves. */
+#define FO_SPLIT_lion 0
+
+FO_RULE T FO_R(fo_lion)(const FO_K(LionHyper)* k, const int mode, T g, T p, T x, T* y) {
+    T gi = fo_mul(g, k->gscale);
+    T c = fo_add(fo_mul(k->beta1, x), fo_mul(k->one_minus_beta1, gi));
+    if (mode & FO_LION_HAS_WD) p = fo_mul(p, k->decay);
+    *y = fo_add(fo_mul(k->beta2, x), fo_mul(k->one_minus_beta2, gi));
+    return fo_sub(p, fo_mul(k->lr, fo_sign(c)));
+}
+
+#endif /* FO_RULES_BODY */
