@@ -229,3 +229,9 @@ def test_train_state_dtype_int8_resumes_bit_identically(tmp_path):
     assert mixed.returncode == 2 and "state_dtype" in mixed.stderr
     bad = run("train", "--state-dtype", "float16", check=False)
     assert bad.returncode == 2 and "--state-dtype" in bad.stderr
+
+
+def test_beta_is_refused_for_an_optimizer_without_one():
+    # A --beta that would be ignored is refused: Adagrad has no beta (the registry says so).
+    p = run("train", "--optimizer", "adagrad", "--beta", "0.5", "--epochs", "1", check=False)
+    assert p.returncode == 2 and "--beta does not apply" in p.stderr and "epoch" not in p.stdout

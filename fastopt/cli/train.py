@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data.datasets import prepare_data
 from ..data.tabular import DataError, load_table, split_table
+from ..optim.formats import FORMATS
 from ..optim.registry import SPECS
 from ..train.loop import Trainer
 from .types import (UsageError, arg_type, check_output_path, nonneg_int, positive_float,
@@ -31,6 +32,10 @@ def check_train_args(args):
     """Every combination ``fastopt train`` would fail on later, checked before it starts."""
     from ..kernels import _check
 
+    if args.beta is not None and SPECS[args.optimizer].beta is None:
+        raise UsageError(f"--optimizer {args.optimizer} has no β: --beta does not apply to it")
+    if args.beta is None:
+        args.beta = DEFAULTS["beta"]
     if args.optimizer == "momentum" and args.beta == 0:
         raise UsageError("--optimizer momentum needs --beta in (0, 1), got 0 "
                          "(--optimizer sgd --beta 0 is plain gradient descent)")
@@ -279,13 +284,14 @@ def add_train(sub):
                    help="samples per mini-batch")
     p.add_argument("--hidden", type=positive_int, default=DEFAULTS["hidden"],
                    help="hidden units per layer")
-    p.add_argument("--beta", type=unit_float, default=DEFAULTS["beta"],
-                   help="momentum β / Adam β1 / RMSprop α")
+    p.add_argument("--beta", type=unit_float, default=None,
+                   help=f"momentum β / Adam β1 / RMSprop α (default {DEFAULTS['beta']}; "
+                        "not for optimizers without one, as Adagrad)")
     p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
                    help="seed of the split, the initialization and the shuffling")
     p.add_argument("--max-grad-norm", type=positive_float, default=None, metavar="NORM",
                    help="clip the gradients to this global norm inside each step")
-    p.add_argument("--state-dtype", choices=("float32", "bfloat16", "int8"), default="float32",
+    p.add_argument("--state-dtype", choices=tuple(FORMATS), default="float32",
                    help="how the optimizer stores its state (bfloat16: stochastic rounding; "
                         "int8: block-wise quantization; arrays under 4096 elements keep float32)")
     p.add_argument("--impl", choices=("fused", "reference"), default="fused",
