@@ -1,11 +1,12 @@
 """The integrations against the libraries' own optimizers, timed in the same run.
 
-``pytest benchmarks/test_bench_integrations.py --benchmark-only`` (autograd; scikit-learn's
-MLPClassifier fits are ``fastopt bench``'s sklearn cases, in ``test_bench_cases.py``), or as a
-script for the figures in docs/guide/integrations.rst (fits alternate between the two, median of
-``--repeat``, waiting for quiet moments)::
+``pytest benchmarks/test_bench_integrations.py --benchmark-only`` (autograd, PyTorch, thinc;
+scikit-learn's MLPClassifier fits are ``fastopt bench``'s sklearn cases, in
+``test_bench_cases.py``), or as a script for the figures in docs/guide/integrations.rst and
+docs/guide/porting.rst (runs alternate between the two, median of ``--repeat``, waiting for
+quiet moments)::
 
-    python benchmarks/test_bench_integrations.py --repeat 5 [--quiet 0.9]
+    python benchmarks/test_bench_integrations.py --repeat 5 [--quiet 0.9] [--only torch,thinc]
 """
 
 import argparse
@@ -66,6 +67,198 @@ def test_autograd_adam(benchmark, which):
     benchmark.pedantic(adam, args=(grad, x0), kwargs=dict(num_iters=20), rounds=5, iterations=1)
 
 
+# ------------------------------------------------------------------ PyTorch
+
+TORCH_SIZES = {"1M": 1 << 20, "16M": 1 << 24}
+
+
+def _torch_params(torch, n, seed=0):
+    """Four float32 parameters of ``n`` elements in all, with gradients."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = [n // 2, n // 4, n // 8, n - n // 2 - n // 4 - n // 8]
+    ps = [torch.nn.Parameter(torch.randn(k, generator=g)) for k in sizes]
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=g) * 1e-2
+    return ps
+
+
+def _torch_adam(torch, which, params):
+    if which == "torch":
+        return torch.optim.Adam(params, lr=1e-3, fused=True)
+    from fastopt.integrations.torch import Adam
+    return Adam(params, lr=1e-3)
+
+
+@pytest.mark.parametrize("size", list(TORCH_SIZES))
+@pytest.mark.parametrize("which", ["torch", "fastopt"])
+def test_torch_adam_step(benchmark, torch, which, size):
+    opt = _torch_adam(torch, which, _torch_params(torch, TORCH_SIZES[size]))
+    opt.step()
+    benchmark.group = f"torch.optim.Adam(fused=True) vs fastopt.integrations.torch.Adam, {size} float32"
+    benchmark.pedantic(opt.step, rounds=10, iterations=1)
+
+
+def _torch_mlp(torch, hidden=1024):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(512, hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(hidden, 10))
+    X = torch.randn(256, 512)
+    y = torch.randint(0, 10, (256,))
+    return model, X, y
+
+
+def _torch_train_step(torch, model, opt, X, y):
+    """One training step; returns the seconds spent in forward + backward."""
+    t = time.perf_counter()
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(X), y)
+    loss.backward()
+    fb = time.perf_counter() - t
+    opt.step()
+    return fb
+
+
+@pytest.mark.parametrize("which", ["torch", "fastopt"])
+def test_torch_training_step(benchmark, torch, which):
+    model, X, y = _torch_mlp(torch)
+    opt = _torch_adam(torch, which, list(model.parameters()))
+    _torch_train_step(torch, model, opt, X, y)
+    benchmark.group = "torch MLP (1.6M parameters) training step, Adam"
+    benchmark.pedantic(_torch_train_step, args=(torch, model, opt, X, y), rounds=10, iterations=1)
+
+
+def torch_rows(repeat, quiet):
+    """The optimizer step at 1M and 16M parameters, and a training step's forward/backward
+    time with either optimizer, each pair alternating in one run."""
+    import torch
+
+    import fastopt
+
+    torch.set_num_threads(fastopt.get_num_threads())
+    print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads; fastopt "
+          f"{fastopt.get_num_threads()} threads")
+    for size, n in TORCH_SIZES.items():
+        opts = {w: _torch_adam(torch, w, _torch_params(torch, n)) for w in ("torch", "fastopt")}
+        times = {w: [] for w in opts}
+        for o in opts.values():
+            o.step()
+        for r in range(repeat):
+            _wait_until_quiet(quiet)
+            for w in (("torch", "fastopt") if r % 2 == 0 else ("fastopt", "torch")):
+                inner = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    opts[w].step()
+                    inner.append(time.perf_counter() - t)
+                times[w].append(statistics.median(inner))
+        a, f = (statistics.median(times[w]) for w in ("torch", "fastopt"))
+        print(f"Adam step, {size} float32 parameters: torch fused {a * 1e3:.2f} ms, "
+              f"fastopt.integrations.torch {f * 1e3:.2f} ms, speed-up {a / f:.2f}x")
+    fb = {"torch": [], "fastopt": []}
+    step = {"torch": [], "fastopt": []}
+    runs = {}
+    for w in fb:
+        model, X, y = _torch_mlp(torch)
+        runs[w] = (model, _torch_adam(torch, w, list(model.parameters())), X, y)
+        _torch_train_step(torch, *[runs[w][0], runs[w][1], X, y])
+    for r in range(repeat):
+        _wait_until_quiet(quiet)
+        for w in (("torch", "fastopt") if r % 2 == 0 else ("fastopt", "torch")):
+            model, opt, X, y = runs[w]
+            inner_fb, inner = [], []
+            for _ in range(5):
+                t = time.perf_counter()
+                inner_fb.append(_torch_train_step(torch, model, opt, X, y))
+                inner.append(time.perf_counter() - t)
+            fb[w].append(statistics.median(inner_fb))
+            step[w].append(statistics.median(inner))
+    nparams = sum(p.numel() for p in runs["torch"][0].parameters())
+    a, f = (statistics.median(fb[w]) for w in fb)
+    sa, sf = (statistics.median(step[w]) for w in step)
+    print(f"torch MLP ({nparams / 1e6:.2f}M parameters, batch 256), forward+backward: "
+          f"{a * 1e3:.2f} ms with torch's Adam, {f * 1e3:.2f} ms with fastopt's "
+          f"(ratio {f / a:.3f}); whole step {sa * 1e3:.2f} / {sf * 1e3:.2f} ms "
+          f"(speed-up {sa / sf:.2f}x)")
+
+
+# ------------------------------------------------------------------ thinc
+
+def _thinc_model(hidden=1024, width=512, classes=50):
+    from thinc.api import Relu, Softmax, chain, fix_random_seed
+
+    fix_random_seed(0)
+    model = chain(Relu(nO=hidden), Relu(nO=hidden), Softmax(nO=classes))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((128, width)).astype(np.float32)
+    Y = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, 128)]
+    model.initialize(X=X, Y=Y)
+    return model, X, Y
+
+
+def _thinc_optimizer(which):
+    if which == "thinc":
+        from thinc.api import Adam
+    else:
+        from fastopt.integrations.thinc import Adam
+    return Adam(0.001)
+
+
+def _thinc_update(model, opt, X, Y):
+    """One thinc training step; returns the seconds in finish_update."""
+    Yh, backprop = model.begin_update(X)
+    backprop((Yh - Y) / len(Y))
+    t = time.perf_counter()
+    model.finish_update(opt)
+    dt = time.perf_counter() - t
+    opt.step_schedules()
+    return dt
+
+
+@pytest.mark.parametrize("which", ["thinc", "fastopt"])
+def test_thinc_finish_update(benchmark, which):
+    pytest.importorskip("thinc")
+    model, X, Y = _thinc_model()
+    opt = _thinc_optimizer(which)
+    for _ in range(2):
+        _thinc_update(model, opt, X, Y)
+    benchmark.group = "thinc Relu>>Relu>>Softmax (1.6M parameters) update, Adam defaults"
+    benchmark.pedantic(_thinc_update, args=(model, opt, X, Y), rounds=10, iterations=1)
+
+
+def thinc_rows(repeat, quiet):
+    """thinc's Adam (defaults: grad_clip=1.0, use_averages=True) against fastopt's, on one
+    model, alternating: ``finish_update`` alone and the whole training step."""
+    import thinc
+
+    runs = {}
+    for w in ("thinc", "fastopt"):
+        model, X, Y = _thinc_model()
+        runs[w] = (model, _thinc_optimizer(w), X, Y)
+        for _ in range(2):
+            _thinc_update(*runs[w])
+    fu = {w: [] for w in runs}
+    whole = {w: [] for w in runs}
+    for r in range(repeat):
+        _wait_until_quiet(quiet)
+        for w in (("thinc", "fastopt") if r % 2 == 0 else ("fastopt", "thinc")):
+            a, b = [], []
+            for _ in range(5):
+                t = time.perf_counter()
+                a.append(_thinc_update(*runs[w]))
+                b.append(time.perf_counter() - t)
+            fu[w].append(statistics.median(a))
+            whole[w].append(statistics.median(b))
+    n = sum(node.get_param(name).size for node in runs["thinc"][0].walk()
+            for name in node.param_names if node.has_param(name))
+    a, f = (statistics.median(fu[w]) for w in runs)
+    sa, sf = (statistics.median(whole[w]) for w in runs)
+    print(f"thinc {thinc.__version__} Relu>>Relu>>Softmax ({n / 1e6:.2f}M parameters, batch 128), "
+          f"Adam(0.001) defaults: finish_update {a * 1e3:.2f} ms (thinc) vs {f * 1e3:.2f} ms "
+          f"(fastopt), speed-up {a / f:.2f}x; whole step {sa * 1e3:.2f} / {sf * 1e3:.2f} ms, "
+          f"speed-up {sa / sf:.2f}x")
+
+
 def _idle_fraction(seconds=2.0):
     """The fraction of the machine's CPU time that was idle over ``seconds`` (Linux), or None."""
     def sample():
@@ -99,8 +292,24 @@ def main(argv=None):
     ap.add_argument("--quiet", type=float, default=0.0, metavar="IDLE",
                     help="before each pair of fits, wait until the CPUs were at least this idle "
                          "(fraction, e.g. 0.9) over 2 s: on a shared machine, time only quiet moments")
+    ap.add_argument("--only", default="sklearn,autograd,torch,thinc",
+                    help="comma-separated sections to run (default: all)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for fastopt and PyTorch (default: fastopt's default); on a "
+                         "busy machine 1 gives steadier figures")
     args = ap.parse_args(argv)
+    only = set(args.only.split(","))
     import fastopt
+
+    if args.threads:
+        fastopt.set_num_threads(args.threads)
+
+    if "torch" in only:
+        torch_rows(args.repeat, args.quiet)
+    if "thinc" in only:
+        thinc_rows(args.repeat, args.quiet)
+    if "sklearn" not in only and "autograd" not in only:
+        return
 
     Xtr, ytr, Xte, yte = _digits()
     print(f"MLPClassifier(hidden_layer_sizes={HIDDEN}, max_iter={EPOCHS}), digits "

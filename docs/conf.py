@@ -58,7 +58,7 @@ nitpicky = True                      # a reference to nothing is a warning, so -
 # Outside fastopt: the build runs offline (no intersphinx inventories), so references into
 # the standard library and other projects' APIs are not checked.
 nitpick_ignore_regex = [
-    ("py:.*", r"(copy|pickle|json|os|numpy|np|sklearn|torch|mpi4py|autograd|threadpoolctl)(\..*)?"),
+    ("py:.*", r"(copy|pickle|json|os|numpy|np|sklearn|torch|thinc|mpi4py|autograd|threadpoolctl)(\..*)?"),
 ]
 templates_path = ["_templates"]
 exclude_patterns = ["_build"]
@@ -100,8 +100,10 @@ def _cut_inherited_sklearn_doc(app, what, name, obj, options, lines):
 
 
 def _skip_sklearn_members(app, what, name, obj, skip, options):
-    """Members scikit-learn adds to its estimators (``set_fit_request``, ...): documented there."""
-    if getattr(obj, "__module__", None) and obj.__module__.startswith("sklearn"):
+    """Members scikit-learn adds to its estimators (``set_fit_request``, ...), and the ones the
+    PyTorch and thinc optimizers inherit from their base classes: documented there."""
+    if getattr(obj, "__module__", None) and obj.__module__.startswith(("sklearn", "torch.",
+                                                                       "thinc.")):
         return True
     qualname = getattr(obj, "__qualname__", "")
     if name.startswith("set_") and name.endswith("_request") and "RequestMethod" in qualname:

@@ -57,7 +57,8 @@ def test_readme_is_a_landing_page():
 _MPI_MARK = "DataParallel("
 # Blocks that need an optional library skip without it.
 _OPTIONAL = {"autograd": "autograd", "sklearn": "sklearn", "fastopt.integrations.sklearn": "sklearn",
-             "fastopt.integrations.autograd": "autograd"}
+             "fastopt.integrations.autograd": "autograd", "torch": "torch", "thinc": "thinc",
+             "fastopt.integrations.torch": "torch", "fastopt.integrations.thinc": "thinc"}
 
 PAGES = [p for p in doc_pages() if rst_blocks(p)]
 

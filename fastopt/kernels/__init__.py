@@ -223,3 +223,30 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
         zeros = np.zeros(C, x.dtype)
         ext._batchnorm.affine(dy3, _as3d(dx, N, C), zeros, k1.astype(x.dtype), zeros, nt)
     return dx, _out(outs[1], dgamma64, x.dtype), _out(outs[2], dbeta64, x.dtype)
+
+
+# ------------------------------------------------------------------ weight averaging
+
+__all__ += ["ema_update"]
+
+
+def ema_update(ema: np.ndarray, param: np.ndarray, *, decay: float) -> None:
+    r"""Exponential moving average of the weights, in place: one fused pass.
+
+    .. math::  \bar w \leftarrow \bar w + (1 - \text{decay})\,(w - \bar w)
+
+    with :math:`1 - \text{decay}` rounded once to the buffers' dtype.  Same bits as
+    :func:`fastopt.reference.ema_update`, for any thread count.  Over many arrays in one
+    call, see :class:`fastopt.optim.EMA`.
+
+    Parameters
+    ----------
+    ema : ndarray
+        The average (float32 or float64, C-contiguous), updated in place.
+    param : ndarray
+        The current weights, of ``ema``'s shape and dtype.
+    decay : float in [0, 1]
+        The weight of the old average (1: unchanged; 0: a copy of ``param``).
+    """
+    decay = _check.ema(ema, param, decay)
+    ext._ema.ema_update(ema, param, decay, get_num_threads())

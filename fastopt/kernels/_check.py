@@ -466,3 +466,13 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training, out):
     outs = _outs(out, ("dx", "dgamma", "dbeta"), (x.shape, (C,), (C,)),
                  dict(dy=dy, x=x, gamma=gamma, mean=mean, invstd=invstd), x)
     return training, N, C, n, outs
+
+
+def ema(ema, param, decay):
+    """Weight averaging's arguments (the kernel and its twin share this check): ``ema`` a
+    writable float buffer, ``param`` one of its shape and dtype, not sharing its memory;
+    ``decay`` in [0, 1].  Returns the checked decay."""
+    array("ema", ema, writable=True)
+    array("param", param, writable=False, like=ema, like_name="ema")
+    disjoint(ema=ema, param=param)
+    return unit_interval("decay", decay, closed_right=True)

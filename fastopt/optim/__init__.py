@@ -8,9 +8,10 @@ tests derive their lists from it.
 
 from . import algorithms, functional
 from .algorithms import *  # noqa: F403 (the classes of the registry: SGD, Momentum, ...)
+from .ema import EMA
 from .optimizer import Optimizer
 from .params import ParamSet
 from .registry import SPECS, OptimizerSpec
 
 __all__ = ["Optimizer", *algorithms.__all__, "SPECS", "OptimizerSpec", "functional",
-           "ParamSet"]
+           "ParamSet", "EMA"]

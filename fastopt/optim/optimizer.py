@@ -230,6 +230,7 @@ class Optimizer(Checked):
         object.__setattr__(self, "_lock", threading.Lock())
         self.impl = impl
         self.max_grad_norm = max_grad_norm
+        self.clip_per_param = None
         self.skip_nonfinite = skip_nonfinite
         self._state_dtype = lowstate.state_format(state_dtype)
         self._format = formats.get(self._state_dtype)
@@ -275,6 +276,65 @@ class Optimizer(Checked):
     def max_grad_norm(self, value):
         self._max_grad_norm = (None if value is None
                                else _check.positive("max_grad_norm", value))
+
+    @property
+    def clip_per_param(self) -> float | None:
+        """Clip each parameter's gradient to this norm on its own (a finite float > 0), or
+        None (the default); settable.
+
+        Each step, before the global ``max_grad_norm`` and the non-finite guard: a gradient
+        (for a FlatParams, each name's slice) whose norm exceeds it is scaled by
+        ``clip_per_param / (norm + 1e-6)`` (PyTorch's ``clip_grad_norm_`` rule, per
+        parameter; thinc's ``grad_clip``).  The gradient arrays are not changed: a clipped
+        one is scaled into a buffer the optimizer keeps (allocated at its first clip), which
+        the step then reads (one more pass over the clipped arrays only).
+        """
+        return self.__dict__.get("_clip_per_param")   # (None in optimizers pickled before it)
+
+    @clip_per_param.setter
+    def clip_per_param(self, value):
+        self._clip_per_param = (None if value is None
+                                else _check.positive("clip_per_param", value))
+
+    def _clip_each(self, grads):
+        """``grads`` with each one whose norm exceeds ``clip_per_param`` replaced by a scaled
+        copy (in buffers kept between steps)."""
+        limit = self.clip_per_param
+        scratch = self.__dict__.setdefault("_clip_scratch", {})
+        if self.flat is not None:
+            g = self.flat.grad
+            _check.array("params.grad", g, writable=False, like=self.flat.data,
+                         like_name="params.data")
+            slices = [self.flat.slice(n) for n in self.flat]
+            scales = [self._clip_scale(g[sl], limit) for sl in slices]
+            if all(c is None for c in scales):
+                return grads
+            buf = scratch.get("flat")
+            if buf is None or buf.shape != g.shape:
+                buf = scratch["flat"] = np.empty_like(g)
+            np.copyto(buf, g)
+            for sl, c in zip(slices, scales):
+                if c is not None:
+                    np.multiply(buf[sl], buf.dtype.type(c), out=buf[sl])
+            return [buf] if self._runs is None else [buf[r] for r, _, _ in self._runs]
+        out = list(grads)
+        for i, (g, p, name) in enumerate(zip(grads, self._params, self._names)):
+            _check.array(name.replace("params", "grads", 1), g, writable=False, like=p,
+                         like_name=name)
+            c = self._clip_scale(g, limit)
+            if c is not None:
+                buf = scratch.get(i)
+                if buf is None or buf.shape != g.shape or buf.dtype != g.dtype:
+                    buf = scratch[i] = np.empty_like(g)
+                np.multiply(g, g.dtype.type(c), out=buf)
+                out[i] = buf
+        return out
+
+    @staticmethod
+    def _clip_scale(g, limit):
+        """The factor that clips ``g`` to norm ``limit`` (PyTorch's rule), or None."""
+        norm = _kernels.global_norm(g) if g.size else 0.0
+        return limit / (norm + 1e-6) if norm > limit else None
 
     @property
     def skip_nonfinite(self) -> bool:
@@ -582,6 +642,8 @@ class Optimizer(Checked):
 
     def _locked_step(self, grads, max_grad_norm, grad_stats=None):
         grads = self._grad_list(grads)
+        if self.clip_per_param is not None:
+            grads = self._clip_each(grads)
         if max_grad_norm is None:
             max_norm = self.max_grad_norm
         else:
@@ -761,6 +823,7 @@ class Optimizer(Checked):
                 config["groups"] = groups
         config.update(overrides)
         new = type(self)(params, **config)
+        new.clip_per_param = self.clip_per_param
         if "groups" not in overrides and new._pset.kind != "list":
             # group 0 (the names no group lists) may hold overrides set since construction
             ov0 = {k: v for k, v in self.param_groups[0].items() if k != "params"}

@@ -159,6 +159,10 @@ def part(opt, views):
         extent's parameter group (all groups kept, empty or not, with their current values),
         state format and rounding index, at step 0 and epoch 1 with zero state.
     """
+    if opt.clip_per_param is not None:
+        # (each piece would be clipped by its own norm, not its parameter's)
+        raise ValueError("clip_per_param is not supported on pieces of an optimizer (sharded "
+                         "ZeRO-1 state) yet: clip before the step, or use max_grad_norm")
     names = [str(k) for k in range(len(views))]
     ngroups = len(opt.param_groups)
     overrides = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]

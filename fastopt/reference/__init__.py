@@ -173,3 +173,16 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
         outs[0][...] = dx
         dx = outs[0]
     return dx, _store(outs[1], dgamma, x.dtype), _store(outs[2], dbeta, x.dtype)
+
+
+# ------------------------------------------------------------------ weight averaging
+
+__all__ += ["ema_update"]
+
+
+def ema_update(ema: np.ndarray, param: np.ndarray, *, decay: float) -> None:
+    """``ema += (1 - decay) * (param - ema)`` in the buffers' dtype (the twin of
+    :func:`fastopt.kernels.ema_update`)."""
+    decay = _check.ema(ema, param, decay)
+    c = ema.dtype.type(1.0 - decay)
+    ema += c * (param - ema)
