@@ -76,11 +76,13 @@ def info() -> dict:
         "isa_built": list(_dispatch.built_levels()),
         "openmp": openmp,
         "threads": get_num_threads(),
+        "threading": _threads.get_backend(),
         "parallel_threshold": _ext._optim.parallel_threshold(),
         "cflags": cflags,
         "threads_default": default_num_threads(),
         "cpus_available": _threads.available_cpus(),
         "pool": _threadpool.stats(),
+        "openmp_backend": dict(_threadpool.openmp_stats(), available=_threadpool.HAVE_OPENMP),
         "blas_shared": [os.path.basename(p) for p in _blas.shared_libraries()],
     }
 

@@ -445,3 +445,38 @@ def blas_toggling(toggles, matmul_threads=2):
     for job in jobs:  # NumPy still multiplies right, alone, on OpenBLAS's own threads
         failures.check("after the toggling", job, job.run(), expected[job.name])
     failures.exit()
+
+
+def alternating(backend, reps):
+    """Issue 23: one thread alternating fastopt kernels (64K, 1M, 16M elements, batch norm) and
+    threaded NumPy products, as a training step does, with NumPy's BLAS left alone, on
+    fastopt's threading ``backend`` ("pool" or "openmp"): every result as when computed
+    alone, and the kernels' bits the same on both backends."""
+    import fastopt
+    from fastopt import kernels as K
+    from fastopt.runtime import threads
+
+    failures = Failures()
+    mm = matmul_jobs(THREADED_SIZES)
+    kk = kernel_jobs()[:2]
+    rng = np.random.default_rng(4)
+    for n in (1 << 16, 1 << 24):
+        p = rng.standard_normal(n).astype(np.float32)
+
+        def adam(p=p):
+            p_, m_, v_ = p.copy(), np.zeros_like(p), np.zeros_like(p)
+            K.adam_step(p_, p, m_, v_, step=1, lr=1e-3)
+            return p_, m_, v_
+        kk.append(Job(f"adam_step {n}", adam))
+    with threads.threading_backend("pool"):
+        expected = expected_alone(mm + kk, failures)      # the kernels' reference: the pool
+    stage("results computed alone")
+    threads.set_backend(backend)
+    with np.errstate(all="ignore"):
+        for rep in range(reps):
+            for i, job in enumerate(kk):
+                failures.check(f"{backend} rep {rep}", job, job.run(), expected[job.name])
+                m = mm[(rep + i) % len(mm)]
+                failures.check(f"{backend} rep {rep}", m, m.run(), expected[m.name])
+    assert threads.get_backend() == backend and fastopt.info()["blas_shared"] == []
+    failures.exit()

@@ -41,7 +41,7 @@ def test_bench_quick_table_and_json(tmp_path):
     MAIN_TABLE = TABLES[0].groups
 
     assert {r["group"] for r in rows} <= set(MAIN_TABLE) | {"sharing", "load", "list", "clip",
-                                                           "state"}
+                                                           "state", "threading"}
     state = [r for r in rows if r["group"] == "state"]
     assert [r["name"] for r in state][:3] == ["adam float32", "adam bfloat16", "adam int8"]
     assert "Adam with float32, bfloat16 and int8 state" in p.stdout
@@ -443,3 +443,27 @@ def test_bench_timeout_only_with_distributed(monkeypatch, capsys):
     assert "--timeout: only taken with --distributed" in capsys.readouterr().err
     assert _bench_main(monkeypatch, "--distributed", "--timeout", "0") == 2
     assert "expected a positive finite number, got '0'" in capsys.readouterr().err
+
+
+def test_bench_threading_rows_time_both_backends():
+    # Issue 23: the pool and the OpenMP backend, round robin in one run, on every machine.
+    import fastopt
+    from fastopt import _threadpool
+    from fastopt.benchmark import report, suite
+
+    if not _threadpool.HAVE_OPENMP:
+        pytest.skip("built without OpenMP")
+    jobs, omp = _threadpool.stats()["jobs"], _threadpool.openmp_stats()["used"]
+    result = suite.run(quick=True, reps=1, only=["threading"], use_torch=False)
+    rows = result["rows"]
+    assert [(r.name, r.size) for r in rows] == [
+        ("adam", 1 << 16), ("adam", 1 << 20), ("batchnorm fwd+bwd", (16, 16, 28, 28))]
+    for r in rows:
+        assert r.time > 0 and r.openmp_time > 0
+        assert r.ratio == pytest.approx(r.time / r.openmp_time)
+    assert _threadpool.stats()["jobs"] > jobs and _threadpool.openmp_stats()["used"]
+    assert fastopt.runtime.threads.get_backend() == "pool"       # switched back
+    text = report.format_table(result)
+    assert "pool/openmp" in text and "FASTOPT_THREADING=openmp" in text
+    back = report.typed(report.to_json(result)["rows"])
+    assert back == rows

@@ -325,7 +325,7 @@ def _raw_comm_uses(source):
             and id(node) not in allowed)
 
 
-@pytest.mark.parametrize("name", ["parallel.py", "checkpoint.py"])
+@pytest.mark.parametrize("name", ["parallel.py", "checkpoint.py", "syncbn.py"])
 def test_no_collective_escapes_the_guard(name):
     # DataParallel and the checkpoints make their collectives through the guarded communicator
     # (the stuck-rank tests above check that it works); the public ``dp.comm`` is raw.

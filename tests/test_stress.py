@@ -127,3 +127,14 @@ def test_blas_sharing_switched_while_threads_multiply(toggles):
     # Issue 21: switching OpenBLAS's callback while two threads ran dgemm/dsyrk hung NumPy for
     # good in every toggling run (and about one single switch in six).
     run_child(f"blas_toggling({toggles})")
+
+
+@pytest.mark.parametrize("backend", ["pool", "openmp"])
+def test_kernels_alternating_with_threaded_products(backend):
+    # Issue 23: a training step's pattern, BLAS left alone (its workers busy-wait between
+    # products), on either threading backend: no wrong product, no wrong kernel bit, no hang.
+    import fastopt
+
+    if backend == "openmp" and not fastopt._threadpool.HAVE_OPENMP:
+        pytest.skip("built without OpenMP")
+    run_child("alternating(%r, reps=6)" % backend, OPENBLAS_NUM_THREADS="2")

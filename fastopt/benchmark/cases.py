@@ -47,8 +47,8 @@ LOAD_CASES = ("adam 1M", "batchnorm 4096x1024", "MLP train step", "MLP step, BLA
               "torch fused Adam 1M")
 
 #: The row groups, in the order they run (``run(only=...)`` and ``fastopt bench --only`` pick some).
-GROUPS = ("optimizer", "list", "clip", "state", "sklearn", "batchnorm", "train", "model", "sharing",
-          "load")
+GROUPS = ("optimizer", "list", "clip", "state", "sklearn", "batchnorm", "train", "model",
+          "threading", "sharing", "load")
 
 
 #: The roles a group's workloads may time, in order (a role may be absent: "torch" without
@@ -63,6 +63,7 @@ ROLES = {
     "state": ("adam float32", "roofline adam float32", "adam bfloat16", "roofline adam bfloat16",
               "adam int8", "roofline adam int8", "torch", "bitsandbytes Adam8bit"),
     "sklearn": ("sklearn", "fastopt"),
+    "threading": ("pool", "openmp"),
     "sharing": ("kernel", "matmul", "alternating", "shared"),
     "load": ("fastopt",),
 }
@@ -528,6 +529,60 @@ def sklearn_case(dtype="float64", hidden=(1024, 1024), epochs=5, reps=3):
     return Case("sklearn", f"MLPClassifier {dtype}", tuple(hidden), build, reps=reps)
 
 
+# ------------------------------------------------------------------ the two threading backends
+
+def _adam_step(n, rng):
+    p = rng.standard_normal(n).astype(np.float32)
+    g, m, v = p * 1e-2, np.zeros_like(p), np.zeros_like(p)
+    return lambda: K.adam_step(p, g, m, v, step=10, lr=1e-3)
+
+
+def _batchnorm_step(shape, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    C = shape[1]
+    gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+
+    def step():
+        _, mu, s = K.batchnorm_forward(x, gamma, beta, None, None, out=y)
+        K.batchnorm_backward(dy, x, gamma, mu, s, out=(dx, None, None))
+    return step
+
+
+def backend_case(what):
+    """The same step (Adam on ``what`` float32 elements, or batch norm forward + backward on
+    an array of shape ``what``) on fastopt's pool and on the OpenMP backend
+    (``FASTOPT_THREADING=openmp``), round robin in one run: each call a loop of steps on one
+    backend, followed by a pause so that neither runtime's idle threads spin beside the
+    other's calls.  None when this build has no OpenMP."""
+    from .. import _threadpool
+    from ..runtime.threads import threading_backend
+
+    if not _threadpool.HAVE_OPENMP:
+        return None
+    size = what if isinstance(what, int) else int(np.prod(what))
+    loops = max(1, min(200, (1 << 23) // size))
+
+    def build(torch):
+        rng = np.random.default_rng(0)
+        step = _adam_step(what, rng) if isinstance(what, int) else _batchnorm_step(what, rng)
+
+        def on(backend):
+            def f():
+                with threading_backend(backend):
+                    for _ in range(loops):
+                        step()
+            return f
+
+        calls = {"pool": on("pool"), "openmp": on("openmp")}
+        return Workload(calls, together=tuple(calls), warmup=1, foreign=tuple(calls),
+                        loops=dict.fromkeys(calls, loops))
+
+    name = "adam" if isinstance(what, int) else "batchnorm fwd+bwd"
+    return Case("threading", name, what, build)
+
+
 # ------------------------------------------------------------------ sharing the cores with BLAS
 
 def _shared_blas():
@@ -662,6 +717,7 @@ def run_cases(*, quick=False, torch=False, train=True, load=True, only=None):
     if train:
         out.append(train_case())
     out.append(model_case())
+    out += [backend_case(what) for what in list(sizes.values()) + shapes[1:]]
     out += [sharing_case(what) for what in list(sizes.values()) + [shapes[-1]]]
     if load:
         out += [load_case(name, 0.5 if quick else 1.0) for name in LOAD_CASES

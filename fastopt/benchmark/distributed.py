@@ -6,14 +6,22 @@ Run under ``mpiexec -n P``.  Measures, with P ranks:
   and the in-place ``MPI_Allreduce`` of float32 buffers: GB/s of the buffer
   (``bytes / time``, "algorithm bandwidth") and bus bandwidth (``× 2(P−1)/P``, the bytes each
   rank must send and receive in a ring), and its ratio to the copy bandwidth;
+* where the time of the 16M allreduce goes: the same bytes through out-of-place
+  ``MPI_Allreduce``, ``MPI_Reduce_scatter_block`` + ``MPI_Allgather``, 4 MiB buckets,
+  ``MPI_Iallreduce``, and the MPI-3 shared-memory window of
+  :class:`~fastopt.distributed.shm.SharedAllreduce` (one node), each as a ratio to the copy;
 * the latency α of an 8-byte allreduce;
 * a data-parallel step split into compute, communication and optimizer, plain allreduce
   against ZeRO-1, and the optimizer state per rank: the MLP of ``fastopt train`` (real
   forward/backward on this rank's part of a global batch of 256) and a synthetic model of
-  ``size`` float32 parameters (compute: copying a gradient in);
+  ``size`` float32 parameters in 16 layers (compute: copying each layer's gradient in, last
+  layer first); each sequential (the allreduce after the backward pass), overlapped
+  (``overlap=True``: buckets sent as the layers finish), overlapped with a bfloat16 wire,
+  and ZeRO-1;
 * the alpha-beta model of that step on M machines (a ring over M nodes: ``2(M−1)`` messages
   of ``S/M`` bytes; ZeRO-1 sends the same bytes as a reduce-scatter plus an all-gather, and
-  divides the optimizer's time and state by M), with the measured optimizer time.
+  divides the optimizer's time and state by M), with the measured optimizer time, for
+  float32 and for bfloat16 on the wire (half the bytes).
 """
 
 import time
@@ -23,17 +31,22 @@ import numpy as np
 __all__ = ["run_distributed", "format_distributed", "scaling_model"]
 
 LINKS_GBIT = (10, 25, 100)
+LAYERS = 16           # the synthetic model's layers
+MLP_BUCKET = 64 << 10          # overlap buckets (bytes): the MLP's layers are 10 KB to 256 KB
+SYNTH_BUCKET = 4 << 20
 MACHINES = (2, 4, 8, 16, 32, 64)
 NET_ALPHA = 25e-6     # seconds per message between machines (TCP on a datacentre network)
 
 
 def _median_time(comm, fn, reps):
-    """The slowest rank's median time of ``fn`` (collectives on ``comm.unguarded``): the loop
-    runs under one deadline of ``comm``'s watchdog, so the guard costs nothing per call."""
+    """The slowest rank's median time of ``fn`` (collectives on ``comm.unguarded``): each
+    repetition runs under one deadline of ``comm``'s watchdog (not the whole loop: a loaded
+    machine may need more than a short timeout for all of them), so the guard costs nothing
+    per call."""
     times = []
     raw = comm.unguarded
-    with comm.watchdog("fastopt bench --distributed: timing a collective"):
-        for _ in range(reps):
+    for _ in range(reps):
+        with comm.watchdog("fastopt bench --distributed: timing a collective"):
             raw.Barrier()
             t = time.perf_counter()
             fn()
@@ -50,11 +63,13 @@ def _max(comm):
 
 def scaling_model(n_params, opt_seconds, *, state_bytes_per_param=8, grad_bytes=4,
                   alpha=NET_ALPHA, links=LINKS_GBIT, machines=MACHINES):
-    """Rows ``(M, link Gb/s, plain step s, ZeRO-1 step s, plain state B, ZeRO-1 state B)``.
+    """Rows ``(M, link Gb/s, plain step s, ZeRO-1 step s, plain state B, ZeRO-1 state B,
+    bfloat16-wire step s)``.
 
     ``opt_seconds``: the optimizer's time for the whole model on one machine.  Communication
     of a ring allreduce, or a reduce-scatter plus an all-gather, over M machines:
-    ``2(M−1)·α + 2(M−1)/M · S/B`` with ``S = n_params · grad_bytes`` and B the link's bytes/s.
+    ``2(M−1)·α + 2(M−1)/M · S/B`` with ``S = n_params · grad_bytes`` and B the link's bytes/s;
+    the bfloat16 wire sends ``S/2`` (an all-to-all plus an all-gather of 2-byte elements).
     """
     rows = []
     size = n_params * grad_bytes
@@ -62,44 +77,145 @@ def scaling_model(n_params, opt_seconds, *, state_bytes_per_param=8, grad_bytes=
         for link in links:
             bw = link * 1e9 / 8
             comm = 2 * (m - 1) * alpha + 2 * (m - 1) / m * size / bw
+            half = 2 * (m - 1) * alpha + 2 * (m - 1) / m * size / 2 / bw
             rows.append((m, link, comm + opt_seconds, comm + opt_seconds / m,
                          n_params * state_bytes_per_param,
-                         -(-n_params // m) * state_bytes_per_param))
+                         -(-n_params // m) * state_bytes_per_param, half + opt_seconds))
     return rows
 
 
-def _step_split(comm, fp, compute, shard, reps, opt_name="adam"):
+#: The data-parallel variants the step table compares: (key, label, DataParallel options)
+MODES = (("plain", "sequential allreduce", dict()),
+         ("overlap", "overlapped", dict(overlap=True)),
+         ("bf16", "overlapped, bfloat16 wire", dict(overlap=True, wire_dtype="bfloat16")),
+         ("window_seq", "sequential, MPI-3 shared window", dict(transport="shared_window")),
+         ("window", "overlapped, MPI-3 shared window", dict(overlap=True,
+                                                             transport="shared_window")),
+         ("zero1", "ZeRO-1", dict(shard_state=True)))
+
+
+def _step_split(comm, fp, compute, reps, modes):
+    """Each data-parallel variant's step, split: compute alone, exposed communication (the
+    time ``step()`` waits for it), optimizer, and the whole step; the slowest rank's.
+
+    ``modes``: (key, DataParallel options) pairs.  The variants run interleaved (one step of
+    each in turn, rotating), so a change in the machine's load falls on all of them alike.
+    All step the same parameters; an overlapped variant's hook is attached for its own steps
+    only.
+    """
     import fastopt
     from ..distributed import DataParallel
 
-    dp = DataParallel(fastopt.Adam(fp, lr=1e-4), comm.unguarded, shard_state=shard,
-                      abort_on_exception=False, timeout=comm.watchdog.timeout)
-    for _ in range(2):  # warm-up
+    dps = {}
+    for key, options in modes:
+        try:
+            dp = DataParallel(fastopt.Adam(fp, lr=1e-4), comm.unguarded,
+                              abort_on_exception=False, timeout=comm.watchdog.timeout,
+                              **options)
+        except ValueError:      # (on every rank: the shared window needs one node)
+            continue
+        dps[key] = dp
+        dp.detach()
+    keys = list(dps)
+    steps = {k: [] for k in keys}
+
+    def one(key, timed):
+        dp = dps[key]
+        if dp.overlap:
+            dp.attach()
+        comm.Barrier()
+        t = time.perf_counter()
         compute()
         dp.step()
+        if timed:
+            steps[key].append(time.perf_counter() - t)
+        dp.detach()
+
+    for key in keys:   # warm-up
+        one(key, False)
+        one(key, False)
+    before = {k: dict(dps[k].timings) for k in keys}
+    for rep in range(reps):
+        for i in range(len(keys)):
+            one(keys[(rep + i) % len(keys)], True)
     comp = []
-    for _ in range(reps):
+    for _ in range(reps):       # compute alone (no hook attached)
         comm.Barrier()
         t = time.perf_counter()
         compute()
         comp.append(time.perf_counter() - t)
-    before = dict(dp.timings)
-    comm.Barrier()
-    t = time.perf_counter()
-    for _ in range(reps):
-        compute()
-        dp.step()
-    total = (time.perf_counter() - t) / reps
-    n = dp.timings["steps"] - before["steps"]
-    out = {
-        "compute": float(np.median(comp)),
-        "communication": (dp.timings["communication"] - before["communication"]) / n,
-        "optimizer": (dp.timings["optimizer"] - before["optimizer"]) / n,
-        "step": total,
-        "state_bytes": dp.state_bytes(),
-    }
-    # the slowest rank decides
-    return {k: comm.allreduce(v, op=_max(comm)) for k, v in out.items()}
+    out = {}
+    for k in keys:
+        tm, b = dps[k].timings, before[k]
+        n = tm["steps"] - b["steps"]
+        r = {"compute": float(np.median(comp)),
+             "communication": (tm["communication"] - b["communication"]) / n,
+             "optimizer": (tm["optimizer"] - b["optimizer"]) / n,
+             "step": float(np.median(steps[k])), "state_bytes": dps[k].state_bytes()}
+        # the slowest rank decides
+        out[k] = {name: comm.allreduce(v, op=_max(comm)) for name, v in r.items()}
+    return out
+
+
+def _modes(bucket_bytes):
+    """MODES as (key, options), the overlapped ones with buckets of ``bucket_bytes``."""
+    return [(key, dict(options, bucket_bytes=bucket_bytes) if "overlap" in options else options)
+            for key, _, options in MODES]
+
+
+def _allreduce_ways(comm, n, reps):
+    """The ``n``-element float32 allreduce's time, several ways (see the module docstring):
+    rows of (name, seconds, copy seconds, ratio).  Each way alternates with a memory copy of
+    the same bytes on every rank at once (``np.copyto``), so the ratio compares the two
+    under the same load, whatever else the machine is doing."""
+    from ..distributed._mpi import require_mpi
+    from ..distributed.shm import SharedAllreduce
+
+    mpi = require_mpi()
+    raw = comm.unguarded
+    size = raw.Get_size()
+    buf = np.ones(n, np.float32)
+    out = np.empty_like(buf)
+    src, dst = np.ones_like(buf), np.empty_like(buf)
+    rows = []
+
+    def add(name, fn):
+        ways, copies = [], []
+        for _ in range(reps):
+            with comm.watchdog(f"fastopt bench --distributed: timing {name}"):
+                for f, ts in ((lambda: np.copyto(dst, src), copies), (fn, ways)):
+                    raw.Barrier()
+                    t = time.perf_counter()
+                    f()
+                    ts.append(time.perf_counter() - t)
+        t_way = comm.allreduce(float(np.median(ways)), op=_max(comm))
+        t_copy = comm.allreduce(float(np.median(copies)), op=_max(comm))
+        rows.append((name, t_way, t_copy, t_copy / t_way))
+
+    add("MPI_Allreduce in place", lambda: raw.Allreduce(mpi.IN_PLACE, buf, op=mpi.SUM))
+    add("MPI_Allreduce, out of place", lambda: raw.Allreduce(buf, out, op=mpi.SUM))
+    if n % size == 0:
+        part = np.empty(n // size, np.float32)
+        add("MPI_Reduce_scatter_block + MPI_Allgather",
+            lambda: (raw.Reduce_scatter_block(buf, part, op=mpi.SUM), raw.Allgather(part, out)))
+    step = 1 << 20
+    add("MPI_Allreduce in place, 4 MiB buckets",
+        lambda: [raw.Allreduce(mpi.IN_PLACE, buf[b:b + step], op=mpi.SUM)
+                 for b in range(0, n, step)])
+    add("MPI_Iallreduce in place + MPI_Wait",
+        lambda: raw.Iallreduce(mpi.IN_PLACE, buf, op=mpi.SUM).Wait())
+    shared = None
+    with comm.watchdog("fastopt bench --distributed: the shared window"):
+        try:
+            shared = SharedAllreduce(raw, n)
+        except ValueError:       # ranks on several nodes
+            pass
+    if shared is not None:
+        shared.buffer[...] = 1.0
+        add("MPI-3 shared-memory window, rank-order sum", shared.allreduce)
+        with comm.watchdog("fastopt bench --distributed: the shared window"):
+            shared.free()
+    return rows
 
 
 def run_distributed(comm=None, *, quick=False, reps=None, timeout=None):
@@ -169,23 +285,29 @@ def _run(comm, quick, reps):
         comm, lambda: [raw.Allreduce(mpi.IN_PLACE, tiny, op=mpi.SUM) for _ in range(100)],
         reps) / 100
 
+    res["ways"] = _allreduce_ways(comm, big, reps)
+
     # the MLP of fastopt train, a global batch of 256
     Xtr, ytr, _, _, _ = prepare_data(0)
     model = MLP((64, 256, 256, 10), rng=0)
     part = batch_part(256, rank, size)
     Xb, yb = Xtr[:256][part], ytr[:256][part]
-    res["mlp"] = {"params": model.params.size}
-    for shard in (False, True):
-        res["mlp"]["zero1" if shard else "plain"] = _step_split(
-            comm, model.params, lambda: model.loss_and_grad(Xb, yb), shard, reps * 3)
+    res["mlp"] = {"params": model.params.size, "bucket_bytes": MLP_BUCKET}
+    res["mlp"].update(_step_split(comm, model.params, lambda: model.loss_and_grad(Xb, yb),
+                                  reps * 3, _modes(MLP_BUCKET)))
 
-    # a synthetic model of `big` parameters
-    fp = fastopt.FlatParams({"w": (big,)})
+    # a synthetic model of `big` parameters in LAYERS layers, the last one's gradient first
+    names = [f"layer{i}" for i in range(LAYERS)]
+    fp = fastopt.FlatParams({k: (big // LAYERS,) for k in names})
     g = np.random.default_rng(rank).standard_normal(big).astype(np.float32)
-    res["synthetic"] = {"params": big}
-    for shard in (False, True):
-        res["synthetic"]["zero1" if shard else "plain"] = _step_split(
-            comm, fp, lambda: np.copyto(fp.grad, g), shard, reps)
+
+    def backward():
+        for k in reversed(names):
+            np.copyto(fp.grads[k], g[fp.slice(k)])
+            fp.grads_ready(k)
+
+    res["synthetic"] = {"params": big, "bucket_bytes": SYNTH_BUCKET}
+    res["synthetic"].update(_step_split(comm, fp, backward, reps, _modes(SYNTH_BUCKET)))
     del fp, g
     opt_one = res["synthetic"]["plain"]["optimizer"]
     res["model"] = {"n_params": big, "opt_seconds": opt_one, "alpha": NET_ALPHA,
@@ -208,29 +330,47 @@ def format_distributed(res):
     for a in res["allreduce"]:
         lines.append(f"{'allreduce ' + _size(a['n']):44} {_ms(a['time'])} ms {a['algbw']:6.1f}  "
                      f"{a['busbw']:8.1f}  {a['of_copy']:6.2f}")
+    lines.append(f"the {_size(res['allreduce'][-1]['n'])} float32 allreduce, several ways, "
+                 "each against a copy of its bytes on every rank at once, alternating")
+    lines.append(f"  {'':48} {'time':>9}     {'copy':>9}     {'copy / time':>11}")
+    for name, t, tc, ratio in res["ways"]:
+        lines.append(f"  {name:48} {_ms(t)} ms  {_ms(tc)} ms  {ratio:11.2f}")
     lines.append(f"allreduce latency (8 bytes): alpha = {res['alpha'] * 1e6:.1f} us")
     lines.append("")
     lines.append(f"{'data-parallel step (Adam)':44} {'compute':>9} {'communication':>14} "
                  f"{'optimizer':>10} {'step':>9}  state per rank")
     for key, label in (("mlp", "MLP 64-256-256-10, batch 256"),
-                       ("synthetic", f"synthetic {_size(res['synthetic']['params'])} params")):
-        for mode, name in (("plain", "allreduce"), ("zero1", "ZeRO-1")):
+                       ("synthetic", f"synthetic {_size(res['synthetic']['params'])} params, "
+                                     f"{LAYERS} layers")):
+        lines.append(f"{label} (overlap buckets of {_size(res[key]['bucket_bytes'])}B)")
+        for mode, name, _ in MODES:
+            if mode not in res[key]:
+                continue
             r = res[key][mode]
-            lines.append(f"{label + ', ' + name:44} {_ms(r['compute'])} {_ms(r['communication']):>14} "
+            lines.append(f"  {name:42} {_ms(r['compute'])} {_ms(r['communication']):>14} "
                          f"{_ms(r['optimizer']):>10} {_ms(r['step'])}  {r['state_bytes'] / 1e6:8.2f} MB")
-    lines.append("(ms per step; the slowest rank's time)")
+        r = {m: res[key][m]["step"] for m, _, _ in MODES if m in res[key]}
+        lines.append(f"  overlapped step / sequential step: {r['overlap'] / r['plain']:.2f} "
+                     "(MPI_Iallreduce against MPI_Allreduce)"
+                     + (f", {r['window'] / r['window_seq']:.2f} (shared window); shared window "
+                        f"overlapped / MPI_Allreduce sequential: {r['window'] / r['plain']:.2f}"
+                        if "window" in r else ""))
+    lines.append("(ms per step, medians, the slowest rank's; communication: the time step() "
+                 "waits for it, after the backward pass)")
     m = res["model"]
     lines.append("")
     lines.append(f"alpha-beta model, {_size(m['n_params'])} float32 parameters, Adam: step = "
                  f"2(M-1)*alpha + 2(M-1)/M * bytes/link + optimizer (ZeRO-1: optimizer/M); "
                  f"alpha = {m['alpha'] * 1e6:.0f} us, optimizer {m['opt_seconds'] * 1e3:.2f} ms "
                  "(measured above)")
-    head = f"{'machines':>8}" + "".join(f"  {f'{l} Gb/s plain':>15} {'ZeRO-1':>8}" for l in LINKS_GBIT)
+    head = f"{'machines':>8}" + "".join(f"  {f'{l} Gb/s plain':>15} {'bf16':>8} {'ZeRO-1':>8}"
+                                         for l in LINKS_GBIT)
     lines.append(head + "   state/rank plain -> ZeRO-1")
     rows = m["rows"]
     for mach in MACHINES:
         sel = [r for r in rows if r[0] == mach]
-        line = f"{mach:>8}" + "".join(f"  {r[2] * 1e3:12.1f} ms {r[3] * 1e3:5.1f} ms" for r in sel)
+        line = f"{mach:>8}" + "".join(f"  {r[2] * 1e3:12.1f} ms {r[6] * 1e3:5.1f} ms "
+                                      f"{r[3] * 1e3:5.1f} ms" for r in sel)
         line += f"   {sel[0][4] / 1e6:.0f} MB -> {sel[0][5] / 1e6:.1f} MB"
         lines.append(line)
     return "\n".join(lines)

@@ -187,6 +187,22 @@ class SharingRow(Row):
 
 
 @dataclass(kw_only=True)
+class BackendRow(Row):
+    """One step on the pool (``time``) and on the OpenMP backend, round robin; ``ratio``:
+    pool / openmp (above 1: the pool is slower)."""
+
+    time: float
+    openmp_time: float
+    ratio: float
+
+    @classmethod
+    def from_samples(cls, case, samples, info):
+        tp, to = samples["pool"].median, samples["openmp"].median
+        return [cls(group=case.group, name=case.name, size=case.size, time=tp, openmp_time=to,
+                    ratio=tp / to)._set_spread(samples)]
+
+
+@dataclass(kw_only=True)
 class LoadRow(Row):
     """Two processes side by side: the slower one's median step (``time``: default threads,
     ``single_time``: one thread each), and one process alone."""
@@ -213,7 +229,7 @@ class LoadRow(Row):
 #: The row type of each group.
 ROWS = {"optimizer": KernelRow, "batchnorm": KernelRow, "train": KernelRow, "model": KernelRow,
         "list": ListRow, "clip": ClipRow, "state": StateRow, "sklearn": SklearnRow,
-        "sharing": SharingRow, "load": LoadRow}
+        "threading": BackendRow, "sharing": SharingRow, "load": LoadRow}
 
 
 def row_from_dict(d):
@@ -337,6 +353,15 @@ TABLES = (
     ), title=lambda rows, m: "scikit-learn's MLPClassifier(hidden_layer_sizes=(1024, 1024), "
                              "max_iter=5) on digits, fit time, median of 3 "
                              "(fastopt.integrations.sklearn):"),
+    Table(("threading",), (
+        Column("step", 22, lambda r, m: r.name, "<"),
+        Column("size", 13, lambda r, m: size_label(r.size)),
+        Column("pool", 11, lambda r, m: _ms(r.time)),
+        Column("openmp", 11, lambda r, m: _ms(r.openmp_time)),
+        Column("pool/openmp", 12, lambda r, m: f"{r.ratio:12.2f}"),
+    ), title=lambda rows, m: "Threading backends, round robin in one run: fastopt's pool (the "
+                             f"default; this run: {m.get('threading', 'pool')}) and "
+                             "FASTOPT_THREADING=openmp (a static-schedule OpenMP region):"),
     Table(("sharing",), (
         Column("loop", 22, lambda r, m: r.name, "<"),
         Column("size", 13, lambda r, m: size_label(r.size)),

@@ -151,6 +151,7 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_l
                 machine=platform.machine(), processor=platform.processor(), reps=reps,
                 numpy=np.__version__, torch=None if torch is None else torch.__version__,
                 blas_shared=bool(fastopt.info()["blas_shared"]), notes=notes,
+                threading=fastopt.info()["threading"],
                 load=dict(cores=load.cores, threads=load.threads, before=load.before,
                           after=load.after),
                 warnings=[] if why is None else [why])

@@ -109,8 +109,8 @@ def _cmd_bench(args):
 
 #: The row groups of ``--only``: :data:`fastopt.benchmark.cases.GROUPS`, spelled out here so
 #: that building the parser does not load the benchmark (a test keeps the two equal).
-GROUPS = ("optimizer", "list", "clip", "state", "sklearn", "batchnorm", "train", "model", "sharing",
-          "load")
+GROUPS = ("optimizer", "list", "clip", "state", "sklearn", "batchnorm", "train", "model",
+          "threading", "sharing", "load")
 
 
 def _groups(text):

@@ -104,7 +104,13 @@ def _cmd_train(args):
           f"batch size {args.batch_size}, {args.epochs} epochs, seed {args.seed}")
     if dp is not None:
         mode = "ZeRO-1 (sharded optimizer state)" if dp.shard_state else "allreduce"
-        print(f"distributed: {dp.size} ranks, {mode}{', deterministic' if dp.deterministic else ''}; "
+        mode += ", overlapped with the backward pass" if dp.overlap else ""
+        mode += f", {dp.wire_dtype} on the wire" if dp.wire_dtype != "native" else ""
+        mode += ", error feedback" if dp.error_feedback else ""
+        sync = ("synchronized batch norm" if run.strategy.sync_bn
+                else "batch norm per rank (--no-sync-bn)")
+        print(f"distributed: {dp.size} ranks, {mode}{', deterministic' if dp.deterministic else ''}, "
+              f"{sync}; "
               f"each rank takes 1/{dp.size} of every global batch of {args.batch_size}; "
               f"optimizer state {dp.state_bytes() / 1e6:.2f} MB on rank 0")
     bar = _progress_bar(sys.stderr) if not args.quiet else None
@@ -245,6 +251,23 @@ def add_train(sub):
                    help="with --distributed: ZeRO-1, each rank keeps 1/P of the optimizer state")
     g.add_argument("--deterministic", action="store_true",
                    help="with --distributed: sum gradients in rank order (same bits every run)")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --distributed (default on): batch norm normalizes with the "
+                        "statistics of the whole global batch (two small collectives per layer "
+                        "and step), so the ranks train the model one process trains; "
+                        "--no-sync-bn: each rank normalizes with its own rows")
+    g.add_argument("--no-overlap", action="store_true",
+                   help="with --distributed: reduce the gradients after the backward pass, not "
+                        "bucket by bucket during it (the default without --shard-state)")
+    g.add_argument("--bucket-bytes", type=positive_int, default=None,
+                   help="with --distributed: bytes of gradient per overlapped (or bfloat16) "
+                        "collective (default 64 KiB: the MLP's layers hold 10 KB to 256 KB)")
+    g.add_argument("--wire-dtype", choices=("native", "bfloat16"), default="native",
+                   help="with --distributed: send the gradients in bfloat16 (half the bytes; "
+                        "rounded to nearest even, summed in float32)")
+    g.add_argument("--error-feedback", action="store_true",
+                   help="with --wire-dtype bfloat16: carry each rank's rounding residual over "
+                        "to its next step")
     g.add_argument("--timeout", type=positive_float, default=300.0,
                    help="with --distributed: abort the job when a rank waits this many seconds "
                         "for the others in a collective")
@@ -255,9 +278,17 @@ def add_train(sub):
 def _distributed_strategy(args):
     """The trainer's DataParallelStrategy for ``--distributed``, or None (one process)."""
     if not args.distributed:
-        if args.shard_state or args.deterministic:
-            raise UsageError("--shard-state and --deterministic need --distributed")
+        if (args.shard_state or args.deterministic or args.sync_bn is not None or args.no_overlap
+                or args.error_feedback or args.wire_dtype != "native"
+                or args.bucket_bytes is not None):
+            raise UsageError("--shard-state, --deterministic, --sync-bn/--no-sync-bn, "
+                             "--no-overlap, --wire-dtype, --error-feedback and --bucket-bytes "
+                             "need --distributed")
         return None
+    if args.shard_state and args.wire_dtype != "native":
+        raise UsageError("--wire-dtype bfloat16: not with --shard-state (ZeRO-1 sends float32)")
+    if args.error_feedback and args.wire_dtype != "bfloat16":
+        raise UsageError("--error-feedback needs --wire-dtype bfloat16")
     try:
         from ..distributed._mpi import require_mpi
 
@@ -266,8 +297,13 @@ def _distributed_strategy(args):
         raise UsageError(str(e)) from None
     from ..distributed import DataParallelStrategy
 
+    # overlap: the MLP's backward pass hands each layer's gradients over as it goes
+    # (ZeRO-1 keeps its blocking reduce-scatter)
     return DataParallelStrategy(shard_state=args.shard_state, deterministic=args.deterministic,
-                                timeout=args.timeout)
+                                timeout=args.timeout, sync_bn=args.sync_bn is not False,
+                                overlap=not (args.shard_state or args.no_overlap),
+                                wire_dtype=args.wire_dtype, error_feedback=args.error_feedback,
+                                bucket_bytes=args.bucket_bytes or 64 << 10)
 
 
 def add_tune(sub):

@@ -15,15 +15,18 @@ Importing this package does not import mpi4py; using it does (an ImportError the
 to install).
 
 ``fastopt.train.Trainer(..., strategy=DataParallelStrategy(...))`` runs the library's training
-loop this way (what ``fastopt train --distributed`` does).
+loop this way (what ``fastopt train --distributed`` does), with synchronized batch norm
+(:class:`SyncBatchNorm`, :func:`sync_batchnorm`): the ranks train the model one process trains.
 """
 
 from .errors import DistributedError, Watchdog, abort_on_exception, raise_collectively
 from .sharding import batch_part, node_threads, shard_bounds, use_node_share
 from .parallel import DataParallel
 from .checkpoint import load_checkpoint, save_checkpoint
+from .syncbn import SyncBatchNorm, SyncStats, sync_batchnorm
 from .training import DataParallelStrategy
 
 __all__ = ["DataParallel", "DistributedError", "batch_part", "shard_bounds", "node_threads", "use_node_share",
            "abort_on_exception", "raise_collectively", "Watchdog", "save_checkpoint",
-           "load_checkpoint", "DataParallelStrategy"]
+           "load_checkpoint", "DataParallelStrategy", "SyncBatchNorm", "SyncStats",
+           "sync_batchnorm"]

@@ -25,7 +25,14 @@ update everywhere.
 ``deterministic=True`` (either mode) replaces MPI's reduction by an all-to-all exchange of
 the slices (which only moves bytes) and a sum in rank order ``((g0 + g1) + g2) + ...`` on the
 rank that owns the slice: two runs at the same world size give the same bits, whatever
-algorithm the MPI library picks.  In every mode the parameters are bit-identical on all
+algorithm the MPI library picks.
+
+``overlap=True`` (plain mode) starts each bucket's reduction as soon as the backward pass has
+produced its gradients (:meth:`DataParallel.ready`, or the FlatParams hook a model calls,
+:meth:`fastopt.FlatParams.grads_ready`), non-blocking, so communication runs while the
+backward pass goes on; ``wire_dtype="bfloat16"`` sends the gradients in bfloat16 (half the
+bytes).  Both are :mod:`fastopt.distributed.buckets`, which says what each does to the bits.
+In every mode the parameters are bit-identical on all
 ranks: each element's sum is computed once, on one rank, and copied to the others (the
 plain mode relies on ``MPI_Allreduce`` giving every rank the same result, which the MPI
 standard recommends and Open MPI and MPICH do; :meth:`DataParallel.verify_parameters`
@@ -49,6 +56,7 @@ from ..runtime import threads as _threads
 from ..runtime.dispatch import ext
 from ._mpi import require_mpi, world
 from . import errors as _errors
+from .buckets import DEFAULT_BUCKET_BYTES, WIRE_DTYPES, BucketReducer
 from .errors import DistributedError, Watchdog, raise_collectively
 from .sharding import shard_bounds, use_node_share
 
@@ -187,6 +195,32 @@ class DataParallel:
     abort_on_exception : bool, default True
         Install :func:`~fastopt.distributed.errors.abort_on_exception`: an uncaught exception
         on any rank ends the whole job instead of leaving the others waiting.
+    overlap : bool, default False
+        Reduce the gradients in buckets, each started (``MPI_Iallreduce``, non-blocking) as
+        soon as :meth:`ready` has been called for every parameter in it, while the backward
+        pass goes on; :meth:`step` waits for the rest.  Over a FlatParams, installs a hook
+        (:meth:`fastopt.FlatParams.add_grad_hook`): a model that calls
+        ``params.grads_ready(names)`` in its backward pass (:class:`fastopt.nn.models.MLP`
+        does) overlaps with no further code.  Plain mode only (ZeRO-1 keeps its blocking
+        reduce-scatter).  With ``deterministic=True`` the overlapped exchange keeps the
+        rank-order sums: the same bits as without overlap.  Without it, the same bits with 2
+        ranks, within float32 rounding with 3 or more (see :mod:`fastopt.distributed.buckets`).
+    bucket_bytes : int or None, default None
+        Bytes of gradient per non-blocking collective (``overlap`` and ``wire_dtype``);
+        None: 1 MiB.
+    wire_dtype : {"native", "bfloat16"}, default "native"
+        "bfloat16": send float32 gradients rounded to bfloat16 (to nearest even) and sum them
+        in float32, half the bytes (plain mode, float32 gradients; the rounding and its bound
+        are in :mod:`fastopt.distributed.buckets`).  Sums in rank order: reproducible.
+    error_feedback : bool, default False
+        With ``wire_dtype="bfloat16"``: keep each rank's rounding residual and add it to its
+        next gradient (:attr:`residuals`).
+    transport : {"mpi", "shared_window"}, default "mpi"
+        "shared_window" (plain mode, every rank on one node, native wire): the gradient
+        buckets go into an MPI-3 shared-memory window as they are complete, and each rank
+        sums its slice straight from the others' windows, in rank order
+        (:class:`~fastopt.distributed.shm.SharedAllreduce`): the bits of
+        ``deterministic=True``, at several times the speed of Open MPI's on-node allreduce.
 
     Raises
     ------
@@ -212,7 +246,9 @@ class DataParallel:
 
     def __init__(self, optimizer, comm=None, *, shard_state=False, deterministic=False,
                  bucket_size=None, align=None, broadcast=True, num_threads="auto",
-                 check_every=1, timeout=None, abort_on_exception=True):
+                 check_every=1, timeout=None, abort_on_exception=True, overlap=False,
+                 bucket_bytes=None, wire_dtype="native", error_feedback=False,
+                 transport="mpi"):
         mpi = require_mpi()
         comm = world(comm)
         if not isinstance(optimizer, Optimizer):
@@ -229,6 +265,8 @@ class DataParallel:
         block = ext._optim.block_size()
         self.align = block if align is None else _check.integer("align", align, 1)
         self.check_every = _check.integer("check_every", check_every, 0)
+        self._check_overlap(optimizer, overlap, bucket_bytes, wire_dtype, error_feedback,
+                            transport)
         self._watch = Watchdog(comm, timeout)
         # every collective of this object (and of the distributed checkpoints) goes through
         # this communicator: none can wait longer than the timeout
@@ -252,6 +290,7 @@ class DataParallel:
             elif num_threads is not None:
                 _threads.set_num_threads(num_threads)
             self._setup_groups()
+            self._setup_reducers()
             if broadcast:
                 self.broadcast_parameters()
         self._opt = self._shard_optimizer(optimizer) if self.shard_state else optimizer
@@ -283,7 +322,9 @@ class DataParallel:
             **self._config(opt),
             "settings": dict(shard_state=self.shard_state, deterministic=self.deterministic,
                              bucket_size=self.bucket_size, align=self.align,
-                             check_every=self.check_every),
+                             check_every=self.check_every, overlap=self.overlap,
+                             bucket_bytes=self.bucket_bytes, wire_dtype=self.wire_dtype,
+                             error_feedback=self.error_feedback, transport=self.transport),
         }
         everyone = self._comm.allgather(desc)
         problems = []
@@ -345,6 +386,74 @@ class DataParallel:
                 widest = max((max(_pieces(b0, b1, g.bounds)[0]) for b0, b1 in g.buckets),
                              default=0)
                 g.recv = np.zeros((self.size, widest), g.dtype)
+
+    def _check_overlap(self, optimizer, overlap, bucket_bytes, wire_dtype, error_feedback,
+                       transport):
+        """The overlap and wire options, checked (before anything is communicated)."""
+        self.overlap = _check.flag("overlap", overlap)
+        self.error_feedback = _check.flag("error_feedback", error_feedback)
+        if bucket_bytes is not None:
+            bucket_bytes = _check.integer("bucket_bytes", bucket_bytes, 1)
+        self.bucket_bytes = bucket_bytes
+        if not isinstance(wire_dtype, str):
+            raise TypeError(f"wire_dtype must be a str, one of {WIRE_DTYPES}, "
+                            f"got {type(wire_dtype).__name__}")
+        if wire_dtype not in WIRE_DTYPES:
+            raise ValueError(f"wire_dtype must be one of {WIRE_DTYPES}, got {wire_dtype!r}")
+        self.wire_dtype = wire_dtype
+        if self.shard_state and (self.overlap or wire_dtype != "native"):
+            raise ValueError("overlap=True and wire_dtype='bfloat16' need shard_state=False "
+                             "(ZeRO-1 keeps its blocking float32 reduce-scatter)")
+        if self.error_feedback and wire_dtype != "bfloat16":
+            raise ValueError("error_feedback=True needs wire_dtype='bfloat16' (there is no "
+                             "rounding to feed back otherwise)")
+        if not isinstance(transport, str):
+            raise TypeError(f"transport must be a str, 'mpi' or 'shared_window', "
+                            f"got {type(transport).__name__}")
+        if transport not in ("mpi", "shared_window"):
+            raise ValueError(f"transport must be 'mpi' or 'shared_window', got {transport!r}")
+        self.transport = transport
+        if transport == "shared_window" and (self.shard_state or wire_dtype != "native"):
+            raise ValueError("transport='shared_window' needs shard_state=False and "
+                             "wire_dtype='native'")
+        if wire_dtype == "bfloat16" and any(p.dtype != np.float32 for p in optimizer.params):
+            raise ValueError("wire_dtype='bfloat16' needs float32 parameters (a float64 "
+                             "gradient would lose 45 of its 53 bits)")
+
+    def _setup_reducers(self):
+        """The non-blocking bucketed reduction (overlap / bfloat16 wire), on a communicator
+        of its own so that no other collective can interleave with its buckets."""
+        self._reducers = []
+        self._unhook = None
+        if (not (self.overlap or self.wire_dtype != "native" or self.transport != "mpi")
+                or self.shard_state):
+            return
+        comm = self._watch.guard(self._comm.unguarded.Dup())
+        mode = "exchange" if (self.deterministic or self.wire_dtype != "native") else "allreduce"
+        if self.transport == "shared_window":
+            mode = "window"
+        # where each parameter starts in its group's flat buffer (FlatParams: its entries)
+        self._where = {}
+        for gi, g in enumerate(self._groups):
+            if self.flat is not None:
+                names = list(self.flat.shapes)
+                offsets = [self.flat.slice(k).start for k in names] + [g.n]
+                self._where = {k: (0, j) for j, k in enumerate(names)}
+            else:
+                offsets = g.offsets
+                keys = self._params.keys
+                for j, i in enumerate(g.index):
+                    self._where[keys[i] if keys is not None else i] = (gi, j)
+            self._reducers.append(BucketReducer(
+                comm, self._watch, g.gbuf, offsets, mode=mode, wire_dtype=self.wire_dtype,
+                bucket_bytes=self.bucket_bytes or DEFAULT_BUCKET_BYTES,
+                error_feedback=self.error_feedback, align=self.align))
+        if self.overlap and self.flat is not None:
+            self._unhook = self.flat.add_grad_hook(self._on_grads_ready)
+
+    def _on_grads_ready(self, names):
+        for name in names:
+            self.ready(name)
 
     def _unflatten(self, per_group):
         """One flat buffer per dtype group -> views shaped like params, in their order."""
@@ -504,6 +613,104 @@ class DataParallel:
         """Bytes of optimizer state this rank holds."""
         return self._opt.state_nbytes
 
+    # ------------------------------------------------------------ overlap
+    @property
+    def bucketed(self):
+        """True when the gradients go through :mod:`fastopt.distributed.buckets` (``overlap``,
+        a bfloat16 wire or the shared window): :meth:`begin_step` then applies."""
+        return bool(self._reducers)
+
+    def begin_step(self, weight=None):
+        """Announce this rank's ``weight`` for the coming step, before :meth:`ready`.
+
+        With ``overlap=True`` the buckets are scaled and sent during the backward pass, before
+        :meth:`step` sees its ``weight``: a weighted step must announce it here, and then
+        pass the same value to :meth:`step` (checked).  Without a call, :meth:`ready` assumes
+        the mean (``step()`` with no weight).
+        """
+        if not self._reducers:
+            raise ValueError("begin_step() needs overlap=True, wire_dtype='bfloat16' or "
+                             "transport='shared_window'")
+        if any(r.started for r in self._reducers):
+            raise ValueError("begin_step() after ready() or begin_step() in the same step: "
+                             "call it once, before the first ready()")
+        w = None if weight is None else self._checked_weight(weight)
+        for r in self._reducers:
+            r.begin(w)
+
+    def ready(self, name, grad=None):
+        """The gradient of parameter ``name`` is final for this step: start reducing its buckets.
+
+        Parameters
+        ----------
+        name : str or int
+            A FlatParams entry name, a dict key, or a list index.
+        grad : ndarray, optional
+            Lists and dicts: the gradient (copied now; :meth:`step` then needs no gradient
+            for it).  FlatParams: nothing (it is in the ``grad`` buffer; do not write it
+            again before :meth:`step`).
+
+        Buckets start in a fixed order on every rank (see :mod:`fastopt.distributed.buckets`);
+        a parameter not marked ready by :meth:`step` is reduced there.  Marking one twice in a
+        step is a ValueError.
+        """
+        if not (self._reducers and self.overlap):
+            raise ValueError("ready() needs DataParallel(..., overlap=True) (and shard_state=False)")
+        try:
+            gi, j = self._where[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"ready(): {name!r} is not a parameter of this model "
+                             f"({', '.join(map(repr, list(self._where)[:8]))}, ...)") from None
+        r = self._reducers[gi]
+        if r.is_ready(j):
+            raise ValueError(f"ready({name!r}) was already called in this step")
+        if self.flat is not None:
+            if grad is not None:
+                raise TypeError("ready(name) over a FlatParams takes no gradient (it reads "
+                                "the grad buffer)")
+        else:
+            g = self._groups[gi]
+            v = g.split(g.gbuf)[j]
+            if not isinstance(grad, np.ndarray) or grad.shape != v.shape or grad.dtype != v.dtype:
+                got = (f"{grad.dtype} of shape {grad.shape}" if isinstance(grad, np.ndarray)
+                       else type(grad).__name__)
+                raise ValueError(f"ready({name!r}, grad): grad is {got}, expected {v.dtype} "
+                                 f"of shape {v.shape} like its parameter")
+            np.copyto(v, grad)
+        r.ready(j)
+
+    def detach(self):
+        """Remove the FlatParams hook of ``overlap=True`` (the model's backward pass then no
+        longer starts reductions; :meth:`ready` still does).  Idempotent."""
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
+
+    def attach(self):
+        """Install the FlatParams hook again after :meth:`detach` (``overlap=True`` over a
+        FlatParams does at construction).  Idempotent."""
+        if not (self.overlap and self._reducers and self.flat is not None):
+            raise ValueError("attach() needs overlap=True over a FlatParams")
+        if self._unhook is None:
+            self._unhook = self.flat.add_grad_hook(self._on_grads_ready)
+
+    @property
+    def residuals(self):
+        """The bfloat16 rounding residuals kept by ``error_feedback=True`` (one float32 array
+        per dtype group, read-only views), or None."""
+        if not self.error_feedback:
+            return None
+        out = []
+        for r in self._reducers:
+            v = r.residual.view()
+            v.flags.writeable = False
+            out.append(v)
+        return out
+
+    def _checked_weight(self, weight):
+        return _check.at_least("weight", weight, 0.0, float32=any(
+            g.dtype == np.float32 for g in self._groups))
+
     # ------------------------------------------------------------ collectives
     def _mpitype(self, dtype):
         dtype = np.dtype(dtype)
@@ -563,8 +770,9 @@ class DataParallel:
             counts, displs = _pieces(b0, b1, g.bounds)
             self._comm.Allgatherv(self._mpi.IN_PLACE, [buf[b0:b1], (counts, displs), mt])
 
-    def _gather_grads(self, grads):
-        """Lists and dicts: the gradients, checked, into the flat gradient buffers."""
+    def _gather_grads(self, grads, skip=()):
+        """Lists and dicts: the gradients, checked, into the flat gradient buffers (but for
+        the indices in ``skip``, handed over by :meth:`ready`)."""
         ps = self._params
         if grads is None:
             raise TypeError("step(grads) needs the gradients matching params (the optimizer "
@@ -577,6 +785,8 @@ class DataParallel:
             raise ValueError(f"grads must be a list of {len(ps)} arrays like params")
         for g in self._groups:
             for i, v in zip(g.index, g.split(g.gbuf)):
+                if i in skip:
+                    continue
                 src = grads[i]
                 if not isinstance(src, np.ndarray) or src.shape != v.shape or src.dtype != v.dtype:
                     got = (f"{src.dtype} of shape {src.shape}" if isinstance(src, np.ndarray)
@@ -639,6 +849,10 @@ class DataParallel:
         if self.check_every and opt.step_count % self.check_every == 0 and self.size > 1:
             self._check_consistent(weighting)
             weighting = (0, 0, 0)
+        if self._reducers:
+            self._step_buckets(grads, weight)
+            self._weighting = weighting
+            return
         if self.flat is not None:
             if grads is not None:
                 raise TypeError("this DataParallel reads the FlatParams' grad buffer: call "
@@ -646,8 +860,7 @@ class DataParallel:
         else:
             self._gather_grads(grads)
         if weighted:
-            w = _check.at_least("weight", weight, 0.0, float32=any(
-                g.dtype == np.float32 for g in self._groups))
+            w = self._checked_weight(weight)
             for g in self._groups:
                 np.multiply(g.gbuf, w, out=g.gbuf)
         t0 = time.perf_counter()
@@ -709,6 +922,48 @@ class DataParallel:
         tm["communication"] += comm_time
         tm["optimizer"] += opt_time
         tm["steps"] += 1
+
+    def _step_buckets(self, grads, weight):
+        """:meth:`step` with the bucketed reduction (overlap / bfloat16 wire)."""
+        opt = self._opt
+        t = opt.step_count + 1
+        reducers = self._reducers
+        started = any(r.started for r in reducers)
+        w = None if weight is None else self._checked_weight(weight)
+        announced = reducers[0].weight if started else w
+        if self.flat is not None:
+            if grads is not None:
+                raise TypeError("this DataParallel reads the FlatParams' grad buffer: call "
+                                "step() with no argument")
+        elif grads is not None or not all(r.is_ready(j) for r in reducers
+                                          for j in range(len(r.offsets) - 1)):
+            self._gather_grads(grads, skip=self._where_ready())
+        if not started:
+            for r in reducers:
+                r.begin(w)
+        t0 = time.perf_counter()
+        with self._comm.during(f"the gradient reduction of step {t}"):
+            for r in reducers:
+                r.finish(f"the gradient reduction of step {t} (waiting for its buckets)")
+        t1 = time.perf_counter()
+        if announced != w:
+            # (the collectives are complete on every rank: refusing leaves no one waiting)
+            raise ValueError(f"step(weight={weight!r}) after begin_step(weight={announced!r}): "
+                             "the buckets were sent with the announced weight; pass the same")
+        self.timings["communication"] += t1 - t0
+        if self.flat is not None:
+            opt.step()
+        else:
+            opt.step(self._grad_views)
+        self.timings["optimizer"] += time.perf_counter() - t1
+        self.timings["steps"] += 1
+
+    def _where_ready(self):
+        """Lists and dicts: the indices into params whose gradients ready() copied this step."""
+        out = set()
+        for gi, (g, r) in enumerate(zip(self._groups, self._reducers)):
+            out.update(i for j, i in enumerate(g.index) if r.is_ready(j))
+        return out
 
     def _grad_stats(self):
         """ZeRO-1: (sum of squares, all finite) of the whole reduced gradient, the bits one
@@ -888,6 +1143,9 @@ class DataParallel:
     def __repr__(self):
         mode = "ZeRO-1" if self.shard_state else "allreduce"
         det = ", deterministic" if self.deterministic else ""
+        det += ", overlapped" if self.overlap else ""
+        det += f", {self.wire_dtype} wire" if self.wire_dtype != "native" else ""
+        det += ", shared window" if self.transport != "mpi" else ""
         return (f"DataParallel({self._opt!r}, rank {self.rank} of {self.size}, {mode}{det})")
 
 

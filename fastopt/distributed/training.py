@@ -3,7 +3,10 @@
 Every rank builds the same trainer (same arguments and seed: the same model, data and
 shuffling); each trains on its rows of every global batch (:func:`batch_part`), and
 :class:`DataParallel` averages the gradients, so ``P`` ranks train on the same batches as one
-process.  Under ``mpiexec -n 2``::
+process.  With ``sync_bn=True`` (the default) the model's batch-norm layers are synchronized
+(:func:`~fastopt.distributed.sync_batchnorm`): they normalize with the whole global batch's
+statistics, so the ranks train the model one process trains (to float32 rounding).  Under
+``mpiexec -n 2``::
 
     from fastopt.distributed import DataParallelStrategy
     from fastopt.train import Trainer
@@ -12,9 +15,11 @@ process.  Under ``mpiexec -n 2``::
     trainer.save("ckpt.npz")        # collective: rank 0 writes the whole state
 """
 
+from ..kernels import _check
 from .checkpoint import load_checkpoint, save_checkpoint
 from .parallel import DataParallel
 from .sharding import batch_part
+from .syncbn import sync_batchnorm
 
 __all__ = ["DataParallelStrategy"]
 
@@ -24,22 +29,42 @@ class DataParallelStrategy:
 
     Parameters
     ----------
+    sync_bn : bool, default True
+        Synchronized batch norm (see the module docstring).  False: each rank's batch norm
+        normalizes with its own rows (PyTorch's ``DistributedDataParallel`` without
+        ``SyncBatchNorm``), and the running statistics are averaged after each epoch.
     **options
         :class:`DataParallel`'s keyword arguments (``comm``, ``shard_state``,
         ``deterministic``, ``timeout``, ...), checked by it when the trainer wraps its
-        optimizer.
+        optimizer; the batch-norm synchronization uses the same ``comm``, ``deterministic``
+        and ``timeout``.
 
     Attributes
     ----------
     data_parallel : DataParallel or None
         The wrapper of the trainer's optimizer (None until a trainer uses this strategy).
+    sync_bn : bool
+        As given.
+    sync_stats : SyncStats or None
+        The model's batch-norm synchronization (None until a trainer's model is prepared,
+        or without ``sync_bn``).
     rank, size : int
         This rank and the number of ranks.
     """
 
-    def __init__(self, **options):
+    def __init__(self, *, sync_bn=True, **options):
+        self._sync_bn = _check.flag("sync_bn", sync_bn)
         self._options = options
         self._dp = None
+        self._sync = None
+
+    @property
+    def sync_bn(self):
+        return self._sync_bn
+
+    @property
+    def sync_stats(self):
+        return self._sync
 
     @property
     def data_parallel(self):
@@ -65,10 +90,33 @@ class DataParallelStrategy:
         self._dp = DataParallel(optimizer, **self._options)
         return self._dp
 
+    def prepare_model(self, model):
+        """Synchronize ``model``'s batch-norm layers (``model.bns``) with ``sync_bn`` (collective)."""
+        dp = self._wrapped()
+        if self._sync_bn:
+            self._sync = sync_batchnorm(model.bns, dp.comm, deterministic=dp.deterministic,
+                                        timeout=self._options.get("timeout"))
+
+    def trains(self, n):
+        """Whether a global batch of ``n`` samples is trained: batch norm needs 2 samples, on
+        every rank unless synchronized (then in the whole batch, and a row on every rank)."""
+        dp = self._wrapped()
+        if self._sync_bn:
+            return n >= max(2, dp.size)
+        return n // dp.size >= 2
+
     def local_rows(self, n):
         """This rank's rows of a global batch of ``n`` samples (:func:`batch_part`)."""
         dp = self._wrapped()
         return batch_part(n, dp.rank, dp.size)
+
+    def begin_step(self, optimizer, n_local, n_global):
+        """Before the backward pass: with ``overlap=True`` or a bfloat16 wire, announce this
+        rank's weight ``n_local / n_global`` (:meth:`DataParallel.begin_step`), so the
+        buckets the backward pass starts are scaled as :meth:`step` will ask."""
+        dp = self._wrapped()
+        if dp.bucketed:
+            dp.begin_step(weight=n_local / n_global)
 
     def step(self, optimizer, n_local, n_global):
         """Step with this rank's gradient weighted ``n_local / n_global``: the sum over the
@@ -80,8 +128,9 @@ class DataParallelStrategy:
         self._wrapped().average_buffers(arrays)
 
     def communication_time(self):
-        """Seconds the wrapper has spent in collectives so far."""
-        return self._wrapped().timings["communication"]
+        """Seconds the wrapper (and the batch-norm synchronization) spent in collectives so far."""
+        extra = self._sync.seconds if self._sync is not None else 0.0
+        return self._wrapped().timings["communication"] + extra
 
     def save_checkpoint(self, path, params, optimizer, **extras):
         """:func:`fastopt.distributed.save_checkpoint` (collective; rank 0 writes)."""

@@ -87,7 +87,7 @@ def clip_grad_norm_(grad: np.ndarray, max_norm: float) -> float:
 __all__ += ["batchnorm_forward", "batchnorm_backward"]
 
 def _as3d(a, N, C):
-    return a.reshape(N, C, a.size // (N * C))
+    return a.reshape(N, C, int(np.prod(a.shape[2:], dtype=np.int64)))
 
 
 def _out(o, value, dtype):
@@ -101,7 +101,7 @@ def _out(o, value, dtype):
 def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
                       running_mean: np.ndarray | None, running_var: np.ndarray | None, *,
                       training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
-                      out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      out=None, reduce=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Batch-normalization forward pass, fused: returns ``(y, mean, invstd)``.
 
     ``x`` is C-contiguous float32 or float64 of shape (N, C) or
@@ -135,6 +135,13 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     momentum : float in [0, 1]
     eps : float > 0 (PyTorch's 1e-5 by default; the seed suggests 1e-8)
     out : ndarray for y, or a tuple (y, mean, invstd) of arrays or None
+    reduce : callable ``reduce(n, mean, var) -> (n, mean, var)``, optional
+        x is one part of a batch split over processes (synchronized batch norm,
+        :class:`fastopt.distributed.SyncBatchNorm`): called in training with this
+        part's count n (values per channel; x may be empty or hold one value per
+        channel) and its float64 mean and biased variance, it returns those of the
+        whole batch, which normalize x and update the running statistics (the
+        whole batch must have n >= 2).
 
     Returns
     -------
@@ -144,20 +151,25 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
         (inference), for :func:`batchnorm_backward`.
     """
     training, N, C, n, momentum, eps, outs = _check.batchnorm_forward(
-        x, gamma, beta, running_mean, running_var, training, momentum, eps, out)
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, out, reduce)
     nt = get_num_threads()
     x3 = _as3d(x, N, C)
     if training:
-        mean64 = np.empty(C)
-        var64 = np.empty(C)
-        ext._batchnorm.channel_stats(x3, mean64, var64, nt)
+        mean64 = np.zeros(C)
+        var64 = np.zeros(C)
+        if n:
+            ext._batchnorm.channel_stats(x3, mean64, var64, nt)
+        if reduce is not None:
+            n, mean64, var64 = reduce(n, mean64, var64)
+            _check.batchnorm_count(n)
     else:
         mean64 = running_mean.astype(np.float64)
         var64 = running_var.astype(np.float64)
     mean = _out(outs[1], mean64, x.dtype)
     invstd = _out(outs[2], 1.0 / np.sqrt(var64 + eps), x.dtype)
     y = outs[0] if outs[0] is not None else np.empty_like(x)
-    ext._batchnorm.affine(x3, _as3d(y, N, C), mean, gamma * invstd, beta, nt)
+    if x.size:
+        ext._batchnorm.affine(x3, _as3d(y, N, C), mean, gamma * invstd, beta, nt)
     if training and running_mean is not None:
         running_mean[...] = (1 - momentum) * running_mean + momentum * mean64
         running_var[...] = (1 - momentum) * running_var + momentum * var64 * n / (n - 1)
@@ -166,7 +178,7 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
 
 def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: np.ndarray,
                        invstd: np.ndarray, *, training: bool = True,
-                       out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       out=None, reduce=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Batch-normalization backward pass, fused: returns ``(dx, dgamma, dbeta)``.
 
     .. math::
@@ -196,30 +208,42 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     training : bool
     out : ndarray for dx, or a tuple (dx, dgamma, dbeta) of arrays or None
         (e.g. views into a FlatParams' grad buffer), of x's dtype.
+    reduce : callable ``reduce(n, sum_dy, sum_dy_xmu) -> (n, sum_dy, sum_dy_xmu)``, optional
+        x and dy are one part of a batch split over processes (the forward pass had a
+        ``reduce``; ``mean`` and ``invstd`` are the whole batch's): called in training with
+        this part's count and float64 sums, it returns the count and sums that give dx's
+        coefficients :math:`k_2, k_3` (those of the whole batch, as this part weighs them).
+        ``dgamma`` and ``dbeta`` stay this part's sums.
 
     Returns
     -------
     dx : ndarray of x's dtype and shape
     dgamma, dbeta : ndarray of x's dtype, (C,)
     """
-    training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out)
+    training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out,
+                                                        reduce)
     nt = get_num_threads()
     x3, dy3 = _as3d(x, N, C), _as3d(dy, N, C)
-    sum_dy = np.empty(C)
-    sum_dy_xmu = np.empty(C)
+    sum_dy = np.zeros(C)
+    sum_dy_xmu = np.zeros(C)
     mean64 = mean.astype(np.float64)
-    ext._batchnorm.backward_sums(dy3, x3, mean64, sum_dy, sum_dy_xmu, nt)
+    if x.size:
+        ext._batchnorm.backward_sums(dy3, x3, mean64, sum_dy, sum_dy_xmu, nt)
     invstd64 = invstd.astype(np.float64)
     dbeta64 = sum_dy
     dgamma64 = sum_dy_xmu * invstd64
     k1 = gamma * invstd64
     dx = outs[0] if outs[0] is not None else np.empty_like(x)
     if training:
-        k2 = k1 * dbeta64 / n
-        k3 = k1 * invstd64 * dgamma64 / n
-        ext._batchnorm.grad_input(dy3, x3, _as3d(dx, N, C), mean, k1.astype(x.dtype),
-                                  k2.astype(x.dtype), k3.astype(x.dtype), nt)
-    else:  # dx = k1 * dy, written by the affine pass (dy - 0) * k1 + 0
+        s1, s2 = dbeta64, sum_dy_xmu
+        if reduce is not None:      # the whole batch's sums, as this part weighs them
+            n, s1, s2 = reduce(n, sum_dy, sum_dy_xmu)
+        k2 = k1 * s1 / n
+        k3 = k1 * invstd64 * (s2 * invstd64) / n
+        if x.size:
+            ext._batchnorm.grad_input(dy3, x3, _as3d(dx, N, C), mean, k1.astype(x.dtype),
+                                      k2.astype(x.dtype), k3.astype(x.dtype), nt)
+    elif x.size:  # dx = k1 * dy, written by the affine pass (dy - 0) * k1 + 0
         zeros = np.zeros(C, x.dtype)
         ext._batchnorm.affine(dy3, _as3d(dx, N, C), zeros, k1.astype(x.dtype), zeros, nt)
     return dx, _out(outs[1], dgamma64, x.dtype), _out(outs[2], dbeta64, x.dtype)

@@ -386,22 +386,41 @@ def _channels(name, a, C, *, writable, x):
     return a
 
 
-def _bn_x(x, training):
+def _bn_x(x, training, part=False):
+    """(N, C, n) of x; ``part``: x is this process's part of a batch (``reduce`` given), which
+    may be empty or hold a single value per channel (the whole batch is checked later,
+    :func:`batchnorm_count`)."""
     array("x", x, writable=False)
     if x.ndim < 2:
         raise ValueError(f"x must have at least 2 dimensions (N, C, *spatial), got shape {x.shape}")
     N, C = x.shape[0], x.shape[1]
-    if N == 0:
-        raise ValueError(f"x has N == 0 samples (shape {x.shape}); batch norm needs a batch")
     if C == 0:
         raise ValueError(f"x has C == 0 channels (shape {x.shape})")
     n = x.size // C
+    if part:
+        return N, C, n
+    if N == 0:
+        raise ValueError(f"x has N == 0 samples (shape {x.shape}); batch norm needs a batch")
     if n == 0:
         raise ValueError(f"x has no values per channel (shape {x.shape})")
     if training and n == 1:
         raise ValueError(f"expected more than 1 value per channel when training, got input of "
                          f"shape {x.shape}")
     return N, C, n
+
+
+def _reduce(reduce):
+    if reduce is not None and not callable(reduce):
+        raise TypeError(f"reduce must be None or a callable, got {type(reduce).__name__}")
+    return reduce
+
+
+def batchnorm_count(n):
+    """The values per channel of the whole batch (what ``reduce`` returned): more than 1."""
+    if n < 2:
+        raise ValueError(f"expected more than 1 value per channel when training, got {n} over "
+                         f"all the parts of the batch")
+    return n
 
 
 def _outs(out, names, likes, others, x):
@@ -433,9 +452,11 @@ def _outs(out, names, likes, others, x):
     return outs
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, out):
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, out,
+                      reduce=None):
     training = flag("training", training)
-    N, C, n = _bn_x(x, training)
+    _reduce(reduce)
+    N, C, n = _bn_x(x, training, part=reduce is not None and training)
     _channels("gamma", gamma, C, writable=False, x=x)
     _channels("beta", beta, C, writable=False, x=x)
     if training:
@@ -455,9 +476,10 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     return training, N, C, n, momentum, eps, outs
 
 
-def batchnorm_backward(dy, x, gamma, mean, invstd, training, out):
+def batchnorm_backward(dy, x, gamma, mean, invstd, training, out, reduce=None):
     training = flag("training", training)
-    N, C, n = _bn_x(x, False)
+    _reduce(reduce)
+    N, C, n = _bn_x(x, False, part=reduce is not None)
     _same_dtype("dy", dy, x)
     array("dy", dy, writable=False, like=x, like_name="x")
     _channels("gamma", gamma, C, writable=False, x=x)

@@ -2,6 +2,6 @@
 the batch-norm layer and the demo MLP."""
 
 from .flat import FlatParams
-from .layers import BatchNorm
+from .layers import BatchNorm, BatchNormSync
 
-__all__ = ["FlatParams", "BatchNorm"]
+__all__ = ["FlatParams", "BatchNorm", "BatchNormSync"]

@@ -214,6 +214,31 @@ class FlatParams:
         """Set every gradient to zero (in place)."""
         self.grad.fill(0.0)
 
+    # ------------------------------------------------------------ gradient hooks
+    def add_grad_hook(self, hook):
+        """Call ``hook(names)`` whenever :meth:`grads_ready` is called; returns a function
+        that removes it.
+
+        For data-parallel training with overlap: :class:`fastopt.distributed.DataParallel`
+        (``overlap=True``) starts reducing those gradients while the backward pass goes on.
+        Hooks are not copied or pickled with the FlatParams.
+        """
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        hooks = self.__dict__.setdefault("_grad_hooks", [])
+        hooks.append(hook)
+
+        def remove():
+            if hook in hooks:
+                hooks.remove(hook)
+        return remove
+
+    def grads_ready(self, *names):
+        """Say that the gradients of ``names`` are final for this step (a model's backward
+        pass calls it per layer); nothing happens unless a hook was added."""
+        for hook in self.__dict__.get("_grad_hooks", ()):
+            hook(names)
+
     def __setattr__(self, name, value):
         # ``data`` and ``grad`` are the buffers every view (and an optimizer) points into:
         # rebinding one would leave them on the old buffer, so it raises
@@ -229,7 +254,8 @@ class FlatParams:
     # written before this existed (whose state still holds "params" and "grads") load too.
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_params", "_grads")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_params", "_grads", "_grad_hooks")}
 
     def __setstate__(self, state):
         state = dict(state)

@@ -8,7 +8,7 @@ from .. import kernels as _kernels
 from .. import reference as _reference
 from .flat import FlatParams
 
-__all__ = ["BatchNorm"]
+__all__ = ["BatchNorm", "BatchNormSync"]
 
 _IMPLS = {"fused": _kernels, "reference": _reference}
 
@@ -21,6 +21,38 @@ def _held_by(self):
 
 def _stats_held(self):
     return "the layer's running statistics; load_state_dict() restores them"
+
+
+class BatchNormSync:
+    """How :class:`BatchNorm` layers combine their statistics with other processes' (a base class).
+
+    A batch split over processes (data parallel) is normalized with the statistics of the
+    whole batch when each layer's ``sync`` is one of these: the training forward pass hands
+    this process's per-channel count, mean and biased variance to :meth:`stats`, which returns
+    the whole batch's; the backward pass hands its sums to :meth:`sums`.  Every process calls
+    them in the same order (they are collective).  :class:`fastopt.distributed.SyncStats`
+    implements them over MPI; this layer does not depend on MPI.
+    """
+
+    def stats(self, layer, signature, n, mean, var):
+        """The whole batch's ``(n, mean, var)`` from this process's (float64 (C,) arrays).
+
+        ``signature`` (a str) describes the call (layer, shape, hyperparameters); every
+        process's must be the same.
+        """
+        raise NotImplementedError
+
+    def sums(self, layer, signature, n, sum_dy, sum_dy_xmu, weight):
+        """``(n, S_dy, S_dy_xmu)``: the whole batch's count and backward sums as this process
+        weighs them (the sum over processes of ``weight_p * sums_p``, divided by ``weight``,
+        this process's weight in the gradient sum); see :meth:`BatchNorm.backward`."""
+        raise NotImplementedError
+
+    def refuse(self, layer, phase, signature, error):
+        """This process refused its input (``error``) where the others call :meth:`stats`
+        (``phase`` "forward") or :meth:`sums` ("backward"): take part, and raise on every
+        process."""
+        raise NotImplementedError
 
 
 class BatchNorm(Checked):
@@ -52,10 +84,14 @@ class BatchNorm(Checked):
         layer owns its arrays, in float32.
     name : str, default "bn"
     impl : "fused" or "reference"
+    sync : BatchNormSync or None, default None
+        Synchronized batch norm: each process holds a part of the batch, and training
+        normalizes with the statistics of the whole batch (every process calls the layer
+        in the same order).  See :class:`fastopt.distributed.SyncBatchNorm`.
 
     Notes
     -----
-    ``eps``, ``momentum`` and ``impl`` may be set at any time and are checked as the
+    ``eps``, ``momentum``, ``impl`` and ``sync`` may be set at any time and are checked as the
     constructor checks them (a rejected value changes nothing).  ``num_features`` and
     ``name`` are fixed.  ``gamma``, ``beta``, ``dgamma``, ``dbeta`` and the running
     statistics cannot be rebound (the optimizer and the FlatParams hold them): write into
@@ -77,13 +113,14 @@ class BatchNorm(Checked):
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1,
                  params: FlatParams | None = None, name: str = "bn",
-                 impl: str = "fused") -> None:
+                 impl: str = "fused", sync: BatchNormSync | None = None) -> None:
         C = _check.integer("num_features", num_features, 1)
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self.eps = eps
         self.momentum = momentum
         self.impl = impl
+        self.sync = sync
         self._num_features = C
         self._name = name
         self._flat = params
@@ -144,6 +181,18 @@ class BatchNorm(Checked):
     def momentum(self, value):
         self._momentum = _check.unit_interval("momentum", value, closed_right=True)
 
+    @property
+    def sync(self):
+        """A :class:`BatchNormSync` (synchronized batch norm) or None (checked when set)."""
+        return self._sync
+
+    @sync.setter
+    def sync(self, value):
+        if value is not None and not isinstance(value, BatchNormSync):
+            raise TypeError(f"sync must be None or a BatchNormSync (e.g. "
+                            f"fastopt.distributed.SyncStats(comm)), got {type(value).__name__}")
+        self._sync = value
+
     @staticmethod
     def shapes(num_features, name="bn"):
         """The FlatParams entries the layer needs: ``{name.gamma: (C,), name.beta: (C,)}``."""
@@ -164,29 +213,101 @@ class BatchNorm(Checked):
         self._impl = value
         self._k = _IMPLS[value]
 
+    def _signature(self, phase, x):
+        """What every process's call of a synchronized pass must agree on."""
+        shape = getattr(x, "shape", ())[1:]
+        return (f"{self.name}.{phase}(x of shape (N, {', '.join(map(str, shape))}), "
+                f"{self.gamma.dtype}, eps={self.eps!r}, momentum={self.momentum!r})")
+
+    def _synced(self, sync, phase, x, call, on_reduce):
+        """``call(reduce)`` with ``sync`` as the reduction; a refusal before the reduction (a
+        bad argument on this process) is refused on every process."""
+        signature = self._signature(phase, x)
+        reached = []
+
+        def reduce(*args):
+            reached.append(True)
+            return on_reduce(sync, signature, *args)
+
+        try:
+            return call(reduce)
+        except (TypeError, ValueError) as e:
+            if not reached:
+                sync.refuse(self, phase, signature, e)      # raises on every process
+            raise
+
     def forward(self, x: np.ndarray, training: bool = True,
                 out: np.ndarray | None = None) -> np.ndarray:
-        """Normalize x; in training also update the running statistics. Returns y."""
-        if isinstance(x, np.ndarray) and x.dtype != self.gamma.dtype:
-            raise TypeError(f"x has dtype {x.dtype}, but this BatchNorm holds {self.gamma.dtype} "
-                            f"parameters (build it on a FlatParams of dtype {x.dtype}, or pass "
-                            f"x.astype(numpy.{self.gamma.dtype}))")
-        y, mean, invstd = self._k.batchnorm_forward(
-            x, self.gamma, self.beta, self.running_mean, self.running_var, training=training,
-            momentum=self.momentum, eps=self.eps, out=out)
-        self._cache = (x, mean, invstd, bool(training))
+        """Normalize x; in training also update the running statistics. Returns y.
+
+        With :attr:`sync`, training normalizes with the statistics of the whole batch (all
+        processes' x, which may differ in N, even be empty) and updates the running statistics
+        as one process would with the whole batch (unbiased variance with the whole count).
+        """
+        def call(reduce):
+            if isinstance(x, np.ndarray) and x.dtype != self.gamma.dtype:
+                raise TypeError(f"x has dtype {x.dtype}, but this BatchNorm holds "
+                                f"{self.gamma.dtype} parameters (build it on a FlatParams of dtype "
+                                f"{x.dtype}, or pass x.astype(numpy.{self.gamma.dtype}))")
+            return self._k.batchnorm_forward(
+                x, self.gamma, self.beta, self.running_mean, self.running_var,
+                training=training, momentum=self.momentum, eps=self.eps, out=out, reduce=reduce)
+
+        counts = []
+
+        def stats(sync, signature, n, mean, var):
+            counts.append(n)
+            whole = sync.stats(self, signature, n, mean, var)
+            counts.append(whole[0])
+            return whole
+
+        inference = isinstance(training, (bool, np.bool_)) and not training
+        sync = None if inference else self._sync
+        if sync is not None:
+            y, mean, invstd = self._synced(sync, "forward", x, call, stats)
+        else:
+            y, mean, invstd = call(None)
+        # (the backward pass of a synchronized forward uses the same sync and counts)
+        self._cache = (x, mean, invstd, bool(training), sync, tuple(counts))
         return y
 
     __call__ = forward
 
-    def backward(self, dy: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Gradient with respect to the last forward's input; overwrites dgamma and dbeta."""
+    def backward(self, dy: np.ndarray, out: np.ndarray | None = None, *,
+                 weight: float | None = None) -> np.ndarray:
+        """Gradient with respect to the last forward's input; overwrites dgamma and dbeta.
+
+        With :attr:`sync` (after a synchronized training forward), dx is this process's part
+        of the whole batch's gradient, and dgamma, dbeta are this process's sums: they are
+        right when the processes' parameter gradients are then summed with the weights the
+        backward sums were summed with.  ``weight`` is this process's weight in that sum (as
+        given to ``DataParallel.step(weight=...)``), > 0; default ``n_part / n_whole``, right
+        when each process's loss is the mean over its samples and the gradients are summed
+        with those weights (what ``fastopt.train`` does; ``DataParallel.step()``'s 1/P when
+        the parts are equal).
+        """
         if self._cache is None:
             raise RuntimeError("backward() called before forward()")
-        x, mean, invstd, training = self._cache
-        dx, _, _ = self._k.batchnorm_backward(dy, x, self.gamma, mean, invstd, training=training,
-                                              out=(out, self.dgamma, self.dbeta))
-        return dx
+        x, mean, invstd, training, sync, counts = self._cache
+
+        def call(reduce):
+            if weight is not None:
+                _check.positive("weight", weight)
+            dx, _, _ = self._k.batchnorm_backward(dy, x, self.gamma, mean, invstd,
+                                                  training=training, reduce=reduce,
+                                                  out=(out, self.dgamma, self.dbeta))
+            return dx
+
+        def sums(sync, signature, n, sum_dy, sum_dy_xmu):
+            w = float(weight) if weight is not None else counts[0] / counts[1]
+            return sync.sums(self, signature, n, sum_dy, sum_dy_xmu, w)
+
+        if sync is not None:
+            return self._synced(sync, "backward", x, call, sums)
+        if weight is not None:
+            raise ValueError("weight is for synchronized batch norm (sync), after a training "
+                             "forward")
+        return call(None)
 
     def state_dict(self):
         """Copies of the running statistics and of gamma and beta."""
@@ -237,5 +358,6 @@ class BatchNorm(Checked):
             getattr(self, k)[...] = v
 
     def __repr__(self):
-        return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"name={self.name!r}, impl={self.impl!r})")
+        sync = "" if self.sync is None else f", sync={self.sync!r}"
+        return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, "
+                f"momentum={self.momentum}, name={self.name!r}, impl={self.impl!r}{sync})")

@@ -142,6 +142,8 @@ class MLP(Checked):
         acts = self._acts
         np.matmul(acts[L - 1].T, dlogits, out=g[f"W{L}"])
         np.sum(dlogits, axis=0, out=g[f"b{L}"])
+        # each layer's gradients are final: a DataParallel(overlap=True) starts sending them
+        self.params.grads_ready(f"W{L}", f"b{L}")
         da = dlogits @ fp[f"W{L}"].T
         for i in range(L - 1, 0, -1):
             da *= acts[i] > 0  # ReLU
@@ -149,6 +151,8 @@ class MLP(Checked):
             dz = self.bns[i - 1].backward(da)
             self.kernel_time += time.perf_counter() - t
             np.matmul(acts[i - 1].T, dz, out=g[f"W{i}"])
+            self.params.grads_ready(f"W{i}", f"{self.bns[i - 1].name}.gamma",
+                                    f"{self.bns[i - 1].name}.beta")
             if i > 1:
                 da = dz @ fp[f"W{i}"].T
 

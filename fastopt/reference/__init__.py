@@ -113,17 +113,22 @@ def _store(o, value, dtype):
 def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
                       running_mean: np.ndarray | None, running_var: np.ndarray | None, *,
                       training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
-                      out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      out=None, reduce=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch-norm forward (NumPy reference of :func:`fastopt.kernels.batchnorm_forward`).
 
     float32 or float64: statistics in double, y in x's dtype.
     """
     training, N, C, n, momentum, eps, outs = _check.batchnorm_forward(
-        x, gamma, beta, running_mean, running_var, training, momentum, eps, out)
+        x, gamma, beta, running_mean, running_var, training, momentum, eps, out, reduce)
     axes, shape = _bn_axes(x)
     if training:
-        mu = x.mean(axis=axes, dtype=np.float64)
-        var = x.var(axis=axes, dtype=np.float64)          # biased: divides by n
+        mu, var = np.zeros(C), np.zeros(C)
+        if n:
+            mu = x.mean(axis=axes, dtype=np.float64)
+            var = x.var(axis=axes, dtype=np.float64)      # biased: divides by n
+        if reduce is not None:                            # the whole batch's, of all parts
+            n, mu, var = reduce(n, mu, var)
+            _check.batchnorm_count(n)
     else:
         mu = running_mean.astype(np.float64)
         var = running_var.astype(np.float64)
@@ -143,12 +148,13 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
 
 def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: np.ndarray,
                        invstd: np.ndarray, *, training: bool = True,
-                       out=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       out=None, reduce=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch-norm backward (NumPy reference of :func:`fastopt.kernels.batchnorm_backward`).
 
     float32 or float64: sums and coefficients in double, dx in x's dtype.
     """
-    training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out)
+    training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out,
+                                                        reduce)
     axes, shape = _bn_axes(x)
 
     def per_channel(v):  # a (C,) vector in x's dtype, broadcasting against x
@@ -157,15 +163,19 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     invstd64 = invstd.astype(np.float64)
     # The sums in double: dbeta = sum dy, dgamma = sum dy * x_hat = invstd * sum dy (x - mu).
     dbeta = dy.sum(axis=axes, dtype=np.float64)
-    dgamma = (dy * (x.astype(np.float64) - mean.astype(np.float64).reshape(shape))).sum(
-        axis=axes) * invstd64
+    sum_dy_xmu = (dy * (x.astype(np.float64) - mean.astype(np.float64).reshape(shape))).sum(
+        axis=axes)
+    dgamma = sum_dy_xmu * invstd64
     # dx = gamma invstd / n (n dy - dbeta - x_hat dgamma) = k1 dy - k2 - k3 (x - mu), with the
     # coefficients in double, then x's dtype throughout (in float32, n dy or x_hat dgamma alone
     # could overflow where dx does not).
     k1 = gamma * invstd64
     if training:
-        k2 = k1 * dbeta / n
-        k3 = k1 * invstd64 * dgamma / n
+        s1, s2 = dbeta, sum_dy_xmu
+        if reduce is not None:      # the whole batch's sums, as this part weighs them
+            n, s1, s2 = reduce(n, dbeta, sum_dy_xmu)
+        k2 = k1 * s1 / n
+        k3 = k1 * invstd64 * (s2 * invstd64) / n
         dx = per_channel(k1) * dy - per_channel(k2) - per_channel(k3) * (x - mean.reshape(shape))
     else:
         dx = dy * per_channel(k1)  # the statistics were constants: x does not enter

@@ -13,13 +13,33 @@ default thread count is the smallest of
 :func:`set_num_threads` overrides the default for the whole process;
 ``with num_threads(n):`` overrides it for the calling thread (or asyncio task)
 only, so two threads using it at once do not disturb each other.
+
+Two threading backends run the kernels' parallel calls (the same tasks, the same result
+bits on either):
+
+* ``"pool"`` (the default): fastopt's thread pool.  A thread that is descheduled (another
+  process on the cores) delays a call by the one block it holds, a forked child starts
+  fresh workers, and the pool's workers sleep soon after a call.
+* ``"openmp"``: a static-schedule OpenMP parallel region (what fastopt used before the pool),
+  kept to compare against and for dedicated machines with pinned threads.  Its caveats: the
+  region ends at a barrier, so under load one descheduled thread holds up every call for a
+  scheduler time slice; libgomp's idle threads spin for a while after each call (on cores
+  NumPy's BLAS threads may want; ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` govern it); and a
+  child forked after the parent ran an OpenMP region cannot run one (GNU libgomp waits for the
+  parent's threads for ever), so such a child falls back to the pool.
+
+The environment variable ``FASTOPT_THREADING`` (``pool`` or ``openmp``) picks the backend at
+import; :func:`set_backend` and ``with threading_backend(name):`` switch it at run time, for
+the whole process.
 """
 
+import contextlib
 import contextvars
 import math
 import operator
 import os
 
+from .. import _threadpool
 from .dispatch import ext
 
 _explicit = None
@@ -149,3 +169,57 @@ class num_threads:
 
     def __repr__(self):
         return f"fastopt.num_threads({self._n!r})"
+
+
+#: The threading backends (see the module docstring).
+BACKENDS = ("pool", "openmp")
+
+
+def _backend_name(name, what="name"):
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be one of {', '.join(map(repr, BACKENDS))}, "
+                        f"got {type(name).__name__}")
+    if name not in BACKENDS:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+    if name == "openmp" and not _threadpool.HAVE_OPENMP:
+        raise ValueError("the 'openmp' threading backend needs fastopt built with OpenMP "
+                         "(this build has none)")
+    return name
+
+
+def get_backend():
+    """The threading backend the kernels run on: ``"pool"`` or ``"openmp"``."""
+    return _threadpool.backend()
+
+
+def set_backend(name):
+    """Run the kernels' parallel calls on backend ``name`` (``"pool"`` or ``"openmp"``) from
+    now on, in every thread of the process.  Returns the previous backend."""
+    name = _backend_name(name)
+    before = get_backend()
+    _threadpool.set_backend(name)
+    return before
+
+
+@contextlib.contextmanager
+def threading_backend(name):
+    """``with threading_backend("openmp"): ...``: the kernels run on backend ``name`` inside
+    the block (process-wide), then on the one before it."""
+    before = set_backend(name)
+    try:
+        yield name
+    finally:
+        _threadpool.set_backend(before)
+
+
+def _backend_from_env():
+    raw = os.environ.get("FASTOPT_THREADING", "").strip().lower()
+    if not raw:
+        return
+    try:
+        set_backend(raw)
+    except ValueError as e:
+        raise ImportError(f"fastopt: FASTOPT_THREADING={raw!r}: {e}") from None
+
+
+_backend_from_env()

@@ -98,9 +98,26 @@ class SingleProcess:
         """The optimizer the trainer steps: here ``optimizer`` itself."""
         return optimizer
 
+    #: Whether batch norm normalizes with the global batch's statistics on every process
+    #: (synchronized): then the running statistics are the same everywhere, not averaged.
+    sync_bn = False
+
+    def prepare_model(self, model):
+        """Set ``model`` up for this strategy, after :meth:`wrap`: nothing to do here."""
+
+    def trains(self, n):
+        """Whether a global batch of ``n`` samples is trained (batch norm needs 2)."""
+        return n >= 2
+
     def local_rows(self, n):
         """The rows of a global batch of ``n`` samples this process trains on: all of them."""
         return slice(0, n)
+
+    def begin_step(self, optimizer, n_local, n_global):
+        """Before the backward pass of a step on ``n_local`` of ``n_global`` samples (a
+        strategy that overlaps communication with it announces the weight here): nothing.
+
+        Optional for a strategy: the trainer calls it when the strategy has it."""
 
     def step(self, optimizer, n_local, n_global):
         """One step of ``optimizer`` on a gradient of ``n_local`` of ``n_global`` samples."""
@@ -187,8 +204,9 @@ class Trainer:
     epochs : int, default 20
         The run's length: the schedule spans it and :meth:`fit` trains up to it.
     batch_size : int, default 64
-        Samples per global mini-batch (>= 2: batch norm needs 2 samples).  A batch with fewer
-        than 2 samples per process (the last one of an epoch) is skipped.
+        Samples per global mini-batch (>= 2: batch norm needs 2 samples).  A batch the
+        strategy does not train (``strategy.trains(n)``: fewer than 2 samples; per process
+        unless batch norm is synchronized) is skipped (the last one of an epoch).
     seed : int, default 0
         Seeds the data split (with ``data=None``), the initialization and the shuffling.
     hidden : int, default 256
@@ -273,6 +291,8 @@ class Trainer:
         # (a data-parallel strategy's wrapper takes the optimizer's place; in sharded mode
         # the full-size optimizer is dropped here)
         self._opt = strategy.wrap(opt)
+        if callable(getattr(strategy, "prepare_model", None)):
+            strategy.prepare_model(self._model)
         self._strategy = strategy
         self._epochs = epochs
         self._batch_size = batch_size
@@ -325,15 +345,19 @@ class Trainer:
         n_batches = math.ceil(len(ytr) / self._batch_size)
         t0 = time.perf_counter()
         comm_before = strategy.communication_time()
+        begin_step = getattr(strategy, "begin_step", None)
         for b, (Xb, yb) in enumerate(minibatches(Xtr, ytr, batch_size=self._batch_size,
                                                  rng=self._rng)):
             # every process shuffles alike (same seed) and takes its rows of the global batch;
-            # batch norm needs 2 samples on every process
+            # batch norm needs 2 samples (on every process, unless it is synchronized)
             n_global = len(yb)
-            if n_global // strategy.size < 2:
+            trains = getattr(strategy, "trains", None)
+            if not (trains(n_global) if callable(trains) else n_global // strategy.size >= 2):
                 continue
             rows = strategy.local_rows(n_global)
             Xb, yb = Xb[rows], yb[rows]
+            if begin_step is not None:
+                begin_step(opt, len(yb), n_global)
             loss, acc = model.loss_and_grad(Xb, yb)
             t = time.perf_counter()
             strategy.step(opt, len(yb), n_global)
@@ -349,7 +373,8 @@ class Trainer:
         # the epoch's loss and accuracy over every process's samples, and the batch-norm
         # running statistics averaged, so every process evaluates one model
         strategy.average([totals])
-        strategy.average([a for bn in model.bns for a in (bn.running_mean, bn.running_var)])
+        if not getattr(strategy, "sync_bn", False):
+            strategy.average([a for bn in model.bns for a in (bn.running_mean, bn.running_var)])
         test_loss, test_acc = model.evaluate(Xte, yte)
         self._epochs_done = epoch
         rec = dict(epoch=epoch, lr=opt.lr, loss=float(totals[0] / totals[2]),

@@ -7,23 +7,33 @@
  * the parent used it, and its wait policy is fixed when it loads.
  *
  * How this pool works:
- *  - A call is a list of `ntasks` independent tasks (fixed blocks of a kernel).  The
- *    calling thread (the master) and the workers claim tasks one at a time from a shared
- *    ticket; the master returns once every claimed task is done.  A worker that wakes
- *    late finds no task left and goes back to waiting: nobody waits for a descheduled
- *    thread except for the one block it holds.  Which thread computes a block never
- *    changes its result, so results are the same bits for any thread count.
- *  - Waiting workers spin for a short while (yielding the core to anyone else who wants
- *    it), then sleep on a condition variable.
+ *  - A call is a list of `ntasks` independent tasks (fixed blocks of a kernel), cut into one
+ *    contiguous range per taking-part thread, as OpenMP's static schedule does: the calling
+ *    thread (the master) takes range 0, worker k range k, the same at every call, so the
+ *    blocks a thread touched at the last call are still in its core's cache.  A thread that
+ *    has finished its range takes what is left of the others' ranges, one task at a time:
+ *    nobody waits for a late or descheduled thread except for the one block it holds.  The
+ *    master returns once every task is done.  Which thread computes a block never changes
+ *    its result, so results are the same bits for any thread count and either backend.
+ *  - Waiting threads spin for a short while (FASTOPT_SPIN_US, PAUSE only: no system call,
+ *    see fo_keep_waiting), then sleep on a condition variable.
  *  - One master at a time: a caller that finds the pool busy (another Python thread is
  *    in a kernel) runs its tasks itself, so concurrent callers never oversubscribe.
  *  - Fork: a pthread_atfork handler resets the pool in the child (its workers do not
  *    exist there); the child starts fresh workers at its next parallel call.
  *
- * Ticket: 64 bits, the job generation in the high half and the next task in the low half.
- * A worker claims task i of job g by compare-and-swap from (g, i) to (g, i + 1), so it can
- * never take a task of a later job.  Before writing a new job's fields the master closes
- * the ticket ((g, CLOSED)), so a stale worker's claim fails.
+ * Ranges: each on a cache line of its own (no line shared by the threads' claims), holding
+ * a 64-bit counter, the job generation in the high half and the range's next task in the
+ * low half, and its end.  A thread claims task i of job g by compare-and-swap from (g, i) to
+ * (g, i + 1), so it can never take a task of a later job.  Before writing a new job's fields
+ * the master closes every range it will use ((g, CLOSED)), so a stale worker's claim fails.
+ * Each thread adds the count of tasks it ran to `done` once, when it has no task left.
+ *
+ * Measured on a 2-vCPU AMD EPYC (Zen 4) VM (issue 23; benchmarks/c/pool_harness.c): with
+ * one shared ticket and idle threads calling sched_yield, the worker took part in 0-66% of
+ * back-to-back Adam 64K calls (see fo_keep_waiting) against 100% for libgomp's, and blocks
+ * handed out in turn cost 1.25x at 64K even inside OpenMP (schedule(dynamic, 1) against
+ * static: each block moves to the other core's cache at every call).
  */
 #ifndef FO_THREADPOOL_H
 #define FO_THREADPOOL_H
@@ -35,10 +45,14 @@ typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
 
 #if !(defined(__unix__) || defined(__APPLE__)) || defined(__STDC_NO_ATOMICS__)
 /* No pthreads or no C11 atomics (e.g. MSVC): the kernels run on the calling thread. */
-typedef struct { int nworkers; long spin_ns; unsigned long long forks, jobs, serial_busy; } fo_pool_t;
+typedef struct {
+    int nworkers; long spin_ns; unsigned long long forks, jobs, serial_busy;
+    unsigned long long tasks_master, tasks_workers, wakes_spin, wakes_sleep, wakes_empty,
+        master_sleeps, wake_ns, wake_count;
+} fo_pool_t;
 static fo_pool_t fo_pool;
 static void fo_pool_init(long spin_ns) { fo_pool.spin_ns = spin_ns; }
-static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+static void fo_pool_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
     Py_ssize_t t;
     (void)nthreads;
     for (t = 0; t < ntasks; t++) fn(ctx, t);
@@ -71,17 +85,23 @@ static unsigned long long fo_blas_calls(int k, int shared) { (void)k; (void)shar
 #define FO_RELAX() ((void)0)
 #endif
 
+/* One thread's run of a job's tasks, on a cache line of its own. */
 typedef struct {
-    /* the current job */
-    _Atomic uint64_t ticket;
+    _Alignas(64) _Atomic uint64_t next;  /* (job generation << 32) | its next task */
+    _Atomic uint32_t end;                /* one past its last task */
+} fo_range_t;
+
+typedef struct {
+    /* the current job (read by every thread, written by the master between jobs) */
     _Atomic(fo_task_fn) fn;
     _Atomic(void *) ctx;
     _Atomic int64_t ntasks;
-    _Atomic int64_t done;
+    _Atomic int nranges;         /* threads taking part (the master and workers 1..want) */
     _Atomic int want;            /* workers 1..want take part in the job */
     _Atomic int once;            /* gang mode: each thread runs at most one task */
     _Atomic uint32_t gen;        /* last published job: what workers wait on */
     uint32_t next_gen;           /* the master's counter (under `master`) */
+    _Alignas(64) _Atomic int64_t done;   /* tasks finished (each thread adds its count once) */
     /* sleeping */
     pthread_mutex_t lock;
     pthread_cond_t wake;         /* workers sleep here */
@@ -95,9 +115,15 @@ typedef struct {
     _Atomic uint64_t forks;      /* times this pool was reset in a forked child */
     _Atomic uint64_t jobs;       /* parallel jobs run (for tests) */
     _Atomic uint64_t serial_busy;/* calls run serially because the pool was busy */
+    /* diagnostics (fastopt._threadpool.stats()): who ran the tasks, how workers woke */
+    _Atomic uint64_t tasks_master, tasks_workers;
+    _Atomic uint64_t wakes_spin, wakes_sleep, wakes_empty, master_sleeps;
+    _Atomic uint64_t wake_ns, wake_count;   /* publish -> a worker's first task */
+    _Atomic long published_ns;
 } fo_pool_t;
 
 static fo_pool_t fo_pool;
+static fo_range_t fo_ranges[FO_MAX_WORKERS + 1];   /* range k: the master's (0) or worker k's */
 static int fo_pool_ready = 0;
 
 static inline long fo_now_ns(void) {
@@ -106,41 +132,70 @@ static inline long fo_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Spin (politely) until *word != old or spin_ns elapse.  Returns the last value read. */
+/* One round of waiting that began at `start`: PAUSE, and every 64 rounds a look at the clock.
+ * Returns 0 once spin_ns have elapsed (time to sleep).
+ *
+ * No sched_yield (the pool yielded in its waits until issue 23).  On the machine where it was
+ * measured (a 2-vCPU AMD EPYC guest, Linux 6.18) a system call costs 0.5-2.5 us, and with
+ * other processes on the cores a worker that kept yielding was not running when the next
+ * job came: it took part in 0-1% of back-to-back Adam 64K calls (its mean publish-to-first-
+ * task time 4-28 ms), against 21-94% spinning with PAUSE only and 100% for libgomp's workers,
+ * which spin with PAUSE only (benchmarks/c/pool_harness.c).  Likely why: Linux's EEVDF
+ * scheduler (6.6 and later) moves a yielding task's deadline one slice later at each yield. */
+static inline int fo_keep_waiting(long start, unsigned *round) {
+    FO_RELAX();
+    if ((++*round & 63) != 0) return 1;
+    return fo_now_ns() - start < atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+}
+
+/* Spin until *word != old or spin_ns elapse.  Returns the last value read. */
 static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old) {
-    long limit = atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
-    long start = 0;
+    long start = fo_now_ns();
+    unsigned round = 0;
     uint32_t v;
-    int i = 0;
-    while ((v = atomic_load_explicit(word, memory_order_acquire)) == old) {
-        if (++i < 64) { FO_RELAX(); continue; }
-        if (start == 0) start = fo_now_ns();
-        else if (fo_now_ns() - start >= limit) break;
-        sched_yield();   /* give the core to any runnable thread (ours or another process's) */
-    }
+    while ((v = atomic_load_explicit(word, memory_order_acquire)) == old)
+        if (!fo_keep_waiting(start, &round)) break;
     return v;
 }
 
-/* Claim and run tasks of job g until none is left. */
-static void fo_claim(uint32_t g, int once) {
-    for (;;) {
-        uint64_t t = atomic_load(&fo_pool.ticket);
-        uint32_t i = (uint32_t)t;
-        int64_t n, d;
-        if ((uint32_t)(t >> 32) != g || i == FO_CLOSED) return;
-        n = atomic_load(&fo_pool.ntasks);
-        if ((int64_t)i >= n) return;
-        if (!atomic_compare_exchange_weak(&fo_pool.ticket, &t, t + 1)) continue;
-        /* Task i of job g is ours: the job cannot end before we finish it, so its fields hold. */
-        atomic_load(&fo_pool.fn)(atomic_load(&fo_pool.ctx), (Py_ssize_t)i);
-        d = atomic_fetch_add(&fo_pool.done, 1) + 1;
-        if (d == n && atomic_load(&fo_pool.master_sleeping)) {
-            pthread_mutex_lock(&fo_pool.lock);
-            pthread_cond_signal(&fo_pool.finished);
-            pthread_mutex_unlock(&fo_pool.lock);
+/* Claim and run tasks of job g until none is left: first those of range `slot` (the same run
+ * of tasks at every call, as OpenMP's static schedule: the data a thread touched at the last
+ * call is still in its core's cache), then those left in the others' ranges, so a thread that
+ * is late or descheduled holds up nobody.  Gang mode (once): its own range's one task only.
+ * Returns how many it ran, after adding them to `done`. */
+static int64_t fo_claim(uint32_t g, int slot, int once) {
+    int64_t ran = 0, d;
+    int nranges = atomic_load(&fo_pool.nranges);
+    fo_task_fn fn = NULL;
+    void *ctx = NULL;
+    int k;
+    if (slot >= nranges) return 0;
+    for (k = 0; k < nranges; k++) {
+        fo_range_t *r = &fo_ranges[(slot + k) % nranges];
+        for (;;) {
+            uint64_t t = atomic_load(&r->next);
+            uint32_t i = (uint32_t)t;
+            if ((uint32_t)(t >> 32) != g) goto out;          /* a later job: ours is over */
+            if (i >= atomic_load(&r->end)) break;            /* none left here (or closed) */
+            if (!atomic_compare_exchange_weak(&r->next, &t, t + 1)) continue;
+            /* Task i of job g is ours: the job cannot end before we finish it, so its fields
+             * hold. */
+            if (fn == NULL) { fn = atomic_load(&fo_pool.fn); ctx = atomic_load(&fo_pool.ctx); }
+            fn(ctx, (Py_ssize_t)i);
+            ran++;
+            if (once) goto out;
         }
-        if (once) return;
+        if (once) break;
     }
+out:
+    if (ran == 0) return 0;
+    d = atomic_fetch_add(&fo_pool.done, ran) + ran;
+    if (d == atomic_load(&fo_pool.ntasks) && atomic_load(&fo_pool.master_sleeping)) {
+        pthread_mutex_lock(&fo_pool.lock);
+        pthread_cond_signal(&fo_pool.finished);
+        pthread_mutex_unlock(&fo_pool.lock);
+    }
+    return ran;
 }
 
 typedef struct { int id; uint32_t seen; } fo_worker_arg_t;
@@ -153,6 +208,7 @@ static void *fo_worker_main(void *arg) {
     free(arg);
     for (;;) {
         uint32_t g = fo_spin_while_equal(&fo_pool.gen, seen);
+        int slept = 0;
         if (g == seen) {
             pthread_mutex_lock(&fo_pool.lock);
             atomic_fetch_add(&fo_pool.sleeping, 1);
@@ -160,9 +216,25 @@ static void *fo_worker_main(void *arg) {
                 pthread_cond_wait(&fo_pool.wake, &fo_pool.lock);
             atomic_fetch_sub(&fo_pool.sleeping, 1);
             pthread_mutex_unlock(&fo_pool.lock);
+            slept = 1;
         }
         seen = g;
-        if (id <= atomic_load(&fo_pool.want)) fo_claim(g, atomic_load(&fo_pool.once));
+        if (id <= atomic_load(&fo_pool.want)) {
+            long woke = fo_now_ns();
+            long pub = atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed);
+            int64_t ran = fo_claim(g, id, atomic_load(&fo_pool.once));
+            atomic_fetch_add_explicit(slept ? &fo_pool.wakes_sleep : &fo_pool.wakes_spin, 1,
+                                      memory_order_relaxed);
+            if (ran > 0) {
+                atomic_fetch_add_explicit(&fo_pool.tasks_workers, (uint64_t)ran, memory_order_relaxed);
+                if (woke >= pub) {
+                    atomic_fetch_add_explicit(&fo_pool.wake_ns, (uint64_t)(woke - pub), memory_order_relaxed);
+                    atomic_fetch_add_explicit(&fo_pool.wake_count, 1, memory_order_relaxed);
+                }
+            } else {
+                atomic_fetch_add_explicit(&fo_pool.wakes_empty, 1, memory_order_relaxed);
+            }
+        }
     }
     return NULL;
 }
@@ -194,7 +266,11 @@ static void fo_reset(void) {
     pthread_mutex_init(&fo_pool.master, NULL);
     pthread_cond_init(&fo_pool.wake, NULL);
     pthread_cond_init(&fo_pool.finished, NULL);
-    atomic_store(&fo_pool.ticket, (uint64_t)FO_CLOSED);
+    for (int k = 0; k <= FO_MAX_WORKERS; k++) {
+        atomic_store(&fo_ranges[k].next, (uint64_t)FO_CLOSED);
+        atomic_store(&fo_ranges[k].end, 0);
+    }
+    atomic_store(&fo_pool.nranges, 0);
     atomic_store(&fo_pool.gen, 0);
     atomic_store(&fo_pool.sleeping, 0);
     atomic_store(&fo_pool.master_sleeping, 0);
@@ -207,8 +283,10 @@ static void fo_reset(void) {
 
 static void fo_atfork_prepare(void) { pthread_mutex_lock(&fo_pool.master); }
 static void fo_atfork_parent(void) { pthread_mutex_unlock(&fo_pool.master); }
+static void fo_backend_after_fork(void);
 static void fo_atfork_child(void) {
     fo_reset();
+    fo_backend_after_fork();
     atomic_fetch_add(&fo_pool.forks, 1);
 }
 
@@ -229,7 +307,7 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
     uint32_t g;
     int workers;
     long start;
-    int i;
+    unsigned i;
     if (ntasks <= 0) return 0;
     if (!once && (nthreads <= 1 || ntasks == 1 || ntasks >= (Py_ssize_t)FO_CLOSED)) goto serial;
     if (once) {
@@ -248,16 +326,27 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         pthread_mutex_unlock(&fo_pool.master);
         goto serial;
     }
+    if (workers > ntasks - 1) workers = (int)(ntasks - 1);   /* gang mode: one task each */
     g = ++fo_pool.next_gen;
     if (g == 0) g = ++fo_pool.next_gen;      /* 0 is "no job yet" */
-    atomic_store(&fo_pool.ticket, ((uint64_t)g << 32) | FO_CLOSED);
+    /* Close the ranges first (a stale claim on them fails: their generation changed), then
+     * write the job, then open them. */
+    for (i = 0; i <= (unsigned)workers; i++)
+        atomic_store(&fo_ranges[i].next, ((uint64_t)g << 32) | FO_CLOSED);
     atomic_store(&fo_pool.fn, fn);
     atomic_store(&fo_pool.ctx, ctx);
     atomic_store(&fo_pool.ntasks, (int64_t)ntasks);
     atomic_store(&fo_pool.done, 0);
     atomic_store(&fo_pool.want, workers);
+    atomic_store(&fo_pool.nranges, workers + 1);
     atomic_store(&fo_pool.once, once);
-    atomic_store(&fo_pool.ticket, (uint64_t)g << 32);
+    for (i = 0; i <= (unsigned)workers; i++) {
+        Py_ssize_t lo = (Py_ssize_t)i * ntasks / (workers + 1);
+        Py_ssize_t hi = (Py_ssize_t)(i + 1) * ntasks / (workers + 1);
+        atomic_store(&fo_ranges[i].end, (uint32_t)hi);
+        atomic_store(&fo_ranges[i].next, ((uint64_t)g << 32) | (uint64_t)lo);
+    }
+    atomic_store_explicit(&fo_pool.published_ns, fo_now_ns(), memory_order_relaxed);
     atomic_store(&fo_pool.gen, g);
     if (atomic_load(&fo_pool.sleeping) > 0) {
         pthread_mutex_lock(&fo_pool.lock);
@@ -265,17 +354,14 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         pthread_mutex_unlock(&fo_pool.lock);
     }
     atomic_fetch_add_explicit(&fo_pool.jobs, 1, memory_order_relaxed);
-    fo_claim(g, once);
-    /* Wait for the tasks other threads hold: spin, then yield, then sleep. */
-    start = 0;
+    atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)fo_claim(g, 0, once),
+                              memory_order_relaxed);
+    /* Wait for the tasks other threads hold: spin as the workers do, then sleep. */
+    start = fo_now_ns();
     i = 0;
     while (atomic_load(&fo_pool.done) < (int64_t)ntasks) {
-        if (++i < 256) { FO_RELAX(); continue; }
-        if (start == 0) start = fo_now_ns();
-        if (fo_now_ns() - start < atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed)) {
-            sched_yield();
-            continue;
-        }
+        if (fo_keep_waiting(start, &i)) continue;
+        atomic_fetch_add_explicit(&fo_pool.master_sleeps, 1, memory_order_relaxed);
         pthread_mutex_lock(&fo_pool.lock);
         atomic_store(&fo_pool.master_sleeping, 1);
         while (atomic_load(&fo_pool.done) < (int64_t)ntasks)
@@ -290,7 +376,7 @@ serial:
     return 0;
 }
 
-static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+static void fo_pool_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
     fo_run_job(fn, ctx, ntasks, nthreads, 0);
 }
 
@@ -426,4 +512,74 @@ static unsigned long long fo_blas_calls(int k, int shared) {
 }
 
 #endif /* pthreads */
+/* ------------------------------------------------------------------ the OpenMP backend
+ *
+ * FASTOPT_THREADING=openmp (fastopt.runtime.threads.set_backend("openmp")): the same tasks in
+ * a static-schedule OpenMP parallel region, thread k of the team taking the k-th run of
+ * ntasks / nthreads consecutive tasks, as the kernels did before the pool.  Kept to compare
+ * against and for dedicated, pinned machines.  Its caveats, which the pool has not:
+ *  - the region ends at a barrier: one descheduled team thread (another process on the
+ *    cores) holds every call up for a scheduler time slice;
+ *  - GNU libgomp's team threads do not exist in a child forked after the parent ran a
+ *    region, and its next region waits for them for ever: in such a child this backend
+ *    falls back to the pool (fo_backend_after_fork);
+ *  - libgomp's idle team threads spin (OMP_WAIT_POLICY, GOMP_SPINCOUNT) on cores that
+ *    NumPy's BLAS threads may want.
+ * Which thread computes a task never changes its result: both backends give the same bits.
+ */
+#define FO_BACKEND_POOL 0
+#define FO_BACKEND_OPENMP 1
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FO_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define FO_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#else
+#define FO_LOAD(x) (*(volatile int *)&(x))
+#define FO_STORE(x, v) (*(volatile int *)&(x) = (v))
+#endif
+
+static int fo_backend = FO_BACKEND_POOL;            /* read once per call */
+static int fo_omp_used = 0;                         /* an OpenMP region ran in this process */
+static unsigned long long fo_omp_fork_fallbacks = 0;/* forked children moved to the pool */
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FO_HAVE_OPENMP_BACKEND 1
+static void fo_omp_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+    Py_ssize_t t;
+    int nt = (Py_ssize_t)nthreads < ntasks ? nthreads : (int)ntasks;
+    FO_STORE(fo_omp_used, 1);
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (t = 0; t < ntasks; t++) fn(ctx, t);
+}
+#else
+#define FO_HAVE_OPENMP_BACKEND 0
+static void fo_omp_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+    fo_pool_run(fn, ctx, ntasks, nthreads);
+}
+#endif
+
+static void fo_backend_after_fork(void) {
+    if (FO_LOAD(fo_omp_used) && FO_LOAD(fo_backend) == FO_BACKEND_OPENMP) {
+        FO_STORE(fo_backend, FO_BACKEND_POOL);
+        fo_omp_fork_fallbacks++;
+    }
+}
+
+/* The kernels' parallel-for (the capsule fastopt._threadpool.runner). */
+static void fo_run_tasks(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
+    if (nthreads > 1 && ntasks > 1
+            && FO_LOAD(fo_backend) == FO_BACKEND_OPENMP) {
+        fo_omp_run(fn, ctx, ntasks, nthreads);
+        return;
+    }
+    fo_pool_run(fn, ctx, ntasks, nthreads);
+}
+
+static int fo_set_backend(int b) {
+    if (b == FO_BACKEND_OPENMP && !FO_HAVE_OPENMP_BACKEND) return -1;
+    FO_STORE(fo_backend, b);
+    return 0;
+}
+
 #endif

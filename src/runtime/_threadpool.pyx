@@ -14,6 +14,9 @@ cdef extern from "fo_threadpool.h":
         unsigned long long forks
         unsigned long long jobs
         unsigned long long serial_busy
+        unsigned long long tasks_master, tasks_workers
+        unsigned long long wakes_spin, wakes_sleep, wakes_empty, master_sleeps
+        unsigned long long wake_ns, wake_count
     fo_pool_t fo_pool
     void fo_pool_init(long spin_ns) noexcept nogil
     void fo_run_tasks(fo_task_fn fn, void* ctx, Py_ssize_t ntasks, int nthreads) noexcept nogil
@@ -21,6 +24,13 @@ cdef extern from "fo_threadpool.h":
                          int max_cpu) noexcept nogil
     void fo_blas_set_shared(int k, int on) noexcept nogil
     unsigned long long fo_blas_calls(int k, int shared) noexcept nogil
+    const int FO_BACKEND_POOL
+    const int FO_BACKEND_OPENMP
+    const int FO_HAVE_OPENMP_BACKEND
+    int fo_backend
+    int fo_omp_used
+    unsigned long long fo_omp_fork_fallbacks
+    int fo_set_backend(int b) noexcept nogil
 
 import os as _os
 
@@ -46,9 +56,42 @@ runner = PyCapsule_New(<void*>fo_run_tasks, b"fastopt._threadpool.run", NULL)
 
 def stats():
     """Pool counters: workers started, parallel jobs run, calls run serially because the
-    pool was busy, resets after fork, and the spin time in microseconds."""
+    pool was busy, resets after fork, the spin time in microseconds; and diagnostics: tasks
+    run by the calling thread and by the workers, worker wake-ups by how the worker waited
+    (spinning, asleep) and those that found no task left, times the caller slept waiting for
+    the workers, and the mean time from publishing a job to a worker starting on it."""
+    cdef unsigned long long n = fo_pool.wake_count
     return dict(workers=fo_pool.nworkers, jobs=fo_pool.jobs, serial_busy=fo_pool.serial_busy,
-                forks=fo_pool.forks, spin_us=fo_pool.spin_ns / 1000.0)
+                forks=fo_pool.forks, spin_us=fo_pool.spin_ns / 1000.0,
+                tasks_master=fo_pool.tasks_master, tasks_workers=fo_pool.tasks_workers,
+                wakes_spin=fo_pool.wakes_spin, wakes_sleep=fo_pool.wakes_sleep,
+                wakes_empty=fo_pool.wakes_empty, master_sleeps=fo_pool.master_sleeps,
+                wake_us=(fo_pool.wake_ns / n / 1000.0) if n else None)
+
+
+#: The threading backends, by name (``fastopt.runtime.threads.set_backend``).
+BACKENDS = {"pool": FO_BACKEND_POOL, "openmp": FO_BACKEND_OPENMP}
+
+#: Whether this build can run the OpenMP backend (compiled with OpenMP).
+HAVE_OPENMP = bool(FO_HAVE_OPENMP_BACKEND)
+
+
+def backend():
+    """The backend the kernels' parallel calls run on now: "pool" or "openmp"."""
+    return "openmp" if fo_backend == FO_BACKEND_OPENMP else "pool"
+
+
+def set_backend(str name):
+    """Run the kernels' parallel calls on ``name`` ("pool" or "openmp") from now on (checked
+    by the caller, ``fastopt.runtime.threads.set_backend``)."""
+    if fo_set_backend(BACKENDS[name]) != 0:
+        raise ValueError("the openmp threading backend needs a build with OpenMP")
+
+
+def openmp_stats():
+    """Whether an OpenMP region ran in this process, and how many times a forked child of
+    a process that had run one moved from the openmp backend to the pool."""
+    return dict(used=bool(fo_omp_used), fork_fallbacks=fo_omp_fork_fallbacks)
 
 
 def blas_register(size_t setter, size_t exec_async, size_t exec_wait, size_t num_threads,

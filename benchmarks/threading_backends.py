@@ -1,0 +1,131 @@
+"""Pool against OpenMP backend, in alternating child processes (issue 23, item 1).
+
+Each round starts one child process per configuration, in turn (the order reversed every
+other round), and each child times every case: Adam at 64K / 1M / 16M float32 elements and
+batch norm forward + backward on 4096x1024 and 64x64x56x56.  A child runs one backend only, so
+neither runtime's idle threads spin beside the other's calls.  The ratios of one round come
+from children run back to back; the figures printed are the per-round ratios and their
+median, with the load average before and after.
+
+    python benchmarks/threading_backends.py --rounds 5
+    python benchmarks/threading_backends.py --config main:PYTHON=/path/to/other/python \
+        --config pool:FASTOPT_THREADING=pool --config openmp:FASTOPT_THREADING=openmp
+    python benchmarks/threading_backends.py --config pool:FASTOPT_THREADING=pool \\
+        --config spin1ms:FASTOPT_THREADING=pool,FASTOPT_SPIN_US=1000 --config omp:FASTOPT_THREADING=openmp
+
+Every configuration's times are divided by the last one's (by default the openmp backend).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+CASES = {"adam 64K": ("adam", 1 << 16, 200), "adam 1M": ("adam", 1 << 20, 20),
+         "adam 16M": ("adam", 1 << 24, 2), "bn 4096x1024": ("bn", (4096, 1024), 2),
+         "bn 64x64x56x56": ("bn", (64, 64, 56, 56), 1)}
+
+CHILD = r"""
+import json, sys, time
+import numpy as np
+import fastopt
+from fastopt import kernels as K
+
+cases, reps = json.loads(sys.argv[1]), int(sys.argv[2])
+out = {"threads": fastopt.get_num_threads()}
+rng = np.random.default_rng(0)
+for name, (kind, size, loops) in cases.items():
+    if kind == "adam":
+        p = rng.standard_normal(size).astype(np.float32)
+        g, m, v = p * 1e-2, np.zeros_like(p), np.zeros_like(p)
+        step = lambda: K.adam_step(p, g, m, v, step=10, lr=1e-3)
+    else:
+        x = rng.standard_normal(size).astype(np.float32)
+        dy = rng.standard_normal(size).astype(np.float32)
+        C = size[1]
+        gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
+        y, dx = np.empty_like(x), np.empty_like(x)
+        def step():
+            _, mu, s = K.batchnorm_forward(x, gamma, beta, None, None, out=y)
+            K.batchnorm_backward(dy, x, gamma, mu, s, out=(dx, None, None))
+    for _ in range(3 * loops):
+        step()
+    before = fastopt._threadpool.stats()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(loops):
+            step()
+        times.append((time.perf_counter() - t) / loops)
+    out[name] = sorted(times)[len(times) // 2]
+    after = fastopt._threadpool.stats()
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in ("jobs", "tasks_master", "tasks_workers", "wakes_spin",
+                                           "wakes_sleep", "wakes_empty", "master_sleeps")}
+    d["wake_us"] = after.get("wake_us")
+    out["stats " + name] = d
+print(json.dumps(out))
+"""
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
+def child(env_extra, cases, reps):
+    env = dict(os.environ, **env_extra)
+    python = env.pop("PYTHON", sys.executable)   # another build of fastopt (e.g. main's)
+    r = subprocess.run([python, "-c", CHILD, json.dumps(cases), str(reps)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode:
+        raise SystemExit(r.stderr)
+    return json.loads(r.stdout)
+
+
+def parse_config(text):
+    name, _, env = text.partition(":")
+    return name, dict(kv.split("=", 1) for kv in env.split(",") if kv)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
+    ap.add_argument("--config", action="append", type=parse_config,
+                    help="NAME:VAR=VALUE,... (default: pool and openmp); the last is the reference")
+    ap.add_argument("--stats", action="store_true", help="print the pool's counters per case")
+    a = ap.parse_args(argv)
+    configs = a.config or [("pool", {"FASTOPT_THREADING": "pool"}),
+                           ("openmp", {"FASTOPT_THREADING": "openmp"})]
+    cases = {k: CASES[k] for k in a.cases.split(",")}
+    ref = configs[-1][0]
+    print(f"load before {loadavg()}", flush=True)
+    ratios = {c: {k: [] for k in cases} for c, _ in configs[:-1]}
+    for r in range(a.rounds):
+        order = configs if r % 2 == 0 else configs[::-1]
+        res = {name: child(env, cases, a.reps) for name, env in order}
+        line = [f"round {r} (load {loadavg()}):"]
+        for k in cases:
+            cells = " ".join(f"{c}={res[c][k] * 1e3:.3f}" for c, _ in configs)
+            line.append(f"  {k:15s} {cells} ms")
+            for c, _ in configs[:-1]:
+                ratios[c][k].append(res[c][k] / res[ref][k])
+        if a.stats:
+            for c, _ in configs:
+                for k in cases:
+                    st = res[c]["stats " + k]
+                    if st["jobs"]:
+                        line.append(f"    {c} {k}: " + " ".join(f"{x}={y if not isinstance(y, float) else round(y, 1)}" for x, y in st.items()))
+        print("\n".join(line), flush=True)
+    print(f"load after {loadavg()}")
+    for c in ratios:
+        print(f"{c} / {ref}, median over rounds [min-max]:")
+        for k, v in ratios[c].items():
+            print(f"  {k:15s} {statistics.median(v):.2f}  [{min(v):.2f}-{max(v):.2f}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""Bucketed, non-blocking gradient reduction: overlap with the backward pass, and a bfloat16 wire.
+
+:class:`~fastopt.distributed.DataParallel` uses a :class:`BucketReducer` per dtype group when
+``overlap=True`` or ``wire_dtype="bfloat16"``.  How it works:
+
+* **Buckets.**  The flat gradient buffer is cut into buckets of ``bucket_bytes`` from its
+  *end* (a backward pass produces the last layers' gradients first), numbered in that
+  order.  Bucket ``k`` is *complete* when every parameter that overlaps it was marked ready
+  (:meth:`BucketReducer.ready`).  Buckets are **launched in their fixed order** (bucket ``k``
+  only after buckets ``0 .. k-1``), so every rank issues the same collectives in the same
+  order whatever order its layers finish in: MPI requires that of collectives on one
+  communicator.  :meth:`BucketReducer.finish` (from ``DataParallel.step``) launches what was
+  not launched, in order, and waits for everything.
+* **Progress.**  Open MPI progresses a non-blocking collective only inside MPI calls; each
+  :meth:`ready` tests the pending requests (``MPI_Testall``), so the exchange advances between
+  layers while the backward pass computes.
+* **Two ways to reduce a bucket.**
+
+  - ``"allreduce"`` (the default mode): ``MPI_Iallreduce`` in place, then ``/ P`` unless
+    weighted.  With 2 ranks the result is bit-identical to the blocking ``MPI_Allreduce``
+    (a sum of two terms does not depend on the order); with 3 and more, the MPI library may
+    pick another summation order for a non-blocking or a smaller collective, so results
+    agree within float32 rounding (``|a - b| <= 2 (P-1) eps * sum_r |g_r|`` per element).
+  - ``"exchange"`` (``deterministic=True``, and every ``wire_dtype="bfloat16"`` run): an
+    ``MPI_Ialltoallv`` sends each rank the pieces of the bucket that fall in its slice
+    (:func:`~fastopt.distributed.sharding.shard_bounds`); the owner sums them **in rank
+    order** ``((g0 + g1) + g2) + ...`` (and ``/ P`` unless weighted), and an
+    ``MPI_Iallgatherv`` returns the sums to every rank.  Elementwise the same arithmetic as
+    the blocking deterministic path: the same bits, run after run, overlapped or not.
+
+* **bfloat16 on the wire** (``wire_dtype="bfloat16"``, float32 gradients).  Each rank rounds
+  its (weighted) gradient to bfloat16, **to nearest, ties to even** (NaN stays NaN, overflow
+  becomes infinity), as :func:`fastopt.kernels._formats.float32_to_bf16` specifies; the owner
+  widens the P pieces to float32 exactly and sums them in float32 in rank order, divides by
+  P unless weighted, and rounds the result to bfloat16 once more for the all-gather; every
+  rank (the owner too) widens the same bits, so the parameters stay bit-identical on every
+  rank.  Both halves of the exchange carry 2 bytes per element: **half the bytes** of a
+  float32 ring allreduce (``2 (P-1)/P * n * 2`` per rank instead of ``* 4``).
+
+  What it does to results: bfloat16 keeps 8 significant bits (unit roundoff ``u = 2**-8``).
+  Per element, with ``g_r`` the (weighted) gradients and ``S = sum_r g_r`` (``/ P`` when
+  averaging, on both sides)::
+
+      |result - S| <= u * sum_r |g_r|  +  P * 2**-24 * sum_r |g_r|  +  u * |S'|   (S' the sum before its rounding)
+
+  i.e. about ``2 * 2**-8`` relative for gradients of one sign, more where they cancel.  The
+  rounding is unbiased on average but not per step: with ``error_feedback=True`` each rank
+  keeps its packing residual ``e = v - bf16(v)`` (``v = g + e_previous``) in float32 and
+  adds it to the next step's gradient, so the rank's rounding errors do not accumulate over
+  steps (the sum's second rounding is not fed back).
+"""
+
+import numpy as np
+
+from .sharding import shard_bounds
+
+__all__ = ["BucketReducer", "pack_bf16", "unpack_bf16", "WIRE_DTYPES", "DEFAULT_BUCKET_BYTES"]
+
+#: The gradient encodings on the wire DataParallel offers
+WIRE_DTYPES = ("native", "bfloat16")
+
+#: Default bucket size of the overlapped path (bytes of the gradient buffer per collective)
+DEFAULT_BUCKET_BYTES = 1 << 20
+
+
+def pack_bf16(x, out, tmp):
+    """float32 ``x`` -> bfloat16 bits in ``out`` (uint16), round to nearest, ties to even.
+
+    ``tmp``: a uint32 scratch array of ``x``'s size.  No allocation unless ``x`` has a NaN
+    (NaN stays a quiet NaN of the same sign; the plain rounding could carry a NaN's low
+    mantissa into the exponent).  Equals :func:`fastopt.kernels._formats.float32_to_bf16`.
+    """
+    u = x.view(np.uint32)
+    np.right_shift(u, 16, out=tmp)
+    np.bitwise_and(tmp, 1, out=tmp)
+    np.add(tmp, 0x7FFF, out=tmp)
+    np.add(tmp, u, out=tmp)
+    np.right_shift(tmp, 16, out=tmp)
+    np.copyto(out, tmp, casting="unsafe")
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(x, dtype=np.float32)        # (one pass: NaN if x has one)
+    if np.isnan(total):
+        nan = np.isnan(x)
+        if nan.any():
+            out[nan] = ((u[nan] >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16)
+    return out
+
+
+def unpack_bf16(b, out):
+    """bfloat16 bits ``b`` (uint16) -> float32 values in ``out``, exactly."""
+    u = out.view(np.uint32)
+    np.copyto(u, b, casting="unsafe")
+    np.left_shift(u, 16, out=u)
+    return out
+
+
+class _Bucket:
+    __slots__ = ("lo", "hi", "waiting", "counts", "displs", "mine", "recv", "launched")
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+        self.waiting = 0          # parameters overlapping it not yet ready this step
+        self.launched = False
+
+
+class BucketReducer:
+    """The non-blocking, bucketed reduction of one flat gradient buffer (see the module docstring).
+
+    Parameters
+    ----------
+    comm : GuardedComm
+        The DataParallel's communicator (every call under its watchdog).
+    watchdog : Watchdog
+        Guards the waits (``MPI_Waitall`` is not a communicator call).
+    gbuf : ndarray
+        The flat gradient buffer (float32 or float64); reduced in place.
+    offsets : list of int
+        Where each parameter starts in ``gbuf`` (``len(params) + 1`` entries, the last ``n``).
+    bucket_bytes : int
+        Bytes of ``gbuf`` per bucket (at least one element).
+    mode : {"allreduce", "exchange", "window"}
+        "window": the ranks share one node; each bucket is copied into an MPI-3 shared-memory
+        window when it is complete, and :meth:`finish` sums the slices in rank order straight
+        from the others' windows (:class:`~fastopt.distributed.shm.SharedAllreduce`): the
+        deterministic mode's bits.
+    wire_dtype : {"native", "bfloat16"}
+        "bfloat16" needs float32 and the exchange mode.
+    error_feedback : bool
+        Keep the bfloat16 packing residual and add it next step.
+    align : int
+        The slices' granularity (exchange mode), as DataParallel's.
+    """
+
+    def __init__(self, comm, watchdog, gbuf, offsets, *, bucket_bytes, mode, wire_dtype="native",
+                 error_feedback=False, align=1):
+        from ._mpi import require_mpi
+
+        self._mpi = mpi = require_mpi()
+        self.comm, self.watchdog = comm, watchdog
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.gbuf = gbuf
+        self.n = n = gbuf.size
+        self.mode, self.wire = mode, wire_dtype
+        self.mpitype = mpi.FLOAT if gbuf.dtype == np.float32 else mpi.DOUBLE
+        self.offsets = list(offsets)
+        per = max(1, int(bucket_bytes) // gbuf.itemsize)
+        self.buckets = [_Bucket(max(0, hi - per), hi) for hi in range(n, 0, -per)]
+        # which buckets each parameter overlaps (a parameter of size 0 overlaps none)
+        self._param_buckets = []
+        for p in range(len(self.offsets) - 1):
+            o0, o1 = self.offsets[p], self.offsets[p + 1]
+            self._param_buckets.append([k for k, b in enumerate(self.buckets)
+                                        if o0 < b.hi and b.lo < o1])
+        self.bounds = shard_bounds(n, self.size, align)
+        if mode == "exchange":
+            dt = np.uint16 if wire_dtype == "bfloat16" else gbuf.dtype
+            for b in self.buckets:
+                b.counts, b.displs = _pieces(b.lo, b.hi, self.bounds)
+                b.mine = b.counts[self.rank]
+                b.recv = np.empty((self.size, b.mine), dt)
+        self.shared = None
+        if mode == "window":
+            from .shm import SharedAllreduce
+
+            with watchdog("DataParallel(): the shared-memory window"):
+                self.shared = SharedAllreduce(comm.unguarded, n, gbuf.dtype)
+        if wire_dtype == "bfloat16":
+            self.packed = np.empty(n, np.uint16)          # this rank's bits, then the sums'
+            self._tmp = np.empty(n, np.uint32)
+            widest = max((b.mine for b in self.buckets), default=0)
+            self._sum = np.empty(widest, np.float32)
+            self._wide = np.empty(widest, np.float32)
+        self.residual = np.zeros(n, np.float32) if error_feedback else None
+        self._requests = []
+        self._weight = None
+        self._ready = np.zeros(len(self.offsets) - 1, bool)
+        self._next = 0             # the next bucket to launch
+        self.started = False       # any parameter marked ready since the last finish
+        self._reset()
+
+    # ------------------------------------------------------------ one step
+    def _reset(self):
+        for b in self.buckets:
+            b.waiting = 0
+            b.launched = False
+        for ks in self._param_buckets:
+            for k in ks:
+                self.buckets[k].waiting += 1
+        self._ready[:] = False
+        self._next = 0
+        self._requests = []
+        self.started = False
+
+    def begin(self, weight):
+        """The weight the coming buckets are scaled by (None: the mean), fixed until :meth:`finish`."""
+        self._weight = weight
+        self.started = True
+
+    @property
+    def weight(self):
+        return self._weight
+
+    def is_ready(self, p):
+        return bool(self._ready[p])
+
+    def ready(self, p):
+        """Parameter ``p`` (index into ``offsets``) has its gradient in ``gbuf``: launch the
+        buckets that are now complete, in order, and advance the pending ones."""
+        self._ready[p] = True
+        self.started = True
+        for k in self._param_buckets[p]:
+            self.buckets[k].waiting -= 1
+        self._launch(until_complete=True)
+        if self._requests:
+            self._mpi.Request.Testall(self._requests)
+
+    def _launch(self, until_complete):
+        while self._next < len(self.buckets):
+            b = self.buckets[self._next]
+            if until_complete and b.waiting > 0:
+                return
+            self._start(b)
+            self._next += 1
+
+    def _start(self, b):
+        mpi, comm = self._mpi, self.comm
+        g = self.gbuf[b.lo:b.hi]
+        if self._weight is not None:
+            np.multiply(g, self._weight, out=g)
+        if self.mode == "allreduce":
+            self._requests.append(comm.Iallreduce(mpi.IN_PLACE, [g, self.mpitype], op=mpi.SUM))
+        elif self.mode == "window":
+            np.copyto(self.shared.buffer[b.lo:b.hi], g)
+        else:
+            if self.wire == "bfloat16":
+                if self.residual is not None:
+                    e = self.residual[b.lo:b.hi]
+                    np.add(g, e, out=g)            # v = g + e (g is this rank's: free to reuse)
+                send = pack_bf16(g, self.packed[b.lo:b.hi], self._tmp[b.lo:b.hi])
+                if self.residual is not None:     # e = v - bf16(v)
+                    unpack_bf16(send, e)
+                    np.subtract(g, e, out=e)
+                mt = mpi.UINT16_T
+            else:
+                send, mt = g, self.mpitype
+            P = self.size
+            self._requests.append(comm.Ialltoallv(
+                [send, (b.counts, b.displs), mt],
+                [b.recv, ([b.mine] * P, [r * b.mine for r in range(P)]), mt]))
+        b.launched = True
+
+    def finish(self, what):
+        """Launch the buckets not launched yet (in order) and wait for all: ``gbuf`` holds the
+        reduced (and, unless weighted, averaged) gradient, identical on every rank."""
+        self._launch(until_complete=False)
+        with self.watchdog(what):
+            self._mpi.Request.Waitall(self._requests)
+        self._requests = []
+        weighted = self._weight is not None
+        if self.mode == "allreduce":
+            if not weighted and self.size > 1:
+                np.divide(self.gbuf, self.size, out=self.gbuf)
+        elif self.mode == "window":
+            with self.watchdog(what):
+                self.shared.reduce_into(self.gbuf, divide=not weighted)
+        else:
+            self._gather(weighted, what)
+        self._weight = None
+        self._reset()
+
+    def _gather(self, weighted, what):
+        """Exchange mode: the owner's rank-order sums, then an all-gather of them."""
+        mpi, comm = self._mpi, self.comm
+        bf16 = self.wire == "bfloat16"
+        buf, mt = (self.packed, mpi.UINT16_T) if bf16 else (self.gbuf, self.mpitype)
+        for b in self.buckets:
+            if b.mine:
+                a = b.lo + b.displs[self.rank]
+                if bf16:
+                    s, w = self._sum[:b.mine], self._wide[:b.mine]
+                    unpack_bf16(b.recv[0], s)
+                    for r in range(1, self.size):
+                        np.add(s, unpack_bf16(b.recv[r], w), out=s)
+                    if not weighted and self.size > 1:
+                        np.divide(s, self.size, out=s)
+                    pack_bf16(s, buf[a:a + b.mine], self._tmp[:b.mine])
+                else:
+                    out = self.gbuf[a:a + b.mine]
+                    np.copyto(out, b.recv[0])
+                    for r in range(1, self.size):
+                        np.add(out, b.recv[r], out=out)
+                    if not weighted and self.size > 1:
+                        np.divide(out, self.size, out=out)
+            self._requests.append(comm.Iallgatherv(
+                mpi.IN_PLACE, [buf[b.lo:b.hi], (b.counts, b.displs), mt]))
+        with self.watchdog(what):
+            mpi.Request.Waitall(self._requests)
+        self._requests = []
+        if bf16:
+            unpack_bf16(self.packed, self.gbuf)
+
+    @property
+    def bytes_per_step(self):
+        """Bytes this rank sends per step (a ring allreduce's count for the allreduce mode)."""
+        P, item = self.size, (2 if self.wire == "bfloat16" else self.gbuf.itemsize)
+        return int(2 * (P - 1) * self.n * item / P)
+
+
+def _pieces(b0, b1, bounds):
+    """Per rank: how many elements of bucket [b0, b1) fall in its slice, and where (from b0)."""
+    counts, displs = [], []
+    for lo, hi in bounds:
+        a, b = max(lo, b0), min(hi, b1)
+        c = max(0, b - a)
+        counts.append(c)
+        displs.append(a - b0 if c else 0)
+    return counts, displs

@@ -1,0 +1,381 @@
+"""The MPI side of tests/test_overlap.py: ``mpiexec -n P python -m mpi_child_overlap SCENARIO...``.
+
+Overlapped (bucketed, non-blocking) gradient reduction and the bfloat16 wire of
+:mod:`fastopt.distributed.buckets`.  Each scenario checks its results on every rank and raises
+on a wrong one (the abort hook then ends the job with a non-zero exit); rank 0 prints
+``ok <scenario>``.
+"""
+
+import sys
+import time
+
+import numpy as np
+
+import fastopt
+from fastopt.distributed import DataParallel
+from fastopt.kernels._formats import bf16_to_float32, float32_to_bf16
+from fastopt.nn.models import MLP
+from mpi_child import (SHAPES, check_equal, comm, done, local_grad, make_fp, rank,
+                       rank_order_mean, size)
+
+EPS = float(np.finfo(np.float32).eps)
+NAMES = list(SHAPES)
+
+
+def _order(kind):
+    """The order a backward pass marks the parameters ready in."""
+    if kind == "backward":
+        return NAMES[::-1]
+    if kind == "forward":
+        return NAMES
+    if kind == "partial":          # some never marked: step() reduces them
+        return NAMES[::-2]
+    return []
+
+
+def _run_flat(steps=3, order="backward", weights=None, **kw):
+    """SGD (lr 1) on a FlatParams; returns (params, reduced gradient of the last step)."""
+    fp = make_fp()
+    dp = DataParallel(fastopt.SGD(fp, lr=1.0), **kw)
+    for step in range(1, steps + 1):
+        fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+        w = None if weights is None else weights[rank]
+        if w is not None and dp.bucketed and not kw.get("overlap"):
+            dp.begin_step(weight=w)
+        if kw.get("overlap"):
+            if w is not None:
+                dp.begin_step(weight=w)
+            for name in _order(order):
+                dp.ready(name)
+        dp.step(weight=w)
+    dp.verify_parameters()
+    return fp.data.copy(), fp.grad.copy()
+
+
+def _rounding_bound(step, weights=None):
+    """Per element: how far two float32 summation orders of the P gradients can land apart."""
+    total = np.zeros(make_fp().size, np.float64)
+    for r in range(size):
+        g = local_grad(total.size, np.float32, step, r).astype(np.float64)
+        total += np.abs(g) * (1.0 if weights is None else weights[r])
+    if weights is None:
+        total /= size
+    return 2 * (size - 1) * EPS * total + 1e-30
+
+
+def overlap_equals_sequential():
+    """Overlapped buckets (any bucket size, any readiness order) give the blocking path's result:
+    bit for bit with 2 ranks (a sum of two terms has one value) and in deterministic mode
+    (rank-order sums either way); within float32 rounding of a reordered sum otherwise."""
+    weights = [(r + 1) / sum(range(1, size + 1)) for r in range(size)]
+    for det in (False, True):
+        for wts in (None, weights):
+            ref_p, ref_g = _run_flat(deterministic=det, weights=wts)
+            if det:     # the definition: rank-order sums
+                check_equal(ref_g, rank_order_mean(ref_g.size, np.float32, 3, wts), "det ref")
+            for bucket_bytes in (None, 2000, 60_000, 10**9):
+                for order in ("backward", "forward", "partial", "none"):
+                    p, g = _run_flat(overlap=True, deterministic=det, weights=wts,
+                                     bucket_bytes=bucket_bytes)
+                    what = f"det={det} weighted={wts is not None} {bucket_bytes} {order}"
+                    if det or size == 2:
+                        check_equal(g, ref_g, what)
+                        check_equal(p, ref_p, what)
+                    if det and bucket_bytes in (None, 2000):
+                        # the shared window sums in rank order too: the same bits
+                        for ov in (False, True):
+                            p, g = _run_flat(overlap=ov, transport="shared_window",
+                                             weights=wts, bucket_bytes=bucket_bytes)
+                            check_equal(g, ref_g, what + f" shared window overlap={ov}")
+                            check_equal(p, ref_p, what + f" shared window overlap={ov}")
+                    else:
+                        bound = _rounding_bound(3, wts)
+                        assert np.all(np.abs(g.astype(np.float64) - ref_g) <= bound), what
+    done("overlap_equals_sequential")
+
+
+def overlap_lists_and_dicts():
+    """ready(key, grad) copies the gradient now; step() takes the rest (or nothing)."""
+    arrays = [np.random.default_rng(i).standard_normal(s).astype(dt)
+              for i, (s, dt) in enumerate([((30, 20), np.float32), ((20,), np.float64),
+                                           ((20, 5), np.float32), ((5,), np.float64)])]
+    keys = ["a", "b", "c", "d"]
+    for as_dict, marked, transport in [(d, m, t) for d in (False, True)
+                                       for m in ((), (3, 1), (3, 2, 1, 0))
+                                       for t in ("mpi", "shared_window")]:
+        if True:
+            params = [a.copy() for a in arrays]
+            ref_params = [a.copy() for a in arrays]
+            P = dict(zip(keys, params)) if as_dict else params
+            R = dict(zip(keys, ref_params)) if as_dict else ref_params
+            dp = DataParallel(fastopt.Adam(P, lr=0.01), overlap=True, deterministic=True,
+                              bucket_bytes=256, transport=transport)
+            ref = DataParallel(fastopt.Adam(R, lr=0.01), deterministic=True)
+            for step in range(1, 4):
+                grads = [np.random.default_rng([step, rank, i]).standard_normal(a.shape)
+                         .astype(a.dtype) for i, a in enumerate(arrays)]
+                G = dict(zip(keys, grads)) if as_dict else grads
+                for i in marked:
+                    dp.ready(keys[i] if as_dict else i, grads[i])
+                dp.step(None if len(marked) == len(arrays) else G)
+                ref.step(G)
+            for a, b in zip(params, ref_params):
+                check_equal(a, b, f"dict={as_dict} marked={marked} {transport}")
+    done("overlap_lists_and_dicts")
+
+
+def overlap_mlp_hook():
+    """The MLP's backward pass calls params.grads_ready per layer: with overlap=True the
+    trained model equals the blocking run's (bit for bit: deterministic; or with 2 ranks)."""
+    X = np.random.default_rng(0).standard_normal((64, 12)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 5, 64)
+    rows = slice(rank * 64 // size, (rank + 1) * 64 // size)
+    for det in (False, True):
+        runs = []
+        for overlap in (False, True):
+            model = MLP((12, 32, 32, 5), rng=0)
+            dp = DataParallel(fastopt.Adam(model.params, lr=0.01), overlap=overlap,
+                              deterministic=det, bucket_bytes=2048)
+            for _ in range(5):
+                model.loss_and_grad(X[rows], y[rows])
+                dp.step()
+            dp.detach()
+            model.loss_and_grad(X[rows], y[rows])     # (no hook any more: nothing launched)
+            runs.append(model.params.data.copy())
+        if det or size == 2:
+            check_equal(runs[1], runs[0], f"MLP det={det}")
+        else:
+            assert np.allclose(runs[1], runs[0], rtol=1e-4, atol=1e-5)
+    done("overlap_mlp_hook")
+
+
+def _bf16_model(step, weights=None, residuals=None):
+    """The bfloat16 wire, written out: each rank's bits, the float32 rank-order sum, / P,
+    rounded again; and each rank's new residual."""
+    n = make_fp().size
+    total = np.zeros(n, np.float32)
+    new_res = []
+    for r in range(size):
+        v = local_grad(n, np.float32, step, r).copy()
+        if weights is not None:
+            v *= np.float32(weights[r])
+        if residuals is not None:
+            v += residuals[r]
+        q = bf16_to_float32(float32_to_bf16(v))
+        new_res.append(v - q)
+        total += q
+    if weights is None and size > 1:
+        total /= np.float32(size)
+    return bf16_to_float32(float32_to_bf16(total)), new_res
+
+
+def bf16_wire():
+    """Bits of the documented algorithm; within the documented bound of the exact mean; half
+    the bytes; error feedback's residual is v - bf16(v), carried from step to step."""
+    weights = [(r + 1) / sum(range(1, size + 1)) for r in range(size)]
+    n = make_fp().size
+    for wts in (None, weights):
+        for overlap in (False, True):
+            for ef in (False, True):
+                fp = make_fp()
+                dp = DataParallel(fastopt.SGD(fp, lr=1.0), wire_dtype="bfloat16",
+                                  overlap=overlap, error_feedback=ef, bucket_bytes=3000)
+                residuals = [np.zeros(n, np.float32) for _ in range(size)] if ef else None
+                for step in range(1, 5):
+                    fp.grad[...] = local_grad(n, np.float32, step, rank)
+                    w = None if wts is None else wts[rank]
+                    if overlap:
+                        if w is not None:
+                            dp.begin_step(weight=w)
+                        for name in NAMES[::-1]:
+                            dp.ready(name)
+                    dp.step(weight=w)
+                    expect, new_res = _bf16_model(step, wts, residuals)
+                    what = f"bf16 weighted={wts is not None} overlap={overlap} ef={ef} step {step}"
+                    check_equal(fp.grad, expect, what)
+                    if ef:
+                        residuals = new_res
+                        check_equal(dp.residuals[0], residuals[rank], what + " residual")
+                        assert np.any(residuals[rank] != 0)
+                    else:
+                        assert dp.residuals is None
+                        # the documented bound against the exact (float64) mean
+                        gs = [local_grad(n, np.float32, step, r).astype(np.float64)
+                              * (1.0 if wts is None else wts[r]) for r in range(size)]
+                        exact, mag = sum(gs), sum(np.abs(g) for g in gs)
+                        if wts is None:
+                            exact, mag = exact / size, mag / size
+                        bound = 2.0 ** -8 * (mag + np.abs(exact)) + size * 2.0 ** -24 * mag \
+                            + 2.0 ** -8 * 2.0 ** -8 * mag
+                        err = np.abs(fp.grad - exact)
+                        assert np.all(err <= bound), (what, (err - bound).max())
+                        assert err.max() > 0          # (it does round)
+                dp.verify_parameters()
+                assert dp._reducers[0].bytes_per_step * 2 == DataParallel(
+                    fastopt.SGD(make_fp(), lr=1.0), overlap=True)._reducers[0].bytes_per_step
+    # error feedback, over many steps: the sum of what was sent tracks the sum of the gradients
+    fp = make_fp()
+    dp = DataParallel(fastopt.SGD(fp, lr=1.0), wire_dtype="bfloat16", error_feedback=True,
+                      deterministic=True)
+    fp_plain = make_fp()
+    dp_plain = DataParallel(fastopt.SGD(fp_plain, lr=1.0), wire_dtype="bfloat16")
+    fp_exact = make_fp()
+    for step in range(1, 41):
+        for f, d in ((fp, dp), (fp_plain, dp_plain)):
+            f.grad[...] = local_grad(n, np.float32, step, rank)
+            d.step()
+        fp_exact.data[...] -= rank_order_mean(n, np.float32, step)
+    err_ef = np.abs(fp.data - fp_exact.data).mean()
+    err_plain = np.abs(fp_plain.data - fp_exact.data).mean()
+    assert err_ef < err_plain, (err_ef, err_plain)
+    done("bf16_wire")
+
+
+def _refused(fn, exc, text):
+    try:
+        fn()
+    except exc as e:
+        assert text in str(e), (text, str(e))
+    else:
+        raise AssertionError(f"not refused: {text}")
+
+
+def overlap_arguments():
+    fp = make_fp()
+    opt = fastopt.Adam(fp, lr=0.01)
+    _refused(lambda: DataParallel(opt, overlap=1), TypeError, "overlap must be True or False")
+    _refused(lambda: DataParallel(opt, error_feedback="yes"), TypeError, "error_feedback")
+    _refused(lambda: DataParallel(opt, overlap=True, bucket_bytes=0), ValueError, "bucket_bytes")
+    _refused(lambda: DataParallel(opt, overlap=True, bucket_bytes=2.5), TypeError, "bucket_bytes")
+    _refused(lambda: DataParallel(opt, wire_dtype=16), TypeError, "wire_dtype must be a str")
+    _refused(lambda: DataParallel(opt, wire_dtype="float16"), ValueError, "wire_dtype must be one of")
+    _refused(lambda: DataParallel(opt, overlap=True, shard_state=True), ValueError, "shard_state=False")
+    _refused(lambda: DataParallel(opt, wire_dtype="bfloat16", shard_state=True), ValueError,
+             "shard_state=False")
+    _refused(lambda: DataParallel(opt, error_feedback=True), ValueError, "needs wire_dtype")
+    _refused(lambda: DataParallel(opt, transport=None), TypeError, "transport must be a str")
+    _refused(lambda: DataParallel(opt, transport="tcp"), ValueError, "transport must be")
+    _refused(lambda: DataParallel(opt, transport="shared_window", shard_state=True), ValueError,
+             "shard_state=False")
+    _refused(lambda: DataParallel(opt, transport="shared_window", wire_dtype="bfloat16"),
+             ValueError, "wire_dtype='native'")
+    _refused(lambda: DataParallel(fastopt.Adam(make_fp(np.float64)), wire_dtype="bfloat16"),
+             ValueError, "float32 parameters")
+    plain = DataParallel(fastopt.Adam(make_fp(), lr=0.01))
+    _refused(lambda: plain.ready("W1"), ValueError, "overlap=True")
+    _refused(lambda: plain.begin_step(), ValueError, "overlap=True")
+    dp = DataParallel(opt, overlap=True, bucket_bytes=1000)
+    before = fp.grad.copy()
+    _refused(lambda: dp.ready("W7"), ValueError, "not a parameter")
+    _refused(lambda: dp.ready("W1", np.zeros((300, 170), np.float32)), TypeError, "no gradient")
+    _refused(lambda: dp.begin_step(weight=-1.0), ValueError, "weight")
+    check_equal(fp.grad, before, "grad after refusals")
+    dp.ready("b2")
+    _refused(lambda: dp.ready("b2"), ValueError, "already called")
+    _refused(lambda: dp.begin_step(weight=0.5), ValueError, "before the first ready()")
+    dp.step()
+    # a weight announced, another passed: refused after the collectives completed, everywhere
+    dp.begin_step(weight=0.5)
+    dp.ready("b2")
+    _refused(lambda: dp.step(weight=0.25), ValueError, "same")
+    # lists: a wrong gradient is refused before anything is copied
+    arrays = [np.ones((4, 3), np.float32), np.ones(3, np.float32)]
+    dpl = DataParallel(fastopt.SGD(arrays, lr=0.1), overlap=True)
+    buf = dpl._groups[0].gbuf.copy()
+    _refused(lambda: dpl.ready(0, np.ones((3, 4), np.float32)), ValueError, "shape (4, 3)")
+    _refused(lambda: dpl.ready(0, np.ones((4, 3), np.float64)), ValueError, "float32")
+    _refused(lambda: dpl.ready(5, np.ones(3, np.float32)), ValueError, "not a parameter")
+    check_equal(dpl._groups[0].gbuf, buf, "list buffer after refusals")
+    comm.Barrier()
+    done("overlap_arguments")
+
+
+def shared_allreduce():
+    """The MPI-3 shared-window allreduce: the rank-order sum's bits on every rank, call after
+    call, for both dtypes and sizes that do not divide evenly (or are empty)."""
+    from fastopt.distributed.shm import SharedAllreduce
+
+    for dtype in (np.float32, np.float64):
+        for n in (0, 1, 17, 100_003):
+            red = SharedAllreduce(comm, n, dtype)
+            for step in range(1, 4):
+                red.buffer[...] = local_grad(n, dtype, step, rank)
+                red.allreduce()
+                total = local_grad(n, dtype, step, 0).copy()
+                for r in range(1, size):
+                    total += local_grad(n, dtype, step, r)
+                check_equal(red.buffer, total, f"shared {np.dtype(dtype)} n={n} step {step}")
+            red.free()
+            red.free()
+    _refused(lambda: SharedAllreduce(comm, -1), ValueError, "n")
+    _refused(lambda: SharedAllreduce(comm, 3, np.int32), TypeError, "float32 or float64")
+    done("shared_allreduce")
+
+
+def train_cli_overlap():
+    """fastopt train --distributed overlaps by default: the same numbers as --no-overlap (bit
+    for bit: --deterministic), and the bfloat16 wire trains too."""
+    import contextlib
+    import io
+
+    from fastopt.cli import main
+
+    def run(*extra):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(["train", "--epochs", "2", "--quiet", "--hidden", "32", "--distributed",
+                       *extra])
+        assert rc in (0, None), rc
+        return buf.getvalue()
+
+    def numbers(out):
+        return [line.split("time")[0] for line in out.splitlines() if line.startswith("epoch")]
+
+    over = run("--deterministic")
+    plain = run("--deterministic", "--no-overlap")
+    if rank == 0:
+        assert "overlapped with the backward pass" in over and "overlapped" not in plain
+        assert numbers(over) == numbers(plain) and len(numbers(over)) == 2, (over, plain)
+    bf16 = run("--wire-dtype", "bfloat16", "--error-feedback")
+    if rank == 0:
+        assert "bfloat16 on the wire, error feedback" in bf16, bf16
+        acc = float(bf16.split("held-out accuracy:")[1].split()[0])
+        assert acc > 0.85, bf16
+    done("train_cli_overlap")
+
+
+# ------------------------------------------------------------------ faults (one per launch)
+
+def fault_overlap_hang(transport="mpi"):
+    """Rank 1 launches its first buckets, then stops: the others wait in step() on pending
+    requests (or the shared window's barrier); the watchdog (timeout=2) must end the job."""
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), overlap=True, timeout=2, bucket_bytes=4000,
+                      check_every=0,     # (so the wait is on the pending requests)
+                      transport=transport)
+    dp.ready("b2")
+    dp.ready("W2")
+    if rank == 1:
+        time.sleep(3600)
+    dp.step()
+    raise AssertionError("unreachable: the job should have been aborted")
+
+
+def fault_overlap_exception():
+    """Rank 1 raises while its buckets are in flight: the abort hook ends every rank."""
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), overlap=True, timeout=60, bucket_bytes=4000)
+    dp.ready("b2")
+    if rank == 1:
+        raise RuntimeError("boom with requests pending")
+    dp.step()
+    raise AssertionError("unreachable: the job should have been aborted")
+
+
+def fault_overlap_hang_window():
+    fault_overlap_hang("shared_window")
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        globals()[name]()

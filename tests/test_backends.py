@@ -1,0 +1,251 @@
+"""The two threading backends (issue 23, item 1): the pool (default) and a static-schedule
+OpenMP region over the same tasks.  Same bits on both; the choice is checked, switchable at
+run time, reported by ``fastopt info``; a forked child of a process that ran OpenMP regions
+falls back to the pool instead of hanging (in a subprocess with a timeout)."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import _threadpool
+from fastopt import kernels as K
+from fastopt.kernels import lowbit as L
+from fastopt.runtime import threads
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 60
+
+needs_openmp = pytest.mark.skipif(not _threadpool.HAVE_OPENMP, reason="built without OpenMP")
+
+
+def _py(code, timeout=TIMEOUT, **env):
+    """Run ``code`` in a fresh interpreter in its own session; a hang is killed and fails."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "FASTOPT_"))}
+    e.update(env)
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=e, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"hang: still running after {timeout} s\n{out}{err}", pytrace=False)
+    return p.returncode, out, err
+
+
+@pytest.fixture
+def pool_after():
+    """The test may switch the backend; the pool is back afterwards."""
+    yield
+    threads.set_backend("pool")
+
+
+# ------------------------------------------------------------------ choosing the backend
+
+def test_default_backend_is_the_pool():
+    code, out, err = _py("import fastopt; print(fastopt.runtime.threads.get_backend(), "
+                         "fastopt.info()['threading'])")
+    assert code == 0, err
+    assert out.split() == ["pool", "pool"]
+
+
+@needs_openmp
+def test_environment_selects_openmp_and_info_says_so():
+    code, out, err = _py("import fastopt; print(fastopt.runtime.threads.get_backend())",
+                         FASTOPT_THREADING="OpenMP")
+    assert code == 0, err
+    assert out.strip() == "openmp"
+    p = subprocess.run([sys.executable, "-m", "fastopt.cli", "info"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=TIMEOUT,
+                       env=dict(os.environ, FASTOPT_THREADING="openmp"))
+    assert p.returncode == 0, p.stderr
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("threading ")]
+    assert line and line[0].split() == ["threading", "openmp"], p.stdout
+
+
+@pytest.mark.parametrize("value", ["omp", "threads", "pool,openmp"])
+def test_unknown_environment_value_is_an_import_error_naming_the_choices(value):
+    code, out, err = _py("import fastopt", FASTOPT_THREADING=value)
+    assert code != 0
+    assert "ImportError" in err and "FASTOPT_THREADING" in err
+    assert "'pool'" in err and "'openmp'" in err
+
+
+def test_set_backend_checks_its_argument(pool_after):
+    with pytest.raises(TypeError, match="'pool', 'openmp'"):
+        threads.set_backend(1)
+    with pytest.raises(TypeError, match="got NoneType"):
+        threads.set_backend(None)
+    with pytest.raises(ValueError, match="'pool', 'openmp', got 'gomp'"):
+        threads.set_backend("gomp")
+    with pytest.raises(ValueError):
+        with threads.threading_backend("Pool"):
+            pass
+    assert threads.get_backend() == "pool"
+
+
+@needs_openmp
+def test_set_backend_and_the_context_manager(pool_after):
+    assert threads.set_backend("openmp") == "pool"
+    assert threads.get_backend() == "openmp"
+    assert fastopt.info()["threading"] == "openmp"
+    with threads.threading_backend("pool"):
+        assert threads.get_backend() == "pool"
+    assert threads.get_backend() == "openmp"
+    threads.set_backend("pool")
+    with pytest.raises(RuntimeError):
+        with threads.threading_backend("openmp"):
+            assert threads.get_backend() == "openmp"
+            raise RuntimeError
+    assert threads.get_backend() == "pool"
+
+
+# ------------------------------------------------------------------ same bits
+
+def _adam(n, nt):
+    rng = np.random.default_rng(n)
+    p = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    with fastopt.num_threads(nt):
+        for step in range(1, 4):
+            K.adam_step(p, g, m, v, step=step, lr=1e-2)
+    return p, m, v
+
+
+def _adam_list(nt):
+    rng = np.random.default_rng(7)
+    ps = [rng.standard_normal(k).astype(np.float32) for k in (70000, 5, 40000, 130001)]
+    gs = [rng.standard_normal(p.size).astype(np.float32) for p in ps]
+    opt = fastopt.Adam(ps, lr=1e-2)     # one compiled call over a table of chunks
+    with fastopt.num_threads(nt):
+        for _ in range(2):
+            opt.step(gs)
+    return ps
+
+
+def _batchnorm(shape, nt):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    C = shape[1]
+    gamma, beta = rng.standard_normal(C).astype(np.float32), np.zeros(C, np.float32)
+    with fastopt.num_threads(nt):
+        y, mean, invstd = K.batchnorm_forward(x, gamma, beta, None, None)
+        dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, mean, invstd)
+    return y, mean, invstd, dx, dgamma, dbeta
+
+
+def _int8_adam(nt):
+    rng = np.random.default_rng(3)
+    n = 300_001
+    p = rng.standard_normal(n).astype(np.float32)
+    g = (rng.standard_normal(n) * 1e-2).astype(np.float32)
+    (mc, ma), (vc, va) = L.zeros_int8(n, L.signed_map()), L.zeros_int8(n, L.unsigned_map())
+    with fastopt.num_threads(nt):
+        for step in range(1, 3):
+            L.adam_step_int8(p, g, mc, ma, vc, va, step=step, lr=1e-3)
+    return p, mc, ma, vc, va
+
+
+CASES = {"adam 1M": lambda nt: _adam(1 << 20, nt), "adam 64K+1": lambda nt: _adam(65537, nt),
+         "adam list": _adam_list, "batchnorm 2D": lambda nt: _batchnorm((4096, 64), nt),
+         "batchnorm 4D": lambda nt: _batchnorm((16, 32, 28, 28), nt), "adam int8": _int8_adam}
+
+
+@needs_openmp
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("nt", [2, 3])
+def test_backends_give_the_same_bits(case, nt, pool_after):
+    jobs = _threadpool.stats()["jobs"]
+    pool = CASES[case](nt)
+    assert _threadpool.stats()["jobs"] > jobs        # the pool ran it
+    threads.set_backend("openmp")
+    jobs = _threadpool.stats()["jobs"]
+    omp = CASES[case](nt)
+    assert _threadpool.stats()["jobs"] == jobs       # the pool did not
+    assert _threadpool.openmp_stats()["used"]
+    threads.set_backend("pool")
+    serial = CASES[case](1)
+    for a, b, c in zip(pool, omp, serial):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+        assert a.tobytes() == c.tobytes()
+
+
+# ------------------------------------------------------------------ fork
+
+FORK_AFTER_OPENMP = r"""
+import os, sys
+import numpy as np
+import fastopt
+from fastopt import kernels as K
+from fastopt.runtime import threads
+
+def step():
+    p = np.arange(1 << 20, dtype=np.float32) / (1 << 20)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    with fastopt.num_threads(2):
+        K.adam_step(p, p.copy(), m, v, step=1, lr=1e-2)
+    return p
+
+expected = step()                      # an OpenMP region ran in the parent (FASTOPT_THREADING)
+assert threads.get_backend() == "openmp" and fastopt._threadpool.openmp_stats()["used"]
+pid = os.fork()
+if pid == 0:
+    ok = (threads.get_backend() == "pool" and step().tobytes() == expected.tobytes()
+          and fastopt._threadpool.openmp_stats()["fork_fallbacks"] == 1)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert threads.get_backend() == "openmp" and step().tobytes() == expected.tobytes()
+print("ok")
+"""
+
+
+@needs_openmp
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_child_forked_after_openmp_regions_runs_on_the_pool():
+    # Without the fallback the child's first region waits for ever for the parent's libgomp
+    # threads (GNU libgomp): the timeout turns that hang into a failure.
+    code, out, err = _py(FORK_AFTER_OPENMP, FASTOPT_THREADING="openmp")
+    assert code == 0, out + err
+    assert out.strip() == "ok"
+
+
+# ------------------------------------------------------------------ the pool's ranges
+
+def _settled_task_count(expected, timeout=10.0):
+    """tasks run by the caller + by the workers; a worker adds its count just after the call
+    returns, so poll (bounded) until it is in."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        st = _threadpool.stats()
+        total = st["tasks_master"] + st["tasks_workers"]
+        if total >= expected or time.monotonic() > deadline:
+            return total
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("nblocks", [5, 7, 13])
+@pytest.mark.parametrize("nt", [2, 3, 5, 8])
+def test_pool_runs_every_block_once_for_any_split(nt, nblocks):
+    # The pool cuts a call into one range per thread (uneven when nt does not divide the
+    # blocks) and threads take what is left of the others': every block must run exactly
+    # once, and the bits must be those of one thread.
+    n = (nblocks - 1) * 16384 + 100                 # nblocks blocks, above PARALLEL_MIN
+    serial = _adam(n, 1)
+    st = _threadpool.stats()
+    before, jobs = st["tasks_master"] + st["tasks_workers"], st["jobs"]
+    pooled = _adam(n, nt)                           # 3 steps
+    assert _threadpool.stats()["jobs"] == jobs + 3
+    assert _settled_task_count(before + 3 * nblocks) == before + 3 * nblocks
+    for a, b in zip(pooled, serial):
+        assert a.tobytes() == b.tobytes()
