@@ -37,15 +37,17 @@ def _flat(a):
 def _run(kernel, variant, param, grad, states, values, step, extra):
     """A dense step function's runner (see :mod:`fastopt.kernels._make`): the checks, then
     the compiled call (a state buffer the step does not use is passed as None)."""
-    step, hyper = _check.step_args(kernel, param, grad, states, values, step)
-    if _check.uses_state(kernel, dict(zip(kernel.hyper_names, hyper))):
+    step, hyper, used = _check.checked_step(kernel, param, grad, states, values, step)
+    if used:
         states = [_flat(s) for s in states]
     else:
         states = [None] * len(states)
-    getattr(ext._optim, f"{kernel.name}_step")(_flat(param), _flat(grad), *states, *hyper,
-                                               *(() if step is None else (step,)),
-                                               get_num_threads())
+    getattr(ext._optim, _ENTRY[kernel.name])(_flat(param), _flat(grad), *states, *hyper,
+                                             *(() if step is None else (step,)),
+                                             get_num_threads())
 
+
+_ENTRY = {k.name: f"{k.name}_step" for k in KERNELS}   # the compiled entry points
 
 # sgd_step, rmsprop_step, adam_step, ...: one per row of the kernel table
 for _k in KERNELS:

@@ -298,15 +298,35 @@ def optional_names(kernel):
 
 def uses_state(kernel, hyper):
     """Whether ``kernel`` reads and writes its state buffers with the hyperparameters
-    ``hyper`` (a dict): its ``optional`` condition, a C expression that is Python too
+    ``hyper`` (a dict by name): its ``optional`` condition, a C expression that is Python too
     (``"momentum != 0.0"``), evaluated on the checked values; True without one."""
-    if kernel.optional is None:
-        return True
-    return bool(eval(_consts(kernel)[kernel.optional], {"__builtins__": {}}, dict(hyper)))
+    condition = _row(kernel)[3]
+    return True if condition is None else condition(*[hyper[n] for n in kernel.hyper_names])
 
 
 def _consts(kernel):
     return {c.name: c.expr for c in kernel.consts}
+
+
+_ROWS = {}
+
+
+def _row(kernel):
+    """(row, hyperparameter names, state buffer names, optional condition as a function of
+    the hyperparameters in order, or None), computed once per row."""
+    r = _ROWS.get(kernel.name)
+    if r is None or r[0] is not kernel:
+        condition = None
+        if kernel.optional is not None:
+            condition = eval(f"lambda {', '.join(kernel.hyper_names)}: "
+                             f"bool({_consts(kernel)[kernel.optional]})", {"bool": bool})
+        r = _ROWS[kernel.name] = (kernel, kernel.hyper_names, kernel.state_names, condition)
+    return r
+
+
+def names(kernel):
+    """(hyperparameter names, state buffer names) of a row."""
+    return _row(kernel)[1:3]
 
 
 def step_args(kernel, param, grad, states, values, step=None):
@@ -320,11 +340,19 @@ def step_args(kernel, param, grad, states, values, step=None):
     checked hyperparameters, a tuple in the row's order.  A state buffer of a kernel whose
     ``optional`` condition does not hold may be None (it is not used).
     """
+    step, checked, _ = checked_step(kernel, param, grad, states, values, step)
+    return step, checked
+
+
+def checked_step(kernel, param, grad, states, values, step=None):
+    """:func:`step_args`, and whether the step uses the state buffers (the compiled call is
+    given None for each when not)."""
     array("param", param, writable=True)
     array("grad", grad, writable=False, like=param)
     step = integer("step", step, 1, C_LLONG_MAX) if kernel.step else None
     checked = hyper(kernel, values, is_f32(param), step=step)
-    used = uses_state(kernel, dict(zip(kernel.hyper_names, checked)))
+    _, _, snames, condition = _row(kernel)
+    used = condition is None or condition(*checked)
     for b, s in zip(kernel.state, states, strict=True):
         if used:
             if s is None and kernel.optional is not None:
@@ -334,8 +362,8 @@ def step_args(kernel, param, grad, states, values, step=None):
             array(b.name, s, writable=True, like=param)
         elif s is not None:
             array(b.name, s, writable=False, like=param)
-    disjoint(param=param, grad=grad, **dict(zip(kernel.state_names, states)))
-    return step, checked
+    disjoint(param=param, grad=grad, **dict(zip(snames, states)))
+    return step, checked, used
 
 
 # ------------------------------------------------------- batch normalization
