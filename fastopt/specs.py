@@ -312,6 +312,58 @@ KERNELS = (
         ``sign`` as :func:`numpy.sign` (0 for 0, NaN for NaN: a non-finite gradient reaches
         the parameters, where ``skip_nonfinite`` guards them).
         """),
+    Kernel(
+        "nadam", "NadamHyper",
+        hyper=(Hyper("lr", "double", ">=0", None),
+               Hyper("beta1", "double", "[0,1)", 0.9),
+               Hyper("beta2", "double", "[0,1)", 0.999),
+               Hyper("eps", "double", ">0", 1e-8),
+               _WD,
+               Hyper("momentum_decay", "double", ">=0", 4e-3,
+                     "The momentum cache mu_t = beta1 (1 - 0.5 * 0.96^(t momentum_decay))."),
+               Hyper("decoupled_weight_decay", "bint", "bool", False)),
+        step=True,
+        consts=(Const("gscale", "real", "gscale"),
+                # lr (1 - mu_t) / (1 - prod mu) and lr mu_{t+1} / (1 - prod mu · mu_{t+1}),
+                # torch.optim.NAdam's two scales (its product a float32 scalar, as torch's)
+                Const("cg", "real",
+                      "lr * (1.0 - _nadam_mu(beta1, momentum_decay, step))"
+                      " / (1.0 - _nadam_mu_product(beta1, momentum_decay, step))"),
+                Const("cm", "real",
+                      "lr * _nadam_mu(beta1, momentum_decay, step + 1)"
+                      " / (1.0 - _nadam_mu_product(beta1, momentum_decay, step)"
+                      " * _nadam_mu(beta1, momentum_decay, step + 1))"),
+                Const("bc2", "real", "1.0 - beta2 ** step"),
+                Const("beta1", "real", "beta1"),
+                Const("one_minus_beta1", "real", "1.0 - beta1"),
+                Const("beta2", "real", "beta2"),
+                Const("one_minus_beta2", "real", "1.0 - beta2"),
+                Const("eps", "real", "eps"),
+                Const("wd", "real", "weight_decay"),
+                Const("decay", "real", "1.0 - lr * weight_decay"),
+                Const("has_wd", "bint", "weight_decay != 0.0"),
+                Const("decoupled", "bint", "decoupled_weight_decay")),
+        state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
+        lowbit=True,
+        doc=r"""One NAdam step (Dozat 2016, "Incorporating Nesterov Momentum into Adam"), in
+        place, as ``torch.optim.NAdam``; ``step`` counts from 1.
+
+        .. math::
+
+            \mu_t &= \beta_1\,(1 - \tfrac12\,0.96^{t\psi}),\quad
+                 \Pi_t = \textstyle\prod_{i \le t} \mu_i \\
+            g &= \nabla + \lambda\,\theta \quad\text{(or } \theta \leftarrow (1-\eta\lambda)\,\theta
+                 \text{, decoupled)} \\
+            m &\leftarrow \beta_1 m + (1-\beta_1)\,g,\quad
+                 v \leftarrow \beta_2 v + (1-\beta_2)\,g^2,\quad
+                 d = \sqrt{v / (1-\beta_2^t)} + \epsilon \\
+            \theta &\leftarrow \theta - \frac{\eta\,(1-\mu_t)}{1-\Pi_t}\,\frac{g}{d}
+                 - \frac{\eta\,\mu_{t+1}}{1-\Pi_t\,\mu_{t+1}}\,\frac{m}{d}
+
+        (:math:`\psi`: ``momentum_decay``), in torch's order of operations.  As torch (with its
+        default dtype float32), :math:`\Pi_t` is a float32 product, each :math:`\mu_i` rounded
+        to float32 (for float64 buffers too); the step's constants take O(t) to compute.
+        """),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}

@@ -1,4 +1,4 @@
-"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW, Adagrad and Lion.
+"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW, Adagrad, Lion and NAdam.
 
 Each class is a docstring, an explicit constructor and its entry of the registry
 (``_spec``: its name, kernel, PyTorch twin, benchmark row; defining the class registers
@@ -313,6 +313,54 @@ class Lion(Optimizer):
                  groups: Groups | None = None, state_dtype: str = "float32",
                  min_lowbit_size: int = 4096, seed: int = 0) -> None:
         super().__init__(params, lr, betas=betas, weight_decay=weight_decay, impl=impl,
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
+                         groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
+
+
+class NAdam(Optimizer):
+    r"""NAdam (Dozat 2016), as ``torch.optim.NAdam`` (same defaults, same operations in its order).
+
+    See :func:`fastopt.kernels.nadam_step`: Adam's two moments, with a Nesterov-style step
+    whose momentum weights ``mu_t`` warm up with ``momentum_decay``.
+
+    Parameters
+    ----------
+%(params)s
+%(lr)s
+    betas : (float, float), each in [0, 1), default (0.9, 0.999)
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0.0
+        L2 penalty added to the gradient (decoupled, as AdamW's, with
+        ``decoupled_weight_decay=True``).
+    momentum_decay : float >= 0, default 4e-3
+        The momentum cache ``mu_t = beta1 (1 - 0.5 * 0.96**(t * momentum_decay))``.
+    decoupled_weight_decay : bool, default False
+%(options)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> params = [np.zeros(2)]
+    >>> opt = fastopt.NAdam(params, lr=0.1)
+    >>> opt.step([np.array([2.0, -0.5])])   # about lr·sign(g) at the first step
+    >>> np.round(params[0], 6)
+    array([-0.1,  0.1])
+    """
+
+    _spec = spec("nadam", "nadam", example=dict(lr=2e-3),
+                 torch=("NAdam", dict(lr=2e-3)), beta="betas")
+    _pairs = {"betas": ("beta1", "beta2")}
+
+    def __init__(self, params: Params, lr: LR = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         momentum_decay=momentum_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, impl=impl,
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
                          groups=groups, state_dtype=state_dtype,
                          min_lowbit_size=min_lowbit_size, seed=seed)

@@ -15,7 +15,7 @@ import numpy as np
 from ..kernels import _check
 from ..specs import BY_NAME as KERNELS
 
-__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "global_norm", "clip_grad_norm_"]
+__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "nadam_step", "global_norm", "clip_grad_norm_"]
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
@@ -98,6 +98,40 @@ def lion_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, *, lr: f
         param *= 1 - lr * weight_decay
     param -= lr * np.sign(c)
     exp_avg[...] = beta2 * exp_avg + (1 - beta2) * grad
+
+
+def _nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
+    return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+
+
+def nadam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+               *, step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999,
+               eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+               decoupled_weight_decay: bool = False) -> None:
+    """NAdam, in place (NumPy reference of :func:`fastopt.kernels.nadam_step`), in
+    ``torch.optim.NAdam``'s order of operations; its product of momentum caches a float32
+    scalar, as torch keeps it."""
+    step, (lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled) = _check.step_args(
+        KERNELS["nadam"], param, grad, (exp_avg, exp_avg_sq),
+        (lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay), step)
+    prod = np.float32(1.0)
+    for i in range(1, step + 1):
+        prod = np.float32(prod * np.float32(_nadam_mu(beta1, momentum_decay, i)))
+    mu = _nadam_mu(beta1, momentum_decay, step)
+    mu_next = _nadam_mu(beta1, momentum_decay, step + 1)
+    cg = lr * (1.0 - mu) / (1.0 - float(prod))
+    cm = lr * mu_next / (1.0 - float(prod) * mu_next)
+    if decoupled:
+        g = grad
+    else:
+        g = grad + weight_decay * param if weight_decay != 0 else grad
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * (g * g)
+    d = np.sqrt(exp_avg_sq / (1.0 - beta2**step)) + eps
+    if decoupled:
+        param *= 1 - lr * weight_decay
+    param -= cg * (g / d)
+    param -= cm * (exp_avg / d)
 
 
 def global_norm(grad: np.ndarray) -> float:

@@ -253,4 +253,32 @@ FO_RULE T FO_R(fo_lion)(const FO_K(LionHyper)* k, const int mode, T g, T p, T x,
     return fo_sub(p, fo_mul(k->lr, fo_sign(c)));
 }
 
+/* ---- NAdam (torch.optim.NAdam's order): p' = p decay (decoupled) or g' = g gs + wd p (coupled);
+        m = beta1 m + (1 - beta1) g';  v = beta2 v + (1 - beta2) g'^2;  d = sqrt(v / bc2) + eps;
+        p' - cg (g' / d) - cm (m / d), bc2 = 1 - beta2^t, cg and cm from the momentum cache */
+#define FO_SPLIT_nadam 1
+
+FO_RULE T FO_R(fo_nadam_grad)(const FO_K(NadamHyper)* k, const int mode, T g, T p) {
+    T gi = fo_mul(g, k->gscale);
+    if (!(mode & FO_NADAM_DECOUPLED) && (mode & FO_NADAM_HAS_WD)) gi = fo_add(gi, fo_mul(k->wd, p));
+    return gi;
+}
+
+FO_RULE void FO_R(fo_nadam_state)(const FO_K(NadamHyper)* k, const int mode, T g, T p, T x0,
+                                  T x1, T* y0, T* y1) {
+    T gi = FO_R(fo_nadam_grad)(k, mode, g, p);
+    *y0 = fo_add(fo_mul(k->beta1, x0), fo_mul(k->one_minus_beta1, gi));
+    *y1 = fo_add(fo_mul(k->beta2, x1), fo_mul(k->one_minus_beta2, fo_mul(gi, gi)));
+}
+
+FO_RULE T FO_R(fo_nadam_param)(const FO_K(NadamHyper)* k, const int mode, T g, T p, T m, T v) {
+    T gi = FO_R(fo_nadam_grad)(k, mode, g, p);
+    T d = fo_add(fo_sqrt(fo_div(v, k->bc2)), k->eps);
+    if (mode & FO_NADAM_DECOUPLED) p = fo_mul(p, k->decay);
+    p = fo_sub(p, fo_mul(k->cg, fo_div(gi, d)));
+    return fo_sub(p, fo_mul(k->cm, fo_div(m, d)));
+}
+
+FO_RULE_OF_HALVES2(nadam, NadamHyper)
+
 #endif /* FO_RULES_BODY */
