@@ -364,6 +364,47 @@ KERNELS = (
         default dtype float32), :math:`\Pi_t` is a float32 product, each :math:`\mu_i` rounded
         to float32 (for float64 buffers too); the step's constants take O(t) to compute.
         """),
+    Kernel(
+        "amsgrad", "AmsgradHyper",
+        hyper=(Hyper("lr", "double", ">=0", None,
+                     "With lr / (1 - beta1**step) finite in the buffers' dtype."),
+               Hyper("beta1", "double", "[0,1)", 0.9),
+               Hyper("beta2", "double", "[0,1)", 0.999),
+               Hyper("eps", "double", ">0", 1e-8),
+               _WD,
+               Hyper("decoupled_weight_decay", "bint", "bool", False)),
+        step=True,
+        consts=(Const("gscale", "real", "gscale"),
+                # torch's step_size = lr / (1 - beta1^t), bias_correction2_sqrt = (1 - beta2^t)^0.5
+                Const("c1", "real", "lr / (1.0 - beta1 ** step)"),
+                Const("bc2_sqrt", "real", "pow(1.0 - beta2 ** step, 0.5)"),
+                Const("beta1", "real", "beta1"),
+                Const("one_minus_beta1", "real", "1.0 - beta1"),
+                Const("beta2", "real", "beta2"),
+                Const("one_minus_beta2", "real", "1.0 - beta2"),
+                Const("eps", "real", "eps"),
+                Const("wd", "real", "weight_decay"),
+                Const("decay", "real", "1.0 - lr * weight_decay"),
+                Const("has_wd", "bint", "weight_decay != 0.0"),
+                Const("decoupled", "bint", "decoupled_weight_decay")),
+        state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1),
+               Buffer("max_exp_avg_sq", True, 0)),
+        lowbit=False,
+        doc=r"""One AMSGrad step (Reddi et al. 2018), in place, as ``torch.optim.Adam`` and
+        ``AdamW`` with ``amsgrad=True``; ``step`` counts from 1.
+
+        .. math::
+
+            m &\leftarrow \beta_1 m + (1-\beta_1)\,g,\quad
+                 v \leftarrow \beta_2 v + (1-\beta_2)\,g^2,\quad
+                 \hat v \leftarrow \max(\hat v, v) \\
+            \theta &\leftarrow \theta - \frac{m}{\sqrt{\hat v} / \sqrt{1-\beta_2^t} + \epsilon}
+                 \,\frac{\eta}{1-\beta_1^t}
+
+        with Adam's weight decay (L2, or decoupled as AdamW's), in torch's order of operations
+        (``max`` as :func:`numpy.maximum`: NaN if either is).  Three state buffers: float32
+        or float64 state only (the low-precision passes take one or two buffers).
+        """),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}

@@ -262,7 +262,7 @@ def _adam_rules(h, step, f32):
 
 
 #: The rules between a kernel's hyperparameters (after each one's own rule holds).
-_JOINT = {"sgd": _sgd_rules, "adam": _adam_rules}
+_JOINT = {"sgd": _sgd_rules, "adam": _adam_rules, "amsgrad": _adam_rules}
 
 
 def hyper(kernel, values, f32, *, step=None, names=None):

@@ -20,8 +20,8 @@ _FUSED = ("fastopt always runs its fused kernels (one multi-tensor call per dtyp
 #: refused whatever their value (also PyTorch's no-op defaults, ``amsgrad=False``,
 #: ``foreach=None``): a signature that lists only what the function does stays true.
 TORCH_ONLY = {
-    "amsgrad": "fastopt's Adam and AdamW have no AMSGrad variant (they behave as "
-               "amsgrad=False): remove the argument",
+    "amsgrad": "AMSGrad is its own optimizer in fastopt: fastopt.AMSGrad (also "
+               "fastopt.Adam(..., amsgrad=True)), functional.amsgrad, kernels.amsgrad_step",
     "maximize": "fastopt minimizes (as maximize=False): negate the gradients to maximize",
     "foreach": _FUSED,
     "fused": _FUSED,

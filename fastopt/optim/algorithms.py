@@ -1,4 +1,4 @@
-"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW, Adagrad, Lion and NAdam.
+"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW, Adagrad, Lion, NAdam and AMSGrad.
 
 Each class is a docstring, an explicit constructor and its entry of the registry
 (``_spec``: its name, kernel, PyTorch twin, benchmark row; defining the class registers
@@ -8,6 +8,10 @@ kernel's arguments and its state buffers follow from the kernel's row of
 compiled plan, the step, state dicts) is :class:`~fastopt.optim.optimizer.Optimizer`'s.
 The docstrings' shared parts are filled in (%(params)s, %(lr)s, %(options)s).
 """
+
+import inspect
+
+import numpy as np
 
 from ..kernels import _check
 from .optimizer import LR, Groups, Impl, Optimizer, Params
@@ -169,6 +173,9 @@ class Adam(Optimizer):
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 0.0
         L2 penalty added to the gradient (as ``torch.optim.Adam``).
+    amsgrad : bool, default False
+        True: the constructor returns an :class:`AMSGrad` with these arguments (``Adam`` and
+        ``AdamW`` with ``amsgrad=True`` as torch's; its own class, its own state buffers).
 %(options)s
 
     Examples
@@ -188,14 +195,28 @@ class Adam(Optimizer):
     _fixed = {"decoupled_weight_decay": False}
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused",
-                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-                 groups: Groups | None = None, state_dtype: str = "float32",
-                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, amsgrad: bool = False,
+                 impl: Impl = "fused", max_grad_norm: float | None = None,
+                 skip_nonfinite: bool = False, groups: Groups | None = None,
+                 state_dtype: str = "float32", min_lowbit_size: int = 4096,
+                 seed: int = 0) -> None:
         super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          impl=impl, max_grad_norm=max_grad_norm,
                          skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
                          min_lowbit_size=min_lowbit_size, seed=seed)
+
+    def __new__(cls, *args, amsgrad: bool = False, **kwargs):
+        # amsgrad=True: an AMSGrad on the same arguments (AdamW's: decoupled weight decay)
+        if not isinstance(amsgrad, (bool, np.bool_)):
+            raise TypeError(f"{cls.__name__}(): amsgrad must be a bool, got "
+                            f"{type(amsgrad).__name__}")
+        if not amsgrad:
+            return super().__new__(cls)
+        if len(args) < 5 and "weight_decay" not in kwargs:
+            kwargs["weight_decay"] = inspect.signature(cls.__init__).parameters[
+                "weight_decay"].default
+        return AMSGrad(*args, decoupled_weight_decay=cls._fixed["decoupled_weight_decay"],
+                       **kwargs)
 
 
 class AdamW(Adam):
@@ -212,6 +233,8 @@ class AdamW(Adam):
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 1e-2
         Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
+    amsgrad : bool, default False
+        True: the constructor returns an :class:`AMSGrad` with decoupled weight decay.
 %(options)s
     """
 
@@ -221,10 +244,11 @@ class AdamW(Adam):
     _fixed = {"decoupled_weight_decay": True}
 
     def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, *, impl: Impl = "fused",
-                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-                 groups: Groups | None = None, state_dtype: str = "float32",
-                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+                 eps: float = 1e-8, weight_decay: float = 1e-2, *, amsgrad: bool = False,
+                 impl: Impl = "fused", max_grad_norm: float | None = None,
+                 skip_nonfinite: bool = False, groups: Groups | None = None,
+                 state_dtype: str = "float32", min_lowbit_size: int = 4096,
+                 seed: int = 0) -> None:
         super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          impl=impl, max_grad_norm=max_grad_norm,
                          skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
@@ -360,6 +384,56 @@ class NAdam(Optimizer):
                  min_lowbit_size: int = 4096, seed: int = 0) -> None:
         super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          momentum_decay=momentum_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, impl=impl,
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
+                         groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
+
+
+class AMSGrad(Optimizer):
+    r"""AMSGrad (Reddi et al. 2018), as ``torch.optim.Adam`` / ``AdamW`` with ``amsgrad=True``.
+
+    See :func:`fastopt.kernels.amsgrad_step`: Adam, dividing by the running maximum of its
+    second moment (a third state buffer, ``max_exp_avg_sq``).  ``fastopt.Adam(...,
+    amsgrad=True)`` and ``fastopt.AdamW(..., amsgrad=True)`` return one.  Its state is float32
+    or float64 (the low-precision passes take one or two buffers): ``state_dtype="bfloat16"``
+    and ``"int8"`` are refused.
+
+    Parameters
+    ----------
+%(params)s
+%(lr)s
+    betas : (float, float), each in [0, 1), default (0.9, 0.999)
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0.0
+        L2 penalty added to the gradient, or decoupled (AdamW's) with
+        ``decoupled_weight_decay=True``.
+    decoupled_weight_decay : bool, default False
+%(options)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> params = [np.zeros(2)]
+    >>> opt = fastopt.Adam(params, lr=0.1, amsgrad=True)
+    >>> type(opt).__name__
+    'AMSGrad'
+    >>> opt.step([np.array([2.0, -0.5])])   # lr·sign(g) at the first step
+    >>> np.round(params[0], 6)
+    array([-0.1,  0.1])
+    """
+
+    _spec = spec("amsgrad", "amsgrad", example=dict(lr=1e-3),
+                 torch=("Adam", dict(lr=1e-3, amsgrad=True)), beta="betas")
+    _pairs = {"betas": ("beta1", "beta2")}
+
+    def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0,
+                 decoupled_weight_decay: bool = False, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          decoupled_weight_decay=decoupled_weight_decay, impl=impl,
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
                          groups=groups, state_dtype=state_dtype,

@@ -15,7 +15,7 @@ import numpy as np
 from ..kernels import _check
 from ..specs import BY_NAME as KERNELS
 
-__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "nadam_step", "global_norm", "clip_grad_norm_"]
+__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "nadam_step", "amsgrad_step", "global_norm", "clip_grad_norm_"]
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
@@ -132,6 +132,28 @@ def nadam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg
         param *= 1 - lr * weight_decay
     param -= cg * (g / d)
     param -= cm * (exp_avg / d)
+
+
+def amsgrad_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
+                 exp_avg_sq: np.ndarray, max_exp_avg_sq: np.ndarray, *, step: int, lr: float,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False) -> None:
+    """AMSGrad, in place (NumPy reference of :func:`fastopt.kernels.amsgrad_step`), in the
+    order of ``torch.optim.Adam(amsgrad=True)``."""
+    step, (lr, beta1, beta2, eps, weight_decay, decoupled) = _check.step_args(
+        KERNELS["amsgrad"], param, grad, (exp_avg, exp_avg_sq, max_exp_avg_sq),
+        (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay), step)
+    if decoupled:
+        g = grad
+    else:
+        g = grad + weight_decay * param if weight_decay != 0 else grad
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * (g * g)
+    np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    if decoupled:
+        param *= 1 - lr * weight_decay
+    denom = np.sqrt(max_exp_avg_sq) / ((1 - beta2**step) ** 0.5) + eps
+    param -= exp_avg / denom * (lr / (1 - beta1**step))
 
 
 def global_norm(grad: np.ndarray) -> float:

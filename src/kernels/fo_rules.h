@@ -86,6 +86,8 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #define fo_sub(a, b) ((a) - (b))
 #define fo_mul(a, b) ((a) * (b))
 #define fo_div(a, b) ((a) / (b))
+/* max(a, b) as torch.maximum / numpy.maximum: NaN if either is NaN */
+#define fo_max(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
 
 #define T float
 #define FO_R(name) name##_f32
@@ -119,6 +121,7 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #undef fo_sub
 #undef fo_mul
 #undef fo_div
+#undef fo_max
 
 /* ---- the vector instantiation (the builds whose low-precision passes are vectorized) */
 #if defined(FO_IVEC)
@@ -126,6 +129,9 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #define fo_sub(a, b) FO_PS(sub)(a, b)
 #define fo_mul(a, b) FO_PS(mul)(a, b)
 #define fo_div(a, b) FO_PS(div)(a, b)
+/* (max_ps returns b when either is NaN, not numpy's NaN: no kernel with low-precision
+   state uses fo_max) */
+#define fo_max(a, b) FO_PS(max)(a, b)
 #define T fo_ps
 #define FO_R(name) name##_vec
 #define FO_K(s) s##_vec
@@ -143,6 +149,7 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #undef fo_sub
 #undef fo_mul
 #undef fo_div
+#undef fo_max
 #endif
 
 #endif /* FO_RULES_H */
@@ -280,5 +287,26 @@ FO_RULE T FO_R(fo_nadam_param)(const FO_K(NadamHyper)* k, const int mode, T g, T
 }
 
 FO_RULE_OF_HALVES2(nadam, NadamHyper)
+
+/* ---- AMSGrad (torch.optim.Adam / AdamW with amsgrad=True, in torch's order): Adam's
+        m and v, vmax = max(vmax, v);  p' - m / (sqrt(vmax) / sqrt(1 - beta2^t) + eps) c1.
+        Three state buffers: one function (the low-precision passes take one or two). */
+#define FO_SPLIT_amsgrad 0
+
+FO_RULE T FO_R(fo_amsgrad)(const FO_K(AmsgradHyper)* k, const int mode, T g, T p, T x0, T x1,
+                           T x2, T* y0, T* y1, T* y2) {
+    T gi = fo_mul(g, k->gscale);
+    if (!(mode & FO_AMSGRAD_DECOUPLED) && (mode & FO_AMSGRAD_HAS_WD))
+        gi = fo_add(gi, fo_mul(k->wd, p));
+    T m = fo_add(fo_mul(k->beta1, x0), fo_mul(k->one_minus_beta1, gi));
+    T v = fo_add(fo_mul(k->beta2, x1), fo_mul(k->one_minus_beta2, fo_mul(gi, gi)));
+    T vmax = fo_max(x2, v);
+    *y0 = m;
+    *y1 = v;
+    *y2 = vmax;
+    if (mode & FO_AMSGRAD_DECOUPLED) p = fo_mul(p, k->decay);
+    T d = fo_add(fo_div(fo_sqrt(vmax), k->bc2_sqrt), k->eps);
+    return fo_sub(p, fo_mul(fo_div(m, d), k->c1));
+}
 
 #endif /* FO_RULES_BODY */
