@@ -61,7 +61,6 @@ def test_misspelled_keyword_raises_naming_the_close_match(make, match, rng):
 
 
 @pytest.mark.parametrize("cls, kw", [
-    (fastopt.Adam, dict(amsgrad=True)), (fastopt.Adam, dict(amsgrad=False)),
     (fastopt.AdamW, dict(fused=True)), (fastopt.Adam, dict(foreach=None)),
     (fastopt.SGD, dict(maximize=True)), (fastopt.Adam, dict(capturable=False)),
     (fastopt.AdamW, dict(differentiable=True)), (fastopt.RMSprop, dict(momentum=0.9)),

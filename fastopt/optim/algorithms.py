@@ -174,7 +174,7 @@ class Adam(Optimizer):
     weight_decay : float >= 0, default 0.0
         L2 penalty added to the gradient (as ``torch.optim.Adam``).
     amsgrad : bool, default False
-        True: the constructor returns an :class:`AMSGrad` with these arguments (``Adam`` and
+        True: the constructor returns an :class:`fastopt.AMSGrad` with these arguments (``Adam`` and
         ``AdamW`` with ``amsgrad=True`` as torch's; its own class, its own state buffers).
 %(options)s
 
@@ -219,6 +219,10 @@ class Adam(Optimizer):
                        **kwargs)
 
 
+# inspect.signature(Adam) shows the constructor's arguments, not __new__'s (*args, **kwargs)
+Adam.__new__.__signature__ = inspect.signature(Adam.__init__)
+
+
 class AdamW(Adam):
     r"""Adam with decoupled weight decay, as ``torch.optim.AdamW``.
 
@@ -234,7 +238,7 @@ class AdamW(Adam):
     weight_decay : float >= 0, default 1e-2
         Decoupled: the parameters shrink by ``lr * weight_decay`` each step.
     amsgrad : bool, default False
-        True: the constructor returns an :class:`AMSGrad` with decoupled weight decay.
+        True: the constructor returns an :class:`fastopt.AMSGrad` with decoupled weight decay.
 %(options)s
     """
 
