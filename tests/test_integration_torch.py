@@ -66,6 +66,8 @@ def test_parity_20_steps(name, dtype):
         for k, v in theirs.state[pb].items():
             if k == "step":
                 assert float(ours.state_dict()["state"][0]["step"]) == float(v)
+            elif k == "mu_product":      # NAdam's: fastopt's kernel computes it from step
+                continue
             else:
                 torch.testing.assert_close(ours.state[pa][k], v, **TOL[dtype])
 
@@ -157,6 +159,13 @@ def test_state_dict_round_trips_with_torch(name):
     oc = fot.CLASSES[name](a, **kw)
     oc.load_state_dict(ob.state_dict())
     _run(oc, a, 2, start=8)
+    if name == "NAdam":
+        # torch casts NAdam's float32 mu_product to the parameters' dtype when it loads a
+        # state dict (then multiplies in float64): its own round trip moves these float64
+        # values ~1e-10 away from the uninterrupted run
+        for x, y in zip(a, ref):
+            torch.testing.assert_close(x.detach(), y.detach(), rtol=1e-9, atol=1e-11)
+        return
     _close(a, ref)
 
 

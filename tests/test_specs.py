@@ -97,7 +97,9 @@ def test_table_is_consistent():
         assert all(c.kind in ("real", "bint") for c in k.consts)
         assert k.optional is None or k.optional in names
         halves = [b.half for b in k.state]
-        assert len(set(halves)) == len(halves) and set(halves) <= {0, 1}
+        assert set(halves) <= {0, 1}
+        if k.lowbit:          # (the halves round the bfloat16 state: only for low-bit kernels)
+            assert len(set(halves)) == len(halves)
         assert set(h.rule for h in k.hyper) <= set(RULES) | {"bool"}
 
 

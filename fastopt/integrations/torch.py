@@ -306,6 +306,12 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         self._collect()
         for p, t in self._steps.items():
             self.state[p]["step"] = torch.tensor(float(t))
+        if self._spec.row.name == "nadam":     # torch.optim.NAdam's state also holds mu_product
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p in self._steps:
+                        self.state[p]["mu_product"] = torch.tensor(_nadam_mu_product(
+                            group["betas"][0], group["momentum_decay"], self._steps[p]))
 
     def state_dict(self):
         """PyTorch's state dict (see the module's notes; compact state under "fastopt_state")."""
@@ -346,6 +352,14 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         self._lowstate = lowstate
         self._inner = []
         self._key = None
+
+
+def _nadam_mu_product(beta1, momentum_decay, step):
+    """prod_{i<=step} mu_i as torch.optim.NAdam keeps it (a float32 scalar)."""
+    prod = np.float32(1.0)
+    for i in range(1, step + 1):
+        prod = np.float32(prod * np.float32(beta1 * (1.0 - 0.5 * 0.96 ** (i * momentum_decay))))
+    return float(prod)
 
 
 def _make_class(spec):

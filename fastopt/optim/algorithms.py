@@ -371,9 +371,9 @@ class NAdam(Optimizer):
     >>> import numpy as np, fastopt
     >>> params = [np.zeros(2)]
     >>> opt = fastopt.NAdam(params, lr=0.1)
-    >>> opt.step([np.array([2.0, -0.5])])   # about lr·sign(g) at the first step
-    >>> np.round(params[0], 6)
-    array([-0.1,  0.1])
+    >>> opt.step([np.array([2.0, -0.5])])   # a little over lr·sign(g) at the first step
+    >>> np.round(params[0], 6)              # (torch.optim.NAdam's too)
+    array([-0.105645,  0.105645])
     """
 
     _spec = spec("nadam", "nadam", example=dict(lr=2e-3),
