@@ -21,7 +21,7 @@ STATES = {spec.kernel.removesuffix("_step"): spec.state for spec in SPECS.values
 def fresh():
     rng = np.random.default_rng(0)
     return {name: rng.standard_normal(N).astype(np.float32)
-            for name in ("param", "grad", "state1", "state2")}
+            for name in ("param", "grad", "state1", "state2", "state3")}
 
 
 def run(mod, kernel, b, **override):
