@@ -312,6 +312,38 @@ KERNELS = (
         ``sign`` as :func:`numpy.sign` (0 for 0, NaN for NaN: a non-finite gradient reaches
         the parameters, where ``skip_nonfinite`` guards them).
         """),
+    Kernel(
+        "adamax", "AdamaxHyper",
+        hyper=(Hyper("lr", "double", ">=0", None),
+               Hyper("beta1", "double", "[0,1)", 0.9),
+               Hyper("beta2", "double", "[0,1)", 0.999),
+               Hyper("eps", "double", ">0", 1e-8),
+               _WD),
+        step=True,
+        consts=(Const("gscale", "real", "gscale"),
+                # clr = lr / (1 - beta1^t), as torch computes it (in double)
+                Const("clr", "real", "lr / (1.0 - beta1 ** step)"),
+                Const("beta2", "real", "beta2"),
+                Const("one_minus_beta1", "real", "1.0 - beta1"),
+                Const("eps", "real", "eps"),
+                Const("wd", "real", "weight_decay"),
+                Const("zero", "real", "0.0"),   # |g| = max(g, 0 - g)
+                Const("has_wd", "bint", "weight_decay != 0.0")),
+        state=(Buffer("exp_avg", False, 0), Buffer("exp_inf", True, 1)),
+        lowbit=True,
+        doc=r"""One Adamax step (Kingma & Ba 2015, section 7.1), in place; ``step`` counts from 1.
+
+        .. math::
+
+            g &= \nabla + \lambda\,\theta \\
+            m &\leftarrow m + (1-\beta_1)\,(g - m) \\
+            u &\leftarrow \max(\beta_2\,u,\ |g| + \epsilon) \\
+            \theta &\leftarrow \theta - \frac{\eta}{1-\beta_1^t}\,\frac{m}{u}
+
+        ``torch.optim.Adamax`` step for step, in its order of operations (its ``lerp`` for
+        :math:`m`, :math:`\epsilon` added to :math:`|g|` inside the maximum; its defaults:
+        ``lr=2e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-8``).  :math:`u` is never negative.
+        """),
 )
 
 BY_NAME = {k.name: k for k in KERNELS}

@@ -15,7 +15,7 @@ import numpy as np
 from ..kernels import _check
 from ..specs import BY_NAME as KERNELS
 
-__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "global_norm", "clip_grad_norm_"]
+__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "adamax_step", "global_norm", "clip_grad_norm_"]
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
@@ -98,6 +98,26 @@ def lion_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, *, lr: f
         param *= 1 - lr * weight_decay
     param -= lr * np.sign(c)
     exp_avg[...] = beta2 * exp_avg + (1 - beta2) * grad
+
+
+def adamax_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_inf: np.ndarray, *,
+                step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                weight_decay: float = 0.0) -> None:
+    """Adamax, in place (NumPy reference of :func:`fastopt.kernels.adamax_step`), in
+    ``torch.optim.Adamax``'s order of operations (``|g|`` as ``max(g, 0 - g)``, the maximum
+    as ``a > b ? a : b``, as the kernel)."""
+    step, (lr, beta1, beta2, eps, weight_decay) = _check.step_args(
+        KERNELS["adamax"], param, grad, (exp_avg, exp_inf), (lr, beta1, beta2, eps, weight_decay),
+        step)
+    dt = param.dtype.type
+    g = grad + dt(weight_decay) * param if weight_decay != 0 else grad
+    neg = dt(0) - g
+    absg = np.where(g > neg, g, neg)
+    exp_avg[...] = exp_avg + dt(1 - beta1) * (g - exp_avg)
+    a = exp_inf * dt(beta2)
+    b = absg + dt(eps)
+    exp_inf[...] = np.where(a > b, a, b)
+    param -= dt(lr / (1 - beta1 ** step)) * (exp_avg / exp_inf)
 
 
 def global_norm(grad: np.ndarray) -> float:

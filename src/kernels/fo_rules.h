@@ -3,8 +3,9 @@
  * Why: an update rule is run by the dense float32 and float64 loops of _optim and by the
  * bfloat16 and int8 passes of fo_lowbit.h (scalar tails and 256/512-bit vectors).  Each copy
  * of a rule is a chance for the copies to drift apart by one rounding, so every rule is
- * spelled once, below, over an arithmetic: fo_add, fo_sub, fo_mul, fo_div, fo_sqrt, fo_sign
- * and the hyperparameter struct k.  This header instantiates the rules three times:
+ * spelled once, below, over an arithmetic: fo_add, fo_sub, fo_mul, fo_div, fo_sqrt, fo_sign,
+ * fo_max (a > b ? a : b: the second operand when either is NaN, as maxps) and the
+ * hyperparameter struct k.  This header instantiates the rules three times:
  *
  *   suffix  T        k                  arithmetic
  *   _f32    float    <Struct>_f32 *     C operators, sqrtf          (dense float32, tails)
@@ -86,6 +87,7 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #define fo_sub(a, b) ((a) - (b))
 #define fo_mul(a, b) ((a) * (b))
 #define fo_div(a, b) ((a) / (b))
+#define fo_max(a, b) ((a) > (b) ? (a) : (b))
 
 #define T float
 #define FO_R(name) name##_f32
@@ -119,6 +121,7 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #undef fo_sub
 #undef fo_mul
 #undef fo_div
+#undef fo_max
 
 /* ---- the vector instantiation (the builds whose low-precision passes are vectorized) */
 #if defined(FO_IVEC)
@@ -126,6 +129,7 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #define fo_sub(a, b) FO_PS(sub)(a, b)
 #define fo_mul(a, b) FO_PS(mul)(a, b)
 #define fo_div(a, b) FO_PS(div)(a, b)
+#define fo_max(a, b) FO_PS(max)(a, b)
 #define T fo_ps
 #define FO_R(name) name##_vec
 #define FO_K(s) s##_vec
@@ -143,6 +147,7 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #undef fo_sub
 #undef fo_mul
 #undef fo_div
+#undef fo_max
 #endif
 
 #endif /* FO_RULES_H */
@@ -252,5 +257,28 @@ FO_RULE T FO_R(fo_lion)(const FO_K(LionHyper)* k, const int mode, T g, T p, T x,
     *y = fo_add(fo_mul(k->beta2, x), fo_mul(k->one_minus_beta2, gi));
     return fo_sub(p, fo_mul(k->lr, fo_sign(c)));
 }
+
+/* ---- Adamax (torch.optim.Adamax's order): g' = g gs (+ wd p);  m = m + (1 - beta1) (g' - m)
+        (torch's lerp);  u = max(beta2 u, |g'| + eps);  p - clr (m / u), clr = lr / (1 - beta1^t).
+        |g'| is max(g', 0 - g') (NaN stays NaN; the same bits in every arithmetic); a NaN
+        gradient reaches u through max's second operand. */
+#define FO_SPLIT_adamax 1
+
+FO_RULE void FO_R(fo_adamax_state)(const FO_K(AdamaxHyper)* k, const int mode, T g, T p, T x0,
+                                   T x1, T* y0, T* y1) {
+    T gi = fo_mul(g, k->gscale);
+    if (mode & FO_ADAMAX_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
+    T absg = fo_max(gi, fo_sub(k->zero, gi));
+    *y0 = fo_add(x0, fo_mul(k->one_minus_beta1, fo_sub(gi, x0)));
+    *y1 = fo_max(fo_mul(x1, k->beta2), fo_add(absg, k->eps));
+}
+
+FO_RULE T FO_R(fo_adamax_param)(const FO_K(AdamaxHyper)* k, const int mode, T g, T p, T m, T u) {
+    (void)g;
+    (void)mode;
+    return fo_sub(p, fo_mul(k->clr, fo_div(m, u)));
+}
+
+FO_RULE_OF_HALVES2(adamax, AdamaxHyper)
 
 #endif /* FO_RULES_BODY */
