@@ -281,4 +281,32 @@ FO_RULE T FO_R(fo_adamax_param)(const FO_K(AdamaxHyper)* k, const int mode, T g,
 
 FO_RULE_OF_HALVES2(adamax, AdamaxHyper)
 
+/* ---- RAdam (torch.optim.RAdam's order): p' = p decay (decoupled) or g' = g gs + wd p (L2);
+        m = m + (1 - beta1) (g' - m) (torch's lerp);  v = beta2 v + ((1 - beta2) g') g' (its
+        addcmul);  u = (m / bc1) lr;  rectified steps: u = (u ((1 / (sqrt(v) + eps)) sqrt_bc2)) rect
+        (torch's scalar / tensor is a reciprocal times the scalar);  p' - u.  bc1 = 1 - beta1^t,
+        sqrt_bc2 = sqrt(1 - beta2^t), rect and the mode bit RECTIFIED (rho_t > 5) from step. */
+#define FO_SPLIT_radam 1
+
+FO_RULE void FO_R(fo_radam_state)(const FO_K(RadamHyper)* k, const int mode, T g, T p, T x0,
+                                  T x1, T* y0, T* y1) {
+    T gi = fo_mul(g, k->gscale);
+    if (!(mode & FO_RADAM_DECOUPLED) && (mode & FO_RADAM_HAS_WD)) gi = fo_add(gi, fo_mul(k->wd, p));
+    *y0 = fo_add(x0, fo_mul(k->one_minus_beta1, fo_sub(gi, x0)));
+    *y1 = fo_add(fo_mul(x1, k->beta2), fo_mul(fo_mul(k->one_minus_beta2, gi), gi));
+}
+
+FO_RULE T FO_R(fo_radam_param)(const FO_K(RadamHyper)* k, const int mode, T g, T p, T m, T v) {
+    (void)g;
+    if ((mode & FO_RADAM_DECOUPLED) && (mode & FO_RADAM_HAS_WD)) p = fo_mul(p, k->decay);
+    T u = fo_mul(fo_div(m, k->bc1), k->lr);
+    if (mode & FO_RADAM_RECTIFIED) {
+        T adaptive = fo_mul(fo_div(k->one, fo_add(fo_sqrt(v), k->eps)), k->sqrt_bc2);
+        u = fo_mul(fo_mul(u, adaptive), k->rect);
+    }
+    return fo_sub(p, u);
+}
+
+FO_RULE_OF_HALVES2(radam, RadamHyper)
+
 #endif /* FO_RULES_BODY */
