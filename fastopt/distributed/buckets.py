@@ -12,7 +12,7 @@
   communicator.  :meth:`BucketReducer.finish` (from ``DataParallel.step``) launches what was
   not launched, in order, and waits for everything.
 * **Progress.**  Open MPI progresses a non-blocking collective only inside MPI calls; each
-  :meth:`ready` tests the pending requests (``MPI_Testall``), so the exchange advances between
+  ``ready()`` tests the pending requests (``MPI_Testall``), so the exchange advances between
   layers while the backward pass computes.
 * **Two ways to reduce a bucket.**
 

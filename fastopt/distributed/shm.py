@@ -87,7 +87,7 @@ class SharedAllreduce:
         self._win.Sync()
 
     def allreduce(self):
-        """Replace :attr:`buffer` by the sum over the ranks (collective), summed in rank order;
+        """Replace ``buffer`` by the sum over the ranks (collective), summed in rank order;
         identical bits on every rank."""
         self._sync()                          # everyone's values are in
         lo, hi = self.bounds[self.rank]
@@ -110,7 +110,7 @@ class SharedAllreduce:
         self._sync()                          # no one writes its buffer while others read it
 
     def reduce_into(self, out, *, divide=False):
-        """The sum over the ranks of :attr:`buffer` into ``out`` (collective; :attr:`buffer`
+        """The sum over the ranks of ``buffer`` into ``out`` (collective; ``buffer``
         is left partly overwritten).
 
         As :meth:`allreduce` (rank-order sums, the same bits on every rank), divided by the

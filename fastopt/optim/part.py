@@ -108,7 +108,7 @@ class NormOrder:
 
     def total(self, sums):
         """The sum of squares the fused step computes, from each chunk's (``sums``, in the
-        order of :attr:`chunks`; one chunk's sum is ``sum_of_squares`` of its elements)."""
+        order of ``chunks``; one chunk's sum is ``sum_of_squares`` of its elements)."""
         sums = sums.tolist() if isinstance(sums, np.ndarray) else list(sums)
         total, k = 0.0, 0
         for tasks in self._tasks:
