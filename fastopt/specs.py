@@ -181,6 +181,12 @@ alone can) and subnormal moments keep their bits; the reference computes
 the same operations.
 """
 
+# RAdam's rho_inf, rho_t (of step t) and rectification, in double (Cython and Python alike)
+_RADAM_RHO_INF = "(2.0 / (1.0 - beta2) - 1.0)"
+_RADAM_RHO_T = f"({_RADAM_RHO_INF} - 2.0 * step * beta2 ** step / (1.0 - beta2 ** step))"
+_RADAM_RECT = (f"sqrt(({_RADAM_RHO_T} - 4.0) * ({_RADAM_RHO_T} - 2.0) * {_RADAM_RHO_INF}"
+               f" / (({_RADAM_RHO_INF} - 4.0) * ({_RADAM_RHO_INF} - 2.0) * {_RADAM_RHO_T}))")
+
 _WD = Hyper("weight_decay", "double", ">=0", 0.0, "The weight decay (see the formula).")
 
 KERNELS = (
@@ -313,6 +319,91 @@ KERNELS = (
         the parameters, where ``skip_nonfinite`` guards them).
         """),
     Kernel(
+        "adamax", "AdamaxHyper",
+        hyper=(Hyper("lr", "double", ">=0", None),
+               Hyper("beta1", "double", "[0,1)", 0.9),
+               Hyper("beta2", "double", "[0,1)", 0.999),
+               Hyper("eps", "double", ">0", 1e-8),
+               _WD),
+        step=True,
+        consts=(Const("gscale", "real", "gscale"),
+                # clr = lr / (1 - beta1^t), as torch computes it (in double)
+                Const("clr", "real", "lr / (1.0 - beta1 ** step)"),
+                Const("beta2", "real", "beta2"),
+                Const("one_minus_beta1", "real", "1.0 - beta1"),
+                Const("eps", "real", "eps"),
+                Const("wd", "real", "weight_decay"),
+                Const("zero", "real", "0.0"),   # |g| = max(g, 0 - g)
+                Const("has_wd", "bint", "weight_decay != 0.0")),
+        state=(Buffer("exp_avg", False, 0), Buffer("exp_inf", True, 1)),
+        lowbit=True,
+        doc=r"""One Adamax step (Kingma & Ba 2015, section 7.1), in place; ``step`` counts from 1.
+
+        .. math::
+
+            g &= \nabla + \lambda\,\theta \\
+            m &\leftarrow m + (1-\beta_1)\,(g - m) \\
+            u &\leftarrow \max(\beta_2\,u,\ |g| + \epsilon) \\
+            \theta &\leftarrow \theta - \frac{\eta}{1-\beta_1^t}\,\frac{m}{u}
+
+        ``torch.optim.Adamax`` step for step, in its order of operations (its ``lerp`` for
+        :math:`m`, :math:`\epsilon` added to :math:`|g|` inside the maximum; its defaults:
+        ``lr=2e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-8``).  :math:`u` is never negative.
+        """),
+    Kernel(
+        "radam", "RadamHyper",
+        hyper=(Hyper("lr", "double", ">=0", None),
+               Hyper("beta1", "double", "[0,1)", 0.9),
+               Hyper("beta2", "double", "[0,1)", 0.999),
+               Hyper("eps", "double", ">0", 1e-8),
+               _WD,
+               Hyper("decoupled_weight_decay", "bint", "bool", False,
+                     "True: the parameters shrink by lr * weight_decay each step (AdamW's "
+                     "decay); False: L2 added to the gradient.")),
+        step=True,
+        consts=(Const("gscale", "real", "gscale"),
+                Const("lr", "real", "lr"),
+                Const("bc1", "real", "1.0 - beta1 ** step"),
+                Const("sqrt_bc2", "real", "sqrt(1.0 - beta2 ** step)"),
+                # the variance rectification of step t (0 where the step is not rectified)
+                Const("rect", "real", f"{_RADAM_RECT} if {_RADAM_RHO_T} > 5.0 else 0.0"),
+                Const("one", "real", "1.0"),
+                Const("beta2", "real", "beta2"),
+                Const("one_minus_beta1", "real", "1.0 - beta1"),
+                Const("one_minus_beta2", "real", "1.0 - beta2"),
+                Const("eps", "real", "eps"),
+                Const("wd", "real", "weight_decay"),
+                Const("decay", "real", "1.0 - lr * weight_decay"),
+                Const("has_wd", "bint", "weight_decay != 0.0"),
+                Const("decoupled", "bint", "decoupled_weight_decay"),
+                Const("rectified", "bint", f"{_RADAM_RHO_T} > 5.0")),
+        state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
+        lowbit=True,
+        doc=r"""One RAdam step (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate
+        and Beyond"), in place; ``step`` counts from 1.
+
+        .. math::
+
+            \theta &\leftarrow (1 - \eta\lambda)\,\theta,\ g = \nabla
+                     \quad\text{(decoupled)} \quad\text{else}\quad
+                     g = \nabla + \lambda\,\theta \\
+            m &\leftarrow m + (1-\beta_1)\,(g - m) \\
+            v &\leftarrow \beta_2 v + (1-\beta_2)\,g^2 \\
+            \rho_\infty &= \frac{2}{1-\beta_2} - 1,\quad
+            \rho_t = \rho_\infty - \frac{2 t \beta_2^t}{1-\beta_2^t} \\
+            \theta &\leftarrow \theta - \eta\,\frac{m}{1-\beta_1^t}\,
+                     \frac{\sqrt{1-\beta_2^t}}{\sqrt{v}+\epsilon}\,r_t
+                     \quad\text{if } \rho_t > 5, \quad\text{else}\quad
+                     \theta - \eta\,\frac{m}{1-\beta_1^t} \\
+            r_t &= \sqrt{\frac{(\rho_t-4)(\rho_t-2)\,\rho_\infty}
+                               {(\rho_\infty-4)(\rho_\infty-2)\,\rho_t}}
+
+        ``torch.optim.RAdam`` step for step, in its order of operations (its ``lerp`` for
+        :math:`m`, ``(m / (1 - beta1^t)) * lr * (1 / (sqrt(v) + eps)) * sqrt(1 - beta2^t) * r``;
+        the per-step constants, :math:`r_t` and whether the step is rectified are computed in
+        double from ``step``; its defaults: ``lr=1e-3``, ``betas=(0.9, 0.999)``, ``eps=1e-8``).
+        """),
+    Kernel(
         "nadam", "NadamHyper",
         hyper=(Hyper("lr", "double", ">=0", None),
                Hyper("beta1", "double", "[0,1)", 0.9),
@@ -402,7 +493,8 @@ KERNELS = (
                  \,\frac{\eta}{1-\beta_1^t}
 
         with Adam's weight decay (L2, or decoupled as AdamW's), in torch's order of operations
-        (``max`` as :func:`numpy.maximum`: NaN if either is).  Three state buffers: float32
+        (a NaN v reaches the maximum; torch.maximum also keeps a NaN maximum, which this
+        kernel's max, as maxps, replaces with v).  Three state buffers: float32
         or float64 state only (the low-precision passes take one or two buffers).
         """),
 )

@@ -1,4 +1,5 @@
-"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW, Adagrad, Lion, NAdam and AMSGrad.
+"""The optimizers: SGD, Momentum, RMSprop, Adam, AdamW, Adagrad, Lion, Adamax, RAdam, NAdam
+and AMSGrad.
 
 Each class is a docstring, an explicit constructor and its entry of the registry
 (``_spec``: its name, kernel, PyTorch twin, benchmark row; defining the class registers
@@ -341,6 +342,95 @@ class Lion(Optimizer):
                  groups: Groups | None = None, state_dtype: str = "float32",
                  min_lowbit_size: int = 4096, seed: int = 0) -> None:
         super().__init__(params, lr, betas=betas, weight_decay=weight_decay, impl=impl,
+                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
+                         groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
+
+
+class Adamax(Optimizer):
+    r"""Adamax (Kingma & Ba 2015, section 7.1), as ``torch.optim.Adamax`` (same defaults, same
+    operations in its order).
+
+    See :func:`fastopt.kernels.adamax_step`: Adam with the infinity norm, an exponentially
+    weighted maximum ``exp_inf`` of ``|g| + eps`` in place of the second moment.
+
+    Parameters
+    ----------
+%(params)s
+%(lr)s
+    betas : (float, float), each in [0, 1), default (0.9, 0.999)
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0.0
+        L2 penalty added to the gradient.
+%(options)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> params = [np.ones(2, np.float32)]
+    >>> opt = fastopt.Adamax(params, lr=0.1)
+    >>> opt.step([np.array([2.0, -0.5], np.float32)])   # the first step moves by about lr·sign(g)
+    >>> params[0]
+    array([0.9, 1.1], dtype=float32)
+    """
+
+    _spec = spec("adamax", "adamax", example=dict(lr=2e-3),
+                 torch=("Adamax", dict(lr=2e-3)), beta="betas")
+    _pairs = {"betas": ("beta1", "beta2")}
+
+    def __init__(self, params: Params, lr: LR = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         impl=impl, max_grad_norm=max_grad_norm,
+                         skip_nonfinite=skip_nonfinite, groups=groups, state_dtype=state_dtype,
+                         min_lowbit_size=min_lowbit_size, seed=seed)
+
+
+class RAdam(Optimizer):
+    r"""RAdam (Liu et al. 2020), as ``torch.optim.RAdam`` (same defaults, same operations in
+    its order).
+
+    See :func:`fastopt.kernels.radam_step`: Adam whose adaptive step is rectified by the
+    variance of its second moment's estimate; while that is too uncertain (the first steps:
+    ``rho_t <= 5``) the step is momentum SGD with bias correction.
+
+    Parameters
+    ----------
+%(params)s
+%(lr)s
+    betas : (float, float), each in [0, 1), default (0.9, 0.999)
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0.0
+    decoupled_weight_decay : bool, default False
+        True: the parameters shrink by ``lr * weight_decay`` each step (as AdamW); False: L2
+        penalty added to the gradient.
+%(options)s
+
+    Examples
+    --------
+    >>> import numpy as np, fastopt
+    >>> params = [np.ones(2, np.float32)]
+    >>> opt = fastopt.RAdam(params, lr=0.1)
+    >>> opt.step([np.array([2.0, -0.5], np.float32)])   # not rectified: p - lr m / (1 - beta1)
+    >>> params[0]
+    array([0.8 , 1.05], dtype=float32)
+    """
+
+    _spec = spec("radam", "radam", example=dict(lr=1e-3),
+                 torch=("RAdam", dict(lr=1e-3)), beta="betas")
+    _pairs = {"betas": ("beta1", "beta2")}
+
+    def __init__(self, params: Params, lr: LR = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0,
+                 decoupled_weight_decay: bool = False, *, impl: Impl = "fused",
+                 max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+                 groups: Groups | None = None, state_dtype: str = "float32",
+                 min_lowbit_size: int = 4096, seed: int = 0) -> None:
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, impl=impl,
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite,
                          groups=groups, state_dtype=state_dtype,
                          min_lowbit_size=min_lowbit_size, seed=seed)

@@ -15,7 +15,8 @@ import numpy as np
 from ..kernels import _check
 from ..specs import BY_NAME as KERNELS
 
-__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "nadam_step", "amsgrad_step", "global_norm", "clip_grad_norm_"]
+__all__ = ["sgd_step", "rmsprop_step", "adam_step", "adagrad_step", "lion_step", "adamax_step",
+           "radam_step", "nadam_step", "amsgrad_step", "global_norm", "clip_grad_norm_"]
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, momentum_buf: np.ndarray | None, *, lr: float,
@@ -100,6 +101,52 @@ def lion_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, *, lr: f
     exp_avg[...] = beta2 * exp_avg + (1 - beta2) * grad
 
 
+def adamax_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_inf: np.ndarray, *,
+                step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                weight_decay: float = 0.0) -> None:
+    """Adamax, in place (NumPy reference of :func:`fastopt.kernels.adamax_step`), in
+    ``torch.optim.Adamax``'s order of operations (``|g|`` as ``max(g, 0 - g)``, the maximum
+    as ``a > b ? a : b``, as the kernel)."""
+    step, (lr, beta1, beta2, eps, weight_decay) = _check.step_args(
+        KERNELS["adamax"], param, grad, (exp_avg, exp_inf), (lr, beta1, beta2, eps, weight_decay),
+        step)
+    dt = param.dtype.type
+    g = grad + dt(weight_decay) * param if weight_decay != 0 else grad
+    neg = dt(0) - g
+    absg = np.where(g > neg, g, neg)
+    exp_avg[...] = exp_avg + dt(1 - beta1) * (g - exp_avg)
+    a = exp_inf * dt(beta2)
+    b = absg + dt(eps)
+    exp_inf[...] = np.where(a > b, a, b)
+    param -= dt(lr / (1 - beta1 ** step)) * (exp_avg / exp_inf)
+
+
+def radam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+               *, step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999,
+               eps: float = 1e-8, weight_decay: float = 0.0,
+               decoupled_weight_decay: bool = False) -> None:
+    """RAdam, in place (NumPy reference of :func:`fastopt.kernels.radam_step`), in
+    ``torch.optim.RAdam``'s order of operations; the per-step constants in double."""
+    step, (lr, beta1, beta2, eps, weight_decay, decoupled) = _check.step_args(
+        KERNELS["radam"], param, grad, (exp_avg, exp_avg_sq),
+        (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay), step)
+    dt = param.dtype.type
+    if weight_decay != 0 and decoupled:
+        param *= dt(1 - lr * weight_decay)
+        g = grad
+    else:
+        g = grad + dt(weight_decay) * param if weight_decay != 0 else grad
+    exp_avg[...] = exp_avg + dt(1 - beta1) * (g - exp_avg)
+    exp_avg_sq[...] = exp_avg_sq * dt(beta2) + (dt(1 - beta2) * g) * g
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * beta2**step / (1.0 - beta2**step)
+    u = exp_avg / dt(1 - beta1**step) * dt(lr)
+    if rho_t > 5.0:
+        rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                         / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+        adaptive = dt(1) / (np.sqrt(exp_avg_sq) + dt(eps)) * dt(math.sqrt(1.0 - beta2**step))
+        u = u * adaptive * dt(rect)
+    param -= u
 def _nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
     return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
 
@@ -149,7 +196,8 @@ def amsgrad_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
         g = grad + weight_decay * param if weight_decay != 0 else grad
     exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
     exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * (g * g)
-    np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    # fo_max(vmax, v) of fo_rules.h: vmax > v ? vmax : v (v when either is NaN)
+    max_exp_avg_sq[...] = np.where(max_exp_avg_sq > exp_avg_sq, max_exp_avg_sq, exp_avg_sq)
     if decoupled:
         param *= 1 - lr * weight_decay
     denom = np.sqrt(max_exp_avg_sq) / ((1 - beta2**step) ** 0.5) + eps

@@ -3,8 +3,9 @@
  * Why: an update rule is run by the dense float32 and float64 loops of _optim and by the
  * bfloat16 and int8 passes of fo_lowbit.h (scalar tails and 256/512-bit vectors).  Each copy
  * of a rule is a chance for the copies to drift apart by one rounding, so every rule is
- * spelled once, below, over an arithmetic: fo_add, fo_sub, fo_mul, fo_div, fo_sqrt, fo_sign
- * and the hyperparameter struct k.  This header instantiates the rules three times:
+ * spelled once, below, over an arithmetic: fo_add, fo_sub, fo_mul, fo_div, fo_sqrt, fo_sign,
+ * fo_max (a > b ? a : b: the second operand when either is NaN, as maxps) and the
+ * hyperparameter struct k.  This header instantiates the rules three times:
  *
  *   suffix  T        k                  arithmetic
  *   _f32    float    <Struct>_f32 *     C operators, sqrtf          (dense float32, tails)
@@ -86,8 +87,7 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #define fo_sub(a, b) ((a) - (b))
 #define fo_mul(a, b) ((a) * (b))
 #define fo_div(a, b) ((a) / (b))
-/* max(a, b) as torch.maximum / numpy.maximum: NaN if either is NaN */
-#define fo_max(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
+#define fo_max(a, b) ((a) > (b) ? (a) : (b))
 
 #define T float
 #define FO_R(name) name##_f32
@@ -129,8 +129,6 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #define fo_sub(a, b) FO_PS(sub)(a, b)
 #define fo_mul(a, b) FO_PS(mul)(a, b)
 #define fo_div(a, b) FO_PS(div)(a, b)
-/* (max_ps returns b when either is NaN, not numpy's NaN: no kernel with low-precision
-   state uses fo_max) */
 #define fo_max(a, b) FO_PS(max)(a, b)
 #define T fo_ps
 #define FO_R(name) name##_vec
@@ -260,6 +258,57 @@ FO_RULE T FO_R(fo_lion)(const FO_K(LionHyper)* k, const int mode, T g, T p, T x,
     return fo_sub(p, fo_mul(k->lr, fo_sign(c)));
 }
 
+/* ---- Adamax (torch.optim.Adamax's order): g' = g gs (+ wd p);  m = m + (1 - beta1) (g' - m)
+        (torch's lerp);  u = max(beta2 u, |g'| + eps);  p - clr (m / u), clr = lr / (1 - beta1^t).
+        |g'| is max(g', 0 - g') (NaN stays NaN; the same bits in every arithmetic); a NaN
+        gradient reaches u through max's second operand. */
+#define FO_SPLIT_adamax 1
+
+FO_RULE void FO_R(fo_adamax_state)(const FO_K(AdamaxHyper)* k, const int mode, T g, T p, T x0,
+                                   T x1, T* y0, T* y1) {
+    T gi = fo_mul(g, k->gscale);
+    if (mode & FO_ADAMAX_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
+    T absg = fo_max(gi, fo_sub(k->zero, gi));
+    *y0 = fo_add(x0, fo_mul(k->one_minus_beta1, fo_sub(gi, x0)));
+    *y1 = fo_max(fo_mul(x1, k->beta2), fo_add(absg, k->eps));
+}
+
+FO_RULE T FO_R(fo_adamax_param)(const FO_K(AdamaxHyper)* k, const int mode, T g, T p, T m, T u) {
+    (void)g;
+    (void)mode;
+    return fo_sub(p, fo_mul(k->clr, fo_div(m, u)));
+}
+
+FO_RULE_OF_HALVES2(adamax, AdamaxHyper)
+
+/* ---- RAdam (torch.optim.RAdam's order): p' = p decay (decoupled) or g' = g gs + wd p (L2);
+        m = m + (1 - beta1) (g' - m) (torch's lerp);  v = beta2 v + ((1 - beta2) g') g' (its
+        addcmul);  u = (m / bc1) lr;  rectified steps: u = (u ((1 / (sqrt(v) + eps)) sqrt_bc2)) rect
+        (torch's scalar / tensor is a reciprocal times the scalar);  p' - u.  bc1 = 1 - beta1^t,
+        sqrt_bc2 = sqrt(1 - beta2^t), rect and the mode bit RECTIFIED (rho_t > 5) from step. */
+#define FO_SPLIT_radam 1
+
+FO_RULE void FO_R(fo_radam_state)(const FO_K(RadamHyper)* k, const int mode, T g, T p, T x0,
+                                  T x1, T* y0, T* y1) {
+    T gi = fo_mul(g, k->gscale);
+    if (!(mode & FO_RADAM_DECOUPLED) && (mode & FO_RADAM_HAS_WD)) gi = fo_add(gi, fo_mul(k->wd, p));
+    *y0 = fo_add(x0, fo_mul(k->one_minus_beta1, fo_sub(gi, x0)));
+    *y1 = fo_add(fo_mul(x1, k->beta2), fo_mul(fo_mul(k->one_minus_beta2, gi), gi));
+}
+
+FO_RULE T FO_R(fo_radam_param)(const FO_K(RadamHyper)* k, const int mode, T g, T p, T m, T v) {
+    (void)g;
+    if ((mode & FO_RADAM_DECOUPLED) && (mode & FO_RADAM_HAS_WD)) p = fo_mul(p, k->decay);
+    T u = fo_mul(fo_div(m, k->bc1), k->lr);
+    if (mode & FO_RADAM_RECTIFIED) {
+        T adaptive = fo_mul(fo_div(k->one, fo_add(fo_sqrt(v), k->eps)), k->sqrt_bc2);
+        u = fo_mul(fo_mul(u, adaptive), k->rect);
+    }
+    return fo_sub(p, u);
+}
+
+FO_RULE_OF_HALVES2(radam, RadamHyper)
+
 /* ---- NAdam (torch.optim.NAdam's order): p' = p decay (decoupled) or g' = g gs + wd p (coupled);
         m = beta1 m + (1 - beta1) g';  v = beta2 v + (1 - beta2) g'^2;  d = sqrt(v / bc2) + eps;
         p' - cg (g' / d) - cm (m / d), bc2 = 1 - beta2^t, cg and cm from the momentum cache */
@@ -290,7 +339,8 @@ FO_RULE_OF_HALVES2(nadam, NadamHyper)
 
 /* ---- AMSGrad (torch.optim.Adam / AdamW with amsgrad=True, in torch's order): Adam's
         m and v, vmax = max(vmax, v);  p' - m / (sqrt(vmax) / sqrt(1 - beta2^t) + eps) c1.
-        Three state buffers: one function (the low-precision passes take one or two). */
+        Three state buffers: one function (the low-precision passes take one or two).
+        fo_max(vmax, v): a NaN v propagates (torch's maximum also keeps a NaN vmax). */
 #define FO_SPLIT_amsgrad 0
 
 FO_RULE T FO_R(fo_amsgrad)(const FO_K(AmsgradHyper)* k, const int mode, T g, T p, T x0, T x1,
