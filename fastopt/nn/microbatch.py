@@ -129,7 +129,7 @@ class MicroBatches:
 
 def _as3(x):
     """(N, C, S) view of an (N, C, *spatial) array."""
-    return x.reshape(x.shape[0], x.shape[1], -1)
+    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
 
 
 class MicroBatchNorm(BatchNormSync):
