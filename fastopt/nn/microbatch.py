@@ -132,6 +132,21 @@ def _as3(x):
     return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
 
 
+def _per_micro(a, bounds, size):
+    """``(len(bounds),) + a.shape[1:]``: each micro-batch's sum of the rows of ``a``, the rows
+    added in order (``out[m] = ((a_0 + a_1) + a_2) + ...``: a reduction over a middle axis is
+    elementwise additions, one row after another)."""
+    k = len(bounds)
+    out = np.empty((k,) + a.shape[1:])
+    full = k if k and bounds[-1][1] - bounds[-1][0] == size else max(k - 1, 0)
+    if full:
+        a[:full * size].reshape((full, size) + a.shape[1:]).sum(axis=1, out=out[:full])
+    if full < k:
+        lo, hi = bounds[-1]
+        a[lo:hi].sum(axis=0, out=out[full])
+    return out
+
+
 class MicroBatchNorm(BatchNormSync):
     """Batch norm over a global batch, reduced per micro-batch in their order.
 
@@ -155,20 +170,19 @@ class MicroBatchNorm(BatchNormSync):
 
     def stats(self, layer, signature, n, mean, var, *, x):
         x3 = _as3(x)
-        C = x3.shape[1]
-        bounds = self.batches.bounds
+        C, S = x3.shape[1], x3.shape[2]
+        bounds, size = self.batches.bounds, self.batches.size
+        rows = np.array([hi - lo for lo, hi in bounds], np.int64)
+        v = x3.astype(np.float64)
         parts = np.empty((len(bounds), 2 * C + 1))
-        for i, (lo, hi) in enumerate(bounds):
-            v = x3[lo:hi].astype(np.float64)
-            count = v.shape[0] * v.shape[2]
-            mu = v.sum(axis=(0, 2)) / count
-            d = v - mu[None, :, None]
-            parts[i, 0] = count
-            parts[i, 1:C + 1] = mu
-            parts[i, C + 1:] = (d * d).sum(axis=(0, 2))
+        parts[:, 0] = rows * S
+        mu = _per_micro(v, bounds, size).sum(axis=2) / parts[:, :1]
+        d = v - np.repeat(mu, rows, axis=0)[:, :, None]
+        parts[:, 1:C + 1] = mu
+        parts[:, C + 1:] = _per_micro(d * d, bounds, size).sum(axis=2)
         every = self._gather(layer, signature, parts)
         n_a, mu_a, m2_a = 0.0, np.zeros(C), np.zeros(C)
-        for row in every:
+        for row in every:                  # Chan, Golub and LeVeque, in micro-batch order
             n_b, mu_b, m2_b = row[0], row[1:C + 1], row[C + 1:]
             if n_a == 0:
                 n_a, mu_a, m2_a = n_b, mu_b.copy(), m2_b.copy()
@@ -182,15 +196,14 @@ class MicroBatchNorm(BatchNormSync):
 
     def sums(self, layer, signature, n, sum_dy, sum_dy_xmu, weight, *, dy, x, mean):
         x3, dy3 = _as3(x), _as3(dy)
-        C = x3.shape[1]
-        mean64 = mean.astype(np.float64)[None, :, None]
-        bounds = self.batches.bounds
+        C, S = x3.shape[1], x3.shape[2]
+        bounds, size = self.batches.bounds, self.batches.size
+        d = dy3.astype(np.float64)
+        xmu = x3.astype(np.float64) - mean.astype(np.float64)[None, :, None]
         parts = np.empty((len(bounds), 2 * C + 1))
-        for i, (lo, hi) in enumerate(bounds):
-            d = dy3[lo:hi].astype(np.float64)
-            parts[i, 0] = d.shape[0] * d.shape[2]
-            parts[i, 1:C + 1] = d.sum(axis=(0, 2))
-            parts[i, C + 1:] = (d * (x3[lo:hi].astype(np.float64) - mean64)).sum(axis=(0, 2))
+        parts[:, 0] = [(hi - lo) * S for lo, hi in bounds]
+        parts[:, 1:C + 1] = _per_micro(d, bounds, size).sum(axis=2)
+        parts[:, C + 1:] = _per_micro(d * xmu, bounds, size).sum(axis=2)
         every = self._gather(layer, signature, parts)
         total = np.zeros(2 * C + 1)
         for row in every:

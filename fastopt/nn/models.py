@@ -130,6 +130,7 @@ class MLP(Checked):
                      for i in range(1, L)]
         self.kernel_time = 0.0
         self._acts = None
+        self._parts = None      # the micro-batched pass's float64 gradient terms
 
     @property
     def impl(self):
@@ -244,7 +245,11 @@ class MLP(Checked):
                 np.matmul(a[lo:hi], W, out=out[lo:hi])
             return out
 
-        parts = np.zeros((len(bounds), fp.size))      # each micro-batch's gradient terms
+        # each micro-batch's gradient terms (kept between calls: the rows of W and b are
+        # overwritten, those of the batch-norm parameters stay zero)
+        if self.__dict__.get("_parts") is None or len(self._parts) < len(bounds):
+            self._parts = np.zeros((max(len(bounds), 1), fp.size))
+        parts = self._parts[:len(bounds)]
 
         def weight_grad(name, a, dz):     # float64 a.T @ dz per micro-batch (exact products)
             sl, shape = fp.slice(name), p[name].shape
