@@ -307,6 +307,12 @@ def add_train(sub):
     p.add_argument("--save", metavar="NPZ", help="write a checkpoint after every epoch")
     p.add_argument("--resume", metavar="NPZ", help="continue from a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--micro-batch", type=nonneg_int, default=None, metavar="K",
+                   help="ordered reduction: gradients and batch-norm sums per micro-batch of K "
+                        "rows, combined in float64 in their order, so any number of ranks "
+                        "computes the bits of one process with the same --micro-batch; "
+                        f"default {DISTRIBUTED_MICRO_BATCH} with --distributed (native wire, "
+                        "synchronized batch norm), off in one process; 0: off")
     _add_data(p)
     p.add_argument("--val-split", type=held_out_fraction, default=0.2, metavar="FRACTION",
                    help="the share of the samples held out for evaluation (test loss and "
@@ -316,12 +322,6 @@ def add_train(sub):
     g.add_argument("--distributed", action="store_true",
                    help="train on every rank of mpiexec: each takes its part of every global "
                         "batch, gradients are averaged (fastopt.distributed.DataParallel)")
-    g.add_argument("--micro-batch", type=nonneg_int, default=None, metavar="K",
-                   help="ordered reduction: gradients and batch-norm sums per micro-batch of K "
-                        "rows, combined in float64 in their order, so any number of ranks "
-                        "computes the bits of one process with the same --micro-batch; "
-                        f"default {DISTRIBUTED_MICRO_BATCH} with --distributed (native wire), "
-                        "off in one process; 0: off")
     g.add_argument("--shard-state", action="store_true",
                    help="with --distributed: ZeRO-1, each rank keeps 1/P of the optimizer state")
     g.add_argument("--deterministic", action="store_true",
@@ -353,11 +353,14 @@ def add_train(sub):
 def _micro_batch(args):
     """``Trainer(micro_batch=...)`` for ``--micro-batch`` (and its default), or None."""
     if args.micro_batch is None:
-        on = args.distributed and args.wire_dtype == "native"
+        on = args.distributed and args.wire_dtype == "native" and args.sync_bn is not False
         return DISTRIBUTED_MICRO_BATCH if on else None
     if args.micro_batch and args.wire_dtype != "native":
         raise UsageError("--micro-batch: not with --wire-dtype bfloat16 (its rounding is not "
                          "one process's); --micro-batch 0 turns it off")
+    if args.micro_batch and args.sync_bn is False:
+        raise UsageError("--micro-batch: not with --no-sync-bn (micro-batched batch norm "
+                         "normalizes with the whole batch); --micro-batch 0 turns it off")
     return args.micro_batch or None
 
 
