@@ -45,6 +45,19 @@ def test_micro_batched_gradient_is_the_gradient(n, size):
         assert bn.sync is None                 # (restored after the call)
 
 
+def test_micro_batched_regression_gradient_is_the_gradient():
+    X, _ = _batch(50)
+    y = X[:, 0].astype(np.float64) * 2 - 1
+    ref, micro_model = MLP((12, 16, 1), rng=2, loss="mse"), MLP((12, 16, 1), rng=2, loss="mse")
+    loss_ref, r2_ref = ref.loss_and_grad(X, y)
+    micro = MicroBatches(7)
+    micro.plan(50)
+    loss, r2 = micro_model.loss_and_grad(X, y, micro=micro)
+    assert loss == pytest.approx(loss_ref, rel=1e-6) and r2 == pytest.approx(r2_ref, rel=1e-6)
+    g, g_ref = micro_model.params.grad, ref.params.grad
+    assert np.abs(g - g_ref).max() <= 2e-6 * np.abs(g_ref).max()
+
+
 def test_micro_batches_plan_contiguous_runs():
     micro = MicroBatches(8)
     micro.rank, micro.nprocs = 2, 3            # (what OrderedMicroBatches sets)
@@ -115,6 +128,8 @@ CONFIGS = [
          strategy=dict(shard_state=True)),
     dict(hidden=16, epochs=1, seed=2, micro_batch=4, max_grad_norm=0.5,
          strategy=dict(deterministic=True)),
+    # the control: without micro-batches the ranks sum in another order (other bits)
+    dict(hidden=16, epochs=1, seed=0, strategy=dict(deterministic=True)),
 ]
 
 
@@ -138,6 +153,8 @@ def test_ranks_equal_one_process_bit_for_bit(n, references, tmp_path):
     launch(n, ["train", str(out), *map(json.dumps, CONFIGS)], timeout=2 * TIMEOUT,
            module="mpi_micro_child")
     got = np.load(out)
+    *references, control = references
+    assert got[f"{len(references)}/params"].tobytes() != control.model.params.data.tobytes()
     for i, ref in enumerate(references):
         assert got[f"{i}/params"].tobytes() == ref.model.params.data.tobytes(), i
         for k, v in ref.model.state_dict().items():

@@ -154,8 +154,8 @@ def _cmd_train(args):
         sync = ("synchronized batch norm" if run.strategy.sync_bn
                 else "batch norm per rank (--no-sync-bn)")
         if micro:
-            sync = (f"ordered reduction by micro-batches of {micro} (the bits of one process "
-                    f"with --micro-batch {micro})")
+            sync = (f"synchronized batch norm and ordered reduction by micro-batches of "
+                    f"{micro} (the bits of one process with --micro-batch {micro})")
         print(f"distributed: {dp.size} ranks, {mode}{', deterministic' if dp.deterministic else ''}, "
               f"{sync}; "
               f"each rank takes 1/{dp.size} of every global batch of {args.batch_size}; "
