@@ -124,7 +124,7 @@ CONFIGS = [
     # the last batch of each epoch is one micro-batch (1438 = 143 * 10 + 8): ranks without rows
     dict(hidden=16, epochs=1, seed=1, micro_batch=8, batch_size=10, optimizer="momentum"),
     # ZeRO-1, clipping
-    dict(hidden=16, epochs=1, seed=2, micro_batch=5, batch_size=37,
+    dict(hidden=16, epochs=1, seed=2, micro_batch=5, batch_size=37, max_grad_norm=0.5,
          strategy=dict(shard_state=True)),
     dict(hidden=16, epochs=1, seed=2, micro_batch=4, max_grad_norm=0.5,
          strategy=dict(deterministic=True)),
