@@ -11,10 +11,7 @@ row.  Then the checks particular to one optimizer (edge values, rectification, a
 A new optimizer is a new ``Row``; ``-k <name>`` selects its cases.
 """
 
-import subprocess
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +22,9 @@ from fastopt.kernels import lowbit as klow
 from fastopt.optim import SPECS
 from fastopt.reference import lowbit as rlow
 
+import cli_run
 import table_grid
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 70001          # several parallel blocks, int8 blocks and a ragged vector tail
 
 
@@ -353,11 +350,8 @@ def test_checkpoint_resumes_to_the_same_bits(name, state_dtype):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(ROW))
 def test_cli_trains(name, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "fastopt.cli", "train", "--optimizer", name,
-                        "--epochs", "2", "--lr", ROW[name].cli_lr,
-                        "--save", str(tmp_path / "c.npz")],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert p.returncode == 0, p.stderr
+    p = cli_run.run("train", "--optimizer", name, "--epochs", "2", "--lr", ROW[name].cli_lr,
+                    "--save", str(tmp_path / "c.npz"))
     assert f"optimizer {name}" in p.stdout
     acc = float(p.stdout.split("held-out accuracy:")[1].split()[0])
     assert acc > 0.5
