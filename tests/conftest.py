@@ -10,7 +10,7 @@ import table_grid
 @pytest.hookimpl(tryfirst=True)    # before `-m` deselects by the marks
 def pytest_collection_modifyitems(config, items):
     """The quick loop's subset of the generated grids (tests/table_grid.py: quick)."""
-    table_grid.mark_outside_quick_subset(items)
+    config.stash[table_grid.GRID_ITEMS] = table_grid.mark_outside_quick_subset(items)
 
 
 @pytest.fixture(params=_dispatch.supported_levels())

@@ -107,6 +107,9 @@ def quick(family, option):
     return pytest.mark.grid(family=family, option=option)
 
 
+GRID_ITEMS = pytest.StashKey()     # the grid cases collected, before ``-m``/``-k`` deselect
+
+
 def mark_outside_quick_subset(items):
     """Mark ``slow`` the cases of ``quick`` grids that the quick loop leaves to the full run.
 
@@ -114,7 +117,7 @@ def mark_outside_quick_subset(items):
     set (so every level, size, dtype and thread count the grid has, per family) and each
     other option set once: the k-th option set at the k-th value (cyclically) of every other
     parameter, so these cases walk the levels and sizes too.  Nothing is removed: the full
-    run (no ``-m``) collects and runs every case, as before.
+    run (no ``-m``) collects and runs every case, as before.  Returns the grid cases.
     """
     groups = {}
     for item in items:
@@ -135,6 +138,7 @@ def mark_outside_quick_subset(items):
             for item in cases:
                 if item is not keep:
                     item.add_marker(pytest.mark.slow)
+    return [item for _, members in groups.values() for item in members]
 
 
 def _value(item, name):
