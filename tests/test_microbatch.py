@@ -192,3 +192,30 @@ def test_a_rank_failing_inside_a_step_ends_the_job(kind, n):
         assert "refused" in err and "DistributedError" in err and "float64" in err, err
     else:
         assert "boom inside the step" in err and f"on rank {n - 1}" in err, err
+
+
+def test_micro_of_the_wrong_type_is_refused_before_any_gradient_is_written():
+    model = MLP((8, 16, 3), rng=np.random.default_rng(0))
+    X = np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)
+    y = np.arange(16) % 3
+    model.params.grad[...] = 7.0
+    with pytest.raises(TypeError, match="micro must be a fastopt.nn.microbatch.MicroBatches"):
+        model.loss_and_grad(X, y, micro=8)
+    assert np.all(model.params.grad == 7.0)
+
+
+def test_pickled_model_leaves_out_the_work_buffers_and_gives_the_same_gradient():
+    import pickle
+
+    model = MLP((8, 16, 16, 3), rng=np.random.default_rng(0))
+    X = np.random.default_rng(1).standard_normal((32, 8)).astype(np.float32)
+    y = np.arange(32) % 3
+    mb = MicroBatches(8)
+    mb.plan(32)
+    model.loss_and_grad(X, y, micro=mb)
+    back = pickle.loads(pickle.dumps(model))
+    assert back._parts is None and back._acts is None
+    mb2 = MicroBatches(8)
+    mb2.plan(32)
+    back.loss_and_grad(X, y, micro=mb2)
+    np.testing.assert_array_equal(back.params.grad, model.params.grad)

@@ -132,6 +132,11 @@ class MLP(Checked):
         self._acts = None
         self._parts = None      # the micro-batched pass's float64 gradient terms
 
+    # Pickles and deep copies leave out the last pass's activations and float64 gradient
+    # terms (work buffers, as large as the batch or the model times the micro-batches).
+    def __getstate__(self):
+        return {k: (None if k in ("_acts", "_parts") else v) for k, v in self.__dict__.items()}
+
     @property
     def impl(self):
         """The batch-norm implementation, "fused" or "reference" (checked when set)."""
@@ -221,6 +226,11 @@ class MLP(Checked):
             process's rows'.
         """
         if micro is not None:
+            from .microbatch import MicroBatches
+
+            if not isinstance(micro, MicroBatches):
+                raise TypeError(f"micro must be a fastopt.nn.microbatch.MicroBatches or None, "
+                                f"got {type(micro).__name__}")
             return self._loss_and_grad_micro(X, y, micro)
         outputs = self.forward(X, training=True)
         loss, score, grad = self._loss_and_score(outputs, y)
