@@ -61,9 +61,10 @@
 #define FO_LB_GATHER_BUCKETS 0
 #endif
 
-/* Whether the avx512 build decodes int8 codes with AVX-512 VBMI byte permutes (fo_vdecode):
-   1 when the CPU has VBMI (fo_lowbit_init, at import), 0 otherwise or when switched off
-   (fo_lowbit_set_vbmi: the tests compare both paths' bits).  Other builds: always 0. */
+/* Whether the avx512 build decodes int8 codes with AVX-512 VBMI byte permutes
+   (fo_vdecode_vbmi): 1 when the CPU has VBMI (fo_lowbit_init, at import), 0 otherwise or
+   when switched off (fo_lowbit_set_vbmi: the tests compare both paths' bits).  Other
+   builds: always 0. */
 static int fo_lb_vbmi = 0;
 
 /* Reads the CPU once; returns whether the VBMI decode is used. */
@@ -144,7 +145,7 @@ typedef struct {
     const uint32_t* tabn;
     int posonly;
     /* values' bytes as four planes of 256 (plane b: byte b of each value, little-endian):
-       the avx512 build's in-register decode (fo_vdecode) */
+       the avx512 build's in-register decode (fo_vdecode_vbmi) */
     const uint8_t* planes;
 } fo_qtab;
 
@@ -350,18 +351,22 @@ FO_INLINE uint32_t fo_vhmax(fo_vi x) {
 #define FO_LB_VBMI 0
 #endif
 
-/* values[c[0..n)] into out (n <= FO_QBLOCK): a block's codes decoded once, before its update */
-FO_INLINE void fo_vdecode(const fo_qtab* q, const uint8_t* c, float* out, ptrdiff_t n) {
-    ptrdiff_t i = 0;
+/* A full block's codes decoded up front into out by fo_vdecode_vbmi where the CPU has VBMI
+   (returns 1), else nothing done (returns 0: the loops look the codes up per vector, fo_vlut,
+   as a store and reload would cost the avx2 build 4-9%: adam/rmsprop/sgd int8, Zen 4).
+   FO_VDEC(d, ...) is then one vector of values: from out when d, else by fo_vlut. */
+FO_INLINE int fo_vpredecode(const fo_qtab* q, const uint8_t* c, float* out, ptrdiff_t n) {
 #if FO_LB_VBMI
     if (n == FO_QBLOCK && fo_lb_vbmi > 0) {
         fo_vdecode_vbmi(q->planes, c, out);
-        return;
+        return 1;
     }
 #endif
-    for (; i + FO_W <= n; i += FO_W) FO_PS(store)(out + i, fo_vlut(q->values, c + i));
-    for (; i < n; i++) out[i] = q->values[c[i]];
+    (void)q; (void)c; (void)out; (void)n;
+    return 0;
 }
+#define FO_VDEC(D, V, C, OUT, I)                                                               \
+     ((D) ? FO_PS(load)((OUT) + (I)) : fo_vlut((V), (C) + (I)))
 
 /* fo_fmix32 on every lane */
 FO_INLINE fo_vi fo_vfmix(fo_vi x) {
@@ -549,10 +554,12 @@ FO_INLINE void fo_##NAME##_pq(float* p, const float* g, const float* y0, const f
             for (; i < FO_QBLOCK; i += 2 * FO_W) {                                             \
                 fo_vf ya = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i),                \
                                                  FO_PS(loadu)(p + i),                          \
-                                                 FO_PS(mul)(FO_PS(load)(dec0 + i), va0));      \
+                                                 FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i),      \
+                                                            va0));                             \
                 fo_vf yb = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),         \
                                                  FO_PS(loadu)(p + i + FO_W),                   \
-                                                 FO_PS(mul)(FO_PS(load)(dec0 + i + FO_W), va0)); \
+                                                 FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i + FO_W),\
+                                                            va0));                             \
                 FO_PS(store)(buf0 + i, ya);                                                    \
                 FO_PS(store)(buf0 + i + FO_W, yb);                                             \
                 mx0 = FO_EPU32(max)(mx0, fo_vabsbits(ya));                                     \
@@ -569,15 +576,16 @@ FO_INLINE void fo_##NAME##_pq(float* p, const float* g, const float* y0, const f
         fo_vf va0 = FO_PS(set1)(a0);                                                           \
         fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                                  \
         FO_ALIGNED(64) float dec0[FO_QBLOCK];                                                  \
-        fo_vdecode(&q[0], c0, dec0, nq);                                                       \
+        const int dv = fo_vpredecode(&q[0], c0, dec0, nq);                                     \
         FO_IF(FO_SPLIT_##NAME, FO_P1_INT8_FULL(NAME))                                          \
         for (; i + 2 * FO_W <= nq; i += 2 * FO_W) {                                            \
             fo_vf ya, yb;                                                                      \
             fo_vf pa = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),     \
-                                       FO_PS(mul)(FO_PS(load)(dec0 + i), va0), &ya);           \
+                                       FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i), va0), &ya);    \
             fo_vf pb = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),                   \
                                        FO_PS(loadu)(p + i + FO_W),                             \
-                                       FO_PS(mul)(FO_PS(load)(dec0 + i + FO_W), va0), &yb);    \
+                                       FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i + FO_W),         \
+                                                  va0), &yb);                                  \
             FO_PS(storeu)(p + i, pa);                                                          \
             FO_PS(storeu)(p + i + FO_W, pb);                                                   \
             FO_PS(store)(buf0 + i, ya);                                                        \
@@ -696,8 +704,9 @@ FO_INLINE void fo_##NAME##_int8_mode(float* P, const float* G, uint8_t* cd0, flo
                 for (; i < FO_QBLOCK; i += FO_W) {                                             \
                     fo_vf m, v;                                                                \
                     fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),  \
-                                          FO_PS(mul)(FO_PS(load)(dec0 + i), va0),              \
-                                          FO_PS(mul)(FO_PS(load)(dec1 + i), va1), &m, &v);     \
+                                          FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i), va0),       \
+                                          FO_PS(mul)(FO_VDEC(dv, v1, c1, dec1, i),             \
+                                                     va1), &m, &v);                            \
                     FO_PS(store)(buf0 + i, m);                                                 \
                     FO_PS(store)(buf1 + i, v);                                                 \
                     mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));                                  \
@@ -716,14 +725,15 @@ FO_INLINE void fo_##NAME##_int8_mode(float* P, const float* G, uint8_t* cd0, flo
             fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                              \
             FO_ALIGNED(64) float dec0[FO_QBLOCK];                                              \
             FO_ALIGNED(64) float dec1[FO_QBLOCK];                                              \
-            fo_vdecode(&q[0], c0, dec0, nq);                                                   \
-            fo_vdecode(&q[1], c1, dec1, nq);                                                   \
+            const int dv = fo_vpredecode(&q[0], c0, dec0, nq)                                  \
+                           && fo_vpredecode(&q[1], c1, dec1, nq);                              \
             FO_IF(FO_SPLIT_##NAME, FO_P2_INT8_FULL(NAME))                                      \
             for (; i + FO_W <= nq; i += FO_W) {                                                \
                 fo_vf m, v;                                                                    \
                 fo_vf pn = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i), \
-                                           FO_PS(mul)(FO_PS(load)(dec0 + i), va0),             \
-                                           FO_PS(mul)(FO_PS(load)(dec1 + i), va1), &m, &v);    \
+                                           FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i), va0),      \
+                                           FO_PS(mul)(FO_VDEC(dv, v1, c1, dec1, i),            \
+                                                      va1), &m, &v);                           \
                 FO_PS(storeu)(p + i, pn);                                                      \
                 FO_PS(store)(buf0 + i, m);                                                     \
                 FO_PS(store)(buf1 + i, v);                                                     \
