@@ -28,9 +28,20 @@
  * scalar loads inserted into lanes (8 at a time; a 512-bit vector is built from two such
  * halves).  On this project's AMD Zen 3 and Zen 4 machines the gather instructions were
  * slower at both widths (Zen 4, avx512 build, Adam int8: 1.9 ns/element with gathers for
- * the values, 1.55 with loads), and so was a 512-bit decode by two-table permutes of the
- * 256 values (2.2); FO_LB_GATHER_VALUES=1 / FO_LB_GATHER_BUCKETS=1 select the gathers at
- * 512 bits, to measure on other CPUs (benchmarks/lowbit_elem.py --so).
+ * the values, 1.55 with loads; the buckets alone: 0.51 ns/element against 0.44), and so was
+ * a 512-bit decode by two-table permutes of the 256 float values (2.2); FO_LB_GATHER_VALUES=1
+ * / FO_LB_GATHER_BUCKETS=1 select the gathers at 512 bits, to measure on other CPUs
+ * (benchmarks/lowbit_elem.py --so).  Where the CPU has AVX-512 VBMI (checked at run time,
+ * fo_lowbit_init), the avx512 build decodes a full block's codes up front by byte permutes of
+ * the values' four byte planes held in registers (fo_vdecode_vbmi, 0.14 ns/code against
+ * 0.21).  The encoder's lookups stay scalar: its bucket tables (2944 and 3072 entries) do not
+ * fit in registers, and a branchless search of the 255 thresholds by permutes measured 2x
+ * slower (0.88 ns/element against 0.44).  512 bits pay little for int8: Zen 4, one thread,
+ * 256K elements in cache, Adam / RMSprop / SGD int8 1.44 / 0.79 / 0.70 ns/element at 512
+ * bits with the VBMI decode against 1.48 / 0.78 / 0.72 at 256, and 1.52-1.63 / 0.84 /
+ * 0.80-0.84 at 512 without it (the avx2 build's 256 bits are then as fast: on an AVX-512 CPU
+ * without VBMI, FASTOPT_ISA=avx2 is an option for int8 state); bfloat16 Adam pays (0.47
+ * against 0.64), and so do the dense loops (benchmarks/isa_levels.py).
  *
  * These functions trust their arguments: fastopt.kernels.lowbit checks them first.
  */
