@@ -158,8 +158,10 @@ def _step_split(comm, fp, compute, reps, modes):
 
 
 def _modes(bucket_bytes):
-    """MODES as (key, options), the overlapped ones with buckets of ``bucket_bytes``."""
-    return [(key, dict(options, bucket_bytes=bucket_bytes) if "overlap" in options else options)
+    """MODES as (key, options), the bucketed ones (overlapped, shared window) with buckets of
+    ``bucket_bytes``."""
+    return [(key, dict(options, bucket_bytes=bucket_bytes)
+             if "overlap" in options or "transport" in options else options)
             for key, _, options in MODES]
 
 

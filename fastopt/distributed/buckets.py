@@ -50,6 +50,8 @@
   steps (the sum's second rounding is not fed back).
 """
 
+import time
+
 import numpy as np
 
 from .sharding import shard_bounds
@@ -172,6 +174,8 @@ class BucketReducer:
             self._wide = np.empty(widest, np.float32)
         self.residual = np.zeros(n, np.float32) if error_feedback else None
         self._requests = []
+        self._pipe = None          # window mode: this step's Pipeline
+        self.trace = None          # a list: (time, event, where) per stage, for measurements
         self._weight = None
         self._ready = np.zeros(len(self.offsets) - 1, bool)
         self._next = 0             # the next bucket to launch
@@ -191,6 +195,10 @@ class BucketReducer:
         self._requests = []
         self.started = False
 
+    def _mark(self, event, where):
+        if self.trace is not None:
+            self.trace.append((time.perf_counter(), event, where))
+
     def begin(self, weight):
         """The weight the coming buckets are scaled by (None: the mean), fixed until :meth:`finish`."""
         self._weight = weight
@@ -208,11 +216,23 @@ class BucketReducer:
         buckets that are now complete, in order, and advance the pending ones."""
         self._ready[p] = True
         self.started = True
+        self._mark("ready", p)
         for k in self._param_buckets[p]:
             self.buckets[k].waiting -= 1
         self._launch(until_complete=True)
-        if self._requests:
-            self._mpi.Request.Testall(self._requests)
+        self._progress()
+
+    def _progress(self):
+        """Advance what is in flight (never waits)."""
+        if self._pipe is not None:
+            self._pipe.progress()
+        elif self._requests:
+            if self.trace is None:
+                self._mpi.Request.Testall(self._requests)
+            else:                     # (the same progress, and which buckets completed)
+                t = time.perf_counter()
+                done = sum(bool(r.Test()) for r in self._requests)
+                self.trace.append((t, "test", (time.perf_counter() - t, done)))
 
     def _launch(self, until_complete):
         while self._next < len(self.buckets):
@@ -221,16 +241,38 @@ class BucketReducer:
                 return
             self._start(b)
             self._next += 1
+            if not until_complete and self._pipe is not None:
+                self._pipe.progress()     # (each piece summed while it is in the cache)
+
+    def _post(self, b, g):
+        """Window mode: bucket ``b`` (``g``, this rank's gradient) into the shared window, and
+        into the pipeline."""
+        shared = self.shared
+        if self._pipe is None:        # the first bucket of the step
+            with self.watchdog("the gradient reduction (the previous step's readers of the "
+                               "shared window)"):
+                shared.acquire()
+            self._pipe = shared.pipeline(self.gbuf, divide=self._weight is None and self.size > 1,
+                                         trace=self.trace)
+        w = shared.buffer[b.lo:b.hi]
+        if self._weight is not None:
+            np.multiply(g, self._weight, out=w)
+        else:
+            np.copyto(w, g)
+        self._mark("launched", b.lo)
+        self._pipe.post(b.lo, b.hi)
 
     def _start(self, b):
         mpi, comm = self._mpi, self.comm
         g = self.gbuf[b.lo:b.hi]
-        if self._weight is not None:
+        if self._weight is not None and self.mode != "window":
             np.multiply(g, self._weight, out=g)
         if self.mode == "allreduce":
             self._requests.append(comm.Iallreduce(mpi.IN_PLACE, [g, self.mpitype], op=mpi.SUM))
         elif self.mode == "window":
-            np.copyto(self.shared.buffer[b.lo:b.hi], g)
+            self._post(b, g)
+            b.launched = True
+            return
         else:
             if self.wire == "bfloat16":
                 if self.residual is not None:
@@ -248,10 +290,12 @@ class BucketReducer:
                 [send, (b.counts, b.displs), mt],
                 [b.recv, ([b.mine] * P, [r * b.mine for r in range(P)]), mt]))
         b.launched = True
+        self._mark("launched", b.lo)
 
     def finish(self, what):
         """Launch the buckets not launched yet (in order) and wait for all: ``gbuf`` holds the
         reduced (and, unless weighted, averaged) gradient, identical on every rank."""
+        self._mark("finish", None)
         self._launch(until_complete=False)
         with self.watchdog(what):
             self._mpi.Request.Waitall(self._requests)
@@ -261,12 +305,16 @@ class BucketReducer:
             if not weighted and self.size > 1:
                 np.divide(self.gbuf, self.size, out=self.gbuf)
         elif self.mode == "window":
-            with self.watchdog(what):
-                self.shared.reduce_into(self.gbuf, divide=not weighted)
+            if self._pipe is not None:
+                with self.watchdog(what):
+                    self._pipe.drain()
+                self.shared.release()
+                self._pipe = None
         else:
             self._gather(weighted, what)
         self._weight = None
         self._reset()
+        self._mark("finished", None)
 
     def _gather(self, weighted, what):
         """Exchange mode: the owner's rank-order sums, then an all-gather of them."""
