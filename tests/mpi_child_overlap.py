@@ -312,6 +312,67 @@ def shared_allreduce():
     done("shared_allreduce")
 
 
+def shared_pipeline():
+    """The window's pipeline piece by piece (as BucketReducer drives it): pieces of any size
+    and alignment, posted in any grouping, give the rank-order sums' bits, divided or not;
+    and a rank that runs ahead into the next reduction waits (acquire) until every rank has
+    copied what it needs from its window: here the last rank copies slowly, and rank 0's
+    next values must not leak into them."""
+    from fastopt.distributed.shm import SharedAllreduce
+
+    n = 10_007
+    red = SharedAllreduce(comm, n)
+    pieces = [(0, 1), (1, 17), (17, 4000), (4000, 4001), (4001, n)][::-1]
+    slow = red._copy_shares
+    if rank == size - 1:
+        def slow_copy(out, lo, hi):
+            time.sleep(0.05)
+            slow(out, lo, hi)
+        red._copy_shares = slow_copy
+    for step in range(1, 5):
+        divide = step % 2 == 0
+        out = np.full(n, np.nan, np.float32)
+        red.acquire()
+        red.buffer[...] = local_grad(n, np.float32, step, rank)
+        pipe = red.pipeline(out, divide=divide)
+        for k, (lo, hi) in enumerate(pieces):
+            pipe.post(lo, hi)
+            if k % 2:
+                pipe.progress()
+        pipe.drain()
+        assert pipe.pending == 0
+        red.release()
+        want = rank_order_mean(n, np.float32, step) if divide else None
+        if want is None:
+            want = local_grad(n, np.float32, step, 0).copy()
+            for r in range(1, size):
+                want += local_grad(n, np.float32, step, r)
+        check_equal(out, want, f"pipeline step {step} divide={divide}")
+    red.free()
+    done("shared_pipeline")
+
+
+def window_overlaps():
+    """transport='shared_window', overlap=True: the buckets are copied into the window and
+    posted during the backward pass (ready()), not in step(); the trace says when."""
+    fp = make_fp()
+    dp = DataParallel(fastopt.SGD(fp, lr=1.0), overlap=True, transport="shared_window",
+                      bucket_bytes=4000)
+    r = dp._reducers[0]
+    r.trace = trace = []
+    fp.grad[...] = local_grad(fp.size, np.float32, 1, rank)
+    for name in NAMES[::-1]:
+        dp.ready(name)
+    before = len(trace)
+    dp.step()
+    posted = [e for _, e, _ in trace[:before] if e == "posted"]
+    assert len(posted) == len(r.buckets) > 1, (len(posted), len(r.buckets))
+    assert [e for _, e, _ in trace[before:]][:1] == ["finish"], trace[before:]
+    assert sum(e == "copied" for _, e, _ in trace) == len(r.buckets)
+    check_equal(fp.grad, rank_order_mean(fp.size, np.float32, 1), "window overlapped grad")
+    done("window_overlaps")
+
+
 def train_cli_overlap():
     """fastopt train --distributed overlaps by default: the same numbers as --no-overlap (bit
     for bit: --deterministic), and the bfloat16 wire trains too."""
@@ -374,6 +435,18 @@ def fault_overlap_exception():
 
 def fault_overlap_hang_window():
     fault_overlap_hang("shared_window")
+
+
+def fault_overlap_exception_window():
+    """As fault_overlap_exception, with buckets in the shared window's pipeline."""
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), overlap=True, timeout=60, bucket_bytes=4000,
+                      transport="shared_window")
+    dp.ready("b2")
+    if rank == 1:
+        raise RuntimeError("boom with requests pending")
+    dp.step()
+    raise AssertionError("unreachable: the job should have been aborted")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@
   communicator.  :meth:`BucketReducer.finish` (from ``DataParallel.step``) launches what was
   not launched, in order, and waits for everything.
 * **Progress.**  Open MPI progresses a non-blocking collective only inside MPI calls; each
-  ``ready()`` tests the pending requests (``MPI_Testall``), so the exchange advances between
-  layers while the backward pass computes.
+  ``ready()`` tests the pending requests (``MPI_Testall``; one ``MPI_Testsome`` in the window
+  mode), so the exchange advances between layers while the backward pass computes.
+  ``trace`` (a list, None by default) records ``(time, event, where)`` for each ``ready``,
+  launch, test and pipeline stage: the timelines behind the figures in the performance notes.
 * **Two ways to reduce a bucket.**
 
   - ``"allreduce"`` (the default mode): ``MPI_Iallreduce`` in place, then ``/ P`` unless
@@ -121,10 +123,13 @@ class BucketReducer:
     bucket_bytes : int
         Bytes of ``gbuf`` per bucket (at least one element).
     mode : {"allreduce", "exchange", "window"}
-        "window": the ranks share one node; each bucket is copied into an MPI-3 shared-memory
-        window when it is complete, and :meth:`finish` sums the slices in rank order straight
-        from the others' windows (:class:`~fastopt.distributed.shm.SharedAllreduce`): the
-        deterministic mode's bits.
+        "window": the ranks share one node; each bucket is copied (scaled, if weighted) into
+        an MPI-3 shared-memory window when it is complete and goes into the window's
+        :class:`~fastopt.distributed.shm.Pipeline`: as soon as every rank has posted it, each
+        rank sums its share of the bucket in rank order straight from the others' windows,
+        and as soon as every share is summed, copies the bucket back into ``gbuf``, all
+        tested at each :meth:`ready`; :meth:`finish` waits for the rest.  The deterministic
+        mode's bits.
     wire_dtype : {"native", "bfloat16"}
         "bfloat16" needs float32 and the exchange mode.
     error_feedback : bool

@@ -218,9 +218,11 @@ class DataParallel:
     transport : {"mpi", "shared_window"}, default "mpi"
         "shared_window" (plain mode, every rank on one node, native wire): the gradient
         buckets go into an MPI-3 shared-memory window as they are complete, and each rank
-        sums its slice straight from the others' windows, in rank order
-        (:class:`~fastopt.distributed.shm.SharedAllreduce`): the bits of
+        sums its share of each bucket straight from the others' windows, in rank order, as
+        soon as every rank has posted it (with ``overlap=True``, during the backward pass;
+        :class:`~fastopt.distributed.shm.SharedAllreduce`): the bits of
         ``deterministic=True``, at several times the speed of Open MPI's on-node allreduce.
+        The window holds one more copy of the gradient per rank.
 
     Raises
     ------
