@@ -136,10 +136,17 @@ class BucketReducer:
         Keep the bfloat16 packing residual and add it next step.
     align : int
         The slices' granularity (exchange mode), as DataParallel's.
+    bounds : list of (int, int), optional
+        Exchange mode: each rank's slice (default :func:`shard_bounds` with ``align``).
+    scatter_into : ndarray, optional
+        Exchange mode, ZeRO-1: this rank's slice of the reduced gradient goes here (the owner's
+        rank-order sums, ``/ P`` unless weighted), and nothing is gathered back: a
+        reduce-scatter, bucket by bucket, with the arithmetic of DataParallel's
+        deterministic reduce-scatter (the same bits).
     """
 
     def __init__(self, comm, watchdog, gbuf, offsets, *, bucket_bytes, mode, wire_dtype="native",
-                 error_feedback=False, align=1):
+                 error_feedback=False, align=1, bounds=None, scatter_into=None):
         from ._mpi import require_mpi
 
         self._mpi = mpi = require_mpi()
@@ -158,7 +165,13 @@ class BucketReducer:
             o0, o1 = self.offsets[p], self.offsets[p + 1]
             self._param_buckets.append([k for k, b in enumerate(self.buckets)
                                         if o0 < b.hi and b.lo < o1])
-        self.bounds = shard_bounds(n, self.size, align)
+        self.bounds = shard_bounds(n, self.size, align) if bounds is None else list(bounds)
+        self.scatter = scatter_into
+        if scatter_into is not None:
+            lo, hi = self.bounds[self.rank]
+            if mode != "exchange" or wire_dtype != "native" or scatter_into.shape != (hi - lo,):
+                raise ValueError("scatter_into needs the exchange mode, the native wire and "
+                                 f"{hi - lo} elements (this rank's slice)")
         if mode == "exchange":
             dt = np.uint16 if wire_dtype == "bfloat16" else gbuf.dtype
             for b in self.buckets:
@@ -315,11 +328,26 @@ class BucketReducer:
                     self._pipe.drain()
                 self.shared.release()
                 self._pipe = None
+        elif self.scatter is not None:
+            self._scatter(weighted)
         else:
             self._gather(weighted, what)
         self._weight = None
         self._reset()
         self._mark("finished", None)
+
+    def _scatter(self, weighted):
+        """Exchange mode, ZeRO-1: the owner's rank-order sums into ``scatter`` (no all-gather)."""
+        lo = self.bounds[self.rank][0]
+        for b in self.buckets:
+            if b.mine:
+                a = b.lo + b.displs[self.rank] - lo
+                out = self.scatter[a:a + b.mine]
+                np.copyto(out, b.recv[0])
+                for r in range(1, self.size):
+                    np.add(out, b.recv[r], out=out)
+        if not weighted and self.size > 1:
+            np.divide(self.scatter, self.size, out=self.scatter)
 
     def _gather(self, weighted, what):
         """Exchange mode: the owner's rank-order sums, then an all-gather of them."""
