@@ -460,13 +460,13 @@ def train_cli_overlap():
 
 # ------------------------------------------------------------------ faults (one per launch)
 
-def fault_overlap_hang(transport="mpi"):
+def fault_overlap_hang(transport="mpi", **kw):
     """Rank 1 launches its first buckets, then stops: the others wait in step() on pending
     requests (or the shared window's barrier); the watchdog (timeout=2) must end the job."""
     fp = make_fp()
     dp = DataParallel(fastopt.Adam(fp, lr=0.01), overlap=True, timeout=2, bucket_bytes=4000,
                       check_every=0,     # (so the wait is on the pending requests)
-                      transport=transport)
+                      transport=transport, **kw)
     dp.ready("b2")
     dp.ready("W2")
     if rank == 1:
@@ -488,6 +488,10 @@ def fault_overlap_exception():
 
 def fault_overlap_hang_window():
     fault_overlap_hang("shared_window")
+
+
+def fault_overlap_hang_zero1():
+    fault_overlap_hang(shard_state=True)
 
 
 def fault_overlap_exception_window():

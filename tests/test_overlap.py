@@ -37,7 +37,8 @@ def test_overlap_scenario(mpi_run, scenario):
 
 @pytest.mark.slow
 @needs_mpi
-@pytest.mark.parametrize("n,transport", [(2, ""), (3, ""), (2, "_window")])
+@pytest.mark.parametrize("n,transport", [(2, ""), (3, ""), (2, "_window"), (3, "_window"),
+                                         (2, "_zero1")])
 def test_a_rank_that_stops_with_requests_pending_is_a_timeout_not_a_hang(n, transport):
     rc, out, err = launch(n, [f"fault_overlap_hang{transport}"], timeout=90, expect_ok=False,
                           module="mpi_child_overlap")
