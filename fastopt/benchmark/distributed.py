@@ -96,7 +96,7 @@ MODES = (("plain", "sequential allreduce", dict()),
          ("zero1", "ZeRO-1", dict(shard_state=True)),
          ("zero1_det", "ZeRO-1, deterministic (MPI_Alltoallv)",
           dict(shard_state=True, deterministic=True)),
-         ("zero1_overlap", "ZeRO-1, overlapped (reduce-scatter per bucket)",
+         ("zero1_overlap", "ZeRO-1, overlapped (per-bucket exchange)",
           dict(shard_state=True, overlap=True)))
 
 
