@@ -81,6 +81,7 @@ def assert_state_equal(a, b, what):
 # ------------------------------------------------------------------ kernels vs reference
 
 
+@table_grid.quick(family=lambda p: p["case"][:2], option="case")   # (kernel, format)
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_kernel_matches_reference(isa, case, n, rng):
@@ -138,6 +139,7 @@ def test_bf16_update_is_the_float32_update(isa, opt, rng):
 # ------------------------------------------------------------------ threads and layout
 
 
+@table_grid.quick(family=lambda p: p["opt"], option="fmt")   # bf16 on every level, int8 on one
 @pytest.mark.parametrize("fmt", ["bf16", "int8"])
 @pytest.mark.parametrize("opt", list(OPTS))
 def test_same_bits_for_any_thread_count(isa, opt, fmt, rng):
