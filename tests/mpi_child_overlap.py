@@ -450,6 +450,13 @@ def train_cli_overlap():
     if rank == 0:
         assert "overlapped with the backward pass" in over and "overlapped" not in plain
         assert numbers(over) == numbers(plain) and len(numbers(over)) == 2, (over, plain)
+    # ZeRO-1 overlaps too (each bucket to its slice's owner), with the same bits
+    over = run("--deterministic", "--shard-state", "--micro-batch", "0")
+    plain = run("--deterministic", "--shard-state", "--micro-batch", "0", "--no-overlap")
+    if rank == 0:
+        assert "ZeRO-1 (sharded optimizer state), overlapped" in over, over
+        assert "overlapped" not in plain, plain
+        assert numbers(over) == numbers(plain) and len(numbers(over)) == 2, (over, plain)
     bf16 = run("--wire-dtype", "bfloat16", "--error-feedback")
     if rank == 0:
         assert "bfloat16 on the wire, error feedback" in bf16, bf16

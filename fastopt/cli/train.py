@@ -333,7 +333,8 @@ def add_train(sub):
                         "--no-sync-bn: each rank normalizes with its own rows")
     g.add_argument("--no-overlap", action="store_true",
                    help="with --distributed: reduce the gradients after the backward pass, not "
-                        "bucket by bucket during it (the default without --shard-state)")
+                        "bucket by bucket during it (the default, unless --micro-batch orders the "
+                        "reduction)")
     g.add_argument("--bucket-bytes", type=positive_int, default=None,
                    help="with --distributed: bytes of gradient per overlapped (or bfloat16) "
                         "collective (default 64 KiB: the MLP's layers hold 10 KB to 256 KB)")
@@ -386,11 +387,12 @@ def _distributed_strategy(args):
         raise UsageError(str(e)) from None
     from ..distributed import DataParallelStrategy
 
-    # overlap: the MLP's backward pass hands each layer's gradients over as it goes
-    # (ZeRO-1 keeps its blocking reduce-scatter)
+    # overlap: the MLP's backward pass hands each layer's gradients over as it goes (with
+    # ZeRO-1, each bucket goes to its slice's owner); an ordered reduction by micro-batches
+    # (the default with --distributed) sums after the backward pass instead
     return DataParallelStrategy(shard_state=args.shard_state, deterministic=args.deterministic,
                                 timeout=args.timeout, sync_bn=args.sync_bn is not False,
-                                overlap=not (args.shard_state or args.no_overlap),
+                                overlap=not args.no_overlap,
                                 wire_dtype=args.wire_dtype, error_feedback=args.error_feedback,
                                 bucket_bytes=args.bucket_bytes or 64 << 10)
 
