@@ -341,7 +341,8 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
                 for p in group["params"]:
                     if p in self._steps:
                         self.state[p]["mu_product"] = torch.tensor(_nadam_mu_product(
-                            group["betas"][0], group["momentum_decay"], self._steps[p]))
+                            _plain(group["betas"][0]), _plain(group["momentum_decay"]),
+                            self._steps[p]))
 
     def state_dict(self):
         """PyTorch's state dict (see the module's notes; compact state under "fastopt_state")."""
@@ -384,11 +385,19 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         self._key = None
 
 
+#: (beta1, momentum_decay) -> (step, product) of the last _nadam_mu_product call
+_NADAM_LAST = {}
+
+
 def _nadam_mu_product(beta1, momentum_decay, step):
-    """prod_{i<=step} mu_i as torch.optim.NAdam keeps it (a float32 scalar)."""
-    prod = np.float32(1.0)
-    for i in range(1, step + 1):
+    """prod_{i<=step} mu_i as torch.optim.NAdam keeps it (a float32 scalar); the last product
+    of the same beta1 and momentum_decay is continued (a state dict per step: O(1))."""
+    last, prod = _NADAM_LAST.get((beta1, momentum_decay), (0, np.float32(1.0)))
+    if last > step:
+        last, prod = 0, np.float32(1.0)
+    for i in range(last + 1, step + 1):
         prod = np.float32(prod * np.float32(beta1 * (1.0 - 0.5 * 0.96 ** (i * momentum_decay))))
+    _NADAM_LAST[(beta1, momentum_decay)] = (step, prod)
     return float(prod)
 
 
