@@ -366,3 +366,25 @@ def test_missing_state_buffer_is_refused():
     with pytest.raises(ValueError, match="exp_avg_sq"):
         _run(opt2, fresh, 1, start=3)
     assert all(torch.equal(p.detach(), b) for p, b in zip(fresh, before))
+
+
+# ---------------------------------------------------------------- parameters' memory (audit)
+def test_parameter_data_replaced_keeps_training_as_torch():
+    """``p.data = t`` after a step: the old code went on updating the old memory (the
+    parameter stopped moving); a changed dtype or shape is refused as torch refuses it."""
+    ours, theirs = _params(torch.float32), _params(torch.float32)
+    opt, ref = fot.Adam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01)
+    _run(opt, ours, 3)
+    _run(ref, theirs, 3)
+    for ps in (ours, theirs):
+        ps[0].data = ps[0].data.clone()
+        ps[2].data = torch.zeros_like(ps[2].data)
+    _run(opt, ours, 3, start=3)
+    _run(ref, theirs, 3, start=3)
+    _close(ours, theirs)
+    assert float(opt.state[ours[0]]["step"]) == 6       # current without a state_dict()
+    ours[1].data = ours[1].data.double()
+    before = [p.detach().clone() for p in ours]
+    with pytest.raises(ValueError, match="float64"):
+        _run(opt, ours, 1, start=6)
+    assert all(torch.equal(p.detach(), b) for p, b in zip(ours, before))

@@ -31,7 +31,9 @@ What PyTorch users rely on, and how it maps:
   then holds them under the extra key ``"fastopt_state"`` (index -> buffer name -> fastopt's
   entry, see :meth:`fastopt.optim.Optimizer.state_dict`), and ``state`` only the step counts;
   it round-trips through this class (not through the ``torch.optim`` twin).
-* ``step(closure)``, ``zero_grad(set_to_none=True)``.
+* ``step(closure)``, ``zero_grad(set_to_none=True)``; ``state[p]["step"]`` is current after
+  each step.  A parameter whose memory is replaced (``p.data = t``) is stepped in its new
+  memory, its state carried over (a new dtype or shape is refused, as torch fails too).
 * Parameters without a gradient are skipped, and each parameter keeps its own step count, as
   in PyTorch: parameters at the same step count are stepped by one fused call.
 
@@ -315,7 +317,9 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         # options written into a group since the last step are checked (or take effect) now
         for gi, group in enumerate(self.param_groups):
             self._check_group(group, f"param_groups[{gi}]")
-        key = (tuple(id(p) for _, p in active),
+        # a parameter's memory is part of the key: after ``p.data = t`` (or ``module.double()``)
+        # the fastopt optimizers are rebuilt over the new memory, the state carried over
+        key = (tuple((id(p), p.data_ptr(), p.dtype, p.shape, p.stride()) for _, p in active),
                tuple(self._class_of(group) for group in self.param_groups))
         if key != self._key:
             self._rebuild(active)
@@ -328,6 +332,7 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
             t = opt.step_count
             for p in params:
                 self._steps[p] = t
+                self.state[p]["step"].fill_(t)      # as torch's, current after each step
         return loss
 
     # ------------------------------------------------------------ state dicts
