@@ -885,8 +885,9 @@ class Optimizer(Checked):
         Raises
         ------
         TypeError, ValueError
-            ``grads`` does not match ``params``, or a gradient array is read-only (checked for
-            every array before the first is zeroed: a refused call changes nothing).
+            ``grads`` does not match ``params``, or a gradient array is read-only or shares
+            memory with a parameter (checked for every array before the first is zeroed: a
+            refused call changes nothing).
 
         Notes
         -----
@@ -909,6 +910,13 @@ class Optimizer(Checked):
         names = [n.replace("params", "grads", 1) for n in self._names]
         for name, p, g in zip(names, self._params, arrays):
             _check.array(name, g, writable=True, like=p, like_name=name.replace("grads", "params", 1))
+        if grads is not None:          # (zero_grad(params) by mistake must not wipe the model)
+            extents = _check.Extents(**dict(zip(self._names, self._params)))
+            for name, g in zip(names, arrays):
+                shared = extents.overlapping(g)
+                if shared is not None:
+                    raise ValueError(f"{name} and {shared} share memory: zero_grad() zeroes "
+                                     "gradients, not parameters")
         for g in arrays:
             g.fill(0)
 
