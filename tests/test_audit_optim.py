@@ -29,3 +29,20 @@ def test_zero_grad_refuses_the_parameters(kind):
     assert not other.any()
     opt.zero_grad()                                  # the last step's gradients
     assert not any(g.any() for g in grads)
+
+
+def test_zero_grad_after_clip_per_param_zeroes_the_users_gradients():
+    """With clip_per_param, zero_grad() zeroed the optimizer's clipped copy and left the
+    user's (accumulating) gradient as it was."""
+    p = [np.ones(3), np.ones(2)]
+    g = [np.full(3, 10.0), np.full(2, 0.1)]        # the first is clipped, the second not
+    opt = fastopt.SGD(p, lr=0.1)
+    opt.clip_per_param = 1.0
+    opt.step(g)
+    opt.zero_grad()
+    assert not g[0].any() and not g[1].any()
+    g[0] += 10.0                                   # accumulate again: the same step as before
+    g[1] += 0.1
+    opt.step(g)
+    np.testing.assert_allclose(p[0], 1 - 2 * 0.1 / (np.sqrt(300) + 1e-6) * 10, rtol=1e-12)
+    np.testing.assert_allclose(p[1], 1 - 2 * 0.1 * 0.1, rtol=1e-12)

@@ -660,7 +660,7 @@ class Optimizer(Checked):
                         for b in f.rows(e)))
 
     def _locked_step(self, grads, max_grad_norm, grad_stats=None):
-        grads = self._grad_list(grads)
+        grads = given = self._grad_list(grads)
         if self.clip_per_param is not None:
             grads = self._clip_each(grads)
         if max_grad_norm is None:
@@ -685,7 +685,7 @@ class Optimizer(Checked):
         else:
             self._check_grads(grads)
         if self.flat is None:
-            self._last_grads = list(grads)      # what zero_grad() zeroes
+            self._last_grads = list(given)      # what zero_grad() zeroes (not clipped copies)
         gscale = 1.0
         if max_norm is not None or self.skip_nonfinite:
             if grad_stats is not None:
