@@ -29,6 +29,18 @@ def _one_step(step, impl=kernels, dtype=np.float64, **kw):
     return p
 
 
+@pytest.mark.parametrize("beta1, md", [(0.9, 4e-3), (0.999, 4e-3), (0.99, 0.0), (0.5, 1.0),
+                                      (0.999, 100.0), (0.0, 4e-3)])
+def test_twins_product_is_the_old_recomputation_at_every_step(beta1, md):
+    # the twin's loop (ending at a fixed point) against the full loop, steps 1..10**4
+    prod = np.float32(1.0)
+    for t in range(1, N_STEPS + 1):
+        prod = np.float32(prod * np.float32(beta1 * (1.0 - 0.5 * 0.96 ** (t * md))))
+        if t in (1, 2, 10, 150, 300, 1000, 4321) or t % 2000 == 0:
+            assert reference._nadam_mu_product(beta1, md, t) == prod, t
+    assert prod == _old_product(beta1, md, N_STEPS)
+
+
 def test_torch_state_dicts_product_is_the_old_recomputation():
     pytest.importorskip("torch")
     from fastopt.integrations.torch import _nadam_mu_product
@@ -76,3 +88,27 @@ def test_nadam_product_per_thread():
         th.join()
     for b in (0.9, 0.7):
         np.testing.assert_array_equal(out[b], _one_step(2001, reference, beta1=b))
+
+
+HUGE_STEP = r"""
+import numpy as np
+from fastopt import kernels, reference
+for beta1 in (0.9, 0.999, 0.0):
+    out = []
+    for impl in (kernels, reference):
+        p, g, m, v = np.ones(5), np.ones(5), np.zeros(5), np.zeros(5)
+        impl.nadam_step(p, g, m, v, step=2**62, lr=0.01, beta1=beta1)
+        out.append(p)
+    assert np.array_equal(*out) and np.isfinite(out[0]).all(), out
+print("ok")
+"""
+
+
+def test_nadam_huge_step_ends():
+    """A step of 2**62 (a corrupted checkpoint) looped 2**62 times (a hang): the product,
+    once it underflows to 0, stays 0 and the loop ends there (the same bits)."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", HUGE_STEP], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

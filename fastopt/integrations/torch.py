@@ -401,7 +401,10 @@ def _nadam_mu_product(beta1, momentum_decay, step):
     if last > step:
         last, prod = 0, np.float32(1.0)
     for i in range(last + 1, step + 1):
-        prod = np.float32(prod * np.float32(beta1 * (1.0 - 0.5 * 0.96 ** (i * momentum_decay))))
+        nxt = np.float32(prod * np.float32(beta1 * (1.0 - 0.5 * 0.96 ** (i * momentum_decay))))
+        if nxt == prod:          # mu_i never decreases: the product stays
+            break
+        prod = nxt
     _NADAM_LAST[(beta1, momentum_decay)] = (step, prod)
     return float(prod)
 
