@@ -114,3 +114,26 @@ def test_flatparams():
     ema = EMA(fp, decay=0.5, init="zeros")
     ema.update()
     np.testing.assert_array_equal(ema.averages[0], np.full(6, 0.5, np.float32))
+
+
+def test_attributes_checked_when_set():
+    """(audit) num_updates set to a bad value was kept and failed later, or shifted a
+    schedule below t = 1; a misspelled attribute was silently ignored."""
+    w = np.zeros(3)
+    ema = EMA([w], decay=lambda t: min((1 + t) / (10 + t), 0.9999))
+    ema.update()
+    before = ema.averages[0].copy()
+    for bad, err in ((-5, ValueError), ("x", TypeError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(err, match="num_updates"):
+            ema.num_updates = bad
+        assert ema.num_updates == 1
+    ema.num_updates = np.int64(7)
+    assert ema.num_updates == 7 and type(ema.num_updates) is int
+    with pytest.raises(AttributeError, match="decy"):
+        ema.decy = 0.5
+    with pytest.raises(ValueError, match="num_updates"):
+        ema.load_state_dict({"num_updates": -1, "averages": [np.ones(3)]})
+    np.testing.assert_array_equal(ema.averages[0], before)
+    w[...] = 1.0
+    ema.update()                               # the schedule at t = 8: decay 0.5
+    np.testing.assert_array_equal(ema.averages[0], before + 0.5 * (1.0 - before))

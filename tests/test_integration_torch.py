@@ -219,8 +219,10 @@ def test_closure_and_zero_grad():
 
 def test_refusals_change_nothing():
     p = torch.nn.Parameter(torch.ones(3))
-    with pytest.raises(ValueError, match="amsgrad"):
-        fot.Adam([p], amsgrad=True)
+    with pytest.raises(ValueError, match="maximize"):
+        fot.Adam([p], maximize=True)
+    with pytest.raises(ValueError, match="bfloat16"):      # AMSGrad's state is float32/64
+        fot.Adam([p], amsgrad=True, state_dtype="bfloat16")
     with pytest.raises(ValueError, match="centered"):
         fot.RMSprop([p], centered=True)
     with pytest.raises(ValueError, match="maximize"):
@@ -235,8 +237,8 @@ def test_refusals_change_nothing():
         fot.Adam([p], state_dtype="float16")
     fot.Adam([p], fused=True, foreach=False)       # accepted: fastopt is always fused
     opt = fot.Adam([p], lr=0.1)
-    with pytest.raises(ValueError, match="amsgrad"):
-        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "amsgrad": True})
+    with pytest.raises(ValueError, match="capturable"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "capturable": True})
     assert len(opt.param_groups) == 1
     # a bad value written into a group is refused at the step, before anything moves
     p.grad = torch.ones(3)
@@ -283,3 +285,106 @@ def test_trains_a_module_as_torch_does():
     np.testing.assert_allclose(la, lb, rtol=1e-4)
     for x, y in zip(pa, pb):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- amsgrad (audit)
+AMSGRAD_CASES = [("Adam", dict(amsgrad=True)),
+                 ("Adam", dict(amsgrad=True, weight_decay=0.1)),
+                 ("Adam", dict(amsgrad=True, decoupled_weight_decay=True, weight_decay=0.1)),
+                 ("Adam", dict(decoupled_weight_decay=True, weight_decay=0.1)),
+                 ("AdamW", dict(amsgrad=True, lr=0.01))]
+
+
+@pytest.mark.parametrize("name, kwargs", AMSGRAD_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_amsgrad_and_decoupled_parity_20_steps(name, kwargs, dtype):
+    ours, theirs = _params(dtype), _params(dtype)
+    opt = getattr(fot, name)(ours, **kwargs)
+    ref = getattr(torch.optim, name)(theirs, **kwargs)
+    _run(opt, ours, 20)
+    _run(ref, theirs, 20)
+    _close(ours, theirs)
+    mine, twin = opt.state_dict(), ref.state_dict()
+    assert sorted(mine["state"][0]) == sorted(twin["state"][0])
+    for k, v in twin["state"][0].items():
+        torch.testing.assert_close(mine["state"][0][k], v, **TOL[dtype])
+    # the state dict goes to the twin and back; both go on as one
+    back = getattr(fot, name)(theirs, **kwargs)
+    back.load_state_dict(mine)
+    twin2 = getattr(torch.optim, name)(ours, **kwargs)
+    twin2.load_state_dict(twin)
+
+
+def test_amsgrad_per_group_and_toggled():
+    ours, theirs = _params(torch.float32), _params(torch.float32)
+    opt = fot.Adam([{"params": ours[:1], "amsgrad": True}, {"params": ours[1:]}], lr=0.01)
+    ref = torch.optim.Adam([{"params": theirs[:1], "amsgrad": True}, {"params": theirs[1:]}],
+                           lr=0.01)
+    _run(opt, ours, 5)
+    _run(ref, theirs, 5)
+    for o in (opt, ref):                   # True -> False: the max buffer stays, unused
+        o.param_groups[0]["amsgrad"] = False
+    _run(opt, ours, 5, start=5)
+    _run(ref, theirs, 5, start=5)
+    _close(ours, theirs)
+    # False -> True at step > 0: no max_exp_avg_sq (torch raises KeyError), nothing moves
+    opt.param_groups[1]["amsgrad"] = True
+    before = [p.detach().clone() for p in ours]
+    with pytest.raises(ValueError, match="max_exp_avg_sq"):
+        _run(opt, ours, 1, start=10)
+    assert all(torch.equal(p.detach(), b) for p, b in zip(ours, before))
+
+
+# ---------------------------------------------------------------- group options (audit)
+@pytest.mark.parametrize("name, key", [("Adam", "maximize"), ("Adam", "capturable"),
+                                       ("RMSprop", "centered"), ("SGD", "maximize")])
+def test_unsupported_option_written_mid_training_is_refused(name, key):
+    # (the old code checked the groups only when the set of parameters changed, and went on
+    # ignoring e.g. maximize=True)
+    cls, value = getattr(fot, name), True
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = cls([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    before = p.detach().clone()
+    opt.param_groups[0][key] = value
+    with pytest.raises(ValueError, match=key):
+        opt.step()
+    assert torch.equal(p.detach(), before)
+
+
+def test_missing_state_buffer_is_refused():
+    ours = _params(torch.float32)
+    opt = fot.Adam(ours, lr=0.01)
+    _run(opt, ours, 3)
+    sd = copy.deepcopy(opt.state_dict())
+    del sd["state"][1]["exp_avg_sq"]        # the old code started it again at zeros
+    fresh = _params(torch.float32)
+    opt2 = fot.Adam(fresh, lr=0.01)
+    opt2.load_state_dict(sd)
+    before = [p.detach().clone() for p in fresh]
+    with pytest.raises(ValueError, match="exp_avg_sq"):
+        _run(opt2, fresh, 1, start=3)
+    assert all(torch.equal(p.detach(), b) for p, b in zip(fresh, before))
+
+
+# ---------------------------------------------------------------- parameters' memory (audit)
+def test_parameter_data_replaced_keeps_training_as_torch():
+    """``p.data = t`` after a step: the old code went on updating the old memory (the
+    parameter stopped moving); a changed dtype or shape is refused as torch refuses it."""
+    ours, theirs = _params(torch.float32), _params(torch.float32)
+    opt, ref = fot.Adam(ours, lr=0.01), torch.optim.Adam(theirs, lr=0.01)
+    _run(opt, ours, 3)
+    _run(ref, theirs, 3)
+    for ps in (ours, theirs):
+        ps[0].data = ps[0].data.clone()
+        ps[2].data = torch.zeros_like(ps[2].data)
+    _run(opt, ours, 3, start=3)
+    _run(ref, theirs, 3, start=3)
+    _close(ours, theirs)
+    assert float(opt.state[ours[0]]["step"]) == 6       # current without a state_dict()
+    ours[1].data = ours[1].data.double()
+    before = [p.detach().clone() for p in ours]
+    with pytest.raises(ValueError, match="float64"):
+        _run(opt, ours, 1, start=6)
+    assert all(torch.equal(p.detach(), b) for p, b in zip(ours, before))

@@ -31,14 +31,22 @@ What PyTorch users rely on, and how it maps:
   then holds them under the extra key ``"fastopt_state"`` (index -> buffer name -> fastopt's
   entry, see :meth:`fastopt.optim.Optimizer.state_dict`), and ``state`` only the step counts;
   it round-trips through this class (not through the ``torch.optim`` twin).
-* ``step(closure)``, ``zero_grad(set_to_none=True)``.
+* ``step(closure)``, ``zero_grad(set_to_none=True)``; ``state[p]["step"]`` is current after
+  each step.  A parameter whose memory is replaced (``p.data = t``) is stepped in its new
+  memory, its state carried over (a new dtype or shape is refused, as torch fails too).
 * Parameters without a gradient are skipped, and each parameter keeps its own step count, as
   in PyTorch: parameters at the same step count are stepped by one fused call.
 
+* ``Adam``/``AdamW`` with ``amsgrad=True`` (per group) step with :class:`fastopt.AMSGrad`
+  (state ``max_exp_avg_sq`` as torch's), and torch's ``Adam(decoupled_weight_decay=True)``
+  with :class:`fastopt.AdamW`.  A group's ``amsgrad`` may change between steps as in torch
+  (turned on at step > 0 it is refused: there is no ``max_exp_avg_sq``, torch fails too).
+
 What fastopt does not do is refused at construction (ValueError naming the option), unless
-it has PyTorch's default value: ``amsgrad``, ``maximize``, ``capturable``,
-``differentiable``, RMSprop's ``momentum`` and ``centered``, ...; ``foreach`` and ``fused``
-are accepted and ignored (fastopt's step is always fused).  Parameters must be CPU tensors
+it has PyTorch's default value: ``maximize``, ``capturable``, ``differentiable``, RMSprop's
+``momentum`` and ``centered``, ...; written into a group later, at the next step, before
+anything moves.  ``foreach`` and ``fused`` are accepted and ignored (fastopt's step is always
+fused).  Parameters must be CPU tensors
 of float32 or float64 (C-contiguous, as ``nn.Module`` parameters are); a non-contiguous
 gradient is copied.  One difference from PyTorch: with ``dampening != 0``, PyTorch's SGD
 starts its momentum buffer at the first gradient, fastopt's at ``(1 - dampening)`` times it.
@@ -51,6 +59,7 @@ import torch
 from torch.optim.optimizer import required
 
 from ..optim import registry as _registry
+from ..optim.algorithms import AMSGrad as _AMSGrad, AdamW as _AdamW
 from ..optim.lowstate import state_format as _state_format
 
 __all__ = ["FastoptTorchOptimizer"]
@@ -136,7 +145,8 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         # a probe: the fastopt class takes these values (raises ValueError/TypeError as it)
         for group in self.param_groups:
-            self._make([{"params": [np.zeros(1, np.float32)], **self._hyper(group)}])
+            self._make([{"params": [np.zeros(1, np.float32)], **self._hyper(group)}],
+                       self._class_of(group))
 
     # ------------------------------------------------------------ checks
     @property
@@ -144,17 +154,33 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         """How fastopt stores the state: "float32", "bfloat16" or "int8" (fixed)."""
         return self._state_dtype
 
+    def _class_of(self, group):
+        """The fastopt class that steps ``group``: the registry entry's, except for the Adam
+        kernel's twins, where ``amsgrad=True`` selects AMSGrad and torch's
+        ``Adam(decoupled_weight_decay=True)`` AdamW (as ``torch.optim`` does)."""
+        cls = self._spec.optimizer_class
+        if self._spec.kernel != "adam_step":
+            return cls
+        if _plain(group.get("amsgrad", False)):
+            return _AMSGrad
+        if _plain(group.get("decoupled_weight_decay", False)):
+            return _AdamW
+        return cls
+
     def _hyper(self, group):
         """The fastopt hyperparameters (``lr`` and the class's) of a torch group."""
-        cls = self._spec.optimizer_class
+        cls = self._class_of(group)
+        fixed = {**self._spec.optimizer_class._fixed, **self._fixed}
         h = {"lr": _plain(group["lr"])}
         for k in cls._hyper_names:
-            h[k] = _plain(group[k]) if k in group else self._fixed[k]
+            h[k] = _plain(group[k]) if k in group else fixed[k]
         return h
 
     def _check_group(self, group, where):
         """Refuse values of options fastopt does not have (other than PyTorch's default)."""
         hyper = set(self._spec.optimizer_class._hyper_names) | {"lr"}
+        if self._spec.kernel == "adam_step":
+            hyper |= {"amsgrad", "decoupled_weight_decay"}      # see _class_of
         for k, default in self._torch_defaults.items():
             if k in hyper or k in _IGNORED or k not in group:
                 continue
@@ -188,9 +214,7 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         self._key = None
 
     # ------------------------------------------------------------ the fastopt optimizers
-    def _make(self, groups):
-        spec = self._spec
-        cls = spec.optimizer_class
+    def _make(self, groups, cls):
         base = {k: v for k, v in groups[0].items() if k != "params"}
         return cls(groups, **base, state_dtype=self._state_dtype,
                    min_lowbit_size=self._min_lowbit_size)
@@ -212,18 +236,20 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         return opt.state_dtype != "float32"
 
     def _rebuild(self, active):
-        """One fastopt optimizer per step count over the ``active`` (group, param) pairs."""
+        """One fastopt optimizer per step count and fastopt class over the ``active``
+        (group, param) pairs."""
         self._collect()
         classes = {}
         for gi, p in active:
-            classes.setdefault(self._steps.get(p, 0), []).append((gi, p))
+            cls = self._class_of(self.param_groups[gi])
+            classes.setdefault((self._steps.get(p, 0), cls.__name__), (cls, []))[1].append((gi, p))
         inner = []
-        for step, members in sorted(classes.items()):
+        for (step, _), (cls, members) in sorted(classes.items()):
             gidx = sorted({gi for gi, _ in members})
             groups = [{"params": [p.detach().numpy() for g, p in members if g == gi],
                        **self._hyper(self.param_groups[gi])} for gi in gidx]
             params = [p for gi in gidx for g, p in members if g == gi]
-            opt = self._make(groups)
+            opt = self._make(groups, cls)
             if step or any(p in self.state and self.state[p] for p in params):
                 self._load(opt, params, step)
             inner.append((opt, params, gidx))
@@ -250,6 +276,10 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
                     saved = None if t is None else t.detach().numpy()
                 if saved is not None:
                     entries[i] = saved
+                elif step and n != "momentum_buf":   # (torch's SGD starts it at the gradient)
+                    raise ValueError(f"the state of a parameter at step {step} has no "
+                                     f"{tname!r} (a state dict of another optimizer or "
+                                     f"option, as amsgrad?); torch.optim would fail too")
         opt.load_state_dict(sd)
 
     # ------------------------------------------------------------ stepping
@@ -284,10 +314,14 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
                 grads[p] = g.numpy()
         if not active:
             return loss
-        key = tuple(id(p) for _, p in active)
+        # options written into a group since the last step are checked (or take effect) now
+        for gi, group in enumerate(self.param_groups):
+            self._check_group(group, f"param_groups[{gi}]")
+        # a parameter's memory is part of the key: after ``p.data = t`` (or ``module.double()``)
+        # the fastopt optimizers are rebuilt over the new memory, the state carried over
+        key = (tuple((id(p), p.data_ptr(), p.dtype, p.shape, p.stride()) for _, p in active),
+               tuple(self._class_of(group) for group in self.param_groups))
         if key != self._key:
-            for gi, group in enumerate(self.param_groups):
-                self._check_group(group, f"param_groups[{gi}]")
             self._rebuild(active)
             self._key = key
         for opt, params, gidx in self._inner:
@@ -298,6 +332,7 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
             t = opt.step_count
             for p in params:
                 self._steps[p] = t
+                self.state[p]["step"].fill_(t)      # as torch's, current after each step
         return loss
 
     # ------------------------------------------------------------ state dicts
@@ -311,7 +346,8 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
                 for p in group["params"]:
                     if p in self._steps:
                         self.state[p]["mu_product"] = torch.tensor(_nadam_mu_product(
-                            group["betas"][0], group["momentum_decay"], self._steps[p]))
+                            _plain(group["betas"][0]), _plain(group["momentum_decay"]),
+                            self._steps[p]))
 
     def state_dict(self):
         """PyTorch's state dict (see the module's notes; compact state under "fastopt_state")."""
@@ -354,11 +390,22 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         self._key = None
 
 
+#: (beta1, momentum_decay) -> (step, product) of the last _nadam_mu_product call
+_NADAM_LAST = {}
+
+
 def _nadam_mu_product(beta1, momentum_decay, step):
-    """prod_{i<=step} mu_i as torch.optim.NAdam keeps it (a float32 scalar)."""
-    prod = np.float32(1.0)
-    for i in range(1, step + 1):
-        prod = np.float32(prod * np.float32(beta1 * (1.0 - 0.5 * 0.96 ** (i * momentum_decay))))
+    """prod_{i<=step} mu_i as torch.optim.NAdam keeps it (a float32 scalar); the last product
+    of the same beta1 and momentum_decay is continued (a state dict per step: O(1))."""
+    last, prod = _NADAM_LAST.get((beta1, momentum_decay), (0, np.float32(1.0)))
+    if last > step:
+        last, prod = 0, np.float32(1.0)
+    for i in range(last + 1, step + 1):
+        nxt = np.float32(prod * np.float32(beta1 * (1.0 - 0.5 * 0.96 ** (i * momentum_decay))))
+        if nxt == prod:          # mu_i never decreases: the product stays
+            break
+        prod = nxt
+    _NADAM_LAST[(beta1, momentum_decay)] = (step, prod)
     return float(prod)
 
 

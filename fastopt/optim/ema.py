@@ -46,7 +46,7 @@ class EMA:
     averages : list or dict of ndarray
         The averages, in the order of the parameters (a dict keyed like them for a dict).
     num_updates : int
-        Updates made.
+        Updates made (settable, an int >= 0: a schedule's ``t`` is ``num_updates + 1``).
 
     Examples
     --------
@@ -65,6 +65,9 @@ class EMA:
     >>> w
     array([2., 2., 2.])
     """
+
+    # a misspelled attribute (ema.decy = 0.5) raises AttributeError instead of being ignored
+    __slots__ = ("_pset", "_decay", "_params", "_avgs", "_num_updates", "_tables")
 
     def __init__(self, params, decay: float | Callable[[int], float] = 0.999, *,
                  init: str = "copy", averages=None) -> None:
@@ -102,6 +105,15 @@ class EMA:
     def decay(self, value):
         self._decay = value if callable(value) else _check.unit_interval(
             "decay", value, closed_right=True)
+
+    @property
+    def num_updates(self):
+        """Updates made (an int >= 0; settable, checked)."""
+        return self._num_updates
+
+    @num_updates.setter
+    def num_updates(self, value):
+        self._num_updates = _check.integer("num_updates", value, 0)
 
     @property
     def averages(self):

@@ -660,7 +660,7 @@ class Optimizer(Checked):
                         for b in f.rows(e)))
 
     def _locked_step(self, grads, max_grad_norm, grad_stats=None):
-        grads = self._grad_list(grads)
+        grads = given = self._grad_list(grads)
         if self.clip_per_param is not None:
             grads = self._clip_each(grads)
         if max_grad_norm is None:
@@ -685,7 +685,7 @@ class Optimizer(Checked):
         else:
             self._check_grads(grads)
         if self.flat is None:
-            self._last_grads = list(grads)      # what zero_grad() zeroes
+            self._last_grads = list(given)      # what zero_grad() zeroes (not clipped copies)
         gscale = 1.0
         if max_norm is not None or self.skip_nonfinite:
             if grad_stats is not None:
@@ -885,8 +885,9 @@ class Optimizer(Checked):
         Raises
         ------
         TypeError, ValueError
-            ``grads`` does not match ``params``, or a gradient array is read-only (checked for
-            every array before the first is zeroed: a refused call changes nothing).
+            ``grads`` does not match ``params``, or a gradient array is read-only or shares
+            memory with a parameter (checked for every array before the first is zeroed: a
+            refused call changes nothing).
 
         Notes
         -----
@@ -909,6 +910,13 @@ class Optimizer(Checked):
         names = [n.replace("params", "grads", 1) for n in self._names]
         for name, p, g in zip(names, self._params, arrays):
             _check.array(name, g, writable=True, like=p, like_name=name.replace("grads", "params", 1))
+        if grads is not None:          # (zero_grad(params) by mistake must not wipe the model)
+            extents = _check.Extents(**dict(zip(self._names, self._params)))
+            for name, g in zip(names, arrays):
+                shared = extents.overlapping(g)
+                if shared is not None:
+                    raise ValueError(f"{name} and {shared} share memory: zero_grad() zeroes "
+                                     "gradients, not parameters")
         for g in arrays:
             g.fill(0)
 

@@ -151,6 +151,19 @@ def _nadam_mu(beta1: float, momentum_decay: float, step: int) -> float:
     return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
 
 
+def _nadam_mu_product(beta1: float, momentum_decay: float, step: int) -> np.float32:
+    """prod_{i<=step} mu_i as torch.optim.NAdam keeps it: a float32 scalar times each mu_i
+    rounded to float32.  mu_i never decreases, so once a factor leaves the product unchanged
+    (0, or a denormal) it stays so: the loop ends there (a huge step does not hang)."""
+    prod = np.float32(1.0)
+    for i in range(1, step + 1):
+        nxt = np.float32(prod * np.float32(_nadam_mu(beta1, momentum_decay, i)))
+        if nxt == prod:
+            break
+        prod = nxt
+    return prod
+
+
 def nadam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
                *, step: int, lr: float, beta1: float = 0.9, beta2: float = 0.999,
                eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
@@ -161,9 +174,7 @@ def nadam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg
     step, (lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled) = _check.step_args(
         KERNELS["nadam"], param, grad, (exp_avg, exp_avg_sq),
         (lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay), step)
-    prod = np.float32(1.0)
-    for i in range(1, step + 1):
-        prod = np.float32(prod * np.float32(_nadam_mu(beta1, momentum_decay, i)))
+    prod = _nadam_mu_product(beta1, momentum_decay, step)
     mu = _nadam_mu(beta1, momentum_decay, step)
     mu_next = _nadam_mu(beta1, momentum_decay, step + 1)
     cg = lr * (1.0 - mu) / (1.0 - float(prod))
