@@ -64,6 +64,15 @@ static int fo_blas_register(size_t setter, size_t exec_async, size_t exec_wait, 
 }
 static void fo_blas_set_shared(int k, int on) { (void)k; (void)on; }
 static unsigned long long fo_blas_calls(int k, int shared) { (void)k; (void)shared; return 0; }
+typedef struct { uint32_t job; int32_t slot; int64_t task, t0, t1; } fo_trace_rec_t;
+static int fo_trace_start(int64_t cap) { (void)cap; return -1; }
+static int64_t fo_trace_stop(fo_trace_rec_t **recs) { *recs = NULL; return 0; }
+#define FO_TRACING() 0
+#define FO_TRACE_NOW() 0
+#define fo_thread_cpu_ns() 0
+static void fo_trace(uint32_t job, int slot, int64_t task, int64_t t0, int64_t t1) {
+    (void)job; (void)slot; (void)task; (void)t0; (void)t1;
+}
 #else
 
 #include <stdlib.h>
@@ -132,6 +141,61 @@ static inline long fo_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
+/* Tracing, for diagnosis (fastopt._threadpool.trace_start / trace_stop,
+ * benchmarks/pool_trace.py): one record per task run, with the job, the thread's slot (0: the
+ * caller, k: worker k or OpenMP thread k), the task, and its start and end (CLOCK_MONOTONIC
+ * ns); per job also the caller's publish (task -1) and return (task -2), and each worker's
+ * wake-up (task -3: it saw the job).  Off, it costs one relaxed load per task.  Not for
+ * concurrent callers: start and stop it around calls from one thread. */
+typedef struct { uint32_t job; int32_t slot; int64_t task, t0, t1; } fo_trace_rec_t;
+static fo_trace_rec_t *fo_trace_buf = NULL;
+static int64_t fo_trace_cap = 0;
+static _Atomic int64_t fo_trace_n = 0;
+static _Atomic int fo_trace_on = 0;
+#define FO_TRACING() atomic_load_explicit(&fo_trace_on, memory_order_relaxed)
+#define FO_TRACE_NOW() fo_now_ns()
+
+/* The calling thread's CPU time (ns): the t1 of the publish and return records, so that the
+ * caller's serial work between calls can be told apart from time it was descheduled. */
+static inline int64_t fo_thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void fo_trace(uint32_t job, int slot, int64_t task, int64_t t0, int64_t t1) {
+    int64_t k = atomic_fetch_add_explicit(&fo_trace_n, 1, memory_order_relaxed);
+    if (k < fo_trace_cap) {
+        fo_trace_rec_t r = {job, slot, task, t0, t1};
+        fo_trace_buf[k] = r;
+    }
+}
+
+/* Start recording up to `cap` records (dropping any earlier ones).  Returns 0, -1 without
+ * memory. */
+static int fo_trace_start(int64_t cap) {
+    atomic_store(&fo_trace_on, 0);
+    if (cap > fo_trace_cap) {
+        fo_trace_rec_t *b = (fo_trace_rec_t *)realloc(fo_trace_buf, (size_t)cap * sizeof *b);
+        if (b == NULL) return -1;
+        fo_trace_buf = b;
+        fo_trace_cap = cap;
+    }
+    atomic_store(&fo_trace_n, 0);
+    atomic_store(&fo_trace_on, 1);
+    return 0;
+}
+
+/* Stop recording; *recs points at the records (valid until the next start).  Returns their
+ * count. */
+static int64_t fo_trace_stop(fo_trace_rec_t **recs) {
+    int64_t n;
+    atomic_store(&fo_trace_on, 0);
+    n = atomic_load(&fo_trace_n);
+    *recs = fo_trace_buf;
+    return n < fo_trace_cap ? n : fo_trace_cap;
+}
+
 /* One round of waiting that began at `start`: PAUSE, and every 64 rounds a look at the clock.
  * Returns 0 once spin_ns have elapsed (time to sleep).
  *
@@ -181,7 +245,13 @@ static int64_t fo_claim(uint32_t g, int slot, int once) {
             /* Task i of job g is ours: the job cannot end before we finish it, so its fields
              * hold. */
             if (fn == NULL) { fn = atomic_load(&fo_pool.fn); ctx = atomic_load(&fo_pool.ctx); }
-            fn(ctx, (Py_ssize_t)i);
+            if (FO_TRACING()) {
+                int64_t t0 = fo_now_ns();
+                fn(ctx, (Py_ssize_t)i);
+                fo_trace(g, slot, i, t0, fo_now_ns());
+            } else {
+                fn(ctx, (Py_ssize_t)i);
+            }
             ran++;
             if (once) goto out;
         }
@@ -222,6 +292,7 @@ static void *fo_worker_main(void *arg) {
         if (id <= atomic_load(&fo_pool.want)) {
             long woke = fo_now_ns();
             long pub = atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed);
+            if (FO_TRACING()) fo_trace(g, id, -3, woke, woke);
             int64_t ran = fo_claim(g, id, atomic_load(&fo_pool.once));
             atomic_fetch_add_explicit(slept ? &fo_pool.wakes_sleep : &fo_pool.wakes_spin, 1,
                                       memory_order_relaxed);
@@ -346,7 +417,9 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         atomic_store(&fo_ranges[i].end, (uint32_t)hi);
         atomic_store(&fo_ranges[i].next, ((uint64_t)g << 32) | (uint64_t)lo);
     }
-    atomic_store_explicit(&fo_pool.published_ns, fo_now_ns(), memory_order_relaxed);
+    start = fo_now_ns();
+    atomic_store_explicit(&fo_pool.published_ns, start, memory_order_relaxed);
+    if (FO_TRACING()) fo_trace(g, 0, -1, start, fo_thread_cpu_ns());
     atomic_store(&fo_pool.gen, g);
     if (atomic_load(&fo_pool.sleeping) > 0) {
         pthread_mutex_lock(&fo_pool.lock);
@@ -369,6 +442,7 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         atomic_store(&fo_pool.master_sleeping, 0);
         pthread_mutex_unlock(&fo_pool.lock);
     }
+    if (FO_TRACING()) { start = fo_now_ns(); fo_trace(g, 0, -2, start, fo_thread_cpu_ns()); }
     pthread_mutex_unlock(&fo_pool.master);
     return 0;
 serial:
@@ -545,10 +619,25 @@ static unsigned long long fo_omp_fork_fallbacks = 0;/* forked children moved to 
 #ifdef _OPENMP
 #include <omp.h>
 #define FO_HAVE_OPENMP_BACKEND 1
+static uint32_t fo_omp_jobs = 0;   /* regions run (the job number in traces) */
 static void fo_omp_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
     Py_ssize_t t;
     int nt = (Py_ssize_t)nthreads < ntasks ? nthreads : (int)ntasks;
     FO_STORE(fo_omp_used, 1);
+    if (FO_TRACING()) {   /* the same records as the pool's, without wake-ups */
+        uint32_t job = ++fo_omp_jobs;
+        int64_t t0 = FO_TRACE_NOW();
+        fo_trace(job, 0, -1, t0, fo_thread_cpu_ns());
+        #pragma omp parallel for schedule(static) num_threads(nt)
+        for (t = 0; t < ntasks; t++) {
+            int64_t s = FO_TRACE_NOW();
+            fn(ctx, t);
+            fo_trace(job, omp_get_thread_num(), t, s, FO_TRACE_NOW());
+        }
+        t0 = FO_TRACE_NOW();
+        fo_trace(job, 0, -2, t0, fo_thread_cpu_ns());
+        return;
+    }
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (t = 0; t < ntasks; t++) fn(ctx, t);
 }
