@@ -16,7 +16,11 @@
  *    master returns once every task is done.  Which thread computes a block never changes
  *    its result, so results are the same bits for any thread count and either backend.
  *  - Waiting threads spin for a short while (FASTOPT_SPIN_US, PAUSE only: no system call,
- *    see fo_keep_waiting), then sleep on a condition variable.
+ *    see fo_keep_waiting), longer after a long job (up to 1/8 of its time, fo_idle_spin_ns),
+ *    and sleep on a condition variable once that time is up or as soon as they find they
+ *    were descheduled while spinning (another thread wanted the core).  A worker whose last
+ *    wait outlasted its spin does not spin at all (the caller is doing something else between
+ *    kernel calls, e.g. a NumPy matmul whose BLAS threads need the cores).
  *  - One master at a time: a caller that finds the pool busy (another Python thread is
  *    in a kernel) runs its tasks itself, so concurrent callers never oversubscribe.
  *  - Fork: a pthread_atfork handler resets the pool in the child (its workers do not
@@ -48,7 +52,7 @@ typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
 typedef struct {
     int nworkers; long spin_ns; unsigned long long forks, jobs, serial_busy;
     unsigned long long tasks_master, tasks_workers, wakes_spin, wakes_sleep, wakes_empty,
-        master_sleeps, wake_ns, wake_count;
+        master_sleeps, wake_ns, wake_count, short_waits;
 } fo_pool_t;
 static fo_pool_t fo_pool;
 static void fo_pool_init(long spin_ns) { fo_pool.spin_ns = spin_ns; }
@@ -127,8 +131,10 @@ typedef struct {
     /* diagnostics (fastopt._threadpool.stats()): who ran the tasks, how workers woke */
     _Atomic uint64_t tasks_master, tasks_workers;
     _Atomic uint64_t wakes_spin, wakes_sleep, wakes_empty, master_sleeps;
+    _Atomic uint64_t short_waits;           /* waits not spun: the previous one was too long */
     _Atomic uint64_t wake_ns, wake_count;   /* publish -> a worker's first task */
     _Atomic long published_ns;
+    _Atomic long last_job_ns;   /* the last job's time, publish to done (for fo_idle_spin_ns) */
 } fo_pool_t;
 
 static fo_pool_t fo_pool;
@@ -197,7 +203,10 @@ static int64_t fo_trace_stop(fo_trace_rec_t **recs) {
 }
 
 /* One round of waiting that began at `start`: PAUSE, and every 64 rounds a look at the clock.
- * Returns 0 once spin_ns have elapsed (time to sleep).
+ * Returns 0 (time to sleep) once `budget` ns have elapsed, or as soon as the clock shows
+ * that this thread was descheduled since its last look (`*last`): another thread wanted this
+ * CPU (another process, or NumPy's BLAS threads between two kernel calls), and spinning on
+ * would only take the core from it.
  *
  * No sched_yield (the pool yielded in its waits until issue 23).  On the machine where it was
  * measured (a 2-vCPU AMD EPYC guest, Linux 6.18) a system call costs 0.5-2.5 us, and with
@@ -206,19 +215,48 @@ static int64_t fo_trace_stop(fo_trace_rec_t **recs) {
  * task time 4-28 ms), against 21-94% spinning with PAUSE only and 100% for libgomp's workers,
  * which spin with PAUSE only (benchmarks/c/pool_harness.c).  Likely why: Linux's EEVDF
  * scheduler (6.6 and later) moves a yielding task's deadline one slice later at each yield. */
-static inline int fo_keep_waiting(long start, unsigned *round) {
+#define FO_PREEMPTED_NS 30000L   /* a gap this long between two looks: we were descheduled */
+
+static inline int fo_keep_waiting(long start, unsigned *round, long budget, long *last) {
+    long now;
     FO_RELAX();
     if ((++*round & 63) != 0) return 1;
-    return fo_now_ns() - start < atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+    now = fo_now_ns();
+    if (now - *last > FO_PREEMPTED_NS) return 0;
+    *last = now;
+    return now - start < budget;
 }
 
-/* Spin until *word != old or spin_ns elapse.  Returns the last value read. */
-static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old) {
-    long start = fo_now_ns();
+/* How long an idle worker spins for the next job before it sleeps: spin_ns (FASTOPT_SPIN_US),
+ * or, after a long job, up to 1/FO_SPIN_SHARE of that job's time (at most FO_SPIN_JOB_MAX_NS),
+ * so that spinning costs at most that share of the useful work.
+ *
+ * Why (benchmarks/pool_trace.py, issue 23): on large calls the caller's serial work between
+ * two parallel calls is long, 140 us of CPU between two Adam 16M steps and 160-210 us between
+ * the passes of a 64x64x56x56 batch norm (Python with caches the kernel just flushed), against
+ * 24 us at Adam 1M.  With a fixed 50 us spin the worker was asleep at every such call and
+ * had to be woken (a futex call by the caller, then the scheduler), while libgomp's workers
+ * spin for milliseconds and were always ready; the blocks themselves ran at the same speed
+ * on both backends (the same median time per block, per pass). */
+#define FO_SPIN_SHARE 8
+#define FO_SPIN_JOB_MAX_NS 2000000L
+
+static inline long fo_idle_spin_ns(void) {
+    long base = atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+    long job = atomic_load_explicit(&fo_pool.last_job_ns, memory_order_relaxed) / FO_SPIN_SHARE;
+    if (base <= 0) return 0;                       /* FASTOPT_SPIN_US=0: never spin */
+    if (job > FO_SPIN_JOB_MAX_NS) job = FO_SPIN_JOB_MAX_NS;
+    return job > base ? job : base;
+}
+
+/* Spin until *word != old, `budget` ns elapse or this thread is descheduled.  Returns the
+ * last value read. */
+static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old, long budget) {
+    long start = fo_now_ns(), last = start;
     unsigned round = 0;
     uint32_t v;
     while ((v = atomic_load_explicit(word, memory_order_acquire)) == old)
-        if (!fo_keep_waiting(start, &round)) break;
+        if (!fo_keep_waiting(start, &round, budget, &last)) break;
     return v;
 }
 
@@ -275,10 +313,20 @@ static void *fo_worker_main(void *arg) {
      * master is about to publish is not missed. */
     int id = ((fo_worker_arg_t *)arg)->id;
     uint32_t seen = ((fo_worker_arg_t *)arg)->seen;
+    long idle = 0;   /* the last wait: from this worker's last task to the next job's publish */
     free(arg);
     for (;;) {
-        uint32_t g = fo_spin_while_equal(&fo_pool.gen, seen);
+        /* Spin only when the last wait was short enough for spinning to have paid: when the
+         * caller does other parallel work between kernel calls (NumPy's BLAS threads, a
+         * matmul), a spinning worker takes a core from those threads for nothing. */
+        long full = fo_idle_spin_ns(), waited = fo_now_ns();
+        uint32_t g;
         int slept = 0;
+        if (idle > full) {
+            full = 0;
+            atomic_fetch_add_explicit(&fo_pool.short_waits, 1, memory_order_relaxed);
+        }
+        g = fo_spin_while_equal(&fo_pool.gen, seen, full);
         if (g == seen) {
             pthread_mutex_lock(&fo_pool.lock);
             atomic_fetch_add(&fo_pool.sleeping, 1);
@@ -289,6 +337,7 @@ static void *fo_worker_main(void *arg) {
             slept = 1;
         }
         seen = g;
+        idle = atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed) - waited;
         if (id <= atomic_load(&fo_pool.want)) {
             long woke = fo_now_ns();
             long pub = atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed);
@@ -377,7 +426,7 @@ static void fo_pool_init(long spin_ns) {
 static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads, int once) {
     uint32_t g;
     int workers;
-    long start;
+    long start, last;
     unsigned i;
     if (ntasks <= 0) return 0;
     if (!once && (nthreads <= 1 || ntasks == 1 || ntasks >= (Py_ssize_t)FO_CLOSED)) goto serial;
@@ -430,10 +479,12 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
     atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)fo_claim(g, 0, once),
                               memory_order_relaxed);
     /* Wait for the tasks other threads hold: spin as the workers do, then sleep. */
-    start = fo_now_ns();
+    start = last = fo_now_ns();
     i = 0;
     while (atomic_load(&fo_pool.done) < (int64_t)ntasks) {
-        if (fo_keep_waiting(start, &i)) continue;
+        if (fo_keep_waiting(start, &i, atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed),
+                            &last))
+            continue;
         atomic_fetch_add_explicit(&fo_pool.master_sleeps, 1, memory_order_relaxed);
         pthread_mutex_lock(&fo_pool.lock);
         atomic_store(&fo_pool.master_sleeping, 1);
@@ -442,7 +493,11 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         atomic_store(&fo_pool.master_sleeping, 0);
         pthread_mutex_unlock(&fo_pool.lock);
     }
-    if (FO_TRACING()) { start = fo_now_ns(); fo_trace(g, 0, -2, start, fo_thread_cpu_ns()); }
+    start = fo_now_ns();
+    atomic_store_explicit(&fo_pool.last_job_ns,
+                          start - atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed),
+                          memory_order_relaxed);
+    if (FO_TRACING()) fo_trace(g, 0, -2, start, fo_thread_cpu_ns());
     pthread_mutex_unlock(&fo_pool.master);
     return 0;
 serial:
