@@ -92,7 +92,7 @@ for name, (kind, size, loops) in cases.items():
     out[name] = sorted(times)[len(times) // 2]
     after = fastopt._threadpool.stats()
     d = {k: after.get(k, 0) - before.get(k, 0) for k in ("jobs", "tasks_master", "tasks_workers", "wakes_spin",
-                                           "wakes_sleep", "wakes_empty", "master_sleeps", "short_waits")}
+                                           "wakes_sleep", "wakes_empty", "master_sleeps")}
     d["wake_us"] = after.get("wake_us")
     out["stats " + name] = d
 print(json.dumps(out))

@@ -251,7 +251,7 @@ def test_pool_runs_every_block_once_for_any_split(nt, nblocks):
         assert a.tobytes() == b.tobytes()
 
 
-# ------------------------------------------------------------------ tracing and the idle spin
+# ------------------------------------------------------------------ tracing
 
 @pytest.mark.parametrize("backend", ["pool", pytest.param("openmp", marks=needs_openmp)])
 def test_trace_records_every_task_of_every_call_once(backend):
@@ -294,26 +294,3 @@ def test_trace_start_checks_its_capacity():
     with pytest.raises(TypeError):
         _threadpool.trace_start("100")
 
-
-def test_worker_does_not_spin_after_a_wait_longer_than_its_spin():
-    # A worker whose last wait outlasted its spin (the caller did something else between two
-    # calls, e.g. a matmul on NumPy's BLAS threads) sleeps at once at its next wait instead of
-    # spinning on a core those threads may want: counted in stats()["short_waits"].
-    code = """
-import time, numpy as np, fastopt
-from fastopt import _threadpool, kernels as K
-p = np.ones(1 << 20, np.float32); g = p * 1e-2; m = np.zeros_like(p); v = np.zeros_like(p)
-with fastopt.num_threads(2):
-    K.adam_step(p, g, m, v, step=1, lr=1e-3)
-    before = _threadpool.stats()["short_waits"]
-    for step in range(2, 5):
-        time.sleep(0.2)                       # far beyond any spin (at most 2 ms)
-        K.adam_step(p, g, m, v, step=step, lr=1e-3)
-    deadline = time.monotonic() + 20          # the worker starts its next wait after the call
-    while _threadpool.stats()["short_waits"] < before + 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    print(_threadpool.stats()["short_waits"] - before >= 2)
-"""
-    rc, out, err = _py(code)
-    assert rc == 0, err
-    assert out.strip() == "True", out + err

@@ -18,9 +18,7 @@
  *  - Waiting threads spin for a short while (FASTOPT_SPIN_US, PAUSE only: no system call,
  *    see fo_keep_waiting), longer after a long job (up to 1/8 of its time, fo_idle_spin_ns),
  *    and sleep on a condition variable once that time is up or as soon as they find they
- *    were descheduled while spinning (another thread wanted the core).  A worker whose last
- *    wait outlasted its spin does not spin at all (the caller is doing something else between
- *    kernel calls, e.g. a NumPy matmul whose BLAS threads need the cores).
+ *    were descheduled while spinning (another thread wanted the core).
  *  - One master at a time: a caller that finds the pool busy (another Python thread is
  *    in a kernel) runs its tasks itself, so concurrent callers never oversubscribe.
  *  - Fork: a pthread_atfork handler resets the pool in the child (its workers do not
@@ -52,7 +50,7 @@ typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
 typedef struct {
     int nworkers; long spin_ns; unsigned long long forks, jobs, serial_busy;
     unsigned long long tasks_master, tasks_workers, wakes_spin, wakes_sleep, wakes_empty,
-        master_sleeps, wake_ns, wake_count, short_waits;
+        master_sleeps, wake_ns, wake_count;
 } fo_pool_t;
 static fo_pool_t fo_pool;
 static void fo_pool_init(long spin_ns) { fo_pool.spin_ns = spin_ns; }
@@ -131,7 +129,6 @@ typedef struct {
     /* diagnostics (fastopt._threadpool.stats()): who ran the tasks, how workers woke */
     _Atomic uint64_t tasks_master, tasks_workers;
     _Atomic uint64_t wakes_spin, wakes_sleep, wakes_empty, master_sleeps;
-    _Atomic uint64_t short_waits;           /* waits not spun: the previous one was too long */
     _Atomic uint64_t wake_ns, wake_count;   /* publish -> a worker's first task */
     _Atomic long published_ns;
     _Atomic long last_job_ns;   /* the last job's time, publish to done (for fo_idle_spin_ns) */
@@ -313,20 +310,10 @@ static void *fo_worker_main(void *arg) {
      * master is about to publish is not missed. */
     int id = ((fo_worker_arg_t *)arg)->id;
     uint32_t seen = ((fo_worker_arg_t *)arg)->seen;
-    long idle = 0;   /* the last wait: from this worker's last task to the next job's publish */
     free(arg);
     for (;;) {
-        /* Spin only when the last wait was short enough for spinning to have paid: when the
-         * caller does other parallel work between kernel calls (NumPy's BLAS threads, a
-         * matmul), a spinning worker takes a core from those threads for nothing. */
-        long full = fo_idle_spin_ns(), waited = fo_now_ns();
-        uint32_t g;
+        uint32_t g = fo_spin_while_equal(&fo_pool.gen, seen, fo_idle_spin_ns());
         int slept = 0;
-        if (idle > full) {
-            full = 0;
-            atomic_fetch_add_explicit(&fo_pool.short_waits, 1, memory_order_relaxed);
-        }
-        g = fo_spin_while_equal(&fo_pool.gen, seen, full);
         if (g == seen) {
             pthread_mutex_lock(&fo_pool.lock);
             atomic_fetch_add(&fo_pool.sleeping, 1);
@@ -337,7 +324,6 @@ static void *fo_worker_main(void *arg) {
             slept = 1;
         }
         seen = g;
-        idle = atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed) - waited;
         if (id <= atomic_load(&fo_pool.want)) {
             long woke = fo_now_ns();
             long pub = atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed);

@@ -16,7 +16,7 @@ cdef extern from "fo_threadpool.h":
         unsigned long long serial_busy
         unsigned long long tasks_master, tasks_workers
         unsigned long long wakes_spin, wakes_sleep, wakes_empty, master_sleeps
-        unsigned long long wake_ns, wake_count, short_waits
+        unsigned long long wake_ns, wake_count
     fo_pool_t fo_pool
     void fo_pool_init(long spin_ns) noexcept nogil
     void fo_run_tasks(fo_task_fn fn, void* ctx, Py_ssize_t ntasks, int nthreads) noexcept nogil
@@ -63,15 +63,13 @@ def stats():
     pool was busy, resets after fork, the spin time in microseconds; and diagnostics: tasks
     run by the calling thread and by the workers, worker wake-ups by how the worker waited
     (spinning, asleep) and those that found no task left, times the caller slept waiting for
-    the workers, waits a worker did not spin (its previous wait outlasted its spin), and the
-    mean time from publishing a job to a worker starting on it."""
+    the workers, and the mean time from publishing a job to a worker starting on it."""
     cdef unsigned long long n = fo_pool.wake_count
     return dict(workers=fo_pool.nworkers, jobs=fo_pool.jobs, serial_busy=fo_pool.serial_busy,
                 forks=fo_pool.forks, spin_us=fo_pool.spin_ns / 1000.0,
                 tasks_master=fo_pool.tasks_master, tasks_workers=fo_pool.tasks_workers,
                 wakes_spin=fo_pool.wakes_spin, wakes_sleep=fo_pool.wakes_sleep,
                 wakes_empty=fo_pool.wakes_empty, master_sleeps=fo_pool.master_sleeps,
-                short_waits=fo_pool.short_waits,
                 wake_us=(fo_pool.wake_ns / n / 1000.0) if n else None)
 
 
