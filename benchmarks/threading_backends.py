@@ -14,6 +14,10 @@ median, with the load average before and after.
         --config spin1ms:FASTOPT_THREADING=pool,FASTOPT_SPIN_US=1000 --config omp:FASTOPT_THREADING=openmp
 
 Every configuration's times are divided by the last one's (by default the openmp backend).
+The "mm ..." cases (not run by default) are the sharing target instead: a kernel call then a
+256x256 NumPy matmul, BLAS left alone, alternating / (kernel + matmul timed apart), per config:
+
+    python benchmarks/threading_backends.py --cases "mm adam 64K,mm adam 1M,mm adam 16M"
 """
 
 import argparse
@@ -25,7 +29,12 @@ import sys
 
 CASES = {"adam 64K": ("adam", 1 << 16, 200), "adam 1M": ("adam", 1 << 20, 20),
          "adam 16M": ("adam", 1 << 24, 2), "bn 4096x1024": ("bn", (4096, 1024), 2),
-         "bn 64x64x56x56": ("bn", (64, 64, 56, 56), 1)}
+         "bn 64x64x56x56": ("bn", (64, 64, 56, 56), 1),
+         # the sharing target: a kernel call then a 256x256 NumPy matmul (BLAS left alone),
+         # timed alternating and apart; the figure is alternating / (kernel + matmul)
+         "mm adam 64K": ("adam+mm", 1 << 16, 50), "mm adam 1M": ("adam+mm", 1 << 20, 20),
+         "mm adam 16M": ("adam+mm", 1 << 24, 3), "mm bn 64x64x56x56": ("bn+mm", (64, 64, 56, 56), 2)}
+SHARING = [k for k in CASES if k.startswith("mm ")]
 
 CHILD = r"""
 import json, sys, time
@@ -36,8 +45,11 @@ from fastopt import kernels as K
 cases, reps = json.loads(sys.argv[1]), int(sys.argv[2])
 out = {"threads": fastopt.get_num_threads()}
 rng = np.random.default_rng(0)
+A = rng.standard_normal((256, 256)).astype(np.float32)
+C256 = np.empty_like(A)
+matmul = lambda: np.matmul(A, A, out=C256)
 for name, (kind, size, loops) in cases.items():
-    if kind == "adam":
+    if kind.startswith("adam"):
         p = rng.standard_normal(size).astype(np.float32)
         g, m, v = p * 1e-2, np.zeros_like(p), np.zeros_like(p)
         step = lambda: K.adam_step(p, g, m, v, step=10, lr=1e-3)
@@ -50,6 +62,24 @@ for name, (kind, size, loops) in cases.items():
         def step():
             _, mu, s = K.batchnorm_forward(x, gamma, beta, None, None, out=y)
             K.batchnorm_backward(dy, x, gamma, mu, s, out=(dx, None, None))
+    if kind.endswith("+mm"):
+        # alternating / (kernel + matmul), each timed in its own loop, the three loops
+        # interleaved `reps` times; medians
+        kernel = step
+        loops_of = {"kernel": kernel, "matmul": matmul, "alt": lambda: (kernel(), matmul())}
+        for f in loops_of.values():
+            for _ in range(2 * loops):
+                f()
+        t = {k: [] for k in loops_of}
+        for _ in range(reps):
+            for k, f in loops_of.items():
+                t0 = time.perf_counter()
+                for _ in range(loops):
+                    f()
+                t[k].append((time.perf_counter() - t0) / loops)
+        med = {k: sorted(v)[len(v) // 2] for k, v in t.items()}
+        out[name] = med["alt"] / (med["kernel"] + med["matmul"])
+        continue
     for _ in range(3 * loops):
         step()
     before = fastopt._threadpool.stats()
@@ -93,7 +123,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
+    ap.add_argument("--cases", default=",".join(k for k in CASES if k not in SHARING),
+                    help="comma-separated, of: " + ", ".join(CASES))
     ap.add_argument("--config", action="append", type=parse_config,
                     help="NAME:VAR=VALUE,... (default: pool and openmp); the last is the reference")
     ap.add_argument("--stats", action="store_true", help="print the pool's counters per case")
@@ -103,12 +134,19 @@ def main(argv=None):
     cases = {k: CASES[k] for k in a.cases.split(",")}
     ref = configs[-1][0]
     print(f"load before {loadavg()}", flush=True)
-    ratios = {c: {k: [] for k in cases} for c, _ in configs[:-1]}
+    ratios = {c: {k: [] for k in cases if k not in SHARING} for c, _ in configs[:-1]}
+    sharing = {c: {k: [] for k in cases if k in SHARING} for c, _ in configs}
     for r in range(a.rounds):
         order = configs if r % 2 == 0 else configs[::-1]
         res = {name: child(env, cases, a.reps) for name, env in order}
         line = [f"round {r} (load {loadavg()}):"]
         for k in cases:
+            if k in SHARING:   # a ratio already: alternating / (kernel + matmul)
+                cells = " ".join(f"{c}={res[c][k]:.3f}" for c, _ in configs)
+                line.append(f"  {k:15s} {cells} (alternating / apart)")
+                for c, _ in configs:
+                    sharing[c][k].append(res[c][k])
+                continue
             cells = " ".join(f"{c}={res[c][k] * 1e3:.3f}" for c, _ in configs)
             line.append(f"  {k:15s} {cells} ms")
             for c, _ in configs[:-1]:
@@ -116,6 +154,8 @@ def main(argv=None):
         if a.stats:
             for c, _ in configs:
                 for k in cases:
+                    if k in SHARING:
+                        continue
                     st = res[c]["stats " + k]
                     if st["jobs"]:
                         line.append(f"    {c} {k}: " + " ".join(f"{x}={y if not isinstance(y, float) else round(y, 1)}" for x, y in st.items()))
@@ -125,6 +165,11 @@ def main(argv=None):
         print(f"{c} / {ref}, median over rounds [min-max]:")
         for k, v in ratios[c].items():
             print(f"  {k:15s} {statistics.median(v):.2f}  [{min(v):.2f}-{max(v):.2f}]")
+    for c in sharing:
+        if any(sharing[c].values()):
+            print(f"{c}: alternating with a 256x256 matmul / (kernel + matmul apart), median [min-max]:")
+        for k, v in sharing[c].items():
+            print(f"  {k:18s} {statistics.median(v):.2f}  [{min(v):.2f}-{max(v):.2f}]")
 
 
 if __name__ == "__main__":

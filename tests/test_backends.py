@@ -249,3 +249,48 @@ def test_pool_runs_every_block_once_for_any_split(nt, nblocks):
     assert _settled_task_count(before + 3 * nblocks) == before + 3 * nblocks
     for a, b in zip(pooled, serial):
         assert a.tobytes() == b.tobytes()
+
+
+# ------------------------------------------------------------------ tracing
+
+@pytest.mark.parametrize("backend", ["pool", pytest.param("openmp", marks=needs_openmp)])
+def test_trace_records_every_task_of_every_call_once(backend):
+    # benchmarks/pool_trace.py reads who ran which block from these records: per call, one
+    # publish (-1) and one return (-2) record of the caller, and each task exactly once.
+    n = 9 * 16384 + 5                                   # 10 blocks
+    expect = _adam(n, 1)
+    rng = np.random.default_rng(n)
+    p = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    with threads.threading_backend(backend), fastopt.num_threads(2):
+        _threadpool.trace_start(10_000)
+        for step in range(1, 4):
+            K.adam_step(p, g, m, v, step=step, lr=1e-2)
+        r = np.frombuffer(_threadpool.trace_stop(), _threadpool.TRACE_DTYPE)
+    for a, b in zip((p, m, v), expect):
+        assert a.tobytes() == b.tobytes()
+    jobs = np.unique(r["job"])
+    assert len(jobs) == 3
+    for j in jobs:
+        q = r[r["job"] == j]
+        assert (q["task"] == -1).sum() == 1 and (q["task"] == -2).sum() == 1
+        tasks = q[q["task"] >= 0]
+        assert sorted(tasks["task"]) == list(range(10))
+        assert set(tasks["slot"]) <= {0, 1}
+        assert (tasks["t1"] >= tasks["t0"]).all()
+        pub, ret = q[q["task"] == -1]["t0"][0], q[q["task"] == -2]["t0"][0]
+        assert pub <= tasks["t0"].min() and tasks["t1"].max() <= ret
+    # stopped: later calls add nothing (stopping again gives the same records)
+    with fastopt.num_threads(2):
+        K.adam_step(p, g, m, v, step=4, lr=1e-2)
+    assert _threadpool.trace_stop() == r.tobytes()
+
+
+def test_trace_start_checks_its_capacity():
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="capacity must be >= 1"):
+            _threadpool.trace_start(bad)
+    with pytest.raises(TypeError):
+        _threadpool.trace_start("100")
+

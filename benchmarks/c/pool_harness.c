@@ -31,6 +31,11 @@ static __thread int last_call = -1;
 static __thread int is_main = 0;
 static uint64_t call_start, *join;   /* per call: a worker's first task start - call start */
 static int *cpu_main, *cpu_worker;   /* per call: the CPU each ran its first task on */
+/* Per call and thread (0: the caller, 1: the first worker): the first task's start and the
+ * last task's end after the call's start, and the tasks it ran (the timeline). */
+static uint64_t *tl_first[2], *tl_last[2];
+static long *tl_count[2];
+static __thread int tl_thread = 1;
 
 static inline void record(uint64_t start, uint64_t end);
 
@@ -45,6 +50,14 @@ static inline void record(uint64_t start, uint64_t end) {
         cpu_worker[call_id] = sched_getcpu();
     }
     if (is_main && last_call != call_id) cpu_main[call_id] = sched_getcpu();
+    {
+        int th = is_main ? 0 : tl_thread;
+        if (th < 2) {
+            if (last_call != call_id) tl_first[th][call_id] = start > call_start ? start - call_start : 1;
+            tl_last[th][call_id] = end > call_start ? end - call_start : 1;
+            tl_count[th][call_id]++;
+        }
+    }
     last_end = end;
     last_call = call_id;
 }
@@ -138,6 +151,12 @@ int main(int argc, char **argv) {
     cpu_worker = calloc(reps * loops + 2, sizeof *cpu_worker);
     is_main = 1;
     gap = calloc(cap, sizeof *gap);
+    for (int th = 0; th < 2; th++) {
+        tl_first[th] = calloc(reps * loops + 2, sizeof(uint64_t));
+        tl_last[th] = calloc(reps * loops + 2, sizeof(uint64_t));
+        tl_count[th] = calloc(reps * loops + 2, sizeof(long));
+    }
+    uint64_t *tl_ret = calloc(reps * loops + 2, sizeof(uint64_t));
     for (int r = 0; r < 3; r++) fo_run_tasks(fn, ctx, ntasks, nthreads);
     nsamples = 0;
     double c0 = now_us();
@@ -152,6 +171,7 @@ int main(int argc, char **argv) {
             call_id++; call_start = __rdtsc();
             if (dyn) omp_dynamic(fn, ctx, ntasks, nthreads);
             else fo_run_tasks(fn, ctx, ntasks, nthreads);
+            tl_ret[call_id] = __rdtsc() - call_start;
             if (gap_us > 0) { double w = now_us(); while (now_us() - w < gap_us) ; }
         }
         times[r] = (now_us() - t) / loops;
@@ -177,6 +197,30 @@ int main(int argc, char **argv) {
                (unsigned long long)fo_pool.wakes_sleep);
     }
 #endif
+    if (getenv("TIMELINE")) {
+        /* Medians over the calls, in microseconds after the call's start: when each thread
+         * started its first task and ended its last, when the call returned, and the
+         * caller's share of the tasks. */
+        long nc = (long)reps * loops;
+        uint64_t *v = malloc((nc + 1) * sizeof *v);
+        const char *names[5] = {"m_first", "m_last", "w_first", "w_last", "ret"};
+        uint64_t *src[5] = {tl_first[0], tl_last[0], tl_first[1], tl_last[1], tl_ret};
+        printf("\n  timeline (median us):");
+        for (int q = 0; q < 5; q++) {
+            memcpy(v, src[q] + 1, nc * sizeof *v);
+            printf(" %s=%.1f", names[q], median_nz(v, nc) / per_us);
+        }
+        for (long c = 1; c <= nc; c++)   /* the caller's tail: return - the last task's end */
+            v[c - 1] = tl_ret[c] > (tl_last[0][c] > tl_last[1][c] ? tl_last[0][c] : tl_last[1][c])
+                ? tl_ret[c] - (tl_last[0][c] > tl_last[1][c] ? tl_last[0][c] : tl_last[1][c]) : 1;
+        printf(" tail=%.2f", median_nz(v, nc) / per_us);
+        for (long c = 1; c <= nc; c++)
+            v[c - 1] = tl_last[0][c] > tl_last[1][c] ? tl_last[0][c] - tl_last[1][c] + 1
+                                                       : tl_last[1][c] - tl_last[0][c] + 1;
+        printf(" |m_last-w_last|=%.1f", median_nz(v, nc) / per_us);
+        for (long c = 1; c <= nc; c++) v[c - 1] = (uint64_t)tl_count[0][c] + 1;
+        printf(" m_tasks=%.0f/%ld", median_nz(v, nc) - 1, ntasks);
+    }
     printf("\n");
     return 0;
 }

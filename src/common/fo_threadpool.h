@@ -16,7 +16,9 @@
  *    master returns once every task is done.  Which thread computes a block never changes
  *    its result, so results are the same bits for any thread count and either backend.
  *  - Waiting threads spin for a short while (FASTOPT_SPIN_US, PAUSE only: no system call,
- *    see fo_keep_waiting), then sleep on a condition variable.
+ *    see fo_keep_waiting), longer after a long job (up to 1/8 of its time, fo_idle_spin_ns),
+ *    and sleep on a condition variable once that time is up or as soon as they find they
+ *    were descheduled while spinning (another thread wanted the core).
  *  - One master at a time: a caller that finds the pool busy (another Python thread is
  *    in a kernel) runs its tasks itself, so concurrent callers never oversubscribe.
  *  - Fork: a pthread_atfork handler resets the pool in the child (its workers do not
@@ -64,6 +66,15 @@ static int fo_blas_register(size_t setter, size_t exec_async, size_t exec_wait, 
 }
 static void fo_blas_set_shared(int k, int on) { (void)k; (void)on; }
 static unsigned long long fo_blas_calls(int k, int shared) { (void)k; (void)shared; return 0; }
+typedef struct { uint32_t job; int32_t slot; int64_t task, t0, t1; } fo_trace_rec_t;
+static int fo_trace_start(int64_t cap) { (void)cap; return -1; }
+static int64_t fo_trace_stop(fo_trace_rec_t **recs) { *recs = NULL; return 0; }
+#define FO_TRACING() 0
+#define FO_TRACE_NOW() 0
+#define fo_thread_cpu_ns() 0
+static void fo_trace(uint32_t job, int slot, int64_t task, int64_t t0, int64_t t1) {
+    (void)job; (void)slot; (void)task; (void)t0; (void)t1;
+}
 #else
 
 #include <stdlib.h>
@@ -120,6 +131,7 @@ typedef struct {
     _Atomic uint64_t wakes_spin, wakes_sleep, wakes_empty, master_sleeps;
     _Atomic uint64_t wake_ns, wake_count;   /* publish -> a worker's first task */
     _Atomic long published_ns;
+    _Atomic long last_job_ns;   /* the last job's time, publish to done (for fo_idle_spin_ns) */
 } fo_pool_t;
 
 static fo_pool_t fo_pool;
@@ -132,8 +144,66 @@ static inline long fo_now_ns(void) {
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
+/* Tracing, for diagnosis (fastopt._threadpool.trace_start / trace_stop,
+ * benchmarks/pool_trace.py): one record per task run, with the job, the thread's slot (0: the
+ * caller, k: worker k or OpenMP thread k), the task, and its start and end (CLOCK_MONOTONIC
+ * ns); per job also the caller's publish (task -1) and return (task -2), and each worker's
+ * wake-up (task -3: it saw the job).  Off, it costs one relaxed load per task.  Not for
+ * concurrent callers: start and stop it around calls from one thread. */
+typedef struct { uint32_t job; int32_t slot; int64_t task, t0, t1; } fo_trace_rec_t;
+static fo_trace_rec_t *fo_trace_buf = NULL;
+static int64_t fo_trace_cap = 0;
+static _Atomic int64_t fo_trace_n = 0;
+static _Atomic int fo_trace_on = 0;
+#define FO_TRACING() atomic_load_explicit(&fo_trace_on, memory_order_relaxed)
+#define FO_TRACE_NOW() fo_now_ns()
+
+/* The calling thread's CPU time (ns): the t1 of the publish and return records, so that the
+ * caller's serial work between calls can be told apart from time it was descheduled. */
+static inline int64_t fo_thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void fo_trace(uint32_t job, int slot, int64_t task, int64_t t0, int64_t t1) {
+    int64_t k = atomic_fetch_add_explicit(&fo_trace_n, 1, memory_order_relaxed);
+    if (k < fo_trace_cap) {
+        fo_trace_rec_t r = {job, slot, task, t0, t1};
+        fo_trace_buf[k] = r;
+    }
+}
+
+/* Start recording up to `cap` records (dropping any earlier ones).  Returns 0, -1 without
+ * memory. */
+static int fo_trace_start(int64_t cap) {
+    atomic_store(&fo_trace_on, 0);
+    if (cap > fo_trace_cap) {
+        fo_trace_rec_t *b = (fo_trace_rec_t *)realloc(fo_trace_buf, (size_t)cap * sizeof *b);
+        if (b == NULL) return -1;
+        fo_trace_buf = b;
+        fo_trace_cap = cap;
+    }
+    atomic_store(&fo_trace_n, 0);
+    atomic_store(&fo_trace_on, 1);
+    return 0;
+}
+
+/* Stop recording; *recs points at the records (valid until the next start).  Returns their
+ * count. */
+static int64_t fo_trace_stop(fo_trace_rec_t **recs) {
+    int64_t n;
+    atomic_store(&fo_trace_on, 0);
+    n = atomic_load(&fo_trace_n);
+    *recs = fo_trace_buf;
+    return n < fo_trace_cap ? n : fo_trace_cap;
+}
+
 /* One round of waiting that began at `start`: PAUSE, and every 64 rounds a look at the clock.
- * Returns 0 once spin_ns have elapsed (time to sleep).
+ * Returns 0 (time to sleep) once `budget` ns have elapsed, or as soon as the clock shows
+ * that this thread was descheduled since its last look (`*last`): another thread wanted this
+ * CPU (another process, or NumPy's BLAS threads between two kernel calls), and spinning on
+ * would only take the core from it.
  *
  * No sched_yield (the pool yielded in its waits until issue 23).  On the machine where it was
  * measured (a 2-vCPU AMD EPYC guest, Linux 6.18) a system call costs 0.5-2.5 us, and with
@@ -142,19 +212,48 @@ static inline long fo_now_ns(void) {
  * task time 4-28 ms), against 21-94% spinning with PAUSE only and 100% for libgomp's workers,
  * which spin with PAUSE only (benchmarks/c/pool_harness.c).  Likely why: Linux's EEVDF
  * scheduler (6.6 and later) moves a yielding task's deadline one slice later at each yield. */
-static inline int fo_keep_waiting(long start, unsigned *round) {
+#define FO_PREEMPTED_NS 30000L   /* a gap this long between two looks: we were descheduled */
+
+static inline int fo_keep_waiting(long start, unsigned *round, long budget, long *last) {
+    long now;
     FO_RELAX();
     if ((++*round & 63) != 0) return 1;
-    return fo_now_ns() - start < atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+    now = fo_now_ns();
+    if (now - *last > FO_PREEMPTED_NS) return 0;
+    *last = now;
+    return now - start < budget;
 }
 
-/* Spin until *word != old or spin_ns elapse.  Returns the last value read. */
-static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old) {
-    long start = fo_now_ns();
+/* How long an idle worker spins for the next job before it sleeps: spin_ns (FASTOPT_SPIN_US),
+ * or, after a long job, up to 1/FO_SPIN_SHARE of that job's time (at most FO_SPIN_JOB_MAX_NS),
+ * so that spinning costs at most that share of the useful work.
+ *
+ * Why (benchmarks/pool_trace.py, issue 23): on large calls the caller's serial work between
+ * two parallel calls is long, 140 us of CPU between two Adam 16M steps and 160-210 us between
+ * the passes of a 64x64x56x56 batch norm (Python with caches the kernel just flushed), against
+ * 24 us at Adam 1M.  With a fixed 50 us spin the worker was asleep at every such call and
+ * had to be woken (a futex call by the caller, then the scheduler), while libgomp's workers
+ * spin for milliseconds and were always ready; the blocks themselves ran at the same speed
+ * on both backends (the same median time per block, per pass). */
+#define FO_SPIN_SHARE 8
+#define FO_SPIN_JOB_MAX_NS 2000000L
+
+static inline long fo_idle_spin_ns(void) {
+    long base = atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+    long job = atomic_load_explicit(&fo_pool.last_job_ns, memory_order_relaxed) / FO_SPIN_SHARE;
+    if (base <= 0) return 0;                       /* FASTOPT_SPIN_US=0: never spin */
+    if (job > FO_SPIN_JOB_MAX_NS) job = FO_SPIN_JOB_MAX_NS;
+    return job > base ? job : base;
+}
+
+/* Spin until *word != old, `budget` ns elapse or this thread is descheduled.  Returns the
+ * last value read. */
+static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old, long budget) {
+    long start = fo_now_ns(), last = start;
     unsigned round = 0;
     uint32_t v;
     while ((v = atomic_load_explicit(word, memory_order_acquire)) == old)
-        if (!fo_keep_waiting(start, &round)) break;
+        if (!fo_keep_waiting(start, &round, budget, &last)) break;
     return v;
 }
 
@@ -181,7 +280,13 @@ static int64_t fo_claim(uint32_t g, int slot, int once) {
             /* Task i of job g is ours: the job cannot end before we finish it, so its fields
              * hold. */
             if (fn == NULL) { fn = atomic_load(&fo_pool.fn); ctx = atomic_load(&fo_pool.ctx); }
-            fn(ctx, (Py_ssize_t)i);
+            if (FO_TRACING()) {
+                int64_t t0 = fo_now_ns();
+                fn(ctx, (Py_ssize_t)i);
+                fo_trace(g, slot, i, t0, fo_now_ns());
+            } else {
+                fn(ctx, (Py_ssize_t)i);
+            }
             ran++;
             if (once) goto out;
         }
@@ -207,7 +312,7 @@ static void *fo_worker_main(void *arg) {
     uint32_t seen = ((fo_worker_arg_t *)arg)->seen;
     free(arg);
     for (;;) {
-        uint32_t g = fo_spin_while_equal(&fo_pool.gen, seen);
+        uint32_t g = fo_spin_while_equal(&fo_pool.gen, seen, fo_idle_spin_ns());
         int slept = 0;
         if (g == seen) {
             pthread_mutex_lock(&fo_pool.lock);
@@ -222,6 +327,7 @@ static void *fo_worker_main(void *arg) {
         if (id <= atomic_load(&fo_pool.want)) {
             long woke = fo_now_ns();
             long pub = atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed);
+            if (FO_TRACING()) fo_trace(g, id, -3, woke, woke);
             int64_t ran = fo_claim(g, id, atomic_load(&fo_pool.once));
             atomic_fetch_add_explicit(slept ? &fo_pool.wakes_sleep : &fo_pool.wakes_spin, 1,
                                       memory_order_relaxed);
@@ -306,7 +412,7 @@ static void fo_pool_init(long spin_ns) {
 static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads, int once) {
     uint32_t g;
     int workers;
-    long start;
+    long start, last;
     unsigned i;
     if (ntasks <= 0) return 0;
     if (!once && (nthreads <= 1 || ntasks == 1 || ntasks >= (Py_ssize_t)FO_CLOSED)) goto serial;
@@ -346,7 +452,9 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         atomic_store(&fo_ranges[i].end, (uint32_t)hi);
         atomic_store(&fo_ranges[i].next, ((uint64_t)g << 32) | (uint64_t)lo);
     }
-    atomic_store_explicit(&fo_pool.published_ns, fo_now_ns(), memory_order_relaxed);
+    start = fo_now_ns();
+    atomic_store_explicit(&fo_pool.published_ns, start, memory_order_relaxed);
+    if (FO_TRACING()) fo_trace(g, 0, -1, start, fo_thread_cpu_ns());
     atomic_store(&fo_pool.gen, g);
     if (atomic_load(&fo_pool.sleeping) > 0) {
         pthread_mutex_lock(&fo_pool.lock);
@@ -357,10 +465,12 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
     atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)fo_claim(g, 0, once),
                               memory_order_relaxed);
     /* Wait for the tasks other threads hold: spin as the workers do, then sleep. */
-    start = fo_now_ns();
+    start = last = fo_now_ns();
     i = 0;
     while (atomic_load(&fo_pool.done) < (int64_t)ntasks) {
-        if (fo_keep_waiting(start, &i)) continue;
+        if (fo_keep_waiting(start, &i, atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed),
+                            &last))
+            continue;
         atomic_fetch_add_explicit(&fo_pool.master_sleeps, 1, memory_order_relaxed);
         pthread_mutex_lock(&fo_pool.lock);
         atomic_store(&fo_pool.master_sleeping, 1);
@@ -369,6 +479,11 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         atomic_store(&fo_pool.master_sleeping, 0);
         pthread_mutex_unlock(&fo_pool.lock);
     }
+    start = fo_now_ns();
+    atomic_store_explicit(&fo_pool.last_job_ns,
+                          start - atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed),
+                          memory_order_relaxed);
+    if (FO_TRACING()) fo_trace(g, 0, -2, start, fo_thread_cpu_ns());
     pthread_mutex_unlock(&fo_pool.master);
     return 0;
 serial:
@@ -545,10 +660,25 @@ static unsigned long long fo_omp_fork_fallbacks = 0;/* forked children moved to 
 #ifdef _OPENMP
 #include <omp.h>
 #define FO_HAVE_OPENMP_BACKEND 1
+static uint32_t fo_omp_jobs = 0;   /* regions run (the job number in traces) */
 static void fo_omp_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
     Py_ssize_t t;
     int nt = (Py_ssize_t)nthreads < ntasks ? nthreads : (int)ntasks;
     FO_STORE(fo_omp_used, 1);
+    if (FO_TRACING()) {   /* the same records as the pool's, without wake-ups */
+        uint32_t job = ++fo_omp_jobs;
+        int64_t t0 = FO_TRACE_NOW();
+        fo_trace(job, 0, -1, t0, fo_thread_cpu_ns());
+        #pragma omp parallel for schedule(static) num_threads(nt)
+        for (t = 0; t < ntasks; t++) {
+            int64_t s = FO_TRACE_NOW();
+            fn(ctx, t);
+            fo_trace(job, omp_get_thread_num(), t, s, FO_TRACE_NOW());
+        }
+        t0 = FO_TRACE_NOW();
+        fo_trace(job, 0, -2, t0, fo_thread_cpu_ns());
+        return;
+    }
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (t = 0; t < ntasks; t++) fn(ctx, t);
 }

@@ -31,6 +31,10 @@ cdef extern from "fo_threadpool.h":
     int fo_omp_used
     unsigned long long fo_omp_fork_fallbacks
     int fo_set_backend(int b) noexcept nogil
+    ctypedef struct fo_trace_rec_t:
+        pass
+    int fo_trace_start(long long cap) noexcept nogil
+    long long fo_trace_stop(fo_trace_rec_t** recs) noexcept nogil
 
 import os as _os
 
@@ -116,3 +120,28 @@ def blas_set_shared(int slot, bint on):
 def blas_calls(int slot):
     """(calls run on this pool, calls run on OpenBLAS's own workers) of the library in ``slot``."""
     return fo_blas_calls(slot, 1), fo_blas_calls(slot, 0)
+
+
+#: The layout of one record of :func:`trace_stop` (a NumPy dtype spelling): the job, the
+#: thread's slot (0: the caller), the task (-1: published, -2: the caller returned, -3: a
+#: worker saw the job) and its start and end in CLOCK_MONOTONIC nanoseconds.
+TRACE_DTYPE = [("job", "<u4"), ("slot", "<i4"), ("task", "<i8"), ("t0", "<i8"), ("t1", "<i8")]
+
+
+def trace_start(long long capacity):
+    """Record every task the kernels' parallel calls run, on either backend, up to
+    ``capacity`` records (a diagnostic for ``benchmarks/pool_trace.py``: call it and
+    :func:`trace_stop` from the one thread that runs kernels)."""
+    if capacity < 1:
+        raise ValueError(f"capacity must be >= 1, got {capacity}")
+    if fo_trace_start(capacity) != 0:
+        raise MemoryError("no memory for the trace")
+
+
+def trace_stop():
+    """Stop recording; the records as bytes (``numpy.frombuffer(b, TRACE_DTYPE)``)."""
+    cdef fo_trace_rec_t* recs
+    cdef long long n = fo_trace_stop(&recs)
+    if n <= 0:
+        return b""
+    return (<char*>recs)[:n * sizeof(fo_trace_rec_t)]
