@@ -58,7 +58,7 @@ def test_kernel_is_its_twin_bit_for_bit(isa, name, o, dtype, threads, rng):
         np.testing.assert_array_equal(s[0], sr[0])
 
 
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize("fmt", ["bf16", "int8", "f8"])
 @pytest.mark.parametrize("name", NAMES)
 def test_lowbit_kernels_are_their_twins(isa, name, fmt, rng):
     """bfloat16 and int8 state: the generic passes of fo_lowbit.h over the rule, against the
@@ -126,7 +126,7 @@ def test_adagrad_matches_torch_for_20_steps():
             np.testing.assert_allclose(s, topt.state[t]["sum"].numpy(), rtol=tol, atol=0)
 
 
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8", "float8"])
 def test_adagrad_sum_starts_at_initial_accumulator_value(state_dtype):
     params = [np.ones(5000, np.float32), np.ones(10, np.float32)]
     opt = fastopt.Adagrad(params, initial_accumulator_value=0.5, state_dtype=state_dtype)
@@ -138,7 +138,7 @@ def test_adagrad_sum_starts_at_initial_accumulator_value(state_dtype):
                         groups=[{"params": ["b"], "initial_accumulator_value": 0.1}])
 
 
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8", "float8"])
 @pytest.mark.parametrize("name", NAMES)
 def test_fused_is_reference_in_every_state_format_with_groups_and_clipping(name, state_dtype):
     """The optimizer (plan, groups, clipping, guard) on the fused kernels and on the NumPy

@@ -50,7 +50,7 @@ def test_nadam_kernel_is_its_twin_bit_for_bit(isa, o, dtype, threads, rng):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize("fmt", ["bf16", "int8", "f8"])
 @pytest.mark.parametrize("o", [1, 2])
 def test_nadam_lowbit_kernels_are_their_twins(isa, o, fmt, rng):
     p, g = _arrays(rng, np.float32)
@@ -118,7 +118,7 @@ def test_nadam_matches_torch_for_25_steps(dtype, kw):
             np.testing.assert_allclose(s, topt.state[t][name].numpy(), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8", "float8"])
 def test_nadam_fused_is_reference_in_every_state_format_with_groups_and_clipping(state_dtype):
     shapes = [(80, 70), (300,), (4097,)]
     runs = []

@@ -53,7 +53,7 @@ def test_radam_kernel_is_its_twin_bit_for_bit(isa, o, dtype, threads, rng):
         assert (s[1] >= 0).all()
 
 
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize("fmt", ["bf16", "int8", "f8"])
 def test_radam_lowbit_kernels_are_their_twins(isa, fmt, rng):
     """bfloat16 and int8 state: the generic two-buffer passes of fo_lowbit.h over the rule,
     against the twins of fastopt.reference.lowbit."""
@@ -134,7 +134,7 @@ def test_radam_matches_torch_for_25_steps():
                                                atol=atol)
 
 
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8", "float8"])
 def test_radam_fused_is_reference_with_groups_clipping_and_guard(state_dtype):
     shapes = [(80, 70), (300,), (4097,)]
     runs = []
@@ -160,7 +160,7 @@ def test_radam_fused_is_reference_with_groups_clipping_and_guard(state_dtype):
                               .astype(np.float32))
 
 
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8", "float8"])
 def test_radam_checkpoint_resumes_to_the_same_bits(state_dtype):
     shapes = [(70, 70), (50,)]
 

@@ -94,7 +94,7 @@ float8 (block-wise minifloat codes, no table)
     ``D``; they encode from the float32 bits of ``y``: the exponent re-biased and the
     mantissa rounded to 4 bits by an integer add (normal range), or ``fl(|y| + 2^{13})``
     (e3m4) / ``fl(|y| + 2^5)`` (e4m4), whose float32 ulp is the linear step (below it).
-    :class:`Minifloat` checks, when it is built, that this bit rule gives :math:`\mathrm{rne}`
+    ``Minifloat`` checks, when it is built, that this bit rule gives :math:`\mathrm{rne}`
     on every code value, midpoint and their float32 neighbours.
 """
 
