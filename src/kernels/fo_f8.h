@@ -20,8 +20,10 @@
  *   fo_f8_dec, fo_f8_vdec decode one code / FO_W codes (times D)
  *   fo_f8_quant_k/_known  a block's absmax and codes from its new state
  *   fo_f8_venc, _venc_init, fo_f8_vcode   the vector encoder (the fused param+codes pass)
- * Both codes run the same instructions with different constants (masks, biases), so one
- * pass serves a buffer of either kind without a branch.
+ * The scalar code (the baseline build, the tails) reads a buffer's kind from its fo_f8_q; the
+ * vector code takes it as a compile-time constant, the passes' "kind" (bit k set: buffer k is
+ * e4m4; _lowbit.pyx.tp passes it from the kernel table), so each buffer's decode and encode
+ * carry only their own code's instructions.
  */
 #ifndef FO_F8_H
 #define FO_F8_H
@@ -38,8 +40,6 @@ typedef struct {
     uint32_t cmax;      /* the largest magnitude code: 0x7f, 0xff */
     uint32_t sgn;       /* the sign bit of a code: 0x80, 0 */
     uint32_t emask;     /* the exponent field: 7, 15 */
-    float pre;          /* float16 value -> unit value: 2^8 (e3m4), 1 (e4m4) */
-    uint16_t hs, hm;    /* float16 bits = ((c << 8) & hs) | ((c << 6) & hm) */
     uint8_t zero;       /* the code of 0 */
 } fo_f8_q;
 
@@ -53,9 +53,6 @@ static inline void fo_f8_init(fo_f8_q* q, int is_signed) {
     q->cmax = is_signed ? 0x7f : 0xff;
     q->sgn = is_signed ? 0x80 : 0;
     q->emask = is_signed ? 7 : 15;
-    q->pre = is_signed ? 256.0f : 1.0f;
-    q->hs = is_signed ? 0x8000 : 0;
-    q->hm = is_signed ? 0x1fc0 : 0x3fc0;
     q->zero = 0;
 }
 
@@ -84,31 +81,11 @@ static inline uint8_t fo_f8_code(float y, const fo_f8_q* q) {
 }
 
 /* the decode constants of a pass */
-typedef struct {
-    fo_f8_q s;
-#if FO_LB_VEC
-    fo_vf pre;
-#if FO_VBYTES == 64
-    __m256i hs, hm;
-#else
-    __m128i hs, hm;
-#endif
-#endif
-} fo_f8_dv;
+typedef struct { fo_f8_q s; } fo_f8_dv;
 
 FO_INLINE fo_f8_dv fo_f8_dv_init(const fo_f8_q* q) {
     fo_f8_dv d;
     d.s = *q;
-#if FO_LB_VEC
-    d.pre = FO_PS(set1)(q->pre);
-#if FO_VBYTES == 64
-    d.hs = _mm256_set1_epi16((short)q->hs);
-    d.hm = _mm256_set1_epi16((short)q->hm);
-#else
-    d.hs = _mm_set1_epi16((short)q->hs);
-    d.hm = _mm_set1_epi16((short)q->hm);
-#endif
-#endif
     return d;
 }
 
@@ -118,20 +95,29 @@ static inline float fo_f8_scale(const fo_f8_q* q, float a) { (void)q; return fo_
 FO_INLINE float fo_f8_dec(const fo_f8_dv* d, uint8_t c, float D) { return fo_f8_unit(c, &d->s) * D; }
 
 #if FO_LB_VEC
-/* FO_W codes -> float32 values times D (vD: D broadcast) */
-FO_INLINE fo_vf fo_f8_vdec(const fo_f8_dv* d, const uint8_t* c, fo_vf vD) {
+/* FO_W codes -> float32 values times D (vD: D broadcast); kind & 1: e4m4, else e3m4.
+   e4m4: the code's 8 bits at float16 bits 6..13.  e3m4: sign-extended to 16 bits, shifted
+   by 6 and masked (0x9fff: the sign at bit 15, the 7 low bits at 6..12), then times 2^8
+   (float16's exponent bias is 15, e3m4's 7). */
+FO_INLINE fo_vf fo_f8_vdec(const fo_f8_dv* d, const uint8_t* c, fo_vf vD, const int kind) {
+    fo_vf f;
+    (void)d;
 #if FO_VBYTES == 64
-    __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)c));
-    __m256i h = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(w, 8), d->hs),
-                                _mm256_and_si256(_mm256_slli_epi16(w, 6), d->hm));
-    fo_vf f = _mm512_cvtph_ps(h);
+    __m128i b = _mm_loadu_si128((const __m128i*)c);
+    if (kind & 1)
+        f = _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 6));
+    else
+        f = _mm512_cvtph_ps(_mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 6),
+                                             _mm256_set1_epi16(0x9fff)));
 #else
-    __m128i w = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)c));
-    __m128i h = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(w, 8), d->hs),
-                             _mm_and_si128(_mm_slli_epi16(w, 6), d->hm));
-    fo_vf f = _mm256_cvtph_ps(h);
+    __m128i b = _mm_loadl_epi64((const __m128i*)c);
+    if (kind & 1)
+        f = _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(b), 6));
+    else
+        f = _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(b), 6),
+                                          _mm_set1_epi16(0x9fff)));
 #endif
-    return FO_PS(mul)(FO_PS(mul)(f, d->pre), vD);
+    return (kind & 1) ? FO_PS(mul)(f, vD) : FO_PS(mul)(FO_PS(mul)(f, FO_PS(set1)(256.0f)), vD);
 }
 
 /* the vector encoder's constants for one block */
@@ -154,14 +140,14 @@ FO_INLINE void fo_f8_venc_init(fo_f8_venc* E, const fo_f8_q* q, uint32_t mx) {
     E->one = FO_VSET1I(1);
 }
 
-/* fo_f8_code(x * r) on every lane (x given by its bits u, as fo_vcode) */
-FO_INLINE fo_vi fo_f8_vcode(fo_vi ux, const fo_f8_venc* E, const int posonly) {
+/* fo_f8_code(x * r) on every lane (x given by its bits u, as fo_vcode); kind & 1: e4m4
+   (a negative value -> 0, no sign), else e3m4 */
+FO_INLINE fo_vi fo_f8_vcode(fo_vi ux, const fo_f8_venc* E, const int kind) {
     fo_vi u = FO_SI(castps)(FO_PS(mul)(FO_SI2PS(ux), E->r));
-    fo_vi a = FO_EPI32(max)(FO_SI(and)(u, E->amask), FO_SI(setzero)());
+    fo_vi a = (kind & 1) ? FO_EPI32(max)(u, FO_SI(setzero)()) : FO_SI(and)(u, E->amask);
     fo_vi n = FO_EPI32(sub)(a, E->bias);
     fo_vi s = FO_EPI32(sub)(FO_SI(castps)(FO_PS(add)(FO_SI2PS(a), E->magic)), E->magicbits);
     fo_vi c;
-    (void)posonly;
     n = FO_EPI32(srli)(FO_EPI32(add)(FO_EPI32(add)(n, E->half),
                                      FO_SI(and)(FO_EPI32(srli)(n, 19), E->one)), 19);
 #if FO_VBYTES == 64
@@ -170,17 +156,17 @@ FO_INLINE fo_vi fo_f8_vcode(fo_vi ux, const fo_f8_venc* E, const int posonly) {
     c = _mm256_blendv_epi8(n, s, _mm256_cmpgt_epi32(E->minnorm, a));
 #endif
     c = FO_EPI32(min)(c, E->cmax);
-    return FO_SI(or)(c, FO_SI(and)(FO_EPI32(srli)(u, 24), E->sgn));
+    return (kind & 1) ? c : FO_SI(or)(c, FO_SI(and)(FO_EPI32(srli)(u, 24), E->sgn));
 }
 #endif /* FO_LB_VEC */
 
 /* Codes and absmax of x[0..n) whose absmax bits mx are known: a NaN or an infinity gives
    absmax NaN and code 0 everywhere; otherwise absmax a and the nearest codes of x * r. */
 FO_INLINE void fo_f8_quant_k(const float* x, ptrdiff_t n, uint8_t* codes, float* absmax,
-                             const fo_f8_q* q, uint32_t mx, const int posonly) {
+                             const fo_f8_q* q, uint32_t mx, const int kind) {
     ptrdiff_t i = 0;
     float r;
-    (void)posonly;
+    (void)kind;
     if (mx >= 0x7f800000u) {
         absmax[0] = NAN;
         memset(codes, q->zero, (size_t)n);
@@ -195,18 +181,20 @@ FO_INLINE void fo_f8_quant_k(const float* x, ptrdiff_t n, uint8_t* codes, float*
         const ptrdiff_t nv = n - n % (4 * FO_W);
         for (; i < nv; i += 4 * FO_W)
             fo_vcodes4(codes + i,
-                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i)), &E, 0),
-                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + FO_W)), &E, 0),
-                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 2 * FO_W)), &E, 0),
-                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 3 * FO_W)), &E, 0));
+                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i)), &E, kind),
+                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + FO_W)), &E, kind),
+                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 2 * FO_W)), &E, kind),
+                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 3 * FO_W)), &E, kind));
     }
 #endif
     for (; i < n; i++) codes[i] = fo_f8_code(x[i] * r, q);
 }
 
+/* the same, the kind read from q (one branch per block) */
 static inline void fo_f8_quant_known(const float* x, ptrdiff_t n, uint8_t* codes,
                                      float* absmax, const fo_f8_q* q, uint32_t mx) {
-    fo_f8_quant_k(x, n, codes, absmax, q, mx, 0);
+    if (q->sgn) fo_f8_quant_k(x, n, codes, absmax, q, mx, 0);
+    else fo_f8_quant_k(x, n, codes, absmax, q, mx, 1);
 }
 
 #endif /* FO_F8_H */

@@ -387,7 +387,9 @@ FO_INLINE float fo_int8_dec(const fo_int8_dv* d, uint8_t c, float a) { return d-
 #define fo_int8_quant_k fo_quant_k
 #define fo_int8_quant_known fo_quant_known
 #if FO_LB_VEC
-FO_INLINE fo_vf fo_int8_vdec(const fo_int8_dv* d, const uint8_t* c, fo_vf va) {
+FO_INLINE fo_vf fo_int8_vdec(const fo_int8_dv* d, const uint8_t* c, fo_vf va,
+                             const int kind) {
+    (void)kind;
     return FO_PS(mul)(fo_vlut(d->v, c), va);
 }
 typedef fo_venc fo_int8_venc;
@@ -500,10 +502,10 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y
             for (; i < FO_QBLOCK; i += 2 * FO_W) {                                             \
                 fo_vf ya = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i),                \
                                                  FO_PS(loadu)(p + i),                          \
-                                                 fo_##CODEC##_vdec(&v0, c0 + i, va0));         \
+                                                 fo_##CODEC##_vdec(&v0, c0 + i, va0, po));     \
                 fo_vf yb = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),         \
                                                  FO_PS(loadu)(p + i + FO_W),                   \
-                                                 fo_##CODEC##_vdec(&v0, c0 + i + FO_W, va0));  \
+                                                 fo_##CODEC##_vdec(&v0, c0 + i + FO_W, va0, po)); \
                 FO_PS(store)(buf0 + i, ya);                                                    \
                 FO_PS(store)(buf0 + i + FO_W, yb);                                             \
                 mx0 = FO_EPU32(max)(mx0, fo_vabsbits(ya));                                     \
@@ -523,10 +525,10 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y
         for (; i + 2 * FO_W <= nq; i += 2 * FO_W) {                                            \
             fo_vf ya, yb;                                                                      \
             fo_vf pa = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),     \
-                                       fo_##CODEC##_vdec(&v0, c0 + i, va0), &ya);              \
+                                       fo_##CODEC##_vdec(&v0, c0 + i, va0, po), &ya);          \
             fo_vf pb = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),                   \
                                        FO_PS(loadu)(p + i + FO_W),                             \
-                                       fo_##CODEC##_vdec(&v0, c0 + i + FO_W, va0), &yb);       \
+                                       fo_##CODEC##_vdec(&v0, c0 + i + FO_W, va0, po), &yb);   \
             FO_PS(storeu)(p + i, pa);                                                          \
             FO_PS(storeu)(p + i + FO_W, pb);                                                   \
             FO_PS(store)(buf0 + i, ya);                                                        \
@@ -652,8 +654,8 @@ FO_QPASS1(NAME, STRUCT, f8)
                 for (; i < FO_QBLOCK; i += FO_W) {                                             \
                     fo_vf m, v;                                                                \
                     fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),  \
-                                          fo_##CODEC##_vdec(&v0, c0 + i, va0),                 \
-                                          fo_##CODEC##_vdec(&v1, c1 + i, va1), &m, &v);        \
+                                          fo_##CODEC##_vdec(&v0, c0 + i, va0, po0),            \
+                                          fo_##CODEC##_vdec(&v1, c1 + i, va1, po0 >> 1), &m, &v); \
                     FO_PS(store)(buf0 + i, m);                                                 \
                     FO_PS(store)(buf1 + i, v);                                                 \
                     mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));                                  \
@@ -674,8 +676,8 @@ FO_QPASS1(NAME, STRUCT, f8)
             for (; i + FO_W <= nq; i += FO_W) {                                                \
                 fo_vf m, v;                                                                    \
                 fo_vf pn = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i), \
-                                           fo_##CODEC##_vdec(&v0, c0 + i, va0),                \
-                                           fo_##CODEC##_vdec(&v1, c1 + i, va1), &m, &v);       \
+                                           fo_##CODEC##_vdec(&v0, c0 + i, va0, po0),           \
+                                           fo_##CODEC##_vdec(&v1, c1 + i, va1, po0 >> 1), &m, &v); \
                 FO_PS(storeu)(p + i, pn);                                                      \
                 FO_PS(store)(buf0 + i, m);                                                     \
                 FO_PS(store)(buf1 + i, v);                                                     \
