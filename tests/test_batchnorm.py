@@ -631,3 +631,57 @@ def test_layer_names_an_input_of_another_dtype():
     fp = fastopt.FlatParams(fastopt.BatchNorm.shapes(3), dtype=np.float64)
     y = fastopt.BatchNorm(3, params=fp)(np.arange(12.0).reshape(4, 3))
     assert y.dtype == np.float64
+
+
+# ------------------------------------------------------------ pickling and deep copies
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_model_copy_keeps_layers_linked_to_the_flat_buffer(how):
+    """A pickled (or deep-copied) MLP trains exactly as the original: its batch-norm layers'
+    gamma/beta are views of the restored FlatParams again (not independent copies that the
+    optimizer would never update)."""
+    import copy
+    import pickle
+
+    from fastopt.nn.models import MLP
+    from fastopt.optim import Adam
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+
+    def train(model, steps):
+        opt = Adam(model.params, lr=0.05)
+        for _ in range(steps):
+            model.loss_and_grad(X, y)
+            opt.step()
+
+    model = MLP((8, 16, 16, 3), rng=np.random.default_rng(1))
+    train(model, 2)
+    twin = pickle.loads(pickle.dumps(model)) if how == "pickle" else copy.deepcopy(model)
+    fp = twin.params
+    for bn in twin.bns:
+        assert np.shares_memory(bn.gamma, fp.data) and np.shares_memory(bn.beta, fp.data)
+        assert np.shares_memory(bn.dgamma, fp.grad) and np.shares_memory(bn.dbeta, fp.grad)
+    assert not np.shares_memory(fp.data, model.params.data)
+    train(model, 5)
+    train(twin, 5)
+    np.testing.assert_array_equal(twin.params.data, model.params.data)
+    for a, b in zip(twin.bns, model.bns):
+        np.testing.assert_array_equal(a.running_mean, b.running_mean)
+        np.testing.assert_array_equal(a.running_var, b.running_var)
+
+
+def test_standalone_batchnorm_pickles_with_its_settings():
+    import pickle
+
+    from fastopt.nn import BatchNorm
+
+    bn = BatchNorm(4, eps=1e-3, momentum=0.2, impl="reference")
+    x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    bn.forward(x)
+    back = pickle.loads(pickle.dumps(bn))
+    assert (back.eps, back.momentum, back.impl, back.num_features) == (1e-3, 0.2, "reference", 4)
+    np.testing.assert_array_equal(back.running_mean, bn.running_mean)
+    np.testing.assert_array_equal(back.forward(x), bn.forward(x))

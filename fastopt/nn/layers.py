@@ -134,10 +134,7 @@ class BatchNorm(Checked):
                 if params.params[key].shape != (C,):
                     raise ValueError(f"params[{key!r}] has shape {params.params[key].shape}, "
                                      f"expected ({C},)")
-            self._gamma = params.params[f"{name}.gamma"]
-            self._beta = params.params[f"{name}.beta"]
-            self._dgamma = params.grads[f"{name}.gamma"]
-            self._dbeta = params.grads[f"{name}.beta"]
+            self._link()
             dtype = params.dtype
         else:
             dtype = np.dtype(np.float32)
@@ -150,6 +147,30 @@ class BatchNorm(Checked):
         self._running_mean = np.zeros(C, dtype)
         self._running_var = np.ones(C, dtype)
         self._cache = None
+
+    def _link(self):
+        """Take gamma, beta and their gradients as views of the FlatParams entries."""
+        fp, name = self._flat, self._name
+        self._gamma = fp.params[f"{name}.gamma"]
+        self._beta = fp.params[f"{name}.beta"]
+        self._dgamma = fp.grads[f"{name}.gamma"]
+        self._dbeta = fp.grads[f"{name}.beta"]
+
+    # Pickling: with ``params``, gamma, beta and their gradients are views of the FlatParams,
+    # which pickle would store as independent arrays (the optimizer would then update a
+    # buffer the layer no longer reads).  The state leaves them out, and __setstate__ takes
+    # the views of the restored FlatParams again.  The forward cache is not kept.
+    def __getstate__(self):
+        drop = {"_cache"}
+        if self._flat is not None:
+            drop |= {"_gamma", "_beta", "_dgamma", "_dbeta"}
+        return {k: v for k, v in self.__dict__.items() if k not in drop}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._cache = None
+        if self._flat is not None:
+            self._link()
 
     num_features = fixed("num_features", "C, the number of channels.",
                          "it is fixed at construction (build another BatchNorm)")
@@ -211,7 +232,12 @@ class BatchNorm(Checked):
         if value not in _IMPLS:
             raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {value!r}")
         self._impl = value
-        self._k = _IMPLS[value]
+
+    @property
+    def _k(self):
+        # the implementation's module, looked up per call (a module attribute would make
+        # the layer unpicklable)
+        return _IMPLS[self._impl]
 
     def _signature(self, phase, x):
         """What every process's call of a synchronized pass must agree on."""
