@@ -141,12 +141,12 @@ def _check_state_rows(rows, n, torch_installed):
         assert ("torch_time" in r) == torch_installed
         if torch_installed:
             assert r["torch_time"] > 0 and r["torch_time"] == rows[0]["torch_time"]
-    for r in rows[:3]:
+    for r in rows[:4]:
         assert r["roofline_time"] > 0 and r["roofline_f32_time"] > 0
         # the float32 pass's bandwidth applied to the row's bytes
         assert r["roofline_f32_time"] == pytest.approx(f32["roofline_time"] * r["bytes"] / (28 * n))
     assert f32["roofline_f32_time"] == f32["roofline_time"]
-    for r in rows[3:]:
+    for r in rows[4:]:
         assert r["name"] == "bitsandbytes Adam8bit" and "roofline_time" not in r
 
 
@@ -164,12 +164,12 @@ def test_bench_state_rows(n):
     except ImportError:
         have_bnb = False
     if have_bnb:   # installed: a row when it steps on CPU, else the reason
-        assert ([r["name"] for r in rows[3:]] == ["bitsandbytes Adam8bit"]) != bool(notes)
+        assert ([r["name"] for r in rows[4:]] == ["bitsandbytes Adam8bit"]) != bool(notes)
     else:
-        assert len(rows) == 3 and len(notes) == 1 and "bitsandbytes" in notes[0]
+        assert len(rows) == 4 and len(notes) == 1 and "bitsandbytes" in notes[0]
     rows = [r.to_dict() for r in measure(cases.state_case(n, use_bitsandbytes=False), 1)]
     _check_state_rows(rows, n, False)
-    assert len(rows) == 3
+    assert len(rows) == 4
 
 
 def test_bench_state_bitsandbytes_missing_or_broken(monkeypatch):
