@@ -4,6 +4,14 @@ import pytest
 import fastopt
 from fastopt.runtime import dispatch as _dispatch
 
+import table_grid
+
+
+@pytest.hookimpl(tryfirst=True)    # before `-m` deselects by the marks
+def pytest_collection_modifyitems(config, items):
+    """The quick loop's subset of the generated grids (tests/table_grid.py: quick)."""
+    config.stash[table_grid.GRID_ITEMS] = table_grid.mark_outside_quick_subset(items)
+
 
 @pytest.fixture(params=_dispatch.supported_levels())
 def isa(request):

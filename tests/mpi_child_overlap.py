@@ -249,7 +249,6 @@ def overlap_arguments():
     _refused(lambda: DataParallel(opt, overlap=True, bucket_bytes=2.5), TypeError, "bucket_bytes")
     _refused(lambda: DataParallel(opt, wire_dtype=16), TypeError, "wire_dtype must be a str")
     _refused(lambda: DataParallel(opt, wire_dtype="float16"), ValueError, "wire_dtype must be one of")
-    _refused(lambda: DataParallel(opt, overlap=True, shard_state=True), ValueError, "shard_state=False")
     _refused(lambda: DataParallel(opt, wire_dtype="bfloat16", shard_state=True), ValueError,
              "shard_state=False")
     _refused(lambda: DataParallel(opt, error_feedback=True), ValueError, "needs wire_dtype")
@@ -312,6 +311,121 @@ def shared_allreduce():
     done("shared_allreduce")
 
 
+def shared_pipeline():
+    """The window's pipeline piece by piece (as BucketReducer drives it): pieces of any size
+    and alignment, posted in any grouping, give the rank-order sums' bits, divided or not;
+    and a rank that runs ahead into the next reduction waits (acquire) until every rank has
+    copied what it needs from its window: here the last rank copies slowly, and rank 0's
+    next values must not leak into them."""
+    from fastopt.distributed.shm import SharedAllreduce
+
+    n = 10_007
+    red = SharedAllreduce(comm, n)
+    pieces = [(0, 1), (1, 17), (17, 4000), (4000, 4001), (4001, n)][::-1]
+    slow = red._copy_shares
+    if rank == size - 1:
+        def slow_copy(out, lo, hi):
+            time.sleep(0.05)
+            slow(out, lo, hi)
+        red._copy_shares = slow_copy
+    for step in range(1, 5):
+        divide = step % 2 == 0
+        out = np.full(n, np.nan, np.float32)
+        red.acquire()
+        red.buffer[...] = local_grad(n, np.float32, step, rank)
+        pipe = red.pipeline(out, divide=divide)
+        for k, (lo, hi) in enumerate(pieces):
+            pipe.post(lo, hi)
+            if k % 2:
+                pipe.progress()
+        pipe.drain()
+        assert pipe.pending == 0
+        red.release()
+        want = rank_order_mean(n, np.float32, step) if divide else None
+        if want is None:
+            want = local_grad(n, np.float32, step, 0).copy()
+            for r in range(1, size):
+                want += local_grad(n, np.float32, step, r)
+        check_equal(out, want, f"pipeline step {step} divide={divide}")
+    red.free()
+    done("shared_pipeline")
+
+
+def window_overlaps():
+    """transport='shared_window', overlap=True: the buckets are copied into the window and
+    posted during the backward pass (ready()), not in step(); the trace says when."""
+    fp = make_fp()
+    dp = DataParallel(fastopt.SGD(fp, lr=1.0), overlap=True, transport="shared_window",
+                      bucket_bytes=4000)
+    r = dp._reducers[0]
+    r.trace = trace = []
+    fp.grad[...] = local_grad(fp.size, np.float32, 1, rank)
+    for name in NAMES[::-1]:
+        dp.ready(name)
+    before = len(trace)
+    dp.step()
+    posted = [e for _, e, _ in trace[:before] if e == "posted"]
+    assert len(posted) == len(r.buckets) > 1, (len(posted), len(r.buckets))
+    assert [e for _, e, _ in trace[before:]][:1] == ["finish"], trace[before:]
+    assert sum(e == "copied" for _, e, _ in trace) == len(r.buckets)
+    check_equal(fp.grad, rank_order_mean(fp.size, np.float32, 1), "window overlapped grad")
+    done("window_overlaps")
+
+
+def zero1_overlap():
+    """ZeRO-1 overlapped (a reduce-scatter per bucket, started by ready()) equals ZeRO-1
+    without overlap: bit for bit in deterministic mode (rank-order sums either way) and with
+    2 ranks; within float32 rounding of a reordered sum otherwise.  With clipping and the
+    non-finite guard, weights, any bucket size and readiness order, and over lists."""
+    weights = [(r + 1) / sum(range(1, size + 1)) for r in range(size)]
+    for det in (True, False):
+        for wts in (None, weights):
+            def run(order="backward", **kw):
+                fp = make_fp()
+                dp = DataParallel(fastopt.Adam(fp, lr=0.01, max_grad_norm=5.0,
+                                               skip_nonfinite=True),
+                                  shard_state=True, deterministic=det, align=64, **kw)
+                for step in range(1, 4):
+                    fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+                    w = None if wts is None else wts[rank]
+                    if kw.get("overlap"):
+                        if w is not None:
+                            dp.begin_step(weight=w)
+                        for name in _order(order):
+                            dp.ready(name)
+                    dp.step(weight=w)
+                dp.verify_parameters()
+                return fp.data.copy(), dp._groups[0].red.copy()
+            ref_p, ref_red = run()
+            for bucket_bytes in (None, 2000, 60_000):
+                for order in ("backward", "forward", "partial", "none"):
+                    p, red = run(overlap=True, bucket_bytes=bucket_bytes, order=order)
+                    what = f"zero1 det={det} weighted={wts is not None} {bucket_bytes} {order}"
+                    if det or size == 2:
+                        check_equal(red, ref_red, what)
+                        check_equal(p, ref_p, what)
+                    else:
+                        assert np.allclose(p, ref_p, rtol=1e-5, atol=1e-6), what
+    # lists: ready(i, grad) for some, step(grads) for the rest
+    arrays = [np.random.default_rng(i).standard_normal(sh).astype(np.float32)
+              for i, sh in enumerate([(40, 30), (30,), (30, 5)])]
+    params = [a.copy() for a in arrays]
+    ref_params = [a.copy() for a in arrays]
+    dp = DataParallel(fastopt.Adam(params, lr=0.01), shard_state=True, deterministic=True,
+                      overlap=True, bucket_bytes=512, align=16)
+    ref = DataParallel(fastopt.Adam(ref_params, lr=0.01), shard_state=True,
+                       deterministic=True, align=16)
+    for step in range(1, 4):
+        grads = [np.random.default_rng([step, rank, i]).standard_normal(a.shape)
+                 .astype(np.float32) for i, a in enumerate(arrays)]
+        dp.ready(2, grads[2])
+        dp.step(grads)
+        ref.step(grads)
+    for a, b in zip(params, ref_params):
+        check_equal(a, b, "zero1 overlap lists")
+    done("zero1_overlap")
+
+
 def train_cli_overlap():
     """fastopt train --distributed overlaps by default: the same numbers as --no-overlap (bit
     for bit: --deterministic), and the bfloat16 wire trains too."""
@@ -346,13 +460,13 @@ def train_cli_overlap():
 
 # ------------------------------------------------------------------ faults (one per launch)
 
-def fault_overlap_hang(transport="mpi"):
+def fault_overlap_hang(transport="mpi", **kw):
     """Rank 1 launches its first buckets, then stops: the others wait in step() on pending
     requests (or the shared window's barrier); the watchdog (timeout=2) must end the job."""
     fp = make_fp()
     dp = DataParallel(fastopt.Adam(fp, lr=0.01), overlap=True, timeout=2, bucket_bytes=4000,
                       check_every=0,     # (so the wait is on the pending requests)
-                      transport=transport)
+                      transport=transport, **kw)
     dp.ready("b2")
     dp.ready("W2")
     if rank == 1:
@@ -374,6 +488,22 @@ def fault_overlap_exception():
 
 def fault_overlap_hang_window():
     fault_overlap_hang("shared_window")
+
+
+def fault_overlap_hang_zero1():
+    fault_overlap_hang(shard_state=True)
+
+
+def fault_overlap_exception_window():
+    """As fault_overlap_exception, with buckets in the shared window's pipeline."""
+    fp = make_fp()
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), overlap=True, timeout=60, bucket_bytes=4000,
+                      transport="shared_window")
+    dp.ready("b2")
+    if rank == 1:
+        raise RuntimeError("boom with requests pending")
+    dp.step()
+    raise AssertionError("unreachable: the job should have been aborted")
 
 
 if __name__ == "__main__":

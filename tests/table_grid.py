@@ -4,11 +4,16 @@ A kernel or optimizer added to the table is tested by every grid with no test ed
 options come from its row (each hyperparameter at its default, then each varied alone to
 another value its rule allows, keeping the combinations the joint rules accept), unless a
 test file gives it a hand-written grid.
+
+The quick loop (``pytest -m "not slow"``) runs a subset of each grid marked with ``quick``
+below; plain ``pytest`` (CI) runs every case.  A new row, option set, level or size joins
+both with no edit here.
 """
 
 import itertools
 
 import numpy as np
+import pytest
 
 from fastopt import specs
 from fastopt.kernels import _check
@@ -84,3 +89,80 @@ def constructor_args(spec, lr_=0.01):
 
     params = inspect.signature(spec.cls).parameters
     return {"lr": lr_, **{n: 0.9 for n in _check.optional_names(spec.row) if n in params}}
+
+
+# ------------------------------------------------------------------ the quick loop's subset
+
+def quick(family, option):
+    """Mark a grid test whose quick-loop subset is chosen by `mark_outside_quick_subset`.
+
+    Parameters
+    ----------
+    family : callable
+        ``family(params) -> key``: the kernel family of a case, from its parameters (the
+        ``callspec.params`` of the item, fixture parameters such as ``isa`` included).
+    option : str
+        The name of the parameter that is the case's option set.
+    """
+    return pytest.mark.grid(family=family, option=option)
+
+
+GRID_ITEMS = pytest.StashKey()     # the grid cases collected, before ``-m``/``-k`` deselect
+
+
+def mark_outside_quick_subset(items):
+    """Mark ``slow`` the cases of ``quick`` grids that the quick loop leaves to the full run.
+
+    Per test and kernel family, the quick loop keeps every case of the family's first option
+    set (so every level, size, dtype and thread count the grid has, per family) and each
+    other option set once: the k-th option set at the k-th value (cyclically) of every other
+    parameter, so these cases walk the levels and sizes too.  Nothing is removed: the full
+    run (no ``-m``) collects and runs every case, as before.  Returns the grid cases.
+    """
+    groups = {}
+    for item in items:
+        mark = item.get_closest_marker("grid")
+        if mark is None or not hasattr(item, "callspec"):
+            continue
+        key = (item.module.__name__, item.originalname,
+               mark.kwargs["family"](item.callspec.params))
+        groups.setdefault(key, (mark.kwargs["option"], []))[1].append(item)
+    for option, members in groups.values():
+        by_option = {}
+        for item in members:
+            by_option.setdefault(_value(item, option), []).append(item)
+        for k, cases in enumerate(by_option.values()):
+            if k == 0:
+                continue
+            keep = _kth_combination(cases, option, k)
+            for item in cases:
+                if item is not keep:
+                    item.add_marker(pytest.mark.slow)
+    return [item for _, members in groups.values() for item in members]
+
+
+def _value(item, name):
+    """A key for the value of parameter ``name`` of ``item`` (the object itself when hashable)."""
+    v = item.callspec.params[name]
+    try:
+        hash(v)
+    except TypeError:
+        return id(v)
+    return v
+
+
+def _kth_combination(cases, option, k):
+    """The case whose every parameter but ``option`` is at its k-th value (cyclically, in
+    the order of collection)."""
+    axes = {}
+    for item in cases:
+        for name in item.callspec.params:
+            if name != option:
+                values = axes.setdefault(name, [])
+                if _value(item, name) not in values:
+                    values.append(_value(item, name))
+    want = {name: values[k % len(values)] for name, values in axes.items()}
+    for item in cases:
+        if all(_value(item, name) == v for name, v in want.items()):
+            return item
+    return cases[k % len(cases)]     # not a full product: any one, still rotating

@@ -15,6 +15,8 @@ from fastopt import kernels as K
 from fastopt import reference as R
 from fastopt.runtime.dispatch import ext
 
+import table_grid
+
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = ATOL = 1e-5
 DTYPES = [np.float32, np.float64]
@@ -57,6 +59,9 @@ def _run(mod, x, dy, gamma, beta, training=True, steps=2):
     return dict(y=y, mean=mean, invstd=invstd, dx=dx, dgamma=dgamma, dbeta=dbeta, rm=rm, rv=rv)
 
 
+# every shape on every level; the quick loop: the best level in both modes and dtypes, each other
+# level in one
+@table_grid.quick(family=lambda p: p["shape"], option="isa")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)

@@ -1,24 +1,13 @@
 """`fastopt train --data` and `fastopt tune --data`: the user's own .npz or CSV, in a subprocess."""
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from cli_run import run
 
 pytestmark = pytest.mark.slow
-
-
-def run(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "fastopt.cli", *args], capture_output=True,
-                       text=True, cwd=ROOT, timeout=300)
-    if check:
-        assert p.returncode == 0, p.stderr
-    return p
 
 
 def _blobs(n=300, seed=0):

@@ -3,25 +3,14 @@
 import json
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from cli_run import run
 
 # Slow system tests (subprocesses): out of the quick loop, pytest -m "not slow".
 pytestmark = pytest.mark.slow
-
-
-def run(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "fastopt.cli", *args], capture_output=True,
-                       text=True, cwd=ROOT, timeout=300)
-    if check:
-        assert p.returncode == 0, p.stderr
-    return p
 
 
 def _accuracy(out):

@@ -70,6 +70,7 @@ def _copy(state):
     return [None if s is None else s.copy() for s in state]
 
 
+@table_grid.quick(family=lambda p: p["case"][0], option="case")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
@@ -187,6 +188,7 @@ def test_nan_in_grad_propagates_like_reference(isa, name, rng):
     np.testing.assert_allclose(p_k, p_r, rtol=RTOL, atol=ATOL, equal_nan=True)
 
 
+@table_grid.quick(family=lambda p: p["case"][0], option="case")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", [c for c in CASES if c[1].get("weight_decay")], ids=_case_id)
 def test_one_and_two_threads_give_identical_bits(isa, case, dtype, rng):

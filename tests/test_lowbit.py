@@ -85,6 +85,7 @@ def assert_state_equal(a, b, what):
 # ------------------------------------------------------------------ kernels vs reference
 
 
+@table_grid.quick(family=lambda p: p["case"][:2], option="case")   # (kernel, format)
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_kernel_matches_reference(isa, case, n, rng):
@@ -142,6 +143,7 @@ def test_bf16_update_is_the_float32_update(isa, opt, rng):
 # ------------------------------------------------------------------ threads and layout
 
 
+@table_grid.quick(family=lambda p: p["opt"], option="fmt")   # bf16 on every level, the others on one
 @pytest.mark.parametrize("fmt", FMTS)
 @pytest.mark.parametrize("opt", list(OPTS))
 def test_same_bits_for_any_thread_count(isa, opt, fmt, rng):
@@ -501,6 +503,51 @@ def test_vector_width_of_each_level(isa):
 
     assert dispatch.ext.level == isa
     assert dispatch.ext._lowbit.vector_bits() == {"baseline": 0, "avx2": 256, "avx512": 512}[isa]
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("opt", list(OPTS))
+def test_int8_decode_paths_give_the_same_bits(isa, opt, rng):
+    """The avx512 build decodes a block's codes with VBMI byte permutes when the CPU has them
+    (exactly where it has them) and by per-lane lookups otherwise: both paths, every level,
+    give the twin's bits, on full and partial blocks whose codes span the whole map."""
+    from fastopt.runtime import dispatch
+
+    L = dispatch.ext._lowbit
+    flags, has = _cpu_flags(), L.vbmi_decode()
+    if flags is not None:
+        assert has == (isa == "avx512" and "avx512vbmi" in flags)
+    with pytest.raises(TypeError, match="on must be a bool"):
+        L.vbmi_decode(1)
+    n = 3 * 256 + 77
+    g = [(rng.standard_normal(n) * 10.0 ** rng.integers(-7, 1, n)).astype(np.float32)
+         for _ in range(STEPS)]
+    p0 = rng.standard_normal(n).astype(np.float32)
+    runs = []
+    try:
+        for on in (True, False, True):
+            assert L.vbmi_decode(on) == (on and has)
+            p, s = p0.copy(), make_state(opt, "int8", n)
+            for t in range(1, STEPS + 1):
+                call(K, opt, "int8", p, g[t - 1], s, t, next(OPTS[opt]()))
+            runs.append([p] + s)
+    finally:
+        L.vbmi_decode(True)
+    p, s = p0.copy(), make_state(opt, "int8", n)
+    for t in range(1, STEPS + 1):
+        call(R, opt, "int8", p, g[t - 1], s, t, next(OPTS[opt]()))
+    codes = runs[0][1]
+    assert len(np.unique(codes)) > 100 and codes.max() >= 128 > codes.min()
+    for run in runs:
+        for a, b in zip(run, [p] + s):
+            np.testing.assert_array_equal(a, b)
 
 
 # ------------------------------------------------------------------ decay, memory

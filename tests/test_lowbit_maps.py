@@ -48,6 +48,7 @@ def _run(mod, opt, p, g, state, maps, t):
                           momentum_buf_map=maps[0])
 
 
+@table_grid.quick(family=lambda p: p["opt"], option="first")   # signed first: every level
 @pytest.mark.parametrize("n", [256 * 9 + 5])
 @pytest.mark.parametrize("first", list(MAPS))
 @pytest.mark.parametrize("opt", table_grid.LOWBIT)

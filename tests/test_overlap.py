@@ -18,7 +18,8 @@ from fastopt.kernels._formats import bf16_to_float32, float32_to_bf16
 from test_distributed import launch, needs_mpi
 
 SCENARIOS = ["overlap_equals_sequential", "overlap_lists_and_dicts", "overlap_mlp_hook",
-             "bf16_wire", "overlap_arguments", "shared_allreduce", "train_cli_overlap"]
+             "bf16_wire", "overlap_arguments", "shared_allreduce", "shared_pipeline",
+             "window_overlaps", "zero1_overlap", "train_cli_overlap"]
 
 
 @pytest.fixture(scope="module", params=[pytest.param(2, id="n=2"), pytest.param(3, id="n=3")])
@@ -36,7 +37,8 @@ def test_overlap_scenario(mpi_run, scenario):
 
 @pytest.mark.slow
 @needs_mpi
-@pytest.mark.parametrize("n,transport", [(2, ""), (3, ""), (2, "_window")])
+@pytest.mark.parametrize("n,transport", [(2, ""), (3, ""), (2, "_window"), (3, "_window"),
+                                         (2, "_zero1")])
 def test_a_rank_that_stops_with_requests_pending_is_a_timeout_not_a_hang(n, transport):
     rc, out, err = launch(n, [f"fault_overlap_hang{transport}"], timeout=90, expect_ok=False,
                           module="mpi_child_overlap")
@@ -46,9 +48,10 @@ def test_a_rank_that_stops_with_requests_pending_is_a_timeout_not_a_hang(n, tran
 
 @pytest.mark.slow
 @needs_mpi
-def test_an_exception_with_requests_pending_aborts_the_job():
-    rc, out, err = launch(2, ["fault_overlap_exception"], timeout=90, expect_ok=False,
-                          module="mpi_child_overlap")
+@pytest.mark.parametrize("transport", ["", "_window"])
+def test_an_exception_with_requests_pending_aborts_the_job(transport):
+    rc, out, err = launch(2, [f"fault_overlap_exception{transport}"], timeout=90,
+                          expect_ok=False, module="mpi_child_overlap")
     assert rc != 0
     assert "uncaught RuntimeError on rank 1" in err and "requests pending" in err, err
 

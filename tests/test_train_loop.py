@@ -9,6 +9,8 @@ from fastopt.optim import SPECS
 from fastopt.train import CheckpointError, SingleProcess, Trainer
 from fastopt.train.loop import HISTORY_KEYS
 
+import table_grid
+
 SMALL = dict(optimizer="adam", lr=0.01, schedule="exponential", epochs=3, batch_size=128, seed=0,
              hidden=16)
 
@@ -93,6 +95,7 @@ def test_save_and_resume_continue_bit_identically(tmp_path, state_dtype):
     _assert_same(_snapshot(resumed), _snapshot(full))
 
 
+@table_grid.quick(family=lambda p: None, option="state_dtype")   # bfloat16: one optimizer
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("name", list(SPECS))
 def test_every_registered_optimizer_trains_and_resumes(tmp_path, name, state_dtype):

@@ -17,7 +17,9 @@ Run under ``mpiexec -n P``.  Measures, with P ranks:
   ``size`` float32 parameters in 16 layers (compute: copying each layer's gradient in, last
   layer first); each sequential (the allreduce after the backward pass), overlapped
   (``overlap=True``: buckets sent as the layers finish), overlapped with a bfloat16 wire,
-  and ZeRO-1;
+  through the MPI-3 shared window sequential and overlapped, and ZeRO-1 without overlap
+  (``MPI_Reduce_scatter``; deterministic: a blocking ``MPI_Alltoallv`` exchange) and with it
+  (the same exchange per bucket, non-blocking);
 * the alpha-beta model of that step on M machines (a ring over M nodes: ``2(M−1)`` messages
   of ``S/M`` bytes; ZeRO-1 sends the same bytes as a reduce-scatter plus an all-gather, and
   divides the optimizer's time and state by M), with the measured optimizer time, for
@@ -91,7 +93,11 @@ MODES = (("plain", "sequential allreduce", dict()),
          ("window_seq", "sequential, MPI-3 shared window", dict(transport="shared_window")),
          ("window", "overlapped, MPI-3 shared window", dict(overlap=True,
                                                              transport="shared_window")),
-         ("zero1", "ZeRO-1", dict(shard_state=True)))
+         ("zero1", "ZeRO-1", dict(shard_state=True)),
+         ("zero1_det", "ZeRO-1, deterministic (MPI_Alltoallv)",
+          dict(shard_state=True, deterministic=True)),
+         ("zero1_overlap", "ZeRO-1, overlapped (per-bucket exchange)",
+          dict(shard_state=True, overlap=True)))
 
 
 def _step_split(comm, fp, compute, reps, modes):
@@ -158,8 +164,10 @@ def _step_split(comm, fp, compute, reps, modes):
 
 
 def _modes(bucket_bytes):
-    """MODES as (key, options), the overlapped ones with buckets of ``bucket_bytes``."""
-    return [(key, dict(options, bucket_bytes=bucket_bytes) if "overlap" in options else options)
+    """MODES as (key, options), the bucketed ones (overlapped, shared window) with buckets of
+    ``bucket_bytes``."""
+    return [(key, dict(options, bucket_bytes=bucket_bytes)
+             if "overlap" in options or "transport" in options else options)
             for key, _, options in MODES]
 
 
@@ -354,7 +362,11 @@ def format_distributed(res):
                      "(MPI_Iallreduce against MPI_Allreduce)"
                      + (f", {r['window'] / r['window_seq']:.2f} (shared window); shared window "
                         f"overlapped / MPI_Allreduce sequential: {r['window'] / r['plain']:.2f}"
-                        if "window" in r else ""))
+                        if "window" in r else "")
+                     + (f"; ZeRO-1 overlapped / ZeRO-1: {r['zero1_overlap'] / r['zero1']:.2f}, "
+                        f"/ deterministic ZeRO-1 (the same exchange, blocking): "
+                        f"{r['zero1_overlap'] / r['zero1_det']:.2f}"
+                        if "zero1_overlap" in r else ""))
     lines.append("(ms per step, medians, the slowest rank's; communication: the time step() "
                  "waits for it, after the backward pass)")
     m = res["model"]

@@ -21,6 +21,9 @@ from .types import (UsageError, arg_type, check_output_path, nonneg_int, positiv
 OPTIMIZERS = tuple(SPECS)
 DEFAULTS = dict(optimizer="adam", lr=1e-2, schedule="cosine", epochs=20, batch_size=64, seed=0,
                 hidden=256, beta=0.9)
+#: --micro-batch with --distributed unless given (0: off): the ranks then compute one
+#: process's bits, and ``fastopt train --micro-batch 8`` in one process is the reference.
+DISTRIBUTED_MICRO_BATCH = 8
 
 
 # Batch norm needs two samples per batch when training.
@@ -113,12 +116,13 @@ def _cmd_train(args):
     check_train_args(args)
     described, data = load_data(args, args.val_split)
     strategy = _distributed_strategy(args)
+    micro = _micro_batch(args)
     try:
         run = Trainer(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule,
                       epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       hidden=args.hidden, beta=args.beta, impl=args.impl,
                       max_grad_norm=args.max_grad_norm, state_dtype=args.state_dtype,
-                      strategy=strategy, data=data, task=args.task)
+                      strategy=strategy, data=data, task=args.task, micro_batch=micro)
     except (ValueError, MemoryError) as e:  # e.g. --hidden too large for this machine
         raise UsageError(f"cannot build the model and optimizer: {type(e).__name__}: {e}") from None
     dp = run.opt if strategy is not None else None
@@ -149,6 +153,9 @@ def _cmd_train(args):
         mode += ", error feedback" if dp.error_feedback else ""
         sync = ("synchronized batch norm" if run.strategy.sync_bn
                 else "batch norm per rank (--no-sync-bn)")
+        if micro:
+            sync = (f"synchronized batch norm and ordered reduction by micro-batches of "
+                    f"{micro} (the bits of one process with --micro-batch {micro})")
         print(f"distributed: {dp.size} ranks, {mode}{', deterministic' if dp.deterministic else ''}, "
               f"{sync}; "
               f"each rank takes 1/{dp.size} of every global batch of {args.batch_size}; "
@@ -301,6 +308,12 @@ def add_train(sub):
     p.add_argument("--save", metavar="NPZ", help="write a checkpoint after every epoch")
     p.add_argument("--resume", metavar="NPZ", help="continue from a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--micro-batch", type=nonneg_int, default=None, metavar="K",
+                   help="ordered reduction: gradients and batch-norm sums per micro-batch of K "
+                        "rows, combined in float64 in their order, so any number of ranks "
+                        "computes the bits of one process with the same --micro-batch; "
+                        f"default {DISTRIBUTED_MICRO_BATCH} with --distributed (native wire, "
+                        "synchronized batch norm), off in one process; 0: off")
     _add_data(p)
     p.add_argument("--val-split", type=held_out_fraction, default=0.2, metavar="FRACTION",
                    help="the share of the samples held out for evaluation (test loss and "
@@ -336,6 +349,20 @@ def add_train(sub):
                         "for the others in a collective")
     _add_blas_threads(p)
     p.set_defaults(func=_run_guarded(_cmd_train, p))
+
+
+def _micro_batch(args):
+    """``Trainer(micro_batch=...)`` for ``--micro-batch`` (and its default), or None."""
+    if args.micro_batch is None:
+        on = args.distributed and args.wire_dtype == "native" and args.sync_bn is not False
+        return DISTRIBUTED_MICRO_BATCH if on else None
+    if args.micro_batch and args.wire_dtype != "native":
+        raise UsageError("--micro-batch: not with --wire-dtype bfloat16 (its rounding is not "
+                         "one process's); --micro-batch 0 turns it off")
+    if args.micro_batch and args.sync_bn is False:
+        raise UsageError("--micro-batch: not with --no-sync-bn (micro-batched batch norm "
+                         "normalizes with the whole batch); --micro-batch 0 turns it off")
+    return args.micro_batch or None
 
 
 def _distributed_strategy(args):

@@ -17,6 +17,8 @@ to install).
 ``fastopt.train.Trainer(..., strategy=DataParallelStrategy(...))`` runs the library's training
 loop this way (what ``fastopt train --distributed`` does), with synchronized batch norm
 (:class:`SyncBatchNorm`, :func:`sync_batchnorm`): the ranks train the model one process trains.
+With ``micro_batch=k`` (:class:`OrderedMicroBatches`, the default of ``fastopt train
+--distributed``) they train it bit for bit: the same bits as one process with ``micro_batch=k``.
 """
 
 from .errors import DistributedError, Watchdog, abort_on_exception, raise_collectively
@@ -24,9 +26,10 @@ from .sharding import batch_part, node_threads, shard_bounds, use_node_share
 from .parallel import DataParallel
 from .checkpoint import load_checkpoint, save_checkpoint
 from .syncbn import SyncBatchNorm, SyncStats, sync_batchnorm
+from .microbatch import OrderedMicroBatches
 from .training import DataParallelStrategy
 
 __all__ = ["DataParallel", "DistributedError", "batch_part", "shard_bounds", "node_threads", "use_node_share",
            "abort_on_exception", "raise_collectively", "Watchdog", "save_checkpoint",
            "load_checkpoint", "DataParallelStrategy", "SyncBatchNorm", "SyncStats",
-           "sync_batchnorm"]
+           "sync_batchnorm", "OrderedMicroBatches"]

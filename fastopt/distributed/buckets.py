@@ -12,8 +12,10 @@
   communicator.  :meth:`BucketReducer.finish` (from ``DataParallel.step``) launches what was
   not launched, in order, and waits for everything.
 * **Progress.**  Open MPI progresses a non-blocking collective only inside MPI calls; each
-  ``ready()`` tests the pending requests (``MPI_Testall``), so the exchange advances between
-  layers while the backward pass computes.
+  ``ready()`` tests the pending requests (``MPI_Testall``; one ``MPI_Testsome`` in the window
+  mode), so the exchange advances between layers while the backward pass computes.
+  ``trace`` (a list, None by default) records ``(time, event, where)`` for each ``ready``,
+  launch, test and pipeline stage: the timelines behind the figures in the performance notes.
 * **Two ways to reduce a bucket.**
 
   - ``"allreduce"`` (the default mode): ``MPI_Iallreduce`` in place, then ``/ P`` unless
@@ -49,6 +51,8 @@
   adds it to the next step's gradient, so the rank's rounding errors do not accumulate over
   steps (the sum's second rounding is not fed back).
 """
+
+import time
 
 import numpy as np
 
@@ -119,20 +123,30 @@ class BucketReducer:
     bucket_bytes : int
         Bytes of ``gbuf`` per bucket (at least one element).
     mode : {"allreduce", "exchange", "window"}
-        "window": the ranks share one node; each bucket is copied into an MPI-3 shared-memory
-        window when it is complete, and :meth:`finish` sums the slices in rank order straight
-        from the others' windows (:class:`~fastopt.distributed.shm.SharedAllreduce`): the
-        deterministic mode's bits.
+        "window": the ranks share one node; each bucket is copied (scaled, if weighted) into
+        an MPI-3 shared-memory window when it is complete and goes into the window's
+        :class:`~fastopt.distributed.shm.Pipeline`: as soon as every rank has posted it, each
+        rank sums its share of the bucket in rank order straight from the others' windows,
+        and as soon as every share is summed, copies the bucket back into ``gbuf``, all
+        tested at each :meth:`ready`; :meth:`finish` waits for the rest.  The deterministic
+        mode's bits.
     wire_dtype : {"native", "bfloat16"}
         "bfloat16" needs float32 and the exchange mode.
     error_feedback : bool
         Keep the bfloat16 packing residual and add it next step.
     align : int
         The slices' granularity (exchange mode), as DataParallel's.
+    bounds : list of (int, int), optional
+        Exchange mode: each rank's slice (default :func:`shard_bounds` with ``align``).
+    scatter_into : ndarray, optional
+        Exchange mode, ZeRO-1: this rank's slice of the reduced gradient goes here (the owner's
+        rank-order sums, ``/ P`` unless weighted), and nothing is gathered back: a
+        reduce-scatter, bucket by bucket, with the arithmetic of DataParallel's
+        deterministic reduce-scatter (the same bits).
     """
 
     def __init__(self, comm, watchdog, gbuf, offsets, *, bucket_bytes, mode, wire_dtype="native",
-                 error_feedback=False, align=1):
+                 error_feedback=False, align=1, bounds=None, scatter_into=None):
         from ._mpi import require_mpi
 
         self._mpi = mpi = require_mpi()
@@ -151,7 +165,13 @@ class BucketReducer:
             o0, o1 = self.offsets[p], self.offsets[p + 1]
             self._param_buckets.append([k for k, b in enumerate(self.buckets)
                                         if o0 < b.hi and b.lo < o1])
-        self.bounds = shard_bounds(n, self.size, align)
+        self.bounds = shard_bounds(n, self.size, align) if bounds is None else list(bounds)
+        self.scatter = scatter_into
+        if scatter_into is not None:
+            lo, hi = self.bounds[self.rank]
+            if mode != "exchange" or wire_dtype != "native" or scatter_into.shape != (hi - lo,):
+                raise ValueError("scatter_into needs the exchange mode, the native wire and "
+                                 f"{hi - lo} elements (this rank's slice)")
         if mode == "exchange":
             dt = np.uint16 if wire_dtype == "bfloat16" else gbuf.dtype
             for b in self.buckets:
@@ -172,6 +192,8 @@ class BucketReducer:
             self._wide = np.empty(widest, np.float32)
         self.residual = np.zeros(n, np.float32) if error_feedback else None
         self._requests = []
+        self._pipe = None          # window mode: this step's Pipeline
+        self.trace = None          # a list: (time, event, where) per stage, for measurements
         self._weight = None
         self._ready = np.zeros(len(self.offsets) - 1, bool)
         self._next = 0             # the next bucket to launch
@@ -191,6 +213,10 @@ class BucketReducer:
         self._requests = []
         self.started = False
 
+    def _mark(self, event, where):
+        if self.trace is not None:
+            self.trace.append((time.perf_counter(), event, where))
+
     def begin(self, weight):
         """The weight the coming buckets are scaled by (None: the mean), fixed until :meth:`finish`."""
         self._weight = weight
@@ -208,11 +234,23 @@ class BucketReducer:
         buckets that are now complete, in order, and advance the pending ones."""
         self._ready[p] = True
         self.started = True
+        self._mark("ready", p)
         for k in self._param_buckets[p]:
             self.buckets[k].waiting -= 1
         self._launch(until_complete=True)
-        if self._requests:
-            self._mpi.Request.Testall(self._requests)
+        self._progress()
+
+    def _progress(self):
+        """Advance what is in flight (never waits)."""
+        if self._pipe is not None:
+            self._pipe.progress()
+        elif self._requests:
+            if self.trace is None:
+                self._mpi.Request.Testall(self._requests)
+            else:                     # (the same progress, and which buckets completed)
+                t = time.perf_counter()
+                done = sum(bool(r.Test()) for r in self._requests)
+                self.trace.append((t, "test", (time.perf_counter() - t, done)))
 
     def _launch(self, until_complete):
         while self._next < len(self.buckets):
@@ -221,16 +259,38 @@ class BucketReducer:
                 return
             self._start(b)
             self._next += 1
+            if not until_complete and self._pipe is not None:
+                self._pipe.progress()     # (each piece summed while it is in the cache)
+
+    def _post(self, b, g):
+        """Window mode: bucket ``b`` (``g``, this rank's gradient) into the shared window, and
+        into the pipeline."""
+        shared = self.shared
+        if self._pipe is None:        # the first bucket of the step
+            with self.watchdog("the gradient reduction (the previous step's readers of the "
+                               "shared window)"):
+                shared.acquire()
+            self._pipe = shared.pipeline(self.gbuf, divide=self._weight is None and self.size > 1,
+                                         trace=self.trace)
+        w = shared.buffer[b.lo:b.hi]
+        if self._weight is not None:
+            np.multiply(g, self._weight, out=w)
+        else:
+            np.copyto(w, g)
+        self._mark("launched", b.lo)
+        self._pipe.post(b.lo, b.hi)
 
     def _start(self, b):
         mpi, comm = self._mpi, self.comm
         g = self.gbuf[b.lo:b.hi]
-        if self._weight is not None:
+        if self._weight is not None and self.mode != "window":
             np.multiply(g, self._weight, out=g)
         if self.mode == "allreduce":
             self._requests.append(comm.Iallreduce(mpi.IN_PLACE, [g, self.mpitype], op=mpi.SUM))
         elif self.mode == "window":
-            np.copyto(self.shared.buffer[b.lo:b.hi], g)
+            self._post(b, g)
+            b.launched = True
+            return
         else:
             if self.wire == "bfloat16":
                 if self.residual is not None:
@@ -248,10 +308,12 @@ class BucketReducer:
                 [send, (b.counts, b.displs), mt],
                 [b.recv, ([b.mine] * P, [r * b.mine for r in range(P)]), mt]))
         b.launched = True
+        self._mark("launched", b.lo)
 
     def finish(self, what):
         """Launch the buckets not launched yet (in order) and wait for all: ``gbuf`` holds the
         reduced (and, unless weighted, averaged) gradient, identical on every rank."""
+        self._mark("finish", None)
         self._launch(until_complete=False)
         with self.watchdog(what):
             self._mpi.Request.Waitall(self._requests)
@@ -261,12 +323,31 @@ class BucketReducer:
             if not weighted and self.size > 1:
                 np.divide(self.gbuf, self.size, out=self.gbuf)
         elif self.mode == "window":
-            with self.watchdog(what):
-                self.shared.reduce_into(self.gbuf, divide=not weighted)
+            if self._pipe is not None:
+                with self.watchdog(what):
+                    self._pipe.drain()
+                self.shared.release()
+                self._pipe = None
+        elif self.scatter is not None:
+            self._scatter(weighted)
         else:
             self._gather(weighted, what)
         self._weight = None
         self._reset()
+        self._mark("finished", None)
+
+    def _scatter(self, weighted):
+        """Exchange mode, ZeRO-1: the owner's rank-order sums into ``scatter`` (no all-gather)."""
+        lo = self.bounds[self.rank][0]
+        for b in self.buckets:
+            if b.mine:
+                a = b.lo + b.displs[self.rank] - lo
+                out = self.scatter[a:a + b.mine]
+                np.copyto(out, b.recv[0])
+                for r in range(1, self.size):
+                    np.add(out, b.recv[r], out=out)
+        if not weighted and self.size > 1:
+            np.divide(self.scatter, self.size, out=self.scatter)
 
     def _gather(self, weighted, what):
         """Exchange mode: the owner's rank-order sums, then an all-gather of them."""

@@ -27,7 +27,7 @@ the slices (which only moves bytes) and a sum in rank order ``((g0 + g1) + g2) +
 rank that owns the slice: two runs at the same world size give the same bits, whatever
 algorithm the MPI library picks.
 
-``overlap=True`` (plain mode) starts each bucket's reduction as soon as the backward pass has
+``overlap=True`` starts each bucket's reduction as soon as the backward pass has
 produced its gradients (:meth:`DataParallel.ready`, or the FlatParams hook a model calls,
 :meth:`fastopt.FlatParams.grads_ready`), non-blocking, so communication runs while the
 backward pass goes on; ``wire_dtype="bfloat16"`` sends the gradients in bfloat16 (half the
@@ -201,9 +201,11 @@ class DataParallel:
         pass goes on; :meth:`step` waits for the rest.  Over a FlatParams, installs a hook
         (:meth:`fastopt.FlatParams.add_grad_hook`): a model that calls
         ``params.grads_ready(names)`` in its backward pass (:class:`fastopt.nn.models.MLP`
-        does) overlaps with no further code.  Plain mode only (ZeRO-1 keeps its blocking
-        reduce-scatter).  With ``deterministic=True`` the overlapped exchange keeps the
-        rank-order sums: the same bits as without overlap.  Without it, the same bits with 2
+        does) overlaps with no further code.  With ``shard_state=True`` (ZeRO-1) each
+        bucket is reduce-scattered (``MPI_Ialltoallv`` to the slices' owners, summed there in
+        rank order): the bits of the deterministic ZeRO-1 reduce-scatter.  With
+        ``deterministic=True`` the overlapped exchange keeps the rank-order sums: the same
+        bits as without overlap.  Without it, the same bits with 2
         ranks, within float32 rounding with 3 or more (see :mod:`fastopt.distributed.buckets`).
     bucket_bytes : int or None, default None
         Bytes of gradient per non-blocking collective (``overlap`` and ``wire_dtype``);
@@ -218,9 +220,11 @@ class DataParallel:
     transport : {"mpi", "shared_window"}, default "mpi"
         "shared_window" (plain mode, every rank on one node, native wire): the gradient
         buckets go into an MPI-3 shared-memory window as they are complete, and each rank
-        sums its slice straight from the others' windows, in rank order
-        (:class:`~fastopt.distributed.shm.SharedAllreduce`): the bits of
+        sums its share of each bucket straight from the others' windows, in rank order, as
+        soon as every rank has posted it (with ``overlap=True``, during the backward pass;
+        :class:`~fastopt.distributed.shm.SharedAllreduce`): the bits of
         ``deterministic=True``, at several times the speed of Open MPI's on-node allreduce.
+        The window holds one more copy of the gradient per rank.
 
     Raises
     ------
@@ -401,9 +405,9 @@ class DataParallel:
         if wire_dtype not in WIRE_DTYPES:
             raise ValueError(f"wire_dtype must be one of {WIRE_DTYPES}, got {wire_dtype!r}")
         self.wire_dtype = wire_dtype
-        if self.shard_state and (self.overlap or wire_dtype != "native"):
-            raise ValueError("overlap=True and wire_dtype='bfloat16' need shard_state=False "
-                             "(ZeRO-1 keeps its blocking float32 reduce-scatter)")
+        if self.shard_state and wire_dtype != "native":
+            raise ValueError("wire_dtype='bfloat16' needs shard_state=False (ZeRO-1 keeps its "
+                             "float32 reduce-scatter)")
         if self.error_feedback and wire_dtype != "bfloat16":
             raise ValueError("error_feedback=True needs wire_dtype='bfloat16' (there is no "
                              "rounding to feed back otherwise)")
@@ -425,13 +429,14 @@ class DataParallel:
         of its own so that no other collective can interleave with its buckets."""
         self._reducers = []
         self._unhook = None
-        if (not (self.overlap or self.wire_dtype != "native" or self.transport != "mpi")
-                or self.shard_state):
+        if not (self.overlap or self.wire_dtype != "native" or self.transport != "mpi"):
             return
         comm = self._watch.guard(self._comm.unguarded.Dup())
         mode = "exchange" if (self.deterministic or self.wire_dtype != "native") else "allreduce"
         if self.transport == "shared_window":
             mode = "window"
+        if self.shard_state:           # ZeRO-1, overlapped: a reduce-scatter per bucket
+            mode = "exchange"
         # where each parameter starts in its group's flat buffer (FlatParams: its entries)
         self._where = {}
         for gi, g in enumerate(self._groups):
@@ -447,7 +452,9 @@ class DataParallel:
             self._reducers.append(BucketReducer(
                 comm, self._watch, g.gbuf, offsets, mode=mode, wire_dtype=self.wire_dtype,
                 bucket_bytes=self.bucket_bytes or DEFAULT_BUCKET_BYTES,
-                error_feedback=self.error_feedback, align=self.align))
+                error_feedback=self.error_feedback, align=self.align,
+                bounds=g.bounds if self.shard_state else None,
+                scatter_into=g.red if self.shard_state else None))
         if self.overlap and self.flat is not None:
             self._unhook = self.flat.add_grad_hook(self._on_grads_ready)
 
@@ -655,7 +662,7 @@ class DataParallel:
         step is a ValueError.
         """
         if not (self._reducers and self.overlap):
-            raise ValueError("ready() needs DataParallel(..., overlap=True) (and shard_state=False)")
+            raise ValueError("ready() needs DataParallel(..., overlap=True)")
         try:
             gi, j = self._where[name]
         except (KeyError, TypeError):
@@ -849,22 +856,26 @@ class DataParallel:
         if self.check_every and opt.step_count % self.check_every == 0 and self.size > 1:
             self._check_consistent(weighting)
             weighting = (0, 0, 0)
-        if self._reducers:
+        if self._reducers and not self.shard_state:
             self._step_buckets(grads, weight)
             self._weighting = weighting
             return
-        if self.flat is not None:
-            if grads is not None:
-                raise TypeError("this DataParallel reads the FlatParams' grad buffer: call "
-                                "step() with no argument")
-        else:
-            self._gather_grads(grads)
-        if weighted:
-            w = self._checked_weight(weight)
-            for g in self._groups:
-                np.multiply(g.gbuf, w, out=g.gbuf)
-        t0 = time.perf_counter()
         t = opt.step_count + 1
+        if self._reducers:             # ZeRO-1, overlapped: the buckets' reduce-scatter
+            t0 = time.perf_counter()
+            self._finish_buckets(grads, weight, t)
+        else:
+            if self.flat is not None:
+                if grads is not None:
+                    raise TypeError("this DataParallel reads the FlatParams' grad buffer: call "
+                                    "step() with no argument")
+            else:
+                self._gather_grads(grads)
+            if weighted:
+                w = self._checked_weight(weight)
+                for g in self._groups:
+                    np.multiply(g.gbuf, w, out=g.gbuf)
+            t0 = time.perf_counter()
         comm_time = 0.0
         comm = self._comm
         if not self.shard_state:
@@ -891,9 +902,10 @@ class DataParallel:
             t2 = time.perf_counter()
             opt_time = t2 - t1
         else:
-            with comm.during(f"the gradient reduce-scatter of step {t}"):
-                for g in self._groups:
-                    self._reduce_slices(g, weighted)
+            if not self._reducers:
+                with comm.during(f"the gradient reduce-scatter of step {t}"):
+                    for g in self._groups:
+                        self._reduce_slices(g, weighted)
             t1 = time.perf_counter()
             stats = None
             if opt.max_grad_norm is not None or opt.skip_nonfinite:
@@ -924,9 +936,23 @@ class DataParallel:
         tm["steps"] += 1
 
     def _step_buckets(self, grads, weight):
-        """:meth:`step` with the bucketed reduction (overlap / bfloat16 wire)."""
+        """:meth:`step` with the bucketed reduction (overlap / bfloat16 wire), plain mode."""
         opt = self._opt
         t = opt.step_count + 1
+        t0 = time.perf_counter()
+        self._finish_buckets(grads, weight, t)
+        t1 = time.perf_counter()
+        self.timings["communication"] += t1 - t0
+        if self.flat is not None:
+            opt.step()
+        else:
+            opt.step(self._grad_views)
+        self.timings["optimizer"] += time.perf_counter() - t1
+        self.timings["steps"] += 1
+
+    def _finish_buckets(self, grads, weight, t):
+        """The gradients of step ``t`` not handed over by :meth:`ready` into the buckets, and
+        every bucket reduced (waited for)."""
         reducers = self._reducers
         started = any(r.started for r in reducers)
         w = None if weight is None else self._checked_weight(weight)
@@ -941,22 +967,13 @@ class DataParallel:
         if not started:
             for r in reducers:
                 r.begin(w)
-        t0 = time.perf_counter()
         with self._comm.during(f"the gradient reduction of step {t}"):
             for r in reducers:
                 r.finish(f"the gradient reduction of step {t} (waiting for its buckets)")
-        t1 = time.perf_counter()
         if announced != w:
             # (the collectives are complete on every rank: refusing leaves no one waiting)
             raise ValueError(f"step(weight={weight!r}) after begin_step(weight={announced!r}): "
                              "the buckets were sent with the announced weight; pass the same")
-        self.timings["communication"] += t1 - t0
-        if self.flat is not None:
-            opt.step()
-        else:
-            opt.step(self._grad_views)
-        self.timings["optimizer"] += time.perf_counter() - t1
-        self.timings["steps"] += 1
 
     def _where_ready(self):
         """Lists and dicts: the indices into params whose gradients ready() copied this step."""

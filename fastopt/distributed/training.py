@@ -17,6 +17,7 @@ statistics, so the ranks train the model one process trains (to float32 rounding
 
 from ..kernels import _check
 from .checkpoint import load_checkpoint, save_checkpoint
+from .microbatch import OrderedMicroBatches
 from .parallel import DataParallel
 from .sharding import batch_part
 from .syncbn import sync_batchnorm
@@ -57,6 +58,7 @@ class DataParallelStrategy:
         self._options = options
         self._dp = None
         self._sync = None
+        self._micro = None
 
     @property
     def sync_bn(self):
@@ -97,6 +99,20 @@ class DataParallelStrategy:
             self._sync = sync_batchnorm(model.bns, dp.comm, deterministic=dp.deterministic,
                                         timeout=self._options.get("timeout"))
 
+    def micro_batches(self, size):
+        """The trainer's ordered reduction for ``Trainer(micro_batch=size)`` (collective):
+        an :class:`OrderedMicroBatches` on the wrapper's communicator and timeout.  Not
+        with a bfloat16 wire (its rounding is not one process's)."""
+        dp = self._wrapped()
+        if dp.wire_dtype != "native":
+            raise ValueError(f"micro_batch (ordered reduction) needs the native wire, not "
+                             f"wire_dtype={dp.wire_dtype!r}: bfloat16 rounding would change "
+                             "the bits one process computes")
+        if self._micro is not None:
+            raise RuntimeError("a DataParallelStrategy serves one trainer: make one per trainer")
+        self._micro = OrderedMicroBatches(size, dp.comm, timeout=self._options.get("timeout"))
+        return self._micro
+
     def trains(self, n):
         """Whether a global batch of ``n`` samples is trained: batch norm needs 2 samples, on
         every rank unless synchronized (then in the whole batch, and a row on every rank)."""
@@ -130,6 +146,7 @@ class DataParallelStrategy:
     def communication_time(self):
         """Seconds the wrapper (and the batch-norm synchronization) spent in collectives so far."""
         extra = self._sync.seconds if self._sync is not None else 0.0
+        extra += self._micro.seconds if self._micro is not None else 0.0
         return self._wrapped().timings["communication"] + extra
 
     def save_checkpoint(self, path, params, optimizer, **extras):

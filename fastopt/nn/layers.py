@@ -48,6 +48,12 @@ class BatchNormSync:
         this process's weight in the gradient sum); see :meth:`BatchNorm.backward`."""
         raise NotImplementedError
 
+    #: True for a synchronization that reduces per micro-batch in a fixed order
+    #: (:class:`fastopt.nn.microbatch.MicroBatchNorm`): the layer passes :meth:`stats` its
+    #: input (``x=``) and :meth:`sums` ``dy=, x=, mean=``, and the returned sums become
+    #: ``dgamma`` and ``dbeta`` (the whole batch's, the same on every process).
+    ordered = False
+
     def refuse(self, layer, phase, signature, error):
         """This process refused its input (``error``) where the others call :meth:`stats`
         (``phase`` "forward") or :meth:`sums` ("backward"): take part, and raise on every
@@ -283,7 +289,10 @@ class BatchNorm(Checked):
 
         def stats(sync, signature, n, mean, var):
             counts.append(n)
-            whole = sync.stats(self, signature, n, mean, var)
+            if sync.ordered:
+                whole = sync.stats(self, signature, n, mean, var, x=x)
+            else:
+                whole = sync.stats(self, signature, n, mean, var)
             counts.append(whole[0])
             return whole
 
@@ -324,12 +333,23 @@ class BatchNorm(Checked):
                                                   out=(out, self.dgamma, self.dbeta))
             return dx
 
+        whole = []
+
         def sums(sync, signature, n, sum_dy, sum_dy_xmu):
             w = float(weight) if weight is not None else counts[0] / counts[1]
-            return sync.sums(self, signature, n, sum_dy, sum_dy_xmu, w)
+            if not sync.ordered:
+                return sync.sums(self, signature, n, sum_dy, sum_dy_xmu, w)
+            whole[:] = sync.sums(self, signature, n, sum_dy, sum_dy_xmu, w, dy=dy, x=x,
+                                 mean=mean)
+            return whole
 
         if sync is not None:
-            return self._synced(sync, "backward", x, call, sums)
+            dx = self._synced(sync, "backward", x, call, sums)
+            if whole:       # an ordered sync: the whole batch's sums are the gradients
+                _, s_dy, s_dy_xmu = whole
+                self.dbeta[...] = s_dy
+                self.dgamma[...] = s_dy_xmu * invstd.astype(np.float64)
+            return dx
         if weight is not None:
             raise ValueError("weight is for synchronized batch norm (sync), after a training "
                              "forward")

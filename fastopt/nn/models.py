@@ -23,8 +23,11 @@ __all__ = ["MLP", "softmax_cross_entropy", "mean_squared_error", "LOSSES"]
 LOSSES = ("cross_entropy", "mse")
 
 
-def softmax_cross_entropy(logits, labels):
-    """Mean cross-entropy of softmax(logits) against integer labels, and its gradient."""
+def softmax_cross_entropy(logits, labels, total=None):
+    """Mean cross-entropy of softmax(logits) against integer labels, and its gradient.
+
+    ``total``: divide the gradient by it instead of the number of rows (the rows are part of
+    a batch of ``total``; row by row, the result does not depend on the other rows)."""
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     s = e.sum(axis=1, keepdims=True)
@@ -33,17 +36,18 @@ def softmax_cross_entropy(logits, labels):
     loss = -float(logp[np.arange(n), labels].mean())
     grad = e / s
     grad[np.arange(n), labels] -= 1.0
-    grad /= n
+    grad /= n if total is None else total
     return loss, grad.astype(np.float32, copy=False)
 
 
-def mean_squared_error(outputs, targets):
+def mean_squared_error(outputs, targets, total=None):
     """Mean squared error of a one-output model's ``outputs`` (n, 1) against ``targets`` (n,),
-    and its gradient with respect to the outputs (float32)."""
+    and its gradient with respect to the outputs (float32; divided by ``total`` instead of n
+    when given, as :func:`softmax_cross_entropy`)."""
     diff = outputs[:, 0].astype(np.float64) - targets
     n = outputs.shape[0]
-    loss = float(np.dot(diff, diff) / n)
-    grad = (2.0 / n) * diff[:, None]
+    loss = float(np.dot(diff, diff) / n) if n else 0.0
+    grad = (2.0 / (n if total is None else total)) * diff[:, None]
     return loss, grad.astype(np.float32)
 
 
@@ -126,6 +130,12 @@ class MLP(Checked):
                      for i in range(1, L)]
         self.kernel_time = 0.0
         self._acts = None
+        self._parts = None      # the micro-batched pass's float64 gradient terms
+
+    # Pickles and deep copies leave out the last pass's activations and float64 gradient
+    # terms (work buffers, as large as the batch or the model times the micro-batches).
+    def __getstate__(self):
+        return {k: (None if k in ("_acts", "_parts") else v) for k, v in self.__dict__.items()}
 
     @property
     def impl(self):
@@ -191,19 +201,114 @@ class MLP(Checked):
             if i > 1:
                 da = dz @ fp[f"W{i}"].T
 
-    def _loss_and_score(self, outputs, y):
+    def _loss_and_score(self, outputs, y, total=None):
         if self.loss == "mse":
-            loss, grad = mean_squared_error(outputs, y)
+            loss, grad = mean_squared_error(outputs, y, total)
             return loss, _r2(outputs, y), grad
-        loss, grad = softmax_cross_entropy(outputs, y)
+        loss, grad = softmax_cross_entropy(outputs, y, total)
         return loss, float((outputs.argmax(axis=1) == y).mean()), grad
 
-    def loss_and_grad(self, X, y):
+    def loss_and_grad(self, X, y, *, micro=None):
         """Forward, loss, backward: returns (loss, score) on the batch (the score: accuracy,
-        or R² with ``loss="mse"``); fills params.grad."""
+        or R² with ``loss="mse"``); fills params.grad.
+
+        Parameters
+        ----------
+        X, y : the batch (float32 samples, labels or targets)
+        micro : fastopt.nn.microbatch.MicroBatches, optional
+            Ordered reduction (see :mod:`fastopt.nn.microbatch`): ``X, y`` are this
+            process's rows of the global batch ``micro`` was planned for
+            (``rows = micro.plan(n)``).  The gradient is the global batch's mean gradient,
+            the same bits for any number of processes; ``params.grad`` holds it on the
+            process that holds the sum (``micro.sum_in_order``'s), zeros on the others (so
+            the processes' gradients add up to it exactly).  The batch norm layers reduce
+            with ``micro.batchnorm`` during the call.  The loss and score are this
+            process's rows'.
+        """
+        if micro is not None:
+            from .microbatch import MicroBatches
+
+            if not isinstance(micro, MicroBatches):
+                raise TypeError(f"micro must be a fastopt.nn.microbatch.MicroBatches or None, "
+                                f"got {type(micro).__name__}")
+            return self._loss_and_grad_micro(X, y, micro)
         outputs = self.forward(X, training=True)
         loss, score, grad = self._loss_and_score(outputs, y)
         self.backward(grad)
+        return loss, score
+
+    def _loss_and_grad_micro(self, X, y, micro):
+        """:meth:`loss_and_grad` by micro-batches (see :mod:`fastopt.nn.microbatch`)."""
+        import time
+
+        bounds = micro.bounds
+        if len(X) != (bounds[-1][1] if bounds else 0):
+            raise ValueError(f"X has {len(X)} rows, but micro was planned for "
+                             f"{bounds[-1][1] if bounds else 0} rows on this process")
+        fp = self.params
+        p, g = fp.params, fp.grads
+        L = len(self.sizes) - 1
+
+        def matmul(a, W):        # per micro-batch: no row depends on the others
+            out = np.empty((a.shape[0], W.shape[1]), np.result_type(a, W))
+            for lo, hi in bounds:
+                np.matmul(a[lo:hi], W, out=out[lo:hi])
+            return out
+
+        # each micro-batch's gradient terms (kept between calls: the rows of W and b are
+        # overwritten, those of the batch-norm parameters stay zero)
+        if self.__dict__.get("_parts") is None or len(self._parts) < len(bounds):
+            self._parts = np.zeros((max(len(bounds), 1), fp.size))
+        parts = self._parts[:len(bounds)]
+
+        def weight_grad(name, a, dz):     # float64 a.T @ dz per micro-batch (exact products)
+            sl, shape = fp.slice(name), p[name].shape
+            a64, dz64 = a.astype(np.float64), dz.astype(np.float64)
+            for i, (lo, hi) in enumerate(bounds):
+                np.matmul(a64[lo:hi].T, dz64[lo:hi], out=parts[i, sl].reshape(shape))
+
+        saved = [bn.sync for bn in self.bns]
+        try:
+            for bn in self.bns:
+                bn.sync = micro.batchnorm
+            a, acts = X, [X]
+            for i in range(1, L):
+                z = matmul(a, p[f"W{i}"])
+                t = time.perf_counter()
+                h = self.bns[i - 1].forward(z, training=True)
+                self.kernel_time += time.perf_counter() - t
+                a = np.maximum(h, 0, out=h)
+                acts.append(a)
+            outputs = matmul(a, p[f"W{L}"])
+            outputs += p[f"b{L}"]
+            self._acts = acts
+            with np.errstate(invalid="ignore", divide="ignore"):
+                loss, score, dout = self._loss_and_score(outputs, y, total=micro.n_total)
+            if not len(y):             # (a process with no rows of a short last batch)
+                loss, score = 0.0, 0.0
+            weight_grad(f"W{L}", acts[L - 1], dout)
+            d64, sl = dout.astype(np.float64), fp.slice(f"b{L}")
+            for i, (lo, hi) in enumerate(bounds):
+                parts[i, sl] = d64[lo:hi].sum(axis=0)
+            da = matmul(dout, p[f"W{L}"].T)
+            for i in range(L - 1, 0, -1):
+                da *= acts[i] > 0
+                t = time.perf_counter()
+                dz = self.bns[i - 1].backward(da)      # dgamma, dbeta: the whole batch's
+                self.kernel_time += time.perf_counter() - t
+                weight_grad(f"W{i}", acts[i - 1], dz)
+                if i > 1:
+                    da = matmul(dz, p[f"W{i}"].T)
+        finally:
+            for bn, sync in zip(self.bns, saved):
+                bn.sync = sync
+        total = np.empty(fp.size)
+        if micro.sum_in_order(parts, total):
+            for name in [f"W{i}" for i in range(1, L + 1)] + [f"b{L}"]:
+                np.copyto(g[name], total[fp.slice(name)].reshape(g[name].shape),
+                          casting="same_kind")
+        else:
+            fp.grad[...] = 0.0
         return loss, score
 
     def predict(self, X):

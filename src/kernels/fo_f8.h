@@ -17,6 +17,7 @@
  *   fo_f8_q               one state buffer's constants (filled by _lowbit.pyx.tp)
  *   fo_f8_dv, _dv_init    the decode constants, held in registers for a pass
  *   fo_f8_scale           the block's decode multiplier D from its absmax
+ *   fo_f8_predecode       a block's codes decoded up front (int8 with VBMI; f8: never)
  *   fo_f8_dec, fo_f8_vdec decode one code / FO_W codes (times D)
  *   fo_f8_quant_k/_known  a block's absmax and codes from its new state
  *   fo_f8_venc, _venc_init, fo_f8_vcode   the vector encoder (the fused param+codes pass)
@@ -99,9 +100,11 @@ FO_INLINE float fo_f8_dec(const fo_f8_dv* d, uint8_t c, float D) { return fo_f8_
    e4m4: the code's 8 bits at float16 bits 6..13.  e3m4: sign-extended to 16 bits, shifted
    by 6 and masked (0x9fff: the sign at bit 15, the 7 low bits at 6..12), then times 2^8
    (float16's exponent bias is 15, e3m4's 7). */
-FO_INLINE fo_vf fo_f8_vdec(const fo_f8_dv* d, const uint8_t* c, fo_vf vD, const int kind) {
+FO_INLINE fo_vf fo_f8_vdec(const fo_f8_dv* d, const uint8_t* c0, const float* out, int pd,
+                           ptrdiff_t i, fo_vf vD, const int kind) {
+    const uint8_t* c = c0 + i;
     fo_vf f;
-    (void)d;
+    (void)d; (void)out; (void)pd;
 #if FO_VBYTES == 64
     __m128i b = _mm_loadu_si128((const __m128i*)c);
     if (kind & 1)
@@ -118,6 +121,12 @@ FO_INLINE fo_vf fo_f8_vdec(const fo_f8_dv* d, const uint8_t* c, fo_vf vD, const 
                                           _mm_set1_epi16(0x9fff)));
 #endif
     return (kind & 1) ? FO_PS(mul)(f, vD) : FO_PS(mul)(FO_PS(mul)(f, FO_PS(set1)(256.0f)), vD);
+}
+
+/* (no predecoding: a vector's codes decode in a few instructions) */
+FO_INLINE int fo_f8_predecode(const fo_f8_q* q, const uint8_t* c, float* out, ptrdiff_t n) {
+    (void)q; (void)c; (void)out; (void)n;
+    return 0;
 }
 
 /* the vector encoder's constants for one block */

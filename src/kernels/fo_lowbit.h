@@ -28,9 +28,20 @@
  * scalar loads inserted into lanes (8 at a time; a 512-bit vector is built from two such
  * halves).  On this project's AMD Zen 3 and Zen 4 machines the gather instructions were
  * slower at both widths (Zen 4, avx512 build, Adam int8: 1.9 ns/element with gathers for
- * the values, 1.55 with loads), and so was a 512-bit decode by two-table permutes of the
- * 256 values (2.2); FO_LB_GATHER_VALUES=1 / FO_LB_GATHER_BUCKETS=1 select the gathers at
- * 512 bits, to measure on other CPUs (benchmarks/lowbit_elem.py --so).
+ * the values, 1.55 with loads; the buckets alone: 0.51 ns/element against 0.44), and so was
+ * a 512-bit decode by two-table permutes of the 256 float values (2.2); FO_LB_GATHER_VALUES=1
+ * / FO_LB_GATHER_BUCKETS=1 select the gathers at 512 bits, to measure on other CPUs
+ * (benchmarks/lowbit_elem.py --so).  Where the CPU has AVX-512 VBMI (checked at run time,
+ * fo_lowbit_init), the avx512 build decodes a full block's codes up front by byte permutes of
+ * the values' four byte planes held in registers (fo_vdecode_vbmi, 0.14 ns/code against
+ * 0.21).  The encoder's lookups stay scalar: its bucket tables (2944 and 3072 entries) do not
+ * fit in registers, and a branchless search of the 255 thresholds by permutes measured 2x
+ * slower (0.88 ns/element against 0.44).  512 bits pay little for int8: Zen 4, one thread,
+ * 256K elements in cache, Adam / RMSprop / SGD int8 1.44 / 0.79 / 0.70 ns/element at 512
+ * bits with the VBMI decode against 1.48 / 0.78 / 0.72 at 256, and 1.52-1.63 / 0.84 /
+ * 0.80-0.84 at 512 without it (the avx2 build's 256 bits are then as fast: on an AVX-512 CPU
+ * without VBMI, FASTOPT_ISA=avx2 is an option for int8 state); bfloat16 Adam pays (0.47
+ * against 0.64), and so do the dense loops (benchmarks/isa_levels.py).
  *
  * These functions trust their arguments: fastopt.kernels.lowbit checks them first.
  */
@@ -60,6 +71,28 @@
 #ifndef FO_LB_GATHER_BUCKETS
 #define FO_LB_GATHER_BUCKETS 0
 #endif
+
+/* Whether the avx512 build decodes int8 codes with AVX-512 VBMI byte permutes
+   (fo_vdecode_vbmi): 1 when the CPU has VBMI (fo_lowbit_init, at import), 0 otherwise or
+   when switched off (fo_lowbit_set_vbmi: the tests compare both paths' bits).  Other
+   builds: always 0. */
+static int fo_lb_vbmi = 0;
+
+/* Reads the CPU once; returns whether the VBMI decode is used. */
+static inline int fo_lowbit_init(void) {
+#if defined(FO_IVEC) && FO_VBYTES == 64 && defined(__GNUC__) && !defined(FO_LB_NO_VBMI)
+    __builtin_cpu_init();
+    fo_lb_vbmi = __builtin_cpu_supports("avx512vbmi") ? 1 : 0;
+#endif
+    return fo_lb_vbmi;
+}
+
+/* Turns the VBMI decode off (on = 0) or back on where the CPU has it; returns the state. */
+static inline int fo_lowbit_set_vbmi(int on) {
+    fo_lb_vbmi = 0;
+    if (on) fo_lowbit_init();
+    return fo_lb_vbmi;
+}
 
 /* The vector width these kernels run at, in bits (0: scalar loops only). */
 static inline int fo_lowbit_vector_bits(void) {
@@ -122,6 +155,9 @@ typedef struct {
        bucket's code is 0, so every negative value (and LO) takes code 0 */
     const uint32_t* tabn;
     int posonly;
+    /* values' bytes as four planes of 256 (plane b: byte b of each value, little-endian):
+       the avx512 build's in-register decode (fo_vdecode_vbmi) */
+    const uint8_t* planes;
 } fo_qtab;
 
 static inline uint8_t fo_code(float xn, const fo_qtab* q) {
@@ -236,6 +272,39 @@ FO_INLINE void fo_vcodes4(uint8_t* out, fo_vi k0, fo_vi k1, fo_vi k2, fo_vi k3) 
 /* the largest lane, unsigned */
 FO_INLINE uint32_t fo_vhmax(fo_vi x) { return (uint32_t)_mm512_reduce_max_epu32(x); }
 
+#if defined(__GNUC__) && !defined(FO_LB_NO_VBMI)
+#define FO_LB_VBMI 1
+/* values[c[0..255]] into out, by in-register byte lookups (AVX-512 VBMI, checked at run
+   time: fo_lowbit_use_vbmi): per 64 codes and per byte plane of the values, two 128-entry
+   vpermi2b lookups and a blend on the code's top bit, then the four planes interleaved
+   into floats.  The codes are first permuted by 4-byte groups so that the in-lane unpacks
+   give the floats in order.  Exact (a lookup): the same bits as fo_vlut, 5x fewer
+   instructions (Zen 4, one thread, 256 codes in L1: 0.14 ns/code against 0.21). */
+__attribute__((target("avx512vbmi"), noinline))
+static void fo_vdecode_vbmi(const uint8_t* planes, const uint8_t* c, float* out) {
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512i T[16];
+    int b, i;
+    for (b = 0; b < 16; b++) T[b] = _mm512_loadu_si512((const void*)(planes + 64 * b));
+    for (i = 0; i < FO_QBLOCK; i += 64) {
+        __m512i idx = _mm512_permutexvar_epi32(order, _mm512_loadu_si512((const void*)(c + i)));
+        __mmask64 up = _mm512_movepi8_mask(idx);
+        __m512i p[4], a, e, f, g;
+        for (b = 0; b < 4; b++)
+            p[b] = _mm512_mask_blend_epi8(up, _mm512_permutex2var_epi8(T[4 * b], idx, T[4 * b + 1]),
+                                          _mm512_permutex2var_epi8(T[4 * b + 2], idx, T[4 * b + 3]));
+        a = _mm512_unpacklo_epi8(p[0], p[1]);
+        e = _mm512_unpackhi_epi8(p[0], p[1]);
+        f = _mm512_unpacklo_epi8(p[2], p[3]);
+        g = _mm512_unpackhi_epi8(p[2], p[3]);
+        _mm512_storeu_si512((void*)(out + i), _mm512_unpacklo_epi16(a, f));
+        _mm512_storeu_si512((void*)(out + i + 16), _mm512_unpackhi_epi16(a, f));
+        _mm512_storeu_si512((void*)(out + i + 32), _mm512_unpacklo_epi16(e, g));
+        _mm512_storeu_si512((void*)(out + i + 48), _mm512_unpackhi_epi16(e, g));
+    }
+}
+#endif
+
 #else /* FO_VBYTES == 32 */
 
 FO_INLINE fo_vi fo_viota(uint32_t base) {
@@ -288,6 +357,27 @@ FO_INLINE uint32_t fo_vhmax(fo_vi x) {
 #endif /* FO_VBYTES */
 
 /* ---- written once for every width ---- */
+
+#ifndef FO_LB_VBMI
+#define FO_LB_VBMI 0
+#endif
+
+/* A full block's codes decoded up front into out by fo_vdecode_vbmi where the CPU has VBMI
+   (returns 1), else nothing done (returns 0: the loops look the codes up per vector, fo_vlut,
+   as a store and reload would cost the avx2 build 4-9%: adam/rmsprop/sgd int8, Zen 4).
+   FO_VDEC(d, ...) is then one vector of values: from out when d, else by fo_vlut. */
+FO_INLINE int fo_vpredecode(const fo_qtab* q, const uint8_t* c, float* out, ptrdiff_t n) {
+#if FO_LB_VBMI
+    if (n == FO_QBLOCK && fo_lb_vbmi > 0) {
+        fo_vdecode_vbmi(q->planes, c, out);
+        return 1;
+    }
+#endif
+    (void)q; (void)c; (void)out; (void)n;
+    return 0;
+}
+#define FO_VDEC(D, V, C, OUT, I)                                                               \
+     ((D) ? FO_PS(load)((OUT) + (I)) : fo_vlut((V), (C) + (I)))
 
 /* fo_fmix32 on every lane */
 FO_INLINE fo_vi fo_vfmix(fo_vi x) {
@@ -387,11 +477,13 @@ FO_INLINE float fo_int8_dec(const fo_int8_dv* d, uint8_t c, float a) { return d-
 #define fo_int8_quant_k fo_quant_k
 #define fo_int8_quant_known fo_quant_known
 #if FO_LB_VEC
-FO_INLINE fo_vf fo_int8_vdec(const fo_int8_dv* d, const uint8_t* c, fo_vf va,
-                             const int kind) {
+/* codes c[i..i+W) times va: from the block's predecoded values out when pd, else looked up */
+FO_INLINE fo_vf fo_int8_vdec(const fo_int8_dv* d, const uint8_t* c, const float* out, int pd,
+                             ptrdiff_t i, fo_vf va, const int kind) {
     (void)kind;
-    return FO_PS(mul)(fo_vlut(d->v, c), va);
+    return FO_PS(mul)(FO_VDEC(pd, d->v, c, out, i), va);
 }
+#define fo_int8_predecode fo_vpredecode
 typedef fo_venc fo_int8_venc;
 FO_INLINE void fo_int8_venc_init(fo_venc* E, const fo_qtab* q, uint32_t mx) {
     fo_venc_init(E, q, fo_divisor(mx));
@@ -502,10 +594,10 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y
             for (; i < FO_QBLOCK; i += 2 * FO_W) {                                             \
                 fo_vf ya = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i),                \
                                                  FO_PS(loadu)(p + i),                          \
-                                                 fo_##CODEC##_vdec(&v0, c0 + i, va0, po));     \
+                                                 fo_##CODEC##_vdec(&v0, c0, dec0, dv, i, va0, po)); \
                 fo_vf yb = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),         \
                                                  FO_PS(loadu)(p + i + FO_W),                   \
-                                                 fo_##CODEC##_vdec(&v0, c0 + i + FO_W, va0, po)); \
+                                                 fo_##CODEC##_vdec(&v0, c0, dec0, dv, i + FO_W, va0, po)); \
                 FO_PS(store)(buf0 + i, ya);                                                    \
                 FO_PS(store)(buf0 + i + FO_W, yb);                                             \
                 mx0 = FO_EPU32(max)(mx0, fo_vabsbits(ya));                                     \
@@ -521,14 +613,16 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y
     {                                                                                          \
         fo_vf va0 = FO_PS(set1)(a0);                                                           \
         fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                                  \
+        FO_ALIGNED(64) float dec0[FO_QBLOCK];                                                  \
+        const int dv = fo_##CODEC##_predecode(&q[0], c0, dec0, nq);                            \
         FO_IF(FO_SPLIT_##NAME, FO_P1_INT8_FULL(NAME, CODEC))                                   \
         for (; i + 2 * FO_W <= nq; i += 2 * FO_W) {                                            \
             fo_vf ya, yb;                                                                      \
             fo_vf pa = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),     \
-                                       fo_##CODEC##_vdec(&v0, c0 + i, va0, po), &ya);          \
+                                       fo_##CODEC##_vdec(&v0, c0, dec0, dv, i, va0, po), &ya); \
             fo_vf pb = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),                   \
                                        FO_PS(loadu)(p + i + FO_W),                             \
-                                       fo_##CODEC##_vdec(&v0, c0 + i + FO_W, va0, po), &yb);   \
+                                       fo_##CODEC##_vdec(&v0, c0, dec0, dv, i + FO_W, va0, po), &yb); \
             FO_PS(storeu)(p + i, pa);                                                          \
             FO_PS(storeu)(p + i + FO_W, pb);                                                   \
             FO_PS(store)(buf0 + i, ya);                                                        \
@@ -654,8 +748,8 @@ FO_QPASS1(NAME, STRUCT, f8)
                 for (; i < FO_QBLOCK; i += FO_W) {                                             \
                     fo_vf m, v;                                                                \
                     fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),  \
-                                          fo_##CODEC##_vdec(&v0, c0 + i, va0, po0),            \
-                                          fo_##CODEC##_vdec(&v1, c1 + i, va1, po0 >> 1), &m, &v); \
+                                          fo_##CODEC##_vdec(&v0, c0, dec0, dv, i, va0, po0),   \
+                                          fo_##CODEC##_vdec(&v1, c1, dec1, dv, i, va1, po0 >> 1), &m, &v); \
                     FO_PS(store)(buf0 + i, m);                                                 \
                     FO_PS(store)(buf1 + i, v);                                                 \
                     mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));                                  \
@@ -672,12 +766,16 @@ FO_QPASS1(NAME, STRUCT, f8)
         {                                                                                      \
             fo_vf va0 = FO_PS(set1)(a0), va1 = FO_PS(set1)(a1);                                \
             fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                              \
+            FO_ALIGNED(64) float dec0[FO_QBLOCK];                                              \
+            FO_ALIGNED(64) float dec1[FO_QBLOCK];                                              \
+            const int dv = fo_##CODEC##_predecode(&q[0], c0, dec0, nq)                         \
+                           && fo_##CODEC##_predecode(&q[1], c1, dec1, nq);                     \
             FO_IF(FO_SPLIT_##NAME, FO_P2_INT8_FULL(NAME, CODEC))                               \
             for (; i + FO_W <= nq; i += FO_W) {                                                \
                 fo_vf m, v;                                                                    \
                 fo_vf pn = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i), \
-                                           fo_##CODEC##_vdec(&v0, c0 + i, va0, po0),           \
-                                           fo_##CODEC##_vdec(&v1, c1 + i, va1, po0 >> 1), &m, &v); \
+                                           fo_##CODEC##_vdec(&v0, c0, dec0, dv, i, va0, po0),  \
+                                           fo_##CODEC##_vdec(&v1, c1, dec1, dv, i, va1, po0 >> 1), &m, &v); \
                 FO_PS(storeu)(p + i, pn);                                                      \
                 FO_PS(store)(buf0 + i, m);                                                     \
                 FO_PS(store)(buf1 + i, v);                                                     \
