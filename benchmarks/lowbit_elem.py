@@ -3,8 +3,8 @@
     python benchmarks/lowbit_elem.py [--n 262144] [--rounds 3] [--reps 200] [--clock wall|cpu]
                                      [--so OTHER.so ...] [case ...]
 
-Cases: adam_f32 (fastopt's float32 Adam, the yardstick), adam_bf16, adam_int8, rms_bf16,
-rms_int8, sgd_bf16, sgd_int8.  Each time is the best of 7 batches of ``--reps`` calls, the
+Cases: adam_f32 (fastopt's float32 Adam, the yardstick), adam_bf16, adam_int8, adam_f8,
+rms_bf16, rms_int8, rms_f8, sgd_bf16, sgd_int8, sgd_f8.  Each time is the best of 7 batches of ``--reps`` calls, the
 best again over ``--rounds`` rounds that alternate between the built ``_lowbit`` and each
 ``--so`` (another build of ``fastopt/_ext/<isa>/_lowbit*.so``, e.g. a copy kept from
 before a change; its file name labels the column): on a shared
@@ -65,12 +65,16 @@ def main():
                                              1, 0, 1.0, 1),
             "adam_int8": lambda: L.adam_int8(p, g, c0, a0, c1, a1, st, ut, 1e-3, .9, .999, 1e-8,
                                              0.0, False, 10, 1.0, 1),
+            "adam_f8": lambda: L.adam_f8(p, g, c0, a0, c1, a1, 1e-3, .9, .999, 1e-8,
+                                         0.0, False, 10, 1.0, 1),
             "rms_bf16": lambda: L.rmsprop_bf16(p, g, b1, 1e-3, .99, 1e-8, True, 0.0, 10, 1, 0,
                                                1.0, 1),
             "rms_int8": lambda: L.rmsprop_int8(p, g, c1, a1, ut, 1e-3, .99, 1e-8, True, 0.0, 1.0,
                                                1),
+            "rms_f8": lambda: L.rmsprop_f8(p, g, c1, a1, 1e-3, .99, 1e-8, True, 0.0, 1.0, 1),
             "sgd_bf16": lambda: L.sgd_bf16(p, g, b0, 1e-3, .9, 0.0, False, 0.0, 10, 1, 0, 1.0, 1),
             "sgd_int8": lambda: L.sgd_int8(p, g, c0, a0, st, 1e-3, .9, 0.0, False, 0.0, 1.0, 1),
+            "sgd_f8": lambda: L.sgd_f8(p, g, c0, a0, 1e-3, .9, 0.0, False, 0.0, 1.0, 1),
         }
 
     clock = time.perf_counter if args.clock == "wall" else time.thread_time

@@ -44,8 +44,9 @@ def test_bench_quick_table_and_json(tmp_path):
     assert {r["group"] for r in rows} <= set(MAIN_TABLE) | {"sharing", "load", "list", "clip",
                                                            "state", "threading"}
     state = [r for r in rows if r["group"] == "state"]
-    assert [r["name"] for r in state][:3] == ["adam float32", "adam bfloat16", "adam int8"]
-    assert "Adam with float32, bfloat16 and int8 state" in p.stdout
+    assert [r["name"] for r in state][:4] == ["adam float32", "adam bfloat16", "adam int8",
+                                              "adam float8"]
+    assert "Adam with float32, bfloat16, int8 and float8 state" in p.stdout
     assert all(r["size"] == 1 << 20 for r in state)
     rows = [r for r in rows if r["group"] in MAIN_TABLE]
     assert [r["name"] for r in clip] == ["adam + clip"] and "Clipping (max_grad_norm)" in p.stdout
@@ -125,24 +126,27 @@ def _check_state_rows(rows, n, torch_installed):
     from fastopt.kernels import lowbit as L
 
     nb = L.absmax_size(n)
-    assert [r["name"] for r in rows][:3] == ["adam float32", "adam bfloat16", "adam int8"]
-    f32, bf16, i8 = rows[:3]
-    assert [r["state_dtype"] for r in rows[:3]] == ["float32", "bfloat16", "int8"]
+    assert [r["name"] for r in rows][:4] == ["adam float32", "adam bfloat16", "adam int8",
+                                             "adam float8"]
+    f32, bf16, i8, f8 = rows[:4]
+    assert [r["state_dtype"] for r in rows[:4]] == ["float32", "bfloat16", "int8", "float8"]
     assert (f32["bytes"], bf16["bytes"], i8["bytes"]) == (28 * n, 20 * n, 16 * n + 16 * nb)
+    assert f8["bytes"] == i8["bytes"]
     assert f32["state_bytes_per_param"] == 8 and bf16["state_bytes_per_param"] == 4
     assert i8["state_bytes_per_param"] == pytest.approx(2 + 8 * nb / n)
+    assert f8["state_bytes_per_param"] == i8["state_bytes_per_param"]
     for r in rows:
         assert r["group"] == "state" and r["size"] == n
         assert r["time"] > 0 and r["bytes"] > 0
         assert ("torch_time" in r) == torch_installed
         if torch_installed:
             assert r["torch_time"] > 0 and r["torch_time"] == rows[0]["torch_time"]
-    for r in rows[:3]:
+    for r in rows[:4]:
         assert r["roofline_time"] > 0 and r["roofline_f32_time"] > 0
         # the float32 pass's bandwidth applied to the row's bytes
         assert r["roofline_f32_time"] == pytest.approx(f32["roofline_time"] * r["bytes"] / (28 * n))
     assert f32["roofline_f32_time"] == f32["roofline_time"]
-    for r in rows[3:]:
+    for r in rows[4:]:
         assert r["name"] == "bitsandbytes Adam8bit" and "roofline_time" not in r
 
 
@@ -160,12 +164,12 @@ def test_bench_state_rows(n):
     except ImportError:
         have_bnb = False
     if have_bnb:   # installed: a row when it steps on CPU, else the reason
-        assert ([r["name"] for r in rows[3:]] == ["bitsandbytes Adam8bit"]) != bool(notes)
+        assert ([r["name"] for r in rows[4:]] == ["bitsandbytes Adam8bit"]) != bool(notes)
     else:
-        assert len(rows) == 3 and len(notes) == 1 and "bitsandbytes" in notes[0]
+        assert len(rows) == 4 and len(notes) == 1 and "bitsandbytes" in notes[0]
     rows = [r.to_dict() for r in measure(cases.state_case(n, use_bitsandbytes=False), 1)]
     _check_state_rows(rows, n, False)
-    assert len(rows) == 3
+    assert len(rows) == 4
 
 
 def test_bench_state_bitsandbytes_missing_or_broken(monkeypatch):
@@ -202,7 +206,8 @@ def test_bench_state_bitsandbytes_missing_or_broken(monkeypatch):
     assert "cannot step a CPU float32 tensor" in why and "no CUDA device" in why
     notes = []
     rows = bench_state(512, 1, torch, notes=notes)
-    assert [r["name"] for r in rows] == ["adam float32", "adam bfloat16", "adam int8"]
+    assert [r["name"] for r in rows] == ["adam float32", "adam bfloat16", "adam int8",
+                                         "adam float8"]
     assert notes == [why]
     fake.optim.Adam8bit = Works
     notes = []
@@ -213,10 +218,11 @@ def test_bench_state_bitsandbytes_missing_or_broken(monkeypatch):
     meta = dict(version="x", isa="a", threads=1, torch="t", reps=1, blas_shared=False,
                 notes=["bitsandbytes not installed"])
     text = suite.format_table({"meta": meta, "rows": rows})
-    assert "Adam with float32, bfloat16 and int8 state" in text
+    assert "Adam with float32, bfloat16, int8 and float8 state" in text
     assert "note: bitsandbytes not installed" in text
     table = text.splitlines()
-    for name in ("adam float32", "adam bfloat16", "adam int8", "bitsandbytes Adam8bit"):
+    for name in ("adam float32", "adam bfloat16", "adam int8", "adam float8",
+                 "bitsandbytes Adam8bit"):
         assert any(line.startswith(name) for line in table)
     assert "kernel" not in table[1]   # no main-table rows: no main table
 
@@ -231,7 +237,7 @@ def test_bench_only_state_cli(tmp_path):
     result = json.loads(out_json.read_text())
     assert {r["group"] for r in result["rows"]} == {"state"}
     _check_state_rows(result["rows"], 1 << 20, result["meta"]["torch"] is not None)
-    assert "Adam with float32, bfloat16 and int8 state" in p.stdout
+    assert "Adam with float32, bfloat16, int8 and float8 state" in p.stdout
     assert all(f"note: {x}" in p.stdout for x in result["meta"]["notes"])
     assert "A list of arrays" not in p.stdout and "Clipping" not in p.stdout
 

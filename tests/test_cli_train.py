@@ -199,15 +199,16 @@ def test_train_max_grad_norm(tmp_path):
     assert bad.returncode == 2 and "--max-grad-norm" in bad.stderr
 
 
-def test_train_state_dtype_int8_resumes_bit_identically(tmp_path):
-    """--state-dtype int8: the header reports the state's bytes per parameter, and a run
-    resumed from its checkpoint ends with the same held-out figures as an uninterrupted one."""
-    full = run("train", "--epochs", "2", "--state-dtype", "int8", "--quiet", "--hidden", "96")
-    assert "optimizer state in int8 for arrays of 4,096+ elements" in full.stdout
+@pytest.mark.parametrize("sd", ["int8", "float8"])
+def test_train_state_dtype_int8_resumes_bit_identically(tmp_path, sd):
+    """--state-dtype int8 / float8: the header reports the state's bytes per parameter, and a
+    run resumed from its checkpoint ends with the same held-out figures as an uninterrupted one."""
+    full = run("train", "--epochs", "2", "--state-dtype", sd, "--quiet", "--hidden", "96")
+    assert f"optimizer state in {sd} for arrays of 4,096+ elements" in full.stdout
     ck = tmp_path / "c.npz"
-    run("train", "--epochs", "1", "--state-dtype", "int8", "--quiet", "--hidden", "96",
+    run("train", "--epochs", "1", "--state-dtype", sd, "--quiet", "--hidden", "96",
         "--save", str(ck))
-    resumed = run("train", "--epochs", "2", "--state-dtype", "int8", "--quiet", "--hidden", "96",
+    resumed = run("train", "--epochs", "2", "--state-dtype", sd, "--quiet", "--hidden", "96",
                   "--resume", str(ck))
     last = [ln.split("time")[0] for ln in full.stdout.splitlines() if ln.startswith("epoch   2")]
     again = [ln.split("time")[0] for ln in resumed.stdout.splitlines()

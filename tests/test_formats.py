@@ -1,4 +1,4 @@
-"""The state formats (:mod:`fastopt.optim.formats`): dense, bfloat16 and int8 as equal members
+"""The state formats (:mod:`fastopt.optim.formats`): dense, bfloat16, int8 and float8 as equal members
 of one protocol, and the state objects' buffers fixed once the compiled tables point at them."""
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 
 import fastopt
 from fastopt.optim import formats
-from fastopt.optim.lowstate import BFloat16State, Int8State
+from fastopt.optim.lowstate import BFloat16State, Float8State, Int8State
 
-NAMES = ("float32", "bfloat16", "int8")
+NAMES = ("float32", "bfloat16", "int8", "float8")
 
 
 def test_the_registry_names_every_state_dtype():
@@ -47,7 +47,7 @@ def test_a_refused_entry_names_the_buffer_and_changes_nothing(rng, name):
     fmt = formats.get(name)
     e = fmt.zeros((300,), np.dtype(np.float32), True)
     before = [r.copy() for r in fmt.rows(e)]
-    wrong = formats.get(NAMES[(NAMES.index(name) + 1) % 3])
+    wrong = formats.get(NAMES[(NAMES.index(name) + 1) % len(NAMES)])
     bad = wrong.entry(wrong.zeros((300,), np.dtype(np.float32), True))
     short = fmt.entry(fmt.zeros((299,), np.dtype(np.float32), True))
     for src in (bad, short):
@@ -59,14 +59,17 @@ def test_a_refused_entry_names_the_buffer_and_changes_nothing(rng, name):
 
 @pytest.mark.parametrize("sd, field", [("bfloat16", "bits"), ("bfloat16", "flat_bits"),
                                        ("int8", "codes"), ("int8", "absmax"),
-                                       ("int8", "flat_codes"), ("int8", "tables")])
+                                       ("int8", "flat_codes"), ("int8", "tables"),
+                                       ("float8", "codes"), ("float8", "absmax"),
+                                       ("float8", "flat_codes"), ("float8", "code")])
 def test_state_buffers_refuse_rebinding(rng, sd, field):
     # Rebinding a buffer used to detach it silently from the compiled tables: the step kept
     # updating the old array while opt.state showed the new one.
     P = [rng.standard_normal(5000).astype(np.float32)]
     opt = fastopt.Adam(P, lr=1e-2, state_dtype=sd)
     s = opt.state["exp_avg"][0]
-    assert isinstance(s, BFloat16State if sd == "bfloat16" else Int8State)
+    assert isinstance(s, {"bfloat16": BFloat16State, "int8": Int8State,
+                          "float8": Float8State}[sd])
     old = getattr(s, field)
     with pytest.raises(AttributeError, match=f"{field} cannot be rebound"):
         setattr(s, field, old.copy() if hasattr(old, "copy") else old)

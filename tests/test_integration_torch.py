@@ -169,7 +169,7 @@ def test_state_dict_round_trips_with_torch(name):
     _close(a, ref)
 
 
-@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8", "float8"])
 def test_lowbit_state_round_trips(state_dtype):
     def make(params):
         return fot.Adam(params, lr=0.01, state_dtype=state_dtype, min_lowbit_size=16)

@@ -1,4 +1,4 @@
-"""Low-precision optimizer state (bfloat16, block-wise int8): kernels against their NumPy twins,
+"""Low-precision optimizer state (bfloat16, block-wise int8 and float8): kernels against their NumPy twins,
 the formats against their definitions (and bitsandbytes / PyTorch where installed), thread
 and layout independence, NaN/inf, the bfloat16 decay behaviour, memory, and rejected calls."""
 
@@ -44,7 +44,9 @@ _HAND = {"adam": _adam_opts, "rmsprop": _rmsprop_opts, "sgd": _sgd_opts}
 OPTS = {k: _HAND.get(k, lambda k=k: iter(table_grid.options(k))) for k in table_grid.LOWBIT}
 NSTATE = {k: len(table_grid.KERNELS[k].state) for k in OPTS}
 SIGNED = {k: table_grid.signed(k) for k in OPTS}
-CASES = [(opt, fmt, o) for opt in OPTS for fmt in ("bf16", "int8") for o in OPTS[opt]()]
+#: The low-precision variants of every kernel (fastopt.kernels._make.VARIANTS but "step").
+FMTS = ["bf16", "int8", "f8"]
+CASES = [(opt, fmt, o) for opt in OPTS for fmt in FMTS for o in OPTS[opt]()]
 
 
 def _id(case):
@@ -56,6 +58,8 @@ def make_state(opt, fmt, n):
     """A list of state arrays, in the kernel's argument order."""
     if fmt == "bf16":
         return [K.zeros_bf16(n) for _ in range(NSTATE[opt])]
+    if fmt == "f8":
+        return [a for _ in range(NSTATE[opt]) for a in K.zeros_float8(n)]
     out = []
     for signed in SIGNED[opt]:
         out += list(K.zeros_int8(n, K.signed_map() if signed else K.unsigned_map()))
@@ -139,8 +143,8 @@ def test_bf16_update_is_the_float32_update(isa, opt, rng):
 # ------------------------------------------------------------------ threads and layout
 
 
-@table_grid.quick(family=lambda p: p["opt"], option="fmt")   # bf16 on every level, int8 on one
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@table_grid.quick(family=lambda p: p["opt"], option="fmt")   # bf16 on every level, the others on one
+@pytest.mark.parametrize("fmt", FMTS)
 @pytest.mark.parametrize("opt", list(OPTS))
 def test_same_bits_for_any_thread_count(isa, opt, fmt, rng):
     n = 1_000_003
@@ -157,7 +161,7 @@ def test_same_bits_for_any_thread_count(isa, opt, fmt, rng):
     assert_state_equal(out[0][1], out[1][1], "1 vs 2 threads")
 
 
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize("fmt", FMTS)
 def test_split_array_gives_the_same_bits(isa, fmt, rng):
     """Updating an array in two pieces (bf16: index_offset = the split; int8: a split at a
     block edge with the absmax split alike) gives the bits of one call."""
@@ -285,6 +289,129 @@ def test_quantize_roundtrip_error():
     assert np.max(np.abs(y - x) / scale) < 0.0071
 
 
+# ------------------------------------------------------------------ float8 codes
+
+
+@pytest.mark.parametrize("code", [F.E3M4, F.E4M4], ids=["e3m4", "e4m4"])
+def test_float8_code_values(code):
+    """The unit values of the spec: 16 per binade, a linear step below, the largest 1.9375."""
+    u = code.units[:code.cmax + 1].astype(np.float64)
+    assert u[0] == 0 and u[-1] == 1.9375 and np.all(np.diff(u) > 0)
+    b = code.bias
+    np.testing.assert_array_equal(u[:17], np.arange(17) * 2.0 ** (-b - 3))   # linear, then 2^(1-b)
+    np.testing.assert_array_equal(u[16::16], 2.0 ** np.arange(1 - b, 1))
+    if code.signed:
+        np.testing.assert_array_equal(code.units[128:], -code.units[:128])
+
+
+@pytest.mark.parametrize("code", [F.E3M4, F.E4M4], ids=["e3m4", "e4m4"])
+def test_float8_bit_rule_is_the_nearest_code(code, rng):
+    """The kernels' rounding of float32 bits (emulated) = the nearest code, ties to the even
+    code, saturated; checked against brute force over every code value in float64."""
+    u = code.units[:code.cmax + 1].astype(np.float64)
+    mids = ((u[:-1] + u[1:]) / 2).astype(np.float32)
+    x = np.concatenate([rng.uniform(-2, 2, 100_000),
+                        rng.standard_normal(100_000) * 10.0 ** rng.integers(-7, 0, 100_000),
+                        u, mids, np.nextafter(mids, 3), np.nextafter(mids, -3),
+                        [1.96875, 1.97, 2.0, 0.0, -0.0, 2.0 ** -126, 1e-45]]).astype(np.float32)
+    x = np.concatenate([x, -x])
+    x = x[np.abs(x) <= 2]
+    c = code.code(x)
+    np.testing.assert_array_equal(code.kernel_code(x), c)
+    a = np.abs(x.astype(np.float64)) if code.signed else np.maximum(x.astype(np.float64), 0)
+    d = np.abs(a[:, None] - u[None, :])
+    best = d.min(axis=1)
+    mag = c & 0x7F if code.signed else c
+    assert np.all(d[np.arange(x.size), mag] == best)
+    tie = (d == best[:, None]).sum(axis=1) > 1
+    assert tie.sum() > 100 and np.all(mag[tie] % 2 == 0)          # ties: the even code
+    if code.signed:
+        np.testing.assert_array_equal(c >> 7, np.signbit(x))      # the sign kept (-0 too)
+    else:
+        assert np.all(c[x < 0] == 0)
+    assert (code.code(np.float32(2.0)) & code.cmax) == code.cmax    # saturated
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_float8_roundtrip_edges(signed, rng):
+    """Block-wise float8 by hand: zeros, the absmax exactly, saturation, relative errors,
+    elements far below the absmax, blocks whose absmax is float32-subnormal, NaN/inf."""
+    code = F.minifloat(signed)
+    n = 256 * 6
+    x = np.abs(rng.standard_normal(n)).astype(np.float32)
+    if signed:
+        x *= rng.choice([-1, 1], n).astype(np.float32)
+    x[256:512] = 0                                     # block 1: zeros
+    x[512:768] *= np.float32(1e-42)                    # block 2: subnormal absmax
+    x[768 + 5] = np.nan                                # block 3: NaN
+    x[1024 + 9] = -np.inf if signed else np.inf        # block 4: inf
+    x[1280:1536] = np.float32(3.0) * np.float32(2.0) ** -np.arange(256, dtype=np.float32) / 8
+    with np.errstate(invalid="ignore", over="ignore"):
+        c, a = F.quantize_float8(x, signed)
+        y = F.dequantize_float8(c, a, signed)
+    assert c.dtype == np.uint8 and a.dtype == np.float32 and a.shape == (6,)
+    blk = lambda k: slice(256 * k, 256 * (k + 1))   # noqa: E731
+    # block 0: absmax exact, relative error at most half a step (2^-5) near the top
+    np.testing.assert_array_equal(a[0], np.abs(x[blk(0)]).max())
+    top = np.abs(x[blk(0)]) >= a[0] / 2
+    assert np.max(np.abs(y[blk(0)] - x[blk(0)])[top] / np.abs(x[blk(0)])[top]) <= 2.0 ** -5 * 1.0001
+    assert np.abs(y[blk(0)]).max() == pytest.approx(a[0], rel=1e-6)    # the absmax: the top code
+    assert np.max(c[blk(0)] & 0x7F if signed else c[blk(0)]) == code.cmax
+    # block 1: zeros -> absmax 0, code 0, reads 0
+    assert a[1] == 0 and np.all(c[blk(1)] == 0) and np.all(y[blk(1)] == 0)
+    # block 2: a subnormal absmax is kept; the values come back within a float32 subnormal step
+    assert 0 < a[2] < 2.0 ** -126
+    assert np.all(np.isfinite(y[blk(2)])) and np.max(np.abs(y[blk(2)] - x[blk(2)])) <= 2.0 ** -133
+    # blocks 3, 4: NaN / inf poison the block: absmax NaN, code 0, reads NaN
+    assert np.isnan(a[3]) and np.isnan(a[4]) and np.all(c[256 * 3:256 * 5] == 0)
+    assert np.all(np.isnan(y[256 * 3:256 * 5]))
+    # block 5: 3/8 * 2^-k: below 2^-(b+3) * absmax / 1.9375 * 1/2 an element reads 0
+    lin = 2.0 ** (-code.bias - 3) * a[5] / 1.9375
+    v, w = x[blk(5)].astype(np.float64), y[blk(5)].astype(np.float64)
+    assert np.all(w[v < lin / 2] == 0) and np.all(w[v > lin] > 0)
+    assert np.all(np.abs(w - v) <= np.maximum(lin / 2, v * 2.0 ** -5) * 1.0001)
+
+
+def test_float8_signed_state_keeps_the_sign_unsigned_clamps(rng):
+    x = np.float32([-1.0, 0.5, -0.25, 0.0, -0.0])
+    c, a = F.quantize_float8(x, True)
+    np.testing.assert_array_equal(np.signbit(F.dequantize_float8(c, a, True)), np.signbit(x))
+    c, a = F.quantize_float8(x, False)
+    np.testing.assert_array_equal(F.dequantize_float8(c, a, False), [0.0, 0.5, 0.0, 0.0, 0.0])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("opt", ["adam", "sgd", "adagrad"])
+def test_float8_kernel_edges(isa, opt):
+    """The kernel on the edges of the codes (ties, saturation, a tiny or subnormal absmax, zero
+    blocks, values far below the absmax) gives the twin's bits: the state is set by hand to
+    code values whose update lands on midpoints and extremes."""
+    n = 256 * 8 + 37
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal(n).astype(np.float32)
+    g[:256] = 0                                            # a zero block (grad 0, state 0)
+    g[256:512] *= np.float32(1e-40)                        # subnormal new state
+    g[512:768] = np.float32(2.0) ** -rng.integers(0, 40, 256).astype(np.float32)
+    g[768:1024] = np.float32(1.0)                          # every element at the absmax
+    for k, s in enumerate([np.float32(1e-30), np.float32(1e30)]):
+        g[1024 + 256 * k:1280 + 256 * k] *= s
+    s_k = make_state(opt, "f8", n)
+    for i in range(0, len(s_k), 2):                        # codes: every value, both signs
+        s_k[i][...] = np.arange(n) % 256
+        s_k[i + 1][...] = np.linspace(0, 3, s_k[i + 1].size, dtype=np.float32)
+    s_k[1][1] = np.float32(1e-40)
+    s_r = [s.copy() for s in s_k]
+    pk = rng.standard_normal(n).astype(np.float32)
+    pr = pk.copy()
+    opts = next(OPTS[opt]())
+    for t in (1, 2, 3):
+        call(K, opt, "f8", pk, g, s_k, t, opts)
+        call(R, opt, "f8", pr, g, s_r, t, opts)
+        np.testing.assert_array_equal(pk, pr, err_msg=f"step {t}")
+        assert_state_equal(s_k, s_r, f"step {t}")
+
+
 def test_bf16_nearest_matches_torch_and_sr_is_unbiased():
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(100_000) * 10.0 ** rng.integers(-30, 30, 100_000)).astype(np.float32)
@@ -332,11 +459,23 @@ def test_nonfinite_values(isa):
     assert np.isnan(ma[[0, 1, 2]]).all() and np.isnan(va[[0, 1, 2]]).all()
     assert ma[3] == 0.5 * np.float32(0.1) and np.all(mc[:768] == K.signed_map().zero_code)
     assert np.isnan(F.dequantize_blockwise(mc, ma, K.signed_map())[:768]).all()
+    # float8: the same poisoning, code 0
+    pk, pr = p.copy(), p.copy()
+    sk, sr = make_state("adam", "f8", n), make_state("adam", "f8", n)
+    call(K, "adam", "f8", pk, g, sk, 1, {})
+    call(R, "adam", "f8", pr, g, sr, 1, {})
+    np.testing.assert_array_equal(pk, pr)
+    assert_state_equal(sk, sr, "nonfinite f8")
+    mc, ma, vc, va = sk
+    assert np.isnan(ma[[0, 1, 2]]).all() and np.isnan(va[[0, 1, 2]]).all()
+    assert ma[3] == 0.5 * np.float32(0.1) and np.all(mc[:768] == 0) and np.all(vc[:768] == 0)
+    assert np.isnan(F.dequantize_float8(mc, ma, True)[:768]).all()
+    assert np.all(np.isfinite(F.dequantize_float8(vc, va, False)[768:]))
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize("fmt", FMTS)
 @pytest.mark.parametrize("opt", list(OPTS))
 def test_nonfinite_values_every_optimizer(isa, opt, fmt):
     """NaN and inf in full and partial blocks and in vector tails, every optimizer, option set
@@ -452,6 +591,10 @@ def test_state_memory_per_parameter(n):
     assert K.state_bytes(n, "int8", 2) / n <= 2.1
     assert K.state_bytes(n, "bfloat16", 2) / n == 4
     assert K.state_bytes(n, "float32", 2) / n == 8
+    assert K.state_bytes(n, "float8", 2) == K.state_bytes(n, "int8", 2)
+    if n <= 4096:
+        assert sum(a.nbytes for _ in range(2) for a in K.zeros_float8(n)) == \
+            K.state_bytes(n, "float8", 2)
     if n <= 4096:
         arrays = list(K.zeros_int8(n, K.signed_map())) + list(K.zeros_int8(n, K.unsigned_map()))
         assert sum(a.nbytes for a in arrays) == K.state_bytes(n, "int8", 2)
@@ -491,7 +634,7 @@ def _ro(a):
 
 
 @pytest.mark.parametrize("mod", [K, R], ids=["kernel", "reference"])
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize("fmt", FMTS)
 @pytest.mark.parametrize("bad", BAD, ids=[b[0] for b in BAD])
 def test_rejected_call_changes_nothing(mod, fmt, bad):
     name, make, kw, exc = bad
@@ -520,6 +663,19 @@ def test_rejections_specific_to_the_formats(mod):
         mod.adam_step_int8(p, g, mc, ma, vc, va, step=1, lr=0.1, exp_avg_map=np.zeros(256))
     with pytest.raises(ValueError, match="momentum must be > 0"):
         mod.sgd_step_int8(p, g, mc, ma, lr=0.1, momentum=0.0)
+    # float8: the same buffers (uint8 codes, float32 absmax), no map keyword
+    with pytest.raises(ValueError, match="exp_avg_sq_absmax has shape"):
+        mod.adam_step_f8(p, g, mc, ma, vc, va[:-1], step=1, lr=0.1)
+    with pytest.raises(TypeError, match="exp_avg has dtype"):
+        mod.adam_step_f8(p, g, mc.view(np.int8), ma, vc, va, step=1, lr=0.1)
+    with pytest.raises(TypeError, match="exp_avg_absmax has dtype"):
+        mod.adam_step_f8(p, g, mc, ma.astype(np.float16), vc, va, step=1, lr=0.1)
+    with pytest.raises(TypeError, match="exp_avg_map"):
+        mod.adam_step_f8(p, g, mc, ma, vc, va, step=1, lr=0.1, exp_avg_map=None)
+    with pytest.raises(ValueError, match="share memory"):
+        mod.adam_step_f8(p, g, mc, ma, mc, va, step=1, lr=0.1)
+    with pytest.raises(ValueError, match="momentum must be > 0"):
+        mod.sgd_step_f8(p, g, mc, ma, lr=0.1, momentum=0.0)
     b = K.zeros_bf16(p.size)
     b[:] = 7
     with pytest.raises(ValueError, match="seed"):

@@ -195,7 +195,7 @@ def test_subclasses_and_pickling_keep_working_with_the_attribute_guard(rng):
 
 
 # ------------------------------------------------------------ 3. parameter groups fixed
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8", "float8"])
 @pytest.mark.parametrize("change", ["remove", "add", "move", "shrink"])
 def test_changing_the_groups_is_refused_cleanly(state_dtype, change, rng):
     model = {"W": rng.standard_normal(5000).astype(np.float32),
@@ -249,7 +249,7 @@ def test_removing_the_only_extra_group_with_lowbit_state_is_refused(rng):
 
 
 # ------------------------------------------------------------ 4. buffers writable
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8", "float8"])
 def test_a_read_only_state_buffer_is_refused(state_dtype, rng):
     params = _arrays(rng, size=5000)
     opt = fastopt.Adam(params, lr=0.1, state_dtype=state_dtype)

@@ -198,12 +198,13 @@ def test_kernel_is_its_twin_bit_for_bit(isa, name, o, dtype, threads, rng):
         row.final(s)
 
 
-LOWBIT = [(r.name, c, fmt) for r in ROWS for c in range(len(r.lowbit)) for fmt in ("bf16", "int8")]
+LOWBIT = [(r.name, c, fmt) for r in ROWS for c in range(len(r.lowbit))
+          for fmt in ("bf16", "int8", "f8")]
 
 
 @pytest.mark.parametrize("name,c,fmt", LOWBIT, ids=_ids(LOWBIT))
 def test_lowbit_kernels_are_their_twins(isa, name, c, fmt, rng):
-    """bfloat16 and int8 state: the generic passes of fo_lowbit.h over the rule, against the
+    """bfloat16, int8 and float8 state: the generic passes of fo_lowbit.h over the rule, against the
     twins of fastopt.reference.lowbit (the dense twin between widening and narrowing)."""
     k = table_grid.KERNELS[name]
     p, g = _arrays(rng, np.float32)
@@ -276,7 +277,8 @@ def test_matches_torch(name, i):
 
 # ------------------------------------------------------------------ the optimizer
 
-FUSED = [(r.name, f) for r in ROWS if r.lowbit for f in ("float32", "bfloat16", "int8")]
+FUSED = [(r.name, f) for r in ROWS if r.lowbit
+         for f in ("float32", "bfloat16", "int8", "float8")]
 
 
 @pytest.mark.parametrize("name,state_dtype", FUSED, ids=_ids(FUSED))
@@ -391,7 +393,7 @@ def test_lion_propagates_nan_and_steps_by_lr(isa, dtype):
     np.testing.assert_array_equal(p[rest], -0.5 * np.sign(g[rest]))
 
 
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8", "float8"])
 def test_adagrad_sum_starts_at_initial_accumulator_value(state_dtype):
     params = [np.ones(5000, np.float32), np.ones(10, np.float32)]
     opt = fastopt.Adagrad(params, initial_accumulator_value=0.5, state_dtype=state_dtype)

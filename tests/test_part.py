@@ -12,7 +12,7 @@ import fastopt
 from fastopt.optim import part as P
 
 SHAPES = {"W1": (60, 50), "b1": (300,), "W2": (50, 7), "b2": (7,)}
-FORMATS = ["float32", "bfloat16", "int8"]
+FORMATS = ["float32", "bfloat16", "int8", "float8"]
 
 
 def _whole(kind, fmt, clip=None, skip=False):
@@ -61,7 +61,7 @@ def _parts(opt, buf, cuts):
 
     def snap(x):
         for e in exts:
-            if e.fmt == "int8" and e.start < x < e.stop:
+            if e.fmt in ("int8", "float8") and e.start < x < e.stop:
                 return e.start + (x - e.start) // 256 * 256
         return x
 
@@ -83,10 +83,10 @@ def test_parts_update_as_the_whole_and_their_state_joins_into_its_state_dict(kin
     buf = _flat_of(params).copy()
     # cuts off every block boundary: inside W1, inside b1 (a run of its own with groups)
     parts = _parts(whole, buf, [1234, 3100])
-    if fmt == "int8":
+    if fmt in ("int8", "float8"):
         for lo, _, ps, _ in parts:
             for e, a, _ in ps:
-                assert e.fmt != "int8" or (a - e.start) % 256 == 0
+                assert e.fmt != fmt or (a - e.start) % 256 == 0
     rng = np.random.default_rng(9)
     for _ in range(3):
         g = rng.standard_normal(buf.size).astype(np.float32)

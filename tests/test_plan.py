@@ -46,7 +46,7 @@ def test_every_level_uses_the_one_plan_class():
         assert dispatch.ext._optim.MultiTensor is _plan.MultiTensor
 
 
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8", "float8"])
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_optimizer_built_before_set_isa_steps_after_it(name, state_dtype):
     """Built under the first level, stepped under each level in turn (clipping on, two

@@ -1,4 +1,4 @@
-"""Optimizers with low-precision state: ``state_dtype="bfloat16" | "int8"``.
+"""Optimizers with low-precision state: ``state_dtype="bfloat16" | "int8" | "float8"``.
 
 The classes run the kernels of :mod:`fastopt.kernels.lowbit` on the large float32 arrays and
 the float32 kernels on the small ones; ``impl="reference"`` runs the NumPy twins.  Checked
@@ -17,12 +17,13 @@ import pytest
 import fastopt
 from fastopt.kernels import lowbit as L
 from fastopt.optim import SPECS
-from fastopt.optim.lowstate import BFloat16State, Int8State
+from fastopt.optim.lowstate import BFloat16State, Float8State, Int8State
 
 # one optimizer per kernel of the table with low-precision state (the first registered)
 PER_KERNEL = list({s.row.name: s.name for s in reversed(SPECS.values()) if s.row.lowbit}.values())
 
-LOW = ("bfloat16", "int8")
+LOW = ("bfloat16", "int8", "float8")
+STATE_CLASS = {"bfloat16": BFloat16State, "int8": Int8State, "float8": Float8State}
 SHAPES = [(70, 80), (10,), (3000, 2), (5,)]          # 5600 and 6000 elements: low-bit state
 
 
@@ -72,7 +73,7 @@ def test_large_arrays_get_low_bit_state_and_small_ones_float32(rng, sd):
     P = _model(rng)
     opt = fastopt.Adam(P, state_dtype=sd)
     kinds = [type(e) for e in opt.state["exp_avg"]]
-    low = BFloat16State if sd == "bfloat16" else Int8State
+    low = STATE_CLASS[sd]
     assert kinds == [low, np.ndarray, low, np.ndarray]
     opt2 = fastopt.Adam(_model(rng), state_dtype=sd, min_lowbit_size=0)
     assert all(isinstance(e, low) for e in opt2.state["exp_avg_sq"])
@@ -82,6 +83,9 @@ def test_large_arrays_get_low_bit_state_and_small_ones_float32(rng, sd):
     if sd == "int8":
         assert opt.state["exp_avg"][0].map_name == "signed"
         assert opt.state["exp_avg_sq"][0].map_name == "unsigned"
+    if sd == "float8":   # the float8 codes: e3m4 for the first moment, e4m4 for the second
+        assert opt.state["exp_avg"][0].code == "e3m4"
+        assert opt.state["exp_avg_sq"][0].code == "e4m4"
 
 
 @pytest.mark.parametrize("sd", LOW)
@@ -92,6 +96,8 @@ def test_the_class_runs_the_kernel_functions(rng, sd):
     opt = fastopt.AdamW([p], lr=1e-2, weight_decay=0.1, state_dtype=sd, seed=7)
     if sd == "bfloat16":
         m, v = L.zeros_bf16(q.shape), L.zeros_bf16(q.shape)
+    elif sd == "float8":
+        (mc, ma), (vc, va) = L.zeros_float8(q.shape), L.zeros_float8(q.shape)
     else:
         (mc, ma), (vc, va) = L.zeros_int8(q.shape, L.signed_map()), \
             L.zeros_int8(q.shape, L.unsigned_map())
@@ -101,6 +107,8 @@ def test_the_class_runs_the_kernel_functions(rng, sd):
         kw = dict(step=t, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)
         if sd == "bfloat16":
             L.adam_step_bf16(q, g, m, v, seed=7, **kw)
+        elif sd == "float8":
+            L.adam_step_f8(q, g, mc, ma, vc, va, **kw)
         else:
             L.adam_step_int8(q, g, mc, ma, vc, va, **kw)
     np.testing.assert_array_equal(p, q)
@@ -163,7 +171,7 @@ def test_flatparams_runs_by_format_and_group(rng, sd):
                      impl="reference")
     runs = a.state_runs
     assert [r.stop - r.start for r in runs] == [5120, 80, 4800, 60, 4200]
-    low = BFloat16State if sd == "bfloat16" else Int8State
+    low = STATE_CLASS[sd]
     assert [type(e) for e in a.state["exp_avg"]] == [low, np.ndarray, low, np.ndarray, low]
     for _ in range(5):
         g = rng.standard_normal(fp.size).astype(np.float32)
@@ -212,6 +220,8 @@ def test_state_dict_resume_is_bit_identical(rng, name, sd):
     assert entry["format"] == sd
     if sd == "int8":
         assert entry["block"] == 256 and entry["map"] == "signed"
+    if sd == "float8":
+        assert entry["block"] == 256 and entry["code"] == "e3m4"
     R = [q.copy() for q in Q]
     second = _make(name, R, sd)                   # another seed: the state dict sets it
     second.load_state_dict(snap)
@@ -324,6 +334,9 @@ def test_rejected_calls_change_nothing(rng, sd):
     if sd == "int8":
         bad["state"]["square_avg"][0]["map"] = "signed"
         match = "quantization map"
+    elif sd == "float8":
+        bad["state"]["square_avg"][0]["code"] = "e3m4"
+        match = "float8 code"
     else:
         bad["state"]["square_avg"][0]["bits"] = bad["state"]["square_avg"][0]["bits"][:10]
         match = "shape"

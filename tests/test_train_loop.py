@@ -79,7 +79,7 @@ def test_progress_reports_every_batch():
     assert calls == [(1, b, total) for b in range(1, total + 1)]
 
 
-@pytest.mark.parametrize("state_dtype", ["float32", "int8"])
+@pytest.mark.parametrize("state_dtype", ["float32", "int8", "float8"])
 def test_save_and_resume_continue_bit_identically(tmp_path, state_dtype):
     kw = {**SMALL, "state_dtype": state_dtype, "hidden": 96}   # 96x96 > 4096: int8 state
     path = tmp_path / "c.npz"

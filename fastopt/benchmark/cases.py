@@ -40,7 +40,8 @@ OPTIMIZERS.update({spec.bench_name: spec for spec in SPECS.values()
 LIST_CASES = [(200, 64, 1024), (100, 1024, 10240)]
 
 #: The state dtypes of the "state" rows, by row name.
-STATE_DTYPES = {"adam float32": "float32", "adam bfloat16": "bfloat16", "adam int8": "int8"}
+STATE_DTYPES = {"adam float32": "float32", "adam bfloat16": "bfloat16", "adam int8": "int8",
+                "adam float8": "float8"}
 
 #: The steps of the under-load table (two processes side by side).
 LOAD_CASES = ("adam 1M", "batchnorm 4096x1024", "MLP train step", "MLP step, BLAS 1 thread",
@@ -61,7 +62,8 @@ ROLES = {
     "list": ("list", "flat", "reference", "torch"),
     "clip": ("fastopt", "guard", "apart", "torch"),
     "state": ("adam float32", "roofline adam float32", "adam bfloat16", "roofline adam bfloat16",
-              "adam int8", "roofline adam int8", "torch", "bitsandbytes Adam8bit"),
+              "adam int8", "roofline adam int8", "adam float8", "roofline adam float8", "torch",
+              "bitsandbytes Adam8bit"),
     "sklearn": ("sklearn", "fastopt"),
     "threading": ("pool", "openmp"),
     "sharing": ("kernel", "matmul", "alternating", "shared"),
@@ -434,8 +436,8 @@ def state_bytes(n, kernel="adam"):
     """Bytes a step of ``kernel`` (a row of :data:`fastopt.specs.KERNELS`) moves on ``n``
     float32 parameters with each state dtype, by "state" row name: param read and written,
     grad read (12 B/elem), and each state buffer read and written at its element size, plus
-    for int8 its absmax (a float32 per block, read and written).  Adam: 28 B/elem with float32
-    state, 20 with bfloat16, 16 with int8 plus 16 B per block of 256."""
+    for int8 and float8 its absmax (a float32 per block, read and written).  Adam: 28 B/elem
+    with float32 state, 20 with bfloat16, 16 with int8 or float8 plus 16 B per block of 256."""
     from ..kernels import lowbit as L
     from ..specs import BY_NAME
 
@@ -443,11 +445,12 @@ def state_bytes(n, kernel="adam"):
     base = 3 * 4 * n
     return {f"{kernel} float32": base + k * 2 * 4 * n,
             f"{kernel} bfloat16": base + k * 2 * 2 * n,
-            f"{kernel} int8": base + k * (2 * n + 2 * 4 * L.absmax_size(n))}
+            f"{kernel} int8": base + k * (2 * n + 2 * 4 * L.absmax_size(n)),
+            f"{kernel} float8": base + k * (2 * n + 2 * 4 * L.absmax_size(n))}
 
 
 def state_case(n, use_bitsandbytes=True):
-    """Adam with float32, bfloat16 and int8 state (:mod:`fastopt.kernels.lowbit`) at ``n``
+    """Adam with float32, bfloat16, int8 and float8 state (:mod:`fastopt.kernels.lowbit`) at ``n``
     elements, each followed by its roofline pass (``_roofline.update`` for float32 state,
     ``_lowbit.roofline`` for the uint16 / uint8 state), plus PyTorch's fused float32 Adam and
     bitsandbytes' ``Adam8bit`` on CPU when installed and able to step (else the reason is
@@ -462,6 +465,7 @@ def state_case(n, use_bitsandbytes=True):
         m32, v32 = np.zeros(n, np.float32), np.zeros(n, np.float32)
         mb, vb = L.zeros_bf16(n), L.zeros_bf16(n)
         (mc, ma), (vc, va) = L.zeros_int8(n, L.signed_map()), L.zeros_int8(n, L.unsigned_map())
+        (mf, maf), (vf, vaf) = L.zeros_float8(n), L.zeros_float8(n)
         calls = {
             "adam float32": lambda: K.adam_step(p, g, m32, v32, step=10, lr=1e-3),
             "roofline adam float32": lambda: ext._roofline.update([p, m32, v32], g, nt),
@@ -469,6 +473,8 @@ def state_case(n, use_bitsandbytes=True):
             "roofline adam bfloat16": lambda: ext._lowbit.roofline(p, g, [mb, vb], nt),
             "adam int8": lambda: L.adam_step_int8(p, g, mc, ma, vc, va, step=10, lr=1e-3),
             "roofline adam int8": lambda: ext._lowbit.roofline(p, g, [mc, vc], nt),
+            "adam float8": lambda: L.adam_step_f8(p, g, mf, maf, vf, vaf, step=10, lr=1e-3),
+            "roofline adam float8": lambda: ext._lowbit.roofline(p, g, [mf, vf], nt),
         }
         info = {"notes": []}
         if torch is not None:

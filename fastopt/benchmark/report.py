@@ -289,7 +289,7 @@ def _state_title(rows, m):
     t = rows[0].torch_time
     vs = f"PyTorch's fused float32 Adam ({t * 1e3:.3f} ms) / time" if t else \
         "—: torch not installed"
-    return ("Adam with float32, bfloat16 and int8 state (fastopt.kernels.lowbit), measured "
+    return ("Adam with float32, bfloat16, int8 and float8 state (fastopt.kernels.lowbit), measured "
             f"round robin; vs torch: {vs}:")
 
 
@@ -340,8 +340,8 @@ TABLES = (
         Column("state B/param", 14, lambda r, m: f"{r.state_bytes_per_param:14.2f}"),
     ), title=_state_title, footer=lambda rows, m: [
         "GB/s: bytes the step must move (param, grad, state: 28 B/elem with float32 state, 20 "
-        "bfloat16, 16 + absmax int8) / time. roofline: a pass moving the row's own buffers "
-        "with one add per element / time. roof f32 bw: the row's bytes at the float32 pass's "
+        "bfloat16, 16 + absmax int8 and float8) / time. roofline: a pass moving the row's own "
+        "buffers with one add per element / time. roof f32 bw: the row's bytes at the float32 pass's "
         "bandwidth / time."] + [f"note: {note}" for note in m.get("notes", ())]),
     Table(("sklearn",), (
         Column("model", 24, lambda r, m: r.name, "<"),

@@ -133,7 +133,7 @@ def add_bench(sub):
     p.add_argument("--plot", metavar="PNG", help="GB/s against size (needs matplotlib)")
     p.add_argument("--only", type=_groups, metavar="GROUP[,GROUP...]",
                    help=f"run only these row groups, of: {','.join(GROUPS)} (e.g. --only state: "
-                        "Adam with float32, bfloat16 and int8 state)")
+                        "Adam with float32, bfloat16, int8 and float8 state)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
     p.add_argument("--no-train", action="store_true", help="skip the MLP training step")
     p.add_argument("--no-load", action="store_true",

@@ -300,7 +300,8 @@ def add_train(sub):
                    help="clip the gradients to this global norm inside each step")
     p.add_argument("--state-dtype", choices=tuple(FORMATS), default="float32",
                    help="how the optimizer stores its state (bfloat16: stochastic rounding; "
-                        "int8: block-wise quantization; arrays under 4096 elements keep float32)")
+                        "int8: block-wise quantization; float8: block-wise minifloat codes; "
+                        "arrays under 4096 elements keep float32)")
     p.add_argument("--impl", choices=("fused", "reference"), default="fused",
                    help="fastopt's compiled kernels or the NumPy reference")
     p.add_argument("--plot", metavar="PNG", help="save loss and accuracy curves (needs matplotlib)")

@@ -27,7 +27,7 @@ What PyTorch users rely on, and how it maps:
   ``step`` (a float32 scalar tensor) and the buffers (``exp_avg``, ``exp_avg_sq``,
   ``square_avg``, ``momentum_buffer``); ``param_groups`` with every hyperparameter.  A state
   dict of this class loads into the ``torch.optim`` twin and back.  With
-  ``state_dtype="bfloat16"`` or ``"int8"`` the compact buffers are not tensors: the state dict
+  ``state_dtype="bfloat16"``, ``"int8"`` or ``"float8"`` the compact buffers are not tensors: the state dict
   then holds them under the extra key ``"fastopt_state"`` (index -> buffer name -> fastopt's
   entry, see :meth:`fastopt.optim.Optimizer.state_dict`), and ``state`` only the step counts;
   it round-trips through this class (not through the ``torch.optim`` twin).
@@ -103,7 +103,7 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
         As for ``torch.optim``: CPU float32/float64 tensors, or parameter groups.
     **hyper
         The ``torch.optim`` twin's arguments (see the subclass), plus
-    state_dtype : {"float32", "bfloat16", "int8"}, default "float32"
+    state_dtype : {"float32", "bfloat16", "int8", "float8"}, default "float32"
         How fastopt stores the state of float32 parameters (see
         :class:`fastopt.optim.Optimizer`).
     min_lowbit_size : int, default 4096
@@ -151,7 +151,7 @@ class FastoptTorchOptimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------ checks
     @property
     def state_dtype(self):
-        """How fastopt stores the state: "float32", "bfloat16" or "int8" (fixed)."""
+        """How fastopt stores the state: "float32", "bfloat16", "int8" or "float8" (fixed)."""
         return self._state_dtype
 
     def _class_of(self, group):

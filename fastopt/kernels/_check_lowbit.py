@@ -50,7 +50,8 @@ def bf16(name, a, param):
 
 
 def int8(name, codes, absmax, param):
-    """int8 state of param: uint8 codes like param, float32 absmax of one value per block."""
+    """int8 or float8 state of param: uint8 codes like param, float32 absmax of one value
+    per block."""
     _plain(name, codes, "uint8 (codes)")
     if codes.dtype != _U8:
         raise TypeError(f"{name} has dtype {codes.dtype}, expected uint8 (quantization codes)")
@@ -85,19 +86,19 @@ def step(step, lo=1):
 
 def step_args(kernel, fmt, param, grad, states, values, step_, extra):
     """The checks of one call of ``fastopt.kernels.lowbit.<name>_step_<fmt>`` (``fmt``:
-    ``"bf16"`` or ``"int8"``) and of its twin in :mod:`fastopt.reference.lowbit`.
+    ``"bf16"``, ``"int8"`` or ``"f8"``) and of its twin in :mod:`fastopt.reference.lowbit`.
 
     ``states``: each state buffer's bits (bf16) or its codes and absmax (int8), in the row's
     order; ``values``: the hyperparameters in the row's order, checked as the float32 kernels
     check them; ``step_``: the step count (bf16 always: it feeds the rounding hash; int8 for
     kernels whose constants depend on it; else None); ``extra``: ``(seed, index_offset)``
-    (bf16) or each buffer's QuantMap or None (int8).  The state must be used (the row's
+    (bf16), each buffer's QuantMap or None (int8), nothing (f8).  The state must be used (the row's
     ``optional`` condition holds: SGD needs momentum > 0).
 
     Returns ``(step, hyper, arrays, extra)``: the checked step (or None), hyperparameters,
     the state arrays the kernels take (bf16: uint16 views) and the checked ``extra`` (int8:
     each buffer's map, None replaced by the unsigned map for a buffer that is never
-    negative, else the signed one).
+    negative, else the signed one; f8: ``()``).
     """
     params(param, grad)
     st = step(step_) if (kernel.step or fmt == "bf16") else None
@@ -120,8 +121,10 @@ def step_args(kernel, fmt, param, grad, states, values, step_, extra):
             int8(b.name, codes, absmax, param)
             named[b.name] = codes
             named[b.name + "_absmax"] = absmax
-        for b, m in zip(kernel.state, extra, strict=True):
-            maps.append(qmap(f"{b.name}_map", m, unsigned_map if b.nonnegative else signed_map))
+        if fmt == "int8":
+            for b, m in zip(kernel.state, extra, strict=True):
+                maps.append(qmap(f"{b.name}_map", m,
+                                 unsigned_map if b.nonnegative else signed_map))
         extra = tuple(maps)
     _check.disjoint(**named)
     return st, hyper, arrays, extra

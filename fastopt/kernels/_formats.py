@@ -48,13 +48,63 @@ int8 (block-wise dynamic quantization, Dettmers et al. 2021, as bitsandbytes)
     block of zeros stores ``a = 0`` and the zero code.  A block holding a NaN or an
     infinity stores ``a = NaN`` and the zero code: it reads back as NaN (the state is
     poisoned, visibly, as float32 state would be by a NaN gradient).
+
+float8 (block-wise minifloat codes, no table)
+    Blocks of :data:`QBLOCK` = 256 elements share one float32 ``absmax`` ``a`` as int8 does;
+    each element is a ``uint8`` code of a minifloat with 4 mantissa bits: **e3m4** (a sign,
+    3 exponent bits) for signed state (first moments, momentum), **e4m4** (4 exponent bits,
+    no sign) for non-negative state (second moments, square averages).  A code ``c`` stands
+    for its *unit value* :math:`u(c)`, with exponent field ``e`` and mantissa ``m``
+    (``c = s·2^7 + e·2^4 + m`` for e3m4, ``c = e·2^4 + m`` for e4m4):
+
+    .. math::
+
+        u(c) = (-1)^s \cdot \begin{cases} 2^{e - b} (1 + m / 16) & e > 0 \\
+                                          2^{1 - b}\, m / 16 & e = 0 \end{cases}
+        \qquad b = 7 \ \text{(e3m4)}, \quad b = 15 \ \text{(e4m4)}
+
+    so the largest code is :math:`S = 31/16 = 1.9375` in both (e3m4 spans
+    :math:`2^{-10} \ldots S`, e4m4 :math:`2^{-18} \ldots S`, 16 steps per binade, a linear
+    step of :math:`2^{-10}` / :math:`2^{-18}` below the normal range).  With the block scale
+    :math:`a' = \max(a, 2^{-126})` (a NaN absmax stays NaN):
+
+    .. math::
+
+        x = \mathrm{fl}_{32}\big(u(c) \cdot D\big), \quad D = \mathrm{fl}_{32}(a' / S)
+        \qquad\text{(decode)}
+
+        y_j = \mathrm{fl}_{32}(x_j \cdot r), \quad r = \mathrm{fl}_{32}(S / a'), \quad
+        c_j = \mathrm{rne}(y_j) \qquad\text{(encode)}
+
+    where :math:`\mathrm{rne}(y)` is the code whose unit value is nearest to ``y``, a tie
+    going to the code with an even mantissa (even ``m``; even ``e·16 + m`` for the linear
+    step), ``|y|`` beyond ``S`` saturating to ``S`` (``y`` exceeds ``S`` by a few ulps at
+    the absmax), the sign kept (e3m4: ``-0`` is code 128) or a negative ``y`` taking code 0
+    (e4m4).  The absmax maps onto the largest code, so the block's largest element is
+    stored with at most half a step of error and elements below :math:`2^{-11} a` (e3m4) or
+    :math:`2^{-19} a` (e4m4) read back as 0.  A block of zeros stores ``a = 0`` and
+    code 0 (``r`` is finite: ``a'`` keeps it so); a block holding a NaN or an infinity
+    stores ``a = NaN`` and code 0, reading back as NaN, as int8.  Nothing is subnormal in
+    float32 but a block whose absmax is below :math:`2^{-126}` (its codes then cover
+    :math:`a'`'s range, the values are kept to within the float32 subnormal step).
+
+    The kernels decode by shifting a code into a float16 pattern (e3m4: its 7 low bits to
+    bits 6..12 and its sign to bit 15; e4m4: bits 6..13), one float16 -> float32 conversion
+    (``vcvtph2ps``, F16C), a multiply by :math:`2^8` (e3m4: float16's bias is 15) and by
+    ``D``; they encode from the float32 bits of ``y``: the exponent re-biased and the
+    mantissa rounded to 4 bits by an integer add (normal range), or ``fl(|y| + 2^{13})``
+    (e3m4) / ``fl(|y| + 2^5)`` (e4m4), whose float32 ulp is the linear step (below it).
+    ``Minifloat`` checks, when it is built, that this bit rule gives :math:`\mathrm{rne}`
+    on every code value, midpoint and their float32 neighbours.
 """
 
 import numpy as np
 
 __all__ = ["QBLOCK", "QuantMap", "dynamic_map", "signed_map", "unsigned_map", "absmax_size",
            "splitmix64", "fmix32", "sr_key", "sr_bits", "bf16_to_float32", "float32_to_bf16",
-           "quantize_blockwise", "dequantize_blockwise", "zeros_bf16", "zeros_int8"]
+           "quantize_blockwise", "dequantize_blockwise", "zeros_bf16", "zeros_int8",
+           "Minifloat", "E3M4", "E4M4", "F8_SCALE", "minifloat", "quantize_float8",
+           "dequantize_float8", "zeros_float8"]
 
 #: Elements per quantization block (one float32 absmax each).
 QBLOCK = 256
@@ -395,3 +445,177 @@ def zeros_int8(shape, qmap):
     """int8 state of zeros: ``(codes, absmax)``, codes the map's zero code, absmax 0."""
     n = int(np.prod(shape))
     return np.full(shape, qmap.zero_code, np.uint8), np.zeros(absmax_size(n), np.float32)
+
+
+# ------------------------------------------------------------------ float8 (minifloat codes)
+
+#: The unit value of the largest float8 code (the block's absmax maps onto it): 31/16.
+F8_SCALE = np.float32(1.9375)
+
+_FLT_MIN = np.float32(2.0 ** -126)
+
+
+class Minifloat:
+    """An 8-bit minifloat code with 4 mantissa bits: e3m4 (signed) or e4m4 (unsigned).
+
+    Parameters
+    ----------
+    signed : bool
+        e3m4 (a sign bit, 3 exponent bits) when True, e4m4 (4 exponent bits) when False.
+
+    Attributes
+    ----------
+    name : str
+        ``"e3m4"`` or ``"e4m4"``.
+    signed : bool
+    bias : int
+        The exponent bias ``b`` (7 or 15): the largest code's unit value is 1.9375.
+    cmax : int
+        The largest magnitude code (127 or 255).
+    units : ndarray (256,) float32
+        Code -> unit value (e4m4: every code; e3m4: codes 128.. the negatives of 0..127).
+
+    :meth:`code` is the definition (nearest unit value, ties to even, saturated), by a sorted
+    search; :meth:`kernel_code` the kernels' bit rule in NumPy.  The construction checks that
+    they agree on every code value, midpoint and their float32 neighbours.
+    """
+
+    def __init__(self, signed):
+        self.signed = bool(signed)
+        self.name = "e3m4" if self.signed else "e4m4"
+        ebits = 3 if self.signed else 4
+        self.bias = 2 ** ebits - 1
+        self.cmax = 2 ** (ebits + 4) - 1
+        c = np.arange(256, dtype=np.int64)
+        e, m = (c >> 4) & (2 ** ebits - 1), c & 15
+        mag = np.where(e > 0, np.ldexp(1 + m / 16, e - self.bias),
+                       np.ldexp(m / 16, 1 - self.bias))
+        if self.signed:
+            mag = np.where(c >= 128, -mag, mag)
+        self.units = mag.astype(np.float32)
+        grid = self.units[:self.cmax + 1].astype(np.float64)       # ascending, from 0
+        self._grid = grid
+        self._mids = (grid[:-1] + grid[1:]) / 2                    # exact in float64
+        self.units.flags.writeable = False
+        probes = self._probes()
+        if not np.array_equal(self.code(probes), self.kernel_code(probes)):
+            raise AssertionError(f"{self.name}: the kernels' bit rule is not the nearest code")
+
+    def unit(self, codes):
+        """Unit values (float32) of ``codes``."""
+        return self.units[np.asarray(codes, np.uint8)]
+
+    def code(self, y):
+        """The codes of float32 values ``y`` (the definition): the nearest unit value, a tie
+        to the even code, saturated at 1.9375; e3m4 keeps the sign, e4m4 maps y < 0 to 0."""
+        y = np.asarray(y, np.float32)
+        neg = np.signbit(y)
+        a = np.abs(y).astype(np.float64)
+        if not self.signed:
+            a = np.where(neg, 0.0, a)
+        k = np.searchsorted(self._mids, a, "left")         # mids[k-1] < a <= mids[k]
+        kk = np.minimum(k, self.cmax)
+        tie = (k < self.cmax) & (a == self._mids[np.minimum(k, self.cmax - 1)])
+        code = np.where(tie & (kk % 2 == 1), kk + 1, kk)
+        code = np.minimum(code, self.cmax)
+        if self.signed:
+            code = np.where(neg, code | 128, code)
+        return code.astype(np.uint8)
+
+    def kernel_code(self, y):
+        """The kernels' rule on the float32 bits of ``y`` (equal to :meth:`code` for
+        ``|y| <= 2``)."""
+        u = np.ascontiguousarray(y, np.float32).reshape(-1).view(np.uint32).astype(np.int64)
+        a = u & 0x7FFFFFFF
+        if not self.signed:
+            a = np.where(u >> 31 == 1, 0, a)
+        b = 127 - self.bias
+        n = (a - (b << 23)) & 0xFFFFFFFF
+        n = ((n + 0x3FFFF + ((n >> 19) & 1)) & 0xFFFFFFFF) >> 19
+        magic = np.float32(2.0 ** (23 + 1 - self.bias - 4))   # its ulp: the linear step
+        s = ((a.astype(np.uint32).view(np.float32) + magic).view(np.uint32).astype(np.int64)
+             - int(magic.view(np.uint32)))
+        c = np.minimum(np.where(a < ((b + 1) << 23), s, n), self.cmax)
+        if self.signed:
+            c = c | ((u >> 24) & 0x80)
+        return c.astype(np.uint8).reshape(np.shape(y))
+
+    def _probes(self):
+        g = self._grid.astype(np.float32)
+        mids = self._mids.astype(np.float32)      # exact: 5 significant bits
+        base = np.concatenate([g, mids, np.float32([2.0, 1.9375, 1.96875, 1e-30, 2.0 ** -126]),
+                               np.geomspace(1e-12, 2, 5000).astype(np.float32)])
+        out = [base]
+        for d in (np.inf, -np.inf):
+            x = base
+            for _ in range(2):
+                x = np.nextafter(x, np.float32(d))
+                out.append(x)
+        allp = np.abs(np.concatenate(out))
+        allp = allp[allp <= 2]
+        return np.concatenate([allp, -allp, np.float32([0.0, -0.0])])
+
+    def __repr__(self):
+        return f"Minifloat({self.name})"
+
+
+#: The signed (first moment, momentum) and unsigned (second moment) float8 codes.
+E3M4, E4M4 = Minifloat(True), Minifloat(False)
+
+
+def minifloat(signed):
+    """:data:`E3M4` (``signed``) or :data:`E4M4`."""
+    return E3M4 if signed else E4M4
+
+
+def _f8_scale(absmax):
+    """a' = max(a, 2**-126) (NaN kept), as float32."""
+    a = np.asarray(absmax, np.float32)
+    return np.where(a < _FLT_MIN, _FLT_MIN, a).astype(np.float32)
+
+
+def quantize_float8(x, signed, codes=None, absmax=None):
+    """Block-wise float8 codes of float32 ``x`` (flattened): returns ``(codes, absmax)``
+    (uint8 of x's shape, float32 of ``absmax_size(x.size)``); e3m4 codes when ``signed``,
+    else e4m4 (see the module's float8 section)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    flat = x.reshape(-1)
+    n = flat.size
+    nb = absmax_size(n)
+    pad = np.zeros(nb * QBLOCK, np.float32)
+    pad[:n] = flat
+    blocks = pad.reshape(nb, QBLOCK)
+    mag = (blocks.view(np.uint32) & np.uint32(0x7FFFFFFF)).max(axis=1) if nb else \
+        np.zeros(0, np.uint32)
+    bad = mag >= np.uint32(0x7F800000)
+    a = mag.view(np.float32).copy()
+    a[bad] = np.nan
+    with np.errstate(invalid="ignore"):
+        r = (F8_SCALE / _f8_scale(np.where(bad, np.float32(1), a))).astype(np.float32)
+        y = blocks * r[:, None]
+    c = minifloat(signed).code(y)
+    c[bad] = 0
+    c = c.reshape(-1)[:n].reshape(x.shape)
+    if codes is None:
+        codes = c
+    else:
+        codes[...] = c
+    if absmax is None:
+        absmax = a
+    else:
+        absmax[...] = a
+    return codes, absmax
+
+
+def dequantize_float8(codes, absmax, signed):
+    """float32 values of block-wise float8 state: ``unit(code) * fl(max(a, 2**-126) / 1.9375)``."""
+    flat = np.asarray(codes).reshape(-1)
+    d = (_f8_scale(absmax) / F8_SCALE).astype(np.float32)
+    scale = np.repeat(d, QBLOCK)[:flat.size]
+    return (minifloat(signed).unit(flat) * scale).reshape(np.shape(codes))
+
+
+def zeros_float8(shape):
+    """float8 state of zeros: ``(codes, absmax)``, every code 0, absmax 0."""
+    n = int(np.prod(shape))
+    return np.zeros(shape, np.uint8), np.zeros(absmax_size(n), np.float32)

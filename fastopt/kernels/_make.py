@@ -9,7 +9,9 @@ signatures, checks, docstrings and compiled calls all follow from its row:
 ``<name>_step_bf16(param, grad, *state, *, step, <hyperparameters>, seed=0, index_offset=0)``
     bfloat16 state (``uint16`` bits; ``step`` feeds the rounding hash);
 ``<name>_step_int8(param, grad, s, s_absmax, ..., *, [step,] <hyperparameters>, s_map=None, ...)``
-    block-wise int8 state.
+    block-wise int8 state;
+``<name>_step_f8(param, grad, s, s_absmax, ..., *, [step,] <hyperparameters>)``
+    block-wise float8 state (e3m4 / e4m4 codes by the buffer's sign).
 
 :func:`make` writes such a function with real keyword parameters and defaults (``help()``,
 ``inspect.signature`` and type checkers see them; a call binds its arguments as Python
@@ -30,8 +32,11 @@ from ._keywords import unexpected_keyword
 
 __all__ = ["VARIANTS", "function_name", "make", "parameters", "docstring"]
 
-#: The step functions of a kernel: dense state, bfloat16 state, int8 state.
-VARIANTS = ("step", "bf16", "int8")
+#: The step functions of a kernel: dense state, bfloat16 state, int8 state, float8 state.
+VARIANTS = ("step", "bf16", "int8", "f8")
+
+#: The variants whose state is block-wise codes plus absmax (int8, float8).
+BLOCKWISE = ("int8", "f8")
 
 _P = inspect.Parameter
 _RULE_TEXT = {">=0": "float >= 0", ">0": "float > 0", "[0,1)": "float in [0, 1)",
@@ -42,7 +47,7 @@ _F32_NOTE = {">0": "Not 0 in float32 (for float32 buffers).",
 
 
 def function_name(kernel: Kernel, variant: str) -> str:
-    """``sgd_step``, ``sgd_step_bf16``, ``sgd_step_int8``."""
+    """``sgd_step``, ``sgd_step_bf16``, ``sgd_step_int8``, ``sgd_step_f8``."""
     return f"{kernel.name}_step" if variant == "step" else f"{kernel.name}_step_{variant}"
 
 
@@ -63,7 +68,7 @@ def parameters(kernel: Kernel, variant: str) -> list[inspect.Parameter]:
     """The parameters of ``kernel``'s step function ``variant``, in order."""
     state = np.ndarray | None if (variant == "step" and kernel.optional) else np.ndarray
     pos = ["param", "grad"]
-    if variant == "int8":
+    if variant in BLOCKWISE:
         pos += [n for b in kernel.state for n in (b.name, b.name + "_absmax")]
     else:
         pos += list(kernel.state_names)
@@ -107,10 +112,13 @@ def _param_doc(kernel, variant):
                           "    Zeros at the start (:func:`zeros_bf16`); an ``ml_dtypes.bfloat16`` "
                           "array is updated through a uint16 view."]
             else:
-                lines += [f"{b.name} : ndarray of uint8 (codes) like param, updated in place",
+                code = ("" if variant == "int8" else
+                        ", e4m4" if b.nonnegative else ", e3m4")
+                zeros = "zeros_int8" if variant == "int8" else "zeros_float8"
+                lines += [f"{b.name} : ndarray of uint8 (codes{code}) like param, updated in place",
                           f"{b.name}_absmax : ndarray of float32, shape (absmax_size(param.size),), "
                           "updated in place",
-                          "    Zeros at the start: :func:`zeros_int8`."]
+                          f"    Zeros at the start: :func:`{zeros}`."]
     if _takes_step(kernel, variant):
         what = ("the step count: the rounding hash's, and the per-step constants'"
                 if variant == "bf16" and kernel.step else
@@ -163,6 +171,14 @@ def docstring(kernel: Kernel, variant: str) -> str:
                 "its block's absmax); the parameter is updated from the **unrounded** new "
                 "state, which is then quantized per block of 256 elements (absmax of the new "
                 "values, nearest code of the buffer's map).")
+        sep = ""
+    elif variant == "f8":
+        body = (f"One {kernel.name} step with block-wise float8 state, in place.\n\n"
+                f"The update of {dense} in float32 on the state decoded (a minifloat code's "
+                "unit value times its block's absmax / 1.9375); the parameter is updated from "
+                "the **unrounded** new state, which is then encoded per block of 256 elements "
+                "(absmax of the new values, nearest e3m4 code for signed state, e4m4 for "
+                "non-negative state; :mod:`fastopt.kernels._formats`).")
         sep = ""
     doc = body.rstrip() + "\n\n" + _param_doc(kernel, variant)
     if sep:

@@ -491,7 +491,7 @@ class AMSGrad(Optimizer):
     second moment (a third state buffer, ``max_exp_avg_sq``).  ``fastopt.Adam(...,
     amsgrad=True)`` and ``fastopt.AdamW(..., amsgrad=True)`` return one.  Its state is float32
     or float64 (the low-precision passes take one or two buffers): ``state_dtype="bfloat16"``
-    and ``"int8"`` are refused.
+    ``"int8"`` and ``"float8"`` are refused.
 
     Parameters
     ----------

@@ -9,6 +9,7 @@ format        an entry of ``opt.state``     kernel rows (what the compiled step 
 dense         the parameter's dtype array   the array
 bfloat16      :class:`BFloat16State`        its ``bits`` (uint16)
 int8          :class:`Int8State`            its ``codes`` (uint8), its ``absmax`` (float32)
+float8        :class:`Float8State`          its ``codes`` (uint8), its ``absmax`` (float32)
 ============  ============================  ==========================================
 
 Each format makes zero entries (:meth:`StateFormat.zeros`), gives their kernel rows
@@ -25,14 +26,14 @@ The bit layouts are specified in :mod:`fastopt.kernels._formats`.
 
 import numpy as np
 
-from ..kernels._formats import float32_to_bf16, quantize_blockwise
+from ..kernels._formats import float32_to_bf16, quantize_blockwise, quantize_float8
 from ..reference import lowbit as _reference_lowbit
 from .. import reference as _reference
 from ..runtime.alloc import staggered_zeros
 from ..runtime.dispatch import ext
-from .lowstate import BFloat16State, Int8State, _like, writable
+from .lowstate import BFloat16State, Float8State, Int8State, _like, writable
 
-__all__ = ["StateFormat", "FORMATS", "get", "DENSE", "BFLOAT16", "INT8"]
+__all__ = ["StateFormat", "FORMATS", "get", "DENSE", "BFLOAT16", "INT8", "FLOAT8"]
 
 
 class StateFormat:
@@ -242,10 +243,33 @@ class Int8(_Compact):
                            **kwargs)
 
 
-DENSE, BFLOAT16, INT8 = Dense(), BFloat16(), Int8()
+class Float8(Int8):
+    """Block-wise float8 state: :class:`Float8State` entries (e3m4 codes for signed state,
+    e4m4 for non-negative state).  Run as int8 is, without maps."""
+
+    name = "float8"
+    suffix = "f8"
+
+    def zeros(self, shape, dtype, signed, *, like=None, k=1):
+        return Float8State.zeros(shape, "e3m4" if signed else "e4m4")
+
+    def fill(self, entry, value):
+        quantize_float8(np.full(entry.shape, value, np.float32), entry.code == "e3m4",
+                        codes=entry.codes, absmax=entry.absmax)
+
+    def kernel_tables(self, entries):
+        return []
+
+    def run(self, kernel, call, groups, step, gscale, n_threads, seed):
+        # (rows: param, grad, each buffer's codes and absmax; each buffer's code from the row)
+        getattr(ext._lowbit, f"{kernel.name}_f8_multi")(
+            call.table, call.mt.ntasks, groups, step, gscale, n_threads)
+
+
+DENSE, BFLOAT16, INT8, FLOAT8 = Dense(), BFloat16(), Int8(), Float8()
 
 #: The formats by ``state_dtype`` name.
-FORMATS = {f.name: f for f in (DENSE, BFLOAT16, INT8)}
+FORMATS = {f.name: f for f in (DENSE, BFLOAT16, INT8, FLOAT8)}
 
 
 def get(name):

@@ -1,6 +1,6 @@
-"""Optimizer state stored in fewer bits: bfloat16 and block-wise int8.
+"""Optimizer state stored in fewer bits: bfloat16, block-wise int8 and block-wise float8.
 
-An optimizer built with ``state_dtype="bfloat16"`` or ``"int8"`` keeps each large float32
+An optimizer built with ``state_dtype="bfloat16"``, ``"int8"`` or ``"float8"`` keeps each large float32
 parameter's state buffers as one of these objects (small arrays keep float32 arrays, see
 :class:`fastopt.Optimizer`).  They hold the bits the compiled kernels of
 :mod:`fastopt.kernels.lowbit` update in place; ``np.asarray(s)`` (or ``s.to_float32()``)
@@ -10,13 +10,13 @@ gives the float32 values they stand for.  The formats are specified in
 
 import numpy as np
 
-from ..kernels._formats import (QBLOCK, bf16_to_float32, zeros_int8,
-                                dequantize_blockwise, signed_map, unsigned_map)
+from ..kernels._formats import (QBLOCK, bf16_to_float32, zeros_int8, dequantize_float8,
+                                dequantize_blockwise, signed_map, unsigned_map, zeros_float8)
 
-__all__ = ["BFloat16State", "Int8State", "STATE_DTYPES", "state_format"]
+__all__ = ["BFloat16State", "Int8State", "Float8State", "STATE_DTYPES", "state_format"]
 
 #: The accepted ``state_dtype`` values.
-STATE_DTYPES = ("float32", "bfloat16", "int8")
+STATE_DTYPES = ("float32", "bfloat16", "int8", "float8")
 
 #: The quantization map of each named map in a state dict.
 _MAPS = {"signed": signed_map, "unsigned": unsigned_map}
@@ -175,6 +175,68 @@ class Int8State(_LowState):
         self.__init__(*state)
 
 
+class Float8State(_LowState):
+    """A block-wise float8 state buffer: ``codes`` (uint8, the parameter's shape) and
+    ``absmax`` (float32, one per block of ``block`` = 256 elements); ``code`` is "e3m4"
+    (signed state) or "e4m4" (non-negative state), see :mod:`fastopt.kernels._formats`.
+
+    ``np.asarray(state)`` gives the float32 values.
+    """
+
+    format = "float8"
+    block = QBLOCK
+    _buffer_name = "codes"
+    __slots__ = ("codes", "flat_codes", "absmax", "code")
+
+    def __init__(self, codes, absmax, code):
+        if code not in ("e3m4", "e4m4"):
+            raise ValueError(f"code must be 'e3m4' or 'e4m4', got {code!r}")
+        codes = writable(codes)
+        _set(self, codes=codes, flat_codes=codes.reshape(-1), absmax=writable(absmax),
+             code=code)
+
+    @classmethod
+    def zeros(cls, shape, code):
+        return cls(*zeros_float8(shape), code)
+
+    @property
+    def shape(self):
+        return self.codes.shape
+
+    @property
+    def nbytes(self):
+        return self.codes.nbytes + self.absmax.nbytes
+
+    def buffers(self):
+        return [self.codes, self.absmax]
+
+    def to_float32(self):
+        """The float32 values (a new array)."""
+        return dequantize_float8(self.codes, self.absmax, self.code == "e3m4")
+
+    def entry(self):
+        """A state-dict entry (copies), with the format, block size and code it needs."""
+        return {"format": self.format, "block": self.block, "code": self.code,
+                "codes": self.codes.copy(), "absmax": self.absmax.copy()}
+
+    def check_entry(self, name, src):
+        _check_keys(name, src, self.format, ("block", "code", "codes", "absmax"))
+        if src["block"] != self.block:
+            raise ValueError(f"{name} has float8 blocks of {src['block']!r} elements, "
+                             f"expected {self.block}")
+        if src["code"] != self.code:
+            raise ValueError(f"{name} uses the {src['code']!r} float8 code, expected "
+                             f"{self.code!r}")
+        return [_like(f"{name}['codes']", src["codes"], self.codes),
+                _like(f"{name}['absmax']", src["absmax"], self.absmax)]
+
+    def __getstate__(self):
+        return self.codes, self.absmax, self.code
+
+    def __setstate__(self, state):
+        self.__init__(*state)
+
+
 def _set(obj, **fields):
     """Bind a state object's fields (once: ``__setattr__`` refuses rebinding)."""
     for k, v in fields.items():
@@ -218,7 +280,9 @@ def is_lowbit(entry):
 
 
 def make(state_dtype, shape, signed):
-    """Zero state of ``state_dtype`` ("bfloat16" or "int8") for a buffer of ``shape``."""
+    """Zero state of ``state_dtype`` ("bfloat16", "int8" or "float8") for a buffer of ``shape``."""
     if state_dtype == "bfloat16":
         return BFloat16State.zeros(shape)
+    if state_dtype == "float8":
+        return Float8State.zeros(shape, "e3m4" if signed else "e4m4")
     return Int8State.zeros(shape, "signed" if signed else "unsigned")

@@ -151,7 +151,7 @@ class Optimizer(Checked):
     state : dict of str to list (or dict) of ndarray
         The state buffers (like each parameter, zeros at the start), named as in
         :data:`fastopt.optim.SPECS`: a list in the order of ``params``, or a dict keyed
-        like ``params`` when it is a dict.  With ``state_dtype`` "bfloat16" or "int8", the
+        like ``params`` when it is a dict.  With ``state_dtype`` "bfloat16", "int8" or "float8", the
         large arrays' buffers are :class:`~fastopt.optim.lowstate.BFloat16State` or
         :class:`~fastopt.optim.lowstate.Int8State` objects (``np.asarray(s)`` gives their
         float32 values); for a FlatParams the list then has one entry per run of
@@ -356,7 +356,7 @@ class Optimizer(Checked):
 
     @property
     def state_dtype(self) -> str:
-        """How the state is stored: "float32", "bfloat16" or "int8" (fixed at construction)."""
+        """How the state is stored: "float32", "bfloat16", "int8" or "float8" (fixed at construction)."""
         return self._state_dtype
 
     @state_dtype.setter
@@ -500,7 +500,7 @@ class Optimizer(Checked):
 
     @property
     def state_nbytes(self):
-        """Bytes of optimizer state (for int8 state, the codes and the absmax)."""
+        """Bytes of optimizer state (for int8 and float8 state, the codes and the absmax)."""
         return _state.nbytes(self._states, self._state_formats())
 
     def _build(self):
@@ -928,7 +928,8 @@ class Optimizer(Checked):
         or to a dict keyed like ``params`` when it is a dict.  A low-precision buffer is a
         dict recording its format: ``{"format": "bfloat16", "bits": uint16 array}`` or
         ``{"format": "int8", "block": 256, "map": "signed" | "unsigned", "codes": uint8
-        array, "absmax": float32 array}``.
+        array, "absmax": float32 array}`` or ``{"format": "float8", "block": 256, "code":
+        "e3m4" | "e4m4", "codes": uint8 array, "absmax": float32 array}``.
 
         Returns
         -------
@@ -1160,11 +1161,12 @@ _OPTIONS_DOC = """\
         "weight_decay": 0.0}, ...]``; each group sets some of the hyperparameters (``lr``
         too); names not listed use the optimizer's.  For a list of arrays, pass PyTorch-style
         groups as ``params`` instead: ``[{"params": [W1, W2]}, {"params": [b1], "lr": 0.01}]``.
-    state_dtype : {"float32", "bfloat16", "int8"}, default "float32"
+    state_dtype : {"float32", "bfloat16", "int8", "float8"}, default "float32"
         How the state of float32 parameters is stored (see :mod:`fastopt.kernels.lowbit`):
-        "bfloat16" with stochastic rounding (2 bytes per value), or "int8" with block-wise
+        "bfloat16" with stochastic rounding (2 bytes per value), "int8" with block-wise
         dynamic quantization (1 byte per value plus one float32 per block of 256), as
-        bitsandbytes' 8-bit optimizers.  The update is computed in float32 either way.
+        bitsandbytes' 8-bit optimizers, or "float8" with the same blocks and minifloat codes
+        (e3m4 / e4m4, decoded without tables: faster than int8).  The update is computed in float32 either way.
         Needs float32 parameters.
     min_lowbit_size : int >= 0, default 4096
         Arrays (names of a FlatParams) with fewer elements keep float32 state.

@@ -93,8 +93,8 @@ class NormOrder:
             for task in tasks:
                 for t, off, n in task:
                     e = exts[call.index[t]]
-                    if e.fmt == "int8" and off % QBLOCK:   # (chunks are whole int8 blocks)
-                        raise RuntimeError(f"a compiled chunk starts inside an int8 block of "
+                    if e.fmt in ("int8", "float8") and off % QBLOCK:   # (whole blocks)
+                        raise RuntimeError(f"a compiled chunk starts inside an {e.fmt} block of "
                                            f"tensor {call.index[t]}, at {off}")
                     self.chunks.append((e.dtype, e.start + off, e.start + off + n))
         self.wide = any(not c.f32 for c in opt._plan.calls)
@@ -192,7 +192,7 @@ def _kinds(fmt, dtype, size):
     """The rows of one state entry: ``[(kind, dtype, length), ...]``."""
     if fmt == "bfloat16":
         return [("bits", np.dtype(np.uint16), size)]
-    if fmt == "int8":
+    if fmt in ("int8", "float8"):
         return [("codes", np.dtype(np.uint8), size),
                 ("absmax", np.dtype(np.float32), absmax_size(size))]
     return [(f"values {np.dtype(dtype).name}", np.dtype(dtype), size)]
@@ -211,6 +211,8 @@ class StateLayout:
         Each entry's format, dtype and shape, in order.
     maps : dict of str to str
         Each buffer's int8 quantization map ("signed" or "unsigned").
+    codes : dict of str to str
+        Each buffer's float8 code ("e3m4" or "e4m4").
     """
 
     def __init__(self, opt):
@@ -221,6 +223,7 @@ class StateLayout:
         self.entries = [(f.name, np.dtype(t.dtype), tuple(t.shape)) for f, t in zip(fmts, like)]
         nonneg = SPECS[opt._kernel].nonnegative
         self.maps = {n: "unsigned" if n in nonneg else "signed" for n in self.names}
+        self.codes = {n: "e4m4" if n in nonneg else "e3m4" for n in self.names}
 
     def sizes(self):
         """``{kind: (dtype, elements)}``: the length of each stream of one buffer."""
@@ -251,6 +254,13 @@ class StateLayout:
                 if src.get("map") != self.maps[name]:
                     raise ValueError(f"{what} uses the {src.get('map')!r} quantization map, "
                                      f"expected {self.maps[name]!r}")
+            if fmt == "float8":
+                if src.get("block") != QBLOCK:
+                    raise ValueError(f"{what} has float8 blocks of {src.get('block')!r} "
+                                     f"elements, expected {QBLOCK}")
+                if src.get("code") != self.codes[name]:
+                    raise ValueError(f"{what} uses the {src.get('code')!r} float8 code, "
+                                     f"expected {self.codes[name]!r}")
             fields = ("bits",) if fmt == "bfloat16" else ("codes", "absmax")
             missing = [k for k in fields if k not in src]
             if missing:
@@ -310,6 +320,10 @@ class StateLayout:
                     entries.append({"format": fmt, "bits": rows["bits"].reshape(shape)})
                 elif fmt == "int8":
                     entries.append({"format": fmt, "block": QBLOCK, "map": self.maps[name],
+                                    "codes": rows["codes"].reshape(shape),
+                                    "absmax": rows["absmax"]})
+                elif fmt == "float8":
+                    entries.append({"format": fmt, "block": QBLOCK, "code": self.codes[name],
                                     "codes": rows["codes"].reshape(shape),
                                     "absmax": rows["absmax"]})
                 else:

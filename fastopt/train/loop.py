@@ -40,6 +40,7 @@ import time
 import numpy as np
 
 from ..kernels import _check
+from ..optim import formats as _formats
 from ..optim.registry import SPECS
 from . import schedules
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -243,7 +244,7 @@ class Trainer:
         (``data`` is then required).
     max_grad_norm : float or None, default None
         Clip the gradients to this global norm inside each step.
-    state_dtype : {"float32", "bfloat16", "int8"}, default "float32"
+    state_dtype : {"float32", "bfloat16", "int8", "float8"}, default "float32"
         How the optimizer stores its state.
     strategy : SingleProcess or fastopt.distributed.DataParallelStrategy, optional
         How the epochs run over processes; default :class:`SingleProcess`.  A strategy serves
@@ -312,7 +313,7 @@ class Trainer:
         _choice("impl", impl, ("fused", "reference"))
         if max_grad_norm is not None:
             _check.positive("max_grad_norm", max_grad_norm, float32=True)
-        _choice("state_dtype", state_dtype, ("float32", "bfloat16", "int8"))
+        _choice("state_dtype", state_dtype, tuple(_formats.FORMATS))
         if strategy is None:
             strategy = SingleProcess()
         missing = [m for m in _STRATEGY_METHODS if not callable(getattr(strategy, m, None))]

@@ -465,6 +465,34 @@ static inline void fo_quant_known(const float* x, ptrdiff_t n, uint8_t* codes, f
     else fo_quant_k(x, n, codes, absmax, q, mx, 0);
 }
 
+/* ---- the codecs of the quantized passes: int8 (the tables above) and f8 (fo_f8.h, which
+   describes the interface: a buffer's constants fo_<C>_q, decode constants fo_<C>_dv, the
+   block's decode multiplier fo_<C>_scale, fo_<C>_dec/_vdec, fo_<C>_quant_k/_known, and the
+   vector encoder fo_<C>_venc/_venc_init/_vcode of the fused parameter + codes pass) */
+typedef fo_qtab fo_int8_q;
+typedef struct { const float* v; } fo_int8_dv;
+FO_INLINE fo_int8_dv fo_int8_dv_init(const fo_qtab* q) { fo_int8_dv d; d.v = q->values; return d; }
+static inline float fo_int8_scale(const fo_qtab* q, float a) { (void)q; return a; }
+FO_INLINE float fo_int8_dec(const fo_int8_dv* d, uint8_t c, float a) { return d->v[c] * a; }
+#define fo_int8_quant_k fo_quant_k
+#define fo_int8_quant_known fo_quant_known
+#if FO_LB_VEC
+/* codes c[i..i+W) times va: from the block's predecoded values out when pd, else looked up */
+FO_INLINE fo_vf fo_int8_vdec(const fo_int8_dv* d, const uint8_t* c, const float* out, int pd,
+                             ptrdiff_t i, fo_vf va, const int kind) {
+    (void)kind;
+    return FO_PS(mul)(FO_VDEC(pd, d->v, c, out, i), va);
+}
+#define fo_int8_predecode fo_vpredecode
+typedef fo_venc fo_int8_venc;
+FO_INLINE void fo_int8_venc_init(fo_venc* E, const fo_qtab* q, uint32_t mx) {
+    fo_venc_init(E, q, fo_divisor(mx));
+}
+#define fo_int8_vcode fo_vcode
+#endif
+
+#include "fo_f8.h"
+
 /* ======================================================================= the passes
  *
  * Generic over the kernel: FO_PASSES1(NAME, STRUCT, HIGH) for a kernel with one state buffer,
@@ -488,7 +516,7 @@ static inline void fo_quant_known(const float* x, ptrdiff_t n, uint8_t* codes, f
 #if FO_LB_VEC
 /* A full block's parameter update from the new state y (y0, y1), fused with the codes of
    the first buffer: each pass then uses the divider about as much as the others. */
-#define FO_PQ_BODY(PARAM_CALL, Y)                                                              \
+#define FO_PQ_BODY(CODEC, PARAM_CALL, Y)                                                       \
     ptrdiff_t i;                                                                               \
     if (mx >= 0x7f800000u) {   /* NaN or inf: absmax NaN, the zero code (fo_quant_k) */        \
         for (i = 0; i < FO_QBLOCK; i += FO_W) {                                                \
@@ -500,8 +528,8 @@ static inline void fo_quant_known(const float* x, ptrdiff_t n, uint8_t* codes, f
         return;                                                                                \
     }                                                                                          \
     {                                                                                          \
-        fo_venc E;                                                                             \
-        fo_venc_init(&E, q, fo_divisor(mx));                                                   \
+        fo_##CODEC##_venc E;                                                                   \
+        fo_##CODEC##_venc_init(&E, q, mx);                                                     \
         absmax[0] = fo_u2f(mx);                                                                \
         for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {                                            \
             fo_vi k[4];                                                                        \
@@ -509,29 +537,30 @@ static inline void fo_quant_known(const float* x, ptrdiff_t n, uint8_t* codes, f
             for (u = 0; u < 4; u++) {                                                          \
                 const ptrdiff_t ii = i + u * FO_W;                                             \
                 FO_PS(storeu)(p + ii, PARAM_CALL);                                             \
-                k[u] = fo_vcode(FO_SI(castps)(FO_PS(load)(Y + ii)), &E, posonly);              \
+                k[u] = fo_##CODEC##_vcode(FO_SI(castps)(FO_PS(load)(Y + ii)), &E, posonly);    \
             }                                                                                  \
             fo_vcodes4(codes + i, k[0], k[1], k[2], k[3]);                                     \
         }                                                                                      \
     }
 
-#define FO_PQ1(NAME, STRUCT)                                                                   \
-FO_INLINE void fo_##NAME##_pq(float* p, const float* g, const float* y, uint8_t* codes,        \
-                              float* absmax, const fo_qtab* q, uint32_t mx,                    \
+#define FO_PQ1(NAME, STRUCT, CODEC)                                                            \
+FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y, uint8_t* codes, \
+                              float* absmax, const fo_##CODEC##_q* q, uint32_t mx,             \
                               const STRUCT##_vec* A, const int mode, const int posonly) {      \
-    FO_PQ_BODY(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii),      \
+    FO_PQ_BODY(CODEC, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii), \
                                      FO_PS(load)(y + ii)), y)                                  \
 }
-#define FO_PQ2(NAME, STRUCT)                                                                   \
-FO_INLINE void fo_##NAME##_pq(float* p, const float* g, const float* y0, const float* y1,      \
-                              uint8_t* codes, float* absmax, const fo_qtab* q, uint32_t mx,    \
+#define FO_PQ2(NAME, STRUCT, CODEC)                                                            \
+FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y0,             \
+                                         const float* y1,                                      \
+                              uint8_t* codes, float* absmax, const fo_##CODEC##_q* q, uint32_t mx, \
                               const STRUCT##_vec* A, const int mode, const int posonly) {      \
-    FO_PQ_BODY(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii),      \
+    FO_PQ_BODY(CODEC, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii), \
                                      FO_PS(load)(y0 + ii), FO_PS(load)(y1 + ii)), y0)          \
 }
 #else
-#define FO_PQ1(NAME, STRUCT)
-#define FO_PQ2(NAME, STRUCT)
+#define FO_PQ1(NAME, STRUCT, CODEC)
+#define FO_PQ2(NAME, STRUCT, CODEC)
 #endif
 
 /* ---- one state buffer */
@@ -560,43 +589,40 @@ FO_INLINE void fo_##NAME##_pq(float* p, const float* g, const float* y0, const f
         }                                                                                      \
     }
 /* a full block of a split kernel: the new state only; the update waits for the codes */
-#define FO_P1_INT8_FULL(NAME)                                                                  \
+#define FO_P1_INT8_FULL(NAME, CODEC)                                                           \
         if (nq == FO_QBLOCK) {                                                                 \
             for (; i < FO_QBLOCK; i += 2 * FO_W) {                                             \
                 fo_vf ya = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i),                \
                                                  FO_PS(loadu)(p + i),                          \
-                                                 FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i),      \
-                                                            va0));                             \
+                                                 fo_##CODEC##_vdec(&v0, c0, dec0, dv, i, va0, po)); \
                 fo_vf yb = fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),         \
                                                  FO_PS(loadu)(p + i + FO_W),                   \
-                                                 FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i + FO_W),\
-                                                            va0));                             \
+                                                 fo_##CODEC##_vdec(&v0, c0, dec0, dv, i + FO_W, va0, po)); \
                 FO_PS(store)(buf0 + i, ya);                                                    \
                 FO_PS(store)(buf0 + i + FO_W, yb);                                             \
                 mx0 = FO_EPU32(max)(mx0, fo_vabsbits(ya));                                     \
                 mx1 = FO_EPU32(max)(mx1, fo_vabsbits(yb));                                     \
             }                                                                                  \
-            fo_##NAME##_pq(p, g, buf0, cd0 + j, ab0 + qb, &q[0],                               \
+            fo_##NAME##_##CODEC##_pq(p, g, buf0, cd0 + j, ab0 + qb, &q[0],                     \
                            fo_vhmax(FO_EPU32(max)(mx0, mx1)), &A, mode, po);                   \
             j += nq;                                                                           \
             qb += 1;                                                                           \
             continue;                                                                          \
         }
-#define FO_P1_INT8_VEC(NAME)                                                                   \
+#define FO_P1_INT8_VEC(NAME, CODEC)                                                            \
     {                                                                                          \
         fo_vf va0 = FO_PS(set1)(a0);                                                           \
         fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                                  \
         FO_ALIGNED(64) float dec0[FO_QBLOCK];                                                  \
-        const int dv = fo_vpredecode(&q[0], c0, dec0, nq);                                     \
-        FO_IF(FO_SPLIT_##NAME, FO_P1_INT8_FULL(NAME))                                          \
+        const int dv = fo_##CODEC##_predecode(&q[0], c0, dec0, nq);                            \
+        FO_IF(FO_SPLIT_##NAME, FO_P1_INT8_FULL(NAME, CODEC))                                   \
         for (; i + 2 * FO_W <= nq; i += 2 * FO_W) {                                            \
             fo_vf ya, yb;                                                                      \
             fo_vf pa = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),     \
-                                       FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i), va0), &ya);    \
+                                       fo_##CODEC##_vdec(&v0, c0, dec0, dv, i, va0, po), &ya); \
             fo_vf pb = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),                   \
                                        FO_PS(loadu)(p + i + FO_W),                             \
-                                       FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i + FO_W),         \
-                                                  va0), &yb);                                  \
+                                       fo_##CODEC##_vdec(&v0, c0, dec0, dv, i + FO_W, va0, po), &yb); \
             FO_PS(storeu)(p + i, pa);                                                          \
             FO_PS(storeu)(p + i + FO_W, pb);                                                   \
             FO_PS(store)(buf0 + i, ya);                                                        \
@@ -608,10 +634,10 @@ FO_INLINE void fo_##NAME##_pq(float* p, const float* g, const float* y0, const f
     }
 #define FO_P_VSETUP(NAME, STRUCT) STRUCT##_vec A; fo_##NAME##_vec_init(&A, &h);
 #define FO_P1_BF16_BASE(NAME, HIGH)
-#define FO_P1_INT8_BASE(NAME)
+#define FO_P1_INT8_BASE(NAME, CODEC)
 #else
 #define FO_P1_BF16_VEC(NAME, STRUCT, HIGH)
-#define FO_P1_INT8_VEC(NAME)
+#define FO_P1_INT8_VEC(NAME, CODEC)
 #define FO_P_VSETUP(NAME, STRUCT)
 /* the baseline: per block widen into L1, update, round back (plain loops that the compiler
    vectorizes at SSE2 width; the hash's multiplies keep a fused loop scalar) */
@@ -630,14 +656,48 @@ FO_INLINE void fo_##NAME##_pq(float* p, const float* g, const float* y0, const f
         }                                                                                      \
     }
 /* the baseline: decode, then the update in a loop the compiler vectorizes */
-#define FO_P1_INT8_BASE(NAME)                                                                  \
-    for (; i < nq; i++) buf0[i] = v0[c0[i]] * a0;                                              \
+#define FO_P1_INT8_BASE(NAME, CODEC)                                                           \
+    for (; i < nq; i++) buf0[i] = fo_##CODEC##_dec(&v0, c0[i], a0);                            \
     for (i = 0; i < nq; i++) p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], buf0[i], &buf0[i]);  \
     m0 = fo_absmax_bits(buf0, nq);
 #endif
 
+/* the quantized pass of codec CODEC (int8, f8), with its fused parameter + codes pass */
+#define FO_QPASS1(NAME, STRUCT, CODEC)                                                         \
+FO_IF(FO_SPLIT_##NAME, FO_PQ1(NAME, STRUCT, CODEC))                                            \
+                                                                                               \
+FO_INLINE void fo_##NAME##_##CODEC##_mode(float* P, const float* G, uint8_t* cd0, float* ab0,  \
+                                     ptrdiff_t n, const fo_##CODEC##_q* q, const STRUCT##_f32* hp, \
+                                     const int mode, const int po) {                           \
+    const STRUCT##_f32 h = *hp;                                                                \
+    FO_ALIGNED(64) float buf0[FO_QBLOCK];                                                      \
+    ptrdiff_t i, j = 0, nq, qb = 0;                                                            \
+    const fo_##CODEC##_dv v0 = fo_##CODEC##_dv_init(&q[0]);                                    \
+    FO_P_VSETUP(NAME, STRUCT)                                                                  \
+    (void)po;                                                                                  \
+    while (j < n) {                                                                            \
+        const float a0 = fo_##CODEC##_scale(&q[0], ab0[qb]);                                   \
+        float* p = P + j;                                                                      \
+        const float* g = G + j;                                                                \
+        const uint8_t* c0 = cd0 + j;                                                           \
+        uint32_t m0 = 0, t;                                                                    \
+        nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
+        i = 0;                                                                                 \
+        FO_P1_INT8_VEC(NAME, CODEC)                                                            \
+        FO_P1_INT8_BASE(NAME, CODEC)                                                           \
+        for (; i < nq; i++) {                                                                  \
+            float y0;                                                                          \
+            p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], fo_##CODEC##_dec(&v0, c0[i], a0), &y0); \
+            buf0[i] = y0;                                                                      \
+            t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;                                \
+        }                                                                                      \
+        fo_##CODEC##_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po);                      \
+        j += nq;                                                                               \
+        qb += 1;                                                                               \
+    }                                                                                          \
+}
+
 #define FO_PASSES1(NAME, STRUCT, HIGH)                                                         \
-FO_IF(FO_SPLIT_##NAME, FO_PQ1(NAME, STRUCT))                                                   \
                                                                                                \
 FO_INLINE void fo_##NAME##_bf16_mode(float* P, const float* G, uint16_t* s0, ptrdiff_t n,      \
                                      uint32_t base, uint32_t key, const STRUCT##_f32* hp,      \
@@ -655,36 +715,9 @@ FO_INLINE void fo_##NAME##_bf16_mode(float* P, const float* G, uint16_t* s0, ptr
     }                                                                                          \
 }                                                                                              \
                                                                                                \
-FO_INLINE void fo_##NAME##_int8_mode(float* P, const float* G, uint8_t* cd0, float* ab0,       \
-                                     ptrdiff_t n, const fo_qtab* q, const STRUCT##_f32* hp,    \
-                                     const int mode, const int po) {                           \
-    const STRUCT##_f32 h = *hp;                                                                \
-    FO_ALIGNED(64) float buf0[FO_QBLOCK];                                                      \
-    ptrdiff_t i, j = 0, nq, qb = 0;                                                            \
-    const float* v0 = q[0].values;                                                             \
-    FO_P_VSETUP(NAME, STRUCT)                                                                  \
-    (void)po;                                                                                  \
-    while (j < n) {                                                                            \
-        const float a0 = ab0[qb];                                                              \
-        float* p = P + j;                                                                      \
-        const float* g = G + j;                                                                \
-        const uint8_t* c0 = cd0 + j;                                                           \
-        uint32_t m0 = 0, t;                                                                    \
-        nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
-        i = 0;                                                                                 \
-        FO_P1_INT8_VEC(NAME)                                                                   \
-        FO_P1_INT8_BASE(NAME)                                                                  \
-        for (; i < nq; i++) {                                                                  \
-            float y0;                                                                          \
-            p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], v0[c0[i]] * a0, &y0);                 \
-            buf0[i] = y0;                                                                      \
-            t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;                                \
-        }                                                                                      \
-        fo_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po);                                \
-        j += nq;                                                                               \
-        qb += 1;                                                                               \
-    }                                                                                          \
-}
+FO_QPASS1(NAME, STRUCT, int8)                                                                  \
+FO_QPASS1(NAME, STRUCT, f8)
+
 
 /* ---- two state buffers (one hash per element: its high half rounds s0, its low half s1) */
 #if FO_LB_VEC
@@ -710,41 +743,39 @@ FO_INLINE void fo_##NAME##_int8_mode(float* P, const float* G, uint8_t* cd0, flo
             fo_vsr2(s1 + i, va, FO_SI(and)(ha, lo16), vb, FO_SI(and)(hb, lo16));               \
         }                                                                                      \
     }
-#define FO_P2_INT8_FULL(NAME)                                                                  \
+#define FO_P2_INT8_FULL(NAME, CODEC)                                                           \
             if (nq == FO_QBLOCK) {                                                             \
                 for (; i < FO_QBLOCK; i += FO_W) {                                             \
                     fo_vf m, v;                                                                \
                     fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),  \
-                                          FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i), va0),       \
-                                          FO_PS(mul)(FO_VDEC(dv, v1, c1, dec1, i),             \
-                                                     va1), &m, &v);                            \
+                                          fo_##CODEC##_vdec(&v0, c0, dec0, dv, i, va0, po0),   \
+                                          fo_##CODEC##_vdec(&v1, c1, dec1, dv, i, va1, po0 >> 1), &m, &v); \
                     FO_PS(store)(buf0 + i, m);                                                 \
                     FO_PS(store)(buf1 + i, v);                                                 \
                     mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));                                  \
                     mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));                                  \
                 }                                                                              \
-                fo_##NAME##_pq(p, g, buf0, buf1, cd0 + j, ab0 + qb, &q[0],                     \
+                fo_##NAME##_##CODEC##_pq(p, g, buf0, buf1, cd0 + j, ab0 + qb, &q[0],           \
                                fo_vhmax(mx0), &A, mode, po0);                                  \
-                fo_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], fo_vhmax(mx1));             \
+                fo_##CODEC##_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], fo_vhmax(mx1));   \
                 j += nq;                                                                       \
                 qb += 1;                                                                       \
                 continue;                                                                      \
             }
-#define FO_P2_INT8_VEC(NAME)                                                                   \
+#define FO_P2_INT8_VEC(NAME, CODEC)                                                            \
         {                                                                                      \
             fo_vf va0 = FO_PS(set1)(a0), va1 = FO_PS(set1)(a1);                                \
             fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                              \
             FO_ALIGNED(64) float dec0[FO_QBLOCK];                                              \
             FO_ALIGNED(64) float dec1[FO_QBLOCK];                                              \
-            const int dv = fo_vpredecode(&q[0], c0, dec0, nq)                                  \
-                           && fo_vpredecode(&q[1], c1, dec1, nq);                              \
-            FO_IF(FO_SPLIT_##NAME, FO_P2_INT8_FULL(NAME))                                      \
+            const int dv = fo_##CODEC##_predecode(&q[0], c0, dec0, nq)                         \
+                           && fo_##CODEC##_predecode(&q[1], c1, dec1, nq);                     \
+            FO_IF(FO_SPLIT_##NAME, FO_P2_INT8_FULL(NAME, CODEC))                               \
             for (; i + FO_W <= nq; i += FO_W) {                                                \
                 fo_vf m, v;                                                                    \
                 fo_vf pn = fo_##NAME##_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i), \
-                                           FO_PS(mul)(FO_VDEC(dv, v0, c0, dec0, i), va0),      \
-                                           FO_PS(mul)(FO_VDEC(dv, v1, c1, dec1, i),            \
-                                                      va1), &m, &v);                           \
+                                           fo_##CODEC##_vdec(&v0, c0, dec0, dv, i, va0, po0),  \
+                                           fo_##CODEC##_vdec(&v1, c1, dec1, dv, i, va1, po0 >> 1), &m, &v); \
                 FO_PS(storeu)(p + i, pn);                                                      \
                 FO_PS(store)(buf0 + i, m);                                                     \
                 FO_PS(store)(buf1 + i, v);                                                     \
@@ -755,10 +786,10 @@ FO_INLINE void fo_##NAME##_int8_mode(float* P, const float* G, uint8_t* cd0, flo
             m1 = fo_vhmax(mx1);                                                                \
         }
 #define FO_P2_BF16_BASE(NAME)
-#define FO_P2_INT8_BASE(NAME)
+#define FO_P2_INT8_BASE(NAME, CODEC)
 #else
 #define FO_P2_BF16_VEC(NAME, STRUCT)
-#define FO_P2_INT8_VEC(NAME)
+#define FO_P2_INT8_VEC(NAME, CODEC)
 #define FO_P2_BF16_BASE(NAME)                                                                  \
     for (; i < n; i += FO_QBLOCK) {                                                            \
         FO_ALIGNED(64) float b0[FO_QBLOCK];                                                    \
@@ -776,16 +807,62 @@ FO_INLINE void fo_##NAME##_int8_mode(float* P, const float* G, uint8_t* cd0, flo
             s1[i + k] = fo_bf16_sr(b1[k], r & 0xffffu);                                        \
         }                                                                                      \
     }
-#define FO_P2_INT8_BASE(NAME)                                                                  \
-        for (; i < nq; i++) { buf0[i] = v0[c0[i]] * a0; buf1[i] = v1[c1[i]] * a1; }            \
+#define FO_P2_INT8_BASE(NAME, CODEC)                                                           \
+        for (; i < nq; i++) {                                                                  \
+            buf0[i] = fo_##CODEC##_dec(&v0, c0[i], a0);                                        \
+            buf1[i] = fo_##CODEC##_dec(&v1, c1[i], a1);                                        \
+        }                                                                                      \
         for (i = 0; i < nq; i++)                                                               \
-            p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], buf0[i], buf1[i], &buf0[i], &buf1[i]);\
+            p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], buf0[i], buf1[i], &buf0[i], &buf1[i]); \
         m0 = fo_absmax_bits(buf0, nq);                                                         \
         m1 = fo_absmax_bits(buf1, nq);
 #endif
 
+/* the quantized pass of codec CODEC (int8, f8), with its fused parameter + codes pass */
+#define FO_QPASS2(NAME, STRUCT, CODEC)                                                         \
+FO_IF(FO_SPLIT_##NAME, FO_PQ2(NAME, STRUCT, CODEC))                                            \
+                                                                                               \
+FO_INLINE void fo_##NAME##_##CODEC##_mode(float* P, const float* G, uint8_t* cd0, float* ab0,  \
+                                     uint8_t* cd1, float* ab1, ptrdiff_t n,                    \
+                                     const fo_##CODEC##_q* q,                                  \
+                                     const STRUCT##_f32* hp, const int mode, const int po0) {  \
+    const STRUCT##_f32 h = *hp;                                                                \
+    FO_ALIGNED(64) float buf0[FO_QBLOCK];                                                      \
+    FO_ALIGNED(64) float buf1[FO_QBLOCK];                                                      \
+    ptrdiff_t i, j = 0, nq, qb = 0;                                                            \
+    const fo_##CODEC##_dv v0 = fo_##CODEC##_dv_init(&q[0]);                                    \
+    const fo_##CODEC##_dv v1 = fo_##CODEC##_dv_init(&q[1]);                                    \
+    FO_P_VSETUP(NAME, STRUCT)                                                                  \
+    while (j < n) {                                                                            \
+        const float a0 = fo_##CODEC##_scale(&q[0], ab0[qb]);                                   \
+        const float a1 = fo_##CODEC##_scale(&q[1], ab1[qb]);                                   \
+        float* p = P + j;                                                                      \
+        const float* g = G + j;                                                                \
+        const uint8_t* c0 = cd0 + j;                                                           \
+        const uint8_t* c1 = cd1 + j;                                                           \
+        uint32_t m0 = 0, m1 = 0, t;                                                            \
+        nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
+        i = 0;                                                                                 \
+        FO_P2_INT8_VEC(NAME, CODEC)                                                            \
+        FO_P2_INT8_BASE(NAME, CODEC)                                                           \
+        for (; i < nq; i++) {                                                                  \
+            float y0, y1;                                                                      \
+            p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], fo_##CODEC##_dec(&v0, c0[i], a0),     \
+                                   fo_##CODEC##_dec(&v1, c1[i], a1),                           \
+                                   &y0, &y1);                                                  \
+            buf0[i] = y0;                                                                      \
+            buf1[i] = y1;                                                                      \
+            t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;                                \
+            t = fo_f2u(y1) & 0x7fffffffu; m1 = t > m1 ? t : m1;                                \
+        }                                                                                      \
+        fo_##CODEC##_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po0);                     \
+        fo_##CODEC##_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], m1);                      \
+        j += nq;                                                                               \
+        qb += 1;                                                                               \
+    }                                                                                          \
+}
+
 #define FO_PASSES2(NAME, STRUCT)                                                               \
-FO_IF(FO_SPLIT_##NAME, FO_PQ2(NAME, STRUCT))                                                   \
                                                                                                \
 FO_INLINE void fo_##NAME##_bf16_mode(float* P, const float* G, uint16_t* s0, uint16_t* s1,     \
                                      ptrdiff_t n, uint32_t base, uint32_t key,                 \
@@ -797,48 +874,15 @@ FO_INLINE void fo_##NAME##_bf16_mode(float* P, const float* G, uint16_t* s0, uin
     for (; i < n; i++) {                                                                       \
         float y0, y1;                                                                          \
         uint32_t r;                                                                            \
-        P[i] = fo_##NAME##_f32(&h, mode, G[i], P[i], fo_bf2f(s0[i]), fo_bf2f(s1[i]), &y0, &y1);\
+        P[i] = fo_##NAME##_f32(&h, mode, G[i], P[i], fo_bf2f(s0[i]), fo_bf2f(s1[i]), &y0, &y1); \
         r = fo_fmix32((base + (uint32_t)i) ^ key);                                             \
         s0[i] = fo_bf16_sr(y0, r >> 16);                                                       \
         s1[i] = fo_bf16_sr(y1, r & 0xffffu);                                                   \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
-FO_INLINE void fo_##NAME##_int8_mode(float* P, const float* G, uint8_t* cd0, float* ab0,       \
-                                     uint8_t* cd1, float* ab1, ptrdiff_t n, const fo_qtab* q,  \
-                                     const STRUCT##_f32* hp, const int mode, const int po0) {  \
-    const STRUCT##_f32 h = *hp;                                                                \
-    FO_ALIGNED(64) float buf0[FO_QBLOCK];                                                      \
-    FO_ALIGNED(64) float buf1[FO_QBLOCK];                                                      \
-    ptrdiff_t i, j = 0, nq, qb = 0;                                                            \
-    const float* v0 = q[0].values;                                                             \
-    const float* v1 = q[1].values;                                                             \
-    FO_P_VSETUP(NAME, STRUCT)                                                                  \
-    while (j < n) {                                                                            \
-        const float a0 = ab0[qb], a1 = ab1[qb];                                                \
-        float* p = P + j;                                                                      \
-        const float* g = G + j;                                                                \
-        const uint8_t* c0 = cd0 + j;                                                           \
-        const uint8_t* c1 = cd1 + j;                                                           \
-        uint32_t m0 = 0, m1 = 0, t;                                                            \
-        nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
-        i = 0;                                                                                 \
-        FO_P2_INT8_VEC(NAME)                                                                   \
-        FO_P2_INT8_BASE(NAME)                                                                  \
-        for (; i < nq; i++) {                                                                  \
-            float y0, y1;                                                                      \
-            p[i] = fo_##NAME##_f32(&h, mode, g[i], p[i], v0[c0[i]] * a0, v1[c1[i]] * a1,       \
-                                   &y0, &y1);                                                  \
-            buf0[i] = y0;                                                                      \
-            buf1[i] = y1;                                                                      \
-            t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;                                \
-            t = fo_f2u(y1) & 0x7fffffffu; m1 = t > m1 ? t : m1;                                \
-        }                                                                                      \
-        fo_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po0);                               \
-        fo_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], m1);                                \
-        j += nq;                                                                               \
-        qb += 1;                                                                               \
-    }                                                                                          \
-}
+FO_QPASS2(NAME, STRUCT, int8)                                                                  \
+FO_QPASS2(NAME, STRUCT, f8)
+
 
 #endif /* FO_LOWBIT_H */
