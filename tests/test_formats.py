@@ -85,3 +85,33 @@ def test_the_optimizer_state_keeps_its_types(rng):
     assert all(type(e) is np.ndarray for e in dense.state["exp_avg"])
     low = fastopt.Adam(P[:2], lr=1e-2, state_dtype="int8")
     assert [type(e) for e in low.state["exp_avg"]] == [Int8State, np.ndarray]
+
+
+@pytest.mark.parametrize("cls, kind, other", [(Int8State, "unsigned", "signed"),
+                                               (Float8State, "e4m4", "e3m4")])
+def test_block_state_entries_round_trip_and_mismatches_are_refused_by_name(cls, kind, other):
+    """The block-wise formats' state-dict entries: a round trip gives the same values; another
+    block size, code/map, shape or dtype is refused naming what differs."""
+    rng = np.random.default_rng(0)
+    state = cls.zeros((3, 300), kind)
+    state.codes[...] = rng.integers(0, 100, state.codes.shape, dtype=np.uint8)
+    state.absmax[...] = rng.random(state.absmax.shape, dtype=np.float32)
+    entry = state.entry()
+    key = "map" if cls is Int8State else "code"
+    assert entry["format"] == cls.format and entry[key] == kind and entry["block"] == 256
+    back = cls.zeros((3, 300), kind)
+    for dst, src in zip(back.buffers(), back.check_entry("s", entry)):
+        dst[...] = src
+    np.testing.assert_array_equal(np.asarray(back), np.asarray(state))
+    with pytest.raises(ValueError, match=f"s has {cls.format} blocks of 128 elements, expected 256"):
+        state.check_entry("s", {**entry, "block": 128})
+    with pytest.raises(ValueError, match=f"s uses the '{other}' .*, expected '{kind}'"):
+        state.check_entry("s", {**entry, key: other})
+    with pytest.raises(ValueError, match=r"s\['codes'\] has shape \(3, 299\)"):
+        state.check_entry("s", {**entry, "codes": entry["codes"][:, :299]})
+    with pytest.raises(ValueError, match=r"s\['absmax'\] has shape .* and dtype float64"):
+        state.check_entry("s", {**entry, "absmax": entry["absmax"].astype(np.float64)})
+    with pytest.raises(ValueError, match=f"s lacks \\['{key}'\\]"):
+        state.check_entry("s", {k: v for k, v in entry.items() if k != key})
+    with pytest.raises(ValueError, match=f"s must be {cls.format} state"):
+        state.check_entry("s", {**entry, "format": "bfloat16"})

@@ -114,7 +114,57 @@ class BFloat16State(_LowState):
         self.__init__(bits)
 
 
-class Int8State(_LowState):
+class _BlockState(_LowState):
+    """Common part of the block-wise formats: ``codes`` (uint8, the parameter's shape),
+    ``absmax`` (float32, one per block of ``block`` = 256 elements) and the name of the code
+    the values are read with (its state-dict key: ``_kind_key``)."""
+
+    block = QBLOCK
+    _buffer_name = "codes"
+    _kind_key = ""            # "map" (int8) or "code" (float8)
+    _kind_what = ""           # how an error message names it
+    __slots__ = ()
+
+    @property
+    def shape(self):
+        return self.codes.shape
+
+    @property
+    def nbytes(self):
+        return self.codes.nbytes + self.absmax.nbytes
+
+    def buffers(self):
+        return [self.codes, self.absmax]
+
+    def _kind(self):
+        raise NotImplementedError
+
+    def entry(self):
+        """A state-dict entry (copies), with the format, block size and code it needs."""
+        return {"format": self.format, "block": self.block, self._kind_key: self._kind(),
+                "codes": self.codes.copy(), "absmax": self.absmax.copy()}
+
+    def check_entry(self, name, src):
+        """The arrays to copy from a state-dict entry, checked against this buffer."""
+        key = self._kind_key
+        _check_keys(name, src, self.format, ("block", key, "codes", "absmax"))
+        if src["block"] != self.block:
+            raise ValueError(f"{name} has {self.format} blocks of {src['block']!r} elements, "
+                             f"expected {self.block}")
+        if src[key] != self._kind():
+            raise ValueError(f"{name} uses the {src[key]!r} {self._kind_what}, expected "
+                             f"{self._kind()!r}")
+        return [_like(f"{name}['codes']", src["codes"], self.codes),
+                _like(f"{name}['absmax']", src["absmax"], self.absmax)]
+
+    def __getstate__(self):
+        return self.codes, self.absmax, self._kind()
+
+    def __setstate__(self, state):
+        self.__init__(*state)
+
+
+class Int8State(_BlockState):
     """A block-wise int8 state buffer: ``codes`` (uint8, the parameter's shape) and ``absmax``
     (float32, one per block of ``block`` = 256 elements), values ``qmap.values[code] * absmax``.
 
@@ -122,8 +172,8 @@ class Int8State(_LowState):
     """
 
     format = "int8"
-    block = QBLOCK
-    _buffer_name = "codes"
+    _kind_key = "map"
+    _kind_what = "quantization map"
     __slots__ = ("codes", "flat_codes", "absmax", "map_name", "qmap", "tables")
 
     def __init__(self, codes, absmax, map_name):
@@ -137,45 +187,15 @@ class Int8State(_LowState):
         codes, absmax = zeros_int8(shape, _MAPS[map_name]())
         return cls(codes, absmax, map_name)
 
-    @property
-    def shape(self):
-        return self.codes.shape
-
-    @property
-    def nbytes(self):
-        return self.codes.nbytes + self.absmax.nbytes
-
-    def buffers(self):
-        return [self.codes, self.absmax]
+    def _kind(self):
+        return self.map_name
 
     def to_float32(self):
         """The float32 values (a new array)."""
         return dequantize_blockwise(self.codes, self.absmax, self.qmap)
 
-    def entry(self):
-        """A state-dict entry (copies), with the format, block size and map it needs."""
-        return {"format": self.format, "block": self.block, "map": self.map_name,
-                "codes": self.codes.copy(), "absmax": self.absmax.copy()}
 
-    def check_entry(self, name, src):
-        _check_keys(name, src, self.format, ("block", "map", "codes", "absmax"))
-        if src["block"] != self.block:
-            raise ValueError(f"{name} has int8 blocks of {src['block']!r} elements, expected "
-                             f"{self.block}")
-        if src["map"] != self.map_name:
-            raise ValueError(f"{name} uses the {src['map']!r} quantization map, expected "
-                             f"{self.map_name!r}")
-        return [_like(f"{name}['codes']", src["codes"], self.codes),
-                _like(f"{name}['absmax']", src["absmax"], self.absmax)]
-
-    def __getstate__(self):
-        return self.codes, self.absmax, self.map_name
-
-    def __setstate__(self, state):
-        self.__init__(*state)
-
-
-class Float8State(_LowState):
+class Float8State(_BlockState):
     """A block-wise float8 state buffer: ``codes`` (uint8, the parameter's shape) and
     ``absmax`` (float32, one per block of ``block`` = 256 elements); ``code`` is "e3m4"
     (signed state) or "e4m4" (non-negative state), see :mod:`fastopt.kernels._formats`.
@@ -184,8 +204,8 @@ class Float8State(_LowState):
     """
 
     format = "float8"
-    block = QBLOCK
-    _buffer_name = "codes"
+    _kind_key = "code"
+    _kind_what = "float8 code"
     __slots__ = ("codes", "flat_codes", "absmax", "code")
 
     def __init__(self, codes, absmax, code):
@@ -199,42 +219,12 @@ class Float8State(_LowState):
     def zeros(cls, shape, code):
         return cls(*zeros_float8(shape), code)
 
-    @property
-    def shape(self):
-        return self.codes.shape
-
-    @property
-    def nbytes(self):
-        return self.codes.nbytes + self.absmax.nbytes
-
-    def buffers(self):
-        return [self.codes, self.absmax]
+    def _kind(self):
+        return self.code
 
     def to_float32(self):
         """The float32 values (a new array)."""
         return dequantize_float8(self.codes, self.absmax, self.code == "e3m4")
-
-    def entry(self):
-        """A state-dict entry (copies), with the format, block size and code it needs."""
-        return {"format": self.format, "block": self.block, "code": self.code,
-                "codes": self.codes.copy(), "absmax": self.absmax.copy()}
-
-    def check_entry(self, name, src):
-        _check_keys(name, src, self.format, ("block", "code", "codes", "absmax"))
-        if src["block"] != self.block:
-            raise ValueError(f"{name} has float8 blocks of {src['block']!r} elements, "
-                             f"expected {self.block}")
-        if src["code"] != self.code:
-            raise ValueError(f"{name} uses the {src['code']!r} float8 code, expected "
-                             f"{self.code!r}")
-        return [_like(f"{name}['codes']", src["codes"], self.codes),
-                _like(f"{name}['absmax']", src["absmax"], self.absmax)]
-
-    def __getstate__(self):
-        return self.codes, self.absmax, self.code
-
-    def __setstate__(self, state):
-        self.__init__(*state)
 
 
 def _set(obj, **fields):
@@ -277,12 +267,3 @@ def buffers(entry):
 
 def is_lowbit(entry):
     return isinstance(entry, _LowState)
-
-
-def make(state_dtype, shape, signed):
-    """Zero state of ``state_dtype`` ("bfloat16", "int8" or "float8") for a buffer of ``shape``."""
-    if state_dtype == "bfloat16":
-        return BFloat16State.zeros(shape)
-    if state_dtype == "float8":
-        return Float8State.zeros(shape, "e3m4" if signed else "e4m4")
-    return Int8State.zeros(shape, "signed" if signed else "unsigned")
