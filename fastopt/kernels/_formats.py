@@ -403,9 +403,10 @@ def zeros_bf16(shape):
 # ------------------------------------------------------------------ int8
 
 
-def quantize_blockwise(x, qmap, codes=None, absmax=None):
-    """Block-wise quantization of float32 ``x`` (flattened) with ``qmap``: returns
-    ``(codes, absmax)`` (uint8 of x's shape, float32 of ``absmax_size(x.size)``)."""
+def _blocks(x):
+    """The block-wise formats' common start: ``x`` as float32, its blocks of :data:`QBLOCK`
+    (zero-padded), each block's absmax ``a`` (the largest magnitude, NaN for a block holding
+    a NaN or an infinity) and that block mask ``bad``."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     flat = x.reshape(-1)
     n = flat.size
@@ -418,11 +419,13 @@ def quantize_blockwise(x, qmap, codes=None, absmax=None):
     bad = mag >= np.uint32(0x7F800000)
     a = mag.view(np.float32).copy()
     a[bad] = np.nan
-    d = np.where(mag == 0, np.float32(1), a)
-    d[bad] = 1
-    c = qmap.code(blocks / d[:, None])
-    c[bad] = qmap.zero_code
-    c = c.reshape(-1)[:n].reshape(x.shape)
+    return x, blocks, a, bad
+
+
+def _store(x, c, a, codes, absmax):
+    """``(codes, absmax)``: the blocks' codes ``c`` (cut to x's size and shape) and ``a``,
+    written into ``codes`` / ``absmax`` when given."""
+    c = c.reshape(-1)[:x.size].reshape(x.shape)
     if codes is None:
         codes = c
     else:
@@ -432,6 +435,17 @@ def quantize_blockwise(x, qmap, codes=None, absmax=None):
     else:
         absmax[...] = a
     return codes, absmax
+
+
+def quantize_blockwise(x, qmap, codes=None, absmax=None):
+    """Block-wise quantization of float32 ``x`` (flattened) with ``qmap``: returns
+    ``(codes, absmax)`` (uint8 of x's shape, float32 of ``absmax_size(x.size)``)."""
+    x, blocks, a, bad = _blocks(x)
+    d = np.where(a == 0, np.float32(1), a)
+    d[bad] = 1
+    c = qmap.code(blocks / d[:, None])
+    c[bad] = qmap.zero_code
+    return _store(x, c, a, codes, absmax)
 
 
 def dequantize_blockwise(codes, absmax, qmap):
@@ -578,33 +592,13 @@ def quantize_float8(x, signed, codes=None, absmax=None):
     """Block-wise float8 codes of float32 ``x`` (flattened): returns ``(codes, absmax)``
     (uint8 of x's shape, float32 of ``absmax_size(x.size)``); e3m4 codes when ``signed``,
     else e4m4 (see the module's float8 section)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    flat = x.reshape(-1)
-    n = flat.size
-    nb = absmax_size(n)
-    pad = np.zeros(nb * QBLOCK, np.float32)
-    pad[:n] = flat
-    blocks = pad.reshape(nb, QBLOCK)
-    mag = (blocks.view(np.uint32) & np.uint32(0x7FFFFFFF)).max(axis=1) if nb else \
-        np.zeros(0, np.uint32)
-    bad = mag >= np.uint32(0x7F800000)
-    a = mag.view(np.float32).copy()
-    a[bad] = np.nan
+    x, blocks, a, bad = _blocks(x)
     with np.errstate(invalid="ignore"):
         r = (F8_SCALE / _f8_scale(np.where(bad, np.float32(1), a))).astype(np.float32)
         y = blocks * r[:, None]
     c = minifloat(signed).code(y)
     c[bad] = 0
-    c = c.reshape(-1)[:n].reshape(x.shape)
-    if codes is None:
-        codes = c
-    else:
-        codes[...] = c
-    if absmax is None:
-        absmax = a
-    else:
-        absmax[...] = a
-    return codes, absmax
+    return _store(x, c, a, codes, absmax)
 
 
 def dequantize_float8(codes, absmax, signed):
