@@ -200,3 +200,32 @@ def test_the_norm_order_gives_the_bits_of_the_fused_step(dtype, fmt):
         assert math.sqrt(order.total(np.array(sums))) == opt.grad_norm
         other_order_differs |= math.sqrt(sum(sums[::-1])) != opt.grad_norm
     assert other_order_differs      # (the control: the order is what makes the bits)
+
+
+@pytest.mark.parametrize("fmt, key, other", [("int8", "map", "unsigned"),
+                                             ("float8", "code", "e4m4")])
+def test_a_block_state_entry_that_does_not_fit_is_named(fmt, key, other):
+    _, whole = _whole("flat", fmt)
+    layout = P.StateLayout(whole)
+    sd = whole.state_dict()["state"]
+
+    def with_first(**change):
+        bad = {n: list(v) for n, v in sd.items()}
+        bad["exp_avg"][0] = {k: v for k, v in {**bad["exp_avg"][0], **change}.items()
+                             if v is not None}
+        return bad
+
+    with pytest.raises(ValueError, match=rf"state exp_avg\[0\] uses the '{other}'"):
+        layout.streams(with_first(**{key: other}))
+    with pytest.raises(ValueError, match=rf"state exp_avg\[0\] has {fmt} blocks of 128 elements"):
+        layout.streams(with_first(block=128))
+    with pytest.raises(ValueError, match=rf"state exp_avg\[0\] lacks \['absmax'\]"):
+        layout.streams(with_first(absmax=None))
+    with pytest.raises(ValueError, match=rf"state exp_avg\[0\] must be {fmt} state"):
+        layout.streams(with_first(format="bfloat16"))
+    # the entries the layout writes are the optimizer's own
+    again = layout.state(layout.streams(sd))
+    for got, want in zip(again["exp_avg"], sd["exp_avg"]):
+        if isinstance(want, dict):
+            assert {k: v for k, v in got.items() if not isinstance(v, np.ndarray)} == \
+                {k: v for k, v in want.items() if not isinstance(v, np.ndarray)}

@@ -48,10 +48,14 @@ class StateFormat:
         ``min_lowbit_size`` elements use it (the others keep dense state), and a FlatParams
         keeps one entry per run of consecutive names of one group and one format (a dense
         format keeps one flat buffer).
+    state_class : type or None
+        A compact format's state objects' class (:mod:`fastopt.optim.lowstate`): its
+        state-dict entries' arrays, code and checks.
     """
 
     name = ""
     compact = False
+    state_class = None
 
     def zeros(self, shape, dtype, signed, *, like=None, k=1):
         """A zero state entry for a parameter (or run) of ``shape`` and ``dtype``.
@@ -196,6 +200,7 @@ class BFloat16(_Compact):
     """bfloat16 state with stochastic rounding: :class:`BFloat16State` entries."""
 
     name = "bfloat16"
+    state_class = BFloat16State
     suffix = "bf16"
 
     def zeros(self, shape, dtype, signed, *, like=None, k=1):
@@ -218,10 +223,11 @@ class Int8(_Compact):
     """Block-wise int8 state: :class:`Int8State` entries (a signed or unsigned map)."""
 
     name = "int8"
+    state_class = Int8State
     suffix = "int8"
 
     def zeros(self, shape, dtype, signed, *, like=None, k=1):
-        return Int8State.zeros(shape, "signed" if signed else "unsigned")
+        return self.state_class.zeros(shape, self.state_class.kind(signed))
 
     def fill(self, entry, value):
         quantize_blockwise(np.full(entry.shape, value, np.float32), entry.qmap,
@@ -248,10 +254,11 @@ class Float8(Int8):
     e4m4 for non-negative state).  Run as int8 is, without maps."""
 
     name = "float8"
+    state_class = Float8State
     suffix = "f8"
 
     def zeros(self, shape, dtype, signed, *, like=None, k=1):
-        return Float8State.zeros(shape, "e3m4" if signed else "e4m4")
+        return self.state_class.zeros(shape, self.state_class.kind(signed))
 
     def fill(self, entry, value):
         quantize_float8(np.full(entry.shape, value, np.float32), entry.code == "e3m4",

@@ -10,8 +10,9 @@ gives the float32 values they stand for.  The formats are specified in
 
 import numpy as np
 
-from ..kernels._formats import (QBLOCK, bf16_to_float32, zeros_int8, dequantize_float8,
-                                dequantize_blockwise, signed_map, unsigned_map, zeros_float8)
+from ..kernels._formats import (QBLOCK, absmax_size, bf16_to_float32, dequantize_blockwise,
+                                dequantize_float8, signed_map, unsigned_map, zeros_float8,
+                                zeros_int8)
 
 __all__ = ["BFloat16State", "Int8State", "Float8State", "STATE_DTYPES", "state_format"]
 
@@ -63,6 +64,43 @@ class _LowState:
     def __repr__(self):
         return f"{type(self).__name__}(shape={self.shape}, nbytes={self.nbytes})"
 
+    # The format's state-dict entries, at class level (ZeRO-1's layout reads and writes them
+    # without a state object): the arrays of an entry, in order, with their dtypes and lengths.
+
+    @classmethod
+    def kind(cls, signed):
+        """The code a buffer of signed (or non-negative) state is stored with (None: one)."""
+        return None
+
+    @classmethod
+    def streams(cls, size):
+        """The arrays of an entry for ``size`` elements: ``[(field, dtype, length), ...]``."""
+        raise NotImplementedError
+
+    @classmethod
+    def make_entry(cls, arrays, shape, kind):
+        """A state-dict entry of ``arrays`` (as :meth:`streams` lists them; not copied)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_meta(cls, name, src, kind):
+        """The arrays of state-dict entry ``src`` (named ``name`` in errors), in the order of
+        :meth:`streams`, after checking its format, keys and code (not the arrays)."""
+        raise NotImplementedError
+
+    def entry(self):
+        """A state-dict entry (copies), with what the format needs to read it back."""
+        return self.make_entry([b.copy() for b in self.buffers()], self.shape, self._kind())
+
+    def check_entry(self, name, src):
+        """The arrays to copy from a state-dict entry, checked against this buffer."""
+        arrays = self.check_meta(name, src, self._kind())
+        return [_like(f"{name}[{field!r}]", a, b)
+                for (field, _, _), a, b in zip(self.streams(self.size), arrays, self.buffers())]
+
+    def _kind(self):
+        return None
+
 
 class BFloat16State(_LowState):
     """A bfloat16 state buffer: ``bits`` (uint16, the upper halves of float32 values).
@@ -98,14 +136,18 @@ class BFloat16State(_LowState):
         """The float32 values (a new array)."""
         return bf16_to_float32(self.bits).reshape(self.shape)
 
-    def entry(self):
-        """A state-dict entry (copies)."""
-        return {"format": self.format, "bits": self.bits.copy()}
+    @classmethod
+    def streams(cls, size):
+        return [("bits", np.dtype(np.uint16), size)]
 
-    def check_entry(self, name, src):
-        """The arrays to copy from a state-dict entry, checked against this buffer."""
-        _check_keys(name, src, self.format, ("bits",))
-        return [_like(f"{name}['bits']", src["bits"], self.bits)]
+    @classmethod
+    def make_entry(cls, arrays, shape, kind):
+        return {"format": cls.format, "bits": arrays[0].reshape(shape)}
+
+    @classmethod
+    def check_meta(cls, name, src, kind):
+        _check_keys(name, src, cls.format, ("bits",))
+        return [src["bits"]]
 
     def __getstate__(self):
         return self.bits
@@ -136,26 +178,28 @@ class _BlockState(_LowState):
     def buffers(self):
         return [self.codes, self.absmax]
 
-    def _kind(self):
-        raise NotImplementedError
+    @classmethod
+    def streams(cls, size):
+        return [("codes", np.dtype(np.uint8), size),
+                ("absmax", np.dtype(np.float32), absmax_size(size))]
 
-    def entry(self):
-        """A state-dict entry (copies), with the format, block size and code it needs."""
-        return {"format": self.format, "block": self.block, self._kind_key: self._kind(),
-                "codes": self.codes.copy(), "absmax": self.absmax.copy()}
+    @classmethod
+    def make_entry(cls, arrays, shape, kind):
+        codes, absmax = arrays
+        return {"format": cls.format, "block": cls.block, cls._kind_key: kind,
+                "codes": codes.reshape(shape), "absmax": absmax}
 
-    def check_entry(self, name, src):
-        """The arrays to copy from a state-dict entry, checked against this buffer."""
-        key = self._kind_key
-        _check_keys(name, src, self.format, ("block", key, "codes", "absmax"))
-        if src["block"] != self.block:
-            raise ValueError(f"{name} has {self.format} blocks of {src['block']!r} elements, "
-                             f"expected {self.block}")
-        if src[key] != self._kind():
-            raise ValueError(f"{name} uses the {src[key]!r} {self._kind_what}, expected "
-                             f"{self._kind()!r}")
-        return [_like(f"{name}['codes']", src["codes"], self.codes),
-                _like(f"{name}['absmax']", src["absmax"], self.absmax)]
+    @classmethod
+    def check_meta(cls, name, src, kind):
+        key = cls._kind_key
+        _check_keys(name, src, cls.format, ("block", key, "codes", "absmax"))
+        if src["block"] != cls.block:
+            raise ValueError(f"{name} has {cls.format} blocks of {src['block']!r} elements, "
+                             f"expected {cls.block}")
+        if src[key] != kind:
+            raise ValueError(f"{name} uses the {src[key]!r} {cls._kind_what}, expected "
+                             f"{kind!r}")
+        return [src["codes"], src["absmax"]]
 
     def __getstate__(self):
         return self.codes, self.absmax, self._kind()
@@ -186,6 +230,10 @@ class Int8State(_BlockState):
     def zeros(cls, shape, map_name):
         codes, absmax = zeros_int8(shape, _MAPS[map_name]())
         return cls(codes, absmax, map_name)
+
+    @classmethod
+    def kind(cls, signed):
+        return "signed" if signed else "unsigned"
 
     def _kind(self):
         return self.map_name
@@ -218,6 +266,10 @@ class Float8State(_BlockState):
     @classmethod
     def zeros(cls, shape, code):
         return cls(*zeros_float8(shape), code)
+
+    @classmethod
+    def kind(cls, signed):
+        return "e3m4" if signed else "e4m4"
 
     def _kind(self):
         return self.code

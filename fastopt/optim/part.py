@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..kernels._formats import QBLOCK, absmax_size
+from . import formats as _formats
 from .registry import SPECS
 
 __all__ = ["Extent", "extents", "NormOrder", "snap", "pieces", "part", "piece_sizes",
@@ -93,7 +93,8 @@ class NormOrder:
             for task in tasks:
                 for t, off, n in task:
                     e = exts[call.index[t]]
-                    if e.fmt in ("int8", "float8") and off % QBLOCK:   # (whole blocks)
+                    block = getattr(_formats.get(e.fmt).state_class, "block", 1)
+                    if off % block:                                    # (whole blocks)
                         raise RuntimeError(f"a compiled chunk starts inside an {e.fmt} block of "
                                            f"tensor {call.index[t]}, at {off}")
                     self.chunks.append((e.dtype, e.start + off, e.start + off + n))
@@ -190,11 +191,9 @@ def piece_sizes(extent, n):
 
 def _kinds(fmt, dtype, size):
     """The rows of one state entry: ``[(kind, dtype, length), ...]``."""
-    if fmt == "bfloat16":
-        return [("bits", np.dtype(np.uint16), size)]
-    if fmt in ("int8", "float8"):
-        return [("codes", np.dtype(np.uint8), size),
-                ("absmax", np.dtype(np.float32), absmax_size(size))]
+    cls = _formats.get(fmt).state_class
+    if cls is not None:
+        return cls.streams(size)
     return [(f"values {np.dtype(dtype).name}", np.dtype(dtype), size)]
 
 
@@ -209,10 +208,8 @@ class StateLayout:
         The dict keys the entries are keyed by (a dict of parameters), else None (a list).
     entries : list of (str, dtype, tuple)
         Each entry's format, dtype and shape, in order.
-    maps : dict of str to str
-        Each buffer's int8 quantization map ("signed" or "unsigned").
-    codes : dict of str to str
-        Each buffer's float8 code ("e3m4" or "e4m4").
+    signed : dict of str to bool
+        Whether each buffer may hold negative values (picks an int8 map, a float8 code).
     """
 
     def __init__(self, opt):
@@ -222,8 +219,7 @@ class StateLayout:
         like = opt._tensors if opt._format.compact else opt._params
         self.entries = [(f.name, np.dtype(t.dtype), tuple(t.shape)) for f, t in zip(fmts, like)]
         nonneg = SPECS[opt._kernel].nonnegative
-        self.maps = {n: "unsigned" if n in nonneg else "signed" for n in self.names}
-        self.codes = {n: "e4m4" if n in nonneg else "e3m4" for n in self.names}
+        self.signed = {n: n not in nonneg for n in self.names}
 
     def sizes(self):
         """``{kind: (dtype, elements)}``: the length of each stream of one buffer."""
@@ -243,29 +239,8 @@ class StateLayout:
                                  f"it in {dt.name}")
             arrays = [src]
         else:
-            if not isinstance(src, dict) or src.get("format") != fmt:
-                got = src.get("format") if isinstance(src, dict) else type(src).__name__
-                raise ValueError(f"{what} must be {fmt} state (a dict with format={fmt!r}), "
-                                 f"got {got!r}")
-            if fmt == "int8":
-                if src.get("block") != QBLOCK:
-                    raise ValueError(f"{what} has int8 blocks of {src.get('block')!r} "
-                                     f"elements, expected {QBLOCK}")
-                if src.get("map") != self.maps[name]:
-                    raise ValueError(f"{what} uses the {src.get('map')!r} quantization map, "
-                                     f"expected {self.maps[name]!r}")
-            if fmt == "float8":
-                if src.get("block") != QBLOCK:
-                    raise ValueError(f"{what} has float8 blocks of {src.get('block')!r} "
-                                     f"elements, expected {QBLOCK}")
-                if src.get("code") != self.codes[name]:
-                    raise ValueError(f"{what} uses the {src.get('code')!r} float8 code, "
-                                     f"expected {self.codes[name]!r}")
-            fields = ("bits",) if fmt == "bfloat16" else ("codes", "absmax")
-            missing = [k for k in fields if k not in src]
-            if missing:
-                raise ValueError(f"{what} lacks {missing}")
-            arrays = [src[k] for k in fields]
+            cls = _formats.get(fmt).state_class
+            arrays = cls.check_meta(what, src, cls.kind(self.signed[name]))
         out = []
         size = int(np.prod(shape, dtype=np.int64))
         for (kind, kdt, n), a in zip(_kinds(fmt, dt, size), arrays):
@@ -316,16 +291,10 @@ class StateLayout:
                     a = pos[kind]
                     rows[kind] = streams[name][kind][a:a + n]
                     pos[kind] = a + n
-                if fmt == "bfloat16":
-                    entries.append({"format": fmt, "bits": rows["bits"].reshape(shape)})
-                elif fmt == "int8":
-                    entries.append({"format": fmt, "block": QBLOCK, "map": self.maps[name],
-                                    "codes": rows["codes"].reshape(shape),
-                                    "absmax": rows["absmax"]})
-                elif fmt == "float8":
-                    entries.append({"format": fmt, "block": QBLOCK, "code": self.codes[name],
-                                    "codes": rows["codes"].reshape(shape),
-                                    "absmax": rows["absmax"]})
+                cls = _formats.get(fmt).state_class
+                if cls is not None:
+                    entries.append(cls.make_entry([rows[k] for k, _, _ in cls.streams(size)],
+                                                  shape, cls.kind(self.signed[name])))
                 else:
                     entries.append(rows[f"values {dt.name}"].reshape(shape))
             out[name] = entries if self.keys is None else dict(zip(self.keys, entries))
