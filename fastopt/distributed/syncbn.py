@@ -38,7 +38,7 @@ import numpy as np
 
 from ..kernels import _check
 from ..kernels._attrs import Checked, fixed
-from ..nn.layers import BatchNorm, BatchNormSync
+from ..nn.layers import BatchNorm, BatchNormSync, merge_moments
 from ._mpi import require_mpi, world
 from . import errors as _errors
 from .errors import DistributedError, Watchdog
@@ -201,24 +201,8 @@ class SyncStats(Checked, BatchNormSync):
             self._explain(signature, None)
         self._calls += 1
         C, W = layer.num_features, self._width
-        total = 0.0
-        mu = np.zeros(C)
-        m2 = np.zeros(C)
-        for row in parts:               # rank order: the same bits on every rank
-            nb = row[2]
-            if nb == 0:
-                continue
-            mb, m2b = row[3:3 + C], row[3 + W:3 + W + C]
-            if total == 0:
-                total, mu, m2 = nb, mb.copy(), m2b.copy()
-                continue
-            both = total + nb
-            delta = mb - mu
-            mu = mu + delta * (nb / both)
-            m2 = m2 + m2b + delta * delta * (total * nb / both)
-            total = both
-        var = m2 / total if total else m2
-        return int(total), mu, var
+        # rank order: the same bits on every rank
+        return merge_moments(((row[2], row[3:3 + C], row[3 + W:3 + W + C]) for row in parts), C)
 
     def sums(self, layer, signature, n, sum_dy, sum_dy_xmu, weight):
         """The whole batch's count and weighted backward sums over ``weight`` (collective)."""

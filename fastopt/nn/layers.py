@@ -13,6 +13,26 @@ __all__ = ["BatchNorm", "BatchNormSync"]
 _IMPLS = {"fused": _kernels, "reference": _reference}
 
 
+def merge_moments(parts, C):
+    """The whole batch's ``(count, mean, biased variance)`` from per-part ``(count, mean, M2)``
+    (float64, ``C`` channels), merged pairwise in the given order (Chan, Golub and LeVeque),
+    so every process that merges the same parts in the same order gets the same bits.  Parts
+    of count 0 are skipped; no part gives ``(0, zeros, zeros)``."""
+    total, mu, m2 = 0.0, np.zeros(C), np.zeros(C)
+    for n_b, mu_b, m2_b in parts:
+        if n_b == 0:
+            continue
+        if total == 0:
+            total, mu, m2 = n_b, mu_b.copy(), m2_b.copy()
+            continue
+        both = total + n_b
+        delta = mu_b - mu
+        mu = mu + delta * (n_b / both)
+        m2 = m2 + m2_b + delta * delta * (total * n_b / both)
+        total = both
+    return int(total), mu, m2 / total if total else m2
+
+
 def _held_by(self):
     if self._flat is not None:
         return "it is a view into the FlatParams that the optimizer updates"

@@ -39,7 +39,7 @@ figures.  Without micro-batches (the default) none of this runs.
 import numpy as np
 
 from ..kernels import _check
-from .layers import BatchNormSync
+from .layers import BatchNormSync, merge_moments
 
 __all__ = ["MicroBatches", "MicroBatchNorm"]
 
@@ -181,18 +181,8 @@ class MicroBatchNorm(BatchNormSync):
         parts[:, 1:C + 1] = mu
         parts[:, C + 1:] = _per_micro(d * d, bounds, size).sum(axis=2)
         every = self._gather(layer, signature, parts)
-        n_a, mu_a, m2_a = 0.0, np.zeros(C), np.zeros(C)
-        for row in every:                  # Chan, Golub and LeVeque, in micro-batch order
-            n_b, mu_b, m2_b = row[0], row[1:C + 1], row[C + 1:]
-            if n_a == 0:
-                n_a, mu_a, m2_a = n_b, mu_b.copy(), m2_b.copy()
-                continue
-            n_ab = n_a + n_b
-            delta = mu_b - mu_a
-            mu_a = mu_a + delta * (n_b / n_ab)
-            m2_a = m2_a + m2_b + delta * delta * (n_a * n_b / n_ab)
-            n_a = n_ab
-        return int(n_a), mu_a, m2_a / n_a if n_a else m2_a
+        # in micro-batch order: the same bits for any number of processes
+        return merge_moments(((row[0], row[1:C + 1], row[C + 1:]) for row in every), C)
 
     def sums(self, layer, signature, n, sum_dy, sum_dy_xmu, weight, *, dy, x, mean):
         x3, dy3 = _as3(x), _as3(dy)
