@@ -65,7 +65,7 @@ class BatchNormSync:
     def sums(self, layer, signature, n, sum_dy, sum_dy_xmu, weight):
         """``(n, S_dy, S_dy_xmu)``: the whole batch's count and backward sums as this process
         weighs them (the sum over processes of ``weight_p * sums_p``, divided by ``weight``,
-        this process's weight in the gradient sum); see :meth:`BatchNorm.backward`."""
+        this process's weight in the gradient sum); see :meth:`fastopt.BatchNorm.backward`."""
         raise NotImplementedError
 
     #: True for a synchronization that reduces per micro-batch in a fixed order

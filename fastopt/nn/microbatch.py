@@ -90,8 +90,8 @@ class MicroBatches:
     def plan(self, n):
         """Cut a global batch of ``n`` rows; return this process's rows (a ``slice``).
 
-        Sets :attr:`bounds` (this process's micro-batches, relative to its rows) and
-        :attr:`n_total`.
+        Sets ``bounds`` (this process's micro-batches, relative to its rows) and
+        ``n_total``.
         """
         n = _check.integer("n", n, 0)
         m = -(-n // self.size)                  # micro-batches
