@@ -13,6 +13,7 @@
  *   FO_IVEC       defined when the integer macros are
  *   FO_EPI32(op)  _mm512_<op>_epi32 / _mm256_<op>_epi32 (add, sub, srli, mullo, min, ...)
  *   FO_EPU32(op)  the unsigned forms (min, max)
+ *   FO_EPI16(op)  the 16-bit lane forms (srli, packus, ...)
  *   FO_SI(op)     the whole-register forms (and, xor, or, setzero, castps), fo_si the type
  *   FO_SI2PS(x)   the bit cast of fo_si to fo_ps
  * Operations whose form differs by width (masks, narrowing, lane shuffles) are written per
@@ -36,6 +37,7 @@ typedef __m512d fo_pd;
 #define FO_IVEC 1
 #define FO_EPI32(op) _mm512_##op##_epi32
 #define FO_EPU32(op) _mm512_##op##_epu32
+#define FO_EPI16(op) _mm512_##op##_epi16
 #define FO_SI(op) _mm512_##op##_si512
 #define FO_SI2PS(x) _mm512_castsi512_ps(x)
 typedef __m512i fo_si;
@@ -49,6 +51,7 @@ typedef __m256d fo_pd;
 #define FO_IVEC 1
 #define FO_EPI32(op) _mm256_##op##_epi32
 #define FO_EPU32(op) _mm256_##op##_epu32
+#define FO_EPI16(op) _mm256_##op##_epi16
 #define FO_SI(op) _mm256_##op##_si256
 #define FO_SI2PS(x) _mm256_castsi256_ps(x)
 typedef __m256i fo_si;

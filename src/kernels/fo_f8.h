@@ -4,7 +4,8 @@
  * on x86 those lookups are scalar loads, and they, not the bytes, bound the int8 step.
  * Minifloat codes need no table: a code shifted into a float16 pattern is a float16 number,
  * converted to float32 by one instruction (vcvtph2ps: F16C, present at every AVX2 level),
- * and a float32 rounds to a code by integer arithmetic on its bits.
+ * and a float32 rounds to a code by one float add whose ulp is the code's step, then back
+ * to float16 by one instruction (vcvtps2ph).
  *
  * What (the specification, with its NumPy twin, is fastopt/kernels/_formats.py's float8
  * section): per block of FO_QBLOCK elements one float32 absmax a, as int8; per element a
@@ -19,12 +20,14 @@
  *   fo_f8_scale           the block's decode multiplier D from its absmax
  *   fo_f8_predecode       a block's codes decoded up front (int8 with VBMI; f8: never)
  *   fo_f8_dec, fo_f8_vdec decode one code / FO_W codes (times D)
- *   fo_f8_quant_k/_known  a block's absmax and codes from its new state
- *   fo_f8_venc, _venc_init, fo_f8_vcode   the vector encoder (the fused param+codes pass)
- * The scalar code (the baseline build, the tails) reads a buffer's kind from its fo_f8_q; the
- * vector code takes it as a compile-time constant, the passes' "kind" (bit k set: buffer k is
- * e4m4; _lowbit.pyx.tp passes it from the kernel table), so each buffer's decode and encode
- * carry only their own code's instructions.
+ *   fo_f8_kind            buffer j's code, from the passes' kind
+ *   fo_f8_escale, _code1  the scalar encoder: the block's multiplier r, one code
+ *   fo_f8_venc, _venc_init, fo_f8_vcodes4   the vector encoder: 4 FO_W values to codes
+ * from which fo_lowbit.h builds the block quantizer (fo_f8_quant) and the passes.  The scalar
+ * code (the baseline build, the tails) reads a buffer's kind from its fo_f8_q; the vector
+ * code takes it as a compile-time constant, the passes' "kind" (bit k set: buffer k is e4m4;
+ * _lowbit.pyx.tp passes it from the kernel table), so each buffer's decode and encode carry
+ * only their own code's instructions.
  */
 #ifndef FO_F8_H
 #define FO_F8_H
@@ -36,7 +39,6 @@ typedef struct {
     uint32_t amask;     /* |x| bits: 0x7fffffff; e4m4 0xffffffff (a negative x -> 0 by a signed max) */
     uint32_t bias;      /* (127 - b) << 23: float32 exponent of unit 2^0 minus the code's e */
     uint32_t minnorm;   /* (128 - b) << 23: the smallest normal unit value's bits */
-    float magic;        /* 2^(24 - b - 4): its float32 ulp is the linear step below minnorm */
     float step;         /* the linear step, 2^(-b - 3) */
     uint32_t cmax;      /* the largest magnitude code: 0x7f, 0xff */
     uint32_t sgn;       /* the sign bit of a code: 0x80, 0 */
@@ -49,7 +51,6 @@ static inline void fo_f8_init(fo_f8_q* q, int is_signed) {
     q->amask = is_signed ? 0x7fffffffu : 0xffffffffu;
     q->bias = (127 - b) << 23;
     q->minnorm = (128 - b) << 23;
-    q->magic = fo_u2f((127 + 24 - b - 4) << 23);
     q->step = fo_u2f((127 - b - 3) << 23);
     q->cmax = is_signed ? 0x7f : 0xff;
     q->sgn = is_signed ? 0x80 : 0;
@@ -68,18 +69,30 @@ static inline float fo_f8_unit(uint32_t c, const fo_f8_q* q) {
     return (c & q->sgn) ? -v : v;
 }
 
+/* The code of y (fo_f8_vh's rule, the code read from the float32 bits): |y| (e4m4: 0 when
+   y < 0) rounded to the code grid by s = fl(|y| + M), M = 2^(max(e, 1 - b) + 19), whose
+   float32 ulp is the step there; s's low bits count the steps k above M, so the code is
+   k + 16 (max(e, 1 - b) - (1 - b)), saturated at cmax, with the sign (e3m4). */
 static inline uint8_t fo_f8_code(float y, const fo_f8_q* q) {
-    uint32_t u = fo_f2u(y), a = u & q->amask, c;
+    uint32_t u = fo_f2u(y), a = u & q->amask, e, m, c;
     if ((int32_t)a < 0) a = 0;
-    if (a < q->minnorm) {
-        c = fo_f2u(fo_u2f(a) + q->magic) - fo_f2u(q->magic);
-    } else {
-        uint32_t n = a - q->bias;
-        c = (n + 0x3ffffu + ((n >> 19) & 1u)) >> 19;
-    }
+    e = a & 0x7f800000u;
+    e = e > q->minnorm ? e : q->minnorm;
+    m = e + (19u << 23);
+    c = fo_f2u(fo_u2f(a) + fo_u2f(m)) - m + ((e - q->minnorm) >> 19);
     c = c < q->cmax ? c : q->cmax;
     return (uint8_t)(c | ((u >> 24) & q->sgn));
 }
+
+/* the scalar encoder: the block's r = fl(S / a') from its absmax bits, one code */
+static inline float fo_f8_escale(const fo_f8_q* q, uint32_t mx) {
+    (void)q;
+    return FO_F8_S / fo_f8_floor(fo_u2f(mx));
+}
+static inline uint8_t fo_f8_code1(float x, float r, const fo_f8_q* q) { return fo_f8_code(x * r, q); }
+
+/* buffer j's code: e4m4 when bit j of the passes' kind is set */
+FO_INLINE int fo_f8_kind(const fo_f8_q* q, int kind, int j) { (void)q; return (kind >> j) & 1; }
 
 /* the decode constants of a pass */
 typedef struct { fo_f8_q s; } fo_f8_dv;
@@ -129,81 +142,79 @@ FO_INLINE int fo_f8_predecode(const fo_f8_q* q, const uint8_t* c, float* out, pt
     return 0;
 }
 
-/* the vector encoder's constants for one block */
-typedef struct {
-    fo_vf r, magic;
-    fo_vi amask, bias, minnorm, magicbits, cmax, sgn, half, one;
-} fo_f8_venc;
+/* the vector encoder's constants for one block: r = fl(S / a') from its absmax bits mx */
+typedef struct { fo_vf r; } fo_f8_venc;
 
-/* r = fl(S / a') from the block's absmax bits mx */
 FO_INLINE void fo_f8_venc_init(fo_f8_venc* E, const fo_f8_q* q, uint32_t mx) {
+    (void)q;
     E->r = FO_PS(set1)(FO_F8_S / fo_f8_floor(fo_u2f(mx)));
-    E->magic = FO_PS(set1)(q->magic);
-    E->amask = FO_VSET1I(q->amask);
-    E->bias = FO_VSET1I(q->bias);
-    E->minnorm = FO_VSET1I(q->minnorm);
-    E->magicbits = FO_VSET1I(fo_f2u(q->magic));
-    E->cmax = FO_VSET1I(q->cmax);
-    E->sgn = FO_VSET1I(q->sgn);
-    E->half = FO_VSET1I(0x3ffff);
-    E->one = FO_VSET1I(1);
 }
 
-/* fo_f8_code(x * r) on every lane (x given by its bits u, as fo_vcode); kind & 1: e4m4
-   (a negative value -> 0, no sign), else e3m4 */
-FO_INLINE fo_vi fo_f8_vcode(fo_vi ux, const fo_f8_venc* E, const int kind) {
-    fo_vi u = FO_SI(castps)(FO_PS(mul)(FO_SI2PS(ux), E->r));
-    fo_vi a = (kind & 1) ? FO_EPI32(max)(u, FO_SI(setzero)()) : FO_SI(and)(u, E->amask);
-    fo_vi n = FO_EPI32(sub)(a, E->bias);
-    fo_vi s = FO_EPI32(sub)(FO_SI(castps)(FO_PS(add)(FO_SI2PS(a), E->magic)), E->magicbits);
-    fo_vi c;
-    n = FO_EPI32(srli)(FO_EPI32(add)(FO_EPI32(add)(n, E->half),
-                                     FO_SI(and)(FO_EPI32(srli)(n, 19), E->one)), 19);
+/* Half a vector of 16-bit lanes (one per float32 lane): the codes' float16 patterns, and
+   two of them joined into one vector, in order. */
 #if FO_VBYTES == 64
-    c = _mm512_mask_mov_epi32(n, _mm512_cmplt_epi32_mask(a, E->minnorm), s);
+typedef __m256i fo_vh;
+#define FO_F8_CVTPH(x) _mm512_cvtps_ph((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+FO_INLINE fo_vi fo_vh_join(fo_vh a, fo_vh b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
+/* 4W bytes (words of a then of b, each 0..255 or saturated to 255) stored in order */
+FO_INLINE void fo_vh_store(uint8_t* out, fo_vi a, fo_vi b) {
+    _mm512_storeu_si512((void*)out, _mm512_permutexvar_epi64(
+        _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_packus_epi16(a, b)));
+}
 #else
-    c = _mm256_blendv_epi8(n, s, _mm256_cmpgt_epi32(E->minnorm, a));
+typedef __m128i fo_vh;
+#define FO_F8_CVTPH(x) _mm256_cvtps_ph((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+FO_INLINE fo_vi fo_vh_join(fo_vh a, fo_vh b) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
+}
+FO_INLINE void fo_vh_store(uint8_t* out, fo_vi a, fo_vi b) {
+    _mm256_storeu_si256((__m256i*)out, _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xd8));
+}
 #endif
-    c = FO_EPI32(min)(c, E->cmax);
-    return (kind & 1) ? c : FO_SI(or)(c, FO_SI(and)(FO_EPI32(srli)(u, 24), E->sgn));
+
+/* The codes of W values x, as float16 patterns: y = fl(x * r) rounded to the code grid by
+   one float add (|y| + M, M = 2^(max(e, 1 - b) + 19) with e the exponent of y: its float32
+   ulp is the code's step there) and an exact subtraction of M, then converted to float16
+   (exact: the rounded value is on the grid).  e4m4 (kind & 1) is float16's top byte at bits
+   6..13, a negative y giving 0; e3m4 goes to float16 times 2^-8 (float16's bias is 15, not 7:
+   the add and the scaling fused into two FMAs on exact operands), saturated at S 2^-8, with
+   y's sign: the code is bits 6..12 and 15. */
+FO_INLINE fo_vh fo_f8_vh(fo_vf x, const fo_f8_venc* E, const int kind) {
+    fo_vi u = FO_SI(castps)(FO_PS(mul)(x, E->r));
+    fo_vi e = FO_SI(and)(u, FO_VSET1I(0x7f800000));
+    if (kind & 1) {
+        fo_vi a = FO_EPI32(max)(u, FO_SI(setzero)());
+        fo_vf m = FO_SI2PS(FO_EPI32(add)(FO_EPI32(max)(e, FO_VSET1I(113u << 23)),
+                                         FO_VSET1I(19u << 23)));
+        return FO_F8_CVTPH(FO_PS(sub)(FO_PS(add)(FO_SI2PS(a), m), m));
+    } else {
+        fo_vf a = FO_SI2PS(FO_SI(and)(u, FO_VSET1I(0x7fffffff)));
+        fo_vf m = FO_SI2PS(FO_EPI32(add)(FO_EPI32(max)(e, FO_VSET1I(121u << 23)),
+                                         FO_VSET1I(11u << 23)));   /* M 2^-8 */
+        fo_vf t = FO_PS(fmsub)(FO_PS(fmadd)(m, FO_PS(set1)(256.0f), a),
+                               FO_PS(set1)(1.0f / 256), m);
+        fo_vi ts = FO_SI(castps)(FO_PS(min)(t, FO_PS(set1)(FO_F8_S / 256)));
+        return FO_F8_CVTPH(FO_SI2PS(FO_SI(or)(ts, FO_SI(and)(u, FO_VSET1I(0x80000000u)))));
+    }
+}
+
+/* 2W float16 patterns -> 2W codes in 16-bit lanes (e4m4: 256 for a y rounded up to 2, the
+   narrowing saturates it) */
+FO_INLINE fo_vi fo_f8_vh_codes(fo_vi h, const int kind) {
+    if (kind & 1) return FO_EPI16(srli)(h, 6);
+    return FO_SI(or)(FO_SI(and)(FO_EPI16(srli)(h, 6), FO_EPI16(set1)(0x7f)),
+                     FO_SI(and)(FO_EPI16(srli)(h, 8), FO_EPI16(set1)(0x80)));
+}
+
+/* the codes of 4W values, stored in order */
+FO_INLINE void fo_f8_vcodes4(uint8_t* out, const fo_f8_venc* E, fo_vf x0, fo_vf x1, fo_vf x2,
+                             fo_vf x3, const int kind) {
+    fo_vi a = fo_vh_join(fo_f8_vh(x0, E, kind), fo_f8_vh(x1, E, kind));
+    fo_vi b = fo_vh_join(fo_f8_vh(x2, E, kind), fo_f8_vh(x3, E, kind));
+    fo_vh_store(out, fo_f8_vh_codes(a, kind), fo_f8_vh_codes(b, kind));
 }
 #endif /* FO_LB_VEC */
-
-/* Codes and absmax of x[0..n) whose absmax bits mx are known: a NaN or an infinity gives
-   absmax NaN and code 0 everywhere; otherwise absmax a and the nearest codes of x * r. */
-FO_INLINE void fo_f8_quant_k(const float* x, ptrdiff_t n, uint8_t* codes, float* absmax,
-                             const fo_f8_q* q, uint32_t mx, const int kind) {
-    ptrdiff_t i = 0;
-    float r;
-    (void)kind;
-    if (mx >= 0x7f800000u) {
-        absmax[0] = NAN;
-        memset(codes, q->zero, (size_t)n);
-        return;
-    }
-    absmax[0] = fo_u2f(mx);
-    r = FO_F8_S / fo_f8_floor(fo_u2f(mx));
-#if FO_LB_VEC
-    {
-        fo_f8_venc E;
-        fo_f8_venc_init(&E, q, mx);
-        const ptrdiff_t nv = n - n % (4 * FO_W);
-        for (; i < nv; i += 4 * FO_W)
-            fo_vcodes4(codes + i,
-                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i)), &E, kind),
-                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + FO_W)), &E, kind),
-                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 2 * FO_W)), &E, kind),
-                       fo_f8_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 3 * FO_W)), &E, kind));
-    }
-#endif
-    for (; i < n; i++) codes[i] = fo_f8_code(x[i] * r, q);
-}
-
-/* the same, the kind read from q (one branch per block) */
-static inline void fo_f8_quant_known(const float* x, ptrdiff_t n, uint8_t* codes,
-                                     float* absmax, const fo_f8_q* q, uint32_t mx) {
-    if (q->sgn) fo_f8_quant_k(x, n, codes, absmax, q, mx, 0);
-    else fo_f8_quant_k(x, n, codes, absmax, q, mx, 1);
-}
 
 #endif /* FO_F8_H */

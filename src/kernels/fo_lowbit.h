@@ -429,53 +429,21 @@ FO_INLINE fo_vi fo_vcode(fo_vi u, const fo_venc* E, const int posonly) {
 
 #endif /* FO_LB_VEC */
 
-/* Codes and absmax of x[0..n) whose absmax bits mx are already known: a NaN or an infinity
-   in x gives absmax NaN and every code the zero code; all zeros absmax 0 and the zero code. */
-FO_INLINE void fo_quant_k(const float* x, ptrdiff_t n, uint8_t* codes, float* absmax,
-                          const fo_qtab* q, uint32_t mx, const int posonly) {
-    ptrdiff_t i = 0;
-    float d;
-    (void)posonly;
-    if (mx >= 0x7f800000u) {
-        absmax[0] = NAN;
-        memset(codes, q->zero, (size_t)n);
-        return;
-    }
-    d = fo_divisor(mx);
-    absmax[0] = fo_u2f(mx);
-#if FO_LB_VEC
-    {
-        fo_venc E;
-        fo_venc_init(&E, q, d);
-        const ptrdiff_t nv = n - n % (4 * FO_W);
-        for (; i < nv; i += 4 * FO_W)
-            fo_vcodes4(codes + i,
-                       fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i)), &E, posonly),
-                       fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + FO_W)), &E, posonly),
-                       fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 2 * FO_W)), &E, posonly),
-                       fo_vcode(FO_SI(castps)(FO_PS(loadu)(x + i + 3 * FO_W)), &E, posonly));
-    }
-#endif
-    for (; i < n; i++) codes[i] = fo_code(x[i] / d, q);
-}
-
-static inline void fo_quant_known(const float* x, ptrdiff_t n, uint8_t* codes, float* absmax,
-                                  const fo_qtab* q, uint32_t mx) {
-    if (q->posonly) fo_quant_k(x, n, codes, absmax, q, mx, 1);
-    else fo_quant_k(x, n, codes, absmax, q, mx, 0);
-}
-
 /* ---- the codecs of the quantized passes: int8 (the tables above) and f8 (fo_f8.h, which
    describes the interface: a buffer's constants fo_<C>_q, decode constants fo_<C>_dv, the
-   block's decode multiplier fo_<C>_scale, fo_<C>_dec/_vdec, fo_<C>_quant_k/_known, and the
-   vector encoder fo_<C>_venc/_venc_init/_vcode of the fused parameter + codes pass) */
+   block's decode multiplier fo_<C>_scale, fo_<C>_dec/_vdec, a buffer's code kind
+   fo_<C>_kind, the scalar encoder fo_<C>_escale/_code1 and the vector encoder
+   fo_<C>_venc/_venc_init/_vcodes4), from which the block quantizer and the passes below
+   are built once */
 typedef fo_qtab fo_int8_q;
 typedef struct { const float* v; } fo_int8_dv;
 FO_INLINE fo_int8_dv fo_int8_dv_init(const fo_qtab* q) { fo_int8_dv d; d.v = q->values; return d; }
 static inline float fo_int8_scale(const fo_qtab* q, float a) { (void)q; return a; }
 FO_INLINE float fo_int8_dec(const fo_int8_dv* d, uint8_t c, float a) { return d->v[c] * a; }
-#define fo_int8_quant_k fo_quant_k
-#define fo_int8_quant_known fo_quant_known
+/* buffer 0's kind is the passes' posonly (compile-time), buffer 1's read from its map */
+FO_INLINE int fo_int8_kind(const fo_qtab* q, int kind, int j) { return j ? q[j].posonly : kind & 1; }
+static inline float fo_int8_escale(const fo_qtab* q, uint32_t mx) { (void)q; return fo_divisor(mx); }
+static inline uint8_t fo_int8_code1(float x, float d, const fo_qtab* q) { return fo_code(x / d, q); }
 #if FO_LB_VEC
 /* codes c[i..i+W) times va: from the block's predecoded values out when pd, else looked up */
 FO_INLINE fo_vf fo_int8_vdec(const fo_int8_dv* d, const uint8_t* c, const float* out, int pd,
@@ -488,10 +456,56 @@ typedef fo_venc fo_int8_venc;
 FO_INLINE void fo_int8_venc_init(fo_venc* E, const fo_qtab* q, uint32_t mx) {
     fo_venc_init(E, q, fo_divisor(mx));
 }
-#define fo_int8_vcode fo_vcode
+/* the codes of 4W values, stored in order */
+FO_INLINE void fo_int8_vcodes4(uint8_t* out, const fo_venc* E, fo_vf x0, fo_vf x1, fo_vf x2,
+                               fo_vf x3, const int posonly) {
+    fo_vcodes4(out, fo_vcode(FO_SI(castps)(x0), E, posonly), fo_vcode(FO_SI(castps)(x1), E, posonly),
+               fo_vcode(FO_SI(castps)(x2), E, posonly), fo_vcode(FO_SI(castps)(x3), E, posonly));
+}
 #endif
 
 #include "fo_f8.h"
+
+/* ---- the block quantizer of each codec: fo_<C>_quant(x, n, codes, absmax, q, mx, kind), the
+   codes and absmax of x[0..n) whose largest |x| bits mx are already known.  A NaN or an
+   infinity in x gives absmax NaN and every code the zero code; all zeros absmax 0 and the
+   zero code.  kind: the buffer's code kind (fo_<C>_kind), each value with its own loop. */
+#if FO_LB_VEC
+#define FO_QUANT_VEC(C)                                                                        \
+    {                                                                                          \
+        fo_##C##_venc E;                                                                       \
+        fo_##C##_venc_init(&E, q, mx);                                                         \
+        for (; i + 4 * FO_W <= n; i += 4 * FO_W)                                               \
+            fo_##C##_vcodes4(codes + i, &E, FO_PS(loadu)(x + i), FO_PS(loadu)(x + i + FO_W),   \
+                             FO_PS(loadu)(x + i + 2 * FO_W), FO_PS(loadu)(x + i + 3 * FO_W),   \
+                             kind);                                                            \
+    }
+#else
+#define FO_QUANT_VEC(C)
+#endif
+#define FO_QUANT(C)                                                                            \
+FO_INLINE void fo_##C##_quant_k(const float* x, ptrdiff_t n, uint8_t* codes, float* absmax,   \
+                                const fo_##C##_q* q, uint32_t mx, const int kind) {           \
+    ptrdiff_t i = 0;                                                                           \
+    float s;                                                                                   \
+    (void)kind;                                                                                \
+    if (mx >= 0x7f800000u) {                                                                   \
+        absmax[0] = NAN;                                                                       \
+        memset(codes, q->zero, (size_t)n);                                                     \
+        return;                                                                                \
+    }                                                                                          \
+    absmax[0] = fo_u2f(mx);                                                                    \
+    FO_QUANT_VEC(C)                                                                            \
+    s = fo_##C##_escale(q, mx);                                                                \
+    for (; i < n; i++) codes[i] = fo_##C##_code1(x[i], s, q);                                  \
+}                                                                                              \
+static inline void fo_##C##_quant(const float* x, ptrdiff_t n, uint8_t* codes, float* absmax,  \
+                                  const fo_##C##_q* q, uint32_t mx, int kind) {                \
+    if (kind) fo_##C##_quant_k(x, n, codes, absmax, q, mx, 1);                                 \
+    else fo_##C##_quant_k(x, n, codes, absmax, q, mx, 0);                                      \
+}
+FO_QUANT(int8)
+FO_QUANT(f8)
 
 /* ======================================================================= the passes
  *
@@ -514,49 +528,83 @@ FO_INLINE void fo_int8_venc_init(fo_venc* E, const fo_qtab* q, uint32_t mx) {
 #define FO_IF_0(...)
 
 #if FO_LB_VEC
-/* A full block's parameter update from the new state y (y0, y1), fused with the codes of
-   the first buffer: each pass then uses the divider about as much as the others. */
-#define FO_PQ_BODY(CODEC, PARAM_CALL, Y)                                                       \
-    ptrdiff_t i;                                                                               \
-    if (mx >= 0x7f800000u) {   /* NaN or inf: absmax NaN, the zero code (fo_quant_k) */        \
-        for (i = 0; i < FO_QBLOCK; i += FO_W) {                                                \
-            const ptrdiff_t ii = i;                                                            \
-            FO_PS(storeu)(p + ii, PARAM_CALL);                                                 \
-        }                                                                                      \
-        absmax[0] = NAN;                                                                       \
-        memset(codes, q->zero, FO_QBLOCK);                                                     \
-        return;                                                                                \
-    }                                                                                          \
-    {                                                                                          \
-        fo_##CODEC##_venc E;                                                                   \
-        fo_##CODEC##_venc_init(&E, q, mx);                                                     \
-        absmax[0] = fo_u2f(mx);                                                                \
-        for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {                                            \
-            fo_vi k[4];                                                                        \
-            int u;                                                                             \
-            for (u = 0; u < 4; u++) {                                                          \
-                const ptrdiff_t ii = i + u * FO_W;                                             \
-                FO_PS(storeu)(p + ii, PARAM_CALL);                                             \
-                k[u] = fo_##CODEC##_vcode(FO_SI(castps)(FO_PS(load)(Y + ii)), &E, posonly);    \
-            }                                                                                  \
-            fo_vcodes4(codes + i, k[0], k[1], k[2], k[3]);                                     \
-        }                                                                                      \
+/* A full block's parameter update from its new state y (y0, y1), fused with the state's
+   codes: the one pass after the state's absmax is known, its loads and stores in L1 (a
+   block of one buffer is 1 KiB), and the encoder's arithmetic beside the update's divider.
+   A buffer whose absmax is NaN or infinite gets the block quantizer's codes. */
+#define FO_PQ_LOOP(PARAM_CALL)                                                                 \
+    for (i = 0; i < FO_QBLOCK; i += FO_W) {                                                    \
+        const ptrdiff_t ii = i;                                                                \
+        FO_PS(storeu)(p + ii, PARAM_CALL);                                                     \
     }
-
 #define FO_PQ1(NAME, STRUCT, CODEC)                                                            \
 FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y, uint8_t* codes, \
                               float* absmax, const fo_##CODEC##_q* q, uint32_t mx,             \
-                              const STRUCT##_vec* A, const int mode, const int posonly) {      \
-    FO_PQ_BODY(CODEC, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii), \
-                                     FO_PS(load)(y + ii)), y)                                  \
+                              const STRUCT##_vec* A, const int mode, const int kind) {         \
+    ptrdiff_t i;                                                                               \
+    fo_##CODEC##_venc E;                                                                       \
+    if (mx >= 0x7f800000u) {                                                                   \
+        FO_PQ_LOOP(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii),  \
+                                         FO_PS(load)(y + ii)))                                 \
+        fo_##CODEC##_quant_k(y, FO_QBLOCK, codes, absmax, q, mx, kind);                        \
+        return;                                                                                \
+    }                                                                                          \
+    fo_##CODEC##_venc_init(&E, q, mx);                                                         \
+    absmax[0] = fo_u2f(mx);                                                                    \
+    for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {                                                \
+        int u;                                                                                 \
+        for (u = 0; u < 4; u++) {                                                              \
+            const ptrdiff_t ii = i + u * FO_W;                                                 \
+            FO_PS(storeu)(p + ii, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii),         \
+                                                        FO_PS(loadu)(p + ii), FO_PS(load)(y + ii))); \
+        }                                                                                      \
+        fo_##CODEC##_vcodes4(codes + i, &E, FO_PS(load)(y + i), FO_PS(load)(y + i + FO_W),     \
+                             FO_PS(load)(y + i + 2 * FO_W), FO_PS(load)(y + i + 3 * FO_W), kind); \
+    }                                                                                          \
 }
+/* (two buffers: each buffer's code kind k0, k1 a compile-time constant) */
 #define FO_PQ2(NAME, STRUCT, CODEC)                                                            \
+FO_INLINE void fo_##NAME##_##CODEC##_pq_k(float* p, const float* g, const float* y0,           \
+                              const float* y1, uint8_t* codes0, float* absmax0, uint8_t* codes1, \
+                              float* absmax1, const fo_##CODEC##_q* q, uint32_t mx0, uint32_t mx1, \
+                              const STRUCT##_vec* A, const int mode, const int k0, const int k1) { \
+    ptrdiff_t i;                                                                               \
+    fo_##CODEC##_venc E0, E1;                                                                  \
+    if (mx0 >= 0x7f800000u || mx1 >= 0x7f800000u) {                                            \
+        FO_PQ_LOOP(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii),  \
+                                         FO_PS(load)(y0 + ii), FO_PS(load)(y1 + ii)))          \
+        fo_##CODEC##_quant_k(y0, FO_QBLOCK, codes0, absmax0, &q[0], mx0, k0);                  \
+        fo_##CODEC##_quant_k(y1, FO_QBLOCK, codes1, absmax1, &q[1], mx1, k1);                  \
+        return;                                                                                \
+    }                                                                                          \
+    fo_##CODEC##_venc_init(&E0, &q[0], mx0);                                                   \
+    fo_##CODEC##_venc_init(&E1, &q[1], mx1);                                                   \
+    absmax0[0] = fo_u2f(mx0);                                                                  \
+    absmax1[0] = fo_u2f(mx1);                                                                  \
+    for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {                                                \
+        int u;                                                                                 \
+        for (u = 0; u < 4; u++) {                                                              \
+            const ptrdiff_t ii = i + u * FO_W;                                                 \
+            FO_PS(storeu)(p + ii, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii),         \
+                                                        FO_PS(loadu)(p + ii), FO_PS(load)(y0 + ii), \
+                                                        FO_PS(load)(y1 + ii)));                \
+        }                                                                                      \
+        fo_##CODEC##_vcodes4(codes0 + i, &E0, FO_PS(load)(y0 + i), FO_PS(load)(y0 + i + FO_W), \
+                             FO_PS(load)(y0 + i + 2 * FO_W), FO_PS(load)(y0 + i + 3 * FO_W), k0); \
+        fo_##CODEC##_vcodes4(codes1 + i, &E1, FO_PS(load)(y1 + i), FO_PS(load)(y1 + i + FO_W), \
+                             FO_PS(load)(y1 + i + 2 * FO_W), FO_PS(load)(y1 + i + 3 * FO_W), k1); \
+    }                                                                                          \
+}                                                                                              \
 FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y0,             \
-                                         const float* y1,                                      \
-                              uint8_t* codes, float* absmax, const fo_##CODEC##_q* q, uint32_t mx, \
-                              const STRUCT##_vec* A, const int mode, const int posonly) {      \
-    FO_PQ_BODY(CODEC, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii), \
-                                     FO_PS(load)(y0 + ii), FO_PS(load)(y1 + ii)), y0)          \
+                              const float* y1, uint8_t* codes0, float* absmax0, uint8_t* codes1, \
+                              float* absmax1, const fo_##CODEC##_q* q, uint32_t mx0, uint32_t mx1, \
+                              const STRUCT##_vec* A, const int mode, const int kind) {         \
+    if (fo_##CODEC##_kind(q, kind, 1))                                                         \
+        fo_##NAME##_##CODEC##_pq_k(p, g, y0, y1, codes0, absmax0, codes1, absmax1, q, mx0, mx1, \
+                                   A, mode, fo_##CODEC##_kind(q, kind, 0), 1);                 \
+    else                                                                                       \
+        fo_##NAME##_##CODEC##_pq_k(p, g, y0, y1, codes0, absmax0, codes1, absmax1, q, mx0, mx1, \
+                                   A, mode, fo_##CODEC##_kind(q, kind, 0), 0);                 \
 }
 #else
 #define FO_PQ1(NAME, STRUCT, CODEC)
@@ -604,7 +652,8 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y
                 mx1 = FO_EPU32(max)(mx1, fo_vabsbits(yb));                                     \
             }                                                                                  \
             fo_##NAME##_##CODEC##_pq(p, g, buf0, cd0 + j, ab0 + qb, &q[0],                     \
-                           fo_vhmax(FO_EPU32(max)(mx0, mx1)), &A, mode, po);                   \
+                           fo_vhmax(FO_EPU32(max)(mx0, mx1)), &A, mode,                        \
+                           fo_##CODEC##_kind(q, po, 0));                                       \
             j += nq;                                                                           \
             qb += 1;                                                                           \
             continue;                                                                          \
@@ -691,7 +740,7 @@ FO_INLINE void fo_##NAME##_##CODEC##_mode(float* P, const float* G, uint8_t* cd0
             buf0[i] = y0;                                                                      \
             t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;                                \
         }                                                                                      \
-        fo_##CODEC##_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po);                      \
+        fo_##CODEC##_quant(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, fo_##CODEC##_kind(q, po, 0)); \
         j += nq;                                                                               \
         qb += 1;                                                                               \
     }                                                                                          \
@@ -755,9 +804,8 @@ FO_QPASS1(NAME, STRUCT, f8)
                     mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));                                  \
                     mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));                                  \
                 }                                                                              \
-                fo_##NAME##_##CODEC##_pq(p, g, buf0, buf1, cd0 + j, ab0 + qb, &q[0],           \
-                               fo_vhmax(mx0), &A, mode, po0);                                  \
-                fo_##CODEC##_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], fo_vhmax(mx1));   \
+                fo_##NAME##_##CODEC##_pq(p, g, buf0, buf1, cd0 + j, ab0 + qb, cd1 + j, ab1 + qb, \
+                               q, fo_vhmax(mx0), fo_vhmax(mx1), &A, mode, po0);                \
                 j += nq;                                                                       \
                 qb += 1;                                                                       \
                 continue;                                                                      \
@@ -855,8 +903,8 @@ FO_INLINE void fo_##NAME##_##CODEC##_mode(float* P, const float* G, uint8_t* cd0
             t = fo_f2u(y0) & 0x7fffffffu; m0 = t > m0 ? t : m0;                                \
             t = fo_f2u(y1) & 0x7fffffffu; m1 = t > m1 ? t : m1;                                \
         }                                                                                      \
-        fo_##CODEC##_quant_k(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, po0);                     \
-        fo_##CODEC##_quant_known(buf1, nq, cd1 + j, ab1 + qb, &q[1], m1);                      \
+        fo_##CODEC##_quant(buf0, nq, cd0 + j, ab0 + qb, &q[0], m0, fo_##CODEC##_kind(q, po0, 0)); \
+        fo_##CODEC##_quant(buf1, nq, cd1 + j, ab1 + qb, &q[1], m1, fo_##CODEC##_kind(q, po0, 1)); \
         j += nq;                                                                               \
         qb += 1;                                                                               \
     }                                                                                          \
