@@ -174,46 +174,54 @@ FO_INLINE void fo_vh_store(uint8_t* out, fo_vi a, fo_vi b) {
 }
 #endif
 
-/* The codes of W values x, as float16 patterns: y = fl(x * r) rounded to the code grid by
-   one float add (|y| + M, M = 2^(max(e, 1 - b) + 19) with e the exponent of y: its float32
-   ulp is the code's step there) and an exact subtraction of M, then converted to float16
-   (exact: the rounded value is on the grid).  e4m4 (kind & 1) is float16's top byte at bits
-   6..13, a negative y giving 0; e3m4 goes to float16 times 2^-8 (float16's bias is 15, not 7:
-   the add and the scaling fused into two FMAs on exact operands), saturated at S 2^-8, with
-   y's sign: the code is bits 6..12 and 15. */
-FO_INLINE fo_vh fo_f8_vh(fo_vf x, const fo_f8_venc* E, const int kind) {
+/* e4m4 (kind & 1): the codes of W values x, as float16 patterns.  y = fl(x * r) (0 when
+   negative) rounded to the code grid by one float add (y + M, M = 2^(max(e, -14) + 19) with
+   e the exponent of y: its float32 ulp is the code's step there) and an exact subtraction
+   of M, then converted to float16 (exact: the rounded value is on the grid); the code is
+   bits 6..13, 256 for a y rounded up to 2 (the narrowing to bytes saturates it). */
+FO_INLINE fo_vh fo_f8_vh_e4m4(fo_vf x, const fo_f8_venc* E) {
     fo_vi u = FO_SI(castps)(FO_PS(mul)(x, E->r));
     fo_vi e = FO_SI(and)(u, FO_VSET1I(0x7f800000));
-    if (kind & 1) {
-        fo_vi a = FO_EPI32(max)(u, FO_SI(setzero)());
-        fo_vf m = FO_SI2PS(FO_EPI32(add)(FO_EPI32(max)(e, FO_VSET1I(113u << 23)),
-                                         FO_VSET1I(19u << 23)));
-        return FO_F8_CVTPH(FO_PS(sub)(FO_PS(add)(FO_SI2PS(a), m), m));
-    } else {
-        fo_vf a = FO_SI2PS(FO_SI(and)(u, FO_VSET1I(0x7fffffff)));
-        fo_vf m = FO_SI2PS(FO_EPI32(add)(FO_EPI32(max)(e, FO_VSET1I(121u << 23)),
-                                         FO_VSET1I(11u << 23)));   /* M 2^-8 */
-        fo_vf t = FO_PS(fmsub)(FO_PS(fmadd)(m, FO_PS(set1)(256.0f), a),
-                               FO_PS(set1)(1.0f / 256), m);
-        fo_vi ts = FO_SI(castps)(FO_PS(min)(t, FO_PS(set1)(FO_F8_S / 256)));
-        return FO_F8_CVTPH(FO_SI2PS(FO_SI(or)(ts, FO_SI(and)(u, FO_VSET1I(0x80000000u)))));
-    }
+    fo_vi a = FO_EPI32(max)(u, FO_SI(setzero)());
+    fo_vf m = FO_SI2PS(FO_EPI32(add)(FO_EPI32(max)(e, FO_VSET1I(113u << 23)),
+                                     FO_VSET1I(19u << 23)));
+    return FO_F8_CVTPH(FO_PS(sub)(FO_PS(add)(FO_SI2PS(a), m), m));
 }
 
-/* 2W float16 patterns -> 2W codes in 16-bit lanes (e4m4: 256 for a y rounded up to 2, the
-   narrowing saturates it) */
-FO_INLINE fo_vi fo_f8_vh_codes(fo_vi h, const int kind) {
-    if (kind & 1) return FO_EPI16(srli)(h, 6);
-    return FO_SI(or)(FO_SI(and)(FO_EPI16(srli)(h, 6), FO_EPI16(set1)(0x7f)),
-                     FO_SI(and)(FO_EPI16(srli)(h, 8), FO_EPI16(set1)(0x80)));
+/* e3m4 (kind 0): the code of each of W values x in a 32-bit lane, by integer arithmetic on
+   y = fl(x * r): the exponent re-biased and the mantissa rounded to 4 bits (to even) by an
+   integer add in the normal range, |y| + 2^13 (whose ulp is the step) below it, saturated,
+   with y's sign (the float16 route above measured slower for the signed code: its sign bit
+   costs a re-pack) */
+FO_INLINE fo_vi fo_f8_vcode_e3m4(fo_vf x, const fo_f8_venc* E) {
+    fo_vi u = FO_SI(castps)(FO_PS(mul)(x, E->r));
+    fo_vi a = FO_SI(and)(u, FO_VSET1I(0x7fffffff));
+    fo_vi n = FO_EPI32(sub)(a, FO_VSET1I(120u << 23));
+    fo_vi s = FO_EPI32(sub)(FO_SI(castps)(FO_PS(add)(FO_SI2PS(a), FO_PS(set1)(8192.0f))),
+                            FO_VSET1I(140u << 23));
+    fo_vi c;
+    n = FO_EPI32(srli)(FO_EPI32(add)(FO_EPI32(add)(n, FO_VSET1I(0x3ffff)),
+                                     FO_SI(and)(FO_EPI32(srli)(n, 19), FO_VSET1I(1))), 19);
+#if FO_VBYTES == 64
+    c = _mm512_mask_mov_epi32(n, _mm512_cmplt_epi32_mask(a, FO_VSET1I(121u << 23)), s);
+#else
+    c = _mm256_blendv_epi8(n, s, _mm256_cmpgt_epi32(FO_VSET1I(121u << 23), a));
+#endif
+    c = FO_EPI32(min)(c, FO_VSET1I(0x7f));
+    return FO_SI(or)(c, FO_SI(and)(FO_EPI32(srli)(u, 24), FO_VSET1I(0x80)));
 }
 
 /* the codes of 4W values, stored in order */
 FO_INLINE void fo_f8_vcodes4(uint8_t* out, const fo_f8_venc* E, fo_vf x0, fo_vf x1, fo_vf x2,
                              fo_vf x3, const int kind) {
-    fo_vi a = fo_vh_join(fo_f8_vh(x0, E, kind), fo_f8_vh(x1, E, kind));
-    fo_vi b = fo_vh_join(fo_f8_vh(x2, E, kind), fo_f8_vh(x3, E, kind));
-    fo_vh_store(out, fo_f8_vh_codes(a, kind), fo_f8_vh_codes(b, kind));
+    if (kind & 1) {
+        fo_vi a = fo_vh_join(fo_f8_vh_e4m4(x0, E), fo_f8_vh_e4m4(x1, E));
+        fo_vi b = fo_vh_join(fo_f8_vh_e4m4(x2, E), fo_f8_vh_e4m4(x3, E));
+        fo_vh_store(out, FO_EPI16(srli)(a, 6), FO_EPI16(srli)(b, 6));
+    } else {
+        fo_vcodes4(out, fo_f8_vcode_e3m4(x0, E), fo_f8_vcode_e3m4(x1, E),
+                   fo_f8_vcode_e3m4(x2, E), fo_f8_vcode_e3m4(x3, E));
+    }
 }
 #endif /* FO_LB_VEC */
 
