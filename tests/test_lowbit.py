@@ -306,8 +306,9 @@ def test_float8_code_values(code):
 
 @pytest.mark.parametrize("code", [F.E3M4, F.E4M4], ids=["e3m4", "e4m4"])
 def test_float8_bit_rule_is_the_nearest_code(code, rng):
-    """The kernels' rounding of float32 bits (emulated) = the nearest code, ties to the even
-    code, saturated; checked against brute force over every code value in float64."""
+    """The kernels' roundings of float32 bits (both rules, emulated) = the nearest code, ties
+    to the even code, saturated; checked against brute force over every code value in
+    float64."""
     u = code.units[:code.cmax + 1].astype(np.float64)
     mids = ((u[:-1] + u[1:]) / 2).astype(np.float32)
     x = np.concatenate([rng.uniform(-2, 2, 100_000),
@@ -318,6 +319,7 @@ def test_float8_bit_rule_is_the_nearest_code(code, rng):
     x = x[np.abs(x) <= 2]
     c = code.code(x)
     np.testing.assert_array_equal(code.kernel_code(x), c)
+    np.testing.assert_array_equal(code.grid_code(x), c)
     a = np.abs(x.astype(np.float64)) if code.signed else np.maximum(x.astype(np.float64), 0)
     d = np.abs(a[:, None] - u[None, :])
     best = d.min(axis=1)

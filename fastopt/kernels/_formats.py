@@ -91,11 +91,15 @@ float8 (block-wise minifloat codes, no table)
     The kernels decode by shifting a code into a float16 pattern (e3m4: its 7 low bits to
     bits 6..12 and its sign to bit 15; e4m4: bits 6..13), one float16 -> float32 conversion
     (``vcvtph2ps``, F16C), a multiply by :math:`2^8` (e3m4: float16's bias is 15) and by
-    ``D``; they encode from the float32 bits of ``y``: the exponent re-biased and the
-    mantissa rounded to 4 bits by an integer add (normal range), or ``fl(|y| + 2^{13})``
-    (e3m4) / ``fl(|y| + 2^5)`` (e4m4), whose float32 ulp is the linear step (below it).
-    ``Minifloat`` checks, when it is built, that this bit rule gives :math:`\mathrm{rne}`
-    on every code value, midpoint and their float32 neighbours.
+    ``D``.  They encode by one of two bit rules: the vector e3m4 encoder from the float32
+    bits of ``y``, the exponent re-biased and the mantissa rounded to 4 bits by an integer
+    add (normal range), or ``fl(|y| + 2^{13})``, whose float32 ulp is the linear step (below
+    it); the vector e4m4 encoder and the scalar one by ``s = fl(|y| + M)`` with
+    :math:`M = 2^{\max(e, 1 - b) + 19}` (``e`` the exponent of ``y``), whose float32 ulp is
+    the code's step at ``y``: ``s - M`` is ``|y|`` on the code grid, converted to float16
+    (``vcvtps2ph``, exact) or counted in steps from the low bits of ``s``.
+    ``Minifloat`` checks, when it is built, that both rules give :math:`\mathrm{rne}` on
+    every code value, midpoint and their float32 neighbours.
 """
 
 import numpy as np
@@ -490,7 +494,8 @@ class Minifloat:
         Code -> unit value (e4m4: every code; e3m4: codes 128.. the negatives of 0..127).
 
     :meth:`code` is the definition (nearest unit value, ties to even, saturated), by a sorted
-    search; :meth:`kernel_code` the kernels' bit rule in NumPy.  The construction checks that
+    search; :meth:`kernel_code` and :meth:`grid_code` the kernels' bit rules in NumPy.  The
+    construction checks that
     they agree on every code value, midpoint and their float32 neighbours.
     """
 
@@ -512,8 +517,10 @@ class Minifloat:
         self._mids = (grid[:-1] + grid[1:]) / 2                    # exact in float64
         self.units.flags.writeable = False
         probes = self._probes()
-        if not np.array_equal(self.code(probes), self.kernel_code(probes)):
-            raise AssertionError(f"{self.name}: the kernels' bit rule is not the nearest code")
+        want = self.code(probes)
+        if not (np.array_equal(want, self.kernel_code(probes))
+                and np.array_equal(want, self.grid_code(probes))):
+            raise AssertionError(f"{self.name}: the kernels' bit rules are not the nearest code")
 
     def unit(self, codes):
         """Unit values (float32) of ``codes``."""
@@ -550,6 +557,24 @@ class Minifloat:
         s = ((a.astype(np.uint32).view(np.float32) + magic).view(np.uint32).astype(np.int64)
              - int(magic.view(np.uint32)))
         c = np.minimum(np.where(a < ((b + 1) << 23), s, n), self.cmax)
+        if self.signed:
+            c = c | ((u >> 24) & 0x80)
+        return c.astype(np.uint8).reshape(np.shape(y))
+
+    def grid_code(self, y):
+        """The kernels' other rule (the vector e4m4 and the scalar encoders): ``|y|`` (e4m4: 0
+        when ``y < 0``) rounded to the code grid by one float32 add of
+        ``M = 2^(max(e, 1 - b) + 19)``, the steps above ``M`` counted from the sum's bits
+        (equal to :meth:`code` for ``|y| <= 2``)."""
+        u = np.ascontiguousarray(y, np.float32).reshape(-1).view(np.uint32).astype(np.int64)
+        a = u & 0x7FFFFFFF
+        if not self.signed:
+            a = np.where(u >> 31 == 1, 0, a)
+        minnorm = (128 - self.bias) << 23
+        e = np.maximum(a & 0x7F800000, minnorm)
+        m = e + (19 << 23)
+        s = (a.astype(np.uint32).view(np.float32) + m.astype(np.uint32).view(np.float32))
+        c = np.minimum(s.view(np.uint32).astype(np.int64) - m + ((e - minnorm) >> 19), self.cmax)
         if self.signed:
             c = c | ((u >> 24) & 0x80)
         return c.astype(np.uint8).reshape(np.shape(y))
