@@ -95,21 +95,9 @@ def test_save_and_resume_continue_bit_identically(tmp_path, state_dtype):
     _assert_same(_snapshot(resumed), _snapshot(full))
 
 
-def _one_per_beta_mapping():
-    """The registry's names; the quick loop keeps the first of each ``--beta`` mapping (the
-    entry's ``beta``: momentum, beta, alpha, betas, none) and each float-state-only kernel,
-    the full run every one."""
-    seen, out = set(), []
-    for name, entry in SPECS.items():
-        quick = entry.beta not in seen or not entry.row.lowbit
-        seen.add(entry.beta)
-        out.append(name if quick else pytest.param(name, marks=pytest.mark.slow))
-    return out
-
-
 @table_grid.quick(family=lambda p: None, option="state_dtype")   # bfloat16: one optimizer
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("name", _one_per_beta_mapping())
+@pytest.mark.parametrize("name", list(SPECS))
 def test_every_registered_optimizer_trains_and_resumes(tmp_path, name, state_dtype):
     """``fastopt train --optimizer NAME`` for every entry of the registry (its choices): the
     trainer builds it (``--beta`` mapped as the entry says), trains, and resumes from a
