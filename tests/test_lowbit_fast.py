@@ -76,6 +76,7 @@ def test_maps_without_the_rule_have_none():
         q.fast_code(np.float32([0.5]))
 
 
+@pytest.mark.slow   # ~3 s per map and level: the full run checks every float32, the quick loop the rest
 @pytest.mark.parametrize("signed", [True, False])
 def test_fast_rule_every_float32(isa, signed):
     """The compiled rule (this level's vector width) over every float32 in [-1, 1]: no
