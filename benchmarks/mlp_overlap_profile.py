@@ -52,7 +52,8 @@ def profile(cls, name):
 def main(reps=200, bucket=64 << 10):
     if os.environ.get("PROFILE"):
         from fastopt.distributed import buckets, parallel, shm
-        for cls, names in ((parallel.DataParallel, ("_on_grads_ready", "ready", "step")),
+        for cls, names in ((parallel.DataParallel, ("_on_grads_ready", "ready", "step", "_check_consistent",
+                                                    "_finish_buckets")),
                            (buckets.BucketReducer, ("ready", "_start", "_progress", "_launch",
                                                     "finish")),
                            (shm.Pipeline, ("post", "progress", "drain", "arrived", "_copy"))):
@@ -118,7 +119,8 @@ def main(reps=200, bucket=64 << 10):
                                               for r, p in enumerate(prof)))
     load = os.getloadavg()[0]
     print(f"MLP 64-256-256-10, batch 256, {size} ranks, buckets {bucket} B, {reps} steps per "
-          f"variant, load {load:.1f}; ms, medians (slowest rank), CPU per rank")
+          f"variant, load {load:.1f}; ms, medians (10th percentiles), the slowest rank's; median "
+          "CPU time per step on each rank")
     med = {}
     for k in keys:
         per = [np.median(np.array(st[k]), axis=0) * 1e3 for st, _ in everyone]
@@ -126,8 +128,8 @@ def main(reps=200, bucket=64 << 10):
         worst, wlow = np.max(per, axis=0), np.max(low, axis=0)
         med[k] = worst
         cpu = " ".join(f"{p[3]:.3f}" for p in per)
-        print(f"  {k:11} backward {worst[0]:.3f}  step() {worst[1]:.3f}  whole {worst[2]:.3f}"
-              f" (10th percentile {wlow[2]:.3f})  CPU {cpu}")
+        print(f"  {k:11} backward {worst[0]:.3f} ({wlow[0]:.3f})  step() {worst[1]:.3f} "
+              f"({wlow[1]:.3f})  whole {worst[2]:.3f} ({wlow[2]:.3f})  CPU {cpu}")
         med[k + "_p10"] = wlow
     for q in ("", "_p10"):
         print("  medians:" if not q else "  10th percentiles:", end="")
