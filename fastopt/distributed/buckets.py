@@ -11,6 +11,16 @@
   order whatever order its layers finish in: MPI requires that of collectives on one
   communicator.  :meth:`BucketReducer.finish` (from ``DataParallel.step``) launches what was
   not launched, in order, and waits for everything.
+* **Buckets of whole layers.**  Fixed-size buckets cut layers: the MLP's last bucket held its
+  output layer and the end of the layer before, so nothing could start until that layer was
+  done.  After the first step, if the :meth:`~BucketReducer.ready` calls (one per layer from
+  ``FlatParams.grads_ready(...)``) covered the buffer from its end down to its start, every
+  rank that saw the same layers (one allgather of the cuts' CRC-32, in the first
+  :meth:`~BucketReducer.finish`) regroups the buckets as runs of consecutive layers, each
+  closed at the first layer end that brings it to ``bucket_bytes`` or more (a layer larger
+  than that is one bucket).  Only the boundaries move: each element's arithmetic, hence the
+  bits, stay the same.  In the allreduce mode each bucket keeps one persistent
+  ``MPI_Allreduce_init`` request (MPI-4), started each step: no new schedule per step.
 * **Progress.**  Open MPI progresses a non-blocking collective only inside MPI calls; each
   ``ready()`` tests the pending requests (``MPI_Testall``; one ``MPI_Testsome`` in the window
   mode), so the exchange advances between layers while the backward pass computes.

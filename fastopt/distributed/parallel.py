@@ -209,7 +209,9 @@ class DataParallel:
         ranks, within float32 rounding with 3 or more (see :mod:`fastopt.distributed.buckets`).
     bucket_bytes : int or None, default None
         Bytes of gradient per non-blocking collective (``overlap`` and ``wire_dtype``);
-        None: 1 MiB.
+        None: 1 MiB.  After the first step of a backward pass that marks whole layers
+        ready (``FlatParams.grads_ready``), the buckets become runs of whole layers of at
+        least this many bytes (see :mod:`fastopt.distributed.buckets`).
     wire_dtype : {"native", "bfloat16"}, default "native"
         "bfloat16": send float32 gradients rounded to bfloat16 (to nearest even) and sum them
         in float32, half the bytes (plain mode, float32 gradients; the rounding and its bound
