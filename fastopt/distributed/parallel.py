@@ -183,7 +183,9 @@ class DataParallel:
         "auto": unless a thread count was set (``fastopt.set_num_threads``,
         ``OMP_NUM_THREADS``), use this rank's share of its node's cores
         (:func:`~fastopt.distributed.sharding.node_threads`), so the ranks of a node do not
-        oversubscribe it.  An int sets it; None leaves it alone.
+        oversubscribe it.  An int sets it; None leaves it alone.  The process-wide count
+        (:func:`fastopt.set_num_threads`) is given back by :meth:`close` or at the end of a
+        ``with DataParallel(...) as dp:`` block.
     check_every : int, default 1
         Every this many steps, check (one 16-byte allreduce) that all ranks have the same
         step count, epoch and hyperparameters; a mismatch is a DistributedError on every
@@ -209,7 +211,9 @@ class DataParallel:
         ranks, within float32 rounding with 3 or more (see :mod:`fastopt.distributed.buckets`).
     bucket_bytes : int or None, default None
         Bytes of gradient per non-blocking collective (``overlap`` and ``wire_dtype``);
-        None: 1 MiB.
+        None: 1 MiB.  After the first step of a backward pass that marks whole layers
+        ready (``FlatParams.grads_ready``), the buckets become runs of whole layers of at
+        least this many bytes (see :mod:`fastopt.distributed.buckets`).
     wire_dtype : {"native", "bfloat16"}, default "native"
         "bfloat16": send float32 gradients rounded to bfloat16 (to nearest even) and sum them
         in float32, half the bytes (plain mode, float32 gradients; the rounding and its bound
@@ -255,6 +259,11 @@ class DataParallel:
                  transport="mpi"):
         mpi = require_mpi()
         comm = world(comm)
+        if isinstance(num_threads, str) and num_threads != "auto":
+            raise ValueError(f"num_threads must be 'auto', an int >= 1 or None, "
+                             f"got {num_threads!r}")
+        if not isinstance(num_threads, str) and num_threads is not None:
+            num_threads = _check.integer("num_threads", num_threads, 1, _threads.MAX_THREADS)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastopt optimizer (fastopt.Adam(...), ...), "
                             f"got {type(optimizer).__name__}")
@@ -289,10 +298,13 @@ class DataParallel:
             self._norm = _part.NormOrder(optimizer)
         with self._comm.during("DataParallel()"):
             self._describe_and_compare(optimizer)
+            # the process's thread count before and after (close() gives it back)
+            self._threads_saved = (_threads.num_threads_setting(),)
             if num_threads == "auto":
                 use_node_share(self._comm)
             elif num_threads is not None:
                 _threads.set_num_threads(num_threads)
+            self._threads_saved += (_threads.num_threads_setting(),)
             self._setup_groups()
             self._setup_reducers()
             if broadcast:
@@ -459,8 +471,18 @@ class DataParallel:
             self._unhook = self.flat.add_grad_hook(self._on_grads_ready)
 
     def _on_grads_ready(self, names):
+        """The FlatParams hook: ``names`` (a layer's parameters) checked, then handed to the
+        reducer in one call."""
+        if len(names) == 1:
+            self.ready(names[0])
+            return
+        js = []
         for name in names:
-            self.ready(name)
+            gi, j = self._locate(name)
+            if j in js:
+                raise ValueError(f"grads_ready(): {name!r} is named twice")
+            js.append(j)
+        self._reducers[0].ready(*js)
 
     def _unflatten(self, per_group):
         """One flat buffer per dtype group -> views shaped like params, in their order."""
@@ -661,16 +683,8 @@ class DataParallel:
         a parameter not marked ready by :meth:`step` is reduced there.  Marking one twice in a
         step is a ValueError.
         """
-        if not (self._reducers and self.overlap):
-            raise ValueError("ready() needs DataParallel(..., overlap=True)")
-        try:
-            gi, j = self._where[name]
-        except (KeyError, TypeError):
-            raise ValueError(f"ready(): {name!r} is not a parameter of this model "
-                             f"({', '.join(map(repr, list(self._where)[:8]))}, ...)") from None
+        gi, j = self._locate(name)
         r = self._reducers[gi]
-        if r.is_ready(j):
-            raise ValueError(f"ready({name!r}) was already called in this step")
         if self.flat is not None:
             if grad is not None:
                 raise TypeError("ready(name) over a FlatParams takes no gradient (it reads "
@@ -685,6 +699,19 @@ class DataParallel:
                                  f"of shape {v.shape} like its parameter")
             np.copyto(v, grad)
         r.ready(j)
+
+    def _locate(self, name):
+        """``(dtype group, index in it)`` of parameter ``name``, not yet ready this step."""
+        if not (self._reducers and self.overlap):
+            raise ValueError("ready() needs DataParallel(..., overlap=True)")
+        try:
+            gi, j = self._where[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"ready(): {name!r} is not a parameter of this model "
+                             f"({', '.join(map(repr, list(self._where)[:8]))}, ...)") from None
+        if self._reducers[gi].is_ready(j):
+            raise ValueError(f"ready({name!r}) was already called in this step")
+        return gi, j
 
     def detach(self):
         """Remove the FlatParams hook of ``overlap=True`` (the model's backward pass then no
@@ -1156,6 +1183,24 @@ class DataParallel:
         self._comm.Scatterv([full, (counts, displs), mt] if self.rank == root else None,
                             [mine, mt], root=root)
         return mine
+
+    def close(self):
+        """Give the process back the thread count it had before this object (``num_threads``).
+
+        Not collective.  A count set since the constructor is kept; calling it again does
+        nothing.  The object stays usable (its steps then run with the restored count).
+        ``with DataParallel(...) as dp:`` calls it at the end of the block.
+        """
+        before, after = self.__dict__.pop("_threads_saved", (None, None))
+        if before != after and _threads.num_threads_setting() == after:
+            _threads.set_num_threads(before)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
     def __repr__(self):
         mode = "ZeRO-1" if self.shard_state else "allreduce"
