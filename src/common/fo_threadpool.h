@@ -125,7 +125,7 @@ typedef struct {
     int nworkers;                /* started, under `master` */
     _Atomic long spin_ns;        /* how long an idle thread spins before sleeping */
     _Atomic uint64_t forks;      /* times this pool was reset in a forked child */
-    _Atomic uint64_t jobs;       /* parallel jobs run (for tests) */
+    _Atomic uint64_t jobs;       /* jobs run, small ones on the caller alone included (for tests) */
     _Atomic uint64_t serial_busy;/* calls run serially because the pool was busy */
     /* diagnostics (fastopt._threadpool.stats()): who ran the tasks, how workers woke */
     _Atomic uint64_t tasks_master, tasks_workers;
@@ -235,7 +235,8 @@ static int64_t fo_trace_stop(fo_trace_rec_t **recs) {
 
 /* Whether this worker runs on the CPU the caller published the last job from.  A worker
  * there can only run by taking the CPU from the caller: it should neither spin nor claim
- * tasks (gang jobs excepted), but sleep and leave the job to the caller.
+ * tasks (gang jobs excepted), but yield the CPU to the caller until the scheduler moves it
+ * to another CPU or the caller has claimed every task, then sleep.
  *
  * Why (benchmarks/pool_trace.py's cpu column, issue 23): alternating Adam 64K with a 256x256
  * NumPy matmul on the 2-vCPU EPYC VM, the sleeping worker was woken onto the caller's CPU in
@@ -399,6 +400,17 @@ out:
 
 typedef struct { int id; uint32_t seen; } fo_worker_arg_t;
 
+/* Whether job g has tasks nobody has claimed yet. */
+static int fo_tasks_left(uint32_t g) {
+    int k, nranges = atomic_load(&fo_pool.nranges);
+    for (k = 0; k < nranges; k++) {
+        uint64_t t = atomic_load(&fo_ranges[k].next);
+        if ((uint32_t)(t >> 32) != g) return 0;   /* a later job: ours is over */
+        if ((uint32_t)t < atomic_load(&fo_ranges[k].end)) return 1;
+    }
+    return 0;
+}
+
 /* Sleep until a job later than `seen` is published; returns its generation. */
 static uint32_t fo_worker_sleep(uint32_t seen) {
     uint32_t g;
@@ -433,14 +445,19 @@ static void *fo_worker_main(void *arg) {
             int once = atomic_load(&fo_pool.once);
             int64_t ran;
             if (FO_TRACING()) fo_trace(g, id, -3, woke, woke);
-            if (!once && fo_on_master_cpu()) {   /* the caller's CPU: leave it the job */
+            if (!once && fo_on_master_cpu()) {
+                /* The caller's CPU: give it back (sched_yield), and take part only if the
+                 * scheduler moves this thread to another CPU while tasks are left. */
                 atomic_fetch_add_explicit(&fo_pool.wakes_samecpu, 1, memory_order_relaxed);
-                if (slept) {   /* what the wake-up cost the caller, for nothing */
-                    atomic_store_explicit(&fo_pool.last_wake_aside, 1, memory_order_relaxed);
-                    if (woke >= pub) fo_filter_store(&fo_pool.sleep_wake_ns, woke - pub);
+                while (fo_on_master_cpu() && fo_tasks_left(g)) sched_yield();
+                if (!fo_tasks_left(g)) {   /* the caller did the job: sleep again */
+                    if (slept) {   /* what the wake-up cost the caller, for nothing */
+                        atomic_store_explicit(&fo_pool.last_wake_aside, 1, memory_order_relaxed);
+                        if (woke >= pub) fo_filter_store(&fo_pool.sleep_wake_ns, woke - pub);
+                    }
+                    stood_aside = 1;
+                    continue;
                 }
-                stood_aside = 1;
-                continue;
             }
             ran = fo_claim(g, id, once);
             atomic_fetch_add_explicit(slept ? &fo_pool.wakes_sleep : &fo_pool.wakes_spin, 1,
@@ -562,6 +579,9 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         fo_filter_store(&fo_est_of(fn)->task_ns, (last - start) / (long)ntasks);
         fo_pool.last_return_ns = last;
         atomic_fetch_add_explicit(&fo_pool.serial_small, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&fo_pool.jobs, 1, memory_order_relaxed);   /* a job, */
+        atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)ntasks,    /* all ours */
+                                  memory_order_relaxed);
         pthread_mutex_unlock(&fo_pool.master);
         return 0;
     }
