@@ -574,8 +574,21 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
             && ++fo_pool.small_streak % FO_SMALL_RESAMPLE != 0) {
         start = fo_now_ns();
         atomic_store_explicit(&fo_pool.master_cpu, fo_cpu(), memory_order_relaxed);
-        for (Py_ssize_t t = 0; t < ntasks; t++) fn(ctx, t);
-        last = fo_now_ns();
+        if (FO_TRACING()) {   /* the records of a job, all on the caller's slot */
+            g = ++fo_pool.next_gen;
+            if (g == 0) g = ++fo_pool.next_gen;
+            fo_trace(g, 0, -1, start, fo_thread_cpu_ns());
+            for (Py_ssize_t t = 0; t < ntasks; t++) {
+                long t0 = fo_now_ns();
+                fn(ctx, t);
+                fo_trace(g, 0, t, t0, fo_now_ns());
+            }
+            last = fo_now_ns();
+            fo_trace(g, 0, -2, last, fo_thread_cpu_ns());
+        } else {
+            for (Py_ssize_t t = 0; t < ntasks; t++) fn(ctx, t);
+            last = fo_now_ns();
+        }
         fo_filter_store(&fo_est_of(fn)->task_ns, (last - start) / (long)ntasks);
         fo_pool.last_return_ns = last;
         atomic_fetch_add_explicit(&fo_pool.serial_small, 1, memory_order_relaxed);
