@@ -25,38 +25,25 @@ what each thread did.
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
+
+import _child
+from _child import loadavg, parse_config
 
 CASES = {"adam 64K": ("adam", 1 << 16, 200), "adam 1M": ("adam", 1 << 20, 20),
          "adam 16M": ("adam", 1 << 24, 10), "bn 4096x1024": ("bn", (4096, 1024), 3),
          "bn 64x64x56x56": ("bn", (64, 64, 56, 56), 6)}
 
-CHILD = r"""
+CHILD = _child.STEP + r"""
 import json, sys
-import numpy as np
 import fastopt
-from fastopt import kernels as K, _threadpool as tp
+from fastopt import _threadpool as tp
 
 cases = json.loads(sys.argv[1])
 out = {}
 rng = np.random.default_rng(0)
 for name, (kind, size, calls) in cases.items():
-    if kind == "adam":
-        p = rng.standard_normal(size).astype(np.float32)
-        g, m, v = p * 1e-2, np.zeros_like(p), np.zeros_like(p)
-        step = lambda: K.adam_step(p, g, m, v, step=10, lr=1e-3)
-    else:
-        x = rng.standard_normal(size).astype(np.float32)
-        dy = rng.standard_normal(size).astype(np.float32)
-        C = size[1]
-        gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
-        y, dx = np.empty_like(x), np.empty_like(x)
-        def step():
-            _, mu, s = K.batchnorm_forward(x, gamma, beta, None, None, out=y)
-            K.batchnorm_backward(dy, x, gamma, mu, s, out=(dx, None, None))
+    step = make_step(kind, size, rng)
     for _ in range(3 * calls):
         step()
     tp.trace_start(4_000_000)
@@ -105,19 +92,8 @@ KEYS = ("ntasks", "m_first", "w_wake", "w_first", "m_end", "w_end", "ret", "tail
         "w_tasks", "m_stolen", "w_stolen", "m_task", "w_task", "gap", "gap_cpu")
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return f.read().split()[0]
-
-
 def child(env_extra, cases):
-    env = dict(os.environ, **env_extra)
-    python = env.pop("PYTHON", sys.executable)
-    r = subprocess.run([python, "-c", CHILD, json.dumps(cases)], env=env, capture_output=True,
-                       text=True, timeout=900)
-    if r.returncode:
-        raise SystemExit(r.stderr)
-    return json.loads(r.stdout)
+    return _child.run(CHILD, [json.dumps(cases)], env_extra, timeout=900)
 
 
 def summary(jobs, passes):
@@ -128,11 +104,6 @@ def summary(jobs, passes):
         out[k] = {key: statistics.median(j[key] for j in sel if key in j)
                   for key in KEYS if any(key in j for j in sel)}
     return out
-
-
-def parse_config(text):
-    name, _, env = text.partition(":")
-    return name, dict(kv.split("=", 1) for kv in env.split(",") if kv)
 
 
 def main(argv=None):

@@ -23,10 +23,10 @@ threads, spinning included).  The "mm ..." cases (not run by default) are the sh
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
+
+import _child
+from _child import loadavg, parse_config
 
 CASES = {"adam 64K": ("adam", 1 << 16, 200), "adam 1M": ("adam", 1 << 20, 20),
          "adam 16M": ("adam", 1 << 24, 2), "bn 4096x1024": ("bn", (4096, 1024), 2),
@@ -38,11 +38,9 @@ CASES = {"adam 64K": ("adam", 1 << 16, 200), "adam 1M": ("adam", 1 << 20, 20),
          "mm bn 64x64x56x56": ("bn+mm", (64, 64, 56, 56), 2)}
 SHARING = [k for k in CASES if k.startswith("mm ")]
 
-CHILD = r"""
+CHILD = _child.STEP + r"""
 import json, sys, time
-import numpy as np
 import fastopt
-from fastopt import kernels as K
 
 cases, reps = json.loads(sys.argv[1]), int(sys.argv[2])
 out = {"threads": fastopt.get_num_threads()}
@@ -51,19 +49,7 @@ A = rng.standard_normal((256, 256)).astype(np.float32)
 C256 = np.empty_like(A)
 matmul = lambda: np.matmul(A, A, out=C256)
 for name, (kind, size, loops) in cases.items():
-    if kind.startswith("adam"):
-        p = rng.standard_normal(size).astype(np.float32)
-        g, m, v = p * 1e-2, np.zeros_like(p), np.zeros_like(p)
-        step = lambda: K.adam_step(p, g, m, v, step=10, lr=1e-3)
-    else:
-        x = rng.standard_normal(size).astype(np.float32)
-        dy = rng.standard_normal(size).astype(np.float32)
-        C = size[1]
-        gamma, beta = np.ones(C, np.float32), np.zeros(C, np.float32)
-        y, dx = np.empty_like(x), np.empty_like(x)
-        def step():
-            _, mu, s = K.batchnorm_forward(x, gamma, beta, None, None, out=y)
-            K.batchnorm_backward(dy, x, gamma, mu, s, out=(dx, None, None))
+    step = make_step(kind, size, rng)
     if kind.endswith("+mm"):
         # alternating / (kernel + matmul), each timed in its own loop, the three loops
         # interleaved `reps` times; medians
@@ -107,24 +93,8 @@ print(json.dumps(out))
 """
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return f.read().split()[0]
-
-
 def child(env_extra, cases, reps):
-    env = dict(os.environ, **env_extra)
-    python = env.pop("PYTHON", sys.executable)   # another build of fastopt (e.g. main's)
-    r = subprocess.run([python, "-c", CHILD, json.dumps(cases), str(reps)], env=env,
-                       capture_output=True, text=True, timeout=600)
-    if r.returncode:
-        raise SystemExit(r.stderr)
-    return json.loads(r.stdout)
-
-
-def parse_config(text):
-    name, _, env = text.partition(":")
-    return name, dict(kv.split("=", 1) for kv in env.split(",") if kv)
+    return _child.run(CHILD, [json.dumps(cases), str(reps)], env_extra, timeout=600)
 
 
 def main(argv=None):

@@ -187,25 +187,52 @@ _RADAM_RHO_T = f"({_RADAM_RHO_INF} - 2.0 * step * beta2 ** step / (1.0 - beta2 *
 _RADAM_RECT = (f"sqrt(({_RADAM_RHO_T} - 4.0) * ({_RADAM_RHO_T} - 2.0) * {_RADAM_RHO_INF}"
                f" / (({_RADAM_RHO_INF} - 4.0) * ({_RADAM_RHO_INF} - 2.0) * {_RADAM_RHO_T}))")
 
+# The rows' shared entries, written once: a row names them and adds its own.
+_LR = Hyper("lr", "double", ">=0", None)
 _WD = Hyper("weight_decay", "double", ">=0", 0.0, "The weight decay (see the formula).")
+_GSCALE = Const("gscale", "real", "gscale")          # every struct's first field
+_WD_CONST = Const("wd", "real", "weight_decay")
+_HAS_WD = Const("has_wd", "bint", "weight_decay != 0.0")
+_EPS_CONST = Const("eps", "real", "eps")
+_DECAY = Const("decay", "real", "1.0 - lr * weight_decay")   # decoupled: theta *= decay
+
+# The Adam family (Adam, Adamax, RAdam, NAdam, AMSGrad): the hyperparameters lr, beta1,
+# beta2, eps, weight_decay (then a row's own, and decoupled_weight_decay where it has it),
+# the two moments' buffers and constants, the weight decay's constants.  A new member is a
+# row over these, with its formula's constants after _GSCALE.
+_BETA1 = Hyper("beta1", "double", "[0,1)", 0.9)
+_ADAM_HYPER = (_LR, _BETA1, Hyper("beta2", "double", "[0,1)", 0.999),
+               Hyper("eps", "double", ">0", 1e-8), _WD)
+# (Adam and AMSGrad form lr / (1 - beta1**step) in the buffers' dtype)
+_ADAM_HYPER_C1 = (_LR._replace(doc="With lr / (1 - beta1**step) finite in the buffers' dtype."),
+                  *_ADAM_HYPER[1:])
+_DECOUPLED = Hyper("decoupled_weight_decay", "bint", "bool", False)
+_MOMENTS = (Const("beta1", "real", "beta1"),
+            Const("one_minus_beta1", "real", "1.0 - beta1"),
+            Const("beta2", "real", "beta2"),
+            Const("one_minus_beta2", "real", "1.0 - beta2"))
+# eps, then L2 (wd) or decoupled (decay) weight decay, and which of them the step applies
+_ADAM_DECAY = (_EPS_CONST, _WD_CONST, _DECAY, _HAS_WD,
+               Const("decoupled", "bint", "decoupled_weight_decay"))
+_ADAM_STATE = (Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1))
 
 KERNELS = (
     Kernel(
         "sgd", "SgdHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
+        hyper=(_LR,
                Hyper("momentum", "double", "[0,1)", 0.0),
                Hyper("dampening", "double", "[0,1]", 0.0),
                Hyper("nesterov", "bint", "bool", False,
                      "Needs momentum > 0 and dampening == 0."),
                _WD),
         step=False,
-        consts=(Const("gscale", "real", "gscale"),
+        consts=(_GSCALE,
                 Const("lr", "real", "lr"),
                 Const("momentum", "real", "momentum"),
                 Const("one_minus_damp", "real", "1.0 - dampening"),
-                Const("wd", "real", "weight_decay"),
+                _WD_CONST,
                 # branches are decided on the double values (as the reference does)
-                Const("has_wd", "bint", "weight_decay != 0.0"),
+                _HAS_WD,
                 Const("has_mom", "bint", "momentum != 0.0"),
                 Const("nesterov", "bint", "nesterov")),
         state=(Buffer("momentum_buf", False, 0),),
@@ -214,53 +241,40 @@ KERNELS = (
         doc=_SGD_DOC),
     Kernel(
         "rmsprop", "RmspropHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
+        hyper=(_LR,
                Hyper("alpha", "double", "[0,1)", 0.9),
                Hyper("eps", "double", ">0", 1e-8),
                Hyper("eps_inside_sqrt", "bint", "bool", True,
                      "The seed's g / sqrt(s + eps); False: PyTorch's g / (sqrt(s) + eps)."),
                _WD),
         step=False,
-        consts=(Const("gscale", "real", "gscale"),
+        consts=(_GSCALE,
                 Const("lr", "real", "lr"),
                 Const("alpha", "real", "alpha"),
                 Const("one_minus_alpha", "real", "1.0 - alpha"),
-                Const("eps", "real", "eps"),
-                Const("wd", "real", "weight_decay"),
-                Const("has_wd", "bint", "weight_decay != 0.0"),
+                _EPS_CONST,
+                _WD_CONST,
+                _HAS_WD,
                 Const("eps_inside", "bint", "eps_inside_sqrt")),
         state=(Buffer("square_avg", True, 1),),
         lowbit=True,
         doc=_RMSPROP_DOC),
     Kernel(
         "adam", "AdamHyper",
-        hyper=(Hyper("lr", "double", ">=0", None,
-                     "With lr / (1 - beta1**step) finite in the buffers' dtype."),
-               Hyper("beta1", "double", "[0,1)", 0.9),
-               Hyper("beta2", "double", "[0,1)", 0.999),
-               Hyper("eps", "double", ">0", 1e-8),
-               _WD,
-               Hyper("decoupled_weight_decay", "bint", "bool", False)),
+        hyper=(*_ADAM_HYPER_C1, _DECOUPLED),
         step=True,
-        consts=(Const("gscale", "real", "gscale"),
+        consts=(_GSCALE,
                 # bias corrections: c1 = lr / (1 - beta1^t), c2 = 1 / sqrt(1 - beta2^t)
                 Const("c1", "real", "lr / (1.0 - beta1 ** step)"),
                 Const("c2", "real", "1.0 / sqrt(1.0 - beta2 ** step)"),
-                Const("beta1", "real", "beta1"),
-                Const("one_minus_beta1", "real", "1.0 - beta1"),
-                Const("beta2", "real", "beta2"),
-                Const("one_minus_beta2", "real", "1.0 - beta2"),
-                Const("eps", "real", "eps"),
-                Const("wd", "real", "weight_decay"),
-                Const("decay", "real", "1.0 - lr * weight_decay"),
-                Const("has_wd", "bint", "weight_decay != 0.0"),
-                Const("decoupled", "bint", "decoupled_weight_decay")),
-        state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
+                *_MOMENTS,
+                *_ADAM_DECAY),
+        state=_ADAM_STATE,
         lowbit=True,
         doc=_ADAM_DOC),
     Kernel(
         "adagrad", "AdagradHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
+        hyper=(_LR,
                Hyper("lr_decay", "double", ">=0", 0.0,
                      "The step t uses lr / (1 + (t - 1) lr_decay)."),
                Hyper("eps", "double", ">0", 1e-10),
@@ -268,11 +282,11 @@ KERNELS = (
                Hyper("initial_accumulator_value", "double", ">=0", 0.0,
                      "The value the optimizers start sum at (the step does not read it).")),
         step=True,
-        consts=(Const("gscale", "real", "gscale"),
+        consts=(_GSCALE,
                 Const("clr", "real", "lr / (1.0 + (step - 1) * lr_decay)"),
-                Const("eps", "real", "eps"),
-                Const("wd", "real", "weight_decay"),
-                Const("has_wd", "bint", "weight_decay != 0.0")),
+                _EPS_CONST,
+                _WD_CONST,
+                _HAS_WD),
         state=(Buffer("sum", True, 1, init="initial_accumulator_value"),),
         lowbit=True,
         doc=r"""One Adagrad step, in place; ``step`` counts from 1.
@@ -289,20 +303,17 @@ KERNELS = (
         """),
     Kernel(
         "lion", "LionHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
-               Hyper("beta1", "double", "[0,1)", 0.9),
+        hyper=(_LR,
+               _BETA1,
                Hyper("beta2", "double", "[0,1)", 0.99),
                Hyper("weight_decay", "double", ">=0", 0.0,
                      "Decoupled: the parameters shrink by lr * weight_decay each step.")),
         step=False,
-        consts=(Const("gscale", "real", "gscale"),
+        consts=(_GSCALE,
                 Const("lr", "real", "lr"),
-                Const("beta1", "real", "beta1"),
-                Const("one_minus_beta1", "real", "1.0 - beta1"),
-                Const("beta2", "real", "beta2"),
-                Const("one_minus_beta2", "real", "1.0 - beta2"),
-                Const("decay", "real", "1.0 - lr * weight_decay"),
-                Const("has_wd", "bint", "weight_decay != 0.0")),
+                *_MOMENTS,
+                _DECAY,
+                _HAS_WD),
         state=(Buffer("exp_avg", False, 0),),
         lowbit=True,
         doc=r"""One Lion step (Chen et al. 2023, "Symbolic Discovery of Optimization
@@ -320,21 +331,17 @@ KERNELS = (
         """),
     Kernel(
         "adamax", "AdamaxHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
-               Hyper("beta1", "double", "[0,1)", 0.9),
-               Hyper("beta2", "double", "[0,1)", 0.999),
-               Hyper("eps", "double", ">0", 1e-8),
-               _WD),
+        hyper=_ADAM_HYPER,
         step=True,
-        consts=(Const("gscale", "real", "gscale"),
+        consts=(_GSCALE,
                 # clr = lr / (1 - beta1^t), as torch computes it (in double)
                 Const("clr", "real", "lr / (1.0 - beta1 ** step)"),
                 Const("beta2", "real", "beta2"),
                 Const("one_minus_beta1", "real", "1.0 - beta1"),
-                Const("eps", "real", "eps"),
-                Const("wd", "real", "weight_decay"),
+                _EPS_CONST,
+                _WD_CONST,
                 Const("zero", "real", "0.0"),   # |g| = max(g, 0 - g)
-                Const("has_wd", "bint", "weight_decay != 0.0")),
+                _HAS_WD),
         state=(Buffer("exp_avg", False, 0), Buffer("exp_inf", True, 1)),
         lowbit=True,
         doc=r"""One Adamax step (Kingma & Ba 2015, section 7.1), in place; ``step`` counts from 1.
@@ -352,16 +359,11 @@ KERNELS = (
         """),
     Kernel(
         "radam", "RadamHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
-               Hyper("beta1", "double", "[0,1)", 0.9),
-               Hyper("beta2", "double", "[0,1)", 0.999),
-               Hyper("eps", "double", ">0", 1e-8),
-               _WD,
-               Hyper("decoupled_weight_decay", "bint", "bool", False,
-                     "True: the parameters shrink by lr * weight_decay each step (AdamW's "
-                     "decay); False: L2 added to the gradient.")),
+        hyper=(*_ADAM_HYPER,
+               _DECOUPLED._replace(doc="True: the parameters shrink by lr * weight_decay each "
+                                       "step (AdamW's decay); False: L2 added to the gradient.")),
         step=True,
-        consts=(Const("gscale", "real", "gscale"),
+        consts=(_GSCALE,
                 Const("lr", "real", "lr"),
                 Const("bc1", "real", "1.0 - beta1 ** step"),
                 Const("sqrt_bc2", "real", "sqrt(1.0 - beta2 ** step)"),
@@ -371,13 +373,9 @@ KERNELS = (
                 Const("beta2", "real", "beta2"),
                 Const("one_minus_beta1", "real", "1.0 - beta1"),
                 Const("one_minus_beta2", "real", "1.0 - beta2"),
-                Const("eps", "real", "eps"),
-                Const("wd", "real", "weight_decay"),
-                Const("decay", "real", "1.0 - lr * weight_decay"),
-                Const("has_wd", "bint", "weight_decay != 0.0"),
-                Const("decoupled", "bint", "decoupled_weight_decay"),
+                *_ADAM_DECAY,
                 Const("rectified", "bint", f"{_RADAM_RHO_T} > 5.0")),
-        state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
+        state=_ADAM_STATE,
         lowbit=True,
         doc=r"""One RAdam step (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate
         and Beyond"), in place; ``step`` counts from 1.
@@ -405,16 +403,12 @@ KERNELS = (
         """),
     Kernel(
         "nadam", "NadamHyper",
-        hyper=(Hyper("lr", "double", ">=0", None),
-               Hyper("beta1", "double", "[0,1)", 0.9),
-               Hyper("beta2", "double", "[0,1)", 0.999),
-               Hyper("eps", "double", ">0", 1e-8),
-               _WD,
+        hyper=(*_ADAM_HYPER,
                Hyper("momentum_decay", "double", ">=0", 4e-3,
                      "The momentum cache mu_t = beta1 (1 - 0.5 * 0.96^(t momentum_decay))."),
-               Hyper("decoupled_weight_decay", "bint", "bool", False)),
+               _DECOUPLED),
         step=True,
-        consts=(Const("gscale", "real", "gscale"),
+        consts=(_GSCALE,
                 # lr (1 - mu_t) / (1 - prod mu) and lr mu_{t+1} / (1 - prod mu · mu_{t+1}),
                 # torch.optim.NAdam's two scales (its product a float32 scalar, as torch's)
                 Const("cg", "real",
@@ -425,16 +419,9 @@ KERNELS = (
                       " / (1.0 - _nadam_mu_product(beta1, momentum_decay, step)"
                       " * _nadam_mu(beta1, momentum_decay, step + 1))"),
                 Const("bc2", "real", "1.0 - beta2 ** step"),
-                Const("beta1", "real", "beta1"),
-                Const("one_minus_beta1", "real", "1.0 - beta1"),
-                Const("beta2", "real", "beta2"),
-                Const("one_minus_beta2", "real", "1.0 - beta2"),
-                Const("eps", "real", "eps"),
-                Const("wd", "real", "weight_decay"),
-                Const("decay", "real", "1.0 - lr * weight_decay"),
-                Const("has_wd", "bint", "weight_decay != 0.0"),
-                Const("decoupled", "bint", "decoupled_weight_decay")),
-        state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1)),
+                *_MOMENTS,
+                *_ADAM_DECAY),
+        state=_ADAM_STATE,
         lowbit=True,
         doc=r"""One NAdam step (Dozat 2016, "Incorporating Nesterov Momentum into Adam"), in
         place, as ``torch.optim.NAdam``; ``step`` counts from 1.
@@ -457,29 +444,15 @@ KERNELS = (
         """),
     Kernel(
         "amsgrad", "AmsgradHyper",
-        hyper=(Hyper("lr", "double", ">=0", None,
-                     "With lr / (1 - beta1**step) finite in the buffers' dtype."),
-               Hyper("beta1", "double", "[0,1)", 0.9),
-               Hyper("beta2", "double", "[0,1)", 0.999),
-               Hyper("eps", "double", ">0", 1e-8),
-               _WD,
-               Hyper("decoupled_weight_decay", "bint", "bool", False)),
+        hyper=(*_ADAM_HYPER_C1, _DECOUPLED),
         step=True,
-        consts=(Const("gscale", "real", "gscale"),
+        consts=(_GSCALE,
                 # torch's step_size = lr / (1 - beta1^t), bias_correction2_sqrt = (1 - beta2^t)^0.5
                 Const("c1", "real", "lr / (1.0 - beta1 ** step)"),
                 Const("bc2_sqrt", "real", "pow(1.0 - beta2 ** step, 0.5)"),
-                Const("beta1", "real", "beta1"),
-                Const("one_minus_beta1", "real", "1.0 - beta1"),
-                Const("beta2", "real", "beta2"),
-                Const("one_minus_beta2", "real", "1.0 - beta2"),
-                Const("eps", "real", "eps"),
-                Const("wd", "real", "weight_decay"),
-                Const("decay", "real", "1.0 - lr * weight_decay"),
-                Const("has_wd", "bint", "weight_decay != 0.0"),
-                Const("decoupled", "bint", "decoupled_weight_decay")),
-        state=(Buffer("exp_avg", False, 0), Buffer("exp_avg_sq", True, 1),
-               Buffer("max_exp_avg_sq", True, 0)),
+                *_MOMENTS,
+                *_ADAM_DECAY),
+        state=(*_ADAM_STATE, Buffer("max_exp_avg_sq", True, 0)),
         lowbit=False,
         doc=r"""One AMSGrad step (Reddi et al. 2018), in place, as ``torch.optim.Adam`` and
         ``AdamW`` with ``amsgrad=True``; ``step`` counts from 1.

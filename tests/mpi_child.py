@@ -417,6 +417,42 @@ def small_and_threads():
     done("small_and_threads")
 
 
+def threads_restored():
+    """DataParallel(num_threads=...) gives the process its thread count back on close() and
+    at the end of a with block (before: the count it set stayed set)."""
+    from fastopt.runtime.threads import num_threads_setting
+
+    def dp(n):
+        fp = fastopt.FlatParams({"w": (5,)})
+        return DataParallel(fastopt.Adam(fp, lr=0.1), num_threads=n)
+
+    for before in (None, 3):           # nothing set, and a count the user set
+        fastopt.set_num_threads(before)
+        for n, during in ((1, 1), (2, 2), ("auto", node_threads(comm) if before is None else 3)):
+            with dp(n) as d:
+                assert num_threads_setting() == during, (before, n, num_threads_setting())
+                d.step(); d.close()     # the block's own close() after it does nothing
+                assert num_threads_setting() == before, (before, n, num_threads_setting())
+            assert num_threads_setting() == before, (before, n, num_threads_setting())
+    # a count set after the constructor is the user's: kept
+    fastopt.set_num_threads(None)
+    d = dp(1)
+    fastopt.set_num_threads(2)
+    d.close()
+    assert num_threads_setting() == 2, num_threads_setting()
+    # a bad num_threads is refused before anything changes, naming it
+    fastopt.set_num_threads(None)
+    for bad, exc in (("autox", ValueError), (0, ValueError), (1.5, TypeError), (True, TypeError)):
+        try:
+            dp(bad)
+        except exc as e:
+            assert "num_threads" in str(e), e
+        else:
+            raise AssertionError(f"num_threads={bad!r} accepted")
+        assert num_threads_setting() is None, (bad, num_threads_setting())
+    done("threads_restored")
+
+
 def _resume_pair(kind, fmt, groups, skip=True, clip=None):
     """(params, AdamW, keys) for a resume scenario, built alike on every call.
 

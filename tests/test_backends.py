@@ -302,6 +302,9 @@ def test_trace_records_every_task_of_every_call_once(backend):
         r = np.frombuffer(_threadpool.trace_stop(), _threadpool.TRACE_DTYPE)
     for a, b in zip((p, m, v), expect):
         assert a.tobytes() == b.tobytes()
+    # wake-up records (-3) are left out: a pool worker still spinning from an earlier call (an
+    # earlier test, under load) may record its late wake-up with that call's job number
+    r = r[r["task"] != -3]
     jobs = np.unique(r["job"])
     assert len(jobs) == 3
     for j in jobs:

@@ -70,6 +70,7 @@ def launch(n, args, timeout=TIMEOUT, expect_ok=True, module=None):
 SCENARIOS = ["deterministic", "weighted", "allreduce_100_steps", "buckets", "state_memory",
              "zero1_every_feature", "zero1_clip_without_nan",
              "lists_and_dicts", "state_dicts", "checkpoints", "mismatches", "small_and_threads",
+             "threads_restored",
              "low_precision_state", "resume_keeps_everything", "weighting_mismatch"]
 
 SHAPES = {"W1": (300, 170), "b1": (170,), "W2": (170, 7), "b2": (7,)}

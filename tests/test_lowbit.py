@@ -304,7 +304,8 @@ def test_float8_code_values(code):
         np.testing.assert_array_equal(code.units[128:], -code.units[:128])
 
 
-@pytest.mark.parametrize("code", [F.E3M4, F.E4M4], ids=["e3m4", "e4m4"])
+@pytest.mark.parametrize("code", [pytest.param(F.E3M4, marks=pytest.mark.slow),   # (seconds
+                                  F.E4M4], ids=["e3m4", "e4m4"])             # each: one quick)
 def test_float8_bit_rule_is_the_nearest_code(code, rng):
     """The kernels' rounding of float32 bits (emulated) = the nearest code, ties to the even
     code, saturated; checked against brute force over every code value in float64."""

@@ -60,12 +60,32 @@ def test_micro_batched_regression_gradient_is_the_gradient():
 
 def test_micro_batches_plan_contiguous_runs():
     micro = MicroBatches(8)
-    micro.rank, micro.nprocs = 2, 3            # (what OrderedMicroBatches sets)
+    micro._rank, micro._nprocs = 2, 3          # (what OrderedMicroBatches sets)
     assert micro.plan(64) == slice(40, 64) and micro.bounds == [(0, 8), (8, 16), (16, 24)]
     assert micro.plan(30) == slice(16, 30) and micro.bounds == [(0, 8), (8, 14)]
     assert micro.plan(8) == slice(0, 8) and micro.holds_sum
-    micro.rank = 0
+    micro._rank = 0
     assert micro.plan(8) == slice(0, 0) and micro.bounds == [] and not micro.holds_sum
+
+
+@pytest.mark.parametrize("name, value, exc, match", [
+    ("seconds", -1.0, ValueError, "seconds"), ("seconds", float("nan"), ValueError, "seconds"),
+    ("seconds", "1", TypeError, "seconds"), ("seconds", None, TypeError, "seconds"),
+    ("size", 4, AttributeError, "size"), ("rank", 1, AttributeError, "rank"),
+    ("nprocs", 2, AttributeError, "nprocs"), ("bounds", [(0, 4)], AttributeError, "bounds"),
+    ("n_total", 4, AttributeError, "n_total"), ("batchnorm", None, AttributeError, "batchnorm"),
+    ("sise", 4, AttributeError, "did you mean 'size'"),
+])
+def test_a_rejected_attribute_set_changes_nothing(name, value, exc, match):
+    micro = MicroBatches(8)
+    micro.plan(20)
+    micro.seconds = 2                          # the one settable attribute: a float >= 0
+    assert micro.seconds == 2.0 and type(micro.seconds) is float
+    before = dict(vars(micro))
+    with pytest.raises(exc, match=match):
+        setattr(micro, name, value)
+    assert vars(micro) == before
+    assert micro.plan(20) == slice(0, 20) and micro.bounds == [(0, 8), (8, 16), (16, 20)]
 
 
 def test_one_process_reference_is_reproducible_and_close_to_the_default():

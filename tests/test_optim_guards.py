@@ -370,8 +370,9 @@ _HOGWILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("kind, state_dtype", [("list", "float32"), ("dict", "bfloat16"),
-                                               ("list", "int8")])
+@pytest.mark.parametrize("kind, state_dtype", [   # subprocesses: one in the quick loop
+    ("list", "float32"), pytest.param("dict", "bfloat16", marks=pytest.mark.slow),
+    pytest.param("list", "int8", marks=pytest.mark.slow)])
 def test_one_optimizer_stepped_from_several_threads_equals_a_serial_run(kind, state_dtype):
     # Hogwild style: today the threads share one pointer table, and a kernel reads another
     # thread's freed gradients (a crash, or wrong values).  Steps now serialize.

@@ -90,6 +90,43 @@ def test_registry_derives_from_the_table():
                                           "weight_decay")
 
 
+# The constructors' defaults that are the class's own, not its kernel row's (each in the
+# class's docstring): every ``lr`` (the row requires it; a class may default to torch's),
+# AdamW's decoupled weight decay of 1e-2, and Momentum's one ``beta`` (momentum and
+# dampening both).
+OWN_DEFAULTS = {"adamw": {"weight_decay": 1e-2}}
+OWN_HYPER = {"momentum": {"beta": 0.9}}
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_constructors_follow_their_rows(name):
+    """Each optimizer's explicit signature against its kernel's row: the hyperparameters after
+    ``lr`` in the row's order (a pair, as ``betas``, for its parts; those the class fixes left
+    out), with the row's defaults; a row and a class that drift apart fail here."""
+    entry = SPECS[name]
+    cls, row = entry.cls, entry.row
+    params = list(inspect.signature(cls).parameters.values())
+    assert [p.name for p in params[:2]] == ["params", "lr"]
+    hyper = {p.name: p.default for p in params[2:] if p.kind is p.POSITIONAL_OR_KEYWORD}
+    if name in OWN_HYPER:
+        assert hyper == OWN_HYPER[name]
+        return
+    defaults = {h.name: h.default for h in row.hyper}
+    expected, covered = {}, set(cls._fixed)
+    for h in row.hyper[1:]:
+        pair = next((p for p, parts in cls._pairs.items() if h.name in parts), None)
+        if h.name in cls._fixed or pair in expected:
+            continue
+        parts = cls._pairs.get(pair, (h.name,))
+        expected[pair or h.name] = (tuple(defaults[x] for x in parts) if pair
+                                    else defaults[h.name])
+        covered.update(parts)
+    expected.update(OWN_DEFAULTS.get(name, {}))
+    assert list(hyper.items()) == list(expected.items())
+    assert covered == set(defaults) - {"lr"}
+    assert set(cls._fixed) <= set(defaults)
+
+
 def test_table_is_consistent():
     for k in specs.KERNELS:
         names = [c.name for c in k.consts]

@@ -63,7 +63,7 @@ class OrderedMicroBatches(MicroBatches):
         comm = world(comm)
         if timeout is not None:
             timeout = _check.positive("timeout", timeout)
-        self.rank, self.nprocs = comm.Get_rank(), comm.Get_size()
+        self._rank, self._nprocs = comm.Get_rank(), comm.Get_size()
         self._double = mpi.DOUBLE
         self._watch = Watchdog(comm, timeout)
         with self._watch.guard(comm).during("OrderedMicroBatches()") as guarded:

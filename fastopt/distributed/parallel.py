@@ -183,7 +183,9 @@ class DataParallel:
         "auto": unless a thread count was set (``fastopt.set_num_threads``,
         ``OMP_NUM_THREADS``), use this rank's share of its node's cores
         (:func:`~fastopt.distributed.sharding.node_threads`), so the ranks of a node do not
-        oversubscribe it.  An int sets it; None leaves it alone.
+        oversubscribe it.  An int sets it; None leaves it alone.  The process-wide count
+        (:func:`fastopt.set_num_threads`) is given back by :meth:`close` or at the end of a
+        ``with DataParallel(...) as dp:`` block.
     check_every : int, default 1
         Every this many steps, check (one 16-byte allreduce) that all ranks have the same
         step count, epoch and hyperparameters; a mismatch is a DistributedError on every
@@ -255,6 +257,11 @@ class DataParallel:
                  transport="mpi"):
         mpi = require_mpi()
         comm = world(comm)
+        if isinstance(num_threads, str) and num_threads != "auto":
+            raise ValueError(f"num_threads must be 'auto', an int >= 1 or None, "
+                             f"got {num_threads!r}")
+        if not isinstance(num_threads, str) and num_threads is not None:
+            num_threads = _check.integer("num_threads", num_threads, 1, _threads.MAX_THREADS)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastopt optimizer (fastopt.Adam(...), ...), "
                             f"got {type(optimizer).__name__}")
@@ -289,10 +296,13 @@ class DataParallel:
             self._norm = _part.NormOrder(optimizer)
         with self._comm.during("DataParallel()"):
             self._describe_and_compare(optimizer)
+            # the process's thread count before and after (close() gives it back)
+            self._threads_saved = (_threads.num_threads_setting(),)
             if num_threads == "auto":
                 use_node_share(self._comm)
             elif num_threads is not None:
                 _threads.set_num_threads(num_threads)
+            self._threads_saved += (_threads.num_threads_setting(),)
             self._setup_groups()
             self._setup_reducers()
             if broadcast:
@@ -1156,6 +1166,24 @@ class DataParallel:
         self._comm.Scatterv([full, (counts, displs), mt] if self.rank == root else None,
                             [mine, mt], root=root)
         return mine
+
+    def close(self):
+        """Give the process back the thread count it had before this object (``num_threads``).
+
+        Not collective.  A count set since the constructor is kept; calling it again does
+        nothing.  The object stays usable (its steps then run with the restored count).
+        ``with DataParallel(...) as dp:`` calls it at the end of the block.
+        """
+        before, after = self.__dict__.pop("_threads_saved", (None, None))
+        if before != after and _threads.num_threads_setting() == after:
+            _threads.set_num_threads(before)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
     def __repr__(self):
         mode = "ZeRO-1" if self.shard_state else "allreduce"

@@ -31,13 +31,14 @@ width and dtype.  Messages are padded to the widest layer seen, so every call ha
 size.  All collectives run on a duplicate of the communicator under a :class:`Watchdog`.
 """
 
+import functools
 import time
 import zlib
 
 import numpy as np
 
 from ..kernels import _check
-from ..kernels._attrs import Checked, fixed
+from ..kernels._attrs import Checked, checked, fixed
 from ..nn.layers import BatchNorm, BatchNormSync, merge_moments
 from ._mpi import require_mpi, world
 from . import errors as _errors
@@ -86,6 +87,8 @@ class SyncStats(Checked, BatchNormSync):
     timeout = fixed("timeout", "Seconds a collective may wait, or None.", "build another SyncStats")
     rank = fixed("rank", "This rank.", "it is the communicator's")
     size = fixed("size", "The number of ranks.", "it is the communicator's")
+    seconds = checked("seconds", functools.partial(_check.at_least, lo=0.0),
+                      "Time spent in this object's collectives so far (s, >= 0).")
 
     def __init__(self, comm=None, *, deterministic=False, timeout=None, abort_on_exception=True):
         require_mpi()
@@ -106,14 +109,6 @@ class SyncStats(Checked, BatchNormSync):
         self._widths = {}         # layer name -> (C, dtype), agreed by every rank
         self._width = 0           # channels of every message: the widest layer so far
         self.seconds = 0.0
-
-    @property
-    def seconds(self):
-        return self._seconds
-
-    @seconds.setter
-    def seconds(self, value):
-        self._seconds = _check.at_least("seconds", value, 0.0)
 
     def __repr__(self):
         det = ", deterministic" if self.deterministic else ""

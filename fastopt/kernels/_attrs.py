@@ -9,7 +9,7 @@ does not pass silently.  Names starting with ``_`` are the class's own business.
 
 import difflib
 
-__all__ = ["Checked", "unknown_attribute", "fixed", "no_rebind"]
+__all__ = ["Checked", "unknown_attribute", "fixed", "checked", "no_rebind"]
 
 
 def _declared(cls):
@@ -56,6 +56,20 @@ def fixed(name, doc, why):
 
     def set_(self, value):
         raise AttributeError(f"{type(self).__name__}.{name} cannot be set: {why}")
+
+    return property(get, set_, doc=doc)
+
+
+def checked(name, check, doc):
+    """A property over ``self._<name>``; setting it stores ``check(name, value)``, which
+    raises TypeError or ValueError naming ``name`` before anything is stored."""
+    private = "_" + name
+
+    def get(self):
+        return getattr(self, private)
+
+    def set_(self, value):
+        setattr(self, private, check(name, value))
 
     return property(get, set_, doc=doc)
 

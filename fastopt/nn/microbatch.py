@@ -36,15 +36,18 @@ parameters' size per local micro-batch); see the documentation's performance pag
 figures.  Without micro-batches (the default) none of this runs.
 """
 
+import functools
+
 import numpy as np
 
 from ..kernels import _check
+from ..kernels._attrs import Checked, checked, fixed
 from .layers import BatchNormSync, merge_moments
 
 __all__ = ["MicroBatches", "MicroBatchNorm"]
 
 
-class MicroBatches:
+class MicroBatches(Checked):
     """Micro-batches of a global batch and their ordered reductions, in one process.
 
     The reference: one process holds every micro-batch.  A subclass spreads them over
@@ -70,17 +73,33 @@ class MicroBatches:
         The batch-norm synchronization that reduces per micro-batch with this object.
     seconds : float
         Time spent communicating (0 here).
+
+    Notes
+    -----
+    Only ``seconds`` may be set (a float >= 0, checked); the others are fixed: ``size``,
+    ``rank`` and ``nprocs`` (every process must cut the batch alike: build another object),
+    ``bounds`` and ``n_total`` (set by :meth:`plan`) and ``batchnorm``.
     """
 
-    rank = 0
-    nprocs = 1
+    size = fixed("size", "Rows per micro-batch.", "build another MicroBatches")
+    rank = fixed("rank", "This process (0 here).", "it is the communicator's")
+    nprocs = fixed("nprocs", "The number of processes (1 here).", "it is the communicator's")
+    bounds = fixed("bounds", "This process's micro-batches (row ranges of its rows).",
+                   "plan(n) sets it")
+    n_total = fixed("n_total", "The rows of the global batch.", "plan(n) sets it")
+    batchnorm = fixed("batchnorm", "The batch-norm synchronization over these micro-batches.",
+                      "it is this object's")
+    seconds = checked("seconds", functools.partial(_check.at_least, lo=0.0),
+                      "Time spent communicating, in seconds (>= 0).")
+    _rank = 0
+    _nprocs = 1
 
     def __init__(self, size):
-        self.size = _check.integer("micro_batch", size, 1)
-        self.bounds = []
-        self.n_total = 0
+        self._size = _check.integer("micro_batch", size, 1)
+        self._bounds = []
+        self._n_total = 0
         self.seconds = 0.0
-        self.batchnorm = MicroBatchNorm(self)
+        self._batchnorm = MicroBatchNorm(self)
 
     @property
     def holds_sum(self):
@@ -98,8 +117,8 @@ class MicroBatches:
         first = self.rank * m // self.nprocs
         last = (self.rank + 1) * m // self.nprocs
         lo, hi = first * self.size, min(last * self.size, n)
-        self.bounds = [(a - lo, min(a + self.size, n) - lo) for a in range(lo, hi, self.size)]
-        self.n_total = n
+        self._bounds = [(a - lo, min(a + self.size, n) - lo) for a in range(lo, hi, self.size)]
+        self._n_total = n
         return slice(lo, hi)
 
     def gather(self, parts, signature):

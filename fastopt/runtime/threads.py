@@ -122,6 +122,15 @@ def num_threads_set_explicitly():
     return _explicit is not None
 
 
+def num_threads_setting():
+    """The process-wide thread count set with :func:`set_num_threads`, or None (none set).
+
+    What a caller that sets it for a while saves, to give it back with
+    ``set_num_threads(saved)``.
+    """
+    return _explicit
+
+
 def cgroup_cpu_quota():
     """CPUs allowed by this process's cgroup CPU quota (rounded up), or None without a quota."""
     return _cgroup_cpu_quota()
