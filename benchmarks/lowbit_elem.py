@@ -48,7 +48,7 @@ def main():
     rng = np.random.default_rng(0)
     p = rng.standard_normal(n).astype(np.float32)
     g = (rng.standard_normal(n) * 1e-2).astype(np.float32)
-    st, ut = signed_map().kernel_tables(), unsigned_map().kernel_tables()
+    st7, ut7 = signed_map().kernel_tables(), unsigned_map().kernel_tables()
     c0 = rng.integers(0, 256, n).astype(np.uint8)
     c1 = rng.integers(0, 256, n).astype(np.uint8)
     a0 = np.full(absmax_size(n), 0.01, np.float32)
@@ -59,6 +59,8 @@ def main():
     m32, v32 = np.zeros(n, np.float32), np.zeros(n, np.float32)
 
     def cases(L):
+        # (a build from before the int8 fast rule takes the maps' first six tables)
+        st, ut = (st7, ut7) if hasattr(L, "_fast_check") else (st7[:6], ut7[:6])
         return {
             "adam_f32": lambda: K.adam_step(p, g, m32, v32, step=10, lr=1e-3),
             "adam_bf16": lambda: L.adam_bf16(p, g, b0, b1, 1e-3, .9, .999, 1e-8, 0.0, False, 10,

@@ -358,18 +358,51 @@ def window_overlaps():
     dp = DataParallel(fastopt.SGD(fp, lr=1.0), overlap=True, transport="shared_window",
                       bucket_bytes=4000)
     r = dp._reducers[0]
-    r.trace = trace = []
-    fp.grad[...] = local_grad(fp.size, np.float32, 1, rank)
-    for name in NAMES[::-1]:
-        dp.ready(name)
-    before = len(trace)
-    dp.step()
-    posted = [e for _, e, _ in trace[:before] if e == "posted"]
-    assert len(posted) == len(r.buckets) > 1, (len(posted), len(r.buckets))
-    assert [e for _, e, _ in trace[before:]][:1] == ["finish"], trace[before:]
-    assert sum(e == "copied" for _, e, _ in trace) == len(r.buckets)
-    check_equal(fp.grad, rank_order_mean(fp.size, np.float32, 1), "window overlapped grad")
+    for step in (1, 2):      # (after the first step, one bucket per layer or run of layers)
+        r.trace = trace = []
+        fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+        nb = len(r.buckets)
+        for name in NAMES[::-1]:
+            dp.ready(name)
+        before = len(trace)
+        dp.step()
+        posted = [e for _, e, _ in trace[:before] if e == "posted"]
+        assert len(posted) == nb > 1, (len(posted), nb)
+        assert [e for _, e, _ in trace[before:]][:1] == ["finish"], trace[before:]
+        assert sum(e == "copied" for _, e, _ in trace) == nb
+        check_equal(fp.grad, rank_order_mean(fp.size, np.float32, step), "window overlapped")
+    w2 = fp.slice("W2").start        # b2 + W2 reach 1000 elements; then b1 + W1
+    assert [(b.lo, b.hi) for b in r.buckets] == [(w2, fp.size), (0, w2)], r.buckets
     done("window_overlaps")
+
+
+def layer_buckets():
+    """After the first step the buckets are runs of whole layers (the parameters of one
+    grads_ready call), if every rank saw the same layers; else the default buckets stay."""
+    for same in (True, False):
+        fp = make_fp()
+        dp = DataParallel(fastopt.SGD(fp, lr=1.0), overlap=True, bucket_bytes=400)
+        r = dp._reducers[0]
+        default = [(b.lo, b.hi) for b in r.buckets]
+        assert len(default) > 100
+        for step in (1, 2, 3):
+            fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+            if same or rank == 0:
+                fp.grads_ready("W2", "b2")       # (a hook call: one layer)
+                fp.grads_ready("W1", "b1")
+            else:
+                for name in NAMES[::-1]:
+                    fp.grads_ready(name)
+            dp.step()
+            check_equal(fp.grad, rank_order_mean(fp.size, np.float32, step), f"{same} {step}")
+            got = [(b.lo, b.hi) for b in r.buckets]
+            if same:
+                w2 = fp.slice("W2").start
+                assert got == [(w2, fp.size), (0, w2)], got
+            else:
+                assert got == default
+        dp.verify_parameters()
+    done("layer_buckets")
 
 
 def zero1_overlap():

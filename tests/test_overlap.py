@@ -17,8 +17,8 @@ from fastopt.kernels._formats import bf16_to_float32, float32_to_bf16
 
 from test_distributed import launch, needs_mpi
 
-SCENARIOS = ["overlap_equals_sequential", "overlap_lists_and_dicts", "overlap_mlp_hook",
-             "bf16_wire", "overlap_arguments", "shared_allreduce", "shared_pipeline",
+SCENARIOS = ["overlap_equals_sequential", "layer_buckets", "overlap_lists_and_dicts",
+             "overlap_mlp_hook", "bf16_wire", "overlap_arguments", "shared_allreduce", "shared_pipeline",
              "window_overlaps", "zero1_overlap", "train_cli_overlap"]
 
 
@@ -133,3 +133,19 @@ def test_train_overlap_options_are_checked(capsys, argv, message):
         rc = e.code
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_layer_cuts_are_runs_of_whole_layers_or_none():
+    from fastopt.distributed.buckets import _layer_cuts
+
+    # the MLP 64-256-256-10's FlatParams: W1, bn1.gamma, bn1.beta, W2, bn2.*, W3, b3
+    off = [0, 16384, 16640, 16896, 82432, 82688, 82944, 85504, 85514]
+    layers = [(6, 7), (3, 4, 5), (0, 1, 2)]
+    assert _layer_cuts(layers, off, 2048) == [85514, 82944, 16896, 0]
+    assert _layer_cuts(layers, off, 16384) == [85514, 16896, 0]      # W3 + b3 joins W2's
+    assert _layer_cuts(layers, off, 1 << 20) == [85514, 0]
+    assert _layer_cuts([(7,), (6,), (5, 4), (3,), (2, 1), (0,)], off, 1) == \
+        [85514, 85504, 82944, 82432, 16896, 16384, 0]
+    assert _layer_cuts(layers[:2], off, 2048) is None                 # not down to 0
+    assert _layer_cuts(layers[::-1], off, 2048) is None               # not from the end down
+    assert _layer_cuts([(6, 7), (3, 5), (0, 1, 2)], off, 2048) is None     # a gap

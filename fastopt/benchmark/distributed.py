@@ -124,17 +124,19 @@ def _step_split(comm, fp, compute, reps, modes):
         dp.detach()
     keys = list(dps)
     steps = {k: [] for k in keys}
+    cpu = {k: [] for k in keys}
 
     def one(key, timed):
         dp = dps[key]
         if dp.overlap:
             dp.attach()
         comm.Barrier()
-        t = time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         compute()
         dp.step()
         if timed:
             steps[key].append(time.perf_counter() - t)
+            cpu[key].append(time.process_time() - c)
         dp.detach()
 
     for key in keys:   # warm-up
@@ -157,7 +159,8 @@ def _step_split(comm, fp, compute, reps, modes):
         r = {"compute": float(np.median(comp)),
              "communication": (tm["communication"] - b["communication"]) / n,
              "optimizer": (tm["optimizer"] - b["optimizer"]) / n,
-             "step": float(np.median(steps[k])), "state_bytes": dps[k].state_bytes()}
+             "step": float(np.median(steps[k])), "cpu": float(np.median(cpu[k])),
+             "state_bytes": dps[k].state_bytes()}
         # the slowest rank decides
         out[k] = {name: comm.allreduce(v, op=_max(comm)) for name, v in r.items()}
     return out
@@ -263,7 +266,7 @@ def _run(comm, quick, reps):
     sizes = [1 << 20] if quick else [1 << 20, 1 << 24]
     big = sizes[-1]
     res = {"ranks": size, "quick": quick, "reps": reps, "threads": fastopt.get_num_threads(),
-           "version": fastopt.__version__, "allreduce": []}
+           "version": fastopt.__version__, "allreduce": [], "load": _load()}
 
     # node copy bandwidth: rank 0 alone, the others waiting
     src = np.ones(big, np.float32)
@@ -323,6 +326,16 @@ def _run(comm, quick, reps):
     return res
 
 
+def _load():
+    """The 1-minute load average (None where the OS has none): the figures depend on it."""
+    import os
+
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def _ms(s):
     return f"{s * 1e3:9.3f}"
 
@@ -331,7 +344,8 @@ def format_distributed(res):
     """The report ``fastopt bench --distributed`` prints."""
     P = res["ranks"]
     lines = [f"fastopt {res['version']} bench --distributed: {P} ranks, {res['threads']} "
-             f"thread(s) per rank, median of {res['reps']}",
+             f"thread(s) per rank, median of {res['reps']}"
+             + (f", load average {res['load']:.1f}" if res.get("load") is not None else ""),
              f"node memory copy (np.copyto, rank 0 alone): {res['copy_gbs']:.1f} GB/s",
              f"{'in-place MPI_Allreduce, float32':44} {'time':>9}  {'GB/s':>6}  {'bus GB/s':>8}  "
              f"{'/ copy':>6}"]
@@ -346,7 +360,7 @@ def format_distributed(res):
     lines.append(f"allreduce latency (8 bytes): alpha = {res['alpha'] * 1e6:.1f} us")
     lines.append("")
     lines.append(f"{'data-parallel step (Adam)':44} {'compute':>9} {'communication':>14} "
-                 f"{'optimizer':>10} {'step':>9}  state per rank")
+                 f"{'optimizer':>10} {'step':>9} {'CPU':>9}  state per rank")
     for key, label in (("mlp", "MLP 64-256-256-10, batch 256"),
                        ("synthetic", f"synthetic {_size(res['synthetic']['params'])} params, "
                                      f"{LAYERS} layers")):
@@ -356,7 +370,8 @@ def format_distributed(res):
                 continue
             r = res[key][mode]
             lines.append(f"  {name:42} {_ms(r['compute'])} {_ms(r['communication']):>14} "
-                         f"{_ms(r['optimizer']):>10} {_ms(r['step'])}  {r['state_bytes'] / 1e6:8.2f} MB")
+                         f"{_ms(r['optimizer']):>10} {_ms(r['step'])} {_ms(r['cpu'])}  "
+                         f"{r['state_bytes'] / 1e6:8.2f} MB")
         r = {m: res[key][m]["step"] for m, _, _ in MODES if m in res[key]}
         lines.append(f"  overlapped step / sequential step: {r['overlap'] / r['plain']:.2f} "
                      "(MPI_Iallreduce against MPI_Allreduce)"
@@ -368,7 +383,8 @@ def format_distributed(res):
                         f"{r['zero1_overlap'] / r['zero1_det']:.2f}"
                         if "zero1_overlap" in r else ""))
     lines.append("(ms per step, medians, the slowest rank's; communication: the time step() "
-                 "waits for it, after the backward pass)")
+                 "waits for it, after the backward pass; CPU: the process's CPU time per step, "
+                 "spinning in MPI waits included)")
     m = res["model"]
     lines.append("")
     lines.append(f"alpha-beta model, {_size(m['n_params'])} float32 parameters, Adam: step = "

@@ -11,6 +11,16 @@
   order whatever order its layers finish in: MPI requires that of collectives on one
   communicator.  :meth:`BucketReducer.finish` (from ``DataParallel.step``) launches what was
   not launched, in order, and waits for everything.
+* **Buckets of whole layers.**  Fixed-size buckets cut layers: the MLP's last bucket held its
+  output layer and the end of the layer before, so nothing could start until that layer was
+  done.  After the first step, if the :meth:`~BucketReducer.ready` calls (one per layer from
+  ``FlatParams.grads_ready(...)``) covered the buffer from its end down to its start, every
+  rank that saw the same layers (one allgather of the cuts' CRC-32, in the first
+  :meth:`~BucketReducer.finish`) regroups the buckets as runs of consecutive layers, each
+  closed at the first layer end that brings it to ``bucket_bytes`` or more (a layer larger
+  than that is one bucket).  Only the boundaries move: each element's arithmetic, hence the
+  bits, stay the same.  In the allreduce mode each bucket keeps one persistent
+  ``MPI_Allreduce_init`` request (MPI-4), started each step: no new schedule per step.
 * **Progress.**  Open MPI progresses a non-blocking collective only inside MPI calls; each
   ``ready()`` tests the pending requests (``MPI_Testall``; one ``MPI_Testsome`` in the window
   mode), so the exchange advances between layers while the backward pass computes.
@@ -53,6 +63,7 @@
 """
 
 import time
+import zlib
 
 import numpy as np
 
@@ -99,12 +110,13 @@ def unpack_bf16(b, out):
 
 
 class _Bucket:
-    __slots__ = ("lo", "hi", "waiting", "counts", "displs", "mine", "recv", "launched")
+    __slots__ = ("lo", "hi", "waiting", "counts", "displs", "mine", "recv", "launched", "request")
 
     def __init__(self, lo, hi):
         self.lo, self.hi = lo, hi
         self.waiting = 0          # parameters overlapping it not yet ready this step
         self.launched = False
+        self.request = None       # allreduce mode: its persistent MPI_Allreduce_init request
 
 
 class BucketReducer:
@@ -157,14 +169,8 @@ class BucketReducer:
         self.mode, self.wire = mode, wire_dtype
         self.mpitype = mpi.FLOAT if gbuf.dtype == np.float32 else mpi.DOUBLE
         self.offsets = list(offsets)
-        per = max(1, int(bucket_bytes) // gbuf.itemsize)
-        self.buckets = [_Bucket(max(0, hi - per), hi) for hi in range(n, 0, -per)]
-        # which buckets each parameter overlaps (a parameter of size 0 overlaps none)
-        self._param_buckets = []
-        for p in range(len(self.offsets) - 1):
-            o0, o1 = self.offsets[p], self.offsets[p + 1]
-            self._param_buckets.append([k for k, b in enumerate(self.buckets)
-                                        if o0 < b.hi and b.lo < o1])
+        self.per = max(1, int(bucket_bytes) // gbuf.itemsize)
+        self._persistent = hasattr(mpi.Comm, "Allreduce_init") and mpi.Get_version() >= (4, 0)
         self.bounds = shard_bounds(n, self.size, align) if bounds is None else list(bounds)
         self.scatter = scatter_into
         if scatter_into is not None:
@@ -172,12 +178,7 @@ class BucketReducer:
             if mode != "exchange" or wire_dtype != "native" or scatter_into.shape != (hi - lo,):
                 raise ValueError("scatter_into needs the exchange mode, the native wire and "
                                  f"{hi - lo} elements (this rank's slice)")
-        if mode == "exchange":
-            dt = np.uint16 if wire_dtype == "bfloat16" else gbuf.dtype
-            for b in self.buckets:
-                b.counts, b.displs = _pieces(b.lo, b.hi, self.bounds)
-                b.mine = b.counts[self.rank]
-                b.recv = np.empty((self.size, b.mine), dt)
+        self._cut(list(range(n, 0, -self.per)) + [0])
         self.shared = None
         if mode == "window":
             from .shm import SharedAllreduce
@@ -187,18 +188,39 @@ class BucketReducer:
         if wire_dtype == "bfloat16":
             self.packed = np.empty(n, np.uint16)          # this rank's bits, then the sums'
             self._tmp = np.empty(n, np.uint32)
-            widest = max((b.mine for b in self.buckets), default=0)
-            self._sum = np.empty(widest, np.float32)
-            self._wide = np.empty(widest, np.float32)
         self.residual = np.zeros(n, np.float32) if error_feedback else None
         self._requests = []
         self._pipe = None          # window mode: this step's Pipeline
         self.trace = None          # a list: (time, event, where) per stage, for measurements
         self._weight = None
-        self._ready = np.zeros(len(self.offsets) - 1, bool)
+        self._ready = [False] * (len(self.offsets) - 1)
         self._next = 0             # the next bucket to launch
         self.started = False       # any parameter marked ready since the last finish
+        self._seen = []            # the first step: the ready() calls' parameters, in order
         self._reset()
+
+    def _cut(self, cuts):
+        """The buckets between the descending element offsets ``cuts`` (``n`` first, 0 last)."""
+        for b in getattr(self, "buckets", ()):
+            if b.request is not None:         # (inactive: every step ends with a wait)
+                b.request.Free()
+        self.buckets = [_Bucket(lo, hi) for hi, lo in zip(cuts, cuts[1:]) if lo < hi]
+        # which buckets each parameter overlaps (a parameter of size 0 overlaps none)
+        self._param_buckets = []
+        for p in range(len(self.offsets) - 1):
+            o0, o1 = self.offsets[p], self.offsets[p + 1]
+            self._param_buckets.append([k for k, b in enumerate(self.buckets)
+                                        if o0 < b.hi and b.lo < o1])
+        if self.mode == "exchange":
+            dt = np.uint16 if self.wire == "bfloat16" else self.gbuf.dtype
+            for b in self.buckets:
+                b.counts, b.displs = _pieces(b.lo, b.hi, self.bounds)
+                b.mine = b.counts[self.rank]
+                b.recv = np.empty((self.size, b.mine), dt)
+            if self.wire == "bfloat16":
+                widest = max((b.mine for b in self.buckets), default=0)
+                self._sum = np.empty(widest, np.float32)
+                self._wide = np.empty(widest, np.float32)
 
     # ------------------------------------------------------------ one step
     def _reset(self):
@@ -208,7 +230,7 @@ class BucketReducer:
         for ks in self._param_buckets:
             for k in ks:
                 self.buckets[k].waiting += 1
-        self._ready[:] = False
+        self._ready = [False] * len(self._ready)
         self._next = 0
         self._requests = []
         self.started = False
@@ -227,16 +249,21 @@ class BucketReducer:
         return self._weight
 
     def is_ready(self, p):
-        return bool(self._ready[p])
+        return self._ready[p]
 
-    def ready(self, p):
-        """Parameter ``p`` (index into ``offsets``) has its gradient in ``gbuf``: launch the
-        buckets that are now complete, in order, and advance the pending ones."""
-        self._ready[p] = True
+    def ready(self, *ps):
+        """Parameters ``ps`` (indices into ``offsets``) have their gradients in ``gbuf``: launch
+        the buckets that are now complete, in order, and advance the pending ones (one test
+        for all of ``ps``: a layer's parameters are handed over together)."""
+        ready, buckets = self._ready, self.buckets
+        if self._seen is not None:
+            self._seen.append(ps)
+        for p in ps:
+            ready[p] = True
+            self._mark("ready", p)
+            for k in self._param_buckets[p]:
+                buckets[k].waiting -= 1
         self.started = True
-        self._mark("ready", p)
-        for k in self._param_buckets[p]:
-            self.buckets[k].waiting -= 1
         self._launch(until_complete=True)
         self._progress()
 
@@ -286,7 +313,16 @@ class BucketReducer:
         if self._weight is not None and self.mode != "window":
             np.multiply(g, self._weight, out=g)
         if self.mode == "allreduce":
-            self._requests.append(comm.Iallreduce(mpi.IN_PLACE, [g, self.mpitype], op=mpi.SUM))
+            if b.request is None and self._persistent:
+                # (MPI-4 persistent collective: set up once, in the same bucket order on
+                # every rank; Start costs less than a new MPI_Iallreduce's schedule)
+                b.request = comm.Allreduce_init(mpi.IN_PLACE, [g, self.mpitype], op=mpi.SUM)
+            if b.request is not None:
+                b.request.Start()
+                self._requests.append(b.request)
+            else:
+                self._requests.append(comm.Iallreduce(mpi.IN_PLACE, [g, self.mpitype],
+                                                      op=mpi.SUM))
         elif self.mode == "window":
             self._post(b, g)
             b.launched = True
@@ -333,8 +369,30 @@ class BucketReducer:
         else:
             self._gather(weighted, what)
         self._weight = None
+        if self._seen is not None:
+            self._relayout()
         self._reset()
         self._mark("finished", None)
+
+    def _relayout(self):
+        """After the first step: buckets made of whole layers, if every rank saw the same ones.
+
+        A layer is the parameters of one :meth:`ready` call (a model's
+        ``FlatParams.grads_ready(...)``).  When the first step's calls, in their order, cover
+        ``gbuf`` from its end down to 0, each bucket becomes a run of consecutive layers,
+        closed at the end of the first layer that brings it to ``bucket_bytes`` or more: a
+        bucket is complete as soon as its last layer is, and no layer waits for the next
+        one's gradients (the default buckets cut layers at fixed sizes).  One collective
+        (an allgather of the cuts' CRC-32, every rank at its first ``finish``) makes every
+        rank keep the default buckets unless all saw the same layers.  Only the buckets'
+        boundaries change: the arithmetic of each element, hence the bits, do not.
+        """
+        seen, self._seen = self._seen, None
+        cuts = _layer_cuts(seen, self.offsets, self.per) if seen else None
+        crc = zlib.crc32(np.asarray(cuts, np.int64).tobytes()) if cuts else 0
+        everyone = self.comm.allgather(crc)
+        if crc and all(c == crc for c in everyone):
+            self._cut(cuts)
 
     def _scatter(self, weighted):
         """Exchange mode, ZeRO-1: the owner's rank-order sums into ``scatter`` (no all-gather)."""
@@ -385,6 +443,30 @@ class BucketReducer:
         """Bytes this rank sends per step (a ring allreduce's count for the allreduce mode)."""
         P, item = self.size, (2 if self.wire == "bfloat16" else self.gbuf.itemsize)
         return int(2 * (P - 1) * self.n * item / P)
+
+
+def _layer_cuts(layers, offsets, per):
+    """Bucket boundaries (descending, ``n`` first, 0 last) made of whole ``layers`` (tuples of
+    parameter indices into ``offsets``, in the order they were ready), each bucket closed at
+    the first layer end that brings it to ``per`` elements or more; None when the layers, in
+    that order, are not consecutive ranges from the buffer's end down to its start."""
+    hi = offsets[-1]
+    cuts, size = [hi], 0
+    for layer in layers:
+        lo = min(offsets[p] for p in layer)
+        top = max(offsets[p + 1] for p in layer)
+        if top != hi or sum(offsets[p + 1] - offsets[p] for p in layer) != top - lo:
+            return None           # (not the next range down, or with a gap)
+        size += top - lo
+        hi = lo
+        if size >= per:
+            cuts.append(hi)
+            size = 0
+    if hi != 0:
+        return None
+    if cuts[-1] != 0:
+        cuts.append(0)
+    return cuts
 
 
 def _pieces(b0, b1, bounds):

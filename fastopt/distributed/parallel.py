@@ -211,7 +211,9 @@ class DataParallel:
         ranks, within float32 rounding with 3 or more (see :mod:`fastopt.distributed.buckets`).
     bucket_bytes : int or None, default None
         Bytes of gradient per non-blocking collective (``overlap`` and ``wire_dtype``);
-        None: 1 MiB.
+        None: 1 MiB.  After the first step of a backward pass that marks whole layers
+        ready (``FlatParams.grads_ready``), the buckets become runs of whole layers of at
+        least this many bytes (see :mod:`fastopt.distributed.buckets`).
     wire_dtype : {"native", "bfloat16"}, default "native"
         "bfloat16": send float32 gradients rounded to bfloat16 (to nearest even) and sum them
         in float32, half the bytes (plain mode, float32 gradients; the rounding and its bound
@@ -469,8 +471,18 @@ class DataParallel:
             self._unhook = self.flat.add_grad_hook(self._on_grads_ready)
 
     def _on_grads_ready(self, names):
+        """The FlatParams hook: ``names`` (a layer's parameters) checked, then handed to the
+        reducer in one call."""
+        if len(names) == 1:
+            self.ready(names[0])
+            return
+        js = []
         for name in names:
-            self.ready(name)
+            gi, j = self._locate(name)
+            if j in js:
+                raise ValueError(f"grads_ready(): {name!r} is named twice")
+            js.append(j)
+        self._reducers[0].ready(*js)
 
     def _unflatten(self, per_group):
         """One flat buffer per dtype group -> views shaped like params, in their order."""
@@ -671,16 +683,8 @@ class DataParallel:
         a parameter not marked ready by :meth:`step` is reduced there.  Marking one twice in a
         step is a ValueError.
         """
-        if not (self._reducers and self.overlap):
-            raise ValueError("ready() needs DataParallel(..., overlap=True)")
-        try:
-            gi, j = self._where[name]
-        except (KeyError, TypeError):
-            raise ValueError(f"ready(): {name!r} is not a parameter of this model "
-                             f"({', '.join(map(repr, list(self._where)[:8]))}, ...)") from None
+        gi, j = self._locate(name)
         r = self._reducers[gi]
-        if r.is_ready(j):
-            raise ValueError(f"ready({name!r}) was already called in this step")
         if self.flat is not None:
             if grad is not None:
                 raise TypeError("ready(name) over a FlatParams takes no gradient (it reads "
@@ -695,6 +699,19 @@ class DataParallel:
                                  f"of shape {v.shape} like its parameter")
             np.copyto(v, grad)
         r.ready(j)
+
+    def _locate(self, name):
+        """``(dtype group, index in it)`` of parameter ``name``, not yet ready this step."""
+        if not (self._reducers and self.overlap):
+            raise ValueError("ready() needs DataParallel(..., overlap=True)")
+        try:
+            gi, j = self._where[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"ready(): {name!r} is not a parameter of this model "
+                             f"({', '.join(map(repr, list(self._where)[:8]))}, ...)") from None
+        if self._reducers[gi].is_ready(j):
+            raise ValueError(f"ready({name!r}) was already called in this step")
+        return gi, j
 
     def detach(self):
         """Remove the FlatParams hook of ``overlap=True`` (the model's backward pass then no

@@ -212,8 +212,11 @@ class QuantMap:
         self.thresholds = np.append(mids.astype(np.float32), np.float32(np.inf))
         self.zero_code = int(self.code(np.float32(0)))
         self.mbits, self.emin, self.packed = self._buckets()
+        self.fast = _fast_tables(self)
         for a in (self.values, self.thresholds, self.packed):
             a.flags.writeable = False
+        if self.fast is not None:
+            self.fast.flags.writeable = False
 
     def code(self, x):
         """Codes of float32 values x already divided by the absmax (the definition)."""
@@ -296,10 +299,21 @@ class QuantMap:
             packed[side * nbm:(side + 1) * nbm] = (tl << 8) | base
         return packed
 
+    def fast_code(self, y, sign=None):
+        """The vector kernels' arithmetic rule (see :data:`FAST_EPS`), in NumPy: (codes, flagged)
+        of ``y`` = the float32 magnitude ``|x| / a`` and the sign bits of x (``sign``,
+        default 0).  Where ``flagged`` is
+        False the code is :meth:`code` of every float32 within :data:`FAST_ULPS` ulps of y
+        (checked when the map is built); the kernels recompute flagged elements exactly.
+        Raises ValueError for a map without the fast rule (``fast is None``)."""
+        if self.fast is None:
+            raise ValueError("this map has no fast rule (its thresholds are not piecewise linear)")
+        return _fast_emulate(self.fast, np.asarray(y, np.float32), sign)
+
     def kernel_tables(self):
-        """What the compiled kernels take: (values, packed, shift, lo, nbm, zero_code)."""
+        """What the compiled kernels take: (values, packed, shift, lo, nbm, zero_code, fast)."""
         return (self.values, self.packed, 23 - self.mbits, self.emin << self.mbits,
-                self.packed.size // 2, self.zero_code)
+                self.packed.size // 2, self.zero_code, self.fast)
 
     def __eq__(self, other):
         return isinstance(other, QuantMap) and np.array_equal(self.values, other.values)
@@ -309,6 +323,167 @@ class QuantMap:
 
     def __repr__(self):
         return f"QuantMap({'signed' if self.signed else 'unsigned'}, zero_code={self.zero_code})"
+
+
+#: The fast rule's flag band: an element is recomputed exactly when its fixed-point index
+#: (16 fraction bits) is within FAST_EPS of an integer (a power of two), or its magnitude
+#: bits within FAST_ULPS of a region boundary's.
+FAST_EPS = 32
+FAST_ULPS = 8
+_U = 1 << 16
+
+
+def _fast_fit(tau, lower, base):
+    """float32 (A, C) with fl(fl(y * A) + C) ~ 2**16 * (base + j) at the region's interior
+    thresholds tau[j - 1] (j = 1..n) and >= 2**16 * base + 256 at its lower boundary; None
+    when no line fits them within 8 units (of 2**16 per code)."""
+    f = np.float32
+    n = len(tau)
+    if n == 0:
+        return f(0), f(_U * base + _U // 2)
+    if n == 1:
+        a = (_U / 2) / (float(tau[0]) - float(lower))
+        c = _U * (base + 1) - a * float(tau[0])
+    else:
+        a, c = np.polyfit(tau.astype(np.float64), _U * (base + 1 + np.arange(n, dtype=np.float64)), 1)
+    a, c = f(a), f(c)
+    if not a > 0 or not np.isfinite(a) or not np.isfinite(c):
+        return None
+    g = (tau * a + c).astype(np.float64)
+    if np.max(np.abs(g - _U * (base + 1 + np.arange(n)))) > 8:
+        return None
+    if float(f(f(lower) * a) + c) < _U * base + 256:
+        return None
+    return a, c
+
+
+def _fast_regions(tau):
+    """The fewest regions (each: lower boundary, interior thresholds fit by one line) that
+    cover the positive thresholds tau: a list of (base, n, A, C, upper boundary)."""
+    npos = len(tau)
+    best = [None] * (npos + 1)
+    best[npos] = (1, 0)
+    for i in range(npos - 1, -1, -1):
+        lower = tau[i - 1] if i else 0.0
+        cand, n = None, 0
+        while i + n <= npos and (n == 0 or _fast_fit(tau[i:i + n], lower, i) is not None):
+            c = 1 if i + n == npos else 1 + best[i + n + 1][0]
+            if cand is None or c <= cand[0]:
+                cand = (c, n)
+            n += 1
+        best[i] = cand
+    out, i = [], 0
+    while True:
+        n = best[i][1] if i < npos else 0
+        a, c = _fast_fit(tau[i:i + n], tau[i - 1] if i else 0.0, i)
+        j = i + n
+        out.append((i, n, a, c, tau[j] if j < npos else np.float32(np.inf)))
+        if j >= npos:
+            return out
+        i = j + 1
+
+
+def _fast_r0(bounds):
+    """(M, K0, S) with max(e * M - K0, 0) >> S the region of the low end of every binade e
+    (biased exponent 0..127), each binade holding at most one boundary, none within
+    FAST_ULPS of its low end; None when there is none."""
+    bb = np.asarray(bounds, np.float32).view(np.uint32).astype(np.int64)
+    req = np.empty(128, np.int64)
+    for e in range(128):
+        lo, hi = e << 23, ((e + 1) << 23) - 1
+        inb = np.sum((bb >= lo - FAST_ULPS) & (bb <= hi + FAST_ULPS))
+        if inb > 1 or np.any((bb >= lo - FAST_ULPS) & (bb < lo + FAST_ULPS)):
+            return None
+        req[e] = np.sum(bb < lo - FAST_ULPS)
+    e = np.arange(128, dtype=np.int64)
+    for s in range(1, 9):
+        m = np.arange(1, 65536 // 128, dtype=np.int64)[:, None]
+        v = e[None, :] * m
+        one = req >= 1
+        klo = np.max(v - (req + 1) * (1 << s), axis=1) + 1          # K0 > eM - (r+1) 2^S
+        khi = np.min(np.where(one, v - req * (1 << s), 1 << 20), axis=1)  # K0 <= eM - r 2^S
+        klo = np.maximum(klo, 0)
+        ok = np.nonzero((klo <= khi) & (klo < 65536))[0]
+        for i in ok:
+            k0 = int(klo[i])
+            if np.array_equal(np.maximum(v[i] - k0, 0) >> s, req):   # as S = 8 (a constant)
+                m8, k8 = int(m[i, 0]) << (8 - s), k0 << (8 - s)
+                if 127 * m8 < 65536 and k8 < 65536:
+                    return m8, k8, 8
+    return None
+
+
+def _fast_tables(qm):
+    """The vector kernels' arithmetic encoder for map qm (uint32[40]), or None when its
+    thresholds do not allow it.  Layout: M, K0, S (the region of a binade), z (the code of 0:
+    the count of negative thresholds), signed, 3 unused, then 8 each of: the region's upper
+    boundary (float32 bits), A, C (float32 bits), H (the clamp, 2**16 * (base + n) + 2**15)."""
+    t = qm.thresholds[:255]
+    z = qm.zero_code
+    if qm.signed:
+        neg, pos = t[:z], t[z:]
+        if not (np.all(pos > 0) and len(neg) <= len(pos)
+                and np.array_equal(neg[::-1], -pos[:len(neg)])):
+            return None
+    else:
+        if z != 0 or not np.all(t > 0):
+            return None
+        pos = t
+    regs = _fast_regions(pos.astype(np.float32))
+    if len(regs) > 8 or any(r[2] is None for r in regs):
+        return None
+    regs += [regs[-1]] * (8 - len(regs))
+    bounds = [r[4] for r in regs[:7]]
+    r0 = _fast_r0(bounds)
+    if r0 is None:
+        return None
+    out = np.zeros(40, np.uint32)
+    out[:5] = [r0[0], r0[1], r0[2], z, 1 if qm.signed else 0]
+    out[8:16] = np.float32([r[4] for r in regs]).view(np.uint32)
+    out[16:24] = np.float32([r[2] for r in regs]).view(np.uint32)
+    # C and H hold the flag band's offset FAST_EPS: g's fraction is then below 2 FAST_EPS
+    # near an integer, and its integer part the count elsewhere
+    out[24:32] = (np.float32([r[3] for r in regs]) + np.float32(FAST_EPS)).view(np.uint32)
+    out[32:40] = [_U * (r[0] + r[1]) + _U // 2 + FAST_EPS for r in regs]
+    # the rule, on every threshold and boundary and their neighbours (both signs): where it
+    # does not flag an element, the definition's code of every float32 within FAST_ULPS ulps
+    y = np.abs(qm._probes())
+    y = np.concatenate([y, np.float32([0.0, 1.0])])
+    yb = y.view(np.uint32).astype(np.int64)
+    for sgn in ((0, 1) if qm.signed else (0,)):
+        code, flag = _fast_emulate(out, y, np.full(y.shape, sgn, np.uint32))
+        x = -y if sgn else y
+        lo = (yb - FAST_ULPS).clip(0).astype(np.uint32).view(np.float32)
+        hi = (yb + FAST_ULPS).astype(np.uint32).view(np.float32)
+        if sgn:
+            lo, hi = -hi, -lo
+        a, b = qm.code(lo), qm.code(hi)
+        if np.any(~flag & ((a != b) | (code != qm.code(x)))):
+            return None
+    return out
+
+
+def _fast_emulate(tab, y, sign=None):
+    """fast_code in NumPy (the kernels' float32 operations in their order)."""
+    f = np.float32
+    y = np.ascontiguousarray(y, np.float32)
+    sign = np.zeros(y.shape, np.uint32) if sign is None else np.asarray(sign, np.uint32)
+    m, k0, s, z, sg = (int(v) for v in tab[:5])
+    bn = tab[8:16].view(np.float32)
+    a, c, h = tab[16:24].view(np.float32), tab[24:32].view(np.float32), tab[32:40].astype(np.int64)
+    yb = y.view(np.uint32).astype(np.int64)
+    r0 = np.maximum((yb >> 23) * m - k0, 0) >> s
+    r = r0 + (y > bn[r0])
+    bflag = np.abs(yb - bn[r0].view(np.uint32).astype(np.int64)) <= FAST_ULPS
+    g = np.minimum((y * a[r] + c[r]).astype(f).astype(np.int64), h[r])
+    flag = bflag | ((g & (0xFFFF & -2 * FAST_EPS)) == 0)
+    p = g >> 16
+    if sg:
+        code = np.maximum(np.where(sign != 0, z - p, z + p), 0)
+    else:   # (the kernels: y = max(x * fl(1 / a), 0), code 0 for negative x)
+        code = np.where(sign != 0, 0, p)
+        flag = flag & (sign == 0)
+    return code.astype(np.uint8), flag
 
 
 _MAPS = {}

@@ -34,9 +34,11 @@
  * (benchmarks/lowbit_elem.py --so).  Where the CPU has AVX-512 VBMI (checked at run time,
  * fo_lowbit_init), the avx512 build decodes a full block's codes up front by byte permutes of
  * the values' four byte planes held in registers (fo_vdecode_vbmi, 0.14 ns/code against
- * 0.21).  The encoder's lookups stay scalar: its bucket tables (2944 and 3072 entries) do not
- * fit in registers, and a branchless search of the 255 thresholds by permutes measured 2x
- * slower (0.88 ns/element against 0.44).  512 bits pay little for int8: Zen 4, one thread,
+ * 0.21).  The encoder's bucket tables (2944 and 6144 entries) do not fit in registers, and a
+ * branchless search of the 255 thresholds by permutes measured 2x slower (0.88 ns/element
+ * against 0.44); the avx512 build encodes the default maps without a table instead
+ * (fo_vcode_fast: a piecewise-linear index from |x| * fl(1/absmax), the ~0.1% of elements
+ * near a threshold recomputed exactly), the avx2 build keeps the scalar lookups (FO_LB_FAST).  512 bits pay little for int8: Zen 4, one thread,
  * 256K elements in cache, Adam / RMSprop / SGD int8 1.44 / 0.79 / 0.70 ns/element at 512
  * bits with the VBMI decode against 1.48 / 0.78 / 0.72 at 256, and 1.52-1.63 / 0.84 /
  * 0.80-0.84 at 512 without it (the avx2 build's 256 bits are then as fast: on an AVX-512 CPU
@@ -158,6 +160,10 @@ typedef struct {
     /* values' bytes as four planes of 256 (plane b: byte b of each value, little-endian):
        the avx512 build's in-register decode (fo_vdecode_vbmi) */
     const uint8_t* planes;
+    /* the vector encoder's arithmetic rule (QuantMap.fast, _formats._fast_tables), NULL for
+       a map without it: M, K0, S, z, signed, 3 unused, then per region (8) its upper
+       boundary, A, C (float32 bits) and clamp H (fo_vcode_fast) */
+    const uint32_t* fast;
 } fo_qtab;
 
 static inline uint8_t fo_code(float xn, const fo_qtab* q) {
@@ -185,6 +191,15 @@ static inline float fo_divisor(uint32_t mx) { return mx ? fo_u2f(mx) : 1.0f; }
 typedef fo_ps fo_vf;
 typedef fo_si fo_vi;
 #define FO_VSET1I(x) FO_EPI32(set1)((int)(x))
+#if FO_VBYTES == 64
+#define FO_LB16(op) _mm512_##op##_epi16
+#define FO_LBU16(op) _mm512_##op##_epu16
+#define FO_LB_CVTT(x) _mm512_cvttps_epi32(x)
+#else
+#define FO_LB16(op) _mm256_##op##_epi16
+#define FO_LBU16(op) _mm256_##op##_epu16
+#define FO_LB_CVTT(x) _mm256_cvttps_epi32(x)
+#endif
 
 /* ---- the width-specific helpers ---- */
 /* t[c[0..7]] (scalar loads into lanes) */
@@ -272,6 +287,19 @@ FO_INLINE void fo_vcodes4(uint8_t* out, fo_vi k0, fo_vi k1, fo_vi k2, fo_vi k3) 
 /* the largest lane, unsigned */
 FO_INLINE uint32_t fo_vhmax(fo_vi x) { return (uint32_t)_mm512_reduce_max_epu32(x); }
 
+/* the int8 fast encoder's helpers (fo_vcode_fast): t[i] for i in 0..7; c + (a > b);
+   the lanes whose g & fmask is 0 (g's fraction near an integer) or whose bits are within
+   FO_FAST_ULPS of the boundary's (db = their difference), as bits */
+FO_INLINE fo_vf fo_vtab8f(fo_vf t, fo_vi i) { return _mm512_permutexvar_ps(i, t); }
+FO_INLINE fo_vi fo_vtab8i(fo_vi t, fo_vi i) { return _mm512_permutexvar_epi32(i, t); }
+FO_INLINE fo_vi fo_vinc_gtf(fo_vi c, fo_vf a, fo_vf b) {
+    return _mm512_mask_sub_epi32(c, _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), c, _mm512_set1_epi32(-1));
+}
+FO_INLINE unsigned fo_vnear(fo_vi g, fo_vi fmask, fo_vi db, fo_vi ulps) {
+    return (unsigned)(_mm512_testn_epi32_mask(g, fmask)
+                      | _mm512_cmplt_epi32_mask(_mm512_abs_epi32(db), ulps));
+}
+
 #if defined(__GNUC__) && !defined(FO_LB_NO_VBMI)
 #define FO_LB_VBMI 1
 /* values[c[0..255]] into out, by in-register byte lookups (AVX-512 VBMI, checked at run
@@ -347,6 +375,17 @@ FO_INLINE void fo_vcodes4(uint8_t* out, fo_vi k0, fo_vi k1, fo_vi k2, fo_vi k3) 
                         _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
 
+FO_INLINE fo_vf fo_vtab8f(fo_vf t, fo_vi i) { return _mm256_permutevar8x32_ps(t, i); }
+FO_INLINE fo_vi fo_vtab8i(fo_vi t, fo_vi i) { return _mm256_permutevar8x32_epi32(t, i); }
+FO_INLINE fo_vi fo_vinc_gtf(fo_vi c, fo_vf a, fo_vf b) {
+    return _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)));
+}
+FO_INLINE unsigned fo_vnear(fo_vi g, fo_vi fmask, fo_vi db, fo_vi ulps) {
+    __m256i a = _mm256_cmpeq_epi32(_mm256_and_si256(g, fmask), _mm256_setzero_si256());
+    __m256i b = _mm256_cmpgt_epi32(ulps, _mm256_abs_epi32(db));
+    return (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(a, b)));
+}
+
 FO_INLINE uint32_t fo_vhmax(fo_vi x) {
     __m128i r = _mm_max_epu32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
     r = _mm_max_epu32(r, _mm_shuffle_epi32(r, 0x4e));
@@ -391,8 +430,25 @@ FO_INLINE fo_vi fo_vfmix(fo_vi x) {
 /* |x| bits, for the absmax */
 FO_INLINE fo_vi fo_vabsbits(fo_vf x) { return FO_SI(and)(FO_SI(castps)(x), FO_VSET1I(0x7fffffff)); }
 
-/* a map's constants for the vector encoder */
-typedef struct { fo_vf d; fo_vi LO, HI, nbm, mask8; __m128i sh; const uint32_t* tb; } fo_venc;
+/* a map's constants for the vector encoder: the bucket tables' (fo_vcode_tab) and the
+   arithmetic rule's (fo_vcode_fast, when q->fast) */
+typedef struct {
+    fo_vf d; fo_vi LO, HI, nbm, mask8; __m128i sh; const uint32_t* tb;
+    int fast;
+    fo_vf r, bn, A, C; fo_vi H, M, K0, z, fmask, ulps;
+    float ds; const fo_qtab* q;
+} fo_venc;
+
+#define FO_FAST_EPS 32   /* _formats.FAST_EPS */
+#define FO_FAST_ULPS 8   /* _formats.FAST_ULPS */
+/* Whether the kernels encode by the arithmetic rule (fo_vcode_fast) where the map has it:
+   at 512 bits (Zen 4, one thread, 256K in cache, Adam / RMSprop / SGD int8: 1.18 / 0.64 /
+   0.63 ns/element against 1.45 / 0.77 / 0.72 with the tables); not at 256 bits, where its
+   chain of ~30 dependent operations per vector measured slower than the lookups (1.63 /
+   0.85 / 0.86).  -DFO_LB_FAST=1 selects it at 256 bits too, to measure on other CPUs. */
+#ifndef FO_LB_FAST
+#define FO_LB_FAST (FO_VBYTES == 64)
+#endif
 
 FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
     E->d = FO_PS(set1)(d);
@@ -402,6 +458,26 @@ FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
     E->mask8 = FO_VSET1I(q->mask << 8);
     E->sh = _mm_cvtsi32_si128((int)q->shift);
     E->tb = q->tabn - q->lo;
+    E->fast = FO_LB_FAST && q->fast != NULL;
+    if (q->fast != NULL) {
+        const uint32_t* f = q->fast;
+        const uint32_t db = fo_f2u(d);
+        /* y = |x| * fl(1/d) is within 3 ulps of fl(|x| / d) when 1/d is a normal number;
+           otherwise every lane is flagged (fmask 0): exact */
+        const int ok = db >= 0x00800000u && db < 0x7e800000u;
+        E->r = FO_PS(set1)(ok ? 1.0f / d : 1.0f);
+        E->M = FO_VSET1I(f[0]);
+        E->K0 = FO_VSET1I(f[1]);
+        E->z = FO_VSET1I(f[3]);
+        E->bn = FO_SI2PS(FO_SI(loadu)((const void*)(f + 8)));
+        E->A = FO_SI2PS(FO_SI(loadu)((const void*)(f + 16)));
+        E->C = FO_SI2PS(FO_SI(loadu)((const void*)(f + 24)));
+        E->H = FO_SI(loadu)((const void*)(f + 32));
+        E->fmask = FO_VSET1I(ok ? 0xffff & -(2 * FO_FAST_EPS) : 0);
+        E->ulps = FO_VSET1I(FO_FAST_ULPS + 1);
+        E->ds = d;
+        E->q = q;
+    }
 }
 
 /* fo_code of x / d on every lane (x given by its bits u): |x| / d by a true division (the
@@ -409,7 +485,7 @@ FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
    rule with the comparison folded into one signed compare, and for maps whose negative
    values all take code 0 (posonly) no sign handling at all (the signed quotient of a
    negative value clamps to LO). */
-FO_INLINE fo_vi fo_vcode(fo_vi u, const fo_venc* E, const int posonly) {
+FO_INLINE fo_vi fo_vcode_tab(fo_vi u, const fo_venc* E, const int posonly) {
     fo_vi ac, e, r8;
     if (posonly) {
         fo_vf q2 = FO_PS(div)(FO_SI2PS(u), E->d);
@@ -427,6 +503,139 @@ FO_INLINE fo_vi fo_vcode(fo_vi u, const fo_venc* E, const int posonly) {
     return fo_vinc_gt(FO_SI(and)(e, FO_VSET1I(0xff)), r8, e);
 }
 
+/* The same codes by arithmetic, no table lookup (QuantMap.fast_code describes the rule, its
+   NumPy twin): y = |x| * fl(1/d) (maps without negative values: max(x * fl(1/d), 0)); the
+   region r of y from its binade e, r0 = max(e M - K0, 0) >> S, and one compare with the
+   region's upper boundary; a fixed-point index g = trunc(fl(fl(y A_r) + C_r)), clamped to
+   H_r, whose integer part counts the positive thresholds below y (C_r and H_r hold an offset
+   FO_FAST_EPS / 2^16); then the sign.  A lane whose g is within FO_FAST_EPS / 2^16 of an
+   integer (its fraction below 2 FO_FAST_EPS / 2^16), or whose y is within FO_FAST_ULPS
+   ulps of the boundary, is recomputed exactly (fo_code of the true quotient, ~0.1% of
+   lanes): elsewhere the code is the definition's for every float32 within FO_FAST_ULPS
+   ulps of y, which holds the true quotient (checked over every float32 y in [-1, 1]:
+   _lowbit._fast_check, tests/test_lowbit_fast.py). */
+FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, unsigned* badp) {
+    fo_vf y;
+    fo_vi yb, r0, r, g, bnb, k;
+    unsigned bad;
+    if (posonly) y = FO_PS(max)(FO_PS(mul)(FO_SI2PS(u), E->r), FO_PS(setzero)());
+    else y = FO_PS(mul)(FO_SI2PS(FO_SI(and)(u, FO_VSET1I(0x7fffffff))), E->r);
+    yb = FO_SI(castps)(y);
+    r0 = FO_EPI32(srli)(FO_LBU16(subs)(FO_LB16(mullo)(FO_EPI32(srli)(yb, 23), E->M), E->K0), 8);
+    bnb = fo_vtab8i(FO_SI(castps)(E->bn), r0);
+    r = fo_vinc_gtf(r0, y, FO_SI2PS(bnb));
+    g = FO_LB_CVTT(FO_PS(add)(FO_PS(mul)(y, fo_vtab8f(E->A, r)), fo_vtab8f(E->C, r)));
+    g = FO_EPI32(min)(g, fo_vtab8i(E->H, r));
+    bad = fo_vnear(g, E->fmask, FO_EPI32(sub)(yb, bnb), E->ulps);
+    k = FO_EPI32(srli)(g, 16);
+    if (!posonly) {
+        /* z + P (x >= 0), max(z - P, 0) (x < 0): the map's negative thresholds mirror its
+           first z positive ones */
+        fo_vi neg = FO_EPI32(srai)(u, 31);
+        k = FO_EPI32(max)(FO_EPI32(add)(E->z, FO_EPI32(sub)(FO_SI(xor)(k, neg), neg)),
+                          FO_SI(setzero)());
+    }
+    *badp = bad;
+    return k;
+}
+
+FO_INLINE fo_vi fo_vcode_fast(fo_vi u, const fo_venc* E, const int posonly) {
+    unsigned bad;
+    fo_vi k = fo_vcode_raw(u, E, posonly, &bad);
+    if (bad) {
+        FO_ALIGNED(64) uint32_t xs[FO_W];
+        FO_ALIGNED(64) int32_t ks[FO_W];
+        FO_SI(store)((void*)xs, u);
+        FO_SI(store)((void*)ks, k);
+        int l;
+        for (l = 0; l < FO_W; l++)
+            if ((bad >> l) & 1u) ks[l] = fo_code(fo_u2f(xs[l]) / E->ds, E->q);
+        k = FO_SI(load)((const void*)ks);
+    }
+    return k;
+}
+
+FO_INLINE fo_vi fo_vcode(fo_vi u, const fo_venc* E, const int posonly) {
+    return E->fast ? fo_vcode_fast(u, E, posonly) : fo_vcode_tab(u, E, posonly);
+}
+
+/* #{k : t[k] < x} over the map's 255 thresholds t (the definition of a code) */
+static int fo_count_below(const float* t, float x) {
+    int lo = 0, hi = 255;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (t[mid] < x) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* The test of fo_vcode_raw over every float32 y in [0, 1 + FO_FAST_ULPS ulps], both signs
+   (d = 1: y is x's magnitude): the number of lanes it does not flag whose code differs from
+   the definition's at y - FO_FAST_ULPS or y + FO_FAST_ULPS ulps (or at y); *nflag: the
+   lanes flagged.  Chunks of W consecutive floats whose widened range holds no threshold are
+   compared with one code (walking pointers), the others lane by lane.  -1: no fast rule. */
+static int64_t fo_int8_fast_check(const fo_qtab* q, int64_t* nflag) {
+    float t[255];
+    fo_venc E;
+    int64_t bad_lanes = 0, flagged = 0;
+    int k, sign;
+    const uint32_t top = 0x3f800000u + FO_FAST_ULPS + FO_W;
+    for (k = 0; k < 255; k++)
+        t[k] = (float)(((double)q->values[k] + (double)q->values[k + 1]) / 2);
+    if (q->fast == NULL) return -1;
+    fo_venc_init(&E, q, 1.0f);
+    for (sign = 0; sign < 2; sign++) {
+        const uint32_t sb = sign ? 0x80000000u : 0u;
+        const float sg = sign ? -1.0f : 1.0f;
+        uint32_t base;
+        int wlo = fo_count_below(t, sg * 0.0f), whi = wlo;
+        for (base = 0; base < top; base += FO_W) {
+            const uint32_t blo = base >= FO_FAST_ULPS ? base - FO_FAST_ULPS : 0;
+            const uint32_t bhi = base + FO_W - 1 + FO_FAST_ULPS;
+            const float ylo = sg * fo_u2f(blo), yhi = sg * fo_u2f(bhi);
+            unsigned bad;
+            FO_ALIGNED(64) int32_t ks[FO_W];
+            fo_vi kv = q->posonly ? fo_vcode_raw(FO_SI(or)(fo_viota(base), FO_VSET1I(sb)), &E, 1, &bad)
+                                  : fo_vcode_raw(FO_SI(or)(fo_viota(base), FO_VSET1I(sb)), &E, 0, &bad);
+            int l;
+            /* walk the counts at the chunk's widened ends */
+            if (!sign) {
+                while (wlo < 255 && t[wlo] < ylo) wlo++;
+                while (whi < 255 && t[whi] < yhi) whi++;
+            } else {
+                while (wlo > 0 && !(t[wlo - 1] < ylo)) wlo--;
+                while (whi > 0 && !(t[whi - 1] < yhi)) whi--;
+            }
+            for (l = 0; l < FO_W; l++) flagged += (bad >> l) & 1u;
+            if (wlo == whi) {    /* no threshold near: one code for the chunk */
+                const unsigned ne = fo_vnear(FO_SI(xor)(kv, FO_VSET1I(wlo)), FO_VSET1I(0xff),
+                                             FO_VSET1I(0x40000000), FO_SI(setzero)());
+                const unsigned wrong = ~ne & ~bad & ((1u << FO_W) - 1u);
+                for (l = 0; l < FO_W; l++) bad_lanes += (wrong >> l) & 1u;
+                continue;
+            }
+            FO_SI(store)((void*)ks, kv);
+            for (l = 0; l < FO_W; l++) {
+                if ((bad >> l) & 1u) continue;
+                {
+                    const uint32_t b = base + (uint32_t)l;
+                    const int c0 = fo_count_below(t, sg * fo_u2f(b >= FO_FAST_ULPS ? b - FO_FAST_ULPS : 0));
+                    const int c1 = fo_count_below(t, sg * fo_u2f(b + FO_FAST_ULPS));
+                    const int c = fo_count_below(t, sg * fo_u2f(b));
+                    bad_lanes += (ks[l] != c) || (c0 != c) || (c1 != c);
+                }
+            }
+        }
+    }
+    *nflag = flagged;
+    return bad_lanes;
+}
+
+#else
+static int64_t fo_int8_fast_check(const fo_qtab* q, int64_t* nflag) {
+    (void)q; *nflag = 0;
+    return -2;   /* no vector encoder in this build */
+}
 #endif /* FO_LB_VEC */
 
 /* Codes and absmax of x[0..n) whose absmax bits mx are already known: a NaN or an infinity
