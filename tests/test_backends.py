@@ -251,6 +251,38 @@ def test_pool_runs_every_block_once_for_any_split(nt, nblocks):
         assert a.tobytes() == b.tobytes()
 
 
+def test_small_calls_between_matmuls_keep_kernel_bits_and_products():
+    # Alternating with NumPy matrix products (BLAS left alone), the pool runs a small call on
+    # the caller alone when its worker sleeps and waking it would not pay (fo_small_job), and
+    # a worker woken onto the caller's CPU gives it back: neither may change a kernel's bits
+    # or a product.  The calls are spaced (the worker sleeps between them) and cost about a
+    # microsecond per block (SGD over 4 blocks), less than any measured wake-up: once the
+    # wake-up is measured, most run on the caller alone (every 16th wakes the worker).
+    import time
+
+    n = 4 * 16384                                       # PARALLEL_MIN: 4 blocks
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((256, 256)).astype(np.float32)
+    prod = a @ a
+    g = rng.standard_normal(n).astype(np.float32)
+    p = rng.standard_normal(n).astype(np.float32)
+    q = p.copy()
+    before = _threadpool.stats()
+    with threads.threading_backend("pool"), fastopt.num_threads(2):
+        for _ in range(200):
+            K.sgd_step(p, g, None, lr=1e-3, weight_decay=1e-2)
+            assert (a @ a).tobytes() == prod.tobytes()
+            time.sleep(0.002)                           # longer than the worker spins
+    with fastopt.num_threads(1):
+        for _ in range(200):
+            K.sgd_step(q, g, None, lr=1e-3, weight_decay=1e-2)
+    assert p.tobytes() == q.tobytes()
+    after = _threadpool.stats()
+    assert after["jobs"] - before["jobs"] == 200
+    assert after["serial_small"] - before["serial_small"] >= 100
+    assert after["sleep_wake_us"] > 0 and after["broadcast_us"] > 0
+
+
 # ------------------------------------------------------------------ tracing
 
 @pytest.mark.parametrize("backend", ["pool", pytest.param("openmp", marks=needs_openmp)])

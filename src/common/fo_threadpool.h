@@ -50,7 +50,8 @@ typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
 typedef struct {
     int nworkers; long spin_ns; unsigned long long forks, jobs, serial_busy;
     unsigned long long tasks_master, tasks_workers, wakes_spin, wakes_sleep, wakes_empty,
-        master_sleeps, wake_ns, wake_count;
+        master_sleeps, wake_ns, wake_count, serial_small, wakes_samecpu;
+    long sleep_wake_ns, broadcast_ns;
 } fo_pool_t;
 static fo_pool_t fo_pool;
 static void fo_pool_init(long spin_ns) { fo_pool.spin_ns = spin_ns; }
@@ -66,7 +67,7 @@ static int fo_blas_register(size_t setter, size_t exec_async, size_t exec_wait, 
 }
 static void fo_blas_set_shared(int k, int on) { (void)k; (void)on; }
 static unsigned long long fo_blas_calls(int k, int shared) { (void)k; (void)shared; return 0; }
-typedef struct { uint32_t job; int32_t slot; int64_t task, t0, t1; } fo_trace_rec_t;
+typedef struct { uint32_t job; int32_t slot; int64_t task, t0, t1; int32_t cpu, pad; } fo_trace_rec_t;
 static int fo_trace_start(int64_t cap) { (void)cap; return -1; }
 static int64_t fo_trace_stop(fo_trace_rec_t **recs) { *recs = NULL; return 0; }
 #define FO_TRACING() 0
@@ -124,7 +125,7 @@ typedef struct {
     int nworkers;                /* started, under `master` */
     _Atomic long spin_ns;        /* how long an idle thread spins before sleeping */
     _Atomic uint64_t forks;      /* times this pool was reset in a forked child */
-    _Atomic uint64_t jobs;       /* parallel jobs run (for tests) */
+    _Atomic uint64_t jobs;       /* jobs run, small ones on the caller alone included (for tests) */
     _Atomic uint64_t serial_busy;/* calls run serially because the pool was busy */
     /* diagnostics (fastopt._threadpool.stats()): who ran the tasks, how workers woke */
     _Atomic uint64_t tasks_master, tasks_workers;
@@ -132,6 +133,15 @@ typedef struct {
     _Atomic uint64_t wake_ns, wake_count;   /* publish -> a worker's first task */
     _Atomic long published_ns;
     _Atomic long last_job_ns;   /* the last job's time, publish to done (for fo_idle_spin_ns) */
+    /* small jobs (fo_small_job): what waking a sleeping worker costs, measured */
+    _Atomic long sleep_wake_ns; /* publish -> a woken worker's first task (fast down, slow up) */
+    _Atomic long broadcast_ns;  /* the caller's time in the wake-up call (same filter) */
+    long last_return_ns;        /* when the last call returned (under `master`) */
+    unsigned small_streak;      /* small jobs run alone in a row (under `master`) */
+    _Atomic int master_cpu;     /* the CPU the caller published the last job from */
+    _Atomic uint64_t serial_small;   /* calls run on the caller alone: waking did not pay */
+    _Atomic uint64_t wakes_samecpu;  /* wake-ups that found the caller's CPU and stood aside */
+    _Atomic int last_wake_aside;     /* the last woken worker stood aside (and sleeps again) */
 } fo_pool_t;
 
 static fo_pool_t fo_pool;
@@ -150,8 +160,17 @@ static inline long fo_now_ns(void) {
  * ns); per job also the caller's publish (task -1) and return (task -2), and each worker's
  * wake-up (task -3: it saw the job).  Off, it costs one relaxed load per task.  Not for
  * concurrent callers: start and stop it around calls from one thread. */
-typedef struct { uint32_t job; int32_t slot; int64_t task, t0, t1; } fo_trace_rec_t;
+typedef struct { uint32_t job; int32_t slot; int64_t task, t0, t1; int32_t cpu, pad; } fo_trace_rec_t;
 static fo_trace_rec_t *fo_trace_buf = NULL;
+
+/* The CPU the calling thread runs on (-1 where unknown). */
+static inline int fo_cpu(void) {
+#if defined(__linux__)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
 static int64_t fo_trace_cap = 0;
 static _Atomic int64_t fo_trace_n = 0;
 static _Atomic int fo_trace_on = 0;
@@ -169,7 +188,7 @@ static inline int64_t fo_thread_cpu_ns(void) {
 static void fo_trace(uint32_t job, int slot, int64_t task, int64_t t0, int64_t t1) {
     int64_t k = atomic_fetch_add_explicit(&fo_trace_n, 1, memory_order_relaxed);
     if (k < fo_trace_cap) {
-        fo_trace_rec_t r = {job, slot, task, t0, t1};
+        fo_trace_rec_t r = {job, slot, task, t0, t1, fo_cpu(), 0};
         fo_trace_buf[k] = r;
     }
 }
@@ -214,12 +233,30 @@ static int64_t fo_trace_stop(fo_trace_rec_t **recs) {
  * scheduler (6.6 and later) moves a yielding task's deadline one slice later at each yield. */
 #define FO_PREEMPTED_NS 30000L   /* a gap this long between two looks: we were descheduled */
 
-static inline int fo_keep_waiting(long start, unsigned *round, long budget, long *last) {
+/* Whether this worker runs on the CPU the caller published the last job from.  A worker
+ * there can only run by taking the CPU from the caller: it should neither spin nor claim
+ * tasks (gang jobs excepted), but yield the CPU to the caller until the scheduler moves it
+ * to another CPU or the caller has claimed every task, then sleep.
+ *
+ * Why (benchmarks/pool_trace.py's cpu column, issue 23): alternating Adam 64K with a 256x256
+ * NumPy matmul on the 2-vCPU EPYC VM, the sleeping worker was woken onto the caller's CPU in
+ * 65-88% of the calls (OpenBLAS's worker, which polls with sched_yield for about 0.1 s after
+ * each product, kept the other CPU busy), took it from the caller (which then ran 0.7 of the
+ * 4 tasks on average) and spun there after the job: those calls took 113-120 us against 23
+ * us for the caller alone, and the matmul after them 50 us (the spin) longer. */
+static inline int fo_on_master_cpu(void) {
+    int cpu = fo_cpu();
+    return cpu >= 0 && cpu == atomic_load_explicit(&fo_pool.master_cpu, memory_order_relaxed);
+}
+
+static inline int fo_keep_waiting(long start, unsigned *round, long budget, long *last,
+                                   int worker) {
     long now;
     FO_RELAX();
     if ((++*round & 63) != 0) return 1;
     now = fo_now_ns();
     if (now - *last > FO_PREEMPTED_NS) return 0;
+    if (worker && fo_on_master_cpu()) return 0;
     *last = now;
     return now - start < budget;
 }
@@ -253,8 +290,66 @@ static inline uint32_t fo_spin_while_equal(_Atomic uint32_t *word, uint32_t old,
     unsigned round = 0;
     uint32_t v;
     while ((v = atomic_load_explicit(word, memory_order_acquire)) == old)
-        if (!fo_keep_waiting(start, &round, budget, &last)) break;
+        if (!fo_keep_waiting(start, &round, budget, &last, 1)) break;
     return v;
+}
+
+/* Store a new sample of a time into *x, filtered: a shorter one at once, a longer one an
+ * eighth of the way (preemption makes times long, never short). */
+static inline void fo_filter_store(_Atomic long *x, long sample) {
+    long old = atomic_load_explicit(x, memory_order_relaxed);
+    if (sample < 1) sample = 1;
+    atomic_store_explicit(x, (old <= 0 || sample < old) ? sample : old + (sample - old) / 8,
+                          memory_order_relaxed);
+}
+
+/* Each task function's time per task on the caller, filtered as above (0: not measured),
+ * in a small table by function address, under `master` (a collision replaces the entry). */
+#define FO_EST_SLOTS 64
+typedef struct { fo_task_fn fn; _Atomic long task_ns; } fo_est_t;
+static fo_est_t fo_est[FO_EST_SLOTS];
+
+static inline fo_est_t *fo_est_of(fo_task_fn fn) {
+    uint64_t h = (uint64_t)(uintptr_t)fn * 0x9E3779B97F4A7C15ull;
+    fo_est_t *e = &fo_est[h >> 58];
+    if (e->fn != fn) {
+        e->fn = fn;
+        atomic_store_explicit(&e->task_ns, 0, memory_order_relaxed);
+    }
+    return e;
+}
+
+/* Whether a job of `ntasks` tasks of fn should run on the caller alone rather than wake the
+ * sleeping workers (fo_run_job, under `master`).  Waking costs the caller the wake-up call
+ * (broadcast_ns) and the worker arrives sleep_wake_ns after publishing; splitting a job of
+ * serial time T then ends at about (T + wake + broadcast) / 2 at best, later when the
+ * worker lands on the caller's CPU or spins after the job on a CPU another thread (NumPy's
+ * BLAS) wants.  So a job runs alone when T < 2 * (wake + broadcast), and only when
+ * - every worker sleeps (a spinning worker joins at no cost), and
+ * - the caller's last call returned longer ago than a worker spins (fo_idle_spin_ns): the
+ *   worker would be asleep again at the next call, so waking pays for this call only.  In a
+ *   loop of back-to-back calls one wake-up keeps the worker spinning for all that follow,
+ *   unless the last woken worker landed on the caller's CPU and went back to sleep
+ *   (fo_on_master_cpu): then it counts as a wake-up for this call only as well.
+ * Nothing is decided before both costs and fn's task time have been measured, and every
+ * FO_SMALL_RESAMPLE-th such job wakes the workers anyway, to measure the wake-up again (one
+ * long wake-up under load must not keep the workers asleep for good).
+ *
+ * Why (issue 23): alternating Adam 64K (4 tasks, 23 us on one thread) with a 256x256 NumPy
+ * matmul (190 us), the worker slept at every call and was woken (wake-up 20-27 us, the
+ * broadcast about 10 us of the caller's time on the 2-vCPU EPYC VM): the call took 62-73 us
+ * when the worker landed on the other CPU and 113-120 us on the caller's. */
+#define FO_SMALL_RESAMPLE 16
+static int fo_small_job(fo_task_fn fn, Py_ssize_t ntasks, int workers) {
+    long wake = atomic_load_explicit(&fo_pool.sleep_wake_ns, memory_order_relaxed);
+    long bc = atomic_load_explicit(&fo_pool.broadcast_ns, memory_order_relaxed);
+    long task = atomic_load_explicit(&fo_est_of(fn)->task_ns, memory_order_relaxed);
+    if (wake <= 0 || bc <= 0 || task <= 0) return 0;
+    if (atomic_load(&fo_pool.sleeping) < workers) return 0;
+    if (!atomic_load_explicit(&fo_pool.last_wake_aside, memory_order_relaxed)
+            && fo_now_ns() - fo_pool.last_return_ns <= fo_idle_spin_ns())
+        return 0;
+    return (double)task * (double)ntasks < 2.0 * (double)(wake + bc);
 }
 
 /* Claim and run tasks of job g until none is left: first those of range `slot` (the same run
@@ -305,30 +400,66 @@ out:
 
 typedef struct { int id; uint32_t seen; } fo_worker_arg_t;
 
+/* Whether job g has tasks nobody has claimed yet. */
+static int fo_tasks_left(uint32_t g) {
+    int k, nranges = atomic_load(&fo_pool.nranges);
+    for (k = 0; k < nranges; k++) {
+        uint64_t t = atomic_load(&fo_ranges[k].next);
+        if ((uint32_t)(t >> 32) != g) return 0;   /* a later job: ours is over */
+        if ((uint32_t)t < atomic_load(&fo_ranges[k].end)) return 1;
+    }
+    return 0;
+}
+
+/* Sleep until a job later than `seen` is published; returns its generation. */
+static uint32_t fo_worker_sleep(uint32_t seen) {
+    uint32_t g;
+    pthread_mutex_lock(&fo_pool.lock);
+    atomic_fetch_add(&fo_pool.sleeping, 1);
+    while ((g = atomic_load(&fo_pool.gen)) == seen)
+        pthread_cond_wait(&fo_pool.wake, &fo_pool.lock);
+    atomic_fetch_sub(&fo_pool.sleeping, 1);
+    pthread_mutex_unlock(&fo_pool.lock);
+    return g;
+}
+
 static void *fo_worker_main(void *arg) {
     /* `seen`: the last job published before this worker was started, so the job the
      * master is about to publish is not missed. */
     int id = ((fo_worker_arg_t *)arg)->id;
     uint32_t seen = ((fo_worker_arg_t *)arg)->seen;
     free(arg);
+    int stood_aside = 0;
     for (;;) {
-        uint32_t g = fo_spin_while_equal(&fo_pool.gen, seen, fo_idle_spin_ns());
+        uint32_t g = stood_aside ? seen : fo_spin_while_equal(&fo_pool.gen, seen, fo_idle_spin_ns());
         int slept = 0;
+        stood_aside = 0;
         if (g == seen) {
-            pthread_mutex_lock(&fo_pool.lock);
-            atomic_fetch_add(&fo_pool.sleeping, 1);
-            while ((g = atomic_load(&fo_pool.gen)) == seen)
-                pthread_cond_wait(&fo_pool.wake, &fo_pool.lock);
-            atomic_fetch_sub(&fo_pool.sleeping, 1);
-            pthread_mutex_unlock(&fo_pool.lock);
+            g = fo_worker_sleep(seen);
             slept = 1;
         }
         seen = g;
         if (id <= atomic_load(&fo_pool.want)) {
             long woke = fo_now_ns();
             long pub = atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed);
+            int once = atomic_load(&fo_pool.once);
+            int64_t ran;
             if (FO_TRACING()) fo_trace(g, id, -3, woke, woke);
-            int64_t ran = fo_claim(g, id, atomic_load(&fo_pool.once));
+            if (!once && fo_on_master_cpu()) {
+                /* The caller's CPU: give it back (sched_yield), and take part only if the
+                 * scheduler moves this thread to another CPU while tasks are left. */
+                atomic_fetch_add_explicit(&fo_pool.wakes_samecpu, 1, memory_order_relaxed);
+                while (fo_on_master_cpu() && fo_tasks_left(g)) sched_yield();
+                if (!fo_tasks_left(g)) {   /* the caller did the job: sleep again */
+                    if (slept) {   /* what the wake-up cost the caller, for nothing */
+                        atomic_store_explicit(&fo_pool.last_wake_aside, 1, memory_order_relaxed);
+                        if (woke >= pub) fo_filter_store(&fo_pool.sleep_wake_ns, woke - pub);
+                    }
+                    stood_aside = 1;
+                    continue;
+                }
+            }
+            ran = fo_claim(g, id, once);
             atomic_fetch_add_explicit(slept ? &fo_pool.wakes_sleep : &fo_pool.wakes_spin, 1,
                                       memory_order_relaxed);
             if (ran > 0) {
@@ -339,6 +470,10 @@ static void *fo_worker_main(void *arg) {
                 }
             } else {
                 atomic_fetch_add_explicit(&fo_pool.wakes_empty, 1, memory_order_relaxed);
+            }
+            if (slept && ran > 0) {
+                atomic_store_explicit(&fo_pool.last_wake_aside, 0, memory_order_relaxed);
+                if (woke >= pub) fo_filter_store(&fo_pool.sleep_wake_ns, woke - pub);
             }
         }
     }
@@ -383,6 +518,8 @@ static void fo_reset(void) {
     atomic_store(&fo_pool.want, 0);
     atomic_store(&fo_pool.done, 0);
     atomic_store(&fo_pool.ntasks, 0);
+    atomic_store(&fo_pool.master_cpu, -1);
+    atomic_store(&fo_pool.last_wake_aside, 0);
     fo_pool.next_gen = 0;
     fo_pool.nworkers = 0;
 }
@@ -433,6 +570,34 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         goto serial;
     }
     if (workers > ntasks - 1) workers = (int)(ntasks - 1);   /* gang mode: one task each */
+    if (!once && fo_small_job(fn, ntasks, workers)
+            && ++fo_pool.small_streak % FO_SMALL_RESAMPLE != 0) {
+        start = fo_now_ns();
+        atomic_store_explicit(&fo_pool.master_cpu, fo_cpu(), memory_order_relaxed);
+        if (FO_TRACING()) {   /* the records of a job, all on the caller's slot */
+            g = ++fo_pool.next_gen;
+            if (g == 0) g = ++fo_pool.next_gen;
+            fo_trace(g, 0, -1, start, fo_thread_cpu_ns());
+            for (Py_ssize_t t = 0; t < ntasks; t++) {
+                long t0 = fo_now_ns();
+                fn(ctx, t);
+                fo_trace(g, 0, t, t0, fo_now_ns());
+            }
+            last = fo_now_ns();
+            fo_trace(g, 0, -2, last, fo_thread_cpu_ns());
+        } else {
+            for (Py_ssize_t t = 0; t < ntasks; t++) fn(ctx, t);
+            last = fo_now_ns();
+        }
+        fo_filter_store(&fo_est_of(fn)->task_ns, (last - start) / (long)ntasks);
+        fo_pool.last_return_ns = last;
+        atomic_fetch_add_explicit(&fo_pool.serial_small, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&fo_pool.jobs, 1, memory_order_relaxed);   /* a job, */
+        atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)ntasks,    /* all ours */
+                                  memory_order_relaxed);
+        pthread_mutex_unlock(&fo_pool.master);
+        return 0;
+    }
     g = ++fo_pool.next_gen;
     if (g == 0) g = ++fo_pool.next_gen;      /* 0 is "no job yet" */
     /* Close the ranges first (a stale claim on them fails: their generation changed), then
@@ -452,6 +617,7 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         atomic_store(&fo_ranges[i].end, (uint32_t)hi);
         atomic_store(&fo_ranges[i].next, ((uint64_t)g << 32) | (uint64_t)lo);
     }
+    atomic_store_explicit(&fo_pool.master_cpu, fo_cpu(), memory_order_relaxed);
     start = fo_now_ns();
     atomic_store_explicit(&fo_pool.published_ns, start, memory_order_relaxed);
     if (FO_TRACING()) fo_trace(g, 0, -1, start, fo_thread_cpu_ns());
@@ -460,16 +626,22 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         pthread_mutex_lock(&fo_pool.lock);
         pthread_cond_broadcast(&fo_pool.wake);
         pthread_mutex_unlock(&fo_pool.lock);
+        fo_filter_store(&fo_pool.broadcast_ns, fo_now_ns() - start);
     }
     atomic_fetch_add_explicit(&fo_pool.jobs, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)fo_claim(g, 0, once),
-                              memory_order_relaxed);
+    {
+        long c0 = fo_now_ns();
+        int64_t ran = fo_claim(g, 0, once);
+        if (ran > 0 && !once)
+            fo_filter_store(&fo_est_of(fn)->task_ns, (fo_now_ns() - c0) / (long)ran);
+        atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)ran, memory_order_relaxed);
+    }
     /* Wait for the tasks other threads hold: spin as the workers do, then sleep. */
     start = last = fo_now_ns();
     i = 0;
     while (atomic_load(&fo_pool.done) < (int64_t)ntasks) {
         if (fo_keep_waiting(start, &i, atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed),
-                            &last))
+                            &last, 0))
             continue;
         atomic_fetch_add_explicit(&fo_pool.master_sleeps, 1, memory_order_relaxed);
         pthread_mutex_lock(&fo_pool.lock);
@@ -483,6 +655,7 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
     atomic_store_explicit(&fo_pool.last_job_ns,
                           start - atomic_load_explicit(&fo_pool.published_ns, memory_order_relaxed),
                           memory_order_relaxed);
+    fo_pool.last_return_ns = start;
     if (FO_TRACING()) fo_trace(g, 0, -2, start, fo_thread_cpu_ns());
     pthread_mutex_unlock(&fo_pool.master);
     return 0;

@@ -17,6 +17,8 @@ cdef extern from "fo_threadpool.h":
         unsigned long long tasks_master, tasks_workers
         unsigned long long wakes_spin, wakes_sleep, wakes_empty, master_sleeps
         unsigned long long wake_ns, wake_count
+        unsigned long long serial_small, wakes_samecpu
+        long sleep_wake_ns, broadcast_ns
     fo_pool_t fo_pool
     void fo_pool_init(long spin_ns) noexcept nogil
     void fo_run_tasks(fo_task_fn fn, void* ctx, Py_ssize_t ntasks, int nthreads) noexcept nogil
@@ -63,14 +65,20 @@ def stats():
     pool was busy, resets after fork, the spin time in microseconds; and diagnostics: tasks
     run by the calling thread and by the workers, worker wake-ups by how the worker waited
     (spinning, asleep) and those that found no task left, times the caller slept waiting for
-    the workers, and the mean time from publishing a job to a worker starting on it."""
+    the workers, and the mean time from publishing a job to a worker starting on it; calls
+    run on the caller alone because waking a worker would not pay (serial_small), wake-ups
+    that found the caller's CPU and left it the job (wakes_samecpu), and the filtered costs
+    of a wake-up those decisions use (sleep_wake_us, broadcast_us)."""
     cdef unsigned long long n = fo_pool.wake_count
     return dict(workers=fo_pool.nworkers, jobs=fo_pool.jobs, serial_busy=fo_pool.serial_busy,
                 forks=fo_pool.forks, spin_us=fo_pool.spin_ns / 1000.0,
                 tasks_master=fo_pool.tasks_master, tasks_workers=fo_pool.tasks_workers,
                 wakes_spin=fo_pool.wakes_spin, wakes_sleep=fo_pool.wakes_sleep,
                 wakes_empty=fo_pool.wakes_empty, master_sleeps=fo_pool.master_sleeps,
-                wake_us=(fo_pool.wake_ns / n / 1000.0) if n else None)
+                wake_us=(fo_pool.wake_ns / n / 1000.0) if n else None,
+                serial_small=fo_pool.serial_small, wakes_samecpu=fo_pool.wakes_samecpu,
+                sleep_wake_us=fo_pool.sleep_wake_ns / 1000.0,
+                broadcast_us=fo_pool.broadcast_ns / 1000.0)
 
 
 #: The threading backends, by name (``fastopt.runtime.threads.set_backend``).
@@ -124,8 +132,10 @@ def blas_calls(int slot):
 
 #: The layout of one record of :func:`trace_stop` (a NumPy dtype spelling): the job, the
 #: thread's slot (0: the caller), the task (-1: published, -2: the caller returned, -3: a
-#: worker saw the job) and its start and end in CLOCK_MONOTONIC nanoseconds.
-TRACE_DTYPE = [("job", "<u4"), ("slot", "<i4"), ("task", "<i8"), ("t0", "<i8"), ("t1", "<i8")]
+#: worker saw the job), its start and end in CLOCK_MONOTONIC nanoseconds and the CPU the thread
+#: was on when the record was written (-1 where unknown).
+TRACE_DTYPE = [("job", "<u4"), ("slot", "<i4"), ("task", "<i8"), ("t0", "<i8"), ("t1", "<i8"),
+               ("cpu", "<i4"), ("pad", "<i4")]
 
 
 def trace_start(long long capacity):
