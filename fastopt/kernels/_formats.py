@@ -304,10 +304,10 @@ class QuantMap:
         return packed
 
     def fast_code(self, y, sign=None):
-        """The vector kernels' arithmetic rule (see :data:`FAST_EPS`), in NumPy: (codes, flagged)
+        """The vector kernels' arithmetic rule (see ``FAST_EPS`` in this module), in NumPy: (codes, flagged)
         of ``y`` = the float32 magnitude ``|x| / a`` and the sign bits of x (``sign``,
         default 0).  Where ``flagged`` is
-        False the code is :meth:`code` of every float32 within :data:`FAST_ULPS` ulps of y
+        False the code is :meth:`code` of every float32 within ``FAST_ULPS`` ulps of y
         (checked when the map is built); the kernels recompute flagged elements exactly.
         Raises ValueError for a map without the fast rule (``fast is None``)."""
         if self.fast is None:
