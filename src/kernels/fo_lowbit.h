@@ -287,6 +287,18 @@ FO_INLINE void fo_vcodes4(uint8_t* out, fo_vi k0, fo_vi k1, fo_vi k2, fo_vi k3) 
 /* the largest lane, unsigned */
 FO_INLINE uint32_t fo_vhmax(fo_vi x) { return (uint32_t)_mm512_reduce_max_epu32(x); }
 
+/* fo_vcodes4 of the signed rule's codes from 4W counts p (0..255) and the values' bits u:
+   z + p (x >= 0), max(z - p, 0) (x < 0), per byte after the packs (a signed pack keeps
+   each value's sign in its byte, in the same lanes as the counts' unsigned pack) */
+FO_INLINE void fo_vcodes4_signed(uint8_t* out, fo_vi p0, fo_vi p1, fo_vi p2, fo_vi p3,
+                                 fo_vi u0, fo_vi u1, fo_vi u2, fo_vi u3, __m512i z8) {
+    __m512i w = _mm512_packus_epi16(_mm512_packus_epi32(p0, p1), _mm512_packus_epi32(p2, p3));
+    __m512i sg = _mm512_packs_epi16(_mm512_packs_epi32(u0, u1), _mm512_packs_epi32(u2, u3));
+    w = _mm512_mask_subs_epu8(_mm512_add_epi8(w, z8), _mm512_movepi8_mask(sg), z8, w);
+    _mm512_storeu_si512((void*)out, _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), w));
+}
+
 /* the int8 fast encoder's helpers (fo_vcode_fast): t[i] for i in 0..7; c + (a > b);
    the lanes whose g & fmask is 0 (g's fraction near an integer) or whose bits are within
    FO_FAST_ULPS of the boundary's (db = their difference), as bits */
@@ -386,6 +398,15 @@ FO_INLINE unsigned fo_vnear(fo_vi g, fo_vi fmask, fo_vi db, fo_vi ulps) {
     return (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(a, b)));
 }
 
+FO_INLINE void fo_vcodes4_signed(uint8_t* out, fo_vi p0, fo_vi p1, fo_vi p2, fo_vi p3,
+                                 fo_vi u0, fo_vi u1, fo_vi u2, fo_vi u3, __m256i z8) {
+    __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(p0, p1), _mm256_packus_epi32(p2, p3));
+    __m256i sg = _mm256_packs_epi16(_mm256_packs_epi32(u0, u1), _mm256_packs_epi32(u2, u3));
+    w = _mm256_blendv_epi8(_mm256_add_epi8(w, z8), _mm256_subs_epu8(z8, w), sg);
+    _mm256_storeu_si256((__m256i*)out,
+                        _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
 FO_INLINE uint32_t fo_vhmax(fo_vi x) {
     __m128i r = _mm_max_epu32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
     r = _mm_max_epu32(r, _mm_shuffle_epi32(r, 0x4e));
@@ -435,7 +456,10 @@ FO_INLINE fo_vi fo_vabsbits(fo_vf x) { return FO_SI(and)(FO_SI(castps)(x), FO_VS
 typedef struct {
     fo_vf d; fo_vi LO, HI, nbm, mask8; __m128i sh; const uint32_t* tb;
     int fast;
-    fo_vf r, bn, A, C; fo_vi H, M, K0, z, fmask, ulps;
+    fo_vf r, bn, A, C; fo_vi H, M, K0, z, z8, fmask, ulps;
+#if FO_VBYTES == 64
+    fo_vi R0lo, R0hi;   /* the region of binade e, for e = 96..127 (fo_vregion) */
+#endif
     float ds; const fo_qtab* q;
 } fo_venc;
 
@@ -450,6 +474,18 @@ typedef struct {
 #define FO_LB_FAST (FO_VBYTES == 64)
 #endif
 
+/* Whether this build's vectors run map q's arithmetic rule: q has one, and at 512 bits its
+   binades below 96 are all in region 0 (fo_vregion's table starts there; the default maps'
+   first region boundaries lie in binades 107 and 109) */
+FO_INLINE int fo_fast_ok(const fo_qtab* q) {
+    if (q->fast == NULL) return 0;
+#if FO_VBYTES == 64
+    return ((95u * q->fast[0]) & 0xffffu) <= q->fast[1];
+#else
+    return 1;
+#endif
+}
+
 FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
     E->d = FO_PS(set1)(d);
     E->LO = FO_VSET1I(q->LO);
@@ -458,8 +494,8 @@ FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
     E->mask8 = FO_VSET1I(q->mask << 8);
     E->sh = _mm_cvtsi32_si128((int)q->shift);
     E->tb = q->tabn - q->lo;
-    E->fast = FO_LB_FAST && q->fast != NULL;
-    if (q->fast != NULL) {
+    E->fast = FO_LB_FAST && fo_fast_ok(q);
+    if (fo_fast_ok(q)) {
         const uint32_t* f = q->fast;
         const uint32_t db = fo_f2u(d);
         /* y = |x| * fl(1/d) is within 3 ulps of fl(|x| / d) when 1/d is a normal number;
@@ -468,7 +504,21 @@ FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
         E->r = FO_PS(set1)(ok ? 1.0f / d : 1.0f);
         E->M = FO_VSET1I(f[0]);
         E->K0 = FO_VSET1I(f[1]);
+#if FO_VBYTES == 64
+        {
+            /* fo_vregion's table: the same 16-bit arithmetic on each binade e = 96 + i */
+            FO_ALIGNED(64) uint32_t rt[32];
+            int i;
+            for (i = 0; i < 32; i++) {
+                const uint32_t em = ((uint32_t)(96 + i) * f[0]) & 0xffffu;
+                rt[i] = (em > f[1] ? em - f[1] : 0u) >> 8;
+            }
+            E->R0lo = FO_SI(load)((const void*)rt);
+            E->R0hi = FO_SI(load)((const void*)(rt + 16));
+        }
+#endif
         E->z = FO_VSET1I(f[3]);
+        E->z8 = FO_VSET1I(0x01010101u * f[3]);
         E->bn = FO_SI2PS(FO_SI(loadu)((const void*)(f + 8)));
         E->A = FO_SI2PS(FO_SI(loadu)((const void*)(f + 16)));
         E->C = FO_SI2PS(FO_SI(loadu)((const void*)(f + 24)));
@@ -514,20 +564,38 @@ FO_INLINE fo_vi fo_vcode_tab(fo_vi u, const fo_venc* E, const int posonly) {
    lanes): elsewhere the code is the definition's for every float32 within FO_FAST_ULPS
    ulps of y, which holds the true quotient (checked over every float32 y in [-1, 1]:
    _lowbit._fast_check, tests/test_lowbit_fast.py). */
-FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, unsigned* badp) {
+/* the region of binade e (biased exponent of y in 0..127): max(e M - K0, 0) >> S in 16-bit
+   arithmetic (S = 8); at 512 bits one two-table permute of its values for e = 96..127 (every
+   e below 96 is in region 0: the maps' first boundaries lie in binade 107 or above, checked
+   by fo_venc_init's table, whose entries below them are 0) */
+FO_INLINE fo_vi fo_vregion(const fo_venc* E, fo_vi yb) {
+#if FO_VBYTES == 64
+    return _mm512_permutex2var_epi32(E->R0lo, _mm512_subs_epu16(_mm512_srli_epi32(yb, 23),
+                                                                 _mm512_set1_epi32(96)), E->R0hi);
+#else
+    return FO_EPI32(srli)(FO_LBU16(subs)(FO_LB16(mullo)(FO_EPI32(srli)(yb, 23), E->M), E->K0), 8);
+#endif
+}
+
+/* the rule's count of positive thresholds below y (|x| * fl(1/d); posonly: max(x * fl(1/d), 0))
+   and the lanes to recompute (*badp): fo_vcode_raw without the sign */
+FO_INLINE fo_vi fo_vcode_mag(fo_vi u, const fo_venc* E, const int posonly, unsigned* badp) {
     fo_vf y;
-    fo_vi yb, r0, r, g, bnb, k;
-    unsigned bad;
+    fo_vi yb, r0, r, g, bnb;
     if (posonly) y = FO_PS(max)(FO_PS(mul)(FO_SI2PS(u), E->r), FO_PS(setzero)());
     else y = FO_PS(mul)(FO_SI2PS(FO_SI(and)(u, FO_VSET1I(0x7fffffff))), E->r);
     yb = FO_SI(castps)(y);
-    r0 = FO_EPI32(srli)(FO_LBU16(subs)(FO_LB16(mullo)(FO_EPI32(srli)(yb, 23), E->M), E->K0), 8);
+    r0 = fo_vregion(E, yb);
     bnb = fo_vtab8i(FO_SI(castps)(E->bn), r0);
     r = fo_vinc_gtf(r0, y, FO_SI2PS(bnb));
     g = FO_LB_CVTT(FO_PS(add)(FO_PS(mul)(y, fo_vtab8f(E->A, r)), fo_vtab8f(E->C, r)));
     g = FO_EPI32(min)(g, fo_vtab8i(E->H, r));
-    bad = fo_vnear(g, E->fmask, FO_EPI32(sub)(yb, bnb), E->ulps);
-    k = FO_EPI32(srli)(g, 16);
+    *badp = fo_vnear(g, E->fmask, FO_EPI32(sub)(yb, bnb), E->ulps);
+    return FO_EPI32(srli)(g, 16);
+}
+
+FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, unsigned* badp) {
+    fo_vi k = fo_vcode_mag(u, E, posonly, badp);
     if (!posonly) {
         /* z + P (x >= 0), max(z - P, 0) (x < 0): the map's negative thresholds mirror its
            first z positive ones */
@@ -535,7 +603,6 @@ FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, unsig
         k = FO_EPI32(max)(FO_EPI32(add)(E->z, FO_EPI32(sub)(FO_SI(xor)(k, neg), neg)),
                           FO_SI(setzero)());
     }
-    *badp = bad;
     return k;
 }
 
@@ -582,7 +649,7 @@ static int64_t fo_int8_fast_check(const fo_qtab* q, int64_t* nflag) {
     const uint32_t top = 0x3f800000u + FO_FAST_ULPS + FO_W;
     for (k = 0; k < 255; k++)
         t[k] = (float)(((double)q->values[k] + (double)q->values[k + 1]) / 2);
-    if (q->fast == NULL) return -1;
+    if (!fo_fast_ok(q)) return -1;
     fo_venc_init(&E, q, 1.0f);
     for (sign = 0; sign < 2; sign++) {
         const uint32_t sb = sign ? 0x80000000u : 0u;
@@ -665,11 +732,41 @@ typedef fo_venc fo_int8_venc;
 FO_INLINE void fo_int8_venc_init(fo_venc* E, const fo_qtab* q, uint32_t mx) {
     fo_venc_init(E, q, fo_divisor(mx));
 }
+/* fo_vcode_fast of 4W values, stored in order: the counts of 4W lanes, their signs applied
+   to the packed bytes (fo_vcodes4_signed), one test of the 4W flags, and the flagged lanes'
+   codes rewritten (the true quotient, fo_code) */
+FO_INLINE void fo_vcodes4_fast(uint8_t* out, const fo_venc* E, fo_vi u0, fo_vi u1, fo_vi u2,
+                               fo_vi u3, const int posonly) {
+    unsigned b0, b1, b2, b3;
+    fo_vi p0 = fo_vcode_mag(u0, E, posonly, &b0), p1 = fo_vcode_mag(u1, E, posonly, &b1);
+    fo_vi p2 = fo_vcode_mag(u2, E, posonly, &b2), p3 = fo_vcode_mag(u3, E, posonly, &b3);
+    if (posonly) fo_vcodes4(out, p0, p1, p2, p3);
+    else fo_vcodes4_signed(out, p0, p1, p2, p3, u0, u1, u2, u3, E->z8);
+    if (b0 | b1 | b2 | b3) {
+        const unsigned bad[4] = {b0, b1, b2, b3};
+        FO_ALIGNED(64) uint32_t xs[4 * FO_W];
+        int v, l;
+        FO_SI(store)((void*)xs, u0);
+        FO_SI(store)((void*)(xs + FO_W), u1);
+        FO_SI(store)((void*)(xs + 2 * FO_W), u2);
+        FO_SI(store)((void*)(xs + 3 * FO_W), u3);
+        for (v = 0; v < 4; v++)
+            for (l = 0; l < FO_W; l++)
+                if ((bad[v] >> l) & 1u)
+                    out[v * FO_W + l] = fo_code(fo_u2f(xs[v * FO_W + l]) / E->ds, E->q);
+    }
+}
+
 /* the codes of 4W values, stored in order */
 FO_INLINE void fo_int8_vcodes4(uint8_t* out, const fo_venc* E, fo_vf x0, fo_vf x1, fo_vf x2,
                                fo_vf x3, const int posonly) {
-    fo_vcodes4(out, fo_vcode(FO_SI(castps)(x0), E, posonly), fo_vcode(FO_SI(castps)(x1), E, posonly),
-               fo_vcode(FO_SI(castps)(x2), E, posonly), fo_vcode(FO_SI(castps)(x3), E, posonly));
+    if (E->fast) {
+        fo_vcodes4_fast(out, E, FO_SI(castps)(x0), FO_SI(castps)(x1), FO_SI(castps)(x2),
+                        FO_SI(castps)(x3), posonly);
+        return;
+    }
+    fo_vcodes4(out, fo_vcode_tab(FO_SI(castps)(x0), E, posonly), fo_vcode_tab(FO_SI(castps)(x1), E, posonly),
+               fo_vcode_tab(FO_SI(castps)(x2), E, posonly), fo_vcode_tab(FO_SI(castps)(x3), E, posonly));
 }
 #endif
 
