@@ -301,13 +301,30 @@ FO_INLINE uint32_t fo_vhmax(fo_vi x) { return (uint32_t)_mm512_reduce_max_epu32(
 /* fo_vcodes4 of the signed rule's codes from 4W counts p (0..255) and the values' bits u:
    z + p (x >= 0), max(z - p, 0) (x < 0), per byte after the packs (a signed pack keeps
    each value's sign in its byte, in the same lanes as the counts' unsigned pack) */
+/* the high 16-bit halves of 4W lanes a0..a3, packed (unsigned saturation: packus) or
+   (signed: packs) to bytes in the order fo_vhi4_store puts back in place */
+#define FO_VHI4(PACK, a0, a1, a2, a3)                                                          \
+    _mm512_##PACK##_epi16(_mm512_permutex2var_epi16((a0), fo_vhiw(), (a1)),                    \
+                          _mm512_permutex2var_epi16((a2), fo_vhiw(), (a3)))
+FO_INLINE __m512i fo_vhiw(void) {
+    return _mm512_setr_epi32(0x00030001, 0x00070005, 0x000b0009, 0x000f000d, 0x00130011,
+                             0x00170015, 0x001b0019, 0x001f001d, 0x00230021, 0x00270025,
+                             0x002b0029, 0x002f002d, 0x00330031, 0x00370035, 0x003b0039,
+                             0x003f003d);
+}
+FO_INLINE void fo_vhi4_store(uint8_t* out, __m512i w) {
+    _mm512_storeu_si512((void*)out, _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), w));
+}
+/* codes g >> 16 of 4W lanes (each in 0..255 << 16), stored in order */
+FO_INLINE void fo_vcodes4_hi(uint8_t* out, fo_vi g0, fo_vi g1, fo_vi g2, fo_vi g3) {
+    fo_vhi4_store(out, FO_VHI4(packus, g0, g1, g2, g3));
+}
 FO_INLINE void fo_vcodes4_signed(uint8_t* out, fo_vi p0, fo_vi p1, fo_vi p2, fo_vi p3,
                                  fo_vi u0, fo_vi u1, fo_vi u2, fo_vi u3, __m512i z8) {
-    __m512i w = _mm512_packus_epi16(_mm512_packus_epi32(p0, p1), _mm512_packus_epi32(p2, p3));
-    __m512i sg = _mm512_packs_epi16(_mm512_packs_epi32(u0, u1), _mm512_packs_epi32(u2, u3));
+    __m512i w = FO_VHI4(packus, p0, p1, p2, p3);
+    __m512i sg = FO_VHI4(packs, u0, u1, u2, u3);
     w = _mm512_mask_subs_epu8(_mm512_add_epi8(w, z8), _mm512_movepi8_mask(sg), z8, w);
-    _mm512_storeu_si512((void*)out, _mm512_permutexvar_epi32(
-        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), w));
+    fo_vhi4_store(out, w);
 }
 
 /* the int8 fast encoder's helpers (fo_vcode_fast): t[i] for i in 0..7; c + (a > b);
@@ -418,9 +435,14 @@ FO_INLINE unsigned fo_vflag(fo_vi g, fo_vi fmask, fo_vi d, fo_vi span) {
     return (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(a, b)));
 }
 
+FO_INLINE void fo_vcodes4_hi(uint8_t* out, fo_vi g0, fo_vi g1, fo_vi g2, fo_vi g3) {
+    fo_vcodes4(out, _mm256_srli_epi32(g0, 16), _mm256_srli_epi32(g1, 16),
+               _mm256_srli_epi32(g2, 16), _mm256_srli_epi32(g3, 16));
+}
 FO_INLINE void fo_vcodes4_signed(uint8_t* out, fo_vi p0, fo_vi p1, fo_vi p2, fo_vi p3,
                                  fo_vi u0, fo_vi u1, fo_vi u2, fo_vi u3, __m256i z8) {
-    __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(p0, p1), _mm256_packus_epi32(p2, p3));
+    __m256i w = _mm256_packus_epi16(_mm256_packus_epi32(_mm256_srli_epi32(p0, 16), _mm256_srli_epi32(p1, 16)),
+                                    _mm256_packus_epi32(_mm256_srli_epi32(p2, 16), _mm256_srli_epi32(p3, 16)));
     __m256i sg = _mm256_packs_epi16(_mm256_packs_epi32(u0, u1), _mm256_packs_epi32(u2, u3));
     w = _mm256_blendv_epi8(_mm256_add_epi8(w, z8), _mm256_subs_epu8(z8, w), sg);
     _mm256_storeu_si256((__m256i*)out,
@@ -615,11 +637,11 @@ FO_INLINE fo_vi fo_vcode_mag(fo_vi u, const fo_venc* E, const int posonly, unsig
     g = FO_LB_CVTT(FO_PS(add)(FO_PS(mul)(y, fo_vtab8f(E->A, r)), fo_vtab8f(E->C, r)));
     g = FO_EPI32(min)(g, fo_vtab8i(E->H, r));
     *badp = fo_vflag(g, E->fmask, d, E->span);
-    return FO_EPI32(srli)(g, 16);
+    return g;
 }
 
 FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, unsigned* badp) {
-    fo_vi k = fo_vcode_mag(u, E, posonly, badp);
+    fo_vi k = FO_EPI32(srli)(fo_vcode_mag(u, E, posonly, badp), 16);
     if (!posonly) {
         /* z + P (x >= 0), max(z - P, 0) (x < 0): the map's negative thresholds mirror its
            first z positive ones */
@@ -764,7 +786,7 @@ FO_INLINE void fo_vcodes4_fast(uint8_t* out, const fo_venc* E, fo_vi u0, fo_vi u
     unsigned b0, b1, b2, b3;
     fo_vi p0 = fo_vcode_mag(u0, E, posonly, &b0), p1 = fo_vcode_mag(u1, E, posonly, &b1);
     fo_vi p2 = fo_vcode_mag(u2, E, posonly, &b2), p3 = fo_vcode_mag(u3, E, posonly, &b3);
-    if (posonly) fo_vcodes4(out, p0, p1, p2, p3);
+    if (posonly) fo_vcodes4_hi(out, p0, p1, p2, p3);
     else fo_vcodes4_signed(out, p0, p1, p2, p3, u0, u1, u2, u3, E->z8);
     if (b0 | b1 | b2 | b3) {
         /* (6% of the 4W groups of Gaussian state, one lane in 16 of those: visit the set bits) */
