@@ -843,6 +843,7 @@ class DataParallel:
         step computes it while the last buckets are in flight, and waits for it with them
         (:meth:`_check_end`); one synchronization of the ranks fewer than checking first."""
         key, sig = self._check_key(weighting)
+        self._reducers[0]._mark("check", None)
         with self._comm.during(self._check_what()):
             request = self._comm.Iallreduce(self._mpi.IN_PLACE, sig, op=self._mpi.MAX)
         return request, key, sig
