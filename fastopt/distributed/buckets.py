@@ -29,7 +29,11 @@
 * **Two ways to reduce a bucket.**
 
   - ``"allreduce"`` (the default mode): ``MPI_Iallreduce`` in place, then ``/ P`` unless
-    weighted.  With 2 ranks the result is bit-identical to the blocking ``MPI_Allreduce``
+    weighted.  With 2 ranks the last bucket (complete only when the backward pass is over:
+    nothing is left to hide it behind), and any bucket still unlaunched when ``step()``
+    comes, is reduced there with the blocking ``MPI_Allreduce``: Open MPI's libnbc, which
+    runs the non-blocking collectives, picks a slower algorithm on one node (66 KB: 83
+    against 45 us; 270 KB: 302 against 162 us).  With 2 ranks the result is bit-identical to the blocking ``MPI_Allreduce``
     (a sum of two terms does not depend on the order); with 3 and more, the MPI library may
     pick another summation order for a non-blocking or a smaller collective, so results
     agree within float32 rounding (``|a - b| <= 2 (P-1) eps * sum_r |g_r|`` per element).

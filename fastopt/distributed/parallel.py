@@ -189,7 +189,9 @@ class DataParallel:
     check_every : int, default 1
         Every this many steps, check (one 16-byte allreduce) that all ranks have the same
         step count, epoch and hyperparameters; a mismatch is a DistributedError on every
-        rank.  0: only at construction and on loading.
+        rank.  0: only at construction and on loading.  With the bucketed reduction
+        (``overlap``, a bfloat16 wire, the shared window) the check is non-blocking, started
+        once every bucket is launched and waited for with them (still before the update).
     timeout : float or None, default None
         Abort the job when one of this object's collectives waits longer than this many
         seconds (a rank died, skipped a step, or is stuck): a message and a non-zero exit
