@@ -197,6 +197,63 @@ def test_variance_of_data_far_from_zero_in_float64():
         np.testing.assert_allclose(mean, x.mean(axis=axes), rtol=1e-14)
 
 
+def _forward_backward(x, dy, gamma, beta, reduce, out):
+    """One training forward and backward, with ``reduce`` and ``out`` (None or fresh arrays)
+    passed to both; everything they return or write."""
+    C = x.shape[1]
+    rm, rv = np.zeros(C, x.dtype), np.ones(C, x.dtype)
+    fouts = (np.empty_like(x), np.empty(C, x.dtype), np.empty(C, x.dtype)) if out else None
+    bouts = (np.empty_like(x), np.empty(C, x.dtype), np.empty(C, x.dtype)) if out else None
+    same = (lambda n, a, b: (n, a, b)) if reduce else None    # a reduce that changes nothing
+    y, mean, invstd = K.batchnorm_forward(x, gamma, beta, rm, rv, eps=1e-3, out=fouts,
+                                          reduce=same)
+    dx, dgamma, dbeta = K.batchnorm_backward(dy, x, gamma, mean, invstd, out=bouts, reduce=same)
+    got = dict(y=y, mean=mean, invstd=invstd, rm=rm, rv=rv, dx=dx, dgamma=dgamma, dbeta=dbeta)
+    if out:
+        for name, o in zip(("y", "mean", "invstd", "dx", "dgamma", "dbeta"), fouts + bouts):
+            assert got[name] is o, name
+    return got
+
+
+@pytest.mark.parametrize("out", [False, True], ids=["new", "out"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_one_call_per_direction_gives_the_bits_of_the_numpy_coefficients(dtype, threads, out):
+    # Training without `reduce` runs each direction's two passes and the per-channel
+    # coefficients between them in one compiled call (forward_train, backward_train); with
+    # `reduce` (here one that changes nothing) the coefficients are computed in NumPy between
+    # two kernel calls.  Both must give the same bits.
+    for shape in SHAPES:
+        x, dy, gamma, beta = _inputs(shape, seed=11, loc=-4.0, dtype=dtype)
+        with fastopt.num_threads(threads):
+            one = _forward_backward(x, dy, gamma, beta, reduce=False, out=out)
+            two = _forward_backward(x, dy, gamma, beta, reduce=True, out=out)
+        for key in one:
+            assert one[key].dtype == dtype, key
+            np.testing.assert_array_equal(one[key], two[key], err_msg=f"{key} {shape}")
+
+
+def test_training_runs_one_kernel_call_per_direction(monkeypatch):
+    # The caller's serial work between the passes of one direction (issue 23: 150-250 us of
+    # CPU per pass boundary, on caches the pass before had flushed) is gone: one call each.
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            fn = getattr(ext._batchnorm, name)
+            return lambda *a: (calls.append(name), fn(*a))[1]
+
+    monkeypatch.setattr(K, "ext", type("Ext", (), {"_batchnorm": Counting()})())
+    x, dy, gamma, beta = _inputs((64, 8, 5))
+    _, mean, invstd = K.batchnorm_forward(x, gamma, beta, None, None)
+    K.batchnorm_backward(dy, x, gamma, mean, invstd)
+    assert calls == ["forward_train", "backward_train"]
+    calls.clear()
+    rm, rv = np.zeros(8, np.float32), np.ones(8, np.float32)
+    K.batchnorm_forward(x, gamma, beta, rm, rv, training=False)   # inference: one pass
+    assert calls == ["affine"]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [(4096, 64), (64, 3, 40, 40), (2, 2, 70000), (300, 7, 50),
                                    (3, 5, 517, 547), (2, 70000), (256, 1024), (64, 5000, 2)],

@@ -268,7 +268,8 @@ static inline int fo_keep_waiting(long start, unsigned *round, long budget, long
  * Why (benchmarks/pool_trace.py, issue 23): on large calls the caller's serial work between
  * two parallel calls is long, 140 us of CPU between two Adam 16M steps and 160-210 us between
  * the passes of a 64x64x56x56 batch norm (Python with caches the kernel just flushed), against
- * 24 us at Adam 1M.  With a fixed 50 us spin the worker was asleep at every such call and
+ * 24 us at Adam 1M.  (Batch norm's two passes per direction have since become one kernel call,
+ * the coefficients between them computed in C: 15-25 us between them; see _batchnorm.pyx.tp.)  With a fixed 50 us spin the worker was asleep at every such call and
  * had to be woken (a futex call by the caller, then the scheduler), while libgomp's workers
  * spin for milliseconds and were always ready; the blocks themselves ran at the same speed
  * on both backends (the same median time per block, per pass). */
