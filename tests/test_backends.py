@@ -251,13 +251,15 @@ def test_pool_runs_every_block_once_for_any_split(nt, nblocks):
         assert a.tobytes() == b.tobytes()
 
 
-def test_small_calls_between_matmuls_keep_kernel_bits_and_products():
+@pytest.mark.parametrize("forced", [False, True], ids=["measured", "forced"])
+def test_small_calls_between_matmuls_keep_kernel_bits_and_products(forced):
     # Alternating with NumPy matrix products (BLAS left alone), the pool runs a small call on
     # the caller alone when its worker sleeps and waking it would not pay (fo_small_job), and
     # a worker woken onto the caller's CPU gives it back: neither may change a kernel's bits
     # or a product.  The calls are spaced (the worker sleeps between them) and cost about a
     # microsecond per block (SGD over 4 blocks), less than any measured wake-up: once the
-    # wake-up is measured, most run on the caller alone (every 16th wakes the worker).
+    # wake-up is measured, most run on the caller alone (every 16th wakes the worker), how
+    # many depends on the machine's wake-up cost; forced (the pool's test hook), all of them.
     import time
 
     n = 4 * 16384                                       # PARALLEL_MIN: 4 blocks
@@ -268,21 +270,27 @@ def test_small_calls_between_matmuls_keep_kernel_bits_and_products():
     p = rng.standard_normal(n).astype(np.float32)
     q = p.copy()
     before = _threadpool.stats()
-    with threads.threading_backend("pool"), fastopt.num_threads(2):
-        for _ in range(200):
-            K.sgd_step(p, g, None, lr=1e-3, weight_decay=1e-2)
-            assert (a @ a).tobytes() == prod.tobytes()
-            time.sleep(0.002)                           # longer than the worker spins
+    was = _threadpool.force_small(forced)
+    try:
+        with threads.threading_backend("pool"), fastopt.num_threads(2):
+            for _ in range(200):
+                K.sgd_step(p, g, None, lr=1e-3, weight_decay=1e-2)
+                assert (a @ a).tobytes() == prod.tobytes()
+                time.sleep(0.002)                       # longer than the worker spins
+    finally:
+        assert _threadpool.force_small(was) == forced
     with fastopt.num_threads(1):
         for _ in range(200):
             K.sgd_step(q, g, None, lr=1e-3, weight_decay=1e-2)
     assert p.tobytes() == q.tobytes()
     after = _threadpool.stats()
     assert after["jobs"] - before["jobs"] == 200
-    # the caller-alone path ran (how often depends on the machine's wake-up cost: most calls
-    # here, fewer where the kernel is slow, e.g. under the sanitizers)
-    assert after["serial_small"] - before["serial_small"] > 0
-    assert after["sleep_wake_us"] > 0 and after["broadcast_us"] > 0
+    if forced:
+        assert after["serial_small"] - before["serial_small"] == 200
+        assert after["tasks_master"] - before["tasks_master"] == 200 * 4
+        assert after["tasks_workers"] == before["tasks_workers"]
+    else:
+        assert after["sleep_wake_us"] > 0 and after["broadcast_us"] > 0
 
 
 # ------------------------------------------------------------------ tracing
