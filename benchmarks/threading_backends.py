@@ -111,7 +111,9 @@ def main(argv=None):
                            ("openmp", {"FASTOPT_THREADING": "openmp"})]
     cases = {k: CASES[k] for k in a.cases.split(",")}
     ref = configs[-1][0]
-    print(f"load before {loadavg()}", flush=True)
+    from fastopt.runtime import machine
+
+    print(f"cpu: {machine.describe()}\nload before {loadavg()}", flush=True)
     ratios = {c: {k: [] for k in cases if k not in SHARING} for c, _ in configs[:-1]}
     cpu_ratios = {c: {k: [] for k in cases if k not in SHARING} for c, _ in configs[:-1]}
     sharing = {c: {k: [] for k in cases if k in SHARING} for c, _ in configs}

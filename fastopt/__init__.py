@@ -89,10 +89,14 @@ def info() -> dict:
     import os
 
     from . import _cpu, _threadpool
+    from .runtime import machine
 
+    cpu = machine.cpu()
     level, openmp, cflags = _ext._optim.build_info()
     return {
         "version": __version__,
+        "cpu": cpu["model"],
+        "cpu_flags": " ".join(cpu["flags"]),
         "isa": level,
         "isa_cpu": list(_cpu.supported_levels()),
         "isa_built": list(_dispatch.built_levels()),

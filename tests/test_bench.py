@@ -27,7 +27,8 @@ def test_bench_quick_table_and_json(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].startswith("fastopt ") and "bench: isa" in lines[0]
-    assert lines[1].split()[:3] == ["kernel", "size", "fastopt"]
+    assert lines[1].startswith("cpu: ")
+    assert lines[2].split()[:3] == ["kernel", "size", "fastopt"]
     table = lines[2:lines.index("")] if "" in lines else lines[2:]
     names = [l.split()[0] for l in table if re.search(r" ms ", l)]
     for name in ("sgd-momentum", "rmsprop", "adam", "adamw", "batchnorm", "MLP", "Adam,"):
@@ -370,6 +371,9 @@ def test_run_warns_on_a_busy_machine(monkeypatch):
     (w,) = result["meta"]["warnings"]
     assert "the machine is busy: load average 3.50 before, 4.00 after the run" in w
     text = suite.format_table(result)
+    from fastopt.runtime import machine
+    assert result["meta"]["cpu"] == machine.describe()
+    assert text.splitlines()[1] == f"cpu: {machine.describe()}"
     assert text.splitlines()[-2] == (f"warning: {w}; the figures above cannot be trusted "
                                      "(rerun on a quiet machine)")
     rows = result["rows"]

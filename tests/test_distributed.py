@@ -268,6 +268,8 @@ def test_bench_distributed_quick():
     for needle in ("allreduce", "GB/s", "compute", "communication", "optimizer",
                    "state per rank", "ZeRO-1", "Gb/s"):
         assert needle in out, (needle, out)
+    from fastopt.runtime import machine
+    assert out.splitlines()[1] == f"cpu: {machine.describe()}", out
 
 
 @needs_mpi

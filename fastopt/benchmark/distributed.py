@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from ..runtime import machine
+
 __all__ = ["run_distributed", "format_distributed", "scaling_model"]
 
 LINKS_GBIT = (10, 25, 100)
@@ -266,7 +268,8 @@ def _run(comm, quick, reps):
     sizes = [1 << 20] if quick else [1 << 20, 1 << 24]
     big = sizes[-1]
     res = {"ranks": size, "quick": quick, "reps": reps, "threads": fastopt.get_num_threads(),
-           "version": fastopt.__version__, "allreduce": [], "load": _load()}
+           "version": fastopt.__version__, "allreduce": [], "load": _load(),
+           "cpu": machine.describe()}
 
     # node copy bandwidth: rank 0 alone, the others waiting
     src = np.ones(big, np.float32)
@@ -346,6 +349,7 @@ def format_distributed(res):
     lines = [f"fastopt {res['version']} bench --distributed: {P} ranks, {res['threads']} "
              f"thread(s) per rank, median of {res['reps']}"
              + (f", load average {res['load']:.1f}" if res.get("load") is not None else ""),
+             f"cpu: {res.get('cpu', 'unknown')}",
              f"node memory copy (np.copyto, rank 0 alone): {res['copy_gbs']:.1f} GB/s",
              f"{'in-place MPI_Allreduce, float32':44} {'time':>9}  {'GB/s':>6}  {'bus GB/s':>8}  "
              f"{'/ copy':>6}"]

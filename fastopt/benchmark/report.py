@@ -435,6 +435,8 @@ def format_table(result):
     torch_note = f"torch {m['torch']}" if m["torch"] else "torch not installed: no torch column"
     lines = [f"fastopt {m['version']} bench: isa {m['isa']}, {m['threads']} threads, {torch_note}, "
              f"median of {m['reps']}"]
+    if m.get("cpu"):
+        lines.append(f"cpu: {m['cpu']}")
     for i, table in enumerate(TABLES):
         mine = [r for r in rows if r.group in table.groups]
         if mine:

@@ -30,6 +30,7 @@ import numpy as np
 from . import timing
 from .cases import GROUPS, LoadCase, run_cases
 from .report import ROWS, format_table  # noqa: F401  (re-exported)
+from ..runtime import machine
 from ..runtime.dispatch import ext
 from ..runtime.threads import get_num_threads
 
@@ -149,6 +150,7 @@ def run(*, quick=False, reps=None, use_torch=True, include_train=True, include_l
     why = timing.busy(load)
     meta = dict(version=fastopt.__version__, isa=ext.level, threads=get_num_threads(),
                 machine=platform.machine(), processor=platform.processor(), reps=reps,
+                cpu=machine.describe(),
                 numpy=np.__version__, torch=None if torch is None else torch.__version__,
                 blas_shared=bool(fastopt.info()["blas_shared"]), notes=notes,
                 threading=fastopt.info()["threading"],
