@@ -370,12 +370,66 @@ def window_overlaps():
         dp.step()
         posted = [e for _, e, _ in trace[:before] if e == "posted"]
         assert len(posted) == nb > 1, (len(posted), nb)
-        assert [e for _, e, _ in trace[before:]][:1] == ["finish"], trace[before:]
+        # (step() starts the consistency check, then waits: nothing posted there)
+        assert [e for _, e, _ in trace[before:]][:2] == ["check", "finish"], trace[before:]
         assert sum(e == "copied" for _, e, _ in trace) == nb
         check_equal(fp.grad, rank_order_mean(fp.size, np.float32, step), "window overlapped")
     w2 = fp.slice("W2").start        # b2 + W2 reach 1000 elements; then b1 + W1
     assert [(b.lo, b.hi) for b in r.buckets] == [(w2, fp.size), (0, w2)], r.buckets
     done("window_overlaps")
+
+
+def check_after_launch():
+    """The bucketed step starts its consistency check (non-blocking) once every bucket is
+    launched, and waits for it with them; a disagreement still raises DistributedError on
+    every rank before the update (parameters and step count unchanged)."""
+    from fastopt.distributed import DistributedError
+
+    for transport, overlap in (("mpi", True), ("shared_window", False),
+                               ("shared_window", True)):
+        if True:
+            what = f"{transport} overlap={overlap}"
+            fp = make_fp()
+            dp = DataParallel(fastopt.SGD(fp, lr=1.0), overlap=overlap, transport=transport,
+                              bucket_bytes=4000)
+            r = dp._reducers[0]
+            for step in (1, 2):
+                r.trace = trace = []
+                nb = len(r.buckets)     # (the first step's; then whole layers)
+                fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
+                for name in (NAMES[::-1] if overlap else ()):
+                    dp.ready(name)
+                dp.step()
+                events = [e for _, e, _ in trace]
+                assert events.count("check") == 1, (what, events)
+                c = events.index("check")
+                assert "launched" not in events[c:], (what, events)
+                assert events.count("launched") == nb, (what, nb, events)
+                if transport == "shared_window" or size == 2:
+                    check_equal(fp.grad, rank_order_mean(fp.size, np.float32, step), what)
+            # an lr changed on one rank: refused on every rank, after the reduction, before
+            # the update
+            if rank == size - 1:
+                dp.lr = 0.5
+            fp.grad[...] = local_grad(fp.size, np.float32, 3, rank)
+            for name in (NAMES[::-1] if overlap else ()):
+                dp.ready(name)
+            before = fp.data.copy()
+            try:
+                dp.step()
+            except DistributedError as e:
+                assert "disagree" in str(e) and "0.5" in str(e), (what, e)
+            else:
+                raise AssertionError(f"{what}: the lr mismatch was not detected")
+            check_equal(fp.data, before, f"{what}: a refused step changed the parameters")
+            assert dp.step_count == 2, (what, dp.step_count)
+            # the check off: no check event
+            dp = DataParallel(fastopt.SGD(make_fp(), lr=1.0), overlap=overlap,
+                              transport=transport, check_every=0)
+            dp._reducers[0].trace = trace = []
+            dp.step()
+            assert "check" not in [e for _, e, _ in trace], (what, trace)
+    done("check_after_launch")
 
 
 def layer_buckets():

@@ -19,7 +19,7 @@ from test_distributed import launch, needs_mpi
 
 SCENARIOS = ["overlap_equals_sequential", "layer_buckets", "overlap_lists_and_dicts",
              "overlap_mlp_hook", "bf16_wire", "overlap_arguments", "shared_allreduce", "shared_pipeline",
-             "window_overlaps", "zero1_overlap", "train_cli_overlap"]
+             "window_overlaps", "zero1_overlap", "train_cli_overlap", "check_after_launch"]
 
 
 @pytest.fixture(scope="module", params=[pytest.param(2, id="n=2"), pytest.param(3, id="n=3")])

@@ -189,7 +189,9 @@ class DataParallel:
     check_every : int, default 1
         Every this many steps, check (one 16-byte allreduce) that all ranks have the same
         step count, epoch and hyperparameters; a mismatch is a DistributedError on every
-        rank.  0: only at construction and on loading.
+        rank.  0: only at construction and on loading.  With the bucketed reduction
+        (``overlap``, a bfloat16 wire, the shared window) the check is non-blocking, started
+        once every bucket is launched and waited for with them (still before the update).
     timeout : float or None, default None
         Abort the job when one of this object's collectives waits longer than this many
         seconds (a rank died, skipped a step, or is stuck): a message and a non-zero exit
@@ -841,6 +843,35 @@ class DataParallel:
         """One small allreduce: do all ranks have the same step count, epoch, hyperparameters,
         options, group values, and weighting (``step(weight=...)`` or not, ``weighting``:
         since the last check, this step included)?"""
+        key, sig = self._check_key(weighting)
+        with self._comm.during(self._check_what()):
+            self._comm.Allreduce(self._mpi.IN_PLACE, sig, op=self._mpi.MAX)
+            self._check_verdict(key, sig)
+
+    def _check_start(self, weighting):
+        """:meth:`_check_consistent` started non-blocking (``MPI_Iallreduce``): the bucketed
+        step computes it while the last buckets are in flight, and waits for it with them
+        (:meth:`_check_end`); one synchronization of the ranks fewer than checking first."""
+        key, sig = self._check_key(weighting)
+        self._reducers[0]._mark("check", None)
+        with self._comm.during(self._check_what()):
+            request = self._comm.Iallreduce(self._mpi.IN_PLACE, sig, op=self._mpi.MAX)
+        return request, key, sig
+
+    def _check_end(self, request, key, sig):
+        """Wait for :meth:`_check_start`'s allreduce; DistributedError on every rank if the
+        ranks disagree (before the optimizer step: nothing updated)."""
+        what = self._check_what()
+        with self._watch(what):
+            request.Wait()
+        with self._comm.during(what):
+            self._check_verdict(key, sig)
+
+    def _check_what(self):
+        return f"the consistency check before step {self._opt.step_count + 1}"
+
+    def _check_key(self, weighting):
+        """This rank's description for the check, and its 16-byte message ``(h, -h)``."""
         opt = self._opt
         steps, weighted, order = weighting
         key = repr((opt.step_count, opt.epoch, sorted(opt.hyper().items()),
@@ -851,17 +882,20 @@ class DataParallel:
         h = zlib.crc32(key.encode())
         sig = self._check_sig
         sig[0], sig[1] = h, -h
-        with self._comm.during(f"the consistency check before step {opt.step_count + 1}"):
-            self._comm.Allreduce(self._mpi.IN_PLACE, sig, op=self._mpi.MAX)
-            if sig[0] != -sig[1]:
-                keys = self._comm.allgather(key)
-                raise DistributedError(
-                    "the ranks disagree on (step count, epoch, hyperparameters, parameter groups, "
-                    "max_grad_norm, skip_nonfinite, weighting) before step "
-                    f"{opt.step_count + 1}: e.g. one rank changed lr, skipped a step, or called "
-                    "step(weight=...) where another called step(): "
-                    + "; ".join(f"rank {r}: {_short(k, 400)}" for r, k in enumerate(keys)
-                                if k != keys[0] or r == 0))
+        return key, sig
+
+    def _check_verdict(self, key, sig):
+        """After the MAX-allreduce of every rank's ``(h, -h)``: all equal iff max h = min h
+        (the same verdict on every rank); else every rank raises, naming the differences."""
+        if sig[0] != -sig[1]:
+            keys = self._comm.allgather(key)
+            raise DistributedError(
+                "the ranks disagree on (step count, epoch, hyperparameters, parameter groups, "
+                "max_grad_norm, skip_nonfinite, weighting) before step "
+                f"{self._opt.step_count + 1}: e.g. one rank changed lr, skipped a step, or called "
+                "step(weight=...) where another called step(): "
+                + "; ".join(f"rank {r}: {_short(k, 400)}" for r, k in enumerate(keys)
+                            if k != keys[0] or r == 0))
 
     def step(self, grads=None, *, weight=None):
         """Sum this step's gradients over the ranks and update the parameters, identically everywhere.
@@ -888,13 +922,16 @@ class DataParallel:
         steps, nweighted, order = self._weighting
         weighting = (steps + 1, nweighted + weighted,
                      zlib.crc32(b"w" if weighted else b"m", order))
-        if self.check_every and opt.step_count % self.check_every == 0 and self.size > 1:
+        check = (self.check_every and opt.step_count % self.check_every == 0
+                 and self.size > 1)
+        if self._reducers and not self.shard_state:
+            # (the check, non-blocking, once the buckets are all launched: see _step_buckets)
+            self._step_buckets(grads, weight, weighting if check else None)
+            self._weighting = (0, 0, 0) if check else weighting
+            return
+        if check:
             self._check_consistent(weighting)
             weighting = (0, 0, 0)
-        if self._reducers and not self.shard_state:
-            self._step_buckets(grads, weight)
-            self._weighting = weighting
-            return
         t = opt.step_count + 1
         if self._reducers:             # ZeRO-1, overlapped: the buckets' reduce-scatter
             t0 = time.perf_counter()
@@ -970,12 +1007,20 @@ class DataParallel:
         tm["optimizer"] += opt_time
         tm["steps"] += 1
 
-    def _step_buckets(self, grads, weight):
-        """:meth:`step` with the bucketed reduction (overlap / bfloat16 wire), plain mode."""
+    def _step_buckets(self, grads, weight, check=None):
+        """:meth:`step` with the bucketed reduction (overlap / bfloat16 wire / shared window),
+        plain mode; ``check``: the weighting to run the consistency check with, or None.
+
+        The check is started (non-blocking) after every bucket is launched and waited for
+        with them: its key is computed while the other ranks' last buckets are in flight, and
+        the ranks meet once instead of twice.  A disagreement still raises before the update,
+        on every rank (the gradients are reduced by then, as ``overlap=True`` reduces them
+        during the backward pass anyway).
+        """
         opt = self._opt
         t = opt.step_count + 1
         t0 = time.perf_counter()
-        self._finish_buckets(grads, weight, t)
+        self._finish_buckets(grads, weight, t, check)
         t1 = time.perf_counter()
         self.timings["communication"] += t1 - t0
         if self.flat is not None:
@@ -985,9 +1030,10 @@ class DataParallel:
         self.timings["optimizer"] += time.perf_counter() - t1
         self.timings["steps"] += 1
 
-    def _finish_buckets(self, grads, weight, t):
+    def _finish_buckets(self, grads, weight, t, check=None):
         """The gradients of step ``t`` not handed over by :meth:`ready` into the buckets, and
-        every bucket reduced (waited for)."""
+        every bucket reduced (waited for); with ``check`` (a weighting), the consistency
+        check started once every bucket is launched and waited for after them."""
         reducers = self._reducers
         started = any(r.started for r in reducers)
         w = None if weight is None else self._checked_weight(weight)
@@ -1002,9 +1048,16 @@ class DataParallel:
         if not started:
             for r in reducers:
                 r.begin(w)
+        pending = None
         with self._comm.during(f"the gradient reduction of step {t}"):
+            if check is not None:
+                for r in reducers:
+                    r.launch_all(f"the gradient reduction of step {t} (its last buckets)")
+                pending = self._check_start(check)
             for r in reducers:
                 r.finish(f"the gradient reduction of step {t} (waiting for its buckets)")
+        if pending is not None:
+            self._check_end(*pending)
         if announced != w:
             # (the collectives are complete on every rank: refusing leaves no one waiting)
             raise ValueError(f"step(weight={weight!r}) after begin_step(weight={announced!r}): "
