@@ -450,6 +450,43 @@ def threads_restored():
         else:
             raise AssertionError(f"num_threads={bad!r} accepted")
         assert num_threads_setting() is None, (bad, num_threads_setting())
+    # a constructor refused after its collectives began (an optimizer ZeRO-1 cannot cut, a
+    # failure in its last stage) leaves the thread count, the parameters and the FlatParams
+    # hooks as they were (before: the count it set stayed set, and rank 0's parameters
+    # had been broadcast)
+    for before in (None, 3):
+        fastopt.set_num_threads(before)
+        fp = fastopt.FlatParams({"w": (5,)})
+        fp.data[...] = rank
+        opt = fastopt.Adam(fp, lr=0.1)
+        opt.clip_per_param = 1.0
+        try:
+            DataParallel(opt, shard_state=True, overlap=True, num_threads=1)
+        except ValueError as e:
+            assert "clip_per_param" in str(e), e
+        else:
+            raise AssertionError("clip_per_param with shard_state=True accepted")
+        assert num_threads_setting() == before, (before, num_threads_setting())
+        check_equal(fp.data, np.full(5, rank, np.float32), "a refused DataParallel")
+        assert not fp.__dict__.get("_grad_hooks"), fp.__dict__.get("_grad_hooks")
+
+        def fail(self, opt):
+            raise RuntimeError("the last stage failed")
+
+        fp = fastopt.FlatParams({"w": (5,)})
+        real, DataParallel._shard_optimizer = DataParallel._shard_optimizer, fail
+        try:
+            DataParallel(fastopt.Adam(fp, lr=0.1), shard_state=True, overlap=True,
+                         num_threads=1)
+        except RuntimeError as e:
+            assert "last stage" in str(e), e
+        else:
+            raise AssertionError("the failing stage did not raise")
+        finally:
+            DataParallel._shard_optimizer = real
+        assert num_threads_setting() == before, (before, num_threads_setting())
+        assert not fp.__dict__.get("_grad_hooks"), fp.__dict__.get("_grad_hooks")
+    fastopt.set_num_threads(None)
     done("threads_restored")
 
 

@@ -33,23 +33,25 @@ def _order(kind):
     return []
 
 
-def _run_flat(steps=3, order="backward", weights=None, **kw):
-    """SGD (lr 1) on a FlatParams; returns (params, reduced gradient of the last step)."""
+def _run_flat(steps=3, order="backward", weights=None, optimizer=None, **kw):
+    """``steps`` steps of DataParallel(optimizer(fp), **kw) on a FlatParams (default SGD with
+    lr 1), this rank's gradients ``local_grad``, the parameters marked ready in ``order``
+    (overlap).  Returns (params, reduced gradient of the last step): the whole gradient, or
+    with ``shard_state=True`` this rank's slice of it."""
     fp = make_fp()
-    dp = DataParallel(fastopt.SGD(fp, lr=1.0), **kw)
+    dp = DataParallel((optimizer or (lambda p: fastopt.SGD(p, lr=1.0)))(fp), **kw)
     for step in range(1, steps + 1):
         fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
         w = None if weights is None else weights[rank]
-        if w is not None and dp.bucketed and not kw.get("overlap"):
+        if w is not None and dp.bucketed:       # (overlap, or a bucketed wire or transport)
             dp.begin_step(weight=w)
         if kw.get("overlap"):
-            if w is not None:
-                dp.begin_step(weight=w)
             for name in _order(order):
                 dp.ready(name)
         dp.step(weight=w)
     dp.verify_parameters()
-    return fp.data.copy(), fp.grad.copy()
+    reduced = dp._groups[0].red if dp.shard_state else fp.grad
+    return fp.data.copy(), reduced.copy()
 
 
 def _rounding_bound(step, weights=None):
@@ -76,7 +78,7 @@ def overlap_equals_sequential():
             for bucket_bytes in (None, 2000, 60_000, 10**9):
                 for order in ("backward", "forward", "partial", "none"):
                     p, g = _run_flat(overlap=True, deterministic=det, weights=wts,
-                                     bucket_bytes=bucket_bytes)
+                                     bucket_bytes=bucket_bytes, order=order)
                     what = f"det={det} weighted={wts is not None} {bucket_bytes} {order}"
                     if det or size == 2:
                         check_equal(g, ref_g, what)
@@ -467,22 +469,11 @@ def zero1_overlap():
     weights = [(r + 1) / sum(range(1, size + 1)) for r in range(size)]
     for det in (True, False):
         for wts in (None, weights):
-            def run(order="backward", **kw):
-                fp = make_fp()
-                dp = DataParallel(fastopt.Adam(fp, lr=0.01, max_grad_norm=5.0,
-                                               skip_nonfinite=True),
-                                  shard_state=True, deterministic=det, align=64, **kw)
-                for step in range(1, 4):
-                    fp.grad[...] = local_grad(fp.size, np.float32, step, rank)
-                    w = None if wts is None else wts[rank]
-                    if kw.get("overlap"):
-                        if w is not None:
-                            dp.begin_step(weight=w)
-                        for name in _order(order):
-                            dp.ready(name)
-                    dp.step(weight=w)
-                dp.verify_parameters()
-                return fp.data.copy(), dp._groups[0].red.copy()
+            def run(**kw):
+                return _run_flat(weights=wts, shard_state=True, deterministic=det, align=64,
+                                 optimizer=lambda fp: fastopt.Adam(
+                                     fp, lr=0.01, max_grad_norm=5.0, skip_nonfinite=True),
+                                 **kw)
             ref_p, ref_red = run()
             for bucket_bytes in (None, 2000, 60_000):
                 for order in ("backward", "forward", "partial", "none"):

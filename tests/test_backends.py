@@ -251,13 +251,15 @@ def test_pool_runs_every_block_once_for_any_split(nt, nblocks):
         assert a.tobytes() == b.tobytes()
 
 
-def test_small_calls_between_matmuls_keep_kernel_bits_and_products():
+@pytest.mark.parametrize("forced", [False, True], ids=["measured", "forced"])
+def test_small_calls_between_matmuls_keep_kernel_bits_and_products(forced):
     # Alternating with NumPy matrix products (BLAS left alone), the pool runs a small call on
     # the caller alone when its worker sleeps and waking it would not pay (fo_small_job), and
     # a worker woken onto the caller's CPU gives it back: neither may change a kernel's bits
     # or a product.  The calls are spaced (the worker sleeps between them) and cost about a
     # microsecond per block (SGD over 4 blocks), less than any measured wake-up: once the
-    # wake-up is measured, most run on the caller alone (every 16th wakes the worker).
+    # wake-up is measured, most run on the caller alone (every 16th wakes the worker), how
+    # many depends on the machine's wake-up cost; forced (the pool's test hook), all of them.
     import time
 
     n = 4 * 16384                                       # PARALLEL_MIN: 4 blocks
@@ -268,21 +270,97 @@ def test_small_calls_between_matmuls_keep_kernel_bits_and_products():
     p = rng.standard_normal(n).astype(np.float32)
     q = p.copy()
     before = _threadpool.stats()
-    with threads.threading_backend("pool"), fastopt.num_threads(2):
-        for _ in range(200):
-            K.sgd_step(p, g, None, lr=1e-3, weight_decay=1e-2)
-            assert (a @ a).tobytes() == prod.tobytes()
-            time.sleep(0.002)                           # longer than the worker spins
+    was = _threadpool.force_small(forced)
+    try:
+        with threads.threading_backend("pool"), fastopt.num_threads(2):
+            for _ in range(200):
+                K.sgd_step(p, g, None, lr=1e-3, weight_decay=1e-2)
+                assert (a @ a).tobytes() == prod.tobytes()
+                time.sleep(0.002)                       # longer than the worker spins
+    finally:
+        assert _threadpool.force_small(was) == forced
     with fastopt.num_threads(1):
         for _ in range(200):
             K.sgd_step(q, g, None, lr=1e-3, weight_decay=1e-2)
     assert p.tobytes() == q.tobytes()
     after = _threadpool.stats()
     assert after["jobs"] - before["jobs"] == 200
-    # the caller-alone path ran (how often depends on the machine's wake-up cost: most calls
-    # here, fewer where the kernel is slow, e.g. under the sanitizers)
-    assert after["serial_small"] - before["serial_small"] > 0
-    assert after["sleep_wake_us"] > 0 and after["broadcast_us"] > 0
+    if forced:
+        assert after["serial_small"] - before["serial_small"] == 200
+        assert after["tasks_master"] - before["tasks_master"] == 200 * 4
+        assert after["tasks_workers"] == before["tasks_workers"]
+    else:
+        assert after["sleep_wake_us"] > 0 and after["broadcast_us"] > 0
+
+
+PINNED_TO_ONE_CPU = r"""
+import json, os, time
+import numpy as np
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})   # before any worker is started
+import fastopt
+from fastopt import _threadpool
+from fastopt import kernels as K
+
+def adam(nt):
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(1 << 20).astype(np.float32)     # 64 blocks
+    g = rng.standard_normal(p.size).astype(np.float32)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    with fastopt.num_threads(nt):
+        for step in range(1, 4):
+            K.adam_step(p, g, m, v, step=step, lr=1e-2)
+    return [p, m, v]
+
+def batchnorm(nt):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 32, 28, 28)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = rng.standard_normal(32).astype(np.float32), np.zeros(32, np.float32)
+    with fastopt.num_threads(nt):
+        y, mean, invstd = K.batchnorm_forward(x, gamma, beta, None, None)
+        return [y, mean, invstd, *K.batchnorm_backward(dy, x, gamma, mean, invstd)]
+
+def settled(st0):
+    # the worker runs when the caller sleeps (one CPU): let it see every job first
+    deadline = time.monotonic() + 10
+    while True:
+        time.sleep(0.05)
+        st = _threadpool.stats()
+        if st["wakes_samecpu"] > st0["wakes_samecpu"] or time.monotonic() > deadline:
+            return {k: st[k] - st0[k] for k in ("jobs", "serial_small", "tasks_master",
+                                                 "tasks_workers", "wakes_samecpu")}
+
+out = {"cpus": len(os.sched_getaffinity(0))}
+for name, case in (("adam", adam), ("batchnorm", batchnorm)):
+    serial = case(1)
+    st0 = _threadpool.stats()
+    pooled = case(2)
+    out[name] = settled(st0)
+    out[name]["same_bits"] = all(a.tobytes() == b.tobytes() for a, b in zip(pooled, serial))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or not sys.platform.startswith("linux"),
+                    reason="needs sched_setaffinity and sched_getcpu (Linux)")
+def test_a_process_pinned_to_one_cpu_runs_every_block_on_the_caller():
+    # A worker on the caller's CPU stands aside (yields, never claims; docs/design.rst): in a
+    # process pinned to one CPU every worker is there, so with 2 threads the caller runs
+    # every block, the call returns (no wait on a worker that cannot run) and the bits are
+    # one thread's.  In a subprocess: the affinity is inherited by the pool's workers.
+    import json
+
+    code, out, err = _py(PINNED_TO_ONE_CPU)
+    assert code == 0, out + err
+    r = json.loads(out)
+    assert r["cpus"] == 1
+    for name, blocks in (("adam", 3 * 64), ("batchnorm", None)):
+        st = r[name]
+        assert st["same_bits"], (name, st)
+        assert st["jobs"] > 0 and st["tasks_master"] > 0 and st["tasks_workers"] == 0, (name, st)
+        assert st["wakes_samecpu"] > 0 or st["serial_small"] == st["jobs"], (name, st)
+        if blocks is not None:
+            assert st["tasks_master"] == blocks, (name, st)
 
 
 # ------------------------------------------------------------------ tracing

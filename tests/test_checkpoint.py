@@ -151,6 +151,20 @@ def _rewrite(path, entries):
         np.savez(f, **entries)
 
 
+def _write_members(z, entries, raw=(), skip=()):
+    """Write ``entries`` (name -> array) into the open zip ``z`` as ``name.npy`` members, in
+    order, as NumPy writes them; a name in ``raw`` (name -> bytes) gets those bytes instead, a
+    name in ``skip`` no member."""
+    raw = dict(raw)
+    for k, v in entries.items():
+        if k in raw:
+            z.writestr(k + ".npy", raw[k])
+        elif k not in skip:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, v)
+            z.writestr(k + ".npy", buf.getvalue())
+
+
 def _edit_meta(path, **change):
     e = _entries(path)
     meta = json.loads(str(e["optimizer/meta"]))
@@ -173,22 +187,13 @@ def _huge_declared_shape(path):
     # A 3 KB file whose params/data header declares 2**50 float32 (4 PiB).
     e = _entries(path)
     with zipfile.ZipFile(path, "w") as z:
-        for k, v in e.items():
-            if k == "params/data":
-                z.writestr(k + ".npy", _npy_header((2**50,)) + b"\0" * 12)
-            else:
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, v)
-                z.writestr(k + ".npy", buf.getvalue())
+        _write_members(z, e, raw={"params/data": _npy_header((2**50,)) + b"\0" * 12})
 
 
 def _corrupt_deflate(path):
     e = _entries(path)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for k, v in e.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, v)
-            z.writestr(k + ".npy", buf.getvalue())
+        _write_members(z, e)
     with zipfile.ZipFile(path) as z:
         info = z.getinfo("params/data.npy")
     with open(path, "r+b") as f:
@@ -271,11 +276,7 @@ def _bomb(path, key, nbytes):
     e = _entries(path)
     header = _npy_header((nbytes // 4,))
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for k, v in e.items():
-            if k != key:
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, v)
-                z.writestr(k + ".npy", buf.getvalue())
+        _write_members(z, e, skip={key})
         with z.open(key + ".npy", "w", force_zip64=True) as f:
             f.write(header)
             for start in range(0, nbytes, 1 << 20):
@@ -315,10 +316,7 @@ def test_compressed_checkpoint_loads(tmp_path):
     path, fp, opt = _saved(tmp_path, stats=np.zeros(50_000))   # 400 kB of zeros: compressed 99%
     e = _entries(path)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for k, v in e.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, v)
-            z.writestr(k + ".npy", buf.getvalue())
+        _write_members(z, e)
     assert path.stat().st_size < 10_000
     extras = fastopt.load_checkpoint(path, fp, opt)
     np.testing.assert_array_equal(extras["stats"], np.zeros(50_000))

@@ -105,40 +105,46 @@ def _thresholds_block(q, rng, k=6):
     return np.concatenate([np.ones((nb, 1), np.float32), y], axis=1).ravel().astype(np.float32)
 
 
-@pytest.mark.parametrize("absmax", [1.0, 3.0e-3, 7.5e4, 1e-37, 1e-39, 2e38])
-def test_kernel_codes_at_every_threshold(isa, absmax, rng):
-    """SGD's momentum from zero state is the gradient: its int8 codes are those of values
-    placed at and around every threshold of the signed map, for several absmax (a subnormal
-    absmax, or one whose reciprocal is subnormal: every element recomputed exactly)."""
-    q = F.signed_map()
-    g = (_thresholds_block(q, rng) * np.float32(absmax)).astype(np.float32)
-    n = g.size
-    out = []
-    for mod in (K, R):
-        p = np.zeros(n, np.float32)
-        s = list(K.zeros_int8(n, q))
-        mod.sgd_step_int8(p, g.copy(), *s, lr=0.0, momentum=0.9)
-        out.append(s)
-    for a, b in zip(*out):
-        np.testing.assert_array_equal(a, b)
-    assert len(np.unique(out[0][0])) > 200
+def _momentum_at(q, absmax, rng):
+    """SGD's momentum from zero state is the gradient: values at and around every threshold
+    of the signed map, times ``absmax``."""
+    return (_thresholds_block(q, rng) * np.float32(absmax)).astype(np.float32)
 
 
-@pytest.mark.parametrize("absmax", [1.0, 2.5e-6])
-def test_kernel_codes_near_every_unsigned_threshold(isa, absmax, rng):
-    """RMSprop's square average from zero state is (1 - alpha) g^2: gradients chosen so it
-    falls at and around the unsigned map's thresholds; the kernels' codes are the twin's."""
-    q = F.unsigned_map()
+def _square_avg_at(q, absmax, rng):
+    """RMSprop's square average from zero state is (1 - alpha) g^2: gradients (and their
+    neighbours one ulp away) that put it at and around every threshold of the unsigned map,
+    times ``absmax``."""
     v = _thresholds_block(q, rng, k=3).astype(np.float64) * absmax
     g = np.sqrt(v / 0.01).astype(np.float32)
     gb = g.view(np.uint32).astype(np.int64)
-    g = np.concatenate([(gb + d).clip(0).astype(np.uint32).view(np.float32) for d in (-1, 0, 1)])
-    n = g.size
+    return np.concatenate([(gb + d).clip(0).astype(np.uint32).view(np.float32)
+                           for d in (-1, 0, 1)])
+
+
+# per map: the kernel whose first state buffer is int8 in it, its hyperparameters (lr 0),
+# and the gradient that puts that state at the map's thresholds
+THRESHOLD_CASES = {
+    "signed": (F.signed_map, "sgd_step_int8", dict(momentum=0.9), _momentum_at),
+    "unsigned": (F.unsigned_map, "rmsprop_step_int8", dict(alpha=0.99), _square_avg_at),
+}
+
+
+@pytest.mark.parametrize("kind, absmax",
+                         [("signed", a) for a in (1.0, 3.0e-3, 7.5e4, 1e-37, 1e-39, 2e38)]
+                         + [("unsigned", a) for a in (1.0, 2.5e-6)])
+def test_kernel_codes_at_every_threshold(isa, kind, absmax, rng):
+    """The kernels' int8 codes are the twin's for a state at and around every threshold of
+    its map, for several absmax (a subnormal absmax, or one whose reciprocal is subnormal:
+    every element recomputed exactly)."""
+    make_map, kernel, hyper, grad_at = THRESHOLD_CASES[kind]
+    q = make_map()
+    g = grad_at(q, absmax, rng)
     out = []
     for mod in (K, R):
-        p = np.zeros(n, np.float32)
-        s = list(K.zeros_int8(n, q))
-        mod.rmsprop_step_int8(p, g.copy(), *s, lr=0.0, alpha=0.99)
+        p = np.zeros(g.size, np.float32)
+        s = list(K.zeros_int8(g.size, q))
+        getattr(mod, kernel)(p, g.copy(), *s, lr=0.0, **hyper)
         out.append(s)
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)

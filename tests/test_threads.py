@@ -228,6 +228,30 @@ def test_limited_blas_threads_sets_and_restores_openblas():
     assert blas_threads() == before
 
 
+def _in_two_threads(fns, events):
+    """Run each of ``fns`` in a thread of its own and join them (60 s at most each); returns
+    the errors they raised.  A function that raises sets every one of ``events``, so the other
+    does not wait out its timeout for a step that will not come."""
+    import threading
+
+    errors = []
+
+    def guarded(fn):
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
+            for e in events:
+                e.set()
+
+    threads = [threading.Thread(target=guarded, args=(f,)) for f in fns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
 def test_limited_blas_threads_overlapping_in_two_threads_and_nested():
     # The OpenBLAS thread count is one setting: with the old context manager, A's exit put back
     # the count A had saved while B's block (which had found 1 and saved nothing) was still open.
@@ -243,7 +267,7 @@ def test_limited_blas_threads_overlapping_in_two_threads_and_nested():
     if not before or max(before) < 2:
         pytest.skip("needs an OpenBLAS on two threads or more")
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-    seen, errors = [], []
+    seen = []
 
     def thread_a():
         with limited_blas_threads(1):
@@ -259,19 +283,7 @@ def test_limited_blas_threads_overlapping_in_two_threads_and_nested():
             seen.append(blas_threads())
         seen.append(blas_threads())
 
-    def guarded(fn):
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
-            a_in.set(), b_in.set(), a_out.set()
-
-    threads = [threading.Thread(target=guarded, args=(f,)) for f in (thread_a, thread_b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert _in_two_threads((thread_a, thread_b), (a_in, b_in, a_out)) == []
     assert seen == [[1] * len(before), before]
     with limited_blas_threads(2):
         with limited_blas_threads(1):
@@ -336,7 +348,7 @@ def test_one_num_threads_object_shared_by_two_threads():
     default = fastopt.get_num_threads()
     shared = fastopt.num_threads(default + 3)
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-    seen, errors = [], []
+    seen = []
 
     def look(where, expected):
         seen.append((where, fastopt.get_num_threads(), expected))
@@ -357,19 +369,7 @@ def test_one_num_threads_object_shared_by_two_threads():
             look("B inside after A left", default + 3)
         look("B after", default)
 
-    def guarded(fn):
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(f"{fn.__name__}: {type(exc).__name__}: {exc}")
-            a_in.set(), b_in.set(), a_out.set()
-
-    threads = [threading.Thread(target=guarded, args=(f,)) for f in (thread_a, thread_b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert _in_two_threads((thread_a, thread_b), (a_in, b_in, a_out)) == []
     assert len(seen) == 4
     assert [(w, got) for w, got, want in seen if got != want] == []
     assert fastopt.get_num_threads() == default

@@ -185,7 +185,7 @@ class DataParallel:
         (:func:`~fastopt.distributed.sharding.node_threads`), so the ranks of a node do not
         oversubscribe it.  An int sets it; None leaves it alone.  The process-wide count
         (:func:`fastopt.set_num_threads`) is given back by :meth:`close` or at the end of a
-        ``with DataParallel(...) as dp:`` block.
+        ``with DataParallel(...) as dp:`` block; a constructor that raises leaves it unchanged.
     check_every : int, default 1
         Every this many steps, check (one 16-byte allreduce) that all ranks have the same
         step count, epoch and hyperparameters; a mismatch is a DistributedError on every
@@ -282,6 +282,8 @@ class DataParallel:
         self.check_every = _check.integer("check_every", check_every, 0)
         self._check_overlap(optimizer, overlap, bucket_bytes, wire_dtype, error_feedback,
                             transport)
+        if self.shard_state:
+            _part.check(optimizer)
         self._watch = Watchdog(comm, timeout)
         # every collective of this object (and of the distributed checkpoints) goes through
         # this communicator: none can wait longer than the timeout
@@ -298,20 +300,26 @@ class DataParallel:
         if self.shard_state:
             self._extents = _part.extents(optimizer)
             self._norm = _part.NormOrder(optimizer)
+        # the arguments are checked; the process-wide thread count is set last, and a failure
+        # on the way removes the FlatParams hook: a refused constructor leaves both as they were
         with self._comm.during("DataParallel()"):
             self._describe_and_compare(optimizer)
-            # the process's thread count before and after (close() gives it back)
-            self._threads_saved = (_threads.num_threads_setting(),)
-            if num_threads == "auto":
-                use_node_share(self._comm)
-            elif num_threads is not None:
-                _threads.set_num_threads(num_threads)
-            self._threads_saved += (_threads.num_threads_setting(),)
             self._setup_groups()
             self._setup_reducers()
-            if broadcast:
-                self.broadcast_parameters()
-        self._opt = self._shard_optimizer(optimizer) if self.shard_state else optimizer
+            try:
+                if broadcast:
+                    self.broadcast_parameters()
+                self._opt = self._shard_optimizer(optimizer) if self.shard_state else optimizer
+                # the process's thread count before and after (close() gives it back)
+                before = _threads.num_threads_setting()
+                if num_threads == "auto":
+                    use_node_share(self._comm)
+                elif num_threads is not None:
+                    _threads.set_num_threads(num_threads)
+                self._threads_saved = (before, _threads.num_threads_setting())
+            except BaseException:
+                self.detach()
+                raise
         # the steps since the last consistency check: how many, how many weighted, in what
         # order (a CRC), so a rank that weighted differently is found at the next check
         self._weighting = (0, 0, 0)

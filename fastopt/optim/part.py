@@ -32,7 +32,7 @@ import numpy as np
 from . import formats as _formats
 from .registry import SPECS
 
-__all__ = ["Extent", "extents", "NormOrder", "snap", "pieces", "part", "piece_sizes",
+__all__ = ["Extent", "extents", "NormOrder", "snap", "pieces", "check", "part", "piece_sizes",
            "StateLayout"]
 
 
@@ -140,6 +140,17 @@ def pieces(exts, dtype, lo, hi):
     return out
 
 
+def check(opt):
+    """Raise ValueError when ``opt`` cannot be cut into pieces (:func:`part`).
+
+    For callers that must refuse before they change anything (DataParallel's ZeRO-1).
+    """
+    if opt.clip_per_param is not None:
+        # (each piece would be clipped by its own norm, not its parameter's)
+        raise ValueError("clip_per_param is not supported on pieces of an optimizer (sharded "
+                         "ZeRO-1 state) yet: clip before the step, or use max_grad_norm")
+
+
 def part(opt, views):
     """An optimizer of ``opt``'s class and configuration over pieces of its tensors.
 
@@ -160,10 +171,7 @@ def part(opt, views):
         extent's parameter group (all groups kept, empty or not, with their current values),
         state format and rounding index, at step 0 and epoch 1 with zero state.
     """
-    if opt.clip_per_param is not None:
-        # (each piece would be clipped by its own norm, not its parameter's)
-        raise ValueError("clip_per_param is not supported on pieces of an optimizer (sharded "
-                         "ZeRO-1 state) yet: clip before the step, or use max_grad_norm")
+    check(opt)
     names = [str(k) for k in range(len(views))]
     ngroups = len(opt.param_groups)
     overrides = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]

@@ -52,6 +52,7 @@ typedef struct {
     unsigned long long tasks_master, tasks_workers, wakes_spin, wakes_sleep, wakes_empty,
         master_sleeps, wake_ns, wake_count, serial_small, wakes_samecpu;
     long sleep_wake_ns, broadcast_ns;
+    int small_forced;
 } fo_pool_t;
 static fo_pool_t fo_pool;
 static void fo_pool_init(long spin_ns) { fo_pool.spin_ns = spin_ns; }
@@ -142,6 +143,8 @@ typedef struct {
     _Atomic uint64_t serial_small;   /* calls run on the caller alone: waking did not pay */
     _Atomic uint64_t wakes_samecpu;  /* wake-ups that found the caller's CPU and stood aside */
     _Atomic int last_wake_aside;     /* the last woken worker stood aside (and sleeps again) */
+    _Atomic int small_forced;   /* test hook (fastopt._threadpool.force_small): every job
+                                   fo_small_job would judge runs on the caller alone */
 } fo_pool_t;
 
 static fo_pool_t fo_pool;
@@ -334,7 +337,8 @@ static inline fo_est_t *fo_est_of(fo_task_fn fn) {
  *   (fo_on_master_cpu): then it counts as a wake-up for this call only as well.
  * Nothing is decided before both costs and fn's task time have been measured, and every
  * FO_SMALL_RESAMPLE-th such job wakes the workers anyway, to measure the wake-up again (one
- * long wake-up under load must not keep the workers asleep for good).
+ * long wake-up under load must not keep the workers asleep for good).  For tests, small_forced
+ * (fastopt._threadpool.force_small) skips the judgement: every such job runs alone.
  *
  * Why (issue 23): alternating Adam 64K (4 tasks, 23 us on one thread) with a 256x256 NumPy
  * matmul (190 us), the worker slept at every call and was woken (wake-up 20-27 us, the
@@ -571,8 +575,9 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
         goto serial;
     }
     if (workers > ntasks - 1) workers = (int)(ntasks - 1);   /* gang mode: one task each */
-    if (!once && fo_small_job(fn, ntasks, workers)
-            && ++fo_pool.small_streak % FO_SMALL_RESAMPLE != 0) {
+    if (!once && (atomic_load_explicit(&fo_pool.small_forced, memory_order_relaxed)
+                  || (fo_small_job(fn, ntasks, workers)
+                      && ++fo_pool.small_streak % FO_SMALL_RESAMPLE != 0))) {
         start = fo_now_ns();
         atomic_store_explicit(&fo_pool.master_cpu, fo_cpu(), memory_order_relaxed);
         if (FO_TRACING()) {   /* the records of a job, all on the caller's slot */

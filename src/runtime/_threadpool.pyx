@@ -19,6 +19,7 @@ cdef extern from "fo_threadpool.h":
         unsigned long long wake_ns, wake_count
         unsigned long long serial_small, wakes_samecpu
         long sleep_wake_ns, broadcast_ns
+        int small_forced
     fo_pool_t fo_pool
     void fo_pool_init(long spin_ns) noexcept nogil
     void fo_run_tasks(fo_task_fn fn, void* ctx, Py_ssize_t ntasks, int nthreads) noexcept nogil
@@ -79,6 +80,16 @@ def stats():
                 serial_small=fo_pool.serial_small, wakes_samecpu=fo_pool.wakes_samecpu,
                 sleep_wake_us=fo_pool.sleep_wake_ns / 1000.0,
                 broadcast_us=fo_pool.broadcast_ns / 1000.0)
+
+
+def force_small(bint on):
+    """A test hook: with ``on``, every parallel call of the pool (gang jobs excepted) runs on
+    the caller alone, as a small call whose wake-up would not pay does (counted in
+    ``stats()["serial_small"]``), whatever the measured costs; off (the default), the pool
+    decides by them.  Returns the previous setting.  Results are the same bits either way."""
+    cdef int previous = fo_pool.small_forced
+    fo_pool.small_forced = on
+    return bool(previous)
 
 
 #: The threading backends, by name (``fastopt.runtime.threads.set_backend``).
