@@ -147,6 +147,39 @@ def allreduce_100_steps():
     done("allreduce_100_steps")
 
 
+def zero1_rank_order():
+    """ZeRO-1 without ``deterministic`` sums in rank order too (its exchange moves bytes; the
+    owner adds): values whose sum depends on the order, then every optimizer and both dtypes
+    against the deterministic modes, bit for bit, with and without buckets."""
+    # (1 + 1e8) - 1e8 = 0 in float32, 1 + (1e8 - 1e8) = 1: MPI_Reduce_scatter gave rank 0's
+    # slice 1 with 3 ranks (Open MPI 5)
+    fp = make_fp()
+    dp = DataParallel(fastopt.SGD(fp, lr=0.0), shard_state=True)
+    fp.grad[...] = np.float32([1.0, 1e8, -1e8][rank] if size == 3 else rank + 1.0)
+    dp.step(weight=1.0)
+    expected = np.float32(0.0) if size == 3 else np.float32(sum(range(1, size + 1)))
+    check_equal(dp._groups[0].red, np.full_like(dp._groups[0].red, expected),
+                "ZeRO-1's reduced slice (rank-order sum)")
+    for dtype in (np.float32, np.float64):
+        for name, (cls, kw) in OPTS.items():
+            for bucket in (None, 5_000):
+                runs = {}
+                for shard, det in ((True, False), (True, True), (False, True)):
+                    fp = make_fp(dtype)
+                    runs[(shard, det)] = (fp, DataParallel(cls(fp, **kw), shard_state=shard,
+                                                           deterministic=det,
+                                                           bucket_size=bucket))
+                for step in range(1, 4):
+                    for fp, dp in runs.values():
+                        fp.grad[...] = local_grad(fp.size, dtype, step, rank)
+                        dp.step()
+                ref = runs[(False, True)][0].data
+                for key, (fp, dp) in runs.items():
+                    check_equal(fp.data, ref, f"{name} {np.dtype(dtype)} bucket={bucket} {key}")
+                    dp.verify_parameters()
+    done("zero1_rank_order")
+
+
 def low_precision_state():
     """Plain mode with bfloat16 / int8 state: every rank steps the averaged gradient, so the
     parameters equal one process's on the rank-order mean, bit for bit (deterministic)."""

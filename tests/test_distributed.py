@@ -67,8 +67,8 @@ def launch(n, args, timeout=TIMEOUT, expect_ok=True, module=None):
     return proc.returncode, out, err
 
 
-SCENARIOS = ["deterministic", "weighted", "allreduce_100_steps", "buckets", "state_memory",
-             "zero1_every_feature", "zero1_clip_without_nan",
+SCENARIOS = ["deterministic", "weighted", "allreduce_100_steps", "zero1_rank_order", "buckets",
+             "state_memory", "zero1_every_feature", "zero1_clip_without_nan",
              "lists_and_dicts", "state_dicts", "checkpoints", "mismatches", "small_and_threads",
              "threads_restored",
              "low_precision_state", "resume_keeps_everything", "weighting_mismatch"]
