@@ -183,6 +183,10 @@ class BucketReducer:
         # more, the blocking and non-blocking algorithms may add in different orders, so
         # every bucket stays non-blocking (as it was)
         self._blocking = mode == "allreduce" and self.size == 2
+        # ZeRO-1's exchange (scatter_into) only moves bytes: the buckets launched in step()
+        # use the blocking MPI_Alltoallv whatever the number of ranks, with the same bits
+        if scatter_into is not None:
+            self._blocking = True
         self.bounds = shard_bounds(n, self.size, align) if bounds is None else list(bounds)
         self.scatter = scatter_into
         if scatter_into is not None:
@@ -228,7 +232,9 @@ class BucketReducer:
             for b in self.buckets:
                 b.counts, b.displs = _pieces(b.lo, b.hi, self.bounds)
                 b.mine = b.counts[self.rank]
-                b.recv = np.empty((self.size, b.mine), dt)
+                # (ZeRO-1: a row per other rank; this rank's piece is read in place)
+                rows = self.size - (self.scatter is not None)
+                b.recv = np.empty((rows, b.mine), dt)
             if self.wire == "bfloat16":
                 widest = max((b.mine for b in self.buckets), default=0)
                 self._sum = np.empty(widest, np.float32)
@@ -328,7 +334,11 @@ class BucketReducer:
         g = self.gbuf[b.lo:b.hi]
         if self._weight is not None and self.mode != "window":
             np.multiply(g, self._weight, out=g)
-        if self._blocking and what is not None:
+        if self._blocking and what is not None and self.scatter is not None:
+            # (from step(): nothing left to overlap with; see _blocking)
+            with self.watchdog(what):
+                comm.unguarded.Alltoallv(*self._exchange(b, g))
+        elif self._blocking and what is not None:
             # (from step(): nothing left to overlap with; see _blocking)
             with self.watchdog(what):
                 comm.unguarded.Allreduce(mpi.IN_PLACE, [g, self.mpitype], op=mpi.SUM)
@@ -347,6 +357,8 @@ class BucketReducer:
             self._post(b, g)
             b.launched = True
             return
+        elif self.scatter is not None:
+            self._requests.append(comm.Ialltoallv(*self._exchange(b, g)))
         else:
             if self.wire == "bfloat16":
                 if self.residual is not None:
@@ -365,6 +377,18 @@ class BucketReducer:
                 [b.recv, ([b.mine] * P, [r * b.mine for r in range(P)]), mt]))
         b.launched = True
         self._mark("launched", b.lo)
+
+    def _exchange(self, b, g):
+        """ZeRO-1: the (send, receive) buffer specifications of bucket ``b``'s exchange:
+        each other rank's piece of this rank's slice into its row of ``b.recv`` (rank order,
+        this rank skipped), nothing sent to itself."""
+        me, mt = self.rank, self.mpitype
+        send = list(b.counts)
+        send[me] = 0
+        rows = [r - (r > me) for r in range(self.size)]
+        return ([g, (send, b.displs), mt],
+                [b.recv, ([0 if r == me else b.mine for r in range(self.size)],
+                          [0 if r == me else rows[r] * b.mine for r in range(self.size)]), mt])
 
     def launch_all(self, what):
         """Launch the buckets not launched yet, in order (the allreduce mode's blocking):
@@ -426,9 +450,15 @@ class BucketReducer:
             if b.mine:
                 a = b.lo + b.displs[self.rank] - lo
                 out = self.scatter[a:a + b.mine]
-                np.copyto(out, b.recv[0])
-                for r in range(1, self.size):
-                    np.add(out, b.recv[r], out=out)
+                own = self.gbuf[b.lo + b.displs[self.rank]:b.lo + b.displs[self.rank] + b.mine]
+                terms = [own if r == self.rank else b.recv[r - (r > self.rank)]
+                         for r in range(self.size)]
+                if self.size == 1:
+                    np.copyto(out, own)
+                else:
+                    np.add(terms[0], terms[1], out=out)
+                for t in terms[2:]:
+                    np.add(out, t, out=out)
         if not weighted and self.size > 1:
             np.divide(self.scatter, self.size, out=self.scatter)
 
