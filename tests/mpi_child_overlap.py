@@ -382,16 +382,17 @@ def window_overlaps():
 def check_after_launch():
     """The bucketed step starts its consistency check (non-blocking) once every bucket is
     launched, and waits for it with them; a disagreement still raises DistributedError on
-    every rank before the update (parameters and step count unchanged)."""
+    every rank before the update (parameters and step count unchanged).  ZeRO-1 overlapped
+    too (its reduce-scatter per bucket)."""
     from fastopt.distributed import DistributedError
 
-    for transport, overlap in (("mpi", True), ("shared_window", False),
-                               ("shared_window", True)):
+    for transport, overlap, shard in (("mpi", True, False), ("shared_window", False, False),
+                                      ("shared_window", True, False), ("mpi", True, True)):
         if True:
-            what = f"{transport} overlap={overlap}"
+            what = f"{transport} overlap={overlap} shard_state={shard}"
             fp = make_fp()
             dp = DataParallel(fastopt.SGD(fp, lr=1.0), overlap=overlap, transport=transport,
-                              bucket_bytes=4000)
+                              bucket_bytes=4000, shard_state=shard)
             r = dp._reducers[0]
             for step in (1, 2):
                 r.trace = trace = []
@@ -405,7 +406,11 @@ def check_after_launch():
                 c = events.index("check")
                 assert "launched" not in events[c:], (what, events)
                 assert events.count("launched") == nb, (what, nb, events)
-                if transport == "shared_window" or size == 2:
+                if shard:
+                    lo, hi = dp.shard[0]
+                    check_equal(dp._groups[0].red,
+                                rank_order_mean(fp.size, np.float32, step)[lo:hi], what)
+                elif transport == "shared_window" or size == 2:
                     check_equal(fp.grad, rank_order_mean(fp.size, np.float32, step), what)
             # an lr changed on one rank: refused on every rank, after the reduction, before
             # the update
@@ -425,7 +430,7 @@ def check_after_launch():
             assert dp.step_count == 2, (what, dp.step_count)
             # the check off: no check event
             dp = DataParallel(fastopt.SGD(make_fp(), lr=1.0), overlap=overlap,
-                              transport=transport, check_every=0)
+                              transport=transport, check_every=0, shard_state=shard)
             dp._reducers[0].trace = trace = []
             dp.step()
             assert "check" not in [e for _, e, _ in trace], (what, trace)

@@ -949,14 +949,14 @@ class DataParallel:
             self._step_buckets(grads, weight, weighting if check else None)
             self._weighting = (0, 0, 0) if check else weighting
             return
-        if check:
-            self._check_consistent(weighting)
-            weighting = (0, 0, 0)
         t = opt.step_count + 1
         if self._reducers:             # ZeRO-1, overlapped: the buckets' reduce-scatter
+            # (the check non-blocking, once every bucket is launched, as in _step_buckets)
             t0 = time.perf_counter()
-            self._finish_buckets(grads, weight, t)
+            self._finish_buckets(grads, weight, t, weighting if check else None)
         else:
+            if check:
+                self._check_consistent(weighting)
             if self.flat is not None:
                 if grads is not None:
                     raise TypeError("this DataParallel reads the FlatParams' grad buffer: call "
@@ -968,6 +968,8 @@ class DataParallel:
                 for g in self._groups:
                     np.multiply(g.gbuf, w, out=g.gbuf)
             t0 = time.perf_counter()
+        if check:
+            weighting = (0, 0, 0)
         comm_time = 0.0
         comm = self._comm
         if not self.shard_state:
