@@ -18,8 +18,8 @@ Run under ``mpiexec -n P``.  Measures, with P ranks:
   layer first); each sequential (the allreduce after the backward pass), overlapped
   (``overlap=True``: buckets sent as the layers finish), overlapped with a bfloat16 wire,
   through the MPI-3 shared window sequential and overlapped, and ZeRO-1 without overlap
-  (``MPI_Reduce_scatter``; deterministic: a blocking ``MPI_Alltoallv`` exchange) and with it
-  (the same exchange per bucket, non-blocking);
+  (a blocking ``MPI_Alltoallv`` exchange summed in rank order, deterministic or not) and
+  with it (the same exchange per bucket, non-blocking);
 * the alpha-beta model of that step on M machines (a ring over M nodes: ``2(M−1)`` messages
   of ``S/M`` bytes; ZeRO-1 sends the same bytes as a reduce-scatter plus an all-gather, and
   divides the optimizer's time and state by M), with the measured optimizer time, for

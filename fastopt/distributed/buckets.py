@@ -157,8 +157,11 @@ class BucketReducer:
     scatter_into : ndarray, optional
         Exchange mode, ZeRO-1: this rank's slice of the reduced gradient goes here (the owner's
         rank-order sums, ``/ P`` unless weighted), and nothing is gathered back: a
-        reduce-scatter, bucket by bucket, with the arithmetic of DataParallel's
-        deterministic reduce-scatter (the same bits).
+        reduce-scatter, bucket by bucket, with the arithmetic of DataParallel's ZeRO-1
+        reduce-scatter (the same bits).  Each rank's own piece is read in place (nothing is
+        sent to itself), and the buckets launched from ``step()`` (the last one always) use
+        the blocking ``MPI_Alltoallv``: libnbc's non-blocking collectives are slower on one
+        node, and an exchange only moves bytes, so the bits are the same.
     """
 
     def __init__(self, comm, watchdog, gbuf, offsets, *, bucket_bytes, mode, wire_dtype="native",

@@ -10,7 +10,9 @@ update everywhere.
   every rank runs the wrapped optimizer over the whole model.
 * **ZeRO-1** (``shard_state=True``): the flat buffer is cut into one contiguous,
   block-aligned slice per rank (:func:`~fastopt.distributed.sharding.shard_bounds`).  The
-  gradients are reduce-scattered, so each rank receives the sum of its slice only; each rank
+  gradients are reduce-scattered, so each rank receives the sum of its slice only (one
+  ``MPI_Alltoallv`` brings it the others' pieces of its slice, and it adds them in rank
+  order: Open MPI's ``MPI_Reduce_scatter`` was about 5 times slower on one node); each rank
   holds the optimizer state of its slice only and updates that slice with the fused kernel;
   then the parameters are all-gathered.  The same bytes cross the network as with an
   allreduce (a reduce-scatter plus an all-gather *is* a ring allreduce), but the optimizer
@@ -22,10 +24,11 @@ update everywhere.
   the squares of its chunks, one allgather brings every chunk's sum to every rank, and they
   are added in the wrapped optimizer's own order.
 
-``deterministic=True`` (either mode) replaces MPI's reduction by an all-to-all exchange of
-the slices (which only moves bytes) and a sum in rank order ``((g0 + g1) + g2) + ...`` on the
-rank that owns the slice: two runs at the same world size give the same bits, whatever
-algorithm the MPI library picks.
+``deterministic=True`` replaces plain mode's ``MPI_Allreduce`` by an all-to-all exchange of
+the slices (which only moves bytes), a sum in rank order ``((g0 + g1) + g2) + ...`` on the
+rank that owns the slice, and an all-gather of the sums: two runs at the same world size give
+the same bits, whatever algorithm the MPI library picks.  ZeRO-1 always sums that way, so it
+gives those bits with or without ``deterministic``.
 
 ``overlap=True`` starts each bucket's reduction as soon as the backward pass has
 produced its gradients (:meth:`DataParallel.ready`, or the FlatParams hook a model calls,
@@ -168,7 +171,8 @@ class DataParallel:
     shard_state : bool, default False
         ZeRO stage 1: each rank keeps the optimizer state of its slice only.
     deterministic : bool, default False
-        Sum the gradients in rank order (reproducible bits from run to run).
+        Sum the gradients in rank order (reproducible bits from run to run).  ZeRO-1 always
+        does (its reduce-scatter is that exchange), so there it changes nothing.
     bucket_size : int or None, default None
         Elements per collective; None: one collective per dtype for the whole buffer.
         (Bounds the deterministic mode's receive buffer too.)
@@ -207,10 +211,11 @@ class DataParallel:
         ``params.grads_ready(names)`` in its backward pass (:class:`fastopt.nn.models.MLP`
         does) overlaps with no further code.  With ``shard_state=True`` (ZeRO-1) each
         bucket is reduce-scattered (``MPI_Ialltoallv`` to the slices' owners, summed there in
-        rank order): the bits of the deterministic ZeRO-1 reduce-scatter.  With
-        ``deterministic=True`` the overlapped exchange keeps the rank-order sums: the same
-        bits as without overlap.  Without it, the same bits with 2
-        ranks, within float32 rounding with 3 or more (see :mod:`fastopt.distributed.buckets`).
+        rank order; the last bucket with the blocking ``MPI_Alltoallv`` from :meth:`step`):
+        the bits of ZeRO-1 without overlap.  In plain mode with ``deterministic=True`` the
+        overlapped exchange keeps the rank-order sums: the same bits as without overlap.
+        Without it, the same bits with 2 ranks, within float32 rounding with 3 or more (see
+        :mod:`fastopt.distributed.buckets`).
     bucket_bytes : int or None, default None
         Bytes of gradient per non-blocking collective (``overlap`` and ``wire_dtype``);
         None: 1 MiB.  After the first step of a backward pass that marks whole layers
