@@ -159,9 +159,7 @@ class BucketReducer:
         rank-order sums, ``/ P`` unless weighted), and nothing is gathered back: a
         reduce-scatter, bucket by bucket, with the arithmetic of DataParallel's ZeRO-1
         reduce-scatter (the same bits).  Each rank's own piece is read in place (nothing is
-        sent to itself), and the buckets launched from ``step()`` (the last one always) use
-        the blocking ``MPI_Alltoallv``: libnbc's non-blocking collectives are slower on one
-        node, and an exchange only moves bytes, so the bits are the same.
+        sent to itself).
     """
 
     def __init__(self, comm, watchdog, gbuf, offsets, *, bucket_bytes, mode, wire_dtype="native",
@@ -186,10 +184,9 @@ class BucketReducer:
         # more, the blocking and non-blocking algorithms may add in different orders, so
         # every bucket stays non-blocking (as it was)
         self._blocking = mode == "allreduce" and self.size == 2
-        # ZeRO-1's exchange (scatter_into) only moves bytes: the buckets launched in step()
-        # use the blocking MPI_Alltoallv whatever the number of ranks, with the same bits
-        if scatter_into is not None:
-            self._blocking = True
+        # (ZeRO-1's exchange keeps every bucket non-blocking: a blocking last bucket followed
+        # by the consistency check's MPI_Iallreduce made two synchronizations of one, and the
+        # 16M step slower: 142 against 124 ms, median, 2 loaded vCPUs, 2026-12-06)
         self.bounds = shard_bounds(n, self.size, align) if bounds is None else list(bounds)
         self.scatter = scatter_into
         if scatter_into is not None:
@@ -337,11 +334,7 @@ class BucketReducer:
         g = self.gbuf[b.lo:b.hi]
         if self._weight is not None and self.mode != "window":
             np.multiply(g, self._weight, out=g)
-        if self._blocking and what is not None and self.scatter is not None:
-            # (from step(): nothing left to overlap with; see _blocking)
-            with self.watchdog(what):
-                comm.unguarded.Alltoallv(*self._exchange(b, g))
-        elif self._blocking and what is not None:
+        if self._blocking and what is not None:
             # (from step(): nothing left to overlap with; see _blocking)
             with self.watchdog(what):
                 comm.unguarded.Allreduce(mpi.IN_PLACE, [g, self.mpitype], op=mpi.SUM)

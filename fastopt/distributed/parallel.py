@@ -211,8 +211,7 @@ class DataParallel:
         ``params.grads_ready(names)`` in its backward pass (:class:`fastopt.nn.models.MLP`
         does) overlaps with no further code.  With ``shard_state=True`` (ZeRO-1) each
         bucket is reduce-scattered (``MPI_Ialltoallv`` to the slices' owners, summed there in
-        rank order; the last bucket with the blocking ``MPI_Alltoallv`` from :meth:`step`):
-        the bits of ZeRO-1 without overlap.  In plain mode with ``deterministic=True`` the
+        rank order): the bits of ZeRO-1 without overlap.  In plain mode with ``deterministic=True`` the
         overlapped exchange keeps the rank-order sums: the same bits as without overlap.
         Without it, the same bits with 2 ranks, within float32 rounding with 3 or more (see
         :mod:`fastopt.distributed.buckets`).
