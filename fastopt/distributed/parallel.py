@@ -58,7 +58,7 @@ from ._mpi import require_mpi, world
 from . import errors as _errors
 from .buckets import DEFAULT_BUCKET_BYTES, WIRE_DTYPES, BucketReducer
 from .errors import DistributedError, Watchdog, raise_collectively
-from .sharding import shard_bounds, use_node_share
+from .sharding import divide_by_ranks, shard_bounds, use_node_share
 
 __all__ = ["DataParallel"]
 
@@ -964,7 +964,7 @@ class DataParallel:
                             comm.Allreduce(self._mpi.IN_PLACE, [g.gbuf[b0:b1], mt],
                                            op=self._mpi.SUM)
                         if not weighted and self.size > 1:
-                            np.divide(g.gbuf, self.size, out=g.gbuf)
+                            divide_by_ranks(g.gbuf, self.size)
             t1 = time.perf_counter()
             comm_time += t1 - t0
             if self.flat is not None:
