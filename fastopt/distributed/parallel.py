@@ -200,9 +200,10 @@ class DataParallel:
         Install :func:`~fastopt.distributed.errors.abort_on_exception`: an uncaught exception
         on any rank ends the whole job instead of leaving the others waiting.
     overlap : bool, default False
-        Reduce the gradients in buckets, each started (``MPI_Iallreduce``, non-blocking) as
-        soon as :meth:`ready` has been called for every parameter in it, while the backward
-        pass goes on; :meth:`step` waits for the rest.  Over a FlatParams, installs a hook
+        Reduce the gradients in buckets, each started (non-blocking: through the shared
+        window on one node, see ``transport``; else ``MPI_Iallreduce``) as soon as
+        :meth:`ready` has been called for every parameter in it, while the backward pass
+        goes on; :meth:`step` waits for the rest.  Over a FlatParams, installs a hook
         (:meth:`fastopt.FlatParams.add_grad_hook`): a model that calls
         ``params.grads_ready(names)`` in its backward pass (:class:`fastopt.nn.models.MLP`
         does) overlaps with no further code.  With ``shard_state=True`` (ZeRO-1) each
