@@ -28,7 +28,8 @@
   launch, test and pipeline stage: the timelines behind the figures in the performance notes.
 * **Two ways to reduce a bucket.**
 
-  - ``"allreduce"`` (the default mode): ``MPI_Iallreduce`` in place, then ``/ P`` unless
+  - ``"allreduce"`` (DataParallel's ``transport="mpi"``, and ``"auto"`` across nodes):
+    ``MPI_Iallreduce`` in place, then ``/ P`` unless
     weighted.  With 2 ranks the last bucket (complete only when the backward pass is over:
     nothing is left to hide it behind), and any bucket still unlaunched when ``step()``
     comes, is reduced there with the blocking ``MPI_Allreduce``: Open MPI's libnbc, which
