@@ -175,7 +175,7 @@ class DataParallel:
         does (its reduce-scatter is that exchange), so there it changes nothing.
     bucket_size : int or None, default None
         Elements per collective; None: one collective per dtype for the whole buffer.
-        (Bounds the deterministic mode's receive buffer too.)
+        (Bounds the receive buffer of ZeRO-1 and of the deterministic mode too.)
     align : int or None
         The slices' granularity in elements; default the kernels' block
         (``16384``), so no slice splits a block.  In sharded mode a cut inside one of the
@@ -212,10 +212,10 @@ class DataParallel:
         ``params.grads_ready(names)`` in its backward pass (:class:`fastopt.nn.models.MLP`
         does) overlaps with no further code.  With ``shard_state=True`` (ZeRO-1) each
         bucket is reduce-scattered (``MPI_Ialltoallv`` to the slices' owners, summed there in
-        rank order): the bits of ZeRO-1 without overlap.  In plain mode with ``deterministic=True`` the
-        overlapped exchange keeps the rank-order sums: the same bits as without overlap.
-        Without it, the same bits with 2 ranks, within float32 rounding with 3 or more (see
-        :mod:`fastopt.distributed.buckets`).
+        rank order): the bits of ZeRO-1 without overlap.  In plain mode with
+        ``deterministic=True`` the overlapped exchange keeps the rank-order sums: the same
+        bits as without overlap.  Without it, the same bits with 2 ranks, within float32
+        rounding with 3 or more (see :mod:`fastopt.distributed.buckets`).
     bucket_bytes : int or None, default None
         Bytes of gradient per non-blocking collective (``overlap`` and ``wire_dtype``);
         None: 1 MiB.  After the first step of a backward pass that marks whole layers
