@@ -343,9 +343,15 @@ FO_INLINE unsigned fo_vnear(fo_vi g, fo_vi fmask, fo_vi db, fo_vi ulps) {
     return (unsigned)(_mm512_testn_epi32_mask(g, fmask)
                       | _mm512_cmplt_epi32_mask(_mm512_abs_epi32(db), ulps));
 }
-/* the lanes whose g & fmask is 0 or whose d is below span, unsigned */
-FO_INLINE unsigned fo_vflag(fo_vi g, fo_vi fmask, fo_vi d, fo_vi span) {
-    return (unsigned)(_mm512_testn_epi32_mask(g, fmask) | _mm512_cmplt_epu32_mask(d, span));
+/* the lanes whose g & fmask is 0 or whose d is below span, unsigned (a mask register: the
+   4W flags of fo_vcodes4_fast are joined there, kunpck, and tested once) */
+typedef __mmask16 fo_vmask;
+FO_INLINE fo_vmask fo_vflag(fo_vi g, fo_vi fmask, fo_vi d, fo_vi span) {
+    return _kor_mask16(_mm512_testn_epi32_mask(g, fmask), _mm512_cmplt_epu32_mask(d, span));
+}
+/* the flags of 4 vectors as one 64-bit word, lane l of vector k at bit 16 k + l */
+FO_INLINE uint64_t fo_vmask4(fo_vmask b0, fo_vmask b1, fo_vmask b2, fo_vmask b3) {
+    return _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(b3, b2), _mm512_kunpackw(b1, b0)));
 }
 
 #if defined(__GNUC__) && !defined(FO_LB_NO_VBMI)
@@ -433,10 +439,15 @@ FO_INLINE unsigned fo_vnear(fo_vi g, fo_vi fmask, fo_vi db, fo_vi ulps) {
     __m256i b = _mm256_cmpgt_epi32(ulps, _mm256_abs_epi32(db));
     return (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(a, b)));
 }
-FO_INLINE unsigned fo_vflag(fo_vi g, fo_vi fmask, fo_vi d, fo_vi span) {
+typedef unsigned fo_vmask;
+FO_INLINE fo_vmask fo_vflag(fo_vi g, fo_vi fmask, fo_vi d, fo_vi span) {
     __m256i a = _mm256_cmpeq_epi32(_mm256_and_si256(g, fmask), _mm256_setzero_si256());
     __m256i b = _mm256_cmpeq_epi32(_mm256_min_epu32(d, FO_EPI32(sub)(span, FO_VSET1I(1))), d);
     return (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(a, b)));
+}
+
+FO_INLINE uint64_t fo_vmask4(fo_vmask b0, fo_vmask b1, fo_vmask b2, fo_vmask b3) {
+    return (uint64_t)b0 | ((uint64_t)b1 << 8) | ((uint64_t)b2 << 16) | ((uint64_t)b3 << 24);
 }
 
 FO_INLINE void fo_vcodes4_hi(uint8_t* out, fo_vi g0, fo_vi g1, fo_vi g2, fo_vi g3) {
@@ -501,7 +512,7 @@ FO_INLINE fo_vi fo_vabsbits(fo_vf x) { return FO_SI(and)(FO_SI(castps)(x), FO_VS
    arithmetic rule's (fo_vcode_fast, when q->fast) */
 typedef struct {
     fo_vf d; fo_vi LO, HI, nbm, mask8; __m128i sh; const uint32_t* tb;
-    int fast;
+    int fast, mk; fo_vf rd;
     fo_vf r, bn, A, C; fo_vi bn8, H, M, K0, z, z8, fmask, ulps, span;
 #if FO_VBYTES == 64
     fo_vi R0lo, R0hi;   /* the region of binade e, for e = 96..127 (fo_vregion) */
@@ -540,6 +551,13 @@ FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
     E->mask8 = FO_VSET1I(q->mask << 8);
     E->sh = _mm_cvtsi32_si128((int)q->shift);
     E->tb = q->tabn - q->lo;
+    {
+        /* the table encoder's quotient by a corrected product (fo_vquot) where d is in
+           [2^-40, 2^126): 1/d normal, and every quotient >= 2^-40 has a dividend >= 2^-80 */
+        const uint32_t db = fo_f2u(d);
+        E->mk = db >= 0x2b800000u && db < 0x7e800000u;
+        E->rd = FO_PS(set1)(E->mk ? 1.0f / d : 1.0f);
+    }
     E->fast = FO_LB_FAST && fo_fast_ok(q);
     if (fo_fast_ok(q)) {
         const uint32_t* f = q->fast;
@@ -578,20 +596,36 @@ FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
     }
 }
 
-/* fo_code of x / d on every lane (x given by its bits u): |x| / d by a true division (the
-   same IEEE quotient as fo_code's), then the bucket lookups of q->tabn (fo_qtab): the same
+/* fl(x / d) on every lane, x >= 0 (or x < 0 and d's quotient clamps: posonly): where E->mk,
+   without a division: q0 = fl(x fl(1/d)), the residual e = x - q0 d (one fma, exact),
+   q1 = fl(q0 + e fl(1/d)) (one fma), Markstein's correction, which gives the correctly rounded
+   quotient when the residual is exact (no underflow).  For d in [2^-40, 2^126) that holds for
+   every x/d >= 2^-40, and a smaller quotient is below every map's lowest bucket (LO >= 2^-24)
+   either way (tests/test_lowbit_quot.py checks the codes; every x in [0, d] for 24 divisors,
+   2.4e10 quotients, agreed bit for bit with the division).  A divider op per vector is 10 (ymm)
+   to 20 (zmm) cycles on Zen 4, shared with the update's sqrt and division. */
+FO_INLINE fo_vf fo_vquot(fo_vf x, const fo_venc* E) {
+    if (E->mk) {
+        const fo_vf q0 = FO_PS(mul)(x, E->rd);
+        return FO_PS(fmadd)(FO_PS(fnmadd)(q0, E->d, x), E->rd, q0);
+    }
+    return FO_PS(div)(x, E->d);
+}
+
+/* fo_code of x / d on every lane (x given by its bits u): |x| / d, the same IEEE quotient as
+   fo_code's (fo_vquot), then the bucket lookups of q->tabn (fo_qtab): the same
    rule with the comparison folded into one signed compare, and for maps whose negative
    values all take code 0 (posonly) no sign handling at all (the signed quotient of a
    negative value clamps to LO). */
 FO_INLINE fo_vi fo_vcode_tab(fo_vi u, const fo_venc* E, const int posonly) {
     fo_vi ac, e, r8;
     if (posonly) {
-        fo_vf q2 = FO_PS(div)(FO_SI2PS(u), E->d);
+        fo_vf q2 = fo_vquot(FO_SI2PS(u), E);
         ac = FO_EPI32(min)(FO_EPI32(max)(FO_SI(castps)(q2), E->LO), E->HI);
         e = fo_vlut32(E->tb, FO_EPI32(srl)(ac, E->sh));
         r8 = FO_SI(and)(FO_EPI32(slli)(ac, 8), E->mask8);
     } else {
-        fo_vf q2 = FO_PS(div)(FO_SI2PS(FO_SI(and)(u, FO_VSET1I(0x7fffffff))), E->d);
+        fo_vf q2 = fo_vquot(FO_SI2PS(FO_SI(and)(u, FO_VSET1I(0x7fffffff))), E);
         fo_vi neg = FO_EPI32(srai)(u, 31);
         ac = FO_EPU32(min)(FO_EPU32(max)(FO_SI(castps)(q2), E->LO), E->HI);
         e = fo_vlut32(E->tb, FO_EPI32(add)(FO_EPI32(srl)(ac, E->sh), FO_SI(and)(neg, E->nbm)));
@@ -629,7 +663,7 @@ FO_INLINE fo_vi fo_vregion(const fo_venc* E, fo_vi yb) {
    and the lanes to recompute (*badp): fo_vcode_raw without the sign.  d = y's bits - (the
    boundary's - FO_FAST_ULPS), y >= +0: y is above the boundary when d > FO_FAST_ULPS
    (signed), within FO_FAST_ULPS ulps of it when d <= 2 FO_FAST_ULPS (unsigned) */
-FO_INLINE fo_vi fo_vcode_mag(fo_vi u, const fo_venc* E, const int posonly, unsigned* badp) {
+FO_INLINE fo_vi fo_vcode_mag(fo_vi u, const fo_venc* E, const int posonly, fo_vmask* badp) {
     fo_vf y;
     fo_vi yb, r0, r, g, d;
     if (posonly) y = FO_PS(max)(FO_PS(mul)(FO_SI2PS(u), E->r), FO_PS(setzero)());
@@ -644,7 +678,7 @@ FO_INLINE fo_vi fo_vcode_mag(fo_vi u, const fo_venc* E, const int posonly, unsig
     return g;
 }
 
-FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, unsigned* badp) {
+FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, fo_vmask* badp) {
     fo_vi k = FO_EPI32(srli)(fo_vcode_mag(u, E, posonly, badp), 16);
     if (!posonly) {
         /* z + P (x >= 0), max(z - P, 0) (x < 0): the map's negative thresholds mirror its
@@ -657,7 +691,7 @@ FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, unsig
 }
 
 FO_INLINE fo_vi fo_vcode_fast(fo_vi u, const fo_venc* E, const int posonly) {
-    unsigned bad;
+    fo_vmask bad;
     fo_vi k = fo_vcode_raw(u, E, posonly, &bad);
     if (bad) {
         FO_ALIGNED(64) uint32_t xs[FO_W];
@@ -710,7 +744,7 @@ static int64_t fo_int8_fast_check(const fo_qtab* q, int64_t* nflag) {
             const uint32_t blo = base >= FO_FAST_ULPS ? base - FO_FAST_ULPS : 0;
             const uint32_t bhi = base + FO_W - 1 + FO_FAST_ULPS;
             const float ylo = sg * fo_u2f(blo), yhi = sg * fo_u2f(bhi);
-            unsigned bad;
+            fo_vmask bad;
             FO_ALIGNED(64) int32_t ks[FO_W];
             fo_vi kv = q->posonly ? fo_vcode_raw(FO_SI(or)(fo_viota(base), FO_VSET1I(sb)), &E, 1, &bad)
                                   : fo_vcode_raw(FO_SI(or)(fo_viota(base), FO_VSET1I(sb)), &E, 0, &bad);
@@ -787,15 +821,15 @@ FO_INLINE void fo_int8_venc_init(fo_venc* E, const fo_qtab* q, uint32_t mx) {
    codes rewritten (the true quotient, fo_code) */
 FO_INLINE void fo_vcodes4_fast(uint8_t* out, const fo_venc* E, fo_vi u0, fo_vi u1, fo_vi u2,
                                fo_vi u3, const int posonly) {
-    unsigned b0, b1, b2, b3;
+    fo_vmask b0, b1, b2, b3;
+    uint64_t bad;
     fo_vi p0 = fo_vcode_mag(u0, E, posonly, &b0), p1 = fo_vcode_mag(u1, E, posonly, &b1);
     fo_vi p2 = fo_vcode_mag(u2, E, posonly, &b2), p3 = fo_vcode_mag(u3, E, posonly, &b3);
     if (posonly) fo_vcodes4_hi(out, p0, p1, p2, p3);
     else fo_vcodes4_signed(out, p0, p1, p2, p3, u0, u1, u2, u3, E->z8);
-    if (b0 | b1 | b2 | b3) {
+    bad = fo_vmask4(b0, b1, b2, b3);
+    if (bad) {
         /* (6% of the 4W groups of Gaussian state, one lane in 16 of those: visit the set bits) */
-        uint64_t bad = (uint64_t)b0 | ((uint64_t)b1 << FO_W) | ((uint64_t)b2 << 2 * FO_W)
-                       | ((uint64_t)b3 << 3 * FO_W);
         FO_ALIGNED(64) uint32_t xs[4 * FO_W];
         FO_SI(store)((void*)xs, u0);
         FO_SI(store)((void*)(xs + FO_W), u1);
@@ -879,6 +913,42 @@ FO_QUANT(f8)
  * half (0); with two buffers the first takes the high half, the second the low half.
  * int8, full blocks of a split kernel: the new state first, and the parameter update in the
  * pass of the first buffer's codes. */
+
+/* The quantized passes' software prefetch: fo_lb_pf blocks ahead of the one being updated,
+   that block's parameters and gradients (1 KiB each) and codes (256 bytes per buffer), one
+   request per cache line (prefetchw for what the pass writes).  0: none.  Set at run time
+   (fo_lowbit_set_prefetch, _lowbit._set_prefetch) so that one build measures both. */
+#ifndef FO_LB_PREFETCH
+#define FO_LB_PREFETCH 0
+#endif
+static int fo_lb_pf = FO_LB_PREFETCH;
+
+/* Sets the prefetch distance in blocks (0..64, clamped); returns the previous one. */
+static inline int fo_lowbit_set_prefetch(int k) {
+    const int old = fo_lb_pf;
+    fo_lb_pf = k < 0 ? 0 : (k > 64 ? 64 : k);
+    return old;
+}
+
+FO_INLINE void fo_lb_prefetch(const float* p, const float* g, const uint8_t* c0,
+                              const uint8_t* c1, ptrdiff_t j, ptrdiff_t n) {
+#if defined(__GNUC__)
+    ptrdiff_t a, k;
+    if (fo_lb_pf <= 0) return;
+    a = j + (ptrdiff_t)fo_lb_pf * FO_QBLOCK;
+    if (a + FO_QBLOCK > n) return;
+    for (k = 0; k < FO_QBLOCK; k += 16) {
+        __builtin_prefetch((const void*)(p + a + k), 1, 3);
+        __builtin_prefetch((const void*)(g + a + k), 0, 3);
+    }
+    for (k = 0; k < FO_QBLOCK; k += 64) {
+        __builtin_prefetch((const void*)(c0 + a + k), 1, 3);
+        if (c1 != NULL) __builtin_prefetch((const void*)(c1 + a + k), 1, 3);
+    }
+#else
+    (void)p; (void)g; (void)c0; (void)c1; (void)j; (void)n;
+#endif
+}
 
 #define FO_IF(c, ...) FO_IF_(c, __VA_ARGS__)
 #define FO_IF_(c, ...) FO_IF_##c(__VA_ARGS__)
@@ -1088,6 +1158,7 @@ FO_INLINE void fo_##NAME##_##CODEC##_mode(float* P, const float* G, uint8_t* cd0
         const float* g = G + j;                                                                \
         const uint8_t* c0 = cd0 + j;                                                           \
         uint32_t m0 = 0, t;                                                                    \
+        fo_lb_prefetch(P, G, cd0, NULL, j, n);                                                 \
         nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
         i = 0;                                                                                 \
         FO_P1_INT8_VEC(NAME, CODEC)                                                            \
@@ -1247,6 +1318,7 @@ FO_INLINE void fo_##NAME##_##CODEC##_mode(float* P, const float* G, uint8_t* cd0
         const uint8_t* c0 = cd0 + j;                                                           \
         const uint8_t* c1 = cd1 + j;                                                           \
         uint32_t m0 = 0, m1 = 0, t;                                                            \
+        fo_lb_prefetch(P, G, cd0, cd1, j, n);                                                  \
         nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
         i = 0;                                                                                 \
         FO_P2_INT8_VEC(NAME, CODEC)                                                            \
