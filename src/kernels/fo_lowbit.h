@@ -512,7 +512,7 @@ FO_INLINE fo_vi fo_vabsbits(fo_vf x) { return FO_SI(and)(FO_SI(castps)(x), FO_VS
    arithmetic rule's (fo_vcode_fast, when q->fast) */
 typedef struct {
     fo_vf d; fo_vi LO, HI, nbm, mask8; __m128i sh; const uint32_t* tb;
-    int fast, mk; fo_vf rd;
+    int fast;
     fo_vf r, bn, A, C; fo_vi bn8, H, M, K0, z, z8, fmask, ulps, span;
 #if FO_VBYTES == 64
     fo_vi R0lo, R0hi;   /* the region of binade e, for e = 96..127 (fo_vregion) */
@@ -551,13 +551,6 @@ FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
     E->mask8 = FO_VSET1I(q->mask << 8);
     E->sh = _mm_cvtsi32_si128((int)q->shift);
     E->tb = q->tabn - q->lo;
-    {
-        /* the table encoder's quotient by a corrected product (fo_vquot) where d is in
-           [2^-40, 2^126): 1/d normal, and every quotient >= 2^-40 has a dividend >= 2^-80 */
-        const uint32_t db = fo_f2u(d);
-        E->mk = db >= 0x2b800000u && db < 0x7e800000u;
-        E->rd = FO_PS(set1)(E->mk ? 1.0f / d : 1.0f);
-    }
     E->fast = FO_LB_FAST && fo_fast_ok(q);
     if (fo_fast_ok(q)) {
         const uint32_t* f = q->fast;
@@ -596,36 +589,20 @@ FO_INLINE void fo_venc_init(fo_venc* E, const fo_qtab* q, float d) {
     }
 }
 
-/* fl(x / d) on every lane, x >= 0 (or x < 0 and d's quotient clamps: posonly): where E->mk,
-   without a division: q0 = fl(x fl(1/d)), the residual e = x - q0 d (one fma, exact),
-   q1 = fl(q0 + e fl(1/d)) (one fma), Markstein's correction, which gives the correctly rounded
-   quotient when the residual is exact (no underflow).  For d in [2^-40, 2^126) that holds for
-   every x/d >= 2^-40, and a smaller quotient is below every map's lowest bucket (LO >= 2^-24)
-   either way (tests/test_lowbit_quot.py checks the codes; every x in [0, d] for 24 divisors,
-   2.4e10 quotients, agreed bit for bit with the division).  A divider op per vector is 10 (ymm)
-   to 20 (zmm) cycles on Zen 4, shared with the update's sqrt and division. */
-FO_INLINE fo_vf fo_vquot(fo_vf x, const fo_venc* E) {
-    if (E->mk) {
-        const fo_vf q0 = FO_PS(mul)(x, E->rd);
-        return FO_PS(fmadd)(FO_PS(fnmadd)(q0, E->d, x), E->rd, q0);
-    }
-    return FO_PS(div)(x, E->d);
-}
-
-/* fo_code of x / d on every lane (x given by its bits u): |x| / d, the same IEEE quotient as
-   fo_code's (fo_vquot), then the bucket lookups of q->tabn (fo_qtab): the same
+/* fo_code of x / d on every lane (x given by its bits u): |x| / d by a true division (the
+   same IEEE quotient as fo_code's), then the bucket lookups of q->tabn (fo_qtab): the same
    rule with the comparison folded into one signed compare, and for maps whose negative
    values all take code 0 (posonly) no sign handling at all (the signed quotient of a
    negative value clamps to LO). */
 FO_INLINE fo_vi fo_vcode_tab(fo_vi u, const fo_venc* E, const int posonly) {
     fo_vi ac, e, r8;
     if (posonly) {
-        fo_vf q2 = fo_vquot(FO_SI2PS(u), E);
+        fo_vf q2 = FO_PS(div)(FO_SI2PS(u), E->d);
         ac = FO_EPI32(min)(FO_EPI32(max)(FO_SI(castps)(q2), E->LO), E->HI);
         e = fo_vlut32(E->tb, FO_EPI32(srl)(ac, E->sh));
         r8 = FO_SI(and)(FO_EPI32(slli)(ac, 8), E->mask8);
     } else {
-        fo_vf q2 = fo_vquot(FO_SI2PS(FO_SI(and)(u, FO_VSET1I(0x7fffffff))), E);
+        fo_vf q2 = FO_PS(div)(FO_SI2PS(FO_SI(and)(u, FO_VSET1I(0x7fffffff))), E->d);
         fo_vi neg = FO_EPI32(srai)(u, 31);
         ac = FO_EPU32(min)(FO_EPU32(max)(FO_SI(castps)(q2), E->LO), E->HI);
         e = fo_vlut32(E->tb, FO_EPI32(add)(FO_EPI32(srl)(ac, E->sh), FO_SI(and)(neg, E->nbm)));
