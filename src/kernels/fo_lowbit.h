@@ -49,6 +49,26 @@
  * without VBMI, FASTOPT_ISA=avx2 is an option for int8 state); bfloat16 Adam pays (0.47
  * against 0.64), and so do the dense loops (benchmarks/isa_levels.py).
  *
+ * Where the int8 Adam pass's time goes (Zen 4, avx512 build, VBMI, one thread, 64K elements
+ * in cache, the state of 30 Adam steps; a C harness timing these functions one phase at a
+ * time, December): 1.04 ns/element in all; the decode of both buffers 0.135, the new state
+ * and its absmax 0.15, the parameter update 0.28 (its square root and division), the codes
+ * of m 0.30 and of v 0.28 (the phases overlap little: their sum is 1.15).  The recompute
+ * path costs nothing measurable: 0.10% of the elements are flagged (6% of the groups of 64
+ * codes), and the encoder with the flags ignored runs as fast.  The encoder is bound by its
+ * permutes: per vector of 16, 18 operations, 5 of them table permutes (region, boundary, A,
+ * C, H) plus a share of the packing's; without the A, C and H permutes (wrong codes, to
+ * measure) it runs 35% faster (0.20 / 0.17).  Tried and dropped, the same bits each time:
+ * the region by the 256-bit build's 16-bit arithmetic instead of the two-table permute (3%
+ * slower); the 4W flags joined in mask registers (kunpck) instead of general registers (0-3%
+ * slower); a software prefetch of the block 4 ahead (p, g, codes) in the quantized passes
+ * (16M, one thread: int8 1.15x, float8 1.4x the time); at 256 bits the table encoder's
+ * quotient by a corrected product, q0 = fl(x fl(1/d)) then fl(q0 + (x - q0 d) fl(1/d)) by
+ * two fma (the correctly rounded quotient for absmax in [2^-40, 2^126): every x in [0, d]
+ * for 24 divisors, 2.4e10 quotients, agreed with the division) instead of the division: 3-5%
+ * slower in the avx2 Adam int8 pass (the divider is not what bounds it; the scalar lookups
+ * are).
+ *
  * These functions trust their arguments: fastopt.kernels.lowbit checks them first.
  */
 #ifndef FO_LOWBIT_H
@@ -343,15 +363,9 @@ FO_INLINE unsigned fo_vnear(fo_vi g, fo_vi fmask, fo_vi db, fo_vi ulps) {
     return (unsigned)(_mm512_testn_epi32_mask(g, fmask)
                       | _mm512_cmplt_epi32_mask(_mm512_abs_epi32(db), ulps));
 }
-/* the lanes whose g & fmask is 0 or whose d is below span, unsigned (a mask register: the
-   4W flags of fo_vcodes4_fast are joined there, kunpck, and tested once) */
-typedef __mmask16 fo_vmask;
-FO_INLINE fo_vmask fo_vflag(fo_vi g, fo_vi fmask, fo_vi d, fo_vi span) {
-    return _kor_mask16(_mm512_testn_epi32_mask(g, fmask), _mm512_cmplt_epu32_mask(d, span));
-}
-/* the flags of 4 vectors as one 64-bit word, lane l of vector k at bit 16 k + l */
-FO_INLINE uint64_t fo_vmask4(fo_vmask b0, fo_vmask b1, fo_vmask b2, fo_vmask b3) {
-    return _cvtmask64_u64(_mm512_kunpackd(_mm512_kunpackw(b3, b2), _mm512_kunpackw(b1, b0)));
+/* the lanes whose g & fmask is 0 or whose d is below span, unsigned */
+FO_INLINE unsigned fo_vflag(fo_vi g, fo_vi fmask, fo_vi d, fo_vi span) {
+    return (unsigned)(_mm512_testn_epi32_mask(g, fmask) | _mm512_cmplt_epu32_mask(d, span));
 }
 
 #if defined(__GNUC__) && !defined(FO_LB_NO_VBMI)
@@ -439,15 +453,10 @@ FO_INLINE unsigned fo_vnear(fo_vi g, fo_vi fmask, fo_vi db, fo_vi ulps) {
     __m256i b = _mm256_cmpgt_epi32(ulps, _mm256_abs_epi32(db));
     return (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(a, b)));
 }
-typedef unsigned fo_vmask;
-FO_INLINE fo_vmask fo_vflag(fo_vi g, fo_vi fmask, fo_vi d, fo_vi span) {
+FO_INLINE unsigned fo_vflag(fo_vi g, fo_vi fmask, fo_vi d, fo_vi span) {
     __m256i a = _mm256_cmpeq_epi32(_mm256_and_si256(g, fmask), _mm256_setzero_si256());
     __m256i b = _mm256_cmpeq_epi32(_mm256_min_epu32(d, FO_EPI32(sub)(span, FO_VSET1I(1))), d);
     return (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(a, b)));
-}
-
-FO_INLINE uint64_t fo_vmask4(fo_vmask b0, fo_vmask b1, fo_vmask b2, fo_vmask b3) {
-    return (uint64_t)b0 | ((uint64_t)b1 << 8) | ((uint64_t)b2 << 16) | ((uint64_t)b3 << 24);
 }
 
 FO_INLINE void fo_vcodes4_hi(uint8_t* out, fo_vi g0, fo_vi g1, fo_vi g2, fo_vi g3) {
@@ -640,7 +649,7 @@ FO_INLINE fo_vi fo_vregion(const fo_venc* E, fo_vi yb) {
    and the lanes to recompute (*badp): fo_vcode_raw without the sign.  d = y's bits - (the
    boundary's - FO_FAST_ULPS), y >= +0: y is above the boundary when d > FO_FAST_ULPS
    (signed), within FO_FAST_ULPS ulps of it when d <= 2 FO_FAST_ULPS (unsigned) */
-FO_INLINE fo_vi fo_vcode_mag(fo_vi u, const fo_venc* E, const int posonly, fo_vmask* badp) {
+FO_INLINE fo_vi fo_vcode_mag(fo_vi u, const fo_venc* E, const int posonly, unsigned* badp) {
     fo_vf y;
     fo_vi yb, r0, r, g, d;
     if (posonly) y = FO_PS(max)(FO_PS(mul)(FO_SI2PS(u), E->r), FO_PS(setzero)());
@@ -655,7 +664,7 @@ FO_INLINE fo_vi fo_vcode_mag(fo_vi u, const fo_venc* E, const int posonly, fo_vm
     return g;
 }
 
-FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, fo_vmask* badp) {
+FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, unsigned* badp) {
     fo_vi k = FO_EPI32(srli)(fo_vcode_mag(u, E, posonly, badp), 16);
     if (!posonly) {
         /* z + P (x >= 0), max(z - P, 0) (x < 0): the map's negative thresholds mirror its
@@ -668,7 +677,7 @@ FO_INLINE fo_vi fo_vcode_raw(fo_vi u, const fo_venc* E, const int posonly, fo_vm
 }
 
 FO_INLINE fo_vi fo_vcode_fast(fo_vi u, const fo_venc* E, const int posonly) {
-    fo_vmask bad;
+    unsigned bad;
     fo_vi k = fo_vcode_raw(u, E, posonly, &bad);
     if (bad) {
         FO_ALIGNED(64) uint32_t xs[FO_W];
@@ -721,7 +730,7 @@ static int64_t fo_int8_fast_check(const fo_qtab* q, int64_t* nflag) {
             const uint32_t blo = base >= FO_FAST_ULPS ? base - FO_FAST_ULPS : 0;
             const uint32_t bhi = base + FO_W - 1 + FO_FAST_ULPS;
             const float ylo = sg * fo_u2f(blo), yhi = sg * fo_u2f(bhi);
-            fo_vmask bad;
+            unsigned bad;
             FO_ALIGNED(64) int32_t ks[FO_W];
             fo_vi kv = q->posonly ? fo_vcode_raw(FO_SI(or)(fo_viota(base), FO_VSET1I(sb)), &E, 1, &bad)
                                   : fo_vcode_raw(FO_SI(or)(fo_viota(base), FO_VSET1I(sb)), &E, 0, &bad);
@@ -798,15 +807,15 @@ FO_INLINE void fo_int8_venc_init(fo_venc* E, const fo_qtab* q, uint32_t mx) {
    codes rewritten (the true quotient, fo_code) */
 FO_INLINE void fo_vcodes4_fast(uint8_t* out, const fo_venc* E, fo_vi u0, fo_vi u1, fo_vi u2,
                                fo_vi u3, const int posonly) {
-    fo_vmask b0, b1, b2, b3;
-    uint64_t bad;
+    unsigned b0, b1, b2, b3;
     fo_vi p0 = fo_vcode_mag(u0, E, posonly, &b0), p1 = fo_vcode_mag(u1, E, posonly, &b1);
     fo_vi p2 = fo_vcode_mag(u2, E, posonly, &b2), p3 = fo_vcode_mag(u3, E, posonly, &b3);
     if (posonly) fo_vcodes4_hi(out, p0, p1, p2, p3);
     else fo_vcodes4_signed(out, p0, p1, p2, p3, u0, u1, u2, u3, E->z8);
-    bad = fo_vmask4(b0, b1, b2, b3);
-    if (bad) {
+    if (b0 | b1 | b2 | b3) {
         /* (6% of the 4W groups of Gaussian state, one lane in 16 of those: visit the set bits) */
+        uint64_t bad = (uint64_t)b0 | ((uint64_t)b1 << FO_W) | ((uint64_t)b2 << 2 * FO_W)
+                       | ((uint64_t)b3 << 3 * FO_W);
         FO_ALIGNED(64) uint32_t xs[4 * FO_W];
         FO_SI(store)((void*)xs, u0);
         FO_SI(store)((void*)(xs + FO_W), u1);
@@ -890,42 +899,6 @@ FO_QUANT(f8)
  * half (0); with two buffers the first takes the high half, the second the low half.
  * int8, full blocks of a split kernel: the new state first, and the parameter update in the
  * pass of the first buffer's codes. */
-
-/* The quantized passes' software prefetch: fo_lb_pf blocks ahead of the one being updated,
-   that block's parameters and gradients (1 KiB each) and codes (256 bytes per buffer), one
-   request per cache line (prefetchw for what the pass writes).  0: none.  Set at run time
-   (fo_lowbit_set_prefetch, _lowbit._set_prefetch) so that one build measures both. */
-#ifndef FO_LB_PREFETCH
-#define FO_LB_PREFETCH 0
-#endif
-static int fo_lb_pf = FO_LB_PREFETCH;
-
-/* Sets the prefetch distance in blocks (0..64, clamped); returns the previous one. */
-static inline int fo_lowbit_set_prefetch(int k) {
-    const int old = fo_lb_pf;
-    fo_lb_pf = k < 0 ? 0 : (k > 64 ? 64 : k);
-    return old;
-}
-
-FO_INLINE void fo_lb_prefetch(const float* p, const float* g, const uint8_t* c0,
-                              const uint8_t* c1, ptrdiff_t j, ptrdiff_t n) {
-#if defined(__GNUC__)
-    ptrdiff_t a, k;
-    if (fo_lb_pf <= 0) return;
-    a = j + (ptrdiff_t)fo_lb_pf * FO_QBLOCK;
-    if (a + FO_QBLOCK > n) return;
-    for (k = 0; k < FO_QBLOCK; k += 16) {
-        __builtin_prefetch((const void*)(p + a + k), 1, 3);
-        __builtin_prefetch((const void*)(g + a + k), 0, 3);
-    }
-    for (k = 0; k < FO_QBLOCK; k += 64) {
-        __builtin_prefetch((const void*)(c0 + a + k), 1, 3);
-        if (c1 != NULL) __builtin_prefetch((const void*)(c1 + a + k), 1, 3);
-    }
-#else
-    (void)p; (void)g; (void)c0; (void)c1; (void)j; (void)n;
-#endif
-}
 
 #define FO_IF(c, ...) FO_IF_(c, __VA_ARGS__)
 #define FO_IF_(c, ...) FO_IF_##c(__VA_ARGS__)
@@ -1135,7 +1108,6 @@ FO_INLINE void fo_##NAME##_##CODEC##_mode(float* P, const float* G, uint8_t* cd0
         const float* g = G + j;                                                                \
         const uint8_t* c0 = cd0 + j;                                                           \
         uint32_t m0 = 0, t;                                                                    \
-        fo_lb_prefetch(P, G, cd0, NULL, j, n);                                                 \
         nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
         i = 0;                                                                                 \
         FO_P1_INT8_VEC(NAME, CODEC)                                                            \
@@ -1295,7 +1267,6 @@ FO_INLINE void fo_##NAME##_##CODEC##_mode(float* P, const float* G, uint8_t* cd0
         const uint8_t* c0 = cd0 + j;                                                           \
         const uint8_t* c1 = cd1 + j;                                                           \
         uint32_t m0 = 0, m1 = 0, t;                                                            \
-        fo_lb_prefetch(P, G, cd0, cd1, j, n);                                                  \
         nq = n - j < FO_QBLOCK ? n - j : FO_QBLOCK;                                            \
         i = 0;                                                                                 \
         FO_P2_INT8_VEC(NAME, CODEC)                                                            \
