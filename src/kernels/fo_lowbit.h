@@ -52,8 +52,8 @@
  * Where the int8 Adam pass's time goes (Zen 4, avx512 build, VBMI, one thread, 64K elements
  * in cache, the state of 30 Adam steps; benchmarks/c/lowbit_phases.c times these functions
  * one phase at a time, December): 1.04 ns/element in all; the decode of both buffers
- * 0.135, the new state and its absmax 0.15, the parameter update 0.28 (its square root and division), the codes
- * of m 0.30 and of v 0.28 (the phases overlap little: their sum is 1.15).  The recompute
+ * 0.135, the new state and its absmax 0.15, the parameter update 0.28 (its square root
+ * and division), the codes of m 0.30 and of v 0.28 (the phases overlap little: their sum is 1.15).  The recompute
  * path costs nothing measurable: 0.10% of the elements are flagged (6% of the groups of 64
  * codes), and the encoder with the flags ignored runs as fast.  The encoder is bound by its
  * permutes: per vector of 16, 18 operations, 5 of them table permutes (region, boundary, A,
