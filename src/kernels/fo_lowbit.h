@@ -53,8 +53,8 @@
  * in cache, the state of 30 Adam steps; benchmarks/c/lowbit_phases.c times these functions
  * one phase at a time, December): 1.04 ns/element in all; the decode of both buffers
  * 0.135, the new state and its absmax 0.15, the parameter update 0.28 (its square root
- * and division), the codes of m 0.30 and of v 0.28 (the phases overlap little: their sum is 1.15).  The recompute
- * path costs nothing measurable: 0.10% of the elements are flagged (6% of the groups of 64
+ * and division), the codes of m 0.30 and of v 0.28 (the phases overlap little: their sum
+ * is 1.15).  The recompute path costs nothing measurable: 0.10% of the elements are flagged (6% of the groups of 64
  * codes), and the encoder with the flags ignored runs as fast.  The encoder is bound by its
  * permutes: per vector of 16, 18 operations, 5 of them table permutes (region, boundary, A,
  * C, H) plus a share of the packing's; without the A, C and H permutes (wrong codes, to
