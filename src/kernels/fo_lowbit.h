@@ -49,25 +49,24 @@
  * without VBMI, FASTOPT_ISA=avx2 is an option for int8 state); bfloat16 Adam pays (0.47
  * against 0.64), and so do the dense loops (benchmarks/isa_levels.py).
  *
- * Where the int8 Adam pass's time goes (Zen 4, avx512 build, VBMI, one thread, 64K elements
- * in cache, the state of 30 Adam steps; benchmarks/c/lowbit_phases.c times these functions
- * one phase at a time, December): 1.04 ns/element in all; the decode of both buffers
- * 0.135, the new state and its absmax 0.15, the parameter update 0.28 (its square root
- * and division), the codes of m 0.30 and of v 0.28 (the phases overlap little: their sum
- * is 1.15).  The recompute path costs nothing measurable: 0.10% of the elements are flagged (6% of the groups of 64
+ * Where the int8 Adam pass's time goes (Zen 4, avx512 build, VBMI, one thread, 64K elements in
+ * cache, the state of 30 Adam steps; benchmarks/c/lowbit_phases.c times these functions one
+ * phase at a time, December): 1.04 ns/element in all; the decode of both buffers 0.135, the
+ * new state and its absmax 0.15, the parameter update 0.28 (its square root and division), the
+ * codes of m 0.30 and of v 0.28 (the phases overlap little: their sum is 1.15).  The recompute
+ * path costs nothing measurable: 0.10% of the elements are flagged (6% of the groups of 64
  * codes), and the encoder with the flags ignored runs as fast.  The encoder is bound by its
- * permutes: per vector of 16, 18 operations, 5 of them table permutes (region, boundary, A,
- * C, H) plus a share of the packing's; without the A, C and H permutes (wrong codes, to
- * measure) it runs 35% faster (0.20 / 0.17).  Tried and dropped, the same bits each time:
- * the region by the 256-bit build's 16-bit arithmetic instead of the two-table permute (3%
- * slower); the 4W flags joined in mask registers (kunpck) instead of general registers (0-3%
- * slower); a software prefetch of the block 4 ahead (p, g, codes) in the quantized passes
- * (16M, one thread: int8 1.15x, float8 1.4x the time); at 256 bits the table encoder's
- * quotient by a corrected product, q0 = fl(x fl(1/d)) then fl(q0 + (x - q0 d) fl(1/d)) by
- * two fma (the correctly rounded quotient for absmax in [2^-40, 2^126): every x in [0, d]
- * for 24 divisors, 2.4e10 quotients, agreed with the division) instead of the division: 3-5%
- * slower in the avx2 Adam int8 pass (the divider is not what bounds it; the scalar lookups
- * are).
+ * permutes: per vector of 16, 18 operations, 5 of them table permutes (region, boundary, A, C,
+ * H) plus a share of the packing's; without the A, C and H permutes (wrong codes, to measure)
+ * it runs 35% faster (0.20 / 0.17).  Tried and dropped, the same bits each time: the region by
+ * the 256-bit build's 16-bit arithmetic instead of the two-table permute (3% slower); the 4W
+ * flags joined in mask registers (kunpck) instead of general registers (0-3% slower); a
+ * software prefetch of the block 4 ahead (p, g, codes) in the quantized passes (16M, one
+ * thread: int8 1.15x, float8 1.4x the time); at 256 bits the table encoder's quotient by a
+ * corrected product, q0 = fl(x fl(1/d)) then fl(q0 + (x - q0 d) fl(1/d)) by two fma (the
+ * correctly rounded quotient for absmax in [2^-40, 2^126): every x in [0, d] for 24 divisors,
+ * 2.4e10 quotients, agreed with the division) instead of the division: 3-5% slower in the avx2
+ * Adam int8 pass (the divider is not what bounds it; the scalar lookups are).
  *
  * These functions trust their arguments: fastopt.kernels.lowbit checks them first.
  */
