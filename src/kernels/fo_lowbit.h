@@ -908,12 +908,18 @@ FO_QUANT(f8)
 /* A full block's parameter update from its new state y (y0, y1), fused with the state's
    codes: the one pass after the state's absmax is known, its loads and stores in L1 (a
    block of one buffer is 1 KiB), and the encoder's arithmetic beside the update's divider.
-   A buffer whose absmax is NaN or infinite gets the block quantizer's codes. */
-#define FO_PQ_LOOP(PARAM_CALL)                                                                 \
-    for (i = 0; i < FO_QBLOCK; i += FO_W) {                                                    \
-        const ptrdiff_t ii = i;                                                                \
-        FO_PS(storeu)(p + ii, PARAM_CALL);                                                     \
+   A buffer whose absmax is NaN or infinite gets the block quantizer's codes.
+   FO_PQ_LOOP4: the update of the 4 vectors from element i on (PARAM_CALL reads element ii
+   on), beside their codes; FO_PQ_LOOP: the update alone, over the block. */
+#define FO_PQ_LOOP4(PARAM_CALL)                                                                \
+    {                                                                                          \
+        int u;                                                                                 \
+        for (u = 0; u < 4; u++) {                                                              \
+            const ptrdiff_t ii = i + u * FO_W;                                                 \
+            FO_PS(storeu)(p + ii, PARAM_CALL);                                                 \
+        }                                                                                      \
     }
+#define FO_PQ_LOOP(PARAM_CALL) for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) FO_PQ_LOOP4(PARAM_CALL)
 #define FO_PQ1(NAME, STRUCT, CODEC)                                                            \
 FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y, uint8_t* codes, \
                               float* absmax, const fo_##CODEC##_q* q, uint32_t mx,             \
@@ -929,12 +935,8 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y
     fo_##CODEC##_venc_init(&E, q, mx);                                                         \
     absmax[0] = fo_u2f(mx);                                                                    \
     for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {                                                \
-        int u;                                                                                 \
-        for (u = 0; u < 4; u++) {                                                              \
-            const ptrdiff_t ii = i + u * FO_W;                                                 \
-            FO_PS(storeu)(p + ii, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii),         \
-                                                        FO_PS(loadu)(p + ii), FO_PS(load)(y + ii))); \
-        }                                                                                      \
+        FO_PQ_LOOP4(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii), \
+                                          FO_PS(load)(y + ii)))                                \
         fo_##CODEC##_vcodes4(codes + i, &E, FO_PS(load)(y + i), FO_PS(load)(y + i + FO_W),     \
                              FO_PS(load)(y + i + 2 * FO_W), FO_PS(load)(y + i + 3 * FO_W), kind); \
     }                                                                                          \
@@ -959,13 +961,8 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq_k(float* p, const float* g, const float*
     absmax0[0] = fo_u2f(mx0);                                                                  \
     absmax1[0] = fo_u2f(mx1);                                                                  \
     for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {                                                \
-        int u;                                                                                 \
-        for (u = 0; u < 4; u++) {                                                              \
-            const ptrdiff_t ii = i + u * FO_W;                                                 \
-            FO_PS(storeu)(p + ii, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii),         \
-                                                        FO_PS(loadu)(p + ii), FO_PS(load)(y0 + ii), \
-                                                        FO_PS(load)(y1 + ii)));                \
-        }                                                                                      \
+        FO_PQ_LOOP4(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii), \
+                                          FO_PS(load)(y0 + ii), FO_PS(load)(y1 + ii)))         \
         fo_##CODEC##_vcodes4(codes0 + i, &E0, FO_PS(load)(y0 + i), FO_PS(load)(y0 + i + FO_W), \
                              FO_PS(load)(y0 + i + 2 * FO_W), FO_PS(load)(y0 + i + 3 * FO_W), k0); \
         fo_##CODEC##_vcodes4(codes1 + i, &E1, FO_PS(load)(y1 + i), FO_PS(load)(y1 + i + FO_W), \
