@@ -98,8 +98,6 @@ MODES = (("plain", "sequential allreduce", dict()),
          ("window", "overlapped, MPI-3 shared window", dict(overlap=True,
                                                              transport="shared_window")),
          ("zero1", "ZeRO-1", dict(shard_state=True)),
-         ("zero1_det", "ZeRO-1, deterministic (MPI_Alltoallv)",
-          dict(shard_state=True, deterministic=True)),
          ("zero1_overlap", "ZeRO-1, overlapped (per-bucket exchange)",
           dict(shard_state=True, overlap=True)))
 
@@ -390,9 +388,7 @@ def format_distributed(res):
                      f"{r['overlap_mpi'] / r['plain']:.2f}"
                      + (f"; shared window overlapped / sequential: "
                         f"{r['window'] / r['window_seq']:.2f}" if "window" in r else "")
-                     + (f"; ZeRO-1 overlapped / ZeRO-1: {r['zero1_overlap'] / r['zero1']:.2f}, "
-                        f"/ deterministic ZeRO-1 (the same exchange, blocking): "
-                        f"{r['zero1_overlap'] / r['zero1_det']:.2f}"
+                     + (f"; ZeRO-1 overlapped / ZeRO-1: {r['zero1_overlap'] / r['zero1']:.2f}"
                         if "zero1_overlap" in r else ""))
     lines.append("(ms per step, medians, the slowest rank's; communication: the time step() "
                  "waits for it, after the backward pass; CPU: the process's CPU time per step, "
