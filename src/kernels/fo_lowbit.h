@@ -778,6 +778,18 @@ FO_INLINE fo_vf fo_int8_vdec(const fo_int8_dv* d, const uint8_t* c, const float*
     return FO_PS(mul)(FO_VDEC(pd, d->v, c, out, i), va);
 }
 #define fo_int8_predecode fo_vpredecode
+FO_INLINE int fo_int8_vok(const fo_qtab* q, float a, const int kind) {
+    (void)q; (void)a; (void)kind;
+    return 1;
+}
+FO_INLINE fo_vf fo_int8_vscale(const fo_qtab* q, float a, const int kind) {
+    (void)q; (void)kind;
+    return FO_PS(set1)(a);
+}
+FO_INLINE int fo_int8_venc_ok(const fo_qtab* q, uint32_t mx, const int kind) {
+    (void)q; (void)mx; (void)kind;
+    return 1;
+}
 typedef fo_venc fo_int8_venc;
 FO_INLINE void fo_int8_venc_init(fo_venc* E, const fo_qtab* q, uint32_t mx) {
     fo_venc_init(E, q, fo_divisor(mx));
@@ -830,7 +842,7 @@ FO_INLINE void fo_int8_vcodes4(uint8_t* out, const fo_venc* E, fo_vf x0, fo_vf x
    zero code.  kind: the buffer's code kind (fo_<C>_kind), each value with its own loop. */
 #if FO_LB_VEC
 #define FO_QUANT_VEC(C)                                                                        \
-    {                                                                                          \
+    if (fo_##C##_venc_ok(q, mx, kind)) {                                                       \
         fo_##C##_venc E;                                                                       \
         fo_##C##_venc_init(&E, q, mx);                                                         \
         for (; i + 4 * FO_W <= n; i += 4 * FO_W)                                               \
@@ -901,7 +913,7 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y
                               const STRUCT##_vec* A, const int mode, const int kind) {         \
     ptrdiff_t i;                                                                               \
     fo_##CODEC##_venc E;                                                                       \
-    if (mx >= 0x7f800000u) {                                                                   \
+    if (mx >= 0x7f800000u || !fo_##CODEC##_venc_ok(q, mx, kind)) {                             \
         FO_PQ_LOOP(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii),  \
                                          FO_PS(load)(y + ii)))                                 \
         fo_##CODEC##_quant_k(y, FO_QBLOCK, codes, absmax, q, mx, kind);                        \
@@ -928,7 +940,8 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq_k(float* p, const float* g, const float*
                               const STRUCT##_vec* A, const int mode, const int k0, const int k1) { \
     ptrdiff_t i;                                                                               \
     fo_##CODEC##_venc E0, E1;                                                                  \
-    if (mx0 >= 0x7f800000u || mx1 >= 0x7f800000u) {                                            \
+    if (mx0 >= 0x7f800000u || mx1 >= 0x7f800000u || !fo_##CODEC##_venc_ok(&q[0], mx0, k0)      \
+        || !fo_##CODEC##_venc_ok(&q[1], mx1, k1)) {                                            \
         FO_PQ_LOOP(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii),  \
                                          FO_PS(load)(y0 + ii), FO_PS(load)(y1 + ii)))          \
         fo_##CODEC##_quant_k(y0, FO_QBLOCK, codes0, absmax0, &q[0], mx0, k0);                  \
@@ -1017,8 +1030,8 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y
             continue;                                                                          \
         }
 #define FO_P1_INT8_VEC(NAME, CODEC)                                                            \
-    {                                                                                          \
-        fo_vf va0 = FO_PS(set1)(a0);                                                           \
+    if (fo_##CODEC##_vok(&q[0], a0, fo_##CODEC##_kind(q, po, 0))) {                            \
+        fo_vf va0 = fo_##CODEC##_vscale(&q[0], a0, fo_##CODEC##_kind(q, po, 0));               \
         fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                                  \
         FO_ALIGNED(64) float dec0[FO_QBLOCK];                                                  \
         const int dv = fo_##CODEC##_predecode(&q[0], c0, dec0, nq);                            \
@@ -1169,8 +1182,10 @@ FO_QPASS1(NAME, STRUCT, f8)
                 continue;                                                                      \
             }
 #define FO_P2_INT8_VEC(NAME, CODEC)                                                            \
-        {                                                                                      \
-            fo_vf va0 = FO_PS(set1)(a0), va1 = FO_PS(set1)(a1);                                \
+        if (fo_##CODEC##_vok(&q[0], a0, fo_##CODEC##_kind(q, po0, 0))                          \
+            && fo_##CODEC##_vok(&q[1], a1, fo_##CODEC##_kind(q, po0, 1))) {                    \
+            fo_vf va0 = fo_##CODEC##_vscale(&q[0], a0, fo_##CODEC##_kind(q, po0, 0));          \
+            fo_vf va1 = fo_##CODEC##_vscale(&q[1], a1, fo_##CODEC##_kind(q, po0, 1));          \
             fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)();                              \
             FO_ALIGNED(64) float dec0[FO_QBLOCK];                                              \
             FO_ALIGNED(64) float dec1[FO_QBLOCK];                                              \
