@@ -1165,18 +1165,29 @@ FO_QPASS1(NAME, STRUCT, f8)
     }
 #define FO_P2_INT8_FULL(NAME, CODEC)                                                           \
             if (nq == FO_QBLOCK) {                                                             \
-                for (; i < FO_QBLOCK; i += FO_W) {                                             \
-                    fo_vf m, v;                                                                \
+                fo_vi mx2 = FO_SI(setzero)(), mx3 = FO_SI(setzero)();                          \
+                for (; i < FO_QBLOCK; i += 2 * FO_W) {                                         \
+                    fo_vf m, v, mb, vb;                                                        \
                     fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i), FO_PS(loadu)(p + i),  \
                                           fo_##CODEC##_vdec(&v0, c0, dec0, dv, i, va0, po0),   \
                                           fo_##CODEC##_vdec(&v1, c1, dec1, dv, i, va1, po0 >> 1), &m, &v); \
+                    fo_##NAME##_state_vec(&A, mode, FO_PS(loadu)(g + i + FO_W),                \
+                                          FO_PS(loadu)(p + i + FO_W),                          \
+                                          fo_##CODEC##_vdec(&v0, c0, dec0, dv, i + FO_W, va0, po0), \
+                                          fo_##CODEC##_vdec(&v1, c1, dec1, dv, i + FO_W, va1, po0 >> 1), \
+                                          &mb, &vb);                                           \
                     FO_PS(store)(buf0 + i, m);                                                 \
                     FO_PS(store)(buf1 + i, v);                                                 \
+                    FO_PS(store)(buf0 + i + FO_W, mb);                                         \
+                    FO_PS(store)(buf1 + i + FO_W, vb);                                         \
                     mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m));                                  \
                     mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));                                  \
+                    mx2 = FO_EPU32(max)(mx2, fo_vabsbits(mb));                                 \
+                    mx3 = FO_EPU32(max)(mx3, fo_vabsbits(vb));                                 \
                 }                                                                              \
                 fo_##NAME##_##CODEC##_pq(p, g, buf0, buf1, cd0 + j, ab0 + qb, cd1 + j, ab1 + qb, \
-                               q, fo_vhmax(mx0), fo_vhmax(mx1), &A, mode, po0);                \
+                               q, fo_vhmax(FO_EPU32(max)(mx0, mx2)),                           \
+                               fo_vhmax(FO_EPU32(max)(mx1, mx3)), &A, mode, po0);              \
                 j += nq;                                                                       \
                 qb += 1;                                                                       \
                 continue;                                                                      \
