@@ -21,6 +21,10 @@
  *             rule given in halves: FO_SPLIT_<name>; else the update is in pass 1);
  *             (3) the other buffer's codes (fo_<name>_int8_mode).  A partial block: decode +
  *             update + absmax in one pass, then the codes.
+ *   float8    the same passes over fo_f8.h's codec (which gives their measured costs).
+ *             The two-buffer decode pass of a full block runs two vectors per iteration
+ *             with two absmax accumulators each (Zen 4, one thread, in cache: Adam int8 1.07
+ *             against 1.13 ns/element; float8 within noise).
  * A handful of operations whose form differs by width (masks, narrowing, lane shuffles,
  * table lookups) have one small helper per width below; everything else is written once.
  *
