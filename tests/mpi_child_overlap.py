@@ -75,15 +75,21 @@ def overlap_equals_sequential():
             ref_p, ref_g = _run_flat(deterministic=det, weights=wts)
             if det:     # the definition: rank-order sums
                 check_equal(ref_g, rank_order_mean(ref_g.size, np.float32, 3, wts), "det ref")
-            for bucket_bytes in (None, 2000, 60_000, 10**9):
-                for order in ("backward", "forward", "partial", "none"):
+            for bucket_bytes, order, transport in [
+                    (b, o, t) for b in (None, 2000, 60_000, 10**9)
+                    for o in ("backward", "forward", "partial", "none")
+                    # (the default, "auto": the shared window on one node)
+                    for t in (("mpi", "auto") if b in (None, 60_000) else ("mpi",))]:
+                if True:
                     p, g = _run_flat(overlap=True, deterministic=det, weights=wts,
-                                     bucket_bytes=bucket_bytes, order=order)
-                    what = f"det={det} weighted={wts is not None} {bucket_bytes} {order}"
+                                     bucket_bytes=bucket_bytes, order=order,
+                                     transport=transport)
+                    what = (f"det={det} weighted={wts is not None} {bucket_bytes} {order} "
+                            f"{transport}")
                     if det or size == 2:
                         check_equal(g, ref_g, what)
                         check_equal(p, ref_p, what)
-                    if det and bucket_bytes in (None, 2000):
+                    if det and bucket_bytes in (None, 2000) and transport == "mpi":
                         # the shared window sums in rank order too: the same bits
                         for ov in (False, True):
                             p, g = _run_flat(overlap=ov, transport="shared_window",
@@ -134,20 +140,21 @@ def overlap_mlp_hook():
     rows = slice(rank * 64 // size, (rank + 1) * 64 // size)
     for det in (False, True):
         runs = []
-        for overlap in (False, True):
+        for overlap, transport in ((False, "auto"), (True, "mpi"), (True, "auto")):
             model = MLP((12, 32, 32, 5), rng=0)
             dp = DataParallel(fastopt.Adam(model.params, lr=0.01), overlap=overlap,
-                              deterministic=det, bucket_bytes=2048)
+                              deterministic=det, bucket_bytes=2048, transport=transport)
             for _ in range(5):
                 model.loss_and_grad(X[rows], y[rows])
                 dp.step()
             dp.detach()
             model.loss_and_grad(X[rows], y[rows])     # (no hook any more: nothing launched)
             runs.append(model.params.data.copy())
-        if det or size == 2:
-            check_equal(runs[1], runs[0], f"MLP det={det}")
-        else:
-            assert np.allclose(runs[1], runs[0], rtol=1e-4, atol=1e-5)
+        for run, transport in zip(runs[1:], ("mpi", "auto")):
+            if det or size == 2:
+                check_equal(run, runs[0], f"MLP det={det} {transport}")
+            else:
+                assert np.allclose(run, runs[0], rtol=1e-4, atol=1e-5)
     done("overlap_mlp_hook")
 
 
@@ -262,6 +269,18 @@ def overlap_arguments():
              ValueError, "wire_dtype='native'")
     _refused(lambda: DataParallel(fastopt.Adam(make_fp(np.float64)), wire_dtype="bfloat16"),
              ValueError, "float32 parameters")
+    # transport="auto" (the default): the shared window for an overlapped plain step with a
+    # native wire (every rank is on this node); MPI otherwise
+    for kw, want in ((dict(overlap=True), "shared_window"),
+                     (dict(overlap=True, deterministic=True), "shared_window"),
+                     (dict(), "mpi"),
+                     (dict(overlap=True, shard_state=True), "mpi"),
+                     (dict(overlap=True, wire_dtype="bfloat16"), "mpi"),
+                     (dict(overlap=True, transport="mpi"), "mpi"),
+                     (dict(transport="shared_window"), "shared_window")):
+        got = DataParallel(fastopt.SGD(make_fp(), lr=1.0), **kw)
+        assert got.transport == want, (kw, got.transport)
+        assert bool(got._reducers and got._reducers[0].mode == "window") == (want != "mpi"), kw
     plain = DataParallel(fastopt.Adam(make_fp(), lr=0.01))
     _refused(lambda: plain.ready("W1"), ValueError, "overlap=True")
     _refused(lambda: plain.begin_step(), ValueError, "overlap=True")
@@ -437,7 +456,8 @@ def layer_buckets():
     grads_ready call), if every rank saw the same layers; else the default buckets stay."""
     for same in (True, False):
         fp = make_fp()
-        dp = DataParallel(fastopt.SGD(fp, lr=1.0), overlap=True, bucket_bytes=400)
+        dp = DataParallel(fastopt.SGD(fp, lr=1.0), overlap=True, bucket_bytes=400,
+                          transport="mpi")
         r = dp._reducers[0]
         default = [(b.lo, b.hi) for b in r.buckets]
         assert len(default) > 100
@@ -563,7 +583,8 @@ def fault_overlap_hang(transport="mpi", **kw):
 def fault_overlap_exception():
     """Rank 1 raises while its buckets are in flight: the abort hook ends every rank."""
     fp = make_fp()
-    dp = DataParallel(fastopt.Adam(fp, lr=0.01), overlap=True, timeout=60, bucket_bytes=4000)
+    dp = DataParallel(fastopt.Adam(fp, lr=0.01), overlap=True, timeout=60, bucket_bytes=4000,
+                      transport="mpi")
     dp.ready("b2")
     if rank == 1:
         raise RuntimeError("boom with requests pending")

@@ -84,6 +84,27 @@ def test_pack_bf16_is_the_specified_rounding(x):
     assert np.all(err <= 2.0 ** -8 * np.abs(x[finite].astype(np.float64)) + 2.0 ** -134)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 8, 16, 64])
+def test_divide_by_ranks_gives_the_division_bits(dtype, size):
+    from fastopt.distributed.sharding import divide_by_ranks
+
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    rng = np.random.default_rng(size)
+    x = np.concatenate([
+        rng.integers(0, np.iinfo(bits).max, 20_000, dtype=bits, endpoint=True).view(dtype),
+        rng.standard_normal(1000).astype(dtype),
+        np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype),
+        np.array([np.finfo(dtype).tiny, np.finfo(dtype).max, np.finfo(dtype).smallest_subnormal,
+                  3 * np.finfo(dtype).smallest_subnormal], dtype)])
+    with np.errstate(all="ignore"):
+        want = np.divide(x, dtype(size))
+        got = divide_by_ranks(x.copy(), size)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(bits), want[~nan].view(bits))
+
+
 def test_grad_hooks_are_called_removed_and_never_copied():
     fp = fastopt.FlatParams({"W": (3, 2), "b": (2,)})
     seen = []

@@ -149,6 +149,7 @@ def _cmd_train(args):
     if dp is not None:
         mode = "ZeRO-1 (sharded optimizer state)" if dp.shard_state else "allreduce"
         mode += ", overlapped with the backward pass" if dp.overlap else ""
+        mode += " through an MPI-3 shared window" if dp.transport == "shared_window" else ""
         mode += f", {dp.wire_dtype} on the wire" if dp.wire_dtype != "native" else ""
         mode += ", error feedback" if dp.error_feedback else ""
         sync = ("synchronized batch norm" if run.strategy.sync_bn

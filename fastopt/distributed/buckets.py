@@ -28,7 +28,8 @@
   launch, test and pipeline stage: the timelines behind the figures in the performance notes.
 * **Two ways to reduce a bucket.**
 
-  - ``"allreduce"`` (the default mode): ``MPI_Iallreduce`` in place, then ``/ P`` unless
+  - ``"allreduce"`` (DataParallel's ``transport="mpi"``, and ``"auto"`` across nodes):
+    ``MPI_Iallreduce`` in place, then ``/ P`` unless
     weighted.  With 2 ranks the last bucket (complete only when the backward pass is over:
     nothing is left to hide it behind), and any bucket still unlaunched when ``step()``
     comes, is reduced there with the blocking ``MPI_Allreduce``: Open MPI's libnbc, which
@@ -71,7 +72,7 @@ import zlib
 
 import numpy as np
 
-from .sharding import shard_bounds
+from .sharding import divide_by_ranks, shard_bounds
 
 __all__ = ["BucketReducer", "pack_bf16", "unpack_bf16", "WIRE_DTYPES", "DEFAULT_BUCKET_BYTES"]
 
@@ -382,7 +383,7 @@ class BucketReducer:
         weighted = self._weight is not None
         if self.mode == "allreduce":
             if not weighted and self.size > 1:
-                np.divide(self.gbuf, self.size, out=self.gbuf)
+                divide_by_ranks(self.gbuf, self.size)
         elif self.mode == "window":
             if self._pipe is not None:
                 with self.watchdog(what):
@@ -446,7 +447,7 @@ class BucketReducer:
                     for r in range(1, self.size):
                         np.add(s, unpack_bf16(b.recv[r], w), out=s)
                     if not weighted and self.size > 1:
-                        np.divide(s, self.size, out=s)
+                        divide_by_ranks(s, self.size)
                     pack_bf16(s, buf[a:a + b.mine], self._tmp[:b.mine])
                 else:
                     out = self.gbuf[a:a + b.mine]
@@ -454,7 +455,7 @@ class BucketReducer:
                     for r in range(1, self.size):
                         np.add(out, b.recv[r], out=out)
                     if not weighted and self.size > 1:
-                        np.divide(out, self.size, out=out)
+                        divide_by_ranks(out, self.size)
             self._requests.append(comm.Iallgatherv(
                 mpi.IN_PLACE, [buf[b.lo:b.hi], (b.counts, b.displs), mt]))
         with self.watchdog(what):

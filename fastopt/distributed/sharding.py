@@ -13,6 +13,8 @@ Examples
 
 import os
 
+import numpy as np
+
 from ..kernels import _check
 
 __all__ = ["shard_bounds", "batch_part", "node_threads", "use_node_share"]
@@ -35,6 +37,21 @@ def shard_bounds(n, size, align=1):
         hi = min(n, ((r + 1) * blocks // size) * align)
         out.append((lo, hi))
     return out
+
+
+def divide_by_ranks(buf, size):
+    """``buf /= size`` in place (the mean of a sum over ``size`` ranks), the same bits.
+
+    When ``size`` is a power of two, ``1 / size`` is exact and ``x * (1 / size)`` and
+    ``x / size`` are the correctly rounded value of the same real number (subnormals
+    included): the multiplication gives the division's bits at about half its cost (a
+    vector division's throughput is several times a multiplication's).  Otherwise it divides.
+    """
+    if size & (size - 1) == 0:
+        np.multiply(buf, buf.dtype.type(1.0 / size), out=buf)
+    else:
+        np.divide(buf, size, out=buf)
+    return buf
 
 
 def batch_part(n, rank, size):

@@ -52,7 +52,7 @@ import numpy as np
 
 from ..kernels import _check
 from ._mpi import require_mpi, world
-from .sharding import shard_bounds
+from .sharding import divide_by_ranks, shard_bounds
 
 __all__ = ["SharedAllreduce", "Pipeline"]
 
@@ -149,7 +149,7 @@ class SharedAllreduce:
         for r in range(2 if self.rank == 0 else self.rank + 1, self.size):
             np.add(mine, v[r][a:b], out=mine)
         if divide:
-            np.divide(mine, self.size, out=mine)
+            divide_by_ranks(mine, self.size)
 
     def _copy_shares(self, out, lo, hi):
         """Every rank's summed share of ``[lo, hi)`` into ``out`` (this rank's too, unless
