@@ -12,7 +12,7 @@ on a shared machine compare figures of one run only.
 
 A configuration is ``label:VAR=value,VAR=value`` (environment of its child; ``THREADS=k``
 sets the thread count of fastopt and torch alike, default 1).  Cases: adam, sgd, rmsprop
-(float32 state), adam_bf16, adam_int8, bn (forward + backward, N x 256 channels of the size),
+(float32 state), adam_bf16, adam_int8, adam_f8, bn (forward + backward, N x 256 channels of the size),
 ema, torch (``torch.optim.Adam(fused=True)``, float32).  Every Adam time is compared with
 the same child's ``torch`` time of the same size when present (``x torch``: above 1 is faster
 than torch), and with the first configuration's (``x vs first``: above 1 is faster).
@@ -56,6 +56,11 @@ for size in sizes:
             for _ in range(3):
                 L.adam_step_int8(p, g, mc, ma, vc, va, step=10, lr=1e-3)
             f = lambda: L.adam_step_int8(p, g, mc, ma, vc, va, step=10, lr=1e-3)
+        elif name == "adam_f8":
+            (mc, ma), (vc, va) = L.zeros_float8(size), L.zeros_float8(size)
+            for _ in range(3):
+                L.adam_step_f8(p, g, mc, ma, vc, va, step=10, lr=1e-3)
+            f = lambda: L.adam_step_f8(p, g, mc, ma, vc, va, step=10, lr=1e-3)
         elif name == "bn":
             x = p.reshape(-1, 256)
             dy = g.reshape(-1, 256)

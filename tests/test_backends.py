@@ -293,6 +293,23 @@ def test_small_calls_between_matmuls_keep_kernel_bits_and_products(forced):
         assert after["sleep_wake_us"] > 0 and after["broadcast_us"] > 0
 
 
+@pytest.mark.parametrize("setting", [False, True])
+def test_force_small_takes_a_bool_or_0_1_only(setting):
+    # The hook's argument is checked as the project's setters check theirs: a truthy string,
+    # 2, 1.0, None or a NumPy integer is refused with TypeError, the setting unchanged.
+    was = _threadpool.force_small(setting)
+    try:
+        for bad in ("yes", "", 2, -1, 1.0, 0.0, None, np.int64(1), [1]):
+            with pytest.raises(TypeError, match="on must be a bool"):
+                _threadpool.force_small(bad)
+            assert _threadpool.force_small(setting) == setting
+        for good, expected in ((0, False), (1, True), (False, False), (True, True)):
+            _threadpool.force_small(good)
+            assert _threadpool.force_small(setting) == expected
+    finally:
+        _threadpool.force_small(was)
+
+
 PINNED_TO_ONE_CPU = r"""
 import json, os, time
 import numpy as np

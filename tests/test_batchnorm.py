@@ -476,60 +476,45 @@ def _mixed_message(name, dtype):
                      f"like x") + ".*supported dtypes are float32 and float64"
 
 
-FORWARD_ARGS = ["gamma", "beta", "running_mean", "running_var", "y", "mean", "invstd"]
+# Per direction: the inputs besides x (positional, in the call's order, "x" where x goes),
+# the outputs (out=), and the inputs the call also updates (the running statistics).
+MIXED = {
+    "forward": (lambda x, dy, gamma, beta, dtype: dict(
+                    x=x, gamma=gamma, beta=beta, running_mean=np.full(3, 0.25, dtype),
+                    running_var=np.full(3, 2.0, dtype)),
+                ("y", "mean", "invstd"), ("running_mean", "running_var")),
+    "backward": (lambda x, dy, gamma, beta, dtype: dict(
+                     dy=dy, x=x, gamma=gamma, mean=np.full(3, 0.5, dtype),
+                     invstd=np.full(3, 0.75, dtype)),
+                 ("dx", "dgamma", "dbeta"), ()),
+}
+MIXED_CASES = ([("forward", n) for n in ("gamma", "beta", "running_mean", "running_var",
+                                         "y", "mean", "invstd")]
+               + [("backward", n) for n in ("dy", "gamma", "mean", "invstd",
+                                            "dx", "dgamma", "dbeta")])
 
 
 @pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["x-f32", "x-f64"])
-@pytest.mark.parametrize("name", FORWARD_ARGS)
-def test_forward_rejects_mixed_dtypes_and_changes_nothing(mod, dtype, name):
-    x, _, gamma, beta = _inputs((8, 3, 2), dtype=dtype)
-    args = dict(gamma=gamma, beta=beta, running_mean=np.full(3, 0.25, dtype),
-                running_var=np.full(3, 2.0, dtype))
-    outs = dict(y=np.full_like(x, 7), mean=np.full(3, 7, dtype), invstd=np.full(3, 7, dtype))
+@pytest.mark.parametrize("direction,name", MIXED_CASES, ids=[f"{d}-{n}" for d, n in MIXED_CASES])
+def test_rejects_mixed_dtypes_and_changes_nothing(mod, dtype, direction, name):
+    make_args, out_names, updated = MIXED[direction]
+    fn = getattr(mod, f"batchnorm_{direction}")
+    x, dy, gamma, beta = _inputs((8, 3, 2), dtype=dtype)
+    args = make_args(x, dy, gamma, beta, dtype)
+    outs = {k: np.full_like(x, 7) if k in ("y", "dx") else np.full(3, 7, dtype) for k in out_names}
     bad = dict(args, **outs)
     bad[name] = bad[name].astype(_other(dtype))
     before = {k: v.copy() for k, v in bad.items()}
-    x0 = x.copy()
     with pytest.raises(TypeError, match=_mixed_message(name if name in args else f"out ({name})",
                                                       dtype)):
-        mod.batchnorm_forward(x, *(bad[k] for k in args),
-                              out=tuple(bad[k] for k in outs))
+        fn(*(bad[k] for k in args), out=tuple(bad[k] for k in outs))
     for k, v in bad.items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
-    np.testing.assert_array_equal(x, x0)
-    # the same call in one dtype writes every output and the running statistics
-    mod.batchnorm_forward(x, *args.values(), out=tuple(outs.values()))
-    for k in ("running_mean", "running_var"):
+    # the same call in one dtype writes every output (and the running statistics)
+    fn(*args.values(), out=tuple(outs.values()))
+    for k in updated:
         assert not np.array_equal(args[k], before[k]) or k == name, k
-    for k, v in outs.items():
-        assert not np.any(v == 7), k
-
-
-BACKWARD_ARGS = ["dy", "gamma", "mean", "invstd", "dx", "dgamma", "dbeta"]
-
-
-@pytest.mark.parametrize("mod", [K, R], ids=["kernels", "reference"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=["x-f32", "x-f64"])
-@pytest.mark.parametrize("name", BACKWARD_ARGS)
-def test_backward_rejects_mixed_dtypes_and_changes_nothing(mod, dtype, name):
-    x, dy, gamma, _ = _inputs((8, 3, 2), dtype=dtype)
-    args = dict(dy=dy, gamma=gamma, mean=np.full(3, 0.5, dtype), invstd=np.full(3, 0.75, dtype))
-    outs = dict(dx=np.full_like(x, 7), dgamma=np.full(3, 7, dtype), dbeta=np.full(3, 7, dtype))
-    bad = dict(args, **outs)
-    bad[name] = bad[name].astype(_other(dtype))
-    before = {k: v.copy() for k, v in bad.items()}
-    x0 = x.copy()
-    with pytest.raises(TypeError, match=_mixed_message(name if name in args else f"out ({name})",
-                                                      dtype)):
-        mod.batchnorm_backward(bad["dy"], x, bad["gamma"], bad["mean"], bad["invstd"],
-                               out=tuple(bad[k] for k in outs))
-    for k, v in bad.items():
-        np.testing.assert_array_equal(v, before[k], err_msg=k)
-    np.testing.assert_array_equal(x, x0)
-    # the same call in one dtype writes every output
-    mod.batchnorm_backward(args["dy"], x, args["gamma"], args["mean"], args["invstd"],
-                           out=tuple(outs.values()))
     for k, v in outs.items():
         assert not np.any(v == 7), k
 

@@ -49,6 +49,18 @@ def _state_bits(opt):
     return out
 
 
+def _bits(params, opt):
+    """Copies of the parameters, then of every state array."""
+    return [p.copy() for p in params] + _state_bits(opt)
+
+
+def _assert_same_bits(xs, ys):
+    """As many arrays on each side, each pair equal."""
+    assert len(xs) == len(ys)
+    for x, y in zip(xs, ys):
+        np.testing.assert_array_equal(x, y)
+
+
 @pytest.mark.parametrize("sd", LOW)
 @pytest.mark.parametrize("name", sorted(n for n, s in SPECS.items() if s.row.lowbit))
 @pytest.mark.parametrize("kind", ["list", "dict"])
@@ -62,10 +74,7 @@ def test_fused_equals_reference(rng, name, sd, kind):
         G = _grads(rng, P)
         a.step(wrap(G))
         b.step(wrap(G))
-    for x, y in zip(P, Q):
-        np.testing.assert_array_equal(x, y)
-    for x, y in zip(_state_bits(a), _state_bits(b)):
-        np.testing.assert_array_equal(x, y)
+    _assert_same_bits(_bits(P, a), _bits(Q, b))
 
 
 @pytest.mark.parametrize("sd", LOW)
@@ -154,8 +163,7 @@ def test_same_bits_for_any_thread_count(isa, rng, name, sd):
             out.append((P, _state_bits(opt)))
         finally:
             fastopt.set_num_threads(None)
-    for x, y in zip(out[0][0] + out[0][1], out[1][0] + out[1][1]):
-        np.testing.assert_array_equal(x, y)
+    _assert_same_bits(out[0][0] + out[0][1], out[1][0] + out[1][1])
 
 
 @pytest.mark.parametrize("sd", LOW)
@@ -228,10 +236,7 @@ def test_state_dict_resume_is_bit_identical(rng, name, sd):
     assert second.seed == 3
     for G in grads[4:]:
         second.step(G)
-    for x, y in zip(P, R):
-        np.testing.assert_array_equal(x, y)
-    for x, y in zip(_state_bits(full), _state_bits(second)):
-        np.testing.assert_array_equal(x, y)
+    _assert_same_bits(_bits(P, full), _bits(R, second))
 
 
 @pytest.mark.parametrize("sd", LOW)
@@ -248,8 +253,7 @@ def test_pickle_and_deepcopy_continue_with_the_same_bits(rng, sd):
         ref = fastopt.Adam(ref_P, state_dtype=sd)
         ref.load_state_dict(opt.state_dict())
         ref.step(G)
-        for x, y in zip(Pc, ref_P):
-            np.testing.assert_array_equal(x, y)
+        _assert_same_bits(Pc, ref_P)
 
 
 @pytest.mark.parametrize("sd", LOW)
@@ -277,8 +281,7 @@ def test_checkpoint_round_trip(rng, tmp_path, sd):
         opt2.step()
     np.testing.assert_array_equal(fp.data, fp2.data)
     assert not np.array_equal(fp.data, start)
-    for x, y in zip(_state_bits(opt), _state_bits(opt2)):
-        np.testing.assert_array_equal(x, y)
+    _assert_same_bits(_state_bits(opt), _state_bits(opt2))
 
     # a float32-state optimizer refuses it, changing nothing
     fp3 = fastopt.FlatParams(shapes)
@@ -300,15 +303,13 @@ def test_guard_and_clipping(rng, sd):
         a.step(G)
         b.step(G)
     assert a.grad_norm > 1.0
-    for x, y in zip(P, Q):
-        np.testing.assert_array_equal(x, y)
-    before = [p.copy() for p in P] + _state_bits(a)
+    _assert_same_bits(P, Q)
+    before = _bits(P, a)
     G = _grads(rng, P)
     G[2][5, 1] = np.nan
     a.step(G)
     assert a.skipped_steps == 1 and a.step_count == 3
-    for x, y in zip(before, [p.copy() for p in P] + _state_bits(a)):
-        np.testing.assert_array_equal(x, y)
+    _assert_same_bits(before, _bits(P, a))
 
 
 @pytest.mark.parametrize("name", PER_KERNEL)
@@ -344,7 +345,7 @@ def test_rejected_calls_change_nothing(rng, sd):
     P = _model(rng)
     opt = fastopt.RMSprop(P, lr=1e-2, state_dtype=sd)
     opt.step(_grads(rng, P))
-    before = [p.copy() for p in P] + _state_bits(opt)
+    before = _bits(P, opt)
     G = _grads(rng, P)
     G[0] = G[0].astype(np.float64)
     with pytest.raises(TypeError, match=r"grads\[0\]"):
@@ -372,8 +373,7 @@ def test_rejected_calls_change_nothing(rng, sd):
     with pytest.raises(ValueError, match=match):
         opt.load_state_dict(bad)
     assert opt.step_count == 1
-    for x, y in zip(before, [p.copy() for p in P] + _state_bits(opt)):
-        np.testing.assert_array_equal(x, y)
+    _assert_same_bits(before, _bits(P, opt))
 
 
 def test_bad_settings_are_refused(rng):
@@ -448,9 +448,8 @@ def test_many_arrays_one_call_same_bits(isa, rng, name, sd):
             opt = _make(name, P, sd, min_lowbit_size=0, impl=impl, seed=11)
             for G in grads:
                 opt.step(G)
-            runs.append(P + _state_bits(opt))
+            runs.append(_bits(P, opt))
         finally:
             fastopt.set_num_threads(None)
     for other in runs[1:]:
-        for x, y in zip(runs[0], other):
-            np.testing.assert_array_equal(x, y)
+        _assert_same_bits(runs[0], other)

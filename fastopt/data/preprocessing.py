@@ -237,6 +237,9 @@ class Standardizer(Checked):
 
     def fit_transform(self, X: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
         """``fit(X)`` then ``transform(X)``."""
+        # Two kernel calls, not batch norm's fused statistics + affine (forward_train, eps=0,
+        # same bits elsewhere): that one gives NaN for a zero-variance feature, which fit
+        # leaves unscaled, and would write out before fit refuses NaN or infinity in X.
         return self.fit(X).transform(X, out=out)
 
     def inverse_transform(self, X: np.ndarray, *,

@@ -34,10 +34,11 @@
     nothing is left to hide it behind), and any bucket still unlaunched when ``step()``
     comes, is reduced there with the blocking ``MPI_Allreduce``: Open MPI's libnbc, which
     runs the non-blocking collectives, picks a slower algorithm on one node (66 KB: 83
-    against 45 us; 270 KB: 302 against 162 us).  With 2 ranks the result is bit-identical to the blocking ``MPI_Allreduce``
-    (a sum of two terms does not depend on the order); with 3 and more, the MPI library may
-    pick another summation order for a non-blocking or a smaller collective, so results
-    agree within float32 rounding (``|a - b| <= 2 (P-1) eps * sum_r |g_r|`` per element).
+    against 45 us; 270 KB: 302 against 162 us).  With 2 ranks the result is bit-identical
+    to the blocking ``MPI_Allreduce`` (a sum of two terms does not depend on the order);
+    with 3 and more, the MPI library may pick another summation order for a non-blocking
+    or a smaller collective, so results agree within float32 rounding
+    (``|a - b| <= 2 (P-1) eps * sum_r |g_r|`` per element).
   - ``"exchange"`` (``deterministic=True``, and every ``wire_dtype="bfloat16"`` run): an
     ``MPI_Ialltoallv`` sends each rank the pieces of the bucket that fall in its slice
     (:func:`~fastopt.distributed.sharding.shard_bounds`); the owner sums them **in rank
@@ -58,13 +59,13 @@
   Per element, with ``g_r`` the (weighted) gradients and ``S = sum_r g_r`` (``/ P`` when
   averaging, on both sides)::
 
-      |result - S| <= u * sum_r |g_r|  +  P * 2**-24 * sum_r |g_r|  +  u * |S'|   (S' the sum before its rounding)
+      |result - S| <= u * sum_r |g_r|  +  P * 2**-24 * sum_r |g_r|  +  u * |S'|
 
-  i.e. about ``2 * 2**-8`` relative for gradients of one sign, more where they cancel.  The
-  rounding is unbiased on average but not per step: with ``error_feedback=True`` each rank
-  keeps its packing residual ``e = v - bf16(v)`` (``v = g + e_previous``) in float32 and
-  adds it to the next step's gradient, so the rank's rounding errors do not accumulate over
-  steps (the sum's second rounding is not fed back).
+  (``S'`` the sum before its rounding), i.e. about ``2 * 2**-8`` relative for gradients of
+  one sign, more where they cancel.  The rounding is unbiased on average but not per step:
+  with ``error_feedback=True`` each rank keeps its packing residual ``e = v - bf16(v)``
+  (``v = g + e_previous``) in float32 and adds it to the next step's gradient, so the rank's
+  rounding errors do not accumulate over steps (the sum's second rounding is not fed back).
 """
 
 import time
@@ -253,7 +254,8 @@ class BucketReducer:
             self.trace.append((time.perf_counter(), event, where))
 
     def begin(self, weight):
-        """The weight the coming buckets are scaled by (None: the mean), fixed until :meth:`finish`."""
+        """The weight the coming buckets are scaled by (None: the mean), fixed until
+        :meth:`finish`."""
         self._weight = weight
         self.started = True
 

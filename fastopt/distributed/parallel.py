@@ -238,7 +238,7 @@ class DataParallel:
         neither hides behind the backward pass: no core is idle to move the bytes), MPI
         otherwise.  The results are those of the sequential step either way: bit for bit
         with 2 ranks and in deterministic mode, within float32 rounding of a reordered sum
-        with 3 or more.  After construction :attr:`transport` is the one chosen.
+        with 3 or more.  After construction ``transport`` is the one chosen.
 
     Raises
     ------

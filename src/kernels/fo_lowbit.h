@@ -53,6 +53,25 @@
  * without VBMI, FASTOPT_ISA=avx2 is an option for int8 state); bfloat16 Adam pays (0.47
  * against 0.64), and so do the dense loops (benchmarks/isa_levels.py).
  *
+ * Where the int8 Adam pass's time goes (Zen 4, avx512 build, VBMI, one thread, 64K elements in
+ * cache, the state of 30 Adam steps; benchmarks/c/lowbit_phases.c times these functions one
+ * phase at a time, December): 1.04 ns/element in all; the decode of both buffers 0.135, the
+ * new state and its absmax 0.15, the parameter update 0.28 (its square root and division), the
+ * codes of m 0.30 and of v 0.28 (the phases overlap little: their sum is 1.15).  The recompute
+ * path costs nothing measurable: 0.10% of the elements are flagged (6% of the groups of 64
+ * codes), and the encoder with the flags ignored runs as fast.  The encoder is bound by its
+ * permutes: per vector of 16, 18 operations, 5 of them table permutes (region, boundary, A, C,
+ * H) plus a share of the packing's; without the A, C and H permutes (wrong codes, to measure)
+ * it runs 35% faster (0.20 / 0.17).  Tried and dropped, the same bits each time: the region by
+ * the 256-bit build's 16-bit arithmetic instead of the two-table permute (3% slower); the 4W
+ * flags joined in mask registers (kunpck) instead of general registers (0-3% slower); a
+ * software prefetch of the block 4 ahead (p, g, codes) in the quantized passes (16M, one
+ * thread: int8 1.15x, float8 1.4x the time); at 256 bits the table encoder's quotient by a
+ * corrected product, q0 = fl(x fl(1/d)) then fl(q0 + (x - q0 d) fl(1/d)) by two fma (the
+ * correctly rounded quotient for absmax in [2^-40, 2^126): every x in [0, d] for 24 divisors,
+ * 2.4e10 quotients, agreed with the division) instead of the division: 3-5% slower in the avx2
+ * Adam int8 pass (the divider is not what bounds it; the scalar lookups are).
+ *
  * These functions trust their arguments: fastopt.kernels.lowbit checks them first.
  */
 #ifndef FO_LOWBIT_H
@@ -905,12 +924,18 @@ FO_QUANT(f8)
 /* A full block's parameter update from its new state y (y0, y1), fused with the state's
    codes: the one pass after the state's absmax is known, its loads and stores in L1 (a
    block of one buffer is 1 KiB), and the encoder's arithmetic beside the update's divider.
-   A buffer whose absmax is NaN or infinite gets the block quantizer's codes. */
-#define FO_PQ_LOOP(PARAM_CALL)                                                                 \
-    for (i = 0; i < FO_QBLOCK; i += FO_W) {                                                    \
-        const ptrdiff_t ii = i;                                                                \
-        FO_PS(storeu)(p + ii, PARAM_CALL);                                                     \
+   A buffer whose absmax is NaN or infinite gets the block quantizer's codes.
+   FO_PQ_LOOP4: the update of the 4 vectors from element i on (PARAM_CALL reads element ii
+   on), beside their codes; FO_PQ_LOOP: the update alone, over the block. */
+#define FO_PQ_LOOP4(PARAM_CALL)                                                                \
+    {                                                                                          \
+        int u;                                                                                 \
+        for (u = 0; u < 4; u++) {                                                              \
+            const ptrdiff_t ii = i + u * FO_W;                                                 \
+            FO_PS(storeu)(p + ii, PARAM_CALL);                                                 \
+        }                                                                                      \
     }
+#define FO_PQ_LOOP(PARAM_CALL) for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) FO_PQ_LOOP4(PARAM_CALL)
 #define FO_PQ1(NAME, STRUCT, CODEC)                                                            \
 FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y, uint8_t* codes, \
                               float* absmax, const fo_##CODEC##_q* q, uint32_t mx,             \
@@ -926,12 +951,8 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq(float* p, const float* g, const float* y
     fo_##CODEC##_venc_init(&E, q, mx);                                                         \
     absmax[0] = fo_u2f(mx);                                                                    \
     for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {                                                \
-        int u;                                                                                 \
-        for (u = 0; u < 4; u++) {                                                              \
-            const ptrdiff_t ii = i + u * FO_W;                                                 \
-            FO_PS(storeu)(p + ii, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii),         \
-                                                        FO_PS(loadu)(p + ii), FO_PS(load)(y + ii))); \
-        }                                                                                      \
+        FO_PQ_LOOP4(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii), \
+                                          FO_PS(load)(y + ii)))                                \
         fo_##CODEC##_vcodes4(codes + i, &E, FO_PS(load)(y + i), FO_PS(load)(y + i + FO_W),     \
                              FO_PS(load)(y + i + 2 * FO_W), FO_PS(load)(y + i + 3 * FO_W), kind); \
     }                                                                                          \
@@ -957,13 +978,8 @@ FO_INLINE void fo_##NAME##_##CODEC##_pq_k(float* p, const float* g, const float*
     absmax0[0] = fo_u2f(mx0);                                                                  \
     absmax1[0] = fo_u2f(mx1);                                                                  \
     for (i = 0; i < FO_QBLOCK; i += 4 * FO_W) {                                                \
-        int u;                                                                                 \
-        for (u = 0; u < 4; u++) {                                                              \
-            const ptrdiff_t ii = i + u * FO_W;                                                 \
-            FO_PS(storeu)(p + ii, fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii),         \
-                                                        FO_PS(loadu)(p + ii), FO_PS(load)(y0 + ii), \
-                                                        FO_PS(load)(y1 + ii)));                \
-        }                                                                                      \
+        FO_PQ_LOOP4(fo_##NAME##_param_vec(A, mode, FO_PS(loadu)(g + ii), FO_PS(loadu)(p + ii), \
+                                          FO_PS(load)(y0 + ii), FO_PS(load)(y1 + ii)))         \
         fo_##CODEC##_vcodes4(codes0 + i, &E0, FO_PS(load)(y0 + i), FO_PS(load)(y0 + i + FO_W), \
                              FO_PS(load)(y0 + i + 2 * FO_W), FO_PS(load)(y0 + i + 3 * FO_W), k0); \
         fo_##CODEC##_vcodes4(codes1 + i, &E1, FO_PS(load)(y1 + i), FO_PS(load)(y1 + i + FO_W), \

@@ -82,13 +82,18 @@ def stats():
                 broadcast_us=fo_pool.broadcast_ns / 1000.0)
 
 
-def force_small(bint on):
+def force_small(on):
     """A test hook: with ``on``, every parallel call of the pool (gang jobs excepted) runs on
     the caller alone, as a small call whose wake-up would not pay does (counted in
     ``stats()["serial_small"]``), whatever the measured costs; off (the default), the pool
-    decides by them.  Returns the previous setting.  Results are the same bits either way."""
+    decides by them.  Returns the previous setting.  Results are the same bits either way.
+
+    ``on`` is a bool (or the int 0 or 1); anything else raises TypeError, the setting
+    unchanged."""
     cdef int previous = fo_pool.small_forced
-    fo_pool.small_forced = on
+    if not (type(on) is bool or (type(on) is int and on in (0, 1))):
+        raise TypeError(f"on must be a bool (or 0 or 1), got {on!r}")
+    fo_pool.small_forced = 1 if on else 0
     return bool(previous)
 
 
