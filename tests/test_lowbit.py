@@ -415,6 +415,35 @@ def test_float8_kernel_edges(isa, opt):
         assert_state_equal(s_k, s_r, f"step {t}")
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_float8_huge_absmax_blocks(isa, opt):
+    """Blocks whose absmax is near the float32 maximum give the twin's bits: the vector e3m4
+    decode multiplies by fl(2^8 D) and the 512-bit e3m4 encoder by fl(2^-8 r), exact only
+    below absmax 2^100 (above, 2^8 D overflows and 2^-8 r loses bits), so such blocks take
+    the scalar loops; the blocks beside them stay on the vectors."""
+    n = 256 * 8 + 19
+    rng = np.random.default_rng(11)
+    big = np.float32([3e38, 1e38, 2.0 ** 100, 2.0 ** 101, 1e-3, 2.0 ** 119, 2.0 ** 99, 1.0, 5.0])
+    s_k = make_state(opt, "f8", n)
+    for i in range(0, len(s_k), 2):
+        s_k[i][...] = rng.integers(0, 256, n)
+        s_k[i + 1][...] = big[:s_k[i + 1].size]
+    g = rng.standard_normal(n).astype(np.float32)
+    g[256 * 6:256 * 7] *= np.float32(2.0 ** 110)           # a new state above 2^100
+    s_r = [s.copy() for s in s_k]
+    pk = (rng.standard_normal(n) * 1e30).astype(np.float32)
+    pr = pk.copy()
+    opts = next(OPTS[opt]())
+    for t in (1, 2, 3):
+        call(K, opt, "f8", pk, g, s_k, t, opts)
+        call(R, opt, "f8", pr, g, s_r, t, opts)
+        np.testing.assert_array_equal(pk.view(np.uint32), pr.view(np.uint32), err_msg=f"step {t}")
+        assert_state_equal(s_k, s_r, f"step {t}")
+    assert np.isfinite(s_k[1][:2]).all() and (s_k[1][:2] > 2.0 ** 100).all()
+
+
 def test_bf16_nearest_matches_torch_and_sr_is_unbiased():
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(100_000) * 10.0 ** rng.integers(-30, 30, 100_000)).astype(np.float32)

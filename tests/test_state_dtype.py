@@ -312,6 +312,34 @@ def test_guard_and_clipping(rng, sd):
     _assert_same_bits(before, _bits(P, a))
 
 
+@pytest.mark.parametrize("name", PER_KERNEL)
+def test_float8_with_and_without_clipping(isa, rng, name):
+    """float8 compiles each mode twice, with the gradient's multiply by gscale and without it
+    (when gscale is 1): clipped steps, unclipped steps and a signaling-NaN gradient give the
+    twin's bits (the NaN's payload included)."""
+    P = _model(rng)
+    Q = [p.copy() for p in P]
+    a = _make(name, P, "float8", max_grad_norm=1.0)
+    b = _make(name, Q, "float8", max_grad_norm=1.0, impl="reference")
+    for scale in (10.0, 10.0, 1e-3):
+        G = _grads(rng, P, scale=scale)
+        a.step(G)
+        b.step(G)
+        for x, y in zip(P + _state_bits(a), Q + _state_bits(b)):
+            np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
+    assert a.grad_norm < 1.0
+    a = _make(name, P, "float8")
+    b = _make(name, Q, "float8", impl="reference")
+    G = _grads(rng, P)
+    G[0][3, 4] = np.uint32(0x7fa00005).view(np.float32)     # a signaling NaN
+    with np.errstate(invalid="ignore"):
+        a.step(G)
+        b.step(G)
+    assert np.isnan(P[0][3, 4])
+    for x, y in zip(P + _state_bits(a), Q + _state_bits(b)):
+        np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
+
+
 @pytest.mark.parametrize("sd", LOW)
 def test_rejected_calls_change_nothing(rng, sd):
     P = _model(rng)

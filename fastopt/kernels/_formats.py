@@ -91,10 +91,12 @@ float8 (block-wise minifloat codes, no table)
     The kernels decode by shifting a code into a float16 pattern (e3m4: its 7 low bits to
     bits 6..12 and its sign to bit 15; e4m4: bits 6..13), one float16 -> float32 conversion
     (``vcvtph2ps``, F16C), a multiply by :math:`2^8` (e3m4: float16's bias is 15) and by
-    ``D``.  They encode by one of two bit rules: the vector e3m4 encoder from the float32
-    bits of ``y``, the exponent re-biased and the mantissa rounded to 4 bits by an integer
-    add (normal range), or ``fl(|y| + 2^{13})``, whose float32 ulp is the linear step (below
-    it); the vector e4m4 encoder and the scalar one by ``s = fl(|y| + M)`` with
+    ``D``.  They encode by one of two bit rules: the 256-bit vector e3m4 encoder from the
+    float32 bits of ``y``, the exponent re-biased and the mantissa rounded to 4 bits by an
+    integer add (normal range), or ``fl(|y| + 2^{13})``, whose float32 ulp is the linear step
+    (below it); the vector e4m4 encoder, the 512-bit e3m4 one (on ``y 2^{-8}``, where e3m4's
+    grid is float16's with 4 mantissa bits: exact for absmax below :math:`2^{100}`, the
+    scalar encoder above) and the scalar one by ``s = fl(|y| + M)`` with
     :math:`M = 2^{\max(e, 1 - b) + 19}` (``e`` the exponent of ``y``), whose float32 ulp is
     the code's step at ``y``: ``s - M`` is ``|y|`` on the code grid, converted to float16
     (``vcvtps2ph``, exact) or counted in steps from the low bits of ``s``.

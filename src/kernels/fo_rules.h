@@ -29,7 +29,11 @@
  *                 which balances the divider between its passes; a kernel whose state may be
  *                 absent (the table's optional: SGD without momentum) must be given in halves
  *                 (the dense loop then calls fo_<name>_param alone, with zeros for y).
- * g is the raw gradient: every rule multiplies it by k->gscale (clipping; 1 otherwise) first.
+ * g is the raw gradient: every rule multiplies it by k->gscale (clipping; 1 otherwise) first,
+ * FO_GSCALE below: a caller that knows gscale == 1 may set the mode bit FO_GS1 (above every
+ * table's mode bits) to leave the multiply out.  Same bits: g * 1 is g for every float but a
+ * signaling NaN (the multiply quiets it), and the rules use g' only as an operand of further
+ * arithmetic, which quiets a NaN and keeps its payload either way.
  * A new kernel: its table row (the struct, flags, state), its rule here, its NumPy twin.
  */
 #ifndef FO_RULES_BODY
@@ -42,6 +46,10 @@
 #include "fo_hyper.h"
 
 #define FO_RULE FO_INLINE
+
+/* the mode bit "gscale is 1" (no table's mode uses it) and g' = g gscale under it */
+#define FO_GS1 (1 << 16)
+#define FO_GSCALE(k, mode, g) (((mode) & FO_GS1) ? (g) : fo_mul((g), (k)->gscale))
 
 /* sign(x) as numpy.sign: +-1, +0 for +-0, NaN for NaN (x - x) */
 FO_INLINE float fo_sign_f32(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x - x); }
@@ -158,7 +166,7 @@ FO_RULE T FO_R(fo_##NAME)(const FO_K(STRUCT)* k, const int mode, T g, T p, T x0,
 #define FO_SPLIT_sgd 1
 
 FO_RULE T FO_R(fo_sgd_grad)(const FO_K(SgdHyper)* k, const int mode, T g, T p) {
-    T gi = fo_mul(g, k->gscale);
+    T gi = FO_GSCALE(k, mode, g);
     if (mode & FO_SGD_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
     return gi;
 }
@@ -182,7 +190,7 @@ FO_RULE_OF_HALVES1(sgd, SgdHyper)
 #define FO_SPLIT_rmsprop 1
 
 FO_RULE T FO_R(fo_rmsprop_grad)(const FO_K(RmspropHyper)* k, const int mode, T g, T p) {
-    T gi = fo_mul(g, k->gscale);
+    T gi = FO_GSCALE(k, mode, g);
     if (mode & FO_RMSPROP_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
     return gi;
 }
@@ -209,7 +217,7 @@ FO_RULE_OF_HALVES1(rmsprop, RmspropHyper)
 
 FO_RULE void FO_R(fo_adam_state)(const FO_K(AdamHyper)* k, const int mode, T g, T p, T x0,
                                  T x1, T* y0, T* y1) {
-    T gi = fo_mul(g, k->gscale);
+    T gi = FO_GSCALE(k, mode, g);
     if (!(mode & FO_ADAM_DECOUPLED) && (mode & FO_ADAM_HAS_WD)) gi = fo_add(gi, fo_mul(k->wd, p));
     *y0 = fo_add(fo_mul(k->beta1, x0), fo_mul(k->one_minus_beta1, gi));
     *y1 = fo_add(fo_mul(k->beta2, x1), fo_mul(k->one_minus_beta2, fo_mul(gi, gi)));
@@ -228,7 +236,7 @@ FO_RULE_OF_HALVES2(adam, AdamHyper)
 #define FO_SPLIT_adagrad 1
 
 FO_RULE T FO_R(fo_adagrad_grad)(const FO_K(AdagradHyper)* k, const int mode, T g, T p) {
-    T gi = fo_mul(g, k->gscale);
+    T gi = FO_GSCALE(k, mode, g);
     if (mode & FO_ADAGRAD_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
     return gi;
 }
@@ -251,7 +259,7 @@ FO_RULE_OF_HALVES1(adagrad, AdagradHyper)
 #define FO_SPLIT_lion 0
 
 FO_RULE T FO_R(fo_lion)(const FO_K(LionHyper)* k, const int mode, T g, T p, T x, T* y) {
-    T gi = fo_mul(g, k->gscale);
+    T gi = FO_GSCALE(k, mode, g);
     T c = fo_add(fo_mul(k->beta1, x), fo_mul(k->one_minus_beta1, gi));
     if (mode & FO_LION_HAS_WD) p = fo_mul(p, k->decay);
     *y = fo_add(fo_mul(k->beta2, x), fo_mul(k->one_minus_beta2, gi));
@@ -266,7 +274,7 @@ FO_RULE T FO_R(fo_lion)(const FO_K(LionHyper)* k, const int mode, T g, T p, T x,
 
 FO_RULE void FO_R(fo_adamax_state)(const FO_K(AdamaxHyper)* k, const int mode, T g, T p, T x0,
                                    T x1, T* y0, T* y1) {
-    T gi = fo_mul(g, k->gscale);
+    T gi = FO_GSCALE(k, mode, g);
     if (mode & FO_ADAMAX_HAS_WD) gi = fo_add(gi, fo_mul(k->wd, p));
     T absg = fo_max(gi, fo_sub(k->zero, gi));
     *y0 = fo_add(x0, fo_mul(k->one_minus_beta1, fo_sub(gi, x0)));
@@ -290,7 +298,7 @@ FO_RULE_OF_HALVES2(adamax, AdamaxHyper)
 
 FO_RULE void FO_R(fo_radam_state)(const FO_K(RadamHyper)* k, const int mode, T g, T p, T x0,
                                   T x1, T* y0, T* y1) {
-    T gi = fo_mul(g, k->gscale);
+    T gi = FO_GSCALE(k, mode, g);
     if (!(mode & FO_RADAM_DECOUPLED) && (mode & FO_RADAM_HAS_WD)) gi = fo_add(gi, fo_mul(k->wd, p));
     *y0 = fo_add(x0, fo_mul(k->one_minus_beta1, fo_sub(gi, x0)));
     *y1 = fo_add(fo_mul(x1, k->beta2), fo_mul(fo_mul(k->one_minus_beta2, gi), gi));
@@ -315,7 +323,7 @@ FO_RULE_OF_HALVES2(radam, RadamHyper)
 #define FO_SPLIT_nadam 1
 
 FO_RULE T FO_R(fo_nadam_grad)(const FO_K(NadamHyper)* k, const int mode, T g, T p) {
-    T gi = fo_mul(g, k->gscale);
+    T gi = FO_GSCALE(k, mode, g);
     if (!(mode & FO_NADAM_DECOUPLED) && (mode & FO_NADAM_HAS_WD)) gi = fo_add(gi, fo_mul(k->wd, p));
     return gi;
 }
@@ -345,7 +353,7 @@ FO_RULE_OF_HALVES2(nadam, NadamHyper)
 
 FO_RULE T FO_R(fo_amsgrad)(const FO_K(AmsgradHyper)* k, const int mode, T g, T p, T x0, T x1,
                            T x2, T* y0, T* y1, T* y2) {
-    T gi = fo_mul(g, k->gscale);
+    T gi = FO_GSCALE(k, mode, g);
     if (!(mode & FO_AMSGRAD_DECOUPLED) && (mode & FO_AMSGRAD_HAS_WD))
         gi = fo_add(gi, fo_mul(k->wd, p));
     T m = fo_add(fo_mul(k->beta1, x0), fo_mul(k->one_minus_beta1, gi));
