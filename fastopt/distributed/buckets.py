@@ -73,7 +73,7 @@ import zlib
 
 import numpy as np
 
-from .sharding import divide_by_ranks, shard_bounds
+from .sharding import divide_by_ranks, exchange_counts, pieces, shard_bounds, sum_in_rank_order
 
 __all__ = ["BucketReducer", "pack_bf16", "unpack_bf16", "WIRE_DTYPES", "DEFAULT_BUCKET_BYTES"]
 
@@ -232,7 +232,7 @@ class BucketReducer:
         if self.mode == "exchange":
             dt = np.uint16 if self.wire == "bfloat16" else self.gbuf.dtype
             for b in self.buckets:
-                b.counts, b.displs = _pieces(b.lo, b.hi, self.bounds)
+                b.counts, b.displs = pieces(b.lo, b.hi, self.bounds)
                 b.mine = b.counts[self.rank]
                 # (ZeRO-1: a row per other rank; this rank's piece is read in place)
                 rows = self.size - (self.scatter is not None)
@@ -378,16 +378,10 @@ class BucketReducer:
         self._mark("launched", b.lo)
 
     def _exchange(self, b, g):
-        """ZeRO-1: the (send, receive) buffer specifications of bucket ``b``'s exchange:
-        each other rank's piece of this rank's slice into its row of ``b.recv`` (rank order,
-        this rank skipped), nothing sent to itself."""
-        me, mt = self.rank, self.mpitype
-        send = list(b.counts)
-        send[me] = 0
-        rows = [r - (r > me) for r in range(self.size)]
-        return ([g, (send, b.displs), mt],
-                [b.recv, ([0 if r == me else b.mine for r in range(self.size)],
-                          [0 if r == me else rows[r] * b.mine for r in range(self.size)]), mt])
+        """ZeRO-1: the (send, receive) buffer specifications of bucket ``b``'s exchange
+        (:func:`~fastopt.distributed.sharding.exchange_counts`)."""
+        send, recv = exchange_counts(b.counts, b.displs, self.rank, b.mine)
+        return [g, send, self.mpitype], [b.recv, recv, self.mpitype]
 
     def launch_all(self, what):
         """Launch the buckets not launched yet, in order (the allreduce mode's blocking):
@@ -450,14 +444,7 @@ class BucketReducer:
                 a = b.lo + b.displs[self.rank] - lo
                 out = self.scatter[a:a + b.mine]
                 own = self.gbuf[b.lo + b.displs[self.rank]:b.lo + b.displs[self.rank] + b.mine]
-                terms = [own if r == self.rank else b.recv[r - (r > self.rank)]
-                         for r in range(self.size)]
-                if self.size == 1:
-                    np.copyto(out, own)
-                else:
-                    np.add(terms[0], terms[1], out=out)
-                for t in terms[2:]:
-                    np.add(out, t, out=out)
+                sum_in_rank_order(out, own, b.recv, self.rank)
         if not weighted and self.size > 1:
             divide_by_ranks(self.scatter, self.size)
 
@@ -523,12 +510,3 @@ def _layer_cuts(layers, offsets, per):
     return cuts
 
 
-def _pieces(b0, b1, bounds):
-    """Per rank: how many elements of bucket [b0, b1) fall in its slice, and where (from b0)."""
-    counts, displs = [], []
-    for lo, hi in bounds:
-        a, b = max(lo, b0), min(hi, b1)
-        c = max(0, b - a)
-        counts.append(c)
-        displs.append(a - b0 if c else 0)
-    return counts, displs

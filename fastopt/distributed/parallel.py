@@ -61,7 +61,8 @@ from ._mpi import require_mpi, world
 from . import errors as _errors
 from .buckets import DEFAULT_BUCKET_BYTES, WIRE_DTYPES, BucketReducer
 from .errors import DistributedError, Watchdog, raise_collectively
-from .sharding import divide_by_ranks, shard_bounds, use_node_share
+from .sharding import (divide_by_ranks, exchange_counts, pieces, shard_bounds,
+                       sum_in_rank_order, use_node_share)
 
 __all__ = ["DataParallel"]
 
@@ -91,15 +92,6 @@ class _Group:
                 for o, s, shape in zip(self.offsets, self.sizes, self.shapes)]
 
 
-def _pieces(b0, b1, bounds):
-    """Per rank: how many elements of bucket [b0, b1) fall in its slice, and where (from b0)."""
-    counts, displs = [], []
-    for lo, hi in bounds:
-        a, b = max(lo, b0), min(hi, b1)
-        c = max(0, b - a)
-        counts.append(c)
-        displs.append(a - b0 if c else 0)
-    return counts, displs
 
 
 def _short(v, limit=200):
@@ -422,7 +414,7 @@ class DataParallel:
                 g.red = np.zeros(hi - lo, g.dtype)
             if self.deterministic or (self.shard_state and not self.overlap):
                 # (the exchange of _reduce_slices: a row per other rank)
-                widest = max((max(_pieces(b0, b1, g.bounds)[0]) for b0, b1 in g.buckets),
+                widest = max((max(pieces(b0, b1, g.bounds)[0]) for b0, b1 in g.buckets),
                              default=0)
                 g.recv = np.zeros((self.size - 1, widest), g.dtype)
 
@@ -825,31 +817,18 @@ class DataParallel:
         comm, mt = self._comm, self._mpitype(g.dtype)
         P, me = self.size, self.rank
         lo, _ = g.bounds[me]
-        # each other rank's piece lands in its row of g.recv (rank order, this rank skipped)
-        row = {r: i for i, r in enumerate(r for r in range(P) if r != me)}
         width = g.recv.shape[1] if g.recv is not None else 0
-        rdispls = [row[r] * width if r != me else 0 for r in range(P)]
         for b0, b1 in g.buckets:
-            counts, displs = _pieces(b0, b1, g.bounds)
+            counts, displs = pieces(b0, b1, g.bounds)
             mine = counts[me]
             a = displs[me] + b0 - lo
             out = g.red[a:a + mine] if mine else g.red[:0]
             own = g.gbuf[b0 + displs[me]:b0 + displs[me] + mine]
             if P > 1:
-                send = list(counts)
-                send[me] = 0
-                comm.Alltoallv([g.gbuf[b0:b1], (send, displs), mt],
-                               [g.recv, ([0 if r == me else mine for r in range(P)],
-                                         rdispls), mt])
-            if not mine:
-                continue
-            terms = [own if r == me else g.recv[row[r], :mine] for r in range(P)]
-            if P == 1:
-                np.copyto(out, own)
-            else:
-                np.add(terms[0], terms[1], out=out)
-            for t in terms[2:]:
-                np.add(out, t, out=out)
+                send, recv = exchange_counts(counts, displs, me, width)
+                comm.Alltoallv([g.gbuf[b0:b1], send, mt], [g.recv, recv, mt])
+            if mine:
+                sum_in_rank_order(out, own, g.recv[:, :mine] if P > 1 else (), me)
         if not weighted and P > 1:
             divide_by_ranks(g.red, P)
 
@@ -857,7 +836,7 @@ class DataParallel:
         """Every rank's slice of ``buf`` to every rank (in place)."""
         mt = self._mpitype(g.dtype)
         for b0, b1 in g.buckets:
-            counts, displs = _pieces(b0, b1, g.bounds)
+            counts, displs = pieces(b0, b1, g.bounds)
             self._comm.Allgatherv(self._mpi.IN_PLACE, [buf[b0:b1], (counts, displs), mt])
 
     def _gather_grads(self, grads, skip=()):

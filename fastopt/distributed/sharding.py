@@ -54,6 +54,46 @@ def divide_by_ranks(buf, size):
     return buf
 
 
+def pieces(b0, b1, bounds):
+    """Per rank: how many elements of bucket ``[b0, b1)`` fall in its slice of ``bounds``,
+    and where (from ``b0``): ``(counts, displs)``."""
+    counts, displs = [], []
+    for lo, hi in bounds:
+        a, b = max(lo, b0), min(hi, b1)
+        c = max(0, b - a)
+        counts.append(c)
+        displs.append(a - b0 if c else 0)
+    return counts, displs
+
+
+def exchange_counts(counts, displs, rank, width):
+    """The ``MPI_Alltoallv`` of a reduce-scatter by exchange, for rank ``rank``: every other
+    rank's piece of this rank's slice into its row (``width`` elements apart, rank order,
+    this rank skipped) of a ``(P - 1, width)`` receive buffer; nothing sent to itself.
+    ``counts, displs``: :func:`pieces` of the bucket.  Returns ``((send counts, send
+    displs), (receive counts, receive displs))``."""
+    mine = counts[rank]
+    send = list(counts)
+    send[rank] = 0
+    recv = [0 if r == rank else mine for r in range(len(counts))]
+    rdispls = [0 if r == rank else (r - (r > rank)) * width for r in range(len(counts))]
+    return (send, displs), (recv, rdispls)
+
+
+def sum_in_rank_order(out, own, others, rank):
+    """``out`` = ``((g0 + g1) + g2) + ...`` where ``g_rank`` is ``own`` and the other ranks'
+    terms are the rows of ``others`` in rank order (this rank skipped), as
+    :func:`exchange_counts` receives them: the same bits whatever the MPI library."""
+    terms = [own if r == rank else others[r - (r > rank)] for r in range(len(others) + 1)]
+    if len(terms) == 1:
+        np.copyto(out, own)
+        return out
+    np.add(terms[0], terms[1], out=out)
+    for t in terms[2:]:
+        np.add(out, t, out=out)
+    return out
+
+
 def batch_part(n, rank, size):
     """The rows of a global mini-batch of ``n`` samples that rank ``rank`` of ``size`` takes.
 
