@@ -37,7 +37,9 @@ class Row:
         return {k: v for k, v in d.items() if v is not None or k == "size"}
 
     def _set_spread(self, samples, bound=MAX_SPREAD):
-        self.spread = {k: round(s.spread, 4) for k, s in samples.items()}
+        # (unrounded: ``unstable`` is decided on these very values, so the JSON's two agree
+        # even for a spread a hair above the bound)
+        self.spread = {k: s.spread for k, s in samples.items()}
         self.unstable = unstable(samples, bound)
         return self
 
