@@ -38,7 +38,12 @@ def test_micro_batched_gradient_is_the_gradient(n, size):
     loss, acc = micro_model.loss_and_grad(X[rows], y[rows], micro=micro)
     assert acc == acc_ref and loss == pytest.approx(loss_ref, rel=1e-6)
     g, g_ref = micro_model.params.grad, ref.params.grad
-    assert np.abs(g - g_ref).max() <= 2e-6 * np.abs(g_ref).max()
+    # float32 rounding of a different product order (one-row products against the batch's).
+    # Batch norm's backward over two rows cancels (x_hat = +-1), amplifying it: n=2 rows of
+    # one row each measured up to 44 float32 eps of the largest gradient (AMD Zen 3,
+    # OpenBLAS 0.3.31's Haswell kernels; 17 on Zen 4), against <= 3 eps for 9 rows and more.
+    tol = (2e-6 if n >= 8 else 2e-5) * np.abs(g_ref).max()
+    assert np.abs(g - g_ref).max() <= tol
     for bn, bn_ref in zip(micro_model.bns, ref.bns):
         np.testing.assert_allclose(bn.running_mean, bn_ref.running_mean, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(bn.running_var, bn_ref.running_var, rtol=1e-6)
