@@ -380,6 +380,109 @@ def checkpoints(directory):
     done("checkpoints")
 
 
+#: DataParallel's construction options, read-only after construction (each with a value to
+#: try: a different one, or the same; both are refused)
+FIXED_OPTIONS = {
+    "comm": lambda dp: MPI.COMM_SELF, "rank": lambda dp: dp.rank + 1,
+    "size": lambda dp: 1, "flat": lambda dp: None,
+    "shard_state": lambda dp: not dp.shard_state,
+    "deterministic": lambda dp: not dp.deterministic, "bucket_size": lambda dp: 7,
+    "align": lambda dp: 3, "overlap": lambda dp: not dp.overlap,
+    "bucket_bytes": lambda dp: 1024,
+    "wire_dtype": lambda dp: "native" if dp.wire_dtype == "bfloat16" else "bfloat16",
+    "error_feedback": lambda dp: not dp.error_feedback,
+    "transport": lambda dp: "mpi" if dp.transport != "mpi" else "shared_window",
+    "broadcast": lambda dp: not dp.broadcast, "num_threads": lambda dp: 1,
+    "abort_on_exception": lambda dp: not dp.abort_on_exception,
+    "timings": lambda dp: {}, "check_every": None, "timeout": None,
+}
+#: Misspelled names (with the hint expected), and settable options' bad values
+MISSPELLED = {"overlapp": "'overlap'", "shard_states": "'shard_state'", "check_evry": "'check_every'",
+              "timeuot": "'timeout'", "wire_dype": "'wire_dtype'", "bettas": "'betas'"}
+BAD_SETTABLE = [("check_every", -1, ValueError), ("check_every", 1.5, TypeError),
+                ("check_every", True, TypeError), ("check_every", None, TypeError),
+                ("timeout", 0, ValueError), ("timeout", -2.0, ValueError),
+                ("timeout", float("inf"), ValueError), ("timeout", "60", TypeError),
+                ("timeout", True, TypeError)]
+
+
+def _refused(fn, exc, *needles):
+    try:
+        fn()
+    except exc as e:
+        for needle in needles:
+            assert needle in str(e), (needle, str(e))
+    else:
+        raise AssertionError(f"accepted: {needles}")
+
+
+def attributes():
+    """Every construction option of DataParallel read-only afterwards, a misspelled name
+    refused (not stored), check_every and timeout settable and checked as the constructor
+    checks them; a refused assignment changes nothing: the steps after it have the bits of
+    a DataParallel that saw none (every mode)."""
+    configs = [dict(), dict(deterministic=True, bucket_size=1000), dict(shard_state=True),
+               dict(shard_state=True, overlap=True, bucket_bytes=4096),
+               dict(overlap=True, transport="mpi"), dict(overlap=True, transport="shared_window"),
+               dict(wire_dtype="bfloat16", error_feedback=True, align=7)]
+    for cfg in configs:
+        pair = []
+        for _ in range(2):
+            fp = make_fp()
+            pair.append((fp, DataParallel(fastopt.Adam(fp, lr=0.01, weight_decay=0.01),
+                                          timeout=120, **cfg)))
+        (fp, dp), (fp_ref, ref) = pair
+        assert set(FIXED_OPTIONS) <= set(dir(dp)), cfg
+        for step in range(1, 7):
+            if step in (1, 4):           # refused assignments, between steps and before any
+                before = dict(vars(dp))
+                options = {name: getattr(dp, name) for name in FIXED_OPTIONS}
+                for name, other in FIXED_OPTIONS.items():
+                    if other is None:
+                        continue
+                    for value in (other(dp), getattr(dp, name)):
+                        _refused(lambda: setattr(dp, name, value), AttributeError,
+                                 f"DataParallel.{name} cannot be set",
+                                 "construct a new DataParallel" if name != "timings" else "")
+                for name, hint in MISSPELLED.items():
+                    _refused(lambda: setattr(dp, name, True), AttributeError,
+                             repr(name), f"did you mean {hint}")
+                    assert name not in vars(dp)
+                for name, value, exc in BAD_SETTABLE:
+                    _refused(lambda: setattr(dp, name, value), exc, name)
+                _refused(lambda: setattr(dp, "eps", -1.0), ValueError, "eps")
+                assert vars(dp).keys() == before.keys() and all(
+                    vars(dp)[k] is v for k, v in before.items()), cfg
+                assert {n: getattr(dp, n) for n in FIXED_OPTIONS} == options
+                assert dp.check_every == 1 and dp.timeout == 120.0 and dp.eps == 1e-8
+            if step == 5:                # settable: checked, alike on every rank, in effect
+                for d in (dp, ref):
+                    d.check_every = np.int64(2)
+                    d.timeout = 90
+                    assert type(d.check_every) is int and d.check_every == 2
+                    assert d.timeout == 90.0 and d._watch.timeout == 90.0
+            for f, d in pair:
+                f.grad[...] = local_grad(f.size, np.float32, step, rank)
+                d.step()
+            check_equal(fp.data, fp_ref.data, f"after refused assignments {cfg}")
+        dp.verify_parameters()
+        assert dp.step_count == 6
+        # check_every set takes effect: 0, an lr changed on one rank goes unchecked; 1, the
+        # next step finds it (on every rank, before updating)
+        dp.check_every = 0
+        dp.timeout = None
+        assert dp.timeout is None and dp._watch.timeout is None
+        if rank == size - 1:
+            dp.lr = 0.02
+        fp.grad[...] = local_grad(fp.size, np.float32, 7, rank)
+        dp.step()
+        assert dp.step_count == 7
+        dp.check_every = 1
+        _refused(dp.step, DistributedError, "disagree")
+        assert dp.step_count == 7
+    done("attributes")
+
+
 def mismatches():
     """Different layouts / hyperparameters: a DistributedError on every rank, no hang."""
     shapes = dict(SHAPES)
