@@ -181,20 +181,26 @@ class Watchdog(Checked):
         return GuardedComm(comm, self, what)
 
 
-class GuardedComm:
+class GuardedComm(Checked):
     """A communicator whose every method call runs under a :class:`Watchdog`.
 
     Attributes and methods are the wrapped communicator's; a call that returns a new
     communicator (``Split_type``, ``Dup``, ...) returns it guarded too.  ``with
     comm.during("average_buffers"):`` names what the calls inside are doing, for the
-    message the watchdog prints before it aborts.
+    message the watchdog prints before it aborts.  ``unguarded`` and ``watchdog`` cannot be
+    set, nor any name the class does not declare (AttributeError; the communicator's own
+    attributes are set on ``unguarded``).
     """
+
+    unguarded = fixed("unguarded", "The wrapped communicator.", "build another GuardedComm")
+    watchdog = fixed("watchdog", "The Watchdog every call runs under (its ``timeout`` may be "
+                     "set).", "build another GuardedComm")
 
     def __init__(self, comm, watchdog, what=""):
         if isinstance(comm, GuardedComm):
             comm = comm.unguarded
-        self.unguarded = comm
-        self.watchdog = watchdog
+        self._unguarded = comm
+        self._watchdog = watchdog
         self._what = what
         self._comm_type = require_mpi().Comm
 
