@@ -480,6 +480,50 @@ def attributes():
         dp.check_every = 1
         _refused(dp.step, DistributedError, "disagree")
         assert dp.step_count == 7
+    # the trainer's strategy, its synchronized batch norm and micro-batches: fixed; a trainer
+    # whose strategy, trainer, SyncStats and OrderedMicroBatches refused assignments trains
+    # the bits of one that saw none
+    from fastopt.distributed import DataParallelStrategy, OrderedMicroBatches
+    from fastopt.train import Trainer
+    for micro in (None, 8):
+        kw = dict(hidden=16, epochs=2, batch_size=128, seed=0, micro_batch=micro)
+        t, t_ref = (Trainer(**kw, strategy=DataParallelStrategy(timeout=120))
+                    for _ in range(2))
+        s = t.strategy
+        t.train_epoch(), t_ref.train_epoch()
+        befores = [(o, dict(vars(o))) for o in (s, t, s.data_parallel)]
+        for name in ("sync_bn", "options", "data_parallel", "sync_stats", "rank", "size"):
+            _refused(lambda: setattr(s, name, getattr(s, name)), AttributeError,
+                     f"DataParallelStrategy.{name} cannot be set")
+        _refused(lambda: setattr(s, "sync_nb", False), AttributeError, "did you mean 'sync_bn'")
+        _refused(lambda: setattr(t, "epochs", 5), AttributeError, "construct a new Trainer")
+        _refused(lambda: setattr(s.data_parallel, "overlap", True), AttributeError,
+                 "construct a new DataParallel")
+        if micro is None:
+            stats = s.sync_stats
+            befores.append((stats, dict(vars(stats))))
+            for name, value in (("ordered", True), ("comm", MPI.COMM_SELF),
+                                ("deterministic", True), ("timeout", 5.0), ("rank", 0)):
+                _refused(lambda: setattr(stats, name, value), AttributeError,
+                         f"SyncStats.{name} cannot be set")
+            _refused(lambda: setattr(stats, "determinstic", True), AttributeError,
+                     "did you mean 'deterministic'")
+        else:
+            mb = t._micro
+            assert isinstance(mb, OrderedMicroBatches)
+            befores.append((mb, dict(vars(mb))))
+            for name in ("size", "rank", "nprocs", "bounds", "n_total", "batchnorm"):
+                _refused(lambda: setattr(mb, name, getattr(mb, name)), AttributeError,
+                         f"OrderedMicroBatches.{name} cannot be set")
+            _refused(lambda: setattr(mb, "timeout", 5.0), AttributeError, "'timeout' to set")
+            _refused(lambda: setattr(mb, "seconds", -1.0), ValueError, "seconds")
+        for o, before in befores:
+            assert vars(o).keys() == before.keys() and all(
+                vars(o)[k] is v for k, v in before.items()), type(o).__name__
+        t.train_epoch(), t_ref.train_epoch()
+        check_equal(t.model.params.data, t_ref.model.params.data, f"trainer micro={micro}")
+        assert ([{k: v for k, v in r.items() if "time" not in k} for r in t.history]
+                == [{k: v for k, v in r.items() if "time" not in k} for r in t_ref.history])
     done("attributes")
 
 
