@@ -254,23 +254,39 @@ class DataParallel(Checked):
 
     Attributes
     ----------
-    The options are attributes, as given (``transport``: the one chosen); all but two are
-    read-only.  Setting ``comm``, ``rank``, ``size``, ``flat``, ``shard_state``,
-    ``deterministic``, ``bucket_size``, ``align``, ``overlap``, ``bucket_bytes``,
-    ``wire_dtype``, ``error_feedback``, ``transport``, ``broadcast``, ``num_threads``,
-    ``abort_on_exception`` or ``timings`` raises AttributeError (the communicators, slices,
-    buckets and state were built from them: construct a new DataParallel).  Two may be set
-    between steps, checked as the constructor checks them, on every rank alike:
-    ``check_every`` (read at each step; ranks that disagree on it would not meet in the
-    check) and ``timeout`` (read by each collective).  The wrapped optimizer's
-    hyperparameters (``lr``, ``betas``, ...) are set through to it, checked by it.  Any
-    other name raises AttributeError (a misspelled ``dp.overlapp = True`` is not ignored).
+    comm, rank, size, flat : read-only
+        The communicator given, this rank and the number of ranks in it, the wrapped
+        optimizer's FlatParams (or None).
+    shard_state, deterministic, bucket_size, align, overlap, bucket_bytes, wire_dtype, error_feedback, transport, broadcast, num_threads, abort_on_exception : read-only
+        The options as given (``align``: the default resolved; ``transport``: the one
+        chosen).  Setting one raises AttributeError: the communicators, slices, buckets and
+        state were built from them; construct a new DataParallel.
+    check_every : int
+        Settable between steps (an int >= 0, checked as the constructor checks it; read at
+        each step).  Set it alike on every rank: ranks that disagree on it do not meet in
+        the check.
+    timeout : float or None
+        Settable between steps (None, or a number of seconds > 0, checked as the
+        constructor checks it); the next collective gets the new limit.
+    timings : dict, read-only
+        Seconds in communication and in the optimizer, and steps, so far (the dict cannot be
+        replaced; its entries may be reset).
+    lr, hyperparameters
+        The wrapped optimizer's (``dp.lr``, ``dp.betas``, ...), set through to it and
+        checked by it.
 
     Raises
     ------
     DistributedError
         On every rank, when the ranks' models (layout, dtypes), optimizers (type,
         hyperparameters, step count, epoch, schedule) or DataParallel settings differ.
+
+    Notes
+    -----
+    Every attribute is checked when set.  The construction options are read-only (above);
+    ``check_every`` and ``timeout`` may be set between steps, checked as the constructor
+    checks them; setting any other public name raises AttributeError with the close match (a
+    misspelled ``dp.overlapp = True`` is not ignored).
 
     Examples
     --------
@@ -307,15 +323,15 @@ class DataParallel(Checked):
     num_threads = _option("num_threads", "The ``num_threads`` given.")
     abort_on_exception = _option("abort_on_exception", "Whether the abort hook was installed.")
     timings = fixed("timings", "Seconds in communication and in the optimizer, and steps, "
-                    "so far (a dict: its entries may be reset).",
+                    "so far (read-only; a dict whose entries may be reset).",
                     "it is this object's running total (reset its entries instead)")
     check_every = checked("check_every", _check_every,
-                          "Steps between consistency checks (an int >= 0; 0: none).  May be "
-                          "set between steps, alike on every rank.")
+                          "Steps between consistency checks (an int >= 0; 0: none), settable "
+                          "between steps (checked; alike on every rank).")
 
     @property
     def timeout(self):
-        """Seconds any collective of this object may wait before the job is aborted, or None.
+        """Seconds a collective may wait before the job is aborted, or None; settable (checked).
 
         May be set between steps (None, or a number > 0, checked as the constructor checks
         it); the next collective gets the new limit."""
