@@ -26,8 +26,7 @@ from ..kernels import _check
 from ..kernels._attrs import Checked, checked, fixed
 from ._mpi import require_mpi, world
 
-__all__ = ["DistributedError", "raise_collectively", "abort_on_exception", "Watchdog", "GuardedComm",
-           "check_timeout"]
+__all__ = ["DistributedError", "raise_collectively", "abort_on_exception", "Watchdog", "GuardedComm"]
 
 
 class DistributedError(RuntimeError):
@@ -94,7 +93,8 @@ def abort_on_exception(comm=None):
 
 
 def check_timeout(timeout, name="timeout"):
-    """``timeout`` checked: None, or a finite number of seconds > 0 (a float)."""
+    """``timeout`` checked: None, or a finite number of seconds > 0 (a float).  Package-internal:
+    Watchdog's, DataParallel's."""
     if timeout is None:
         return None
     return float(_check.positive(name, timeout))
