@@ -222,3 +222,17 @@ def test_guarded_comm_is_fixed_and_still_guards():
         g.watchdg = w
     assert g.unguarded is comm and g.watchdog is w
     assert g.Barrier() == "barrier" and g.Get_size() == 1
+
+
+# ------------------------------------------------------------------ Table
+
+def test_tables_are_frozen():
+    from fastopt.data.tabular import Table
+
+    X = np.zeros((3, 2), np.float32)
+    t = Table(X, np.array([0, 1, 0]), "classification", np.array(["a", "b"]), ["x0", "x1"], "y",
+              "mem")
+    for name, value in (("X", X), ("task", "regression"), ("target", "z"), ("taks", "z")):
+        with pytest.raises(AttributeError):
+            setattr(t, name, value)
+    assert t.task == "classification" and t.n_outputs == 2 and not hasattr(t, "taks")
