@@ -380,6 +380,153 @@ def checkpoints(directory):
     done("checkpoints")
 
 
+#: DataParallel's construction options, read-only after construction (each with a value to
+#: try: a different one, or the same; both are refused)
+FIXED_OPTIONS = {
+    "comm": lambda dp: MPI.COMM_SELF, "rank": lambda dp: dp.rank + 1,
+    "size": lambda dp: 1, "flat": lambda dp: None,
+    "shard_state": lambda dp: not dp.shard_state,
+    "deterministic": lambda dp: not dp.deterministic, "bucket_size": lambda dp: 7,
+    "align": lambda dp: 3, "overlap": lambda dp: not dp.overlap,
+    "bucket_bytes": lambda dp: 1024,
+    "wire_dtype": lambda dp: "native" if dp.wire_dtype == "bfloat16" else "bfloat16",
+    "error_feedback": lambda dp: not dp.error_feedback,
+    "transport": lambda dp: "mpi" if dp.transport != "mpi" else "shared_window",
+    "broadcast": lambda dp: not dp.broadcast, "num_threads": lambda dp: 1,
+    "abort_on_exception": lambda dp: not dp.abort_on_exception,
+    "timings": lambda dp: {}, "check_every": None, "timeout": None,
+}
+#: Misspelled names (with the hint expected), and settable options' bad values
+MISSPELLED = {"overlapp": "'overlap'", "shard_states": "'shard_state'", "check_evry": "'check_every'",
+              "timeuot": "'timeout'", "wire_dype": "'wire_dtype'", "bettas": "'betas'"}
+BAD_SETTABLE = [("check_every", -1, ValueError), ("check_every", 1.5, TypeError),
+                ("check_every", True, TypeError), ("check_every", None, TypeError),
+                ("timeout", 0, ValueError), ("timeout", -2.0, ValueError),
+                ("timeout", float("inf"), ValueError), ("timeout", "60", TypeError),
+                ("timeout", True, TypeError)]
+
+
+def _refused(fn, exc, *needles):
+    try:
+        fn()
+    except exc as e:
+        for needle in needles:
+            assert needle in str(e), (needle, str(e))
+    else:
+        raise AssertionError(f"accepted: {needles}")
+
+
+def attributes():
+    """Every construction option of DataParallel read-only afterwards, a misspelled name
+    refused (not stored), check_every and timeout settable and checked as the constructor
+    checks them; a refused assignment changes nothing: the steps after it have the bits of
+    a DataParallel that saw none (every mode)."""
+    configs = [dict(), dict(deterministic=True, bucket_size=1000), dict(shard_state=True),
+               dict(shard_state=True, overlap=True, bucket_bytes=4096),
+               dict(overlap=True, transport="mpi"), dict(overlap=True, transport="shared_window"),
+               dict(wire_dtype="bfloat16", error_feedback=True, align=7)]
+    for cfg in configs:
+        pair = []
+        for _ in range(2):
+            fp = make_fp()
+            pair.append((fp, DataParallel(fastopt.Adam(fp, lr=0.01, weight_decay=0.01),
+                                          timeout=120, **cfg)))
+        (fp, dp), (fp_ref, ref) = pair
+        assert set(FIXED_OPTIONS) <= set(dir(dp)), cfg
+        for step in range(1, 7):
+            if step in (1, 4):           # refused assignments, between steps and before any
+                before = dict(vars(dp))
+                options = {name: getattr(dp, name) for name in FIXED_OPTIONS}
+                for name, other in FIXED_OPTIONS.items():
+                    if other is None:
+                        continue
+                    for value in (other(dp), getattr(dp, name)):
+                        _refused(lambda: setattr(dp, name, value), AttributeError,
+                                 f"DataParallel.{name} cannot be set",
+                                 "construct a new DataParallel" if name != "timings" else "")
+                for name, hint in MISSPELLED.items():
+                    _refused(lambda: setattr(dp, name, True), AttributeError,
+                             repr(name), f"did you mean {hint}")
+                    assert name not in vars(dp)
+                for name, value, exc in BAD_SETTABLE:
+                    _refused(lambda: setattr(dp, name, value), exc, name)
+                _refused(lambda: setattr(dp, "eps", -1.0), ValueError, "eps")
+                assert vars(dp).keys() == before.keys() and all(
+                    vars(dp)[k] is v for k, v in before.items()), cfg
+                assert {n: getattr(dp, n) for n in FIXED_OPTIONS} == options
+                assert dp.check_every == 1 and dp.timeout == 120.0 and dp.eps == 1e-8
+            if step == 5:                # settable: checked, alike on every rank, in effect
+                for d in (dp, ref):
+                    d.check_every = np.int64(2)
+                    d.timeout = 90
+                    assert type(d.check_every) is int and d.check_every == 2
+                    assert d.timeout == 90.0 and d._watch.timeout == 90.0
+            for f, d in pair:
+                f.grad[...] = local_grad(f.size, np.float32, step, rank)
+                d.step()
+            check_equal(fp.data, fp_ref.data, f"after refused assignments {cfg}")
+        dp.verify_parameters()
+        assert dp.step_count == 6
+        # check_every set takes effect: 0, an lr changed on one rank goes unchecked; 1, the
+        # next step finds it (on every rank, before updating)
+        dp.check_every = 0
+        dp.timeout = None
+        assert dp.timeout is None and dp._watch.timeout is None
+        if rank == size - 1:
+            dp.lr = 0.02
+        fp.grad[...] = local_grad(fp.size, np.float32, 7, rank)
+        dp.step()
+        assert dp.step_count == 7
+        dp.check_every = 1
+        _refused(dp.step, DistributedError, "disagree")
+        assert dp.step_count == 7
+    # the trainer's strategy, its synchronized batch norm and micro-batches: fixed; a trainer
+    # whose strategy, trainer, SyncStats and OrderedMicroBatches refused assignments trains
+    # the bits of one that saw none
+    from fastopt.distributed import DataParallelStrategy, OrderedMicroBatches
+    from fastopt.train import Trainer
+    for micro in (None, 8):
+        kw = dict(hidden=16, epochs=2, batch_size=128, seed=0, micro_batch=micro)
+        t, t_ref = (Trainer(**kw, strategy=DataParallelStrategy(timeout=120))
+                    for _ in range(2))
+        s = t.strategy
+        t.train_epoch(), t_ref.train_epoch()
+        befores = [(o, dict(vars(o))) for o in (s, t, s.data_parallel)]
+        for name in ("sync_bn", "options", "data_parallel", "sync_stats", "rank", "size"):
+            _refused(lambda: setattr(s, name, getattr(s, name)), AttributeError,
+                     f"DataParallelStrategy.{name} cannot be set")
+        _refused(lambda: setattr(s, "sync_nb", False), AttributeError, "did you mean 'sync_bn'")
+        _refused(lambda: setattr(t, "epochs", 5), AttributeError, "construct a new Trainer")
+        _refused(lambda: setattr(s.data_parallel, "overlap", True), AttributeError,
+                 "construct a new DataParallel")
+        if micro is None:
+            stats = s.sync_stats
+            befores.append((stats, dict(vars(stats))))
+            for name, value in (("ordered", True), ("comm", MPI.COMM_SELF),
+                                ("deterministic", True), ("timeout", 5.0), ("rank", 0)):
+                _refused(lambda: setattr(stats, name, value), AttributeError,
+                         f"SyncStats.{name} cannot be set")
+            _refused(lambda: setattr(stats, "determinstic", True), AttributeError,
+                     "did you mean 'deterministic'")
+        else:
+            mb = t._micro
+            assert isinstance(mb, OrderedMicroBatches)
+            befores.append((mb, dict(vars(mb))))
+            for name in ("size", "rank", "nprocs", "bounds", "n_total", "batchnorm"):
+                _refused(lambda: setattr(mb, name, getattr(mb, name)), AttributeError,
+                         f"OrderedMicroBatches.{name} cannot be set")
+            _refused(lambda: setattr(mb, "timeout", 5.0), AttributeError, "'timeout' to set")
+            _refused(lambda: setattr(mb, "seconds", -1.0), ValueError, "seconds")
+        for o, before in befores:
+            assert vars(o).keys() == before.keys() and all(
+                vars(o)[k] is v for k, v in before.items()), type(o).__name__
+        t.train_epoch(), t_ref.train_epoch()
+        check_equal(t.model.params.data, t_ref.model.params.data, f"trainer micro={micro}")
+        assert ([{k: v for k, v in r.items() if "time" not in k} for r in t.history]
+                == [{k: v for k, v in r.items() if "time" not in k} for r in t_ref.history])
+    done("attributes")
+
+
 def mismatches():
     """Different layouts / hyperparameters: a DistributedError on every rank, no hang."""
     shapes = dict(SHAPES)

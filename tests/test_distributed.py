@@ -80,7 +80,8 @@ SCENARIOS = ["deterministic", "weighted", "allreduce_100_steps", "zero1_rank_ord
              "state_memory", "zero1_every_feature", "zero1_clip_without_nan",
              "lists_and_dicts", "state_dicts", "checkpoints", "mismatches", "small_and_threads",
              "threads_restored",
-             "low_precision_state", "resume_keeps_everything", "weighting_mismatch"]
+             "low_precision_state", "resume_keeps_everything", "weighting_mismatch",
+             "attributes"]
 
 SHAPES = {"W1": (300, 170), "b1": (170,), "W2": (170, 7), "b2": (7,)}
 

@@ -188,9 +188,42 @@ def test_setstate_refuses_inconsistent_state(change, msg):
 class Tagged(FlatParams):
     """A subclass with an attribute of its own (module level: pickle finds it by name)."""
 
+    tags: dict               # (a subclass declares its public attributes: FlatParams is Checked)
+
     def __init__(self, shapes, dtype=np.float32):
         super().__init__(shapes, dtype=dtype)
         self.tags = {"owner": ["me"]}
+
+
+def test_attributes_are_checked_when_set():
+    # data and grad are never rebound; the properties cannot be set; any other public name
+    # must be declared (a misspelling raises), also on a subclass (its own declared names
+    # pass); a refused assignment changes nothing
+    fp = _filled(np.float32)
+    before = dict(vars(fp))
+    data, grad = fp.data.copy(), fp.grad.copy()
+    for name in ("data", "grad"):
+        with pytest.raises(AttributeError, match=f"FlatParams.{name} cannot be rebound"):
+            setattr(fp, name, getattr(fp, name).copy())
+    for name in ("params", "grads", "shapes", "dtype", "size"):
+        with pytest.raises(AttributeError, match=name):
+            setattr(fp, name, None)
+    for name, close in (("gard", "grad"), ("dat", "data"), ("param", "params")):
+        with pytest.raises(AttributeError, match=f"'{name}' to set; did you mean '{close}'"):
+            setattr(fp, name, np.zeros(3))
+    assert vars(fp).keys() == before.keys() and all(vars(fp)[k] is v for k, v in before.items())
+    assert fp.data.tobytes() == data.tobytes() and fp.grad.tobytes() == grad.tobytes()
+    t = Tagged({"W": (2, 2)})
+    t.tags = {"new": 1}
+    with pytest.raises(AttributeError, match="did you mean 'tags'"):
+        t.tag = {}
+    small = fastopt.FlatParams({"w": (4,)})
+    opt = fastopt.Adam(small, lr=0.1)
+    with pytest.raises(AttributeError, match="did you mean 'grad'"):
+        small.grda = np.ones(4, np.float32)
+    small.grad[...] = 1.0
+    opt.step()                               # the optimizer still steps the same buffers
+    np.testing.assert_allclose(small.data, -0.1, rtol=1e-6)
 
 
 def test_subclass_attributes_survive_pickle_and_copies():

@@ -168,3 +168,41 @@ def test_trains_a_thinc_model_as_thincs_optimizer_does():
     assert la[-1] < la[0]
     np.testing.assert_allclose(la, lb, rtol=1e-4)
     _close(pa, pb, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, value, exc", [
+    ("adam_form", "keras", ValueError), ("adam_form", None, ValueError),
+    ("batch", 1, TypeError), ("batch", "yes", TypeError), ("batch", None, TypeError)])
+def test_options_checked_when_set_and_a_refusal_changes_nothing(name, value, exc):
+    # adam_form and batch are read at each call: settable between updates, checked as the
+    # constructor checks them; a refused value leaves the optimizer as it was
+    ours, ref = F.Adam(0.01), F.Adam(0.01)
+    a, b = _rounds(ours, _weights(), 3, seed=1), _rounds(ref, _weights(), 3, seed=1)
+    with pytest.raises(exc, match=name):
+        setattr(ours, name, value)
+    assert (ours.adam_form, ours.batch) == ("thinc", True)
+    with pytest.raises(AttributeError):
+        ours.adam_from = "torch"            # misspelled: no such slot
+    a, b = _rounds(ours, a, 3, seed=2), _rounds(ref, b, 3, seed=2)
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes()
+
+
+def test_options_set_between_updates_take_effect():
+    # batch=False set between rounds: one call per parameter from then on, the same bits;
+    # adam_form="torch" set after construction: the trajectory of one built with it
+    ours, ref = F.Adam(0.01), F.Adam(0.01)
+    a, b = _rounds(ours, _weights(), 3), _rounds(ref, _weights(), 3)
+    ours.batch = False
+    assert ours.batch is False and not ours._pending
+    a, b = _rounds(ours, a, 3, seed=2), _rounds(ref, b, 3, seed=2)
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes()
+    late = F.Adam(0.01, grad_clip=0.0, use_averages=False)
+    late.adam_form = "torch"
+    built = F.Adam(0.01, adam_form="torch", grad_clip=0.0, use_averages=False)
+    a, b = _rounds(late, _weights(), 4), _rounds(built, _weights(), 4)
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes()
+    with pytest.raises(AttributeError):
+        late.adam_from = "thinc"

@@ -271,6 +271,8 @@ def test_evaluate_needs_both_x_and_y():
 class _Recording(SingleProcess):
     """A one-process strategy that records what the trainer asks of it."""
 
+    calls: list              # (a strategy's public attributes are declared: SingleProcess)
+
     def __init__(self):
         self.calls = []
 

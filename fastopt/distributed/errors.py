@@ -22,6 +22,8 @@ import threading
 import time
 import traceback
 
+from ..kernels import _check
+from ..kernels._attrs import Checked, checked, fixed
 from ._mpi import require_mpi, world
 
 __all__ = ["DistributedError", "raise_collectively", "abort_on_exception", "Watchdog", "GuardedComm"]
@@ -90,7 +92,15 @@ def abort_on_exception(comm=None):
     return True
 
 
-class Watchdog:
+def check_timeout(timeout, name="timeout"):
+    """``timeout`` checked: None, or a finite number of seconds > 0 (a float).  Package-internal:
+    Watchdog's, DataParallel's."""
+    if timeout is None:
+        return None
+    return float(_check.positive(name, timeout))
+
+
+class Watchdog(Checked):
     """Abort the job when a collective has not returned after ``timeout`` seconds.
 
     ``with watchdog("the gradient reduce-scatter of step 12"): comm.Reduce_scatter(...)``,
@@ -101,11 +111,15 @@ class Watchdog:
     applies while it runs, then the outer one's again).
     """
 
+    comm = fixed("comm", "The communicator whose job is aborted.", "build another Watchdog")
+    timeout = checked("timeout", lambda name, value: check_timeout(value, name),
+                      "Seconds a guarded collective may take (a number > 0), or None: never "
+                      "abort.  May be set between collectives (checked as the constructor "
+                      "checks it); the next collective gets the new limit.")
+
     def __init__(self, comm, timeout):
-        self.comm = comm
-        self.timeout = None if timeout is None else float(timeout)
-        if self.timeout is not None and not self.timeout > 0:
-            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        self._comm = comm
+        self._timeout = check_timeout(timeout)
         self._deadline = None
         self._what = ""
         self._next = ""
@@ -117,20 +131,23 @@ class Watchdog:
         self._thread.start()
 
     def _run(self):
-        period = min(1.0, self.timeout / 4)
         while True:
-            time.sleep(period)
+            # (the timeout may be set between collectives: read it on every round)
+            timeout = self._timeout
+            time.sleep(min(1.0, timeout / 4) if timeout is not None else 1.0)
             deadline = self._deadline
             if deadline is not None and time.monotonic() > deadline:
-                rank, size = self.comm.Get_rank(), self.comm.Get_size()
+                timeout = self._timeout
+                rank, size = self._comm.Get_rank(), self._comm.Get_size()
                 what = self._what
                 if isinstance(what, tuple):     # (what, call) from a GuardedComm
                     what = f"{what[0]} ({what[1]})" if what[0] else what[1]
                 _write_stderr(
                     f"fastopt.distributed: rank {rank} of {size} waited more than "
-                    f"{self.timeout:g} s in {what}; another rank has not reached it "
+                    + (f"{timeout:g} s" if timeout is not None else "its time limit")
+                    + f" in {what}; another rank has not reached it "
                     "(it died, skipped a step, or is stuck). Aborting the job.\n")
-                self.comm.Abort(1)
+                self._comm.Abort(1)
                 return
 
     def __call__(self, what):
@@ -149,10 +166,11 @@ class Watchdog:
         """A collective described by ``what`` starts: it must end within ``timeout``."""
         self._outer.append((self._deadline, self._what))
         self._what = what
-        if self.timeout is not None:
+        timeout = self._timeout
+        if timeout is not None:
             if self._thread is None:
                 self._start()
-            self._deadline = time.monotonic() + self.timeout
+            self._deadline = time.monotonic() + timeout
 
     def _disarm(self):
         """It ended: the enclosing block's deadline (if any) applies again."""
@@ -163,20 +181,26 @@ class Watchdog:
         return GuardedComm(comm, self, what)
 
 
-class GuardedComm:
+class GuardedComm(Checked):
     """A communicator whose every method call runs under a :class:`Watchdog`.
 
     Attributes and methods are the wrapped communicator's; a call that returns a new
     communicator (``Split_type``, ``Dup``, ...) returns it guarded too.  ``with
     comm.during("average_buffers"):`` names what the calls inside are doing, for the
-    message the watchdog prints before it aborts.
+    message the watchdog prints before it aborts.  ``unguarded`` and ``watchdog`` cannot be
+    set, nor any name the class does not declare (AttributeError; the communicator's own
+    attributes are set on ``unguarded``).
     """
+
+    unguarded = fixed("unguarded", "The wrapped communicator.", "build another GuardedComm")
+    watchdog = fixed("watchdog", "The Watchdog every call runs under (its ``timeout`` may be "
+                     "set).", "build another GuardedComm")
 
     def __init__(self, comm, watchdog, what=""):
         if isinstance(comm, GuardedComm):
             comm = comm.unguarded
-        self.unguarded = comm
-        self.watchdog = watchdog
+        self._unguarded = comm
+        self._watchdog = watchdog
         self._what = what
         self._comm_type = require_mpi().Comm
 

@@ -45,6 +45,7 @@ clipping, the guard, parameter groups and any state format too (the norm's squar
 added in the same order; with ``impl="reference"`` plain mode adds them with NumPy instead).
 """
 
+import difflib
 import math
 import time
 import zlib
@@ -53,6 +54,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..kernels import _check
+from ..kernels._attrs import Checked, checked, fixed
 from ..optim import Optimizer
 from ..optim import part as _part
 from ..runtime import threads as _threads
@@ -60,7 +62,7 @@ from ..runtime.dispatch import ext
 from ._mpi import require_mpi, world
 from . import errors as _errors
 from .buckets import DEFAULT_BUCKET_BYTES, WIRE_DTYPES, BucketReducer
-from .errors import DistributedError, Watchdog, raise_collectively
+from .errors import DistributedError, Watchdog, check_timeout, raise_collectively
 from .sharding import (divide_by_ranks, exchange_counts, pieces, shard_bounds,
                        sum_in_rank_order, use_node_share)
 
@@ -142,7 +144,21 @@ def _fill(obj, arrays):
     return obj
 
 
-class DataParallel:
+#: Why an option of DataParallel cannot be set after construction
+_BUILT = ("the communicators, slices, buckets and optimizer state were built from it at "
+          "construction; construct a new DataParallel")
+
+
+def _option(name, doc, private=None):
+    """A construction option of DataParallel, read-only afterwards."""
+    return fixed(name, doc, _BUILT, private)
+
+
+def _check_every(name, value):
+    return _check.integer(name, value, 0)
+
+
+class DataParallel(Checked):
     """Data-parallel training of a fastopt optimizer's model over MPI ranks.
 
     Wrap the optimizer once on every rank; then each step, write this rank's gradient (of
@@ -236,11 +252,41 @@ class DataParallel:
         with 2 ranks and in deterministic mode, within float32 rounding of a reordered sum
         with 3 or more.  After construction ``transport`` is the one chosen.
 
+    Attributes
+    ----------
+    comm, rank, size, flat : read-only
+        The communicator given, this rank and the number of ranks in it, the wrapped
+        optimizer's FlatParams (or None).
+    shard_state, deterministic, bucket_size, align, overlap, bucket_bytes, wire_dtype, error_feedback, transport, broadcast, num_threads, abort_on_exception : read-only
+        The options as given (``align``: the default resolved; ``transport``: the one
+        chosen).  Setting one raises AttributeError: the communicators, slices, buckets and
+        state were built from them; construct a new DataParallel.
+    check_every : int
+        Settable between steps (an int >= 0, checked as the constructor checks it; read at
+        each step).  Set it alike on every rank: ranks that disagree on it do not meet in
+        the check.
+    timeout : float or None
+        Settable between steps (None, or a number of seconds > 0, checked as the
+        constructor checks it); the next collective gets the new limit.
+    timings : dict, read-only
+        Seconds in communication and in the optimizer, and steps, so far (the dict cannot be
+        replaced; its entries may be reset).
+    lr, hyperparameters
+        The wrapped optimizer's (``dp.lr``, ``dp.betas``, ...), set through to it and
+        checked by it.
+
     Raises
     ------
     DistributedError
         On every rank, when the ranks' models (layout, dtypes), optimizers (type,
         hyperparameters, step count, epoch, schedule) or DataParallel settings differ.
+
+    Notes
+    -----
+    Every attribute is checked when set.  The construction options are read-only (above);
+    ``check_every`` and ``timeout`` may be set between steps, checked as the constructor
+    checks them; setting any other public name raises AttributeError with the close match (a
+    misspelled ``dp.overlapp = True`` is not ignored).
 
     Examples
     --------
@@ -258,6 +304,43 @@ class DataParallel:
             opt.step()                                       # averaged, updated, identical everywhere
     """
 
+    comm = _option("comm", "The communicator given (its collectives run on duplicates, under "
+                   "the watchdog).", "_user_comm")
+    rank = _option("rank", "This rank in ``comm``.")
+    size = _option("size", "The number of ranks of ``comm``.")
+    flat = _option("flat", "The wrapped optimizer's FlatParams, or None (lists and dicts).")
+    shard_state = _option("shard_state", "ZeRO-1: each rank holds its slice of the state.")
+    deterministic = _option("deterministic", "Gradients summed in rank order.")
+    bucket_size = _option("bucket_size", "Elements per collective, or None.")
+    align = _option("align", "The slices' granularity in elements.")
+    overlap = _option("overlap", "Buckets reduced during the backward pass.")
+    bucket_bytes = _option("bucket_bytes", "Bytes per non-blocking bucket, or None (1 MiB).")
+    wire_dtype = _option("wire_dtype", "The gradients' dtype on the wire.")
+    error_feedback = _option("error_feedback", "bfloat16 rounding residuals fed back.")
+    transport = _option("transport", "The transport chosen ('mpi' or 'shared_window').")
+    broadcast = _option("broadcast", "Whether rank 0's parameters were broadcast at "
+                        "construction.")
+    num_threads = _option("num_threads", "The ``num_threads`` given.")
+    abort_on_exception = _option("abort_on_exception", "Whether the abort hook was installed.")
+    timings = fixed("timings", "Seconds in communication and in the optimizer, and steps, "
+                    "so far (read-only; a dict whose entries may be reset).",
+                    "it is this object's running total (reset its entries instead)")
+    check_every = checked("check_every", _check_every,
+                          "Steps between consistency checks (an int >= 0; 0: none), settable "
+                          "between steps (checked; alike on every rank).")
+
+    @property
+    def timeout(self):
+        """Seconds a collective may wait before the job is aborted, or None; settable (checked).
+
+        May be set between steps (None, or a number > 0, checked as the constructor checks
+        it); the next collective gets the new limit."""
+        return self._watch.timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        self._watch.timeout = check_timeout(value)
+
     def __init__(self, optimizer, comm=None, *, shard_state=False, deterministic=False,
                  bucket_size=None, align=None, broadcast=True, num_threads="auto",
                  check_every=1, timeout=None, abort_on_exception=True, overlap=False,
@@ -274,16 +357,20 @@ class DataParallel:
             raise TypeError(f"optimizer must be a fastopt optimizer (fastopt.Adam(...), ...), "
                             f"got {type(optimizer).__name__}")
         self._mpi = mpi
-        self.comm = comm
-        self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.shard_state = bool(shard_state)
-        self.deterministic = bool(deterministic)
+        self._user_comm = comm
+        self._rank, self._size = comm.Get_rank(), comm.Get_size()
+        self._shard_state = _check.flag("shard_state", shard_state)
+        self._deterministic = _check.flag("deterministic", deterministic)
+        self._broadcast = _check.flag("broadcast", broadcast)
+        self._abort_on_exception = _check.flag("abort_on_exception", abort_on_exception)
+        self._num_threads = num_threads
         if bucket_size is not None:
             bucket_size = _check.integer("bucket_size", bucket_size, 1)
-        self.bucket_size = bucket_size
+        self._bucket_size = bucket_size
         block = ext._optim.block_size()
-        self.align = block if align is None else _check.integer("align", align, 1)
-        self.check_every = _check.integer("check_every", check_every, 0)
+        self._align = block if align is None else _check.integer("align", align, 1)
+        self.check_every = check_every             # (checked by its property)
+        timeout = check_timeout(timeout)
         self._check_overlap(optimizer, overlap, bucket_bytes, wire_dtype, error_feedback,
                             transport)
         if self.shard_state:
@@ -292,12 +379,12 @@ class DataParallel:
         # every collective of this object (and of the distributed checkpoints) goes through
         # this communicator: none can wait longer than the timeout
         self._comm = self._watch.guard(comm)
-        if abort_on_exception:
+        if self._abort_on_exception:
             _errors.abort_on_exception(comm)
-        self.timings = {"communication": 0.0, "optimizer": 0.0, "steps": 0}
+        self._timings = {"communication": 0.0, "optimizer": 0.0, "steps": 0}
 
         self._params = optimizer.params
-        self.flat = optimizer.flat
+        self._flat = optimizer.flat
         # ZeRO-1: the optimizer's tensors on the flat buffers, and its compiled chunks (the
         # slices are whole chunks: the norm is added as one optimizer adds it, no int8 block
         # is split)
@@ -311,7 +398,7 @@ class DataParallel:
             self._setup_groups()
             self._setup_reducers()
             try:
-                if broadcast:
+                if self._broadcast:
                     self.broadcast_parameters()
                 self._opt = self._shard_optimizer(optimizer) if self.shard_state else optimizer
                 # the process's thread count before and after (close() gives it back)
@@ -421,17 +508,17 @@ class DataParallel:
     def _check_overlap(self, optimizer, overlap, bucket_bytes, wire_dtype, error_feedback,
                        transport):
         """The overlap and wire options, checked (before anything is communicated)."""
-        self.overlap = _check.flag("overlap", overlap)
-        self.error_feedback = _check.flag("error_feedback", error_feedback)
+        self._overlap = _check.flag("overlap", overlap)
+        self._error_feedback = _check.flag("error_feedback", error_feedback)
         if bucket_bytes is not None:
             bucket_bytes = _check.integer("bucket_bytes", bucket_bytes, 1)
-        self.bucket_bytes = bucket_bytes
+        self._bucket_bytes = bucket_bytes
         if not isinstance(wire_dtype, str):
             raise TypeError(f"wire_dtype must be a str, one of {WIRE_DTYPES}, "
                             f"got {type(wire_dtype).__name__}")
         if wire_dtype not in WIRE_DTYPES:
             raise ValueError(f"wire_dtype must be one of {WIRE_DTYPES}, got {wire_dtype!r}")
-        self.wire_dtype = wire_dtype
+        self._wire_dtype = wire_dtype
         if self.shard_state and wire_dtype != "native":
             raise ValueError("wire_dtype='bfloat16' needs shard_state=False (ZeRO-1 keeps its "
                              "float32 reduce-scatter)")
@@ -444,7 +531,7 @@ class DataParallel:
         if transport not in ("auto", "mpi", "shared_window"):
             raise ValueError(f"transport must be 'auto', 'mpi' or 'shared_window', "
                              f"got {transport!r}")
-        self.transport = transport
+        self._transport = transport
         if transport == "shared_window" and (self.shard_state or wire_dtype != "native"):
             raise ValueError("transport='shared_window' needs shard_state=False and "
                              "wire_dtype='native'")
@@ -460,7 +547,7 @@ class DataParallel:
         if self.transport == "auto":
             window = (self.overlap and not self.shard_state and self.wire_dtype == "native"
                       and self.size > 1 and self._one_node())
-            self.transport = "shared_window" if window else "mpi"
+            self._transport = "shared_window" if window else "mpi"
         if not (self.overlap or self.wire_dtype != "native" or self.transport != "mpi"):
             return
         comm = self._watch.guard(self._comm.unguarded.Dup())
@@ -660,7 +747,14 @@ class DataParallel:
         if opt is not None and name != "lr" and name in opt.hyper():
             setattr(opt, name, value)     # checked as the optimizer checks it
             return
-        object.__setattr__(self, name, value)
+        if not name.startswith("_") and not hasattr(type(self), name):
+            # (Checked would refuse it too; the hint looks among the hyperparameters as well)
+            names = {n for n in dir(type(self)) if not n.startswith("_")}
+            names.update(opt.hyper() if opt is not None else ())
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r} to set{hint}")
+        super().__setattr__(name, value)
 
     @property
     def shard(self):

@@ -89,6 +89,9 @@ class SyncStats(Checked, BatchNormSync):
     size = fixed("size", "The number of ranks.", "it is the communicator's")
     seconds = checked("seconds", functools.partial(_check.at_least, lo=0.0),
                       "Time spent in this object's collectives so far (s, >= 0).")
+    ordered = fixed("ordered", "False: the statistics are reduced per rank, not per "
+                    "micro-batch.", "it is what this synchronization does")
+    _ordered = False
 
     def __init__(self, comm=None, *, deterministic=False, timeout=None, abort_on_exception=True):
         require_mpi()

@@ -16,6 +16,7 @@ statistics, so the ranks train the model one process trains (to float32 rounding
 """
 
 from ..kernels import _check
+from ..kernels._attrs import Checked, fixed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .microbatch import OrderedMicroBatches
 from .parallel import DataParallel
@@ -25,7 +26,7 @@ from .syncbn import sync_batchnorm
 __all__ = ["DataParallelStrategy"]
 
 
-class DataParallelStrategy:
+class DataParallelStrategy(Checked):
     """How :class:`fastopt.train.Trainer` trains over MPI ranks (see the module docstring).
 
     Parameters
@@ -51,7 +52,31 @@ class DataParallelStrategy:
         or without ``sync_bn``).
     rank, size : int
         This rank and the number of ranks.
+    options : dict
+        The keyword arguments for :class:`DataParallel`, as given (a copy).
+
+    None of them can be set (AttributeError: a trainer's wrapper and synchronization are
+    built from them; construct a new DataParallelStrategy), nor any other name.
     """
+
+    sync_bn = fixed("sync_bn", "Synchronized batch norm.",
+                    "the model's batch norm is set up from it; construct a new "
+                    "DataParallelStrategy")
+    sync_stats = fixed("sync_stats", "The batch-norm synchronization, or None.",
+                       "it is built by prepare_model()", "_sync")
+    data_parallel = fixed("data_parallel", "The wrapper of the trainer's optimizer, or None.",
+                          "it is built by wrap()", "_dp")
+
+    @property
+    def options(self):
+        """:class:`DataParallel`'s keyword arguments, as given (a copy: they cannot be set)."""
+        return dict(self._options)
+
+    @options.setter
+    def options(self, value):
+        raise AttributeError("DataParallelStrategy.options cannot be set: the trainer's "
+                             "DataParallel is built from them; construct a new "
+                             "DataParallelStrategy")
 
     def __init__(self, *, sync_bn=True, **options):
         self._sync_bn = _check.flag("sync_bn", sync_bn)
@@ -59,18 +84,6 @@ class DataParallelStrategy:
         self._dp = None
         self._sync = None
         self._micro = None
-
-    @property
-    def sync_bn(self):
-        return self._sync_bn
-
-    @property
-    def sync_stats(self):
-        return self._sync
-
-    @property
-    def data_parallel(self):
-        return self._dp
 
     def _wrapped(self):
         if self._dp is None:
@@ -81,9 +94,17 @@ class DataParallelStrategy:
     def rank(self):
         return self._wrapped().rank
 
+    @rank.setter
+    def rank(self, value):
+        raise AttributeError("DataParallelStrategy.rank cannot be set: it is the communicator's")
+
     @property
     def size(self):
         return self._wrapped().size
+
+    @size.setter
+    def size(self, value):
+        raise AttributeError("DataParallelStrategy.size cannot be set: it is the communicator's")
 
     def wrap(self, optimizer):
         """A :class:`DataParallel` around ``optimizer`` (collective), which the trainer steps."""

@@ -60,6 +60,18 @@ def _avg_decay(t, max_decay=0.9999):
     return min((1.0 + t) / (10.0 + t), max_decay)
 
 
+def _adam_form(value):
+    if value not in ("thinc", "torch"):
+        raise ValueError(f"adam_form must be 'thinc' or 'torch', got {value!r}")
+    return value
+
+
+def _batch(value):
+    if not isinstance(value, bool):
+        raise TypeError(f"batch must be True or False, got {value!r}")
+    return value
+
+
 class Optimizer(_ThincOptimizer):
     """thinc's ``Optimizer`` (Adam, SGD) stepping on fastopt; see the module's notes.
 
@@ -75,7 +87,7 @@ class Optimizer(_ThincOptimizer):
         (see the module's notes); False: one compiled call per parameter.
     """
 
-    __slots__ = ["_avg", "adam_form", "batch", "_order", "_seen", "_pending", "_fused",
+    __slots__ = ["_avg", "_adam_form", "_batch", "_order", "_seen", "_pending", "_fused",
                  "_fused_ema"]
 
     def __init__(self, learn_rate, *, L2=ADAM_DEFAULTS["L2"], beta1=ADAM_DEFAULTS["beta1"],
@@ -84,21 +96,42 @@ class Optimizer(_ThincOptimizer):
                  L2_is_weight_decay=True, adam_form="thinc", batch=True):
         if use_radam:
             raise ValueError("use_radam=True: fastopt has no RAdam yet (use thinc's RAdam)")
-        if adam_form not in ("thinc", "torch"):
-            raise ValueError(f"adam_form must be 'thinc' or 'torch', got {adam_form!r}")
-        if not isinstance(batch, bool):
-            raise TypeError(f"batch must be True or False, got {batch!r}")
+        adam_form, batch = _adam_form(adam_form), _batch(batch)
         self._avg = None
         super().__init__(learn_rate, L2=L2, beta1=beta1, beta2=beta2, eps=eps,
                          grad_clip=grad_clip, use_averages=use_averages, use_radam=False,
                          L2_is_weight_decay=L2_is_weight_decay)
-        self.adam_form = adam_form
-        self.batch = batch
+        self._adam_form = adam_form
+        self._batch = batch
         self._order = None        # the keys of a round, once learned
         self._seen = []           # the keys of the round being learned
         self._pending = []        # deferred calls: (key, weights, gradient, lr_scale)
         self._fused = None        # (keys, weights, fastopt optimizer) of the last fused round
         self._fused_ema = None    # (keys, EMA)
+
+    @property
+    def adam_form(self):
+        """Where ε sits, "thinc" or "torch"; may be set between updates (checked as the
+        constructor checks it; the deferred calls run first, in the form they were made in)."""
+        return self._adam_form
+
+    @adam_form.setter
+    def adam_form(self, value):
+        value = _adam_form(value)
+        self.flush()
+        self._adam_form = value
+
+    @property
+    def batch(self):
+        """Whether a round's calls are deferred and fused; may be set between updates (True or
+        False, checked; the deferred calls run first)."""
+        return self._batch
+
+    @batch.setter
+    def batch(self, value):
+        value = _batch(value)
+        self.flush()
+        self._batch = value
 
     # the averages are read after the pending calls have run
     @property
@@ -144,7 +177,7 @@ class Optimizer(_ThincOptimizer):
                     "off for this optimizer from here on (call optimizer.step_schedules() or "
                     "optimizer.flush() after model.finish_update() to keep it, or pass "
                     "batch=False)", RuntimeWarning, stacklevel=2)
-                self.batch = False
+                self._batch = False
                 self._unbatch()
                 self._eager(key, weights, gradient, lr_scale)
                 return weights, gradient

@@ -47,9 +47,10 @@ class Checked:
         object.__setattr__(self, name, value)
 
 
-def fixed(name, doc, why):
-    """A read-only property over ``self._<name>``; setting it raises AttributeError(``why``)."""
-    private = "_" + name
+def fixed(name, doc, why, private=None):
+    """A read-only property over ``self._<name>`` (or ``self.<private>``); setting it raises
+    AttributeError(``why``)."""
+    private = private or "_" + name
 
     def get(self):
         return getattr(self, private)
@@ -60,10 +61,11 @@ def fixed(name, doc, why):
     return property(get, set_, doc=doc)
 
 
-def checked(name, check, doc):
-    """A property over ``self._<name>``; setting it stores ``check(name, value)``, which
-    raises TypeError or ValueError naming ``name`` before anything is stored."""
-    private = "_" + name
+def checked(name, check, doc, private=None):
+    """A property over ``self._<name>`` (or ``self.<private>``); setting it stores
+    ``check(name, value)``, which raises TypeError or ValueError naming ``name`` before
+    anything is stored."""
+    private = private or "_" + name
 
     def get(self):
         return getattr(self, private)

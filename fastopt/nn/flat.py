@@ -8,6 +8,7 @@ import numpy as np
 
 from ..runtime.alloc import staggered_zeros
 
+from ..kernels._attrs import Checked
 from ..kernels._check import FLOATS
 
 __all__ = ["FlatParams"]
@@ -53,7 +54,7 @@ def _size(shape):
     return int(np.prod(shape, dtype=np.int64))
 
 
-class FlatParams:
+class FlatParams(Checked):
     """Named parameter arrays that are views into one contiguous float32 or float64 buffer.
 
     ``data`` holds every parameter back to back and ``grad`` their gradients,
@@ -93,6 +94,12 @@ class FlatParams:
     own, becomes an independent array.  After unpickling, take the views from
     the FlatParams (``fp.params["W"]``).
 
+    **Attributes** are checked when set: ``data`` and ``grad`` cannot be rebound (write
+    into them), ``params``, ``grads``, ``shapes``, ``dtype`` and ``size`` cannot be set, and
+    any other public name raises AttributeError (a misspelled ``fp.gard = g`` is not
+    ignored).  A subclass declares its own public attributes as class annotations
+    (``tags: dict``); they are pickled and copied with it.
+
     Examples
     --------
     >>> import copy, pickle, numpy as np, fastopt
@@ -110,6 +117,9 @@ class FlatParams:
     >>> fp2.params["b"], fp.params["b"]           # ... and the original is untouched
     (array([5., 5.], dtype=float32), array([1., 1.], dtype=float32))
     """
+
+    data: np.ndarray          # (declared: Checked; rebinding is refused by __setattr__)
+    grad: np.ndarray
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], dtype=np.float32) -> None:
         if not isinstance(shapes, Mapping):
@@ -241,12 +251,14 @@ class FlatParams:
 
     def __setattr__(self, name, value):
         # ``data`` and ``grad`` are the buffers every view (and an optimizer) points into:
-        # rebinding one would leave them on the old buffer, so it raises
+        # rebinding one would leave them on the old buffer, so it raises.  Any other public
+        # name must be declared (Checked: a subclass annotates its own, ``tags: dict``), so a
+        # misspelled ``fp.gard = ...`` raises instead of being ignored.
         if name in ("data", "grad") and name in self.__dict__:
             raise AttributeError(f"FlatParams.{name} cannot be rebound (the views and the "
                                  f"optimizer point into it): write into it, "
                                  f"fp.{name}[...] = values")
-        object.__setattr__(self, name, value)
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------ pickling and copying
     # The state is the instance dict without the views (NumPy would pickle or copy each view

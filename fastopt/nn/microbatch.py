@@ -166,7 +166,7 @@ def _per_micro(a, bounds, size):
     return out
 
 
-class MicroBatchNorm(BatchNormSync):
+class MicroBatchNorm(Checked, BatchNormSync):
     """Batch norm over a global batch, reduced per micro-batch in their order.
 
     The ``sync`` of :class:`~fastopt.nn.BatchNorm` layers in a micro-batched pass
@@ -177,12 +177,15 @@ class MicroBatchNorm(BatchNormSync):
     ``dgamma``, ``dbeta`` become the whole batch's (the same on every process).
     """
 
-    #: BatchNorm passes its input (and ``dy``, ``mean``) to stats() and sums(), and takes
-    #: the returned sums as the whole batch's parameter gradients.
-    ordered = True
+    ordered = fixed("ordered", "True: BatchNorm passes its input (and ``dy``, ``mean``) to "
+                    "stats() and sums(), and takes the returned sums as the whole batch's "
+                    "parameter gradients.", "it is what this synchronization does")
+    batches = fixed("batches", "The MicroBatches it reduces with.",
+                    "it is its MicroBatches' (MicroBatches.batchnorm)")
+    _ordered = True
 
     def __init__(self, batches):
-        self.batches = batches
+        self._batches = batches
 
     def _gather(self, layer, signature, parts):
         return self.batches.gather(parts, f"{layer.name}: {signature}")

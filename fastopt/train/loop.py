@@ -40,6 +40,7 @@ import time
 import numpy as np
 
 from ..kernels import _check
+from ..kernels._attrs import Checked, fixed
 from ..optim import formats as _formats
 from ..optim.registry import SPECS
 from . import schedules
@@ -80,7 +81,26 @@ def make_optimizer(name, params, lr, *, beta=0.9, impl="fused", **options):
     return SPECS[name].make(params, lr, beta=beta, impl=impl, **options)
 
 
-class SingleProcess:
+#: Why an attribute of Trainer cannot be set
+_BUILT = "the model, optimizer and schedule were built from it; construct a new Trainer"
+
+
+def _refuse(name, why):
+    """A property setter that refuses: AttributeError naming the attribute and ``why``."""
+    def set_(self, value):
+        raise AttributeError(f"{type(self).__name__}.{name} cannot be set: {why}")
+    return set_
+
+
+def _constant(name, value, doc):
+    """A class-level constant of SingleProcess, read-only on its instances."""
+    def set_(self, new):
+        raise AttributeError(f"{type(self).__name__}.{name} cannot be set: it is this "
+                             f"strategy's ({value!r} for one process)")
+    return property(lambda self: value, set_, doc=doc)
+
+
+class SingleProcess(Checked):
     """The trainer's strategy for one process (the default): every batch trains here.
 
     A strategy is the seam through which :class:`Trainer` runs data-parallel: it wraps the
@@ -95,10 +115,14 @@ class SingleProcess:
         This process's index among the :attr:`size` processes (0 here).
     size : int
         How many processes train together (1 here).
+
+    None can be set, nor any other public name (a misspelled ``strategy.sync_nb = True``
+    raises AttributeError); a subclass declares its own public attributes as class
+    annotations (``calls: list``) or properties.
     """
 
-    rank = 0
-    size = 1
+    rank = _constant("rank", 0, "This process (0).")
+    size = _constant("size", 1, "The number of processes (1).")
 
     def wrap(self, optimizer):
         """The optimizer the trainer steps: here ``optimizer`` itself."""
@@ -106,7 +130,7 @@ class SingleProcess:
 
     #: Whether batch norm normalizes with the global batch's statistics on every process
     #: (synchronized): then the running statistics are the same everywhere, not averaged.
-    sync_bn = False
+    sync_bn = _constant("sync_bn", False, "Batch norm is not synchronized (one process).")
 
     def prepare_model(self, model):
         """Set ``model`` up for this strategy, after :meth:`wrap`: nothing to do here."""
@@ -200,7 +224,7 @@ def _choice(name, value, choices):
     return value
 
 
-class Trainer:
+class Trainer(Checked):
     """Train an MLP classifier or regressor with a fastopt optimizer: the loop of ``fastopt train``.
 
     The model is a :class:`fastopt.nn.models.MLP` ``features -> hidden -> hidden -> classes``
@@ -280,6 +304,10 @@ class Trainer:
         One record per epoch trained (:data:`HISTORY_KEYS`, or :data:`REGRESSION_KEYS` for a
         regression, and ``comm_time`` with a strategy that communicates).
 
+    All are read-only (AttributeError: the model, optimizer and schedule were built from
+    them; construct a new Trainer), and setting any other public name raises
+    AttributeError (a misspelled ``trainer.epocs = 5`` is not ignored).
+
     Raises
     ------
     TypeError, ValueError
@@ -357,23 +385,27 @@ class Trainer:
         self._history = []
 
     # -------------------------------------------------------------- read-only attributes
-    model = property(lambda self: self._model, doc="The MLP (its parameters in ``model.params``).")
-    opt = property(lambda self: self._opt, doc="What each batch steps.")
-    strategy = property(lambda self: self._strategy, doc="The strategy in use.")
-    data = property(lambda self: self._data, doc="(X_train, y_train, X_test, y_test).")
-    epochs = property(lambda self: self._epochs, doc="The run's length in epochs.")
-    batch_size = property(lambda self: self._batch_size, doc="Samples per global batch.")
+    model = fixed("model", "The MLP (its parameters in ``model.params``).", _BUILT)
+    opt = fixed("opt", "What each batch steps.", _BUILT)
+    strategy = fixed("strategy", "The strategy in use.", _BUILT)
+    data = fixed("data", "(X_train, y_train, X_test, y_test).", _BUILT)
+    epochs = fixed("epochs", "The run's length in epochs.", _BUILT)
+    batch_size = fixed("batch_size", "Samples per global batch.", _BUILT)
     micro_batch = property(lambda self: None if self._micro is None else self._micro.size,
+                           _refuse("micro_batch", _BUILT),
                            doc="Rows per micro-batch (ordered reduction), or None.")
-    rng = property(lambda self: self._rng, doc="The shuffling generator.")
-    epochs_done = property(lambda self: self._epochs_done, doc="Epochs trained.")
-    task = property(lambda self: self._task, doc='"classification" or "regression".')
+    rng = fixed("rng", "The shuffling generator.", _BUILT)
+    epochs_done = fixed("epochs_done", "Epochs trained.", "train_epoch(), fit() and resume() "
+                        "count them")
+    task = fixed("task", '"classification" or "regression".', _BUILT)
 
     @property
     def history_keys(self):
         """The fields of this trainer's records (:data:`HISTORY_KEYS` or
         :data:`REGRESSION_KEYS`)."""
         return REGRESSION_KEYS if self._task == "regression" else HISTORY_KEYS
+
+    history_keys = history_keys.setter(_refuse("history_keys", "they follow the task"))
 
     def _targets(self, y):
         """The model's targets for ``y``: standardized for a regression."""
@@ -385,6 +417,8 @@ class Trainer:
     def history(self):
         """One record per epoch trained (a new list; the records are the trainer's)."""
         return list(self._history)
+
+    history = history.setter(_refuse("history", "train_epoch() appends to it"))
 
     # -------------------------------------------------------------- training
     def train_epoch(self, progress=None):

@@ -143,9 +143,12 @@ def default_space(max_tier=2):
     return {k: all_[k] for k in keep}
 
 
-@dataclass(order=False)
+@dataclass(order=False, frozen=True)
 class Trial:
-    """One evaluated point: ``index`` (order of evaluation), ``params``, ``score``."""
+    """One evaluated point: ``index`` (order of evaluation), ``params``, ``score``.
+
+    A record of what was evaluated: its fields cannot be set (nor any other name;
+    ``dataclasses.FrozenInstanceError``, an AttributeError)."""
 
     index: int
     params: dict = field(default_factory=dict)
