@@ -217,6 +217,11 @@ def test_attributes_are_checked_when_set():
     t.tags = {"new": 1}
     with pytest.raises(AttributeError, match="did you mean 'tags'"):
         t.tag = {}
+    # an undeclared name with no close match: the message says how a subclass declares it
+    with pytest.raises(AttributeError, match=r"Tagged has no attribute 'calls' to set \(a subclass "
+                                             r".*class annotation: calls: object\)"):
+        t.calls = []
+    assert not hasattr(t, "calls")
     small = fastopt.FlatParams({"w": (4,)})
     opt = fastopt.Adam(small, lr=0.1)
     with pytest.raises(AttributeError, match="did you mean 'grad'"):

@@ -27,6 +27,10 @@ def unknown_attribute(cls, name):
     """The message for setting ``name``, which ``cls`` does not declare (with a close match)."""
     close = difflib.get_close_matches(name, sorted(_declared(cls)), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
+    if not close and not cls.__module__.startswith("fastopt."):
+        # a user's subclass: say how to declare a new attribute
+        hint = (f" (a subclass of a fastopt class declares the public attributes it sets, "
+                f"e.g. as a class annotation: {name}: object)")
     return f"{cls.__name__} has no attribute {name!r} to set{hint}"
 
 
