@@ -34,8 +34,8 @@
  * slower at both widths (Zen 4, avx512 build, Adam int8: 1.9 ns/element with gathers for
  * the values, 1.55 with loads; the buckets alone: 0.51 ns/element against 0.44), and so was
  * a 512-bit decode by two-table permutes of the 256 float values (2.2); FO_LB_GATHER_VALUES=1
- * / FO_LB_GATHER_BUCKETS=1 select the gathers at 512 bits, to measure on other CPUs
- * (benchmarks/lowbit_elem.py --so).  Where the CPU has AVX-512 VBMI (checked at run time,
+ * / FO_LB_GATHER_BUCKETS=1 select the gathers (at either width), to measure on other CPUs
+ * (benchmarks/lowbit_elem.py --so; benchmarks/c/lowbit_phases.c).  Where the CPU has AVX-512 VBMI (checked at run time,
  * fo_lowbit_init), the avx512 build decodes a full block's codes up front by byte permutes of
  * the values' four byte planes held in registers (fo_vdecode_vbmi, 0.14 ns/code against
  * 0.21).  The encoder's bucket tables (2944 and 6144 entries) do not fit in registers, and a
@@ -71,6 +71,35 @@
  * correctly rounded quotient for absmax in [2^-40, 2^126): every x in [0, d] for 24 divisors,
  * 2.4e10 quotients, agreed with the division) instead of the division: 3-5% slower in the avx2
  * Adam int8 pass (the divider is not what bounds it; the scalar lookups are).
+ *
+ * The avx2 build on AMD Zen 3 (EPYC, family 25 model 1, AVX2 + FMA + F16C, no AVX-512; a
+ * 2-vCPU KVM guest at ~2.45 GHz, shared: load average 5-7 during these runs, so thread CPU
+ * time, best of 4-6 alternating runs; December, issue 23).  benchmarks/c/lowbit_phases.c,
+ * one thread, 64K elements, the state of 30 Adam steps, ns/element: the pass 1.70-1.77; the
+ * decode of both buffers (fo_vlut per vector) 0.48, the new state and its absmax 0.20, the
+ * parameter update 0.33, the codes of m 0.49 and of v 0.43 (sum 1.93).  Every alternative
+ * was slower, the same bits each time (pass / the phase it changes, same run):
+ *   gathers for the values (vgatherdps)           2.18 / decode 0.85
+ *   gathers for the buckets (vpgatherdd)           1.94 / codes m 0.57, v 0.50
+ *   a full block decoded up front by scalar loads  1.88 / decode 0.54
+ *   the decode's codes by byte loads (movzx each)  1.75 / decode 0.54
+ *   the arithmetic encoder, FO_LB_FAST=1           1.79 / codes m 0.63, v 0.56 (0.58 / 0.51
+ *                                                  with the recompute ignored)
+ *   bucket entries by float inserts (vinsertps)    1.77 / codes m 0.52, v 0.45
+ *   bucket indices through a stack store           1.93 / codes m 0.62
+ *   ... and joined by unpacks instead of inserts   1.96 / codes m 0.61
+ *   the quotient by two fma (above)                1.84 / codes m 0.54, v 0.47
+ *   -mtune=znver3                                  1.75 against 1.70
+ * and a software prefetch 4 or 8 blocks ahead (16M, one thread: 1.98 / 1.97 against 1.98).
+ * The arithmetic encoder loses here to its four 8-entry permutes per vector: vpermd /
+ * vpermps cost Zen 3 twice a vpshufb (0.20 against 0.10 ns per instruction, 8 independent
+ * chains); vdivps ymm 0.47, vsqrtps ymm 0.79 ns per instruction.  benchmarks/lowbit_elem.py,
+ * one thread, ns/element, tables against FO_LB_FAST=1: 256K Adam / RMSprop / SGD int8 1.80 /
+ * 0.96 / 0.93 against 2.01 / 1.11 / 1.00; 16M 2.07 / 1.06 / 0.99 against 2.00 / 1.19 / 1.06
+ * (float32 Adam 0.47 at 256K, 1.55 at 16M; float8 Adam 1.02, 1.10).  So the avx2 build keeps
+ * the tables and the per-vector lookups on Zen 3 too; int8 Adam is bound by its four lookups
+ * per element (~1 cycle each), not by memory (one thread, 16M: 1.96-2.36 ns/element over
+ * the runs, against 1.78-1.80 at 256K).
  *
  * These functions trust their arguments: fastopt.kernels.lowbit checks them first.
  */
@@ -432,9 +461,21 @@ FO_INLINE void fo_vsr2(uint16_t* out, fo_vf a, fo_vi ia, fo_vf b, fo_vi ib) {
     _mm256_storeu_si256((__m256i*)out, _mm256_permute4x64_epi64(_mm256_packus_epi32(sa, sb), 0xd8));
 }
 
-FO_INLINE fo_vf fo_vlut(const float* t, const uint8_t* c) { return fo_lut8f(t, c); }
+FO_INLINE fo_vf fo_vlut(const float* t, const uint8_t* c) {
+#if FO_LB_GATHER_VALUES
+    return _mm256_i32gather_ps(t, _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)c)), 4);
+#else
+    return fo_lut8f(t, c);
+#endif
+}
 
-FO_INLINE fo_vi fo_vlut32(const uint32_t* t, fo_vi b) { return fo_lut8x32(t, b); }
+FO_INLINE fo_vi fo_vlut32(const uint32_t* t, fo_vi b) {
+#if FO_LB_GATHER_BUCKETS
+    return _mm256_i32gather_epi32((const int*)t, b, 4);
+#else
+    return fo_lut8x32(t, b);
+#endif
+}
 
 FO_INLINE fo_vi fo_vinc_gt(fo_vi c, fo_vi a, fo_vi b) {
     return _mm256_sub_epi32(c, _mm256_cmpgt_epi32(a, b));
@@ -538,7 +579,8 @@ typedef struct {
    at 512 bits (Zen 4, one thread, 256K in cache, Adam / RMSprop / SGD int8: 1.18 / 0.64 /
    0.63 ns/element against 1.45 / 0.77 / 0.72 with the tables); not at 256 bits, where its
    chain of ~30 dependent operations per vector measured slower than the lookups (1.63 /
-   0.85 / 0.86).  -DFO_LB_FAST=1 selects it at 256 bits too, to measure on other CPUs. */
+   0.85 / 0.86; Zen 3, avx2 build: 2.01 / 1.11 / 1.00 against 1.80 / 0.96 / 0.93, see the
+   top of this file).  -DFO_LB_FAST=1 selects it at 256 bits too, to measure on other CPUs. */
 #ifndef FO_LB_FAST
 #define FO_LB_FAST (FO_VBYTES == 64)
 #endif
