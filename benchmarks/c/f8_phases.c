@@ -4,9 +4,10 @@
  * steps (the kernels' own pass from zero state, Gaussian gradients).  Each phase is timed
  * alone over n elements (best of 7 batches of REPS):
  *   full            fo_adam_f8_mode, the kernels' pass (decode, update, absmax, codes)
- *   roofline        the bytes of the step with one add each (fastopt bench's roofline pass:
- *                   p += g, then each codes buffer += 1, per block of 16384)
- *   roofline 1pass  the same bytes in one pass per block of 256 (p, g and both codes)
+ *   roofline        the bytes of the step with one add each, swept per block of 16384 (p += g,
+ *                   then each codes buffer += 1: _lowbit.roofline before December 6)
+ *   roofline 1pass  the same bytes in one loop per block of 256 (p, g and both codes)
+ *   roofline 256    the same per block of 256, buffer by buffer (_lowbit.roofline now)
  *   pass 1          the full block's first pass: decode, new state into L1, absmax
  *   pass 2          its second: the parameter update fused with both buffers' codes
  *   decode m+v      fo_f8_vdec of both buffers, into L1
@@ -72,6 +73,14 @@ static void ph_roof(ptrdiff_t b0, ptrdiff_t b1) {
         for (i = o; i < e; i++) p[i] += g[i];
         for (i = o; i < e; i++) mc[i] += 1;
         for (i = o; i < e; i++) vc[i] += 1;
+    }
+}
+static void ph_roof256(ptrdiff_t b0, ptrdiff_t b1) {   /* _lowbit.roofline's: per 256, buffer by buffer */
+    for (ptrdiff_t o = 256 * b0; o < 256 * b1; o += 256) {
+        ptrdiff_t i;
+        for (i = o; i < o + 256; i++) p[i] += g[i];
+        for (i = o; i < o + 256; i++) mc[i] += 1;
+        for (i = o; i < o + 256; i++) vc[i] += 1;
     }
 }
 static void ph_roof1(ptrdiff_t b0, ptrdiff_t b1) {
@@ -363,6 +372,7 @@ int main(int argc, char** argv) {
     printf("full           %.3f ns/elem\n", timeit(ph_full));
     printf("roofline       %.3f\n", timeit(ph_roof));
     printf("roofline 1pass %.3f\n", timeit(ph_roof1));
+    printf("roofline 256   %.3f\n", timeit(ph_roof256));
     printf("pass 1         %.3f\n", timeit(ph_pass1));
     printf("pass 1 dec16   %.3f\n", timeit(ph_pass1b));
     printf("pass 2         %.3f\n", timeit(ph_pass2));
