@@ -420,7 +420,7 @@ def test_float8_kernel_edges(isa, opt):
 @pytest.mark.parametrize("opt", ["adam", "sgd"])
 def test_float8_huge_absmax_blocks(isa, opt):
     """Blocks whose absmax is near the float32 maximum give the twin's bits: the vector e3m4
-    decode multiplies by fl(2^8 D) and the 512-bit e3m4 encoder by fl(2^-8 r), exact only
+    decode multiplies by fl(2^8 D) and the vector e3m4 encoder by fl(2^-8 r), exact only
     below absmax 2^100 (above, 2^8 D overflows and 2^-8 r loses bits), so such blocks take
     the scalar loops; the blocks beside them stay on the vectors."""
     n = 256 * 8 + 19

@@ -91,17 +91,18 @@ float8 (block-wise minifloat codes, no table)
     The kernels decode by shifting a code into a float16 pattern (e3m4: its 7 low bits to
     bits 6..12 and its sign to bit 15; e4m4: bits 6..13), one float16 -> float32 conversion
     (``vcvtph2ps``, F16C), a multiply by :math:`2^8` (e3m4: float16's bias is 15) and by
-    ``D``.  They encode by one of two bit rules: the 256-bit vector e3m4 encoder from the
-    float32 bits of ``y``, the exponent re-biased and the mantissa rounded to 4 bits by an
-    integer add (normal range), or ``fl(|y| + 2^{13})``, whose float32 ulp is the linear step
-    (below it); the vector e4m4 encoder, the 512-bit e3m4 one (on ``y 2^{-8}``, where e3m4's
-    grid is float16's with 4 mantissa bits: exact for absmax below :math:`2^{100}`, the
-    scalar encoder above) and the scalar one by ``s = fl(|y| + M)`` with
+    ``D``.  They encode by one bit rule (the vector encoders, e3m4's on ``y 2^{-8}``, where
+    e3m4's grid is float16's with 4 mantissa bits: exact for absmax below :math:`2^{100}`, the
+    scalar encoder above; and the scalar encoder): ``s = fl(|y| + M)`` with
     :math:`M = 2^{\max(e, 1 - b) + 19}` (``e`` the exponent of ``y``), whose float32 ulp is
     the code's step at ``y``: ``s - M`` is ``|y|`` on the code grid, converted to float16
     (``vcvtps2ph``, exact) or counted in steps from the low bits of ``s``.
-    ``Minifloat`` checks, when it is built, that both rules give :math:`\mathrm{rne}` on
-    every code value, midpoint and their float32 neighbours.
+    An integer rule (the exponent re-biased and the mantissa rounded to 4 bits by an integer
+    add in the normal range, ``fl(|y| + 2^{13})``, whose float32 ulp is the linear step, below
+    it) was the 256-bit e3m4 encoder's until it measured slower than the float16 route on
+    Zen 3; it is kept as a second emulation.  ``Minifloat`` checks, when it is built, that
+    both rules give :math:`\mathrm{rne}` on every code value, midpoint and their float32
+    neighbours.
 """
 
 import numpy as np
@@ -721,8 +722,8 @@ class Minifloat:
         return code.astype(np.uint8)
 
     def kernel_code(self, y):
-        """The kernels' rule on the float32 bits of ``y`` (equal to :meth:`code` for
-        ``|y| <= 2``)."""
+        """The integer rule on the float32 bits of ``y`` (the 256-bit e3m4 encoder's until it
+        took the float16 route of :meth:`grid_code`; equal to :meth:`code` for ``|y| <= 2``)."""
         u = np.ascontiguousarray(y, np.float32).reshape(-1).view(np.uint32).astype(np.int64)
         a = u & 0x7FFFFFFF
         if not self.signed:
@@ -739,7 +740,7 @@ class Minifloat:
         return c.astype(np.uint8).reshape(np.shape(y))
 
     def grid_code(self, y):
-        """The kernels' other rule (the vector e4m4 and the scalar encoders): ``|y|`` (e4m4: 0
+        """The kernels' rule (the vector e4m4 and e3m4 and the scalar encoders): ``|y|`` (e4m4: 0
         when ``y < 0``) rounded to the code grid by one float32 add of
         ``M = 2^(max(e, 1 - b) + 19)``, the steps above ``M`` counted from the sum's bits
         (equal to :meth:`code` for ``|y| <= 2``)."""

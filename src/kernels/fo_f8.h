@@ -38,6 +38,31 @@
  * Constant factors live in the block's scales (2^8 in D, 2^-8 in r: exact below absmax
  * 2^100, scalar loops above), and the gradient's multiply by gscale is compiled out when it
  * is 1 (FO_GS1).
+ *
+ * Zen 3 (AMD EPYC, family 25 model 1, 2 vCPUs, AVX2 + FMA + F16C, no AVX-512: the avx2
+ * build; December, a shared machine under load 5-7, so thread CPU time, best of 5 rounds
+ * alternating builds; benchmarks/c/f8_phases.c), Adam, ns per element, one thread, 16K
+ * elements in cache, before -> after the 256-bit e3m4 encoder by float16 and the pack
+ * without vpermq (fo_vh_join4): the step 0.976 -> 0.878; its first pass (decode, new
+ * state, absmax) 0.33 -> 0.33, its second (the parameter update and both buffers' codes)
+ * 0.65 -> 0.53; alone: the decode of m and v 0.16, the new state and absmax 0.155, the
+ * parameter update 0.33 (its square root and division: the divider takes 8.7 cycles per 8
+ * elements, 1.1 per element, whatever else runs), the codes of m 0.239 -> 0.217 and of v
+ * 0.157 -> 0.140.  At 16M, one thread: the step 1.035 -> 0.932 against 0.49-0.53 for the
+ * roofline pass (the same bytes with one add each): the float8 step is compute-bound on
+ * Zen 3, the divider and ~60 vector instructions per 8 elements at ~2.8 per cycle, not
+ * memory-bound.  The second pass costs more than its parts' maximum (0.53 against 0.33
+ * and 0.36): the update's dependent multiply, add and subtract wait on the square root and
+ * division and hold the scheduler (a microbenchmark: a sqrt-div chain plus 28 independent
+ * operations 13.5 cycles, the chain alone 8.7, the operations alone 8.9); issuing the square
+ * roots a group of 4 vectors ahead measured 0.512 against 0.538 (not adopted: it needs the
+ * rule split further).  Tried and dropped at 256 bits: the update in the first pass (the
+ * rule unsplit; 1.0 against 0.88), the codes before the update in the second (0.54 against
+ * 0.53); 16 codes per load in the decode (one vpmovzxbw ymm and a vextracti128 per two
+ * vectors) measured 0.306 against 0.323 for the first pass, not adopted (it changes the
+ * passes int8 shares).  A float32 decode without vcvtph2ps (the code shifted into float32
+ * bits, e=0 codes as float32 subnormals) would save one operation per vector but breaks
+ * under DAZ (torch.set_flush_denormal), so it is not used.
  */
 #ifndef FO_F8_H
 #define FO_F8_H
@@ -168,33 +193,36 @@ FO_INLINE int fo_f8_predecode(const fo_f8_q* q, const uint8_t* c, float* out, pt
     return 0;
 }
 
-/* The vector encoder's constants for one block: r = fl(S / a') from its absmax bits mx; at
-   512 bits the e3m4 encoder (fo_f8_vh_e3m4) works on y 2^-8 and takes fl(r 2^-8), exact
-   while r >= 2^-118: fo_f8_venc_ok is false from absmax 2^100 on (that block's codes are
+/* The vector encoder's constants for one block: r = fl(S / a') from its absmax bits mx; the
+   e3m4 encoder (fo_f8_vh_e3m4) works on y 2^-8 and takes fl(r 2^-8), exact while
+   r >= 2^-118: fo_f8_venc_ok is false for e3m4 from absmax 2^100 on (that block's codes are
    then the scalar encoder's). */
 typedef struct { fo_vf r; } fo_f8_venc;
 
-#define FO_F8_E3M4_H (FO_VBYTES == 64)   /* the e3m4 encoder of fo_f8_vh_e3m4 */
-
 FO_INLINE int fo_f8_venc_ok(const fo_f8_q* q, uint32_t mx, const int kind) {
     (void)q;
-    return !FO_F8_E3M4_H || (kind & 1) || mx < 0x71800000u;
+    return (kind & 1) || mx < 0x71800000u;
 }
 
 FO_INLINE void fo_f8_venc_init(fo_f8_venc* E, const fo_f8_q* q, uint32_t mx) {
     const float r = FO_F8_S / fo_f8_floor(fo_u2f(mx));
-    E->r = FO_PS(set1)(FO_F8_E3M4_H && q->sgn ? r * 0x1p-8f : r);
+    E->r = FO_PS(set1)(q->sgn ? r * 0x1p-8f : r);
 }
 
-/* Half a vector of 16-bit lanes (one per float32 lane): the codes' float16 patterns, and
-   two of them joined into one vector, in order. */
+/* Half a vector of 16-bit lanes (one per float32 lane): the codes' float16 patterns; those
+   of 4 vectors x0..x3 joined into two vectors a and b (fo_vh_join4), and 4W bytes, one per
+   word of a and b (each 0..255 or saturated to 255), stored in x0..x3's order (fo_vh_store). */
 #if FO_VBYTES == 64
 typedef __m256i fo_vh;
 #define FO_F8_CVTPH(x) _mm512_cvtps_ph((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 FO_INLINE fo_vi fo_vh_join(fo_vh a, fo_vh b) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
 }
-/* 4W bytes (words of a then of b, each 0..255 or saturated to 255) stored in order */
+/* a = (x0, x1), b = (x2, x3): the pack interleaves them by 128-bit lanes, one permute */
+FO_INLINE void fo_vh_join4(fo_vh h0, fo_vh h1, fo_vh h2, fo_vh h3, fo_vi* a, fo_vi* b) {
+    *a = fo_vh_join(h0, h1);
+    *b = fo_vh_join(h2, h3);
+}
 FO_INLINE void fo_vh_store(uint8_t* out, fo_vi a, fo_vi b) {
     _mm512_storeu_si512((void*)out, _mm512_permutexvar_epi64(
         _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), _mm512_packus_epi16(a, b)));
@@ -205,8 +233,15 @@ typedef __m128i fo_vh;
 FO_INLINE fo_vi fo_vh_join(fo_vh a, fo_vh b) {
     return _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
 }
+/* a = (x0, x2), b = (x1, x3): the pack of a and b, lane by lane, is then in order, without
+   the lane-crossing vpermq that (x0, x1), (x2, x3) need (Zen 3, one thread, 16K elements in
+   cache: the codes of m 0.217 ns/element against 0.239, of v 0.140 against 0.157) */
+FO_INLINE void fo_vh_join4(fo_vh h0, fo_vh h1, fo_vh h2, fo_vh h3, fo_vi* a, fo_vi* b) {
+    *a = fo_vh_join(h0, h2);
+    *b = fo_vh_join(h1, h3);
+}
 FO_INLINE void fo_vh_store(uint8_t* out, fo_vi a, fo_vi b) {
-    _mm256_storeu_si256((__m256i*)out, _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), 0xd8));
+    _mm256_storeu_si256((__m256i*)out, _mm256_packus_epi16(a, b));
 }
 #endif
 
@@ -224,38 +259,21 @@ FO_INLINE fo_vh fo_f8_vh_e4m4(fo_vf x, const fo_f8_venc* E) {
     return FO_F8_CVTPH(FO_PS(sub)(FO_PS(add)(FO_SI2PS(a), m), m));
 }
 
-/* e3m4 (kind 0): the code of each of W values x in a 32-bit lane, by integer arithmetic on
-   y = fl(x * r): the exponent re-biased and the mantissa rounded to 4 bits (to even) by an
-   integer add in the normal range, |y| + 2^13 (whose ulp is the step) below it, saturated,
-   with y's sign (the float16 route above measured slower for the signed code: its sign bit
-   costs a re-pack) */
-FO_INLINE fo_vi fo_f8_vcode_e3m4(fo_vf x, const fo_f8_venc* E) {
-    fo_vi u = FO_SI(castps)(FO_PS(mul)(x, E->r));
-    fo_vi a = FO_SI(and)(u, FO_VSET1I(0x7fffffff));
-    fo_vi n = FO_EPI32(sub)(a, FO_VSET1I(120u << 23));
-    fo_vi s = FO_EPI32(sub)(FO_SI(castps)(FO_PS(add)(FO_SI2PS(a), FO_PS(set1)(8192.0f))),
-                            FO_VSET1I(140u << 23));
-    fo_vi c;
-    n = FO_EPI32(srli)(FO_EPI32(add)(FO_EPI32(add)(n, FO_VSET1I(0x3ffff)),
-                                     FO_SI(and)(FO_EPI32(srli)(n, 19), FO_VSET1I(1))), 19);
-#if FO_VBYTES == 64
-    c = _mm512_mask_mov_epi32(n, _mm512_cmplt_epi32_mask(a, FO_VSET1I(121u << 23)), s);
-#else
-    c = _mm256_blendv_epi8(n, s, _mm256_cmpgt_epi32(FO_VSET1I(121u << 23), a));
-#endif
-    c = FO_EPI32(min)(c, FO_VSET1I(0x7f));
-    return FO_SI(or)(c, FO_SI(and)(FO_EPI32(srli)(u, 24), FO_VSET1I(0x80)));
-}
-
-#if FO_F8_E3M4_H
-/* e3m4 at 512 bits: the codes of W values x as float16 patterns, by e4m4's rule on
+/* e3m4 (kind 0): the codes of W values x as float16 patterns, by e4m4's rule on
    h = fl(x fl(r 2^-8)) = fl(x r) 2^-8 (exact above 2^-126; below, the code is 0 both ways):
    e3m4's grid times 2^-8 is float16's with 4 mantissa bits and exponent fields 0..7.  |h|,
-   clamped to the largest code's 1.9375 2^-8 (one vrangeps: the saturation), rounded to the
-   grid by the add of M and converted, with h's sign put back (one vpternlogd): the sign at
-   bit 15, the code's 7 low bits at 6..12.  11.5 instructions per vector against 17 for
-   fo_f8_vcode_e3m4's integer rule (Zen 4, with the scale folding: Adam float8 0.94x the
-   time in cache, 0.93-0.95x at 16M). */
+   clamped to the largest code's 1.9375 2^-8 (the saturation), rounded to the grid by the
+   add of M and converted, with h's sign put back: the sign at bit 15, the code's 7 low bits
+   at 6..12 (fo_f8_hcode_e3m4 then makes them the code).  At 512 bits the clamp is one
+   vrangeps and the sign one vpternlogd: 11.5 instructions per vector against 17 for the
+   integer rule it replaced (the exponent re-biased and the mantissa rounded by an integer
+   add, |y| + 2^13 below the normal range, blended; _formats' kernel_code) (Zen 4, with the
+   scale folding: Adam float8 0.94x the time in cache, 0.93-0.95x at 16M).  At 256 bits an
+   and, a vminps, an and and an or: 13 instructions per vector with the packing's share,
+   against 18 (Zen 3, AMD EPYC family 25 model 1, avx2 build, one thread, 16K elements in
+   cache, December: the parameter update + codes pass of Adam float8 0.59 ns/element against
+   0.65, the whole step 0.93 against 0.98). */
+#if FO_VBYTES == 64
 FO_INLINE fo_vh fo_f8_vh_e3m4(fo_vf x, const fo_f8_venc* E) {
     fo_vf h = FO_PS(mul)(x, E->r);
     fo_vf a = _mm512_range_ps(h, _mm512_set1_ps(0x1.fp-8f), 0x0a);   /* min(|h|, |c|), sign 0 */
@@ -272,24 +290,38 @@ FO_INLINE fo_vi fo_f8_hcode_e3m4(fo_vi w) {
     return _mm512_ternarylogic_epi32(_mm512_srli_epi16(w, 6), _mm512_srli_epi16(w, 8),
                                      _mm512_set1_epi16(0x7f), 0xe4);
 }
+#else
+FO_INLINE fo_vh fo_f8_vh_e3m4(fo_vf x, const fo_f8_venc* E) {
+    fo_vf h = FO_PS(mul)(x, E->r);
+    fo_vf a = FO_PS(min)(FO_SI2PS(FO_SI(and)(FO_SI(castps)(h), FO_VSET1I(0x7fffffff))),
+                         FO_PS(set1)(0x1.fp-8f));                  /* min(|h|, c) */
+    fo_vi e = FO_EPI32(max)(FO_SI(and)(FO_SI(castps)(a), FO_VSET1I(0x7f800000)),
+                            FO_VSET1I(113u << 23));
+    fo_vf m = FO_SI2PS(FO_EPI32(add)(e, FO_VSET1I(19u << 23)));
+    fo_vi s = FO_SI(castps)(FO_PS(sub)(FO_PS(add)(a, m), m));
+    s = FO_SI(or)(s, FO_SI(and)(FO_SI(castps)(h), FO_VSET1I(0x80000000u)));
+    return FO_F8_CVTPH(FO_SI2PS(s));
+}
+/* the same at 256 bits: shifted by 6 (the code's 7 low bits at 0..6, bits 7 and 8 zero, the
+   sign at bit 9), then each word's two bytes summed as lo + 64 hi by one vpmaddubsw (the
+   sign's 2 becomes 128) */
+FO_INLINE fo_vi fo_f8_hcode_e3m4(fo_vi w) {
+    return _mm256_maddubs_epi16(_mm256_srli_epi16(w, 6), _mm256_set1_epi16(0x4001));
+}
 #endif
 
 /* the codes of 4W values, stored in order */
 FO_INLINE void fo_f8_vcodes4(uint8_t* out, const fo_f8_venc* E, fo_vf x0, fo_vf x1, fo_vf x2,
                              fo_vf x3, const int kind) {
+    fo_vi a, b;
     if (kind & 1) {
-        fo_vi a = fo_vh_join(fo_f8_vh_e4m4(x0, E), fo_f8_vh_e4m4(x1, E));
-        fo_vi b = fo_vh_join(fo_f8_vh_e4m4(x2, E), fo_f8_vh_e4m4(x3, E));
+        fo_vh_join4(fo_f8_vh_e4m4(x0, E), fo_f8_vh_e4m4(x1, E), fo_f8_vh_e4m4(x2, E),
+                    fo_f8_vh_e4m4(x3, E), &a, &b);
         fo_vh_store(out, FO_EPI16(srli)(a, 6), FO_EPI16(srli)(b, 6));
-    } else if (FO_F8_E3M4_H) {
-#if FO_F8_E3M4_H
-        fo_vi a = fo_vh_join(fo_f8_vh_e3m4(x0, E), fo_f8_vh_e3m4(x1, E));
-        fo_vi b = fo_vh_join(fo_f8_vh_e3m4(x2, E), fo_f8_vh_e3m4(x3, E));
-        fo_vh_store(out, fo_f8_hcode_e3m4(a), fo_f8_hcode_e3m4(b));
-#endif
     } else {
-        fo_vcodes4(out, fo_f8_vcode_e3m4(x0, E), fo_f8_vcode_e3m4(x1, E),
-                   fo_f8_vcode_e3m4(x2, E), fo_f8_vcode_e3m4(x3, E));
+        fo_vh_join4(fo_f8_vh_e3m4(x0, E), fo_f8_vh_e3m4(x1, E), fo_f8_vh_e3m4(x2, E),
+                    fo_f8_vh_e3m4(x3, E), &a, &b);
+        fo_vh_store(out, fo_f8_hcode_e3m4(a), fo_f8_hcode_e3m4(b));
     }
 }
 #endif /* FO_LB_VEC */
