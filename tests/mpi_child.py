@@ -416,6 +416,33 @@ def _refused(fn, exc, *needles):
         raise AssertionError(f"accepted: {needles}")
 
 
+def _attributes_refused(obj, cls, fixed, misspelled):
+    """Every name of ``fixed`` read-only on ``obj`` (of class ``cls``), the ``misspelled``
+    name refused with its close match; ``obj``'s instance dict unchanged."""
+    before = dict(vars(obj))
+    for name in fixed:
+        for value in (None, getattr(obj, name)):
+            _refused(lambda: setattr(obj, name, value), AttributeError, f"{cls}.{name} cannot be set")
+    wrong, close = misspelled
+    _refused(lambda: setattr(obj, wrong, None), AttributeError, f"did you mean '{close}'")
+    assert vars(obj).keys() == before.keys() and all(vars(obj)[k] is v for k, v in before.items())
+
+
+REDUCER_FIXED = ("comm", "watchdog", "rank", "size", "gbuf", "n", "mode", "wire", "mpitype",
+                 "offsets", "per", "bounds", "scatter")
+
+
+def reducer_attributes_refused(dp):
+    """DataParallel's bucket reducers (and their shared windows): construction read-only,
+    misspelled names refused, nothing changed."""
+    for r in dp._reducers:
+        _attributes_refused(r, "BucketReducer", REDUCER_FIXED, ("bucket", "buckets"))
+        if r.shared is not None:
+            _attributes_refused(r.shared, "SharedAllreduce", ("comm", "rank", "size", "n", "dtype"),
+                                ("bufer", "buffer"))
+    return len(dp._reducers)
+
+
 def attributes():
     """Every construction option of DataParallel read-only afterwards, a misspelled name
     refused (not stored), check_every and timeout settable and checked as the constructor
@@ -425,6 +452,7 @@ def attributes():
                dict(shard_state=True, overlap=True, bucket_bytes=4096),
                dict(overlap=True, transport="mpi"), dict(overlap=True, transport="shared_window"),
                dict(wire_dtype="bfloat16", error_feedback=True, align=7)]
+    reducers = 0
     for cfg in configs:
         pair = []
         for _ in range(2):
@@ -454,6 +482,7 @@ def attributes():
                 assert vars(dp).keys() == before.keys() and all(
                     vars(dp)[k] is v for k, v in before.items()), cfg
                 assert {n: getattr(dp, n) for n in FIXED_OPTIONS} == options
+                reducers += reducer_attributes_refused(dp)
                 assert dp.check_every == 1 and dp.timeout == 120.0 and dp.eps == 1e-8
             if step == 5:                # settable: checked, alike on every rank, in effect
                 for d in (dp, ref):
@@ -524,6 +553,7 @@ def attributes():
         check_equal(t.model.params.data, t_ref.model.params.data, f"trainer micro={micro}")
         assert ([{k: v for k, v in r.items() if "time" not in k} for r in t.history]
                 == [{k: v for k, v in r.items() if "time" not in k} for r in t_ref.history])
+    assert reducers >= 4, reducers       # the overlapped configurations' reducers were seen
     done("attributes")
 
 

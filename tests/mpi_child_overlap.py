@@ -15,7 +15,7 @@ import fastopt
 from fastopt.distributed import DataParallel
 from fastopt.kernels._formats import bf16_to_float32, float32_to_bf16
 from fastopt.nn.models import MLP
-from mpi_child import (SHAPES, check_equal, comm, done, local_grad, make_fp, rank,
+from mpi_child import (SHAPES, _attributes_refused, check_equal, comm, done, local_grad, make_fp, rank,
                        rank_order_mean, size)
 
 EPS = float(np.finfo(np.float32).eps)
@@ -355,6 +355,10 @@ def shared_pipeline():
         red.acquire()
         red.buffer[...] = local_grad(n, np.float32, step, rank)
         pipe = red.pipeline(out, divide=divide)
+        if step == 2:                    # read-only and misspelled names refused, nothing changed
+            _attributes_refused(red, "SharedAllreduce", ("comm", "rank", "size", "n", "dtype"),
+                                ("bufer", "buffer"))
+            _attributes_refused(pipe, "Pipeline", ("red", "out", "divide"), ("trase", "trace"))
         for k, (lo, hi) in enumerate(pieces):
             pipe.post(lo, hi)
             if k % 2:

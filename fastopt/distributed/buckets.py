@@ -73,6 +73,7 @@ import zlib
 
 import numpy as np
 
+from ..kernels._attrs import Checked, fixed
 from .sharding import divide_by_ranks, exchange_counts, pieces, shard_bounds, sum_in_rank_order
 
 __all__ = ["BucketReducer", "pack_bf16", "unpack_bf16", "WIRE_DTYPES", "DEFAULT_BUCKET_BYTES"]
@@ -125,7 +126,7 @@ class _Bucket:
         self.request = None       # allreduce mode: its persistent MPI_Allreduce_init request
 
 
-class BucketReducer:
+class BucketReducer(Checked):
     """The non-blocking, bucketed reduction of one flat gradient buffer (see the module docstring).
 
     Parameters
@@ -164,19 +165,44 @@ class BucketReducer:
         sent to itself).
     """
 
+    # what the construction fixed (read-only: a new value would not re-cut the buckets or
+    # re-post the persistent requests); every other public attribute is declared below
+    _why = "it is fixed at construction (build a new BucketReducer)"
+    comm = fixed("comm", "The guarded communicator.", _why)
+    watchdog = fixed("watchdog", "The watchdog over the waits.", _why)
+    rank = fixed("rank", "This rank in ``comm``.", _why)
+    size = fixed("size", "The ranks in ``comm``.", _why)
+    gbuf = fixed("gbuf", "The flat gradient buffer, reduced in place.", _why)
+    n = fixed("n", "Elements of ``gbuf``.", _why)
+    mode = fixed("mode", "``'allreduce'``, ``'exchange'`` or ``'window'``.", _why)
+    wire = fixed("wire", "The wire encoding, ``'native'`` or ``'bfloat16'``.", _why)
+    mpitype = fixed("mpitype", "The MPI datatype of ``gbuf``.", _why)
+    offsets = fixed("offsets", "Where each parameter starts in ``gbuf``.", _why)
+    per = fixed("per", "Elements per bucket.", _why)
+    bounds = fixed("bounds", "Each rank's slice (exchange mode).", _why)
+    scatter = fixed("scatter", "ZeRO-1's output slice, or None.", _why, "_scatter_into")
+    del _why
+    # state the reducer updates as it runs
+    buckets: list
+    shared: object
+    packed: object
+    residual: object
+    started: bool
+    trace: object
+
     def __init__(self, comm, watchdog, gbuf, offsets, *, bucket_bytes, mode, wire_dtype="native",
                  error_feedback=False, align=1, bounds=None, scatter_into=None):
         from ._mpi import require_mpi
 
         self._mpi = mpi = require_mpi()
-        self.comm, self.watchdog = comm, watchdog
-        self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.gbuf = gbuf
-        self.n = n = gbuf.size
-        self.mode, self.wire = mode, wire_dtype
-        self.mpitype = mpi.FLOAT if gbuf.dtype == np.float32 else mpi.DOUBLE
-        self.offsets = list(offsets)
-        self.per = max(1, int(bucket_bytes) // gbuf.itemsize)
+        self._comm, self._watchdog = comm, watchdog
+        self._rank, self._size = comm.Get_rank(), comm.Get_size()
+        self._gbuf = gbuf
+        self._n = n = gbuf.size
+        self._mode, self._wire = mode, wire_dtype
+        self._mpitype = mpi.FLOAT if gbuf.dtype == np.float32 else mpi.DOUBLE
+        self._offsets = list(offsets)
+        self._per = max(1, int(bucket_bytes) // gbuf.itemsize)
         self._persistent = hasattr(mpi.Comm, "Allreduce_init") and mpi.Get_version() >= (4, 0)
         # Two ranks, allreduce mode: the buckets launched in step() (the last one always:
         # it is complete only when the backward pass is over, with nothing left to hide it
@@ -189,8 +215,8 @@ class BucketReducer:
         # (ZeRO-1's exchange keeps every bucket non-blocking: a blocking last bucket followed
         # by the consistency check's MPI_Iallreduce made two synchronizations of one, and the
         # 16M step slower: 142 against 124 ms, median, 2 loaded vCPUs, 2026-12-06)
-        self.bounds = shard_bounds(n, self.size, align) if bounds is None else list(bounds)
-        self.scatter = scatter_into
+        self._bounds = shard_bounds(n, self.size, align) if bounds is None else list(bounds)
+        self._scatter_into = scatter_into
         if scatter_into is not None:
             lo, hi = self.bounds[self.rank]
             if mode != "exchange" or wire_dtype != "native" or scatter_into.shape != (hi - lo,):

@@ -51,6 +51,7 @@ from collections import deque
 import numpy as np
 
 from ..kernels import _check
+from ..kernels._attrs import Checked, fixed
 from ._mpi import require_mpi, world
 from .sharding import divide_by_ranks, shard_bounds
 
@@ -61,7 +62,7 @@ _ALIGN = 16
 
 
 
-class SharedAllreduce:
+class SharedAllreduce(Checked):
     """A sum over the ranks of ``comm``, which must all share one node, in a shared window.
 
     Parameters
@@ -79,6 +80,15 @@ class SharedAllreduce:
         :meth:`allreduce`.
     """
 
+    _why = "it is fixed at construction (the window is allocated for it)"
+    comm = fixed("comm", "The communicator.", _why)
+    rank = fixed("rank", "This rank on the node.", _why)
+    size = fixed("size", "The ranks on the node.", _why)
+    n = fixed("n", "Elements per rank.", _why)
+    dtype = fixed("dtype", "float32 or float64.", _why)
+    del _why
+    buffer: object
+
     def __init__(self, comm, n, dtype=np.float32):
         mpi = require_mpi()
         comm = world(comm)
@@ -92,9 +102,9 @@ class SharedAllreduce:
             node.Free()
             raise ValueError(f"SharedAllreduce needs every rank of comm on one node: the "
                              f"node-local group sizes are {sizes}")
-        self._mpi, self.comm, self._node = mpi, comm, node
-        self.rank, self.size = node.Get_rank(), node.Get_size()
-        self.n, self.dtype = n, dtype
+        self._mpi, self._comm, self._node = mpi, comm, node
+        self._rank, self._size = node.Get_rank(), node.Get_size()
+        self._n, self._dtype = n, dtype
         # the pipeline's barriers, one communicator per stage (see the module docstring)
         self._stages = (node.Dup(), node.Dup())
         self._release = None           # the pending "nobody reads my window" barrier
@@ -217,7 +227,7 @@ class SharedAllreduce:
             self._views = []
 
 
-class Pipeline:
+class Pipeline(Checked):
     """One reduction through a :class:`SharedAllreduce`'s window, piece by piece.
 
     :meth:`post` a piece when this rank's values of it are in its window (``buffer``);
@@ -227,8 +237,15 @@ class Pipeline:
     (``"posted"``, ``"summed"``, ``"copied"``), for measurements.
     """
 
+    _why = "it is fixed when the pipeline starts"
+    red = fixed("red", "The SharedAllreduce.", _why)
+    out = fixed("out", "Where the sums go.", _why)
+    divide = fixed("divide", "Whether the sums are divided by the ranks.", _why)
+    del _why
+    trace: object
+
     def __init__(self, red, out, divide, trace=None):
-        self.red, self.out, self.divide = red, out, divide
+        self._red, self._out, self._divide = red, out, divide
         self.trace = trace
         self._arriving = deque()      # (lo, hi, barrier): posted, not known to be in everywhere
         self._summing = deque()       # (lo, hi, barrier): summed here, maybe not everywhere
