@@ -5,18 +5,18 @@
  * N = 2^i (signed map) or 2^(i+1) (unsigned) values, value_j = fl(s_i/2 * fl(b_j + b_{j+1})),
  * s_i = fl32(10^(i-6)), b the float32 linspace(0.1, 1, N + 1) as torch computes it:
  * b_k = fl(0.1f + st k) for k < N/2, fl(1 - st (N - k)) otherwise (one rounding each: an
- * fma), st = fl((1 - 0.1f) / N).  A code c gives a (signed: |c - 127|, 0..128; unsigned
+ * fma), st = fl((1 - 0.1f) / N).  A code c gives a (signed: |c - 127|, 0..128; unsigned:
  * c + 1, 1..256); N = 2^floor(log2 a) is a's float32 with its mantissa cleared, j = a - N,
  * and the decade's constants (st, s_i/2) are one 8-entry permute each, indexed by the low 3
- * bits of a's float32 exponent.  Slot of a = 128 (signed) / 256 (unsigned): st = 0, so
- * b_j = b_{j+1} = 0.1f and s/2 = 5: fl(fl(0.1f + 0.1f) 5) = 1.0.  The sign (signed) and the zero code by a multiply / a mask.
+ * bits of a's float32 exponent.  The slot of a = 128 (signed) and 256 (unsigned): st = 0, so
+ * b_j = b_{j+1} = 0.1f, and s/2 = 5: fl(fl(0.1f + 0.1f) 5) = 1.0.
  *
- * One code path for both maps: a = |c - o1|, the sign / zero factor sign(c - o2) (o1, o2 =
- * 127, 127 signed; -1, 0 unsigned).  exact = 1: the formula above, all 256 values of each map
- * bit for bit (i8arith.c checks them against the table); exact = 0: one fma per lane,
- * fl(A_i + B_i j) with A_i, B_i the decade's line (wrong in 53 / 111 of the values: a lower
- * bound of the cost of any arithmetic decode with a per-decade table).
- */
+ * One code path for both maps: a = |c - o1|, and the value times sign(c - o2) (the sign of a
+ * signed map's value, 0 for the zero code; o1, o2 = 127, 127 signed, -1, 0 unsigned).
+ * exact = 1: the formula above, all 256 values of each map bit for bit (i8arith.c checks
+ * them against the table); exact = 0: one fma per lane, fl(A_i + B_i j) with A_i, B_i the
+ * decade's line (wrong in 106 / 111 of the 256 values: a lower bound of the cost of any
+ * arithmetic decode with per-decade constants). */
 #include <immintrin.h>
 typedef struct { __m256 st, sh, A, B; __m256i o1, o2; } fo_adec;
 
