@@ -101,6 +101,31 @@
  * per element (~1 cycle each), not by memory (one thread, 16M: 1.96-2.36 ns/element over
  * the runs, against 1.78-1.80 at 256K).
  *
+ * The default maps by arithmetic instead of tables (issue 23, Zen 3, December; tried, slower,
+ * not used: benchmarks/c/i8arith.c and i8arith.h, which check and time it).  bitsandbytes'
+ * maps are closed-form: per decade i = 0..6, N = 2^i (signed map) or 2^(i+1) (unsigned)
+ * values fl(s_i/2 fl(b_j + b_{j+1})), s_i = fl32(10^(i-6)), b_k = fma(st, k, 0.1f) for
+ * k < N/2 and fma(-st, N - k, 1) above, st = fl(0.9f / N) (torch's linspace).  The decode
+ * from a code c: a = |c - 127| (signed) or c + 1, N = a's float32 with its mantissa cleared,
+ * j = a - N, (st, s_i/2) by two 8-entry permutes indexed by a's exponent, the sign and the
+ * zero code by one multiply: all 256 values of both maps bit for bit (with the fma; st k
+ * rounded before the add, 21 / 31 of the values differ).  The encoder: the piecewise-linear
+ * candidate of FO_LB_FAST's rule (fo_vcode_raw) and one correction, k + (x/d > t[k]) -
+ * (x/d <= t[k-1]), by the true quotient and two threshold lookups: the definition's code for
+ * every float32 x in [-1, 1] (d = 1; both zeros, subnormals, every midpoint) and 2e7 random
+ * (x, d) (the candidate alone: 2.0e5 / 8.8e4 lanes wrong).  One thread, 64K elements, thread
+ * CPU time, 3 alternating runs (load average 2.1), ns/element, arithmetic against tables:
+ *   decode m+v     0.87-0.98 against 0.44-0.49 (one fma per lane after the same permutes,
+ *                  wrong values, a lower bound: 0.43-0.44, no faster than the lookups)
+ *   the pass with that decode        2.38-2.51 against 1.75-1.96 (the same bits)
+ *   encode m       1.15-1.23 against 0.51-0.56 (the candidate alone: 0.51-0.57)
+ *   encode v       1.04-1.14 against 0.44-0.46 (the candidate alone: 0.42-0.49)
+ * The exact decode is ~27 vector operations per 8 codes on the FP/vector pipes (two fma pairs
+ * and blends for b_j and b_{j+1}) where the lookup is 8 scalar loads and inserts; an
+ * arithmetic encoder costs at least its candidate, which alone costs what the whole table
+ * encoder does (a division, one lookup, a compare).  So neither moves int8 Adam toward the
+ * ~1.2 ns/element it needs to match PyTorch's fused float32 Adam at 16M on this CPU.
+ *
  * These functions trust their arguments: fastopt.kernels.lowbit checks them first.
  */
 #ifndef FO_LOWBIT_H
@@ -840,7 +865,12 @@ static inline uint8_t fo_int8_code1(float x, float d, const fo_qtab* q) { return
 FO_INLINE fo_vf fo_int8_vdec(const fo_int8_dv* d, const uint8_t* c, const float* out, int pd,
                              ptrdiff_t i, fo_vf va, const int kind) {
     (void)kind;
+#ifdef FO_LB_VDEC_HOOK   /* another decode of the values d->v, to measure (benchmarks/c/i8arith.c) */
+    (void)out; (void)pd;
+    return FO_PS(mul)(FO_LB_VDEC_HOOK(d->v, c + i), va);
+#else
     return FO_PS(mul)(FO_VDEC(pd, d->v, c, out, i), va);
+#endif
 }
 #define fo_int8_predecode fo_vpredecode
 FO_INLINE int fo_int8_vok(const fo_qtab* q, float a, const int kind) {
