@@ -14,9 +14,11 @@
  *   state+absmax    the new moments from decoded ones (read from arrays), stored, absmax
  *   param           the parameter update from the new moments (square root, division)
  *   encode m / v    fo_f8_vcodes4 of each buffer
- * and variants of the passes measured for fo_f8.h's notes (Adam only): pass 1 with 16 codes
- * per load (avx2), the update in pass 1 (varA), the codes before the update in pass 2 (varB),
- * pass 2 with the square roots issued a group of 4 vectors ahead (varP).
+ * and variants of the passes measured for fo_f8.h's notes (Adam only): pass 1 with 8 codes
+ * per load (dec8: fo_f8_vdec per vector, as before fo_f8_vdec2), pass 2 without the square
+ * roots issued ahead (plain: as before FO_PQ_AHEAD), the update in pass 1 (varA), the codes
+ * before the update in pass 2 (varB), pass 2 hand-pipelined (varP: the square roots a group
+ * ahead, the quotients between the two buffers' codes).
  * Build (the rendered fo_hyper.h of any build tree; -march=x86-64-v3 for avx2, -v4 and
  * -mprefer-vector-width=512 for avx512):
  *
@@ -25,7 +27,8 @@
  *       benchmarks/c/f8_phases.c -o f8_phases -lm
  *   [F8_CLOCK=cpu] ./f8_phases [N [THREADS [REPS]]]        (N a multiple of 256 * THREADS)
  *
- * F8_CLOCK=cpu times thread 0's CPU time instead of the wall clock (on a loaded machine).
+ * F8_CLOCK=cpu times thread 0's CPU time instead of the wall clock (on a loaded machine);
+ * F8_PHASES=full,pass (a comma-separated list of substrings of the names) times only those.
  * Prints ns per element (wall: the time of thread 0's share, the threads starting and ending
  * together at barriers / N). */
 #define _GNU_SOURCE
@@ -152,6 +155,33 @@ static void ph_pass1(ptrdiff_t b0, ptrdiff_t b1) {
         const float *gg = g + 256 * b, *pp = p + 256 * b;
         fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)(), mx2 = FO_SI(setzero)(), mx3 = FO_SI(setzero)();
         for (int i = 0; i < 256; i += 2 * FO_W) {
+            fo_vf m, v, mb, vb, x0, x0b, x1, x1b;
+            fo_f8_vdec2(&v0, c0, NULL, 0, i, va0, 0, &x0, &x0b);
+            fo_f8_vdec2(&v1, c1, NULL, 0, i, va1, 1, &x1, &x1b);
+            fo_adam_state_vec(&A, MODE, FO_PS(loadu)(gg + i), FO_PS(loadu)(pp + i), x0, x1, &m, &v);
+            fo_adam_state_vec(&A, MODE, FO_PS(loadu)(gg + i + FO_W), FO_PS(loadu)(pp + i + FO_W), x0b, x1b, &mb, &vb);
+            FO_PS(store)(buf0 + i, m); FO_PS(store)(buf1 + i, v);
+            FO_PS(store)(buf0 + i + FO_W, mb); FO_PS(store)(buf1 + i + FO_W, vb);
+            mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m)); mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));
+            mx2 = FO_EPU32(max)(mx2, fo_vabsbits(mb)); mx3 = FO_EPU32(max)(mx3, fo_vabsbits(vb));
+        }
+        __asm__ volatile("" : : "r"(buf0), "r"(buf1) : "memory");
+        s += fo_vhmax(FO_EPU32(max)(mx0, mx2)) + fo_vhmax(FO_EPU32(max)(mx1, mx3));
+    }
+    sink += s;
+}
+/* pass 1 with 8 codes per load (fo_f8_vdec per vector: the kernels' decode before fo_f8_vdec2) */
+static void ph_pass1_8(ptrdiff_t b0, ptrdiff_t b1) {
+    FO_ALIGNED(64) float buf0[256], buf1[256];
+    fo_f8_dv v0 = fo_f8_dv_init(&q[0]), v1 = fo_f8_dv_init(&q[1]);
+    uint32_t s = 0;
+    for (ptrdiff_t b = b0; b < b1; b++) {
+        fo_vf va0 = fo_f8_vscale(&q[0], fo_f8_scale(&q[0], ma[b]), 0);
+        fo_vf va1 = fo_f8_vscale(&q[1], fo_f8_scale(&q[1], va[b]), 1);
+        const uint8_t *c0 = mc + 256 * b, *c1 = vc + 256 * b;
+        const float *gg = g + 256 * b, *pp = p + 256 * b;
+        fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)(), mx2 = FO_SI(setzero)(), mx3 = FO_SI(setzero)();
+        for (int i = 0; i < 256; i += 2 * FO_W) {
             fo_vf m, v, mb, vb;
             fo_adam_state_vec(&A, MODE, FO_PS(loadu)(gg + i), FO_PS(loadu)(pp + i),
                               fo_f8_vdec(&v0, c0, NULL, 0, i, va0, 0), fo_f8_vdec(&v1, c1, NULL, 0, i, va1, 1), &m, &v);
@@ -168,43 +198,6 @@ static void ph_pass1(ptrdiff_t b0, ptrdiff_t b1) {
     }
     sink += s;
 }
-/* pass 1 with 16 codes per load (two vectors per buffer) */
-#if FO_VBYTES == 32
-FO_INLINE void dec16(const uint8_t* c, fo_vf vD, const int kind, fo_vf* f0, fo_vf* f1) {
-    __m128i b = _mm_loadu_si128((const __m128i*)c);
-    __m256i w = (kind & 1) ? _mm256_slli_epi16(_mm256_cvtepu8_epi16(b), 6)
-                           : _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 6), _mm256_set1_epi16(0x9fff));
-    *f0 = FO_PS(mul)(_mm256_cvtph_ps(_mm256_castsi256_si128(w)), vD);
-    *f1 = FO_PS(mul)(_mm256_cvtph_ps(_mm256_extracti128_si256(w, 1)), vD);
-}
-static void ph_pass1b(ptrdiff_t b0, ptrdiff_t b1) {
-    FO_ALIGNED(64) float buf0[256], buf1[256];
-    uint32_t s = 0;
-    for (ptrdiff_t b = b0; b < b1; b++) {
-        fo_vf va0 = fo_f8_vscale(&q[0], fo_f8_scale(&q[0], ma[b]), 0);
-        fo_vf va1 = fo_f8_vscale(&q[1], fo_f8_scale(&q[1], va[b]), 1);
-        const uint8_t *c0 = mc + 256 * b, *c1 = vc + 256 * b;
-        const float *gg = g + 256 * b, *pp = p + 256 * b;
-        fo_vi mx0 = FO_SI(setzero)(), mx1 = FO_SI(setzero)(), mx2 = FO_SI(setzero)(), mx3 = FO_SI(setzero)();
-        for (int i = 0; i < 256; i += 2 * FO_W) {
-            fo_vf m, v, mb, vb, d0a, d0b, d1a, d1b;
-            dec16(c0 + i, va0, 0, &d0a, &d0b);
-            dec16(c1 + i, va1, 1, &d1a, &d1b);
-            fo_adam_state_vec(&A, MODE, FO_PS(loadu)(gg + i), FO_PS(loadu)(pp + i), d0a, d1a, &m, &v);
-            fo_adam_state_vec(&A, MODE, FO_PS(loadu)(gg + i + FO_W), FO_PS(loadu)(pp + i + FO_W), d0b, d1b, &mb, &vb);
-            FO_PS(store)(buf0 + i, m); FO_PS(store)(buf1 + i, v);
-            FO_PS(store)(buf0 + i + FO_W, mb); FO_PS(store)(buf1 + i + FO_W, vb);
-            mx0 = FO_EPU32(max)(mx0, fo_vabsbits(m)); mx1 = FO_EPU32(max)(mx1, fo_vabsbits(v));
-            mx2 = FO_EPU32(max)(mx2, fo_vabsbits(mb)); mx3 = FO_EPU32(max)(mx3, fo_vabsbits(vb));
-        }
-        __asm__ volatile("" : : "r"(buf0), "r"(buf1) : "memory");
-        s += fo_vhmax(FO_EPU32(max)(mx0, mx2)) + fo_vhmax(FO_EPU32(max)(mx1, mx3));
-    }
-    sink += s;
-}
-#else
-static void ph_pass1b(ptrdiff_t b0, ptrdiff_t b1) { ph_pass1(b0, b1); }
-#endif
 /* pass 2 of the kernels' full block: the parameter update fused with both buffers' codes */
 static uint8_t* cout2;
 static void ph_pass2(ptrdiff_t b0, ptrdiff_t b1) {
@@ -212,6 +205,24 @@ static void ph_pass2(ptrdiff_t b0, ptrdiff_t b1) {
     for (ptrdiff_t b = b0; b < b1; b++)
         fo_adam_f8_pq(pc + 256 * b, g + 256 * b, ys0 + 256 * b, ys1 + 256 * b, cout + 256 * b, &am0,
                       cout2 + 256 * b, &am1, q, mx0[b], mx1[b], &A, MODE, KIND);
+}
+/* pass 2 as before the ahead square roots: per 4 vectors the update (fo_adam_param_vec), then
+   the codes of m and of v */
+static void ph_pass2_plain(ptrdiff_t b0, ptrdiff_t b1) {
+    for (ptrdiff_t b = b0; b < b1; b++) {
+        fo_f8_venc E0, E1;
+        fo_f8_venc_init(&E0, &q[0], mx0[b]); fo_f8_venc_init(&E1, &q[1], mx1[b]);
+        const float *y0 = ys0 + 256 * b, *y1 = ys1 + 256 * b, *gg = g + 256 * b; float* pp = pc + 256 * b;
+        for (int i = 0; i < 256; i += 4 * FO_W) {
+            for (int u = 0; u < 4; u++) { int ii = i + u * FO_W;
+                FO_PS(storeu)(pp + ii, fo_adam_param_vec(&A, MODE, FO_PS(loadu)(gg + ii), FO_PS(loadu)(pp + ii),
+                                                         FO_PS(load)(y0 + ii), FO_PS(load)(y1 + ii))); }
+            fo_f8_vcodes4(cout + 256 * b + i, &E0, FO_PS(load)(y0 + i), FO_PS(load)(y0 + i + FO_W),
+                          FO_PS(load)(y0 + i + 2 * FO_W), FO_PS(load)(y0 + i + 3 * FO_W), 0);
+            fo_f8_vcodes4(cout2 + 256 * b + i, &E1, FO_PS(load)(y1 + i), FO_PS(load)(y1 + i + FO_W),
+                          FO_PS(load)(y1 + i + 2 * FO_W), FO_PS(load)(y1 + i + 3 * FO_W), 1);
+        }
+    }
 }
 /* variant A: the parameter update in pass 1 (the unsplit rule), pass 2 the codes alone */
 static float* pc2;
@@ -291,6 +302,7 @@ static void ph_encm(ptrdiff_t b0, ptrdiff_t b1) { ph_enc(b0, b1, 0); }
 static void ph_encv(ptrdiff_t b0, ptrdiff_t b1) { ph_enc(b0, b1, 1); }
 
 typedef void (*phase_fn)(ptrdiff_t, ptrdiff_t);
+#define PHASE(name, f) do { if (wanted(name)) printf("%s %.3f\n", name, timeit(f)); } while (0)
 static phase_fn cur;
 static int quit;
 static double best;
@@ -310,6 +322,22 @@ static void* worker(void* arg) {
             pthread_barrier_wait(&bar);
         }
     }
+}
+static const char* only;   /* F8_PHASES: the names of the phases to time (a substring each) */
+static int wanted(const char* name) {
+    char key[64];
+    const char *o = only, *e;
+    if (!only) return 1;
+    for (; *o; o = *e ? e + 1 : e) {
+        size_t k;
+        e = strchr(o, ',');
+        if (!e) e = o + strlen(o);
+        k = (size_t)(e - o) < sizeof key - 1 ? (size_t)(e - o) : sizeof key - 1;
+        memcpy(key, o, k);
+        key[k] = 0;
+        if (k && strstr(name, key)) return 1;
+    }
+    return 0;
 }
 static double timeit(phase_fn f) {
     cur = f;
@@ -367,23 +395,25 @@ int main(int argc, char** argv) {
     pthread_barrier_init(&bar, NULL, T);
     pthread_t th[64];
     for (int t = 1; t < T; t++) pthread_create(&th[t], NULL, worker, (void*)(intptr_t)t);
+    only = getenv("F8_PHASES");
     printf("n=%ld threads=%d reps=%d W=%d clock=%s\n", (long)N, T, REPS, FO_W, cpuclock ? "cpu" : "wall");
     /* (the full pass and the roofline keep running on the evolving state: fine for timing) */
-    printf("full           %.3f ns/elem\n", timeit(ph_full));
-    printf("roofline       %.3f\n", timeit(ph_roof));
-    printf("roofline 1pass %.3f\n", timeit(ph_roof1));
-    printf("roofline 256   %.3f\n", timeit(ph_roof256));
-    printf("pass 1         %.3f\n", timeit(ph_pass1));
-    printf("pass 1 dec16   %.3f\n", timeit(ph_pass1b));
-    printf("pass 2         %.3f\n", timeit(ph_pass2));
-    printf("varA p in 1    %.3f\n", timeit(ph_varA));
-    printf("varB codes 1st %.3f\n", timeit(ph_varB));
-    printf("varP pipelined %.3f\n", timeit(ph_varP));
-    printf("decode m+v     %.3f\n", timeit(ph_dec));
-    printf("state+absmax   %.3f\n", timeit(ph_state));
-    printf("param          %.3f\n", timeit(ph_param));
-    printf("encode m       %.3f\n", timeit(ph_encm));
-    printf("encode v       %.3f\n", timeit(ph_encv));
+    PHASE("full           ", ph_full);
+    PHASE("roofline       ", ph_roof);
+    PHASE("roofline 1pass ", ph_roof1);
+    PHASE("roofline 256   ", ph_roof256);
+    PHASE("pass 1         ", ph_pass1);
+    PHASE("pass 1 dec8    ", ph_pass1_8);
+    PHASE("pass 2         ", ph_pass2);
+    PHASE("pass 2 plain   ", ph_pass2_plain);
+    PHASE("varA p in 1    ", ph_varA);
+    PHASE("varB codes 1st ", ph_varB);
+    PHASE("varP pipelined ", ph_varP);
+    PHASE("decode m+v     ", ph_dec);
+    PHASE("state+absmax   ", ph_state);
+    PHASE("param          ", ph_param);
+    PHASE("encode m       ", ph_encm);
+    PHASE("encode v       ", ph_encv);
     quit = 1;
     pthread_barrier_wait(&bar);
     for (int t = 1; t < T; t++) pthread_join(th[t], NULL);
