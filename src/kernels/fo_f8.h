@@ -55,13 +55,35 @@
  * memory-bound.  The second pass costs more than its parts' maximum (0.53 against 0.33
  * and 0.36): the update's dependent multiply, add and subtract wait on the square root and
  * division and hold the scheduler (a microbenchmark: a sqrt-div chain plus 28 independent
- * operations 13.5 cycles, the chain alone 8.7, the operations alone 8.9); issuing the square
- * roots a group of 4 vectors ahead measured 0.512 against 0.538 (not adopted: it needs the
- * rule split further).  Tried and dropped at 256 bits: the update in the first pass (the
- * rule unsplit; 1.0 against 0.88), the codes before the update in the second (0.54 against
- * 0.53); 16 codes per load in the decode (one vpmovzxbw ymm and a vextracti128 per two
- * vectors) measured 0.306 against 0.323 for the first pass, not adopted (it changes the
- * passes int8 shares).  A float32 decode without vcvtph2ps (the code shifted into float32
+ * operations 13.5 cycles, the chain alone 8.7, the operations alone 8.9).  Tried and dropped
+ * at 256 bits: the update in the first pass (the rule unsplit; 1.0 against 0.88), the codes
+ * before the update in the second (0.54 against 0.53).
+ * Adopted on December 7 (issue 23; the same bits; int8 shares the passes and keeps its own
+ * loops where they are faster): the first pass decodes 16 codes per load (fo_f8_vdec2: one
+ * vpmovzxbw/vpmovsxbw ymm, one shift and mask, a vextracti128 per two vectors; int8's
+ * fo_int8_vdec2 is its two lookups, unchanged), and the second issues the square roots of
+ * the next 4 vectors before this group's codes (FO_PQ_AHEAD over the rule's
+ * fo_<name>_ahead / fo_<name>_param_from, fo_rules.h: Adam, RMSprop, Adagrad, NAdam; not
+ * for int8, whose codes pass is bound by its lookups: 1.83 against 1.72 with it).  Thread
+ * CPU time, one thread, 16K elements in cache, best of 5, three alternating runs at load
+ * 3.5-4: the first pass 0.321-0.324 -> 0.304-0.306, the second 0.528-0.539 -> 0.506-0.512,
+ * the step 0.868-0.883 -> 0.843-0.852; at 16M (best of 2, three runs, load 2.8-4) the step
+ * 0.93-1.26 -> 0.93-0.98.
+ * Two threads at 16M (f8_phases.c, thread 0's CPU time over its half, per element of the
+ * step, three alternating runs at load 2.8-4.6): the arithmetic scales (in cache, 0.84-0.86
+ * ns per own element on each of two threads, as on one), the memory does not: the step
+ * 0.49-0.75 (0.98-1.5 per own element against 0.93-1.46 on one thread) and the roofline pass
+ * 0.30-0.34 (0.60-0.68 per own element against 0.46-0.67).  The two bounds come close
+ * (0.42 of arithmetic and 0.31 of memory per element, against 0.845 and 0.47 on one
+ * thread), and about the same 0.07-0.12 of memory time per element as on one thread
+ * (0.09-0.13) stays unhidden, now beside half the arithmetic: ~8-9 ms for 16M without
+ * descheduling (the best runs, 0.49-0.54) rather than the 7.5 that halving one thread's
+ * figure predicts; the bench's ~11 ms adds descheduling by the other load (wall
+ * clock in the same runs: 0.72-1.87).  A software prefetch of the next block's p, g and
+ * codes during the second pass (FO_LB_PF = 1 or 2 blocks ahead; off) measured no faster
+ * (0.56-0.66 and 0.45-0.62 against 0.49-0.75): the hardware prefetcher follows the four
+ * streams, and what is left is the bandwidth two streaming cores share.
+ * A float32 decode without vcvtph2ps (the code shifted into float32
  * bits, e=0 codes as float32 subnormals) would save one operation per vector but breaks
  * under DAZ (torch.set_flush_denormal), so it is not used.
  */
