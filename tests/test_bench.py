@@ -156,6 +156,38 @@ def _check_state_rows(rows, n, torch_installed):
         assert r["name"] == "bitsandbytes Adam8bit" and "roofline_time" not in r
 
 
+def test_bench_state_is_placed_as_the_optimizers(monkeypatch):
+    """The rows that call a kernel directly take their dense state where fastopt's optimizers
+    put theirs (staggered from the parameter within a page), not where np.zeros puts it (at
+    the parameter's own page offset: issue 23, the float32-state row read 0.9x PyTorch)."""
+    import fastopt
+    from fastopt.benchmark import cases
+
+    n = 1 << 16
+    p = np.ones(n, np.float32)
+    opt = fastopt.Adam([p], lr=1e-3)
+    opt.step([np.ones(n, np.float32)])
+    want = [opt.state[k][0].ctypes.data % 4096 for k in ("exp_avg", "exp_avg_sq")]
+    state = cases.fastopt_state(p, 2)
+    assert [a.ctypes.data % 4096 for a in state] == want
+    assert p.ctypes.data % 4096 not in want and len(set(want)) == 2
+    assert all(a.shape == p.shape and a.dtype == p.dtype and not a.any() for a in state)
+    # the state row and the optimizer rows take it from there
+    seen = []
+    real = cases.fastopt_state
+
+    def spy(param, count, dtype=None):
+        seen.append((param.size, count))
+        return real(param, count, dtype)
+
+    monkeypatch.setattr(cases, "fastopt_state", spy)
+    cases.state_case(n, use_bitsandbytes=False).build(None)
+    assert seen == [(n, 2)]
+    cases.optimizer_case("adam", n).build(None)
+    cases.optimizer_case("rmsprop", n).build(None)
+    assert seen[1:] == [(n, 2), (n, 1)]
+
+
 @pytest.mark.parametrize("n", [1000, 4096])
 def test_bench_state_rows(n):
     from fastopt.benchmark import cases, measure, suite
