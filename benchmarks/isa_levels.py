@@ -30,6 +30,7 @@ import numpy as np
 import fastopt
 from fastopt import kernels as K
 from fastopt.kernels import lowbit as L
+from fastopt.runtime.alloc import staggered_zeros
 
 cases, sizes, budget = json.loads(sys.argv[1]), json.loads(sys.argv[2]), float(sys.argv[3])
 nt = int(sys.argv[4])
@@ -40,7 +41,8 @@ rng = np.random.default_rng(0)
 for size in sizes:
     p = rng.standard_normal(size).astype(np.float32)
     g = (rng.standard_normal(size) * 1e-2).astype(np.float32)
-    m, v = np.zeros_like(p), np.zeros_like(p)
+    # the state where fastopt's optimizers put it (fastopt.benchmark.cases.fastopt_state)
+    m, v = (staggered_zeros(p.shape, np.float32, like=p, k=k) for k in (1, 2))
     for name in cases:
         if name == "adam":
             f = lambda: K.adam_step(p, g, m, v, step=10, lr=1e-3)

@@ -147,6 +147,7 @@ def _check_state_rows(rows, n, torch_installed):
         assert ("torch_time" in r) == torch_installed
         if torch_installed:
             assert r["torch_time"] > 0 and r["torch_time"] == rows[0]["torch_time"]
+            assert r["torch_ratio"] > 0
     for r in rows[:4]:
         assert r["roofline_time"] > 0 and r["roofline_f32_time"] > 0
         # the float32 pass's bandwidth applied to the row's bytes
@@ -154,6 +155,38 @@ def _check_state_rows(rows, n, torch_installed):
     assert f32["roofline_f32_time"] == f32["roofline_time"]
     for r in rows[4:]:
         assert r["name"] == "bitsandbytes Adam8bit" and "roofline_time" not in r
+
+
+def test_bench_state_is_placed_as_the_optimizers(monkeypatch):
+    """The rows that call a kernel directly take their dense state where fastopt's optimizers
+    put theirs (staggered from the parameter within a page), not where np.zeros puts it (at
+    the parameter's own page offset: issue 23, the float32-state row read 0.9x PyTorch)."""
+    import fastopt
+    from fastopt.benchmark import cases
+
+    n = 1 << 16
+    p = np.ones(n, np.float32)
+    opt = fastopt.Adam([p], lr=1e-3)
+    opt.step([np.ones(n, np.float32)])
+    want = [opt.state[k][0].ctypes.data % 4096 for k in ("exp_avg", "exp_avg_sq")]
+    state = cases.fastopt_state(p, 2)
+    assert [a.ctypes.data % 4096 for a in state] == want
+    assert p.ctypes.data % 4096 not in want and len(set(want)) == 2
+    assert all(a.shape == p.shape and a.dtype == p.dtype and not a.any() for a in state)
+    # the state row and the optimizer rows take it from there
+    seen = []
+    real = cases.fastopt_state
+
+    def spy(param, count, dtype=None):
+        seen.append((param.size, count))
+        return real(param, count, dtype)
+
+    monkeypatch.setattr(cases, "fastopt_state", spy)
+    cases.state_case(n, use_bitsandbytes=False).build(None)
+    assert seen == [(n, 2)]
+    cases.optimizer_case("adam", n).build(None)
+    cases.optimizer_case("rmsprop", n).build(None)
+    assert seen[1:] == [(n, 2), (n, 1)]
 
 
 @pytest.mark.parametrize("n", [1000, 4096])
@@ -478,6 +511,7 @@ def test_bench_threading_rows_time_both_backends():
         ("adam", 1 << 16), ("adam", 1 << 20), ("batchnorm fwd+bwd", (16, 16, 28, 28))]
     for r in rows:
         assert r.time > 0 and r.openmp_time > 0
+        # (one round: the median of one ratio is that round's ratio, the medians' ratio)
         assert r.ratio == pytest.approx(r.time / r.openmp_time)
     assert _threadpool.stats()["jobs"] > jobs and _threadpool.openmp_stats()["used"]
     assert fastopt.runtime.threads.get_backend() == "pool"       # switched back
@@ -528,3 +562,44 @@ def fastopt_isa(level):
         yield
     finally:
         dispatch.set_isa(before)
+
+
+def test_paired_ratio_is_the_median_of_the_rounds_ratios():
+    """The round-robin ratios (state rows' "vs torch", pool/openmp): per round, then the
+    median; a load that slows both calls of one round leaves it alone, where the ratio of the
+    medians pairs one call's quiet round with the other's busy one."""
+    from fastopt.benchmark.timing import Samples, paired_ratio
+
+    a = Samples((1.0, 2.0, 10.0, 1.1, 2.2))
+    b = Samples((2.0, 4.0, 20.0, 2.0, 4.0))
+    assert paired_ratio(a, b) == pytest.approx(0.5)          # ratios .5 .5 .5 .55 .55
+    assert a.median / b.median == pytest.approx(2.0 / 4.0)
+    c = Samples((1.0, 1.0, 5.0, 5.0, 5.0))                   # load in rounds 3-5 of c only
+    d = Samples((1.0, 1.0, 1.0, 5.0, 5.0))
+    assert paired_ratio(c, d) == pytest.approx(1.0) and c.median / d.median == 5.0
+    for bad in (Samples((1.0,)), Samples(())):
+        with pytest.raises(ValueError, match="same rounds"):
+            paired_ratio(a, bad)
+
+
+def test_state_rows_torch_ratio_is_paired():
+    from fastopt.benchmark import report
+    from fastopt.benchmark.cases import STATE_DTYPES
+    from fastopt.benchmark.timing import Samples
+
+    class Case:
+        group, name, size = "state", "adam", 1 << 16
+
+    rounds = 4
+    samples = {"torch": Samples((2.0, 2.0, 8.0, 2.0)),
+               "roofline adam float32": Samples((1.0,) * rounds)}
+    for i, name in enumerate(STATE_DTYPES):
+        samples[name] = Samples((1.0 + i, 1.0 + i, 4.0 * (1 + i), 1.0 + i))
+        samples[f"roofline {name}"] = Samples((1.0,) * rounds)
+    rows = report.StateRow.from_samples(Case, samples, {})
+    for i, r in enumerate(rows):
+        assert r.torch_ratio == pytest.approx(2.0 / (1 + i))
+        assert r.torch_time == 2.0
+    (table,) = [t for t in report.TABLES if t.groups == ("state",)]
+    (col,) = [c for c in table.columns if c.head == "vs torch"]
+    assert [col.cell(r, {}).strip() for r in rows[:2]] == ["2.00x", "1.00x"]

@@ -155,6 +155,25 @@ def size_label(size):
 
 # ------------------------------------------------------------------ optimizers
 
+def fastopt_state(param, count, dtype=None):
+    """``count`` zero state buffers for ``param`` (its dtype unless ``dtype``), placed as
+    fastopt's optimizers place theirs (the dense format's ``zeros``: each staggered from
+    the parameter within a 4 KiB page, :mod:`fastopt.runtime.alloc`).
+
+    The rows that call a kernel directly take their state from here, not from ``np.zeros``:
+    large NumPy arrays all start 16 bytes into a page, so fresh ``np.zeros`` state sits at
+    the parameter's and the gradient's page offset, which no fastopt optimizer does and
+    which costs the step its speed; PyTorch's side allocates its own state as it does for
+    its users.  (Issue 23, Zen 3, 2 threads, Adam at 16M elements: on such state fastopt
+    ran at 0.91-0.92 of PyTorch's fused Adam, on its optimizers' state at 1.18-1.23; the
+    two libraries on the same buffers within a few percent of each other either way.)
+    """
+    from ..optim.formats import DENSE
+
+    dtype = param.dtype if dtype is None else np.dtype(dtype)
+    return [DENSE.zeros(param.shape, dtype, True, like=param, k=j + 1) for j in range(count)]
+
+
 def optimizer_case(name, n, dtype=np.float32):
     """One optimizer's kernel step on ``n`` elements of ``dtype``."""
     spec = OPTIMIZERS[name]
@@ -164,7 +183,9 @@ def optimizer_case(name, n, dtype=np.float32):
         rng = np.random.default_rng(0)
         p = rng.standard_normal(n).astype(dtype)
         g = rng.standard_normal(n).astype(dtype)
-        s = [np.abs(rng.standard_normal(n)).astype(dtype) * 1e-3 for _ in spec.state]
+        s = fastopt_state(p, len(spec.state))          # placed as the optimizers place it
+        for x in s:
+            x[...] = np.abs(rng.standard_normal(n)).astype(dtype) * 1e-3
         s_ref = [x.copy() for x in s]
         nt = get_num_threads()
         # the roofline moves the same bytes (float64 buffers seen as twice as many float32)
@@ -452,7 +473,8 @@ def state_bytes(n, kernel="adam"):
 def state_case(n, use_bitsandbytes=True):
     """Adam with float32, bfloat16, int8 and float8 state (:mod:`fastopt.kernels.lowbit`) at ``n``
     elements, each followed by its roofline pass (``_roofline.update`` for float32 state,
-    ``_lowbit.roofline`` for the uint16 / uint8 state), plus PyTorch's fused float32 Adam and
+    ``_lowbit.roofline`` for the uint16 / uint8 state), each state allocated as fastopt's
+    optimizers allocate it (float32: :func:`fastopt_state`), plus PyTorch's fused float32 Adam and
     bitsandbytes' ``Adam8bit`` on CPU when installed and able to step (else the reason is
     ``info["notes"]``): all round robin, so drift on a shared machine hits every row alike."""
     def build(torch):
@@ -462,7 +484,7 @@ def state_case(n, use_bitsandbytes=True):
         p = rng.standard_normal(n).astype(np.float32)
         g = (rng.standard_normal(n) * 1e-2).astype(np.float32)
         nt = get_num_threads()
-        m32, v32 = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        m32, v32 = fastopt_state(p, 2)     # as fastopt.Adam's (not np.zeros: fastopt_state)
         mb, vb = L.zeros_bf16(n), L.zeros_bf16(n)
         (mc, ma), (vc, va) = L.zeros_int8(n, L.signed_map()), L.zeros_int8(n, L.unsigned_map())
         (mf, maf), (vf, vaf) = L.zeros_float8(n), L.zeros_float8(n)

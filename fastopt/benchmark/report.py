@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from .cases import STATE_DTYPES, size_label, state_bytes
-from .timing import MAX_SPREAD, unstable
+from .timing import MAX_SPREAD, paired_ratio, unstable
 
 #: The marker after a row whose samples disagree.
 MARK = "!"
@@ -46,6 +46,14 @@ class Row:
 
 def _median(samples, role):
     return samples[role].median if role in samples else None
+
+
+def _paired(samples, num, den):
+    """:func:`~fastopt.benchmark.timing.paired_ratio` of two round-robin roles (None if one is
+    missing)."""
+    if num not in samples or den not in samples:
+        return None
+    return paired_ratio(samples[num], samples[den])
 
 
 @dataclass(kw_only=True)
@@ -115,6 +123,8 @@ class StateRow(Row):
     roofline_time: float | None = None
     roofline_f32_time: float | None = None
     torch_time: float | None = None
+    #: the median over rounds of torch's time / this row's time in the same round
+    torch_ratio: float | None = None
     version: str | None = None
 
     @classmethod
@@ -134,7 +144,8 @@ class StateRow(Row):
                             roofline_time=samples[f"roofline {name}"].median,
                             roofline_f32_time=roof32 * nbytes[name] / nbytes["adam float32"],
                             state_bytes_per_param=L.state_bytes(n, dtype, 2) / n,
-                            torch_time=torch)._set_spread(own))
+                            torch_time=torch, torch_ratio=_paired(samples, "torch", name))
+                        ._set_spread(own))
         bnb = "bitsandbytes Adam8bit"
         if bnb in samples:
             # Adam8bit keeps arrays under its min_8bit_size (4,096) in float32 state
@@ -143,7 +154,8 @@ class StateRow(Row):
                             time=samples[bnb].median,
                             bytes=nbytes["adam int8" if dtype == "int8" else "adam float32"],
                             state_bytes_per_param=L.state_bytes(n, dtype, 2) / n,
-                            torch_time=torch, version=info["bitsandbytes"])
+                            torch_time=torch, torch_ratio=_paired(samples, "torch", bnb),
+                            version=info["bitsandbytes"])
                         ._set_spread({bnb: samples[bnb], **shared}))
         return rows
 
@@ -191,7 +203,7 @@ class SharingRow(Row):
 @dataclass(kw_only=True)
 class BackendRow(Row):
     """One step on the pool (``time``) and on the OpenMP backend, round robin; ``ratio``:
-    pool / openmp (above 1: the pool is slower)."""
+    pool / openmp, the median of the rounds' ratios (above 1: the pool is slower)."""
 
     time: float
     openmp_time: float
@@ -201,7 +213,7 @@ class BackendRow(Row):
     def from_samples(cls, case, samples, info):
         tp, to = samples["pool"].median, samples["openmp"].median
         return [cls(group=case.group, name=case.name, size=case.size, time=tp, openmp_time=to,
-                    ratio=tp / to)._set_spread(samples)]
+                    ratio=_paired(samples, "pool", "openmp"))._set_spread(samples)]
 
 
 @dataclass(kw_only=True)
@@ -289,8 +301,8 @@ def _gbs(r, m):
 
 def _state_title(rows, m):
     t = rows[0].torch_time
-    vs = f"PyTorch's fused float32 Adam ({t * 1e3:.3f} ms) / time" if t else \
-        "—: torch not installed"
+    vs = (f"PyTorch's fused float32 Adam (median {t * 1e3:.3f} ms) / time, the median of the "
+          "rounds' ratios") if t else "—: torch not installed"
     return ("Adam with float32, bfloat16, int8 and float8 state (fastopt.kernels.lowbit), measured "
             f"round robin; vs torch: {vs}:")
 
@@ -337,8 +349,8 @@ TABLES = (
         Column("GB/s", 7, lambda r, m: f"{r.bytes / r.time / 1e9:7.1f}"),
         Column("roofline", 9, lambda r, m: _num(_div(r.roofline_time, r.time), ".2f")),
         Column("roof f32 bw", 12, lambda r, m: _num(_div(r.roofline_f32_time, r.time), ".2f")),
-        Column("vs torch", 9, lambda r, m: _num(_div(r.torch_time, r.time), ".2f") +
-               ("x" if r.torch_time is not None else "")),
+        Column("vs torch", 9, lambda r, m: _num(r.torch_ratio, ".2f") +
+               ("x" if r.torch_ratio is not None else "")),
         Column("state B/param", 14, lambda r, m: f"{r.state_bytes_per_param:14.2f}"),
     ), title=_state_title, footer=lambda rows, m: [
         "GB/s: bytes the step must move (param, grad, state: 28 B/elem with float32 state, 20 "
@@ -363,7 +375,8 @@ TABLES = (
         Column("pool/openmp", 12, lambda r, m: f"{r.ratio:12.2f}"),
     ), title=lambda rows, m: "Threading backends, round robin in one run: fastopt's pool (the "
                              f"default; this run: {m.get('threading', 'pool')}) and "
-                             "FASTOPT_THREADING=openmp (a static-schedule OpenMP region):"),
+                             "FASTOPT_THREADING=openmp (a static-schedule OpenMP region); "
+                             "pool/openmp: the median of the rounds' ratios:"),
     Table(("sharing",), (
         Column("loop", 22, lambda r, m: r.name, "<"),
         Column("size", 13, lambda r, m: size_label(r.size)),

@@ -7,7 +7,8 @@ Every figure ``fastopt bench`` prints comes from one of three policies:
 * :func:`round_robin`: the callables take turns, one call each per round, so that a
   machine that drifts (another job starts, the clock changes) hits every one alike; the
   median of each one's ``reps`` calls (lists against FlatParams, clipping, state formats,
-  scikit-learn fits);
+  scikit-learn fits); a ratio of two of them (the state rows' "vs torch", pool/openmp) is
+  the median of the per-round ratios (:func:`paired_ratio`);
 * :func:`side_by_side`: ``nproc`` processes running the same step at the same time, the
   median step time of each (the under-load table).
 
@@ -63,6 +64,19 @@ class Samples:
     def scaled(self, factor):
         """The same samples times ``factor`` (per-step time of a loop of steps)."""
         return Samples(tuple(x * factor for x in self.times))
+
+
+def paired_ratio(num, den):
+    """The median over rounds of ``num``'s time / ``den``'s time in the same round: the ratio of
+    two :class:`Samples` measured by :func:`round_robin` (the same number of rounds).  A load
+    that comes and goes slows both calls of a round alike, so the per-round ratios agree
+    better than the ratio of the two medians (which pairs one call's quiet round with the
+    other's busy one)."""
+    a, b = np.asarray(num.times, dtype=float), np.asarray(den.times, dtype=float)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired_ratio needs samples of the same rounds, got {a.size} and "
+                         f"{b.size} times")
+    return float(np.median(a / b))
 
 
 def unstable(samples, bound=MAX_SPREAD):
