@@ -331,10 +331,10 @@ static inline fo_est_t *fo_est_of(fo_task_fn fn) {
  * twice for slack), and at least spin_ns; at most FO_SPIN_JOB_MAX_NS, and never with
  * FASTOPT_SPIN_US=0.  As every wait, it stops as soon as the caller finds it was descheduled.
  *
- * Why (issue 23, the 2-vCPU EPYC Zen 3 VM, quiet): batch norm's 4096x1024 blocks take 80-200
+ * Why (issue 23, the 2-vCPU EPYC Zen 3 VM, quiet): batch norm's 4096x1024 blocks take 70-210
  * us, so the caller, done with its range while the worker was in its last block, outwaited a
- * 50 us spin and slept in a quarter of the calls, and was woken by the worker (a futex call,
- * tens of microseconds on this VM) after the block had ended; libgomp's barrier spins. */
+ * 50 us spin and slept in 4 of the 16 passes of a sample, and was woken by the worker (a futex
+ * call, tens of microseconds on this VM) after the block had ended; libgomp's barrier spins. */
 static inline long fo_master_wait_ns(fo_task_fn fn) {
     long base = atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
     long task = 2 * atomic_load_explicit(&fo_est_of(fn)->task_ns, memory_order_relaxed);
@@ -458,12 +458,12 @@ static uint32_t fo_worker_sleep(uint32_t seen) {
  *
  * Why (issue 23, benchmarks/pool_trace.py and threading_backends.py on the 2-vCPU EPYC Zen 3
  * VM, quiet): batch norm forward + backward at 4096x1024 is two kernel calls of two passes
- * each, and between the calls the caller spends 130-330 us in Python (the wrappers' checks
- * and allocations, on caches the passes just flushed) while a pass lasts 0.7-1.5 ms, so a
+ * each, and between the calls the caller spends 130-340 us in Python (the wrappers' checks
+ * and allocations, on caches the passes just flushed) while a pass lasts 0.7-1.6 ms, so a
  * worker spinning 1/8 of the last job was asleep at both calls of every step and arrived
  * 45-83 us after the publish (a futex wake-up of a halted vCPU), against 2-5 us for libgomp's
- * workers, which spin for milliseconds.  The wrappers publish 115-130 us after their entry:
- * woken there, the worker is spinning when the job comes. */
+ * workers, which spin for milliseconds.  The wrappers publish 115-130 us after their entry
+ * (measured at half load): woken there, the worker is spinning when the job comes. */
 static void fo_pool_prewake(int nthreads) {
     if (nthreads <= 1 || !fo_pool_ready || atomic_load_explicit(&fo_pool.sleeping,
                                                                 memory_order_relaxed) == 0)
