@@ -310,6 +310,80 @@ def test_force_small_takes_a_bool_or_0_1_only(setting):
         _threadpool.force_small(was)
 
 
+def _workers_asleep(timeout=10.0):
+    """Poll (bounded) until every started worker sleeps (they spin for a while after a call);
+    returns the stats then."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        st = _threadpool.stats()
+        if st["workers"] > 0 and st["sleeping"] == st["workers"]:
+            return st
+        if time.monotonic() > deadline:
+            pytest.fail(f"the workers did not go to sleep within {timeout} s: {st}", pytrace=False)
+        time.sleep(0.002)
+
+
+def _bn_step(x, dy, nt):
+    """Batch norm forward + backward with nt threads: every output's bytes."""
+    C = x.shape[1]
+    gamma = np.linspace(0.5, 1.5, C).astype(x.dtype)
+    beta = np.linspace(-1, 1, C).astype(x.dtype)
+    with fastopt.num_threads(nt):
+        y, mu, s = K.batchnorm_forward(x, gamma, beta, None, None)
+        dx, dg, db = K.batchnorm_backward(dy, x, gamma, mu, s)
+    return [a.tobytes() for a in (y, mu, s, dx, dg, db)]
+
+
+@pytest.mark.parametrize("backend", ["pool", pytest.param("openmp", marks=needs_openmp)])
+def test_prewake_wakes_sleeping_workers_on_the_pool_only(backend, pool_after):
+    # Batch norm's wrappers wake the pool's sleeping workers on entry, before their checks
+    # (fastopt._threadpool.prewake; docs/design.rst): a large x with several threads on the
+    # pool does, once per wrapper; one thread, a small x (one thread anyway) or the OpenMP
+    # backend does not; the bits are one thread's either way.  Deterministic: a worker leaves
+    # its sleep only for a job or a prewake, and each check first waits until they all sleep.
+    rng = np.random.default_rng(23)
+    big = rng.standard_normal((512, 256)).astype(np.float32)      # 131072 >= PARALLEL_MIN
+    dbig = rng.standard_normal(big.shape).astype(np.float32)
+    small = rng.standard_normal((64, 256)).astype(np.float32)     # 16384: one thread
+    dsmall = rng.standard_normal(small.shape).astype(np.float32)
+    one = {id(big): _bn_step(big, dbig, 1), id(small): _bn_step(small, dsmall, 1)}
+    with threads.threading_backend("pool"), fastopt.num_threads(2):
+        K.adam_step(big.ravel().copy(), dbig.ravel(), np.zeros(big.size, np.float32),
+                    np.zeros(big.size, np.float32), step=1, lr=1e-3)  # a worker exists
+    for x, dy, nt, woken in ((big, dbig, 2, backend == "pool"), (big, dbig, 1, False),
+                             (small, dsmall, 2, False)):
+        before = _workers_asleep()["prewakes"]
+        with threads.threading_backend(backend):
+            out = _bn_step(x, dy, nt)
+        assert out == one[id(x)], (backend, x.shape, nt)
+        # forward and backward each prewake; the worker may still spin from the forward's
+        # passes when the backward enters (then nothing is asleep to wake)
+        got = _threadpool.stats()["prewakes"] - before
+        assert (1 <= got <= 2) if woken else got == 0, (backend, x.shape, nt, got)
+    # the call alone: one thread, or the OpenMP backend, leaves the sleeping workers asleep
+    for nt, name in ((1, "pool"), (2, "openmp"), (2, "pool")):
+        if name == "openmp" and not _threadpool.HAVE_OPENMP:
+            continue
+        before = _workers_asleep()
+        with threads.threading_backend(name):
+            assert _threadpool.prewake(nt) is None
+        after = _threadpool.stats()
+        expect = 1 if (name == "pool" and nt > 1) else 0
+        assert after["prewakes"] - before["prewakes"] == expect, (nt, name)
+        assert after["jobs"] == before["jobs"]       # no job ran
+
+
+def test_prewake_checks_its_argument():
+    for bad in ("2", 2.0, None, True, np.int64(2), [2]):
+        with pytest.raises(TypeError, match="nthreads must be an int"):
+            _threadpool.prewake(bad)
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="nthreads must be >= 1"):
+            _threadpool.prewake(bad)
+
+
 PINNED_TO_ONE_CPU = r"""
 import json, os, time
 import numpy as np

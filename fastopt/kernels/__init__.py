@@ -28,6 +28,7 @@ from ._make import function_name, make
 from ..runtime.dispatch import ext
 from ..specs import KERNELS
 from ..runtime.threads import get_num_threads
+from .. import _plan, _threadpool
 
 __all__ = ["global_norm", "clip_grad_norm_"]
 
@@ -110,6 +111,14 @@ def _out(o, value, dtype):
     return o
 
 
+def _prewake(x):
+    """A parallel call on x is coming: wake the pool's sleeping workers now, so that they spin
+    while the wrapper checks and allocates (``fastopt._threadpool.prewake``).  Before the
+    checks, so cheap and quiet: anything but a large array skips it."""
+    if type(x) is np.ndarray and x.size >= _plan.PARALLEL_MIN_ELEMENTS:
+        _threadpool.prewake(get_num_threads())
+
+
 def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
                       running_mean: np.ndarray | None, running_var: np.ndarray | None, *,
                       training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
@@ -162,6 +171,7 @@ def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
         The batch statistics (training) or those from the running buffers
         (inference), for :func:`batchnorm_backward`.
     """
+    _prewake(x)
     training, N, C, n, momentum, eps, outs = _check.batchnorm_forward(
         x, gamma, beta, running_mean, running_var, training, momentum, eps, out, reduce)
     nt = get_num_threads()
@@ -240,6 +250,7 @@ def batchnorm_backward(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: n
     dx : ndarray of x's dtype and shape
     dgamma, dbeta : ndarray of x's dtype, (C,)
     """
+    _prewake(x)
     training, N, C, n, outs = _check.batchnorm_backward(dy, x, gamma, mean, invstd, training, out,
                                                         reduce)
     nt = get_num_threads()

@@ -50,12 +50,13 @@ typedef void (*fo_task_fn)(void *ctx, Py_ssize_t task);
 typedef struct {
     int nworkers; long spin_ns; unsigned long long forks, jobs, serial_busy;
     unsigned long long tasks_master, tasks_workers, wakes_spin, wakes_sleep, wakes_empty,
-        master_sleeps, wake_ns, wake_count, serial_small, wakes_samecpu;
+        master_sleeps, wake_ns, wake_count, serial_small, wakes_samecpu, prewakes;
     long sleep_wake_ns, broadcast_ns;
-    int small_forced;
+    int small_forced, sleeping;
 } fo_pool_t;
 static fo_pool_t fo_pool;
 static void fo_pool_init(long spin_ns) { fo_pool.spin_ns = spin_ns; }
+static void fo_pool_prewake(int nthreads) { (void)nthreads; }
 static void fo_pool_run(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads) {
     Py_ssize_t t;
     (void)nthreads;
@@ -121,6 +122,7 @@ typedef struct {
     pthread_cond_t finished;     /* the master sleeps here */
     _Atomic int sleeping;        /* workers asleep (or about to be) */
     _Atomic int master_sleeping;
+    uint32_t poke;               /* bumped by fo_pool_prewake (under `lock`) */
     /* workers */
     pthread_mutex_t master;      /* held by the thread running a job */
     int nworkers;                /* started, under `master` */
@@ -142,6 +144,7 @@ typedef struct {
     _Atomic int master_cpu;     /* the CPU the caller published the last job from */
     _Atomic uint64_t serial_small;   /* calls run on the caller alone: waking did not pay */
     _Atomic uint64_t wakes_samecpu;  /* wake-ups that found the caller's CPU and stood aside */
+    _Atomic uint64_t prewakes;       /* fo_pool_prewake calls that woke sleeping workers */
     _Atomic int last_wake_aside;     /* the last woken worker stood aside (and sleeps again) */
     _Atomic int small_forced;   /* test hook (fastopt._threadpool.force_small): every job
                                    fo_small_job would judge runs on the caller alone */
@@ -323,6 +326,23 @@ static inline fo_est_t *fo_est_of(fo_task_fn fn) {
     return e;
 }
 
+/* How long the caller spins for the tasks other threads still hold before it sleeps: every
+ * task is claimed by then, so the wait is at most about one task (fn's measured time per task,
+ * twice for slack), and at least spin_ns; at most FO_SPIN_JOB_MAX_NS, and never with
+ * FASTOPT_SPIN_US=0.  As every wait, it stops as soon as the caller finds it was descheduled.
+ *
+ * Why (issue 23, the 2-vCPU EPYC Zen 3 VM, quiet): batch norm's 4096x1024 blocks take 70-210
+ * us, so the caller, done with its range while the worker was in its last block, outwaited a
+ * 50 us spin and slept in 4 of the 16 passes of a sample, and was woken by the worker (a futex
+ * call, tens of microseconds on this VM) after the block had ended; libgomp's barrier spins. */
+static inline long fo_master_wait_ns(fo_task_fn fn) {
+    long base = atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed);
+    long task = 2 * atomic_load_explicit(&fo_est_of(fn)->task_ns, memory_order_relaxed);
+    if (base <= 0) return 0;
+    if (task > FO_SPIN_JOB_MAX_NS) task = FO_SPIN_JOB_MAX_NS;
+    return task > base ? task : base;
+}
+
 /* Whether a job of `ntasks` tasks of fn should run on the caller alone rather than wake the
  * sleeping workers (fo_run_job, under `master`).  Waking costs the caller the wake-up call
  * (broadcast_ns) and the worker arrives sleep_wake_ns after publishing; splitting a job of
@@ -416,16 +436,45 @@ static int fo_tasks_left(uint32_t g) {
     return 0;
 }
 
-/* Sleep until a job later than `seen` is published; returns its generation. */
+/* Sleep until a job later than `seen` is published, or until fo_pool_prewake says one is
+ * coming; returns the last published generation (`seen` after a prewake). */
 static uint32_t fo_worker_sleep(uint32_t seen) {
-    uint32_t g;
+    uint32_t g, poke;
     pthread_mutex_lock(&fo_pool.lock);
+    poke = fo_pool.poke;
     atomic_fetch_add(&fo_pool.sleeping, 1);
-    while ((g = atomic_load(&fo_pool.gen)) == seen)
+    while ((g = atomic_load(&fo_pool.gen)) == seen && fo_pool.poke == poke)
         pthread_cond_wait(&fo_pool.wake, &fo_pool.lock);
     atomic_fetch_sub(&fo_pool.sleeping, 1);
     pthread_mutex_unlock(&fo_pool.lock);
     return g;
+}
+
+/* A parallel call on up to `nthreads` threads is coming from the calling thread (a kernel's
+ * Python wrapper says so on entry, before its argument checks): wake the sleeping workers now,
+ * so that they spin (fo_idle_spin_ns) instead of sleeping when the job is published.  Does
+ * nothing when no worker sleeps, on the OpenMP backend (fo_run_tasks) or for one thread.
+ * Results do not change: it only moves when the workers wake.
+ *
+ * Why (issue 23, benchmarks/pool_trace.py and threading_backends.py on the 2-vCPU EPYC Zen 3
+ * VM, quiet): batch norm forward + backward at 4096x1024 is two kernel calls of two passes
+ * each, and between the calls the caller spends 130-340 us in Python (the wrappers' checks
+ * and allocations, on caches the passes just flushed) while a pass lasts 0.7-1.6 ms, so a
+ * worker spinning 1/8 of the last job was asleep at both calls of every step and arrived
+ * 45-83 us after the publish (a futex wake-up of a halted vCPU), against 2-5 us for libgomp's
+ * workers, which spin for milliseconds.  The wrappers publish 115-130 us after their entry
+ * (measured at half load): woken there, the worker is spinning when the job comes. */
+static void fo_pool_prewake(int nthreads) {
+    if (nthreads <= 1 || !fo_pool_ready || atomic_load_explicit(&fo_pool.sleeping,
+                                                                memory_order_relaxed) == 0)
+        return;
+    pthread_mutex_lock(&fo_pool.lock);
+    if (atomic_load(&fo_pool.sleeping) > 0) {
+        fo_pool.poke++;
+        pthread_cond_broadcast(&fo_pool.wake);
+        atomic_fetch_add_explicit(&fo_pool.prewakes, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&fo_pool.lock);
 }
 
 static void *fo_worker_main(void *arg) {
@@ -441,6 +490,7 @@ static void *fo_worker_main(void *arg) {
         stood_aside = 0;
         if (g == seen) {
             g = fo_worker_sleep(seen);
+            if (g == seen) continue;   /* prewoken (fo_pool_prewake): spin for the job */
             slept = 1;
         }
         seen = g;
@@ -554,7 +604,7 @@ static void fo_pool_init(long spin_ns) {
 static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads, int once) {
     uint32_t g;
     int workers;
-    long start, last;
+    long start, last, wait_ns;
     unsigned i;
     if (ntasks <= 0) return 0;
     if (!once && (nthreads <= 1 || ntasks == 1 || ntasks >= (Py_ssize_t)FO_CLOSED)) goto serial;
@@ -642,12 +692,12 @@ static int fo_run_job(fo_task_fn fn, void *ctx, Py_ssize_t ntasks, int nthreads,
             fo_filter_store(&fo_est_of(fn)->task_ns, (fo_now_ns() - c0) / (long)ran);
         atomic_fetch_add_explicit(&fo_pool.tasks_master, (uint64_t)ran, memory_order_relaxed);
     }
-    /* Wait for the tasks other threads hold: spin as the workers do, then sleep. */
+    /* Wait for the tasks other threads hold: spin (fo_master_wait_ns), then sleep. */
     start = last = fo_now_ns();
     i = 0;
+    wait_ns = fo_master_wait_ns(fn);
     while (atomic_load(&fo_pool.done) < (int64_t)ntasks) {
-        if (fo_keep_waiting(start, &i, atomic_load_explicit(&fo_pool.spin_ns, memory_order_relaxed),
-                            &last, 0))
+        if (fo_keep_waiting(start, &i, wait_ns, &last, 0))
             continue;
         atomic_fetch_add_explicit(&fo_pool.master_sleeps, 1, memory_order_relaxed);
         pthread_mutex_lock(&fo_pool.lock);

@@ -19,6 +19,9 @@ cnp.import_array()
 
 include "_table.pxi"
 
+#: Elements from which a kernel call runs on several threads (``_table.pxi``'s PARALLEL_MIN).
+PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
+
 
 cdef inline char* _data(object a) noexcept:
     return <char*>cnp.PyArray_DATA(<cnp.ndarray>a)

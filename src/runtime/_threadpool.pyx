@@ -17,11 +17,12 @@ cdef extern from "fo_threadpool.h":
         unsigned long long tasks_master, tasks_workers
         unsigned long long wakes_spin, wakes_sleep, wakes_empty, master_sleeps
         unsigned long long wake_ns, wake_count
-        unsigned long long serial_small, wakes_samecpu
+        unsigned long long serial_small, wakes_samecpu, prewakes
         long sleep_wake_ns, broadcast_ns
-        int small_forced
+        int small_forced, sleeping
     fo_pool_t fo_pool
     void fo_pool_init(long spin_ns) noexcept nogil
+    void fo_pool_prewake(int nthreads) noexcept nogil
     void fo_run_tasks(fo_task_fn fn, void* ctx, Py_ssize_t ntasks, int nthreads) noexcept nogil
     int fo_blas_register(size_t setter, size_t exec_async, size_t exec_wait, size_t num_threads,
                          int max_cpu) noexcept nogil
@@ -69,7 +70,8 @@ def stats():
     the workers, and the mean time from publishing a job to a worker starting on it; calls
     run on the caller alone because waking a worker would not pay (serial_small), wake-ups
     that found the caller's CPU and left it the job (wakes_samecpu), and the filtered costs
-    of a wake-up those decisions use (sleep_wake_us, broadcast_us)."""
+    of a wake-up those decisions use (sleep_wake_us, broadcast_us); :func:`prewake` calls that
+    woke sleeping workers (prewakes), and the workers asleep now (sleeping)."""
     cdef unsigned long long n = fo_pool.wake_count
     return dict(workers=fo_pool.nworkers, jobs=fo_pool.jobs, serial_busy=fo_pool.serial_busy,
                 forks=fo_pool.forks, spin_us=fo_pool.spin_ns / 1000.0,
@@ -79,7 +81,25 @@ def stats():
                 wake_us=(fo_pool.wake_ns / n / 1000.0) if n else None,
                 serial_small=fo_pool.serial_small, wakes_samecpu=fo_pool.wakes_samecpu,
                 sleep_wake_us=fo_pool.sleep_wake_ns / 1000.0,
-                broadcast_us=fo_pool.broadcast_ns / 1000.0)
+                broadcast_us=fo_pool.broadcast_ns / 1000.0,
+                prewakes=fo_pool.prewakes, sleeping=fo_pool.sleeping)
+
+
+def prewake(nthreads):
+    """A parallel kernel call on up to ``nthreads`` threads is coming from this thread: wake
+    the pool's sleeping workers now, so that they are spinning, not asleep, when it is
+    published (see ``fo_pool_prewake`` in ``fo_threadpool.h``; counted in
+    ``stats()["prewakes"]``).  Does nothing when no worker sleeps, for one thread, or on the
+    OpenMP backend.  Results do not change.
+
+    ``nthreads`` is an int >= 1 (TypeError for anything else, a bool included; ValueError
+    below 1)."""
+    if type(nthreads) is not int:
+        raise TypeError(f"nthreads must be an int, got {type(nthreads).__name__}")
+    if nthreads < 1:
+        raise ValueError(f"nthreads must be >= 1, got {nthreads}")
+    if fo_backend == FO_BACKEND_POOL and nthreads > 1:
+        fo_pool_prewake(<int>min(nthreads, 1 << 20))
 
 
 def force_small(on):
